@@ -1,0 +1,46 @@
+"""The hardware figures the estimators take as typed input.
+
+Formulas never read the catalog: ``optimizer.catalog`` turns a validated catalog row
+into this frozen value. Conventions: bytes, bytes/s (unidirectional, per GPU), FLOP/s
+(DENSE peak; datasheets often print sparse figures at twice these), watts.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+
+@dataclass(frozen=True)
+class Hardware:
+    name: str
+    memory_bytes: int                 # device memory capacity (datasheet '80 GB' HBM = 80 GiB)
+    hbm_bytes_per_s: float            # memory bandwidth
+    fp32_flop_per_s: float            # dense, non-tensor FP32
+    tf32_flop_per_s: float            # dense; 0 where the device has none
+    bf16_flop_per_s: float            # dense bf16/fp16 tensor throughput
+    fp8_flop_per_s: float             # dense; 0 where the device has no FP8 tensor cores
+    int8_op_per_s: float              # dense; 0 where none
+    intra_node_bytes_per_s: float     # per GPU, one direction, inside the scale-up (NVLink) domain
+    intra_node_domain: int            # GPUs that share that domain (8 for an HGX board)
+    gpus_per_node: int                # typical GPUs per server
+    inter_node_bytes_per_s: float     # per GPU, one direction, scale-out network (NIC share)
+    tdp_w: float                      # board power
+
+    def peak_flop_per_s(self, precision: str) -> float:
+        """Dense peak for the matmul precision of a training or serving layout.
+
+        'bf16'/'fp16' -> bf16 tensor peak; 'fp8' -> fp8 peak, falling back to bf16 where the
+        device has no FP8 units (the run then computes in bf16); 'int8' -> int8 op/s, same fallback.
+        """
+        if precision in ("bf16", "fp16"):
+            return self.bf16_flop_per_s
+        if precision == "fp8":
+            return self.fp8_flop_per_s or self.bf16_flop_per_s
+        if precision == "int8":
+            return self.int8_op_per_s or self.bf16_flop_per_s
+        if precision in ("fp32", "tf32"):
+            return self.tf32_flop_per_s or self.fp32_flop_per_s
+        raise ValueError(f"precision: unknown {precision!r}; allowed: bf16, fp16, fp8, int8, fp32, tf32")
+
+    def with_inter_node_bytes_per_s(self, bytes_per_s: float) -> "Hardware":
+        return replace(self, inter_node_bytes_per_s=bytes_per_s)

@@ -1,0 +1,54 @@
+"""A training layout: how one job is split over GPUs (the typed input of the estimators).
+
+Conventions (Megatron-LM): n_gpus = tp * pp * dp * cp; expert parallelism ep divides
+dp * cp and shards only the expert weights; global_batch counts sequences and equals
+micro_batch * dp * grad_accum exactly. ``zero`` is the ZeRO stage (0-3); Megatron's
+distributed optimizer is ZeRO-1. ``interleave`` is the number of virtual pipeline chunks
+per stage (v in Narayanan et al. 2021, Sec. 2.2.2).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+Recompute = Literal["none", "selective", "full"]
+Precision = Literal["bf16", "fp8"]
+OptimizerKind = Literal["adam", "sgd", "adam8bit", "adafactor"]
+
+RECOMPUTE_MODES = ("none", "selective", "full")
+TRAIN_PRECISIONS = ("bf16", "fp8")
+OPTIMIZERS = ("adam", "sgd", "adam8bit", "adafactor")
+
+
+@dataclass(frozen=True)
+class TrainLayout:
+    seq_len: int
+    global_batch: int                 # sequences per optimizer step
+    tp: int = 1
+    pp: int = 1
+    dp: int = 1
+    cp: int = 1
+    ep: int = 1
+    zero: int = 0
+    micro_batch: int = 1
+    recompute: Recompute = "selective"
+    sequence_parallel: bool = False
+    precision: Precision = "bf16"
+    interleave: int = 1
+    optimizer: OptimizerKind = "adam"
+    offload_optimizer: bool = False
+    flash_attention: bool = True
+
+    @property
+    def n_gpus(self) -> int:
+        return self.tp * self.pp * self.dp * self.cp
+
+    @property
+    def grad_accum(self) -> int:
+        """Micro-batches per step per data-parallel rank (m in Narayanan et al. 2021)."""
+        return self.global_batch // (self.micro_batch * self.dp)
+
+    @property
+    def tokens_per_step(self) -> int:
+        return self.global_batch * self.seq_len

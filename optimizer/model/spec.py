@@ -1,0 +1,135 @@
+"""The architecture spec: a frozen, validated description of a transformer.
+
+One value of ``ModelSpec`` expresses any of the supported families exactly enough to
+count every parameter the reference implementation creates (see formulas/params.py).
+Sizes are plain integers; nothing here computes FLOPs or memory.
+
+Field names are a contract used by formulas/ (memory, time, serving); add fields
+freely, rename none.
+"""
+
+from __future__ import annotations
+
+from typing import Literal, Optional
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+NormKind = Literal["layernorm", "rmsnorm"]
+FfnKind = Literal["mlp", "gated"]          # mlp: up+down (2 matrices); gated: gate+up+down (3)
+PositionKind = Literal["learned", "rope", "alibi", "relative_buckets", "none"]
+AttentionKind = Literal["mha", "mla"]       # mha covers MHA/GQA/MQA through num_kv_heads
+ArchKind = Literal["decoder", "encoder", "encoder_decoder"]
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class MoESpec(_Frozen):
+    """Mixture of experts (Mixtral, Qwen2-MoE, DeepSeek-V2/V3)."""
+
+    num_experts: int = Field(gt=0)                 # routed experts per MoE layer
+    experts_per_token: int = Field(gt=0)           # top-k
+    expert_ffn_size: int = Field(gt=0)             # intermediate size of one routed expert
+    num_shared_experts: int = Field(default=0, ge=0)
+    shared_ffn_size: int = Field(default=0, ge=0)  # intermediate size of the shared expert(s), all together
+    shared_expert_gate: bool = False               # Qwen2-MoE's sigmoid gate (hidden -> 1)
+    router_bias: bool = False                      # a learned per-expert bias parameter in the router
+    first_k_dense: int = Field(default=0, ge=0)    # the first k layers use the dense FFN
+    every_n: int = Field(default=1, gt=0)          # which layers after those are MoE (layer % n == 0)
+    dense_layers: tuple[int, ...] = ()             # explicit dense layers (Qwen2-MoE mlp_only_layers)
+
+    @model_validator(mode="after")
+    def _check(self):
+        if self.experts_per_token > self.num_experts:
+            raise ValueError(
+                f"experts_per_token={self.experts_per_token} exceeds num_experts={self.num_experts}")
+        return self
+
+
+class MLASpec(_Frozen):
+    """Multi-head latent attention (DeepSeek-V2 Sec. 2.1; V3). Head dims per head."""
+
+    q_lora_rank: Optional[int] = Field(default=None, gt=0)  # None: q is projected directly (V2-Lite)
+    kv_lora_rank: int = Field(gt=0)
+    qk_rope_head_dim: int = Field(gt=0)
+    qk_nope_head_dim: int = Field(gt=0)
+    v_head_dim: int = Field(gt=0)
+
+
+class ModelSpec(_Frozen):
+    name: str
+    family: str = ""
+    model_type: str = ""                   # Hugging Face model_type it came from, if any
+    source: str = ""                       # where the config came from
+    arch: ArchKind = "decoder"
+
+    vocab_size: int = Field(gt=0)
+    hidden_size: int = Field(gt=0)
+    num_layers: int = Field(gt=0)          # decoder layers (the encoder's for encoder-only models)
+    num_encoder_layers: int = Field(default=0, ge=0)  # encoder_decoder only
+    num_heads: int = Field(gt=0)
+    num_kv_heads: Optional[int] = Field(default=None, gt=0)   # None -> num_heads (MHA)
+    head_dim: Optional[int] = Field(default=None, gt=0)       # None -> hidden_size // num_heads
+    attention: AttentionKind = "mha"
+    mla: Optional[MLASpec] = None
+    qkv_bias: bool = False
+    attn_out_bias: bool = False
+    sliding_window: Optional[int] = Field(default=None, gt=0)
+    sliding_window_every: int = Field(default=1, gt=0)   # 1: every layer (Mistral); 2: alternate (Gemma-2)
+
+    ffn_kind: FfnKind = "gated"
+    ffn_size: int = Field(gt=0)            # dense FFN intermediate size
+    activation: str = "silu"
+    ffn_bias: bool = False
+
+    norm_kind: NormKind = "rmsnorm"
+    norm_bias: bool = False                # LayerNorm with a bias vector
+    norms_per_layer: int = Field(default=2, ge=0)
+    final_norm: bool = True
+    embedding_norm: bool = False           # BLOOM's word_embeddings_layernorm, BERT's embeddings.LayerNorm
+
+    position: PositionKind = "rope"
+    max_position_embeddings: int = Field(default=2048, gt=0)  # context length; learned table size
+    position_offset: int = Field(default=0, ge=0)             # OPT's learned table has 2 extra rows
+    relative_attention_num_buckets: int = Field(default=32, gt=0)
+    type_vocab_size: int = Field(default=0, ge=0)             # BERT token-type embeddings
+    pooler: bool = False
+
+    parallel_block: bool = False           # attention and FFN read the same input (GPT-J, Falcon, NeoX)
+    tie_word_embeddings: bool = False
+    lm_head: bool = True                   # False for a bare encoder (BertModel)
+    lm_head_bias: bool = False
+
+    moe: Optional[MoESpec] = None
+
+    @property
+    def kv_heads(self) -> int:
+        return self.num_kv_heads or self.num_heads
+
+    @property
+    def head_size(self) -> int:
+        return self.head_dim or self.hidden_size // self.num_heads
+
+    @property
+    def is_moe(self) -> bool:
+        return self.moe is not None
+
+    @property
+    def total_layers(self) -> int:
+        return self.num_layers + self.num_encoder_layers
+
+    @model_validator(mode="after")
+    def _check(self):
+        if self.head_dim is None and self.attention == "mha" and self.hidden_size % self.num_heads:
+            raise ValueError(
+                f"hidden_size={self.hidden_size} is not divisible by num_heads={self.num_heads}; "
+                "set head_dim explicitly or use a divisor")
+        if self.num_kv_heads is not None and self.num_heads % self.num_kv_heads:
+            raise ValueError(
+                f"num_kv_heads={self.num_kv_heads} must divide num_heads={self.num_heads}")
+        if self.attention == "mla" and self.mla is None:
+            raise ValueError("attention='mla' needs an 'mla' block (kv_lora_rank, head dims)")
+        if self.arch == "encoder_decoder" and self.num_encoder_layers == 0:
+            raise ValueError("arch='encoder_decoder' needs num_encoder_layers > 0")
+        return self
