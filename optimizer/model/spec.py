@@ -38,6 +38,18 @@ class MoESpec(_Frozen):
     first_k_dense: int = Field(default=0, ge=0)    # the first k layers use the dense FFN
     every_n: int = Field(default=1, gt=0)          # which layers after those are MoE (layer % n == 0)
     dense_layers: tuple[int, ...] = ()             # explicit dense layers (Qwen2-MoE mlp_only_layers)
+    every_n_offset: int = Field(default=0, ge=0)   # MoE when (layer + offset) % every_n == 0;
+                                                   # DeepSeek (moe_layer_freq): 0, Qwen2-MoE (decoder_sparse_step): 1
+
+    def is_moe_layer(self, layer: int) -> bool:
+        """Whether decoder layer ``layer`` (0-based) holds routed experts.
+
+        DeepSeek-V2/V3: ``layer >= first_k_dense_replace and layer % moe_layer_freq == 0``;
+        Qwen2-MoE: ``layer not in mlp_only_layers and (layer + 1) % decoder_sparse_step == 0``;
+        Mixtral: every layer. One rule covers all three.
+        """
+        return (layer >= self.first_k_dense and layer not in self.dense_layers
+                and (layer + self.every_n_offset) % self.every_n == 0)
 
     @model_validator(mode="after")
     def _check(self):
@@ -66,6 +78,9 @@ class ModelSpec(_Frozen):
 
     vocab_size: int = Field(gt=0)
     hidden_size: int = Field(gt=0)
+    embed_dim: Optional[int] = Field(default=None, gt=0)  # token-embedding width when it differs from
+                                                          # hidden_size (OPT-350m word_embed_proj_dim:
+                                                          # project_in/project_out matrices, no bias)
     num_layers: int = Field(gt=0)          # decoder layers (the encoder's for encoder-only models)
     num_encoder_layers: int = Field(default=0, ge=0)  # encoder_decoder only
     num_heads: int = Field(gt=0)
@@ -77,6 +92,7 @@ class ModelSpec(_Frozen):
     attn_out_bias: bool = False
     sliding_window: Optional[int] = Field(default=None, gt=0)
     sliding_window_every: int = Field(default=1, gt=0)   # 1: every layer (Mistral); 2: alternate (Gemma-2)
+    qk_norm: bool = False                  # a norm over each head's q and k (Phi qk_layernorm), head_dim wide
 
     ffn_kind: FfnKind = "gated"
     ffn_size: int = Field(gt=0)            # dense FFN intermediate size
@@ -85,7 +101,9 @@ class ModelSpec(_Frozen):
 
     norm_kind: NormKind = "rmsnorm"
     norm_bias: bool = False                # LayerNorm with a bias vector
-    norms_per_layer: int = Field(default=2, ge=0)
+    norms_per_layer: int = Field(default=2, ge=0)   # per self-attention layer; a decoder layer of an
+                                                    # encoder_decoder model has one more (cross-attention)
+    norm_affine: bool = True               # False: norms without weights (OPT layer_norm_elementwise_affine)
     final_norm: bool = True
     embedding_norm: bool = False           # BLOOM's word_embeddings_layernorm, BERT's embeddings.LayerNorm
 
@@ -118,6 +136,19 @@ class ModelSpec(_Frozen):
     @property
     def total_layers(self) -> int:
         return self.num_layers + self.num_encoder_layers
+
+    @property
+    def embedding_dim(self) -> int:
+        """Width of the token embedding table (hidden_size unless OPT's word_embed_proj_dim differs)."""
+        return self.embed_dim or self.hidden_size
+
+    def is_moe_layer(self, layer: int) -> bool:
+        """Whether decoder layer ``layer`` (0-based, decoder stack) holds routed experts."""
+        return self.moe is not None and self.moe.is_moe_layer(layer)
+
+    def moe_layers(self) -> tuple[int, ...]:
+        """0-based indices of the decoder layers with routed experts (empty for dense models)."""
+        return tuple(i for i in range(self.num_layers) if self.is_moe_layer(i))
 
     @model_validator(mode="after")
     def _check(self):
