@@ -1,0 +1,272 @@
+"""The scenario: what to train or serve, under which constraints, priced how, searched over what.
+
+A scenario is a YAML file (``scenarios/*.yaml``) validated by pydantic. One schema serves
+training (issue 4), serving (issue 6) and model co-design (issue 9); portfolios (issue 7)
+reuse its blocks. Units: tokens are counts (floats accepted: ``15e12``), money in USD,
+time in days or seconds as the key says, fractions in [0, 1].
+
+Bad input raises ``ClusteroptError`` naming the dotted field path, the value and what is
+allowed; unknown keys are errors (a typo must not silently become a default).
+"""
+
+from __future__ import annotations
+
+import copy
+import functools
+from pathlib import Path
+from typing import Any, Literal, Optional, Union
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from optimizer.errors import ClusteroptError, from_pydantic
+
+Objective = Literal["cost", "time", "gpus", "cost_per_mtoken", "loss"]
+PricingMode = Literal["on_demand", "spot", "reserved", "owned"]
+
+#: Relative tolerance on the global batch when it is given in tokens (train.global_batch_tokens):
+#: the search picks micro_batch * dp * grad_accum sequences within this fraction of the target.
+DEFAULT_BATCH_TOLERANCE = 0.05
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class TrainSpec(_Strict):
+    """A pre-training job. ``tokens`` is the number of training tokens (a count, not billions)."""
+
+    tokens: float = Field(gt=0)
+    seq_len: int = Field(gt=0)
+    global_batch: Optional[int] = Field(default=None, gt=0)           # sequences, exact
+    global_batch_tokens: Optional[float] = Field(default=None, gt=0)  # tokens, within batch_tolerance
+    batch_tolerance: float = Field(default=DEFAULT_BATCH_TOLERANCE, ge=0, lt=1)
+    optimizer: Literal["adam", "sgd", "adam8bit", "adafactor"] = "adam"
+    flash_attention: bool = True
+    interleave: int = Field(default=1, ge=1)
+
+    @model_validator(mode="after")
+    def _one_batch(self):
+        if (self.global_batch is None) == (self.global_batch_tokens is None):
+            raise ValueError("give exactly one of global_batch (sequences) or global_batch_tokens")
+        return self
+
+    def target_batch_sequences(self) -> float:
+        if self.global_batch is not None:
+            return float(self.global_batch)
+        return self.global_batch_tokens / self.seq_len
+
+    def batch_tolerance_effective(self) -> float:
+        return 0.0 if self.global_batch is not None else self.batch_tolerance
+
+
+class LengthDist(_Strict):
+    mean: float = Field(gt=0)
+    p99: Optional[float] = Field(default=None, gt=0)
+
+
+class SLO(_Strict):
+    ttft_p99_s: Optional[float] = Field(default=None, gt=0)
+    itl_p99_s: Optional[float] = Field(default=None, gt=0)
+
+
+class ServeSpec(_Strict):
+    """A serving workload (issue 6): request rate, lengths and latency targets."""
+
+    requests_per_s: float = Field(gt=0)
+    prompt_tokens: LengthDist
+    output_tokens: LengthDist
+    slo: SLO = SLO()
+    redundancy: Union[Literal["none", "n+1"], int] = "none"
+    max_utilization: float = Field(default=0.8, gt=0, le=1)
+
+
+class Constraints(_Strict):
+    deadline_days: Optional[float] = Field(default=None, gt=0)
+    budget_usd: Optional[float] = Field(default=None, gt=0)
+    budget_usd_per_hour: Optional[float] = Field(default=None, gt=0)
+    max_gpus: Optional[int] = Field(default=None, gt=0)
+    min_gpus: int = Field(default=1, gt=0)
+    gpus: Optional[list[str]] = None            # default: every catalog GPU of the deployment class
+    available: dict[str, int] = Field(default_factory=dict)
+    memory_headroom: float = Field(default=0.10, ge=0, lt=1)
+    deployment: Literal["cloud", "on_premise", "edge"] = "cloud"
+
+    @field_validator("available")
+    @classmethod
+    def _non_negative(cls, v):
+        for k, n in v.items():
+            if n < 0:
+                raise ValueError(f"available[{k}] = {n}; stock must be >= 0")
+        return v
+
+
+class Pricing(_Strict):
+    """How GPU time is paid: a rental mode, or owned hardware priced by total cost of ownership."""
+
+    mode: PricingMode = "on_demand"
+    provider: Optional[str] = None              # restrict rental offers to one provider
+    usd_per_gpu_hour: dict[str, float] = Field(default_factory=dict)  # explicit price per GPU id
+    years: float = Field(default=4.0, gt=0)     # owned: amortisation period
+    usd_per_kwh: float = Field(default=0.10, ge=0)
+    pue: float = Field(default=1.3, ge=1)
+    utilization: float = Field(default=0.8, gt=0, le=1)   # owned: busy fraction over the life
+
+
+class SearchSpace(_Strict):
+    """Optional narrowing of the search. A list pins the space to exactly those values that pass the hard rules."""
+
+    tp: Optional[list[int]] = None
+    pp: Optional[list[int]] = None
+    dp: Optional[list[int]] = None
+    cp: Optional[list[int]] = None
+    ep: Optional[list[int]] = None
+    zero: Optional[list[Literal[0, 1, 2, 3]]] = None
+    precision: Optional[list[Literal["bf16", "fp8"]]] = None
+    micro_batch: Optional[list[int]] = None
+    recompute: Optional[list[Literal["none", "selective", "full"]]] = None
+    sequence_parallel: Optional[list[bool]] = None
+    n_gpus: Optional[list[int]] = None
+    # serving (issue 6)
+    weights: Optional[list[Literal["bf16", "fp8", "int8", "int4"]]] = None
+    kv: Optional[list[Literal["bf16", "fp8", "int8"]]] = None
+    batch: Optional[list[int]] = None
+    # search rules that may be relaxed
+    allow_uneven_pp: bool = True                 # layers not divisible by PP (Megatron allows it)
+    allow_tp_across_nodes: bool = False
+
+    @field_validator("tp", "pp", "dp", "cp", "ep", "micro_batch", "n_gpus", "batch")
+    @classmethod
+    def _positive(cls, v):
+        if v is not None:
+            if not v:
+                raise ValueError("an empty list leaves nothing to search; omit the key instead")
+            bad = [x for x in v if x < 1]
+            if bad:
+                raise ValueError(f"values must be >= 1, got {bad}")
+        return v
+
+
+class Scenario(_Strict):
+    name: str
+    description: str = ""
+    model: Union[str, dict[str, Any]]
+    train: Optional[TrainSpec] = None
+    serve: Optional[ServeSpec] = None
+    constraints: Constraints = Constraints()
+    pricing: Pricing = Pricing()
+    search: SearchSpace = SearchSpace()
+    objective: Objective = "cost"
+    top_k: int = Field(default=10, ge=1, le=1000)
+    base_dir: Optional[str] = Field(default=None, exclude=True)   # where relative paths resolve
+
+    @model_validator(mode="after")
+    def _workload(self):
+        if self.train is None and self.serve is None:
+            raise ValueError("a scenario needs a 'train' or a 'serve' block")
+        return self
+
+    # -- derived -------------------------------------------------------------------------
+    def spec(self):
+        """The resolved ModelSpec (preset name, config.json path, architecture YAML or inline)."""
+        from optimizer.model import load_model
+
+        ref = self.model
+        if isinstance(ref, str) and self.base_dir and ("/" in ref or ref.endswith((".json", ".yaml", ".yml"))):
+            p = Path(ref)
+            if not p.is_absolute():
+                cand = Path(self.base_dir) / p
+                if cand.exists():
+                    ref = str(cand)
+        return _load_model_cached(ref) if isinstance(ref, str) else load_model(ref)
+
+    def with_overrides(self, overrides: dict[str, Any]) -> "Scenario":
+        """A new validated scenario with dotted-path fields replaced (the sweep's mechanism)."""
+        data = self.model_dump(mode="python", exclude_none=False)
+        data["base_dir"] = self.base_dir
+        for path, value in overrides.items():
+            _set_dotted(data, path, value)
+        return _validate(data, source=self.name)
+
+
+@functools.lru_cache(maxsize=256)
+def _load_model_cached(ref: str):
+    from optimizer.model import load_model
+
+    return load_model(ref)
+
+
+def _set_dotted(data: dict, path: str, value: Any) -> None:
+    keys = path.split(".")
+    cur = data
+    for i, k in enumerate(keys[:-1]):
+        if not isinstance(cur, dict):
+            raise ClusteroptError(path, f"'{'.'.join(keys[:i])}' is not a mapping")
+        if cur.get(k) is None:
+            cur[k] = {}
+        cur = cur[k]
+    if not isinstance(cur, dict):
+        raise ClusteroptError(path, "parent is not a mapping")
+    cur[keys[-1]] = value
+
+
+def _validate(data: dict, source: str = "") -> Scenario:
+    try:
+        return Scenario.model_validate(data)
+    except ValidationError as exc:
+        raise from_pydantic(exc) from None
+
+
+def scenario_dir() -> Path:
+    """The folder of built-in scenarios: repo-root scenarios/ in a checkout, package data when installed."""
+    here = Path(__file__).resolve().parent
+    repo = here.parent / "scenarios"
+    if repo.is_dir():
+        return repo
+    from importlib.resources import files
+
+    return Path(str(files("optimizer._data.scenarios")))
+
+
+DEFAULT_SCENARIO = "llama3-8b-pretrain"
+
+
+def list_scenarios() -> list[str]:
+    return sorted(p.stem for p in scenario_dir().glob("*.yaml"))
+
+
+def load_scenario(source: Union[str, Path, dict, None] = None) -> Scenario:
+    """Load and validate a scenario from a YAML path, a built-in scenario name, or a dict.
+
+    ``None`` loads the built-in default (``DEFAULT_SCENARIO``).
+    """
+    if isinstance(source, Scenario):
+        return source
+    if source is None:
+        source = DEFAULT_SCENARIO
+    if isinstance(source, dict):
+        data = copy.deepcopy(source)
+        data.setdefault("base_dir", None)
+        return _validate(data)
+    path = Path(source)
+    if not path.exists():
+        builtin = scenario_dir() / f"{source}.yaml"
+        if builtin.exists():
+            path = builtin
+        elif not str(source).endswith((".yaml", ".yml")) and "/" not in str(source):
+            from optimizer.errors import unknown_name
+
+            raise unknown_name("scenario", "scenario", str(source), list_scenarios())
+        else:
+            raise ClusteroptError("scenario", f"file not found: {source}")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        line = getattr(getattr(exc, "problem_mark", None), "line", None)
+        where = f" at line {line + 1}" if line is not None else ""
+        raise ClusteroptError(str(path), f"not valid YAML{where}") from None
+    if not isinstance(data, dict):
+        raise ClusteroptError(str(path), "a scenario must be a YAML mapping")
+    data.setdefault("name", path.stem)
+    data["base_dir"] = str(path.resolve().parent)
+    return _validate(data)

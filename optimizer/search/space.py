@@ -1,0 +1,185 @@
+"""Candidate training layouts: the rows of the search table, enumerated with numpy.
+
+Every row is one configuration (the 12 keys of CONTRACTS.md: gpu, n_gpus, tp, pp, dp,
+cp, ep, zero, precision, micro_batch, recompute, sequence_parallel) plus the derived
+grad_accum and global batch. A row exists only if it passes the *hard rules*, the rules
+no framework can run without:
+
+- TP divides the attention heads; KV heads divide by TP or are replicated (TP % kv == 0).
+- PP <= layers (uneven stages allowed unless ``search.allow_uneven_pp`` is false).
+- CP splits the sequence into 2*CP equal chunks (ring attention's load balance).
+- EP divides the routed experts and DP*CP (Megatron's expert-data-parallel rule); 1 for dense.
+- micro_batch * dp * grad_accum = global batch: exactly for ``train.global_batch``; within
+  ``train.batch_tolerance`` of ``train.global_batch_tokens / seq_len`` otherwise.
+
+and the *search rules* that keep layouts sensible (relaxable in ``search:``):
+
+- TP stays inside one node's scale-up (NVLink) domain.
+- Beyond one node, GPUs come in whole nodes (n_gpus % gpus_per_node == 0).
+- With dp = 1 every ZeRO stage is the same layout; only the lowest listed stage is kept.
+- Sequence parallelism is on exactly when TP > 1 (it never costs time and saves memory,
+  Korthikanti et al. 2022, Sec. 4.2.2) unless ``search.sequence_parallel`` lists values.
+
+Scenario limits (memory, budget, deadline, stock, GPU count) are *not* applied here:
+they are constraints of the CP-SAT model, so that explanations can name them.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass
+
+import numpy as np
+
+PRECISIONS = ("bf16", "fp8")
+RECOMPUTES = ("none", "selective", "full")
+DEFAULT_MICRO_BATCHES = (1, 2, 4, 8)
+MAX_PP = 128
+LONG_CONTEXT_TOKENS = 32768          # default CP search only from this sequence length on
+
+
+@dataclass(frozen=True)
+class GpuOption:
+    """One eligible GPU type with what the space and the cost need from the catalog."""
+
+    index: int
+    name: str
+    hardware: object                 # optimizer.formulas.hardware.Hardware
+    usd_per_gpu_hour: float          # effective rate for this scenario's pricing mode
+    gpus_per_instance: int           # billing granularity (1 for owned hardware)
+    usd_per_instance_hour: float
+    offer: str                       # provider/instance, or 'owned'
+    available: int | None            # stock limit, None = unlimited
+
+
+def _pow2_upto(n: int) -> list[int]:
+    out, v = [], 1
+    while v <= n:
+        out.append(v)
+        v *= 2
+    return out
+
+
+def tp_values(spec, search, domain: int) -> list[int]:
+    cand = search.tp if search.tp is not None else _pow2_upto(max(domain, 1) if not search.allow_tp_across_nodes else 64)
+    out = []
+    for tp in cand:
+        if spec.num_heads % tp:
+            continue
+        kv = spec.kv_heads
+        if spec.attention == "mha" and kv % tp and tp % kv:
+            continue
+        if not search.allow_tp_across_nodes and tp > domain:
+            continue
+        out.append(tp)
+    return sorted(set(out))
+
+
+def pp_values(spec, search) -> list[int]:
+    n_layers = spec.total_layers
+    if search.pp is not None:
+        cand = search.pp
+    else:
+        cand = {p for p in range(1, min(n_layers, MAX_PP) + 1) if n_layers % p == 0}
+        if search.allow_uneven_pp:
+            cand |= set(_pow2_upto(min(n_layers, MAX_PP)))
+    out = [p for p in cand if p <= n_layers and (search.allow_uneven_pp or n_layers % p == 0)]
+    return sorted(set(out))
+
+
+def cp_values(spec, search, seq_len: int) -> list[int]:
+    cand = search.cp if search.cp is not None else (
+        [1, 2, 4, 8, 16] if seq_len >= LONG_CONTEXT_TOKENS else [1])
+    return sorted({c for c in cand if c == 1 or seq_len % (2 * c) == 0})
+
+
+def ep_values(spec, search) -> list[int]:
+    if spec.moe is None:
+        return [1] if search.ep is None or 1 in search.ep else []
+    n_exp = spec.moe.num_experts
+    cand = search.ep if search.ep is not None else _pow2_upto(min(n_exp, 64))
+    return sorted({e for e in cand if n_exp % e == 0})
+
+
+def batch_choices(train, micro_batches, dp_pins) -> list[tuple[int, int, int]]:
+    """(micro_batch, dp, grad_accum) triples meeting the global-batch rule."""
+    target = train.target_batch_sequences()
+    tol = train.batch_tolerance_effective()
+    out = []
+    for mb in micro_batches:
+        dp_max = int(np.floor(target * (1 + tol) / mb + 1e-9))
+        dps = range(1, dp_max + 1) if dp_pins is None else [d for d in dp_pins if d <= dp_max]
+        for dp in dps:
+            if tol == 0:
+                if int(target) % (mb * dp) == 0:
+                    out.append((mb, dp, int(target) // (mb * dp)))
+                continue
+            ga = max(1, int(round(target / (mb * dp))))
+            if abs(mb * dp * ga - target) <= tol * target + 1e-9:
+                out.append((mb, dp, ga))
+    return out
+
+
+def enumerate_layouts(spec, scenario, gpus: list[GpuOption]) -> dict[str, np.ndarray]:
+    """All rows passing the hard and search rules, as equal-length numpy columns.
+
+    Columns: gpu (index into ``gpus``), tp, pp, dp, cp, ep, zero, precision (index into
+    PRECISIONS), micro_batch, recompute (index into RECOMPUTES), sequence_parallel (bool),
+    grad_accum, global_batch (sequences), n_gpus, n_nodes.
+    """
+    search, train = scenario.search, scenario.train
+    seq_len = train.seq_len
+    mbs = search.micro_batch or list(DEFAULT_MICRO_BATCHES)
+    triples = np.array(batch_choices(train, mbs, search.dp), dtype=np.int64).reshape(-1, 3)
+    pps = pp_values(spec, search)
+    cps = cp_values(spec, search, seq_len)
+    eps = ep_values(spec, search)
+    zeros = sorted(search.zero if search.zero is not None else [0, 1, 2, 3])
+    recs = [RECOMPUTES.index(r) for r in (search.recompute or RECOMPUTES)]
+    cols: dict[str, list[np.ndarray]] = {k: [] for k in (
+        "gpu", "tp", "pp", "dp", "cp", "ep", "zero", "precision", "micro_batch", "recompute",
+        "sequence_parallel", "grad_accum", "global_batch", "n_gpus", "n_nodes")}
+    if len(triples) == 0 or not pps or not cps or not eps:
+        return {k: np.zeros(0, dtype=np.int64) for k in cols}
+    mb_a, dp_a, ga_a = triples[:, 0], triples[:, 1], triples[:, 2]
+    for g in gpus:
+        hw = g.hardware
+        node = max(hw.gpus_per_node, 1)
+        precs = [PRECISIONS.index(p) for p in (search.precision or
+                 (["bf16", "fp8"] if hw.fp8_flop_per_s > 0 else ["bf16"]))]
+        for tp, pp, cp, ep in itertools.product(tp_values(spec, search, hw.intra_node_domain), pps, cps, eps):
+            n = tp * pp * cp * dp_a
+            ok = (n <= node) | (n % node == 0)
+            ok &= ((dp_a * cp) % ep == 0)
+            if search.n_gpus is not None:
+                ok &= np.isin(n, search.n_gpus)
+            if not ok.any():
+                continue
+            idx = np.nonzero(ok)[0]
+            sps = search.sequence_parallel if search.sequence_parallel is not None else [tp > 1]
+            for zero, prec, rec, sp in itertools.product(zeros, precs, recs, sps):
+                if sp and tp == 1:
+                    continue
+                sel = idx
+                if zero != zeros[0]:
+                    sel = idx[dp_a[idx] * cp > 1]     # ZeRO shards over DP (x CP): identical at 1
+                if len(sel) == 0:
+                    continue
+                k = len(sel)
+                cols["gpu"].append(np.full(k, g.index))
+                cols["tp"].append(np.full(k, tp))
+                cols["pp"].append(np.full(k, pp))
+                cols["dp"].append(dp_a[sel])
+                cols["cp"].append(np.full(k, cp))
+                cols["ep"].append(np.full(k, ep))
+                cols["zero"].append(np.full(k, zero))
+                cols["precision"].append(np.full(k, prec))
+                cols["micro_batch"].append(mb_a[sel])
+                cols["recompute"].append(np.full(k, rec))
+                cols["sequence_parallel"].append(np.full(k, bool(sp)))
+                cols["grad_accum"].append(ga_a[sel])
+                cols["global_batch"].append(mb_a[sel] * dp_a[sel] * ga_a[sel])
+                nn = tp * pp * cp * dp_a[sel]
+                cols["n_gpus"].append(nn)
+                cols["n_nodes"].append(-(-nn // node))
+    return {k: (np.concatenate(v) if v else np.zeros(0, dtype=np.int64)) for k, v in cols.items()}
