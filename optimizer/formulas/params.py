@@ -20,8 +20,8 @@ Conventions (units: parameters, i.e. scalar weights):
   output ``heads*v -> hidden``. The two low-rank RMSNorms (q_a, kv_a) count under ``norm``.
 * FFN: ``mlp`` = up + down (2 matrices), ``gated`` = gate + up + down (3; Shazeer 2020).
 * MoE layer: router ``hidden x experts`` (+ a bias per expert when ``router_bias``), all
-  routed experts (gated, no bias), the shared expert(s) as one gated FFN of
-  ``shared_ffn_size``, and Qwen2-MoE's ``shared_expert_gate`` (``hidden x 1``, counted under
+  routed experts (gated, no bias), the shared expert(s) as one FFN of the spec's kind and
+  biases with ``shared_ffn_size`` units (DeepSeek-V2's ``mlp_bias`` reaches it), and Qwen2-MoE's ``shared_expert_gate`` (``hidden x 1``, counted under
   ``router``: it is a gate).
 * Norms: ``hidden`` weights each, ``2 * hidden`` with a bias (LayerNorm), none when not
   affine. Per layer: ``norms_per_layer`` (+1 in a decoder layer of an encoder-decoder model
@@ -68,7 +68,7 @@ class ParamCounts:
 
     ``ffn`` = dense FFN + routed experts + shared experts + routers, all layers;
     ``experts_routed`` is the routed-expert share of it (sharded by expert parallelism).
-    ``lm_head`` is 0 when tied to the embedding. ``layers`` has one entry per layer, in
+    ``lm_head`` is 0 when tied to the embedding (apart from a bias or BERT's transform). ``layers`` has one entry per layer, in
     order (encoder layers first, then decoder layers, for encoder-decoder models).
     """
 
@@ -84,15 +84,13 @@ class ParamCounts:
     active: int
     experts_routed: int
     layers: tuple[LayerParams, ...]
+    lm_head_tied: bool = False   # the output projection shares the embedding weight (counted once)
 
     @property
     def non_expert(self) -> int:
         """Parameters outside the routed experts (replicated across expert-parallel ranks)."""
         return self.total - self.experts_routed
 
-    @property
-    def tied(self) -> bool:
-        return self.lm_head == 0
 
 
 def _linear(n_in: int, n_out: int, bias: bool) -> int:
@@ -164,7 +162,7 @@ def layer_params(spec: ModelSpec, layer: int, encoder: bool = False) -> LayerPar
     moe = spec.moe
     if not encoder and spec.is_moe_layer(layer):
         routed = moe.num_experts * _gated_ffn(h, moe.expert_ffn_size)
-        shared = _gated_ffn(h, moe.shared_ffn_size) if moe.shared_ffn_size else 0
+        shared = ffn_params(spec, moe.shared_ffn_size) if moe.shared_ffn_size else 0
         router = h * moe.num_experts + (moe.num_experts if moe.router_bias else 0)
         if moe.shared_expert_gate:
             router += h
@@ -218,8 +216,11 @@ def count_params(spec: ModelSpec) -> ParamCounts:
     if spec.lm_head and not spec.tie_word_embeddings:
         lm_head = _linear(e, spec.vocab_size, spec.lm_head_bias)
     elif spec.lm_head and spec.lm_head_bias:
-        lm_head = spec.vocab_size               # a tied head may still own its bias (not in any HF family here)
+        lm_head = spec.vocab_size               # a tied head keeps its own bias (BERT MLM decoder)
+    if spec.lm_head and spec.lm_head_transform:
+        lm_head += _linear(h, h, True) + norm_params(spec, h)   # BERT cls.predictions.transform
     pooler = _linear(h, h, True) if spec.pooler else 0
+    pooler += _linear(h, spec.cls_head_outputs, True) if spec.cls_head_outputs else 0
 
     attention = sum(lp.attention for lp in layers)
     ffn = sum(lp.ffn_dense + lp.experts_routed + lp.experts_shared + lp.router for lp in layers)
@@ -228,4 +229,5 @@ def count_params(spec: ModelSpec) -> ParamCounts:
     active = total - sum(lp.total - lp.active for lp in layers)
     return ParamCounts(embedding=embedding, position=position, projection=projection,
                        attention=attention, ffn=ffn, norm=norm, lm_head=lm_head, pooler=pooler,
-                       total=total, active=active, experts_routed=experts_routed, layers=layers)
+                       total=total, active=active, experts_routed=experts_routed, layers=layers,
+                       lm_head_tied=spec.lm_head and spec.tie_word_embeddings)

@@ -118,6 +118,8 @@ class ModelSpec(_Frozen):
     tie_word_embeddings: bool = False
     lm_head: bool = True                   # False for a bare encoder (BertModel)
     lm_head_bias: bool = False
+    lm_head_transform: bool = False        # BERT MLM head: dense hidden->hidden (+bias) and a norm first
+    cls_head_outputs: int = Field(default=0, ge=0)  # classifier on the pooled output (BERT NSP: 2)
 
     moe: Optional[MoESpec] = None
 
