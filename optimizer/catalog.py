@@ -1,0 +1,353 @@
+"""Hardware catalog: accelerators and cloud offers, validated on load.
+
+Data: ``catalog/accelerators.csv`` and ``catalog/offers.csv`` at the repository root,
+installed as the package ``optimizer._data.catalog``. Columns keep the datasheet's unit in
+their names (``memory_gib``, ``hbm_tb_per_s``, ``bf16_tflops``, ``inter_node_gbit_per_s``);
+:meth:`Catalog.hardware` converts once to bytes, bytes/s and FLOP/s
+(:class:`optimizer.formulas.hardware.Hardware`).
+
+Conventions of the data (the rows' ``notes`` say where a figure departs from them):
+
+* FLOP/s are DENSE peaks. Datasheets print 2:4-sparse figures at twice these; ``sparse_2_4``
+  says whether the device has that mode. ``bf16_tflops`` is the dense bf16/fp16 tensor rate
+  with FP32 accumulate (for Volta/Turing, which lack bf16, the fp16 tensor rate).
+* Memory: a datasheet's '80 GB' of HBM is 80 GiB; ``memory_gib`` stores what the vendor means.
+* Bandwidths are per GPU and ONE direction: NVLink '900 GB/s' (both directions) is 450.
+  ``nvlink_domain`` GPUs share the scale-up link; without NVLink it is PCIe and the domain is
+  the node. ``inter_node_gbit_per_s`` is the GPU's share of the node's scale-out NICs.
+* Offer prices are USD per hour for the whole instance; :meth:`Offer.usd_per_gpu_hour`
+  divides by ``gpus_per_instance``.
+
+User files (``load_catalog(extra_files)``) are CSVs with the same columns: a file with an
+``instance_type`` column holds offers, otherwise accelerators. Their rows add to or replace
+the packaged rows by ``id`` (accelerators) or by ``(provider, instance_type, region)`` (offers).
+Errors name the file, the row (its line number in the file) and the field:
+``accelerators.csv:row 7.memory_gib: ...``.
+"""
+
+from __future__ import annotations
+
+import csv
+import functools
+import importlib.resources
+import re
+from pathlib import Path
+from typing import Literal, Optional, Sequence
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from optimizer.errors import ClusteroptError, did_you_mean, from_pydantic
+from optimizer.formulas.hardware import Hardware
+from optimizer.units import GB, GIB, GIGABIT, TB, TERA
+
+PriceMode = Literal["on_demand", "spot", "reserved"]
+PRICE_MODES: tuple[str, ...] = ("on_demand", "spot", "reserved")
+ACCELERATORS_FILE = "accelerators.csv"
+OFFERS_FILE = "offers.csv"
+
+
+def _norm(name: str) -> str:
+    """Matching key for ids and aliases: case, spaces, '-' and '_' do not matter."""
+    return re.sub(r"[\s_\-]+", "", name.strip().lower())
+
+
+class Accelerator(BaseModel):
+    """One catalog row, in the datasheet units of its column names (see module docstring)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    id: str = Field(min_length=1)
+    vendor: str = Field(min_length=1)
+    form_factor: str = ""
+    deployment: Literal["datacenter", "workstation", "edge"]
+    aliases: tuple[str, ...] = ()
+    memory_gib: float = Field(gt=0)
+    memory_shared_with_host: bool = False
+    hbm_tb_per_s: float = Field(gt=0)
+    fp32_tflops: Optional[float] = Field(default=None, gt=0)
+    tf32_tflops: Optional[float] = Field(default=None, gt=0)
+    bf16_tflops: float = Field(gt=0)
+    fp8_tflops: Optional[float] = Field(default=None, gt=0)
+    int8_tops: Optional[float] = Field(default=None, gt=0)
+    sparse_2_4: bool
+    intra_node_gb_per_s: Optional[float] = Field(default=None, gt=0)
+    nvlink_domain: int = Field(ge=1)
+    gpus_per_node: int = Field(ge=1)
+    inter_node_gbit_per_s: float = Field(gt=0)
+    pcie_gb_per_s: Optional[float] = Field(default=None, gt=0)
+    tdp_w: Optional[float] = Field(default=None, gt=0)
+    node_reference: str = ""
+    host_cpu_cores: Optional[int] = Field(default=None, ge=1)
+    host_ram_gib: Optional[float] = Field(default=None, gt=0)
+    purchase_usd: Optional[float] = Field(default=None, gt=0)
+    purchase_includes_server: Optional[bool] = None
+    purchase_as_of: str = ""
+    purchase_source: str = ""
+    source: str = Field(min_length=1)
+    as_of: str = Field(min_length=4)
+    notes: str = ""
+
+    @field_validator("aliases", mode="before")
+    @classmethod
+    def _split_aliases(cls, v):
+        if isinstance(v, str):
+            return tuple(a.strip() for a in v.split(";") if a.strip())
+        return v
+
+    @property
+    def memory_bytes(self) -> int:
+        return round(self.memory_gib * GIB)
+
+    def to_hardware(self) -> Hardware:
+        """Convert to SI units. Absent rates (no FP8, unpublished FP32) become 0, as
+        ``Hardware`` documents; ``Hardware.peak_flop_per_s`` then falls back to bf16."""
+        return Hardware(
+            name=self.id,
+            memory_bytes=self.memory_bytes,
+            hbm_bytes_per_s=self.hbm_tb_per_s * TB,
+            fp32_flop_per_s=(self.fp32_tflops or 0.0) * TERA,
+            tf32_flop_per_s=(self.tf32_tflops or 0.0) * TERA,
+            bf16_flop_per_s=self.bf16_tflops * TERA,
+            fp8_flop_per_s=(self.fp8_tflops or 0.0) * TERA,
+            int8_op_per_s=(self.int8_tops or 0.0) * TERA,
+            intra_node_bytes_per_s=(self.intra_node_gb_per_s or 0.0) * GB,
+            intra_node_domain=self.nvlink_domain,
+            gpus_per_node=self.gpus_per_node,
+            inter_node_bytes_per_s=self.inter_node_gbit_per_s * GIGABIT,
+            tdp_w=self.tdp_w or 0.0,
+        )
+
+    def to_record(self) -> dict:
+        """Plain data for ``clusteropt catalog``: the CSV columns plus ``memory_bytes``."""
+        rec = self.model_dump()
+        rec["aliases"] = list(self.aliases)
+        rec["memory_bytes"] = self.memory_bytes
+        return rec
+
+
+class Offer(BaseModel):
+    """A cloud instance offer; prices are USD per hour for the whole instance."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    provider: str = Field(min_length=1)
+    instance_type: str = Field(min_length=1)
+    gpu: str = Field(min_length=1)
+    gpus_per_instance: int = Field(ge=1)
+    on_demand_usd_per_hour: Optional[float] = Field(default=None, gt=0)
+    spot_usd_per_hour: Optional[float] = Field(default=None, gt=0)
+    reserved_usd_per_hour: Optional[float] = Field(default=None, gt=0)
+    region: str = ""
+    as_of: str = Field(min_length=4)
+    source: str = Field(min_length=1)
+    notes: str = ""
+
+    @property
+    def key(self) -> tuple[str, str, str]:
+        return (self.provider.lower(), self.instance_type.lower(), self.region.lower())
+
+    def usd_per_hour(self, mode: str) -> Optional[float]:
+        """Instance price for ``mode``; None when the offer publishes none for it."""
+        return getattr(self, f"{_check_mode(mode)}_usd_per_hour")
+
+    def usd_per_gpu_hour(self, mode: str) -> Optional[float]:
+        """Price per GPU-hour for ``mode`` (instance price / GPUs); None when unpublished."""
+        price = self.usd_per_hour(mode)
+        return None if price is None else price / self.gpus_per_instance
+
+    def to_record(self) -> dict:
+        rec = self.model_dump()
+        for mode in PRICE_MODES:
+            rec[f"{mode}_usd_per_gpu_hour"] = self.usd_per_gpu_hour(mode)
+        return rec
+
+
+def _check_mode(mode: str) -> str:
+    if mode not in PRICE_MODES:
+        raise ClusteroptError("mode", f"unknown price mode {mode!r}", "allowed: " + ", ".join(PRICE_MODES))
+    return mode
+
+
+class Catalog:
+    """Accelerators and offers, looked up by case-insensitive id or alias."""
+
+    def __init__(self, accelerators: Sequence[Accelerator], offers: Sequence[Offer]):
+        self._accelerators = list(accelerators)
+        self._offers = list(offers)
+        self._by_key: dict[str, Accelerator] = {}
+        for acc in self._accelerators:
+            for name in (acc.id, *acc.aliases):
+                other = self._by_key.get(_norm(name))
+                if other is not None and other.id != acc.id:
+                    raise ClusteroptError(f"accelerators[{acc.id}].aliases", f"name {name!r} already used by {other.id!r}",
+                                          "ids and aliases must be unique ignoring case, spaces, '-' and '_'")
+                self._by_key[_norm(name)] = acc
+        self._hardware = {acc.id: acc.to_hardware() for acc in self._accelerators}  # converted once
+
+    # --- accelerators -------------------------------------------------------------------
+    @property
+    def accelerators(self) -> list[Accelerator]:
+        return list(self._accelerators)
+
+    def resolve_gpu_id(self, name: str, field: str = "gpu") -> str:
+        return self.accelerator(name, field).id
+
+    def accelerator(self, name: str, field: str = "gpu") -> Accelerator:
+        acc = self._by_key.get(_norm(str(name)))
+        if acc is None:
+            known = [a.id for a in self._accelerators]
+            suggestion = did_you_mean(str(name), known + [al for a in self._accelerators for al in a.aliases])
+            raise ClusteroptError(field, f"unknown GPU {name!r}", self._canonical_suggestion(suggestion))
+        return acc
+
+    def _canonical_suggestion(self, text: str) -> str:
+        """Rewrite suggested aliases as their catalog ids ('h100-sxm' -> 'H100-SXM5-80GB')."""
+        def repl(m: re.Match) -> str:
+            acc = self._by_key.get(_norm(m.group(1)))
+            return repr(acc.id) if acc else m.group(0)
+        out = re.sub(r"'([^']+)'", repl, text)
+        # drop repeats that aliases of one id produce
+        seen, parts = set(), []
+        for p in re.findall(r"'[^']+'", out):
+            if p not in seen:
+                seen.add(p)
+                parts.append(p)
+        return f"did you mean {', '.join(parts)}?" if out.startswith("did you mean") else out
+
+    def hardware(self, name: str) -> Hardware:
+        """The accelerator as ``Hardware`` (bytes, bytes/s, FLOP/s), converted at load."""
+        return self._hardware[self.resolve_gpu_id(name)]
+
+    # --- offers -------------------------------------------------------------------------
+    @property
+    def providers(self) -> list[str]:
+        return sorted({o.provider for o in self._offers}, key=str.lower)
+
+    def offers(self, gpu: Optional[str] = None, provider: Optional[str] = None) -> list[Offer]:
+        gpu_id = self.resolve_gpu_id(gpu) if gpu is not None else None
+        if provider is not None and provider.lower() not in {p.lower() for p in self.providers}:
+            raise ClusteroptError("provider", f"unknown provider {provider!r}", did_you_mean(provider, self.providers))
+        return [o for o in self._offers
+                if (gpu_id is None or o.gpu == gpu_id)
+                and (provider is None or o.provider.lower() == provider.lower())]
+
+    def cheapest_offer(self, gpu: str, mode: str = "on_demand", provider: Optional[str] = None) -> Optional[Offer]:
+        """Least USD per GPU-hour for ``mode`` among the GPU's offers (optionally one provider).
+
+        None when no offer publishes a price for that mode. Ties are broken by provider,
+        instance type and region (case-insensitive), so the choice is deterministic.
+        """
+        _check_mode(mode)
+        priced = [o for o in self.offers(gpu, provider) if o.usd_per_gpu_hour(mode) is not None]
+        if not priced:
+            return None
+        return min(priced, key=lambda o: (o.usd_per_gpu_hour(mode), o.key))
+
+    # --- listing ------------------------------------------------------------------------
+    def to_records(self) -> dict[str, list[dict]]:
+        """``{'accelerators': [...], 'offers': [...]}`` of plain dicts with unit-suffixed keys."""
+        return {"accelerators": [a.to_record() for a in self._accelerators],
+                "offers": [o.to_record() for o in self._offers]}
+
+    def accelerator_record(self, name: str) -> dict:
+        """One accelerator with its offers, for ``clusteropt catalog ID --json``."""
+        acc = self.accelerator(name)
+        rec = acc.to_record()
+        rec["offers"] = [o.to_record() for o in self.offers(acc.id)]
+        return rec
+
+
+# --- loading ----------------------------------------------------------------------------
+def data_dir() -> Path:
+    """The packaged catalog folder: repo-root ``catalog/`` in a source checkout, else the
+    installed ``optimizer._data.catalog`` package data (independent of the working directory)."""
+    checkout = Path(__file__).resolve().parent.parent / "catalog"
+    if (checkout / ACCELERATORS_FILE).is_file():
+        return checkout
+    try:
+        installed = importlib.resources.files("optimizer._data.catalog")
+    except ModuleNotFoundError as exc:  # pragma: no cover - broken install
+        raise ClusteroptError("catalog", "packaged catalog data not found",
+                              "reinstall clusteropt (package optimizer._data.catalog)") from exc
+    return Path(str(installed))
+
+
+def _read_rows(path: Path, model: type[BaseModel]) -> list[tuple[int, BaseModel]]:
+    """Validate every row of a CSV file; errors name ``file:row N.field`` (N = file line)."""
+    name = path.name
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ClusteroptError(str(path), f"cannot read catalog file ({exc.strerror})") from exc
+    reader = csv.DictReader(text.splitlines())
+    fields = list(model.model_fields)
+    header = reader.fieldnames or []
+    unknown = [c for c in header if c not in fields]
+    if unknown:
+        raise ClusteroptError(f"{name}:row 1.{unknown[0]}", f"unknown column {unknown[0]!r}",
+                              did_you_mean(unknown[0], fields))
+    out = []
+    for row in reader:
+        line = reader.line_num
+        if None in row:  # more cells than header columns
+            raise ClusteroptError(f"{name}:row {line}", f"{len(header) + len(row[None])} cells for {len(header)} columns")
+        data = {k: v.strip() for k, v in row.items() if v is not None and v.strip() != ""}
+        try:
+            out.append((line, model(**data)))
+        except ValidationError as exc:
+            err = exc.errors()[0]
+            if err.get("type") == "missing":
+                col = ".".join(str(p) for p in err["loc"])
+                raise ClusteroptError(f"{name}:row {line}.{col}", "missing value", "this column is required") from None
+            raise from_pydantic(exc, prefix=f"{name}:row {line}") from None
+    return out
+
+
+def _merge(base: dict, rows: list[tuple[int, BaseModel]], key, file: str, what: str) -> None:
+    seen: set = set()
+    for line, item in rows:
+        k = key(item)
+        if k in seen:
+            raise ClusteroptError(f"{file}:row {line}", f"duplicate {what} {k!r} in the same file", "one row per key")
+        seen.add(k)
+        base[k] = item  # a later file replaces an earlier row with the same key
+
+
+def _build(files: Sequence[Path]) -> Catalog:
+    accs: dict[str, Accelerator] = {}
+    offers: dict[tuple, Offer] = {}
+    offer_files: list[tuple[Path, list]] = []
+    for path in files:
+        with open(path, encoding="utf-8") as fh:
+            header = next(csv.reader(fh), [])
+        if "instance_type" in header:
+            offer_files.append((path, _read_rows(path, Offer)))
+        else:
+            rows = _read_rows(path, Accelerator)
+            _merge(accs, rows, lambda a: _norm(a.id), path.name, "accelerator id")
+    catalog_accs = Catalog(list(accs.values()), [])
+    for path, rows in offer_files:
+        checked = []
+        for line, off in rows:
+            gpu_id = catalog_accs.resolve_gpu_id(off.gpu, field=f"{path.name}:row {line}.gpu")
+            checked.append((line, off.model_copy(update={"gpu": gpu_id})))
+        _merge(offers, checked, lambda o: o.key, path.name, "offer (provider, instance_type, region)")
+    return Catalog(list(accs.values()), list(offers.values()))
+
+
+@functools.lru_cache(maxsize=1)
+def _default_catalog() -> Catalog:
+    d = data_dir()
+    return _build([d / ACCELERATORS_FILE, d / OFFERS_FILE])
+
+
+def load_catalog(extra_files: Sequence[Path | str] = ()) -> Catalog:
+    """The packaged catalog (cached), plus user CSV files that add or replace rows."""
+    if not extra_files:
+        return _default_catalog()
+    d = data_dir()
+    paths = [Path(p) for p in extra_files]
+    for p in paths:
+        if not p.is_file():
+            raise ClusteroptError("catalog", f"file not found: {str(p)!r}", "pass a CSV file of accelerators or offers")
+    return _build([d / ACCELERATORS_FILE, d / OFFERS_FILE, *paths])
