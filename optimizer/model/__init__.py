@@ -8,7 +8,9 @@ Public entry points:
 """
 
 from optimizer.model.hf import SUPPORTED_MODEL_TYPES, from_hf_config, spec_from_hf_dict
+from optimizer.model.registry import PresetInfo, get_preset, list_presets, load_model, preset_names
 from optimizer.model.spec import MLASpec, MoESpec, ModelSpec
 
 __all__ = ["ModelSpec", "MoESpec", "MLASpec", "from_hf_config", "spec_from_hf_dict",
-           "SUPPORTED_MODEL_TYPES"]
+           "SUPPORTED_MODEL_TYPES", "PresetInfo", "list_presets", "get_preset", "load_model",
+           "preset_names"]
