@@ -269,7 +269,8 @@ def data_dir() -> Path:
     except ModuleNotFoundError as exc:  # pragma: no cover - broken install
         raise ClusteroptError("catalog", "packaged catalog data not found",
                               "reinstall clusteropt (package optimizer._data.catalog)") from exc
-    return Path(str(installed))
+    # A namespace package yields a MultiplexedPath: resolve through one of its files.
+    return Path(str(installed.joinpath(ACCELERATORS_FILE))).parent
 
 
 def _read_rows(path: Path, model: type[BaseModel]) -> list[tuple[int, BaseModel]]:
