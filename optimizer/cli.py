@@ -1,0 +1,256 @@
+"""The ``clusteropt`` command. It parses, calls the public API and renders; it computes nothing.
+
+Typer (typed options with bounds; the help text is the documentation). Bad input exits 2
+with one line on stderr, ``error: <field>: <what is wrong>; <what is allowed>``; stdout
+carries only the result (CONTRACTS.md).
+"""
+
+from __future__ import annotations
+
+import sys
+from enum import Enum
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from optimizer import report
+from optimizer.errors import ClusteroptError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode=None,
+                  help="Plan GPU clusters for LLM training and serving (exact estimators + OR-Tools CP-SAT).")
+
+
+class Fmt(str, Enum):
+    table = "table"
+    json = "json"
+    csv = "csv"
+    markdown = "markdown"
+
+
+class Recompute(str, Enum):
+    none = "none"
+    selective = "selective"
+    full = "full"
+
+
+class TrainPrecision(str, Enum):
+    bf16 = "bf16"
+    fp8 = "fp8"
+
+
+class Objective(str, Enum):
+    cost = "cost"
+    time = "time"
+    gpus = "gpus"
+
+
+CatalogOpt = typer.Option(None, "--catalog", help="Extra catalog CSV file(s) that add or override rows.")
+
+
+def _catalog(files: Optional[List[Path]]):
+    from optimizer.catalog import load_catalog
+
+    return load_catalog(tuple(str(f) for f in files or ()))
+
+
+def _emit(text: str, out: Optional[Path] = None) -> None:
+    if out is None:
+        sys.stdout.write(text if text.endswith("\n") else text + "\n")
+    else:
+        out.write_text(text if text.endswith("\n") else text + "\n")
+        print(f"wrote {out}", file=sys.stderr)
+
+
+# ----------------------------------------------------------------------------------------
+# models
+# ----------------------------------------------------------------------------------------
+
+@app.command()
+def models(json_out: bool = typer.Option(False, "--json", help="One JSON list: name, family, params_total, source.")):
+    """List the model presets."""
+    from optimizer.model import list_presets
+
+    presets = list_presets()
+    if json_out:
+        _emit(report.dumps([{"name": p.name, "family": p.family, "params_total": p.params_total,
+                             "source": p.source, "aliases": list(getattr(p, "aliases", []))} for p in presets]))
+        return
+    rows = [[p.name, p.family, f"{p.params_total / 1e9:,.2f}B", p.source[:60]] for p in presets]
+    _emit(report.text_table(["name", "family", "params", "source"], rows, "llrl"))
+
+
+# ----------------------------------------------------------------------------------------
+# catalog
+# ----------------------------------------------------------------------------------------
+
+@app.command("catalog")
+def catalog_cmd(gpu: Optional[str] = typer.Argument(None, help="One accelerator id or alias (e.g. h100)."),
+                json_out: bool = typer.Option(False, "--json"),
+                catalog: Optional[List[Path]] = CatalogOpt):
+    """List accelerators and cloud offers, or show one accelerator with its offers."""
+    cat = _catalog(catalog)
+    from optimizer.report import plain
+
+    if gpu is not None:
+        acc = cat.accelerator(gpu)
+        data = {"accelerator": plain(acc.model_dump() if hasattr(acc, "model_dump") else acc),
+                "offers": [plain(o.model_dump() if hasattr(o, "model_dump") else o) for o in cat.offers(gpu=acc.id)]}
+        if json_out:
+            _emit(report.dumps(data))
+        else:
+            lines = [f"{k}: {v}" for k, v in data["accelerator"].items()]
+            orows = [[o["provider"], o["instance_type"], o["gpus_per_instance"], o.get("on_demand_usd_per_hour"),
+                      o.get("spot_usd_per_hour"), o.get("region")] for o in data["offers"]]
+            _emit("\n".join(lines) + "\n\n" + report.text_table(
+                ["provider", "instance", "gpus", "on-demand $/h", "spot $/h", "region"], orows, "llrrrl"))
+        return
+    accs = [plain(a.model_dump() if hasattr(a, "model_dump") else a) for a in cat.accelerators]
+    offs = [plain(o.model_dump() if hasattr(o, "model_dump") else o) for o in cat.offers()]
+    if json_out:
+        _emit(report.dumps({"accelerators": accs, "offers": offs}))
+        return
+    arows = [[a["id"], a.get("memory_gib"), a.get("hbm_tb_per_s"), a.get("bf16_tflops"), a.get("fp8_tflops") or "-",
+              a.get("intra_node_gb_per_s"), a.get("gpus_per_node"), a.get("tdp_w")] for a in accs]
+    orows = [[o["provider"], o["instance_type"], o["gpu"], o["gpus_per_instance"], o.get("on_demand_usd_per_hour"),
+              o.get("spot_usd_per_hour") or "-", o.get("region")] for o in offs]
+    _emit(report.text_table(["accelerator", "mem GiB", "HBM TB/s", "bf16 TFLOP/s", "fp8 TFLOP/s", "link GB/s",
+                             "gpus/node", "TDP W"], arows)
+          + "\n\n" + report.text_table(["provider", "instance", "gpu", "gpus", "on-demand $/h", "spot $/h", "region"],
+                                       orows, "lllrrrl"))
+
+
+# ----------------------------------------------------------------------------------------
+# estimate
+# ----------------------------------------------------------------------------------------
+
+@app.command()
+def estimate(
+    model: str = typer.Argument(..., help="Preset name, path to a config.json, or an architecture YAML."),
+    json_out: bool = typer.Option(False, "--json"),
+    seq_len: Optional[int] = typer.Option(None, "--seq-len", min=1, help="Default: the model's context length."),
+    gpu: Optional[str] = typer.Option(None, "--gpu", help="Accelerator id: adds the training (or --serve) estimate."),
+    tp: int = typer.Option(1, "--tp", min=1), pp: int = typer.Option(1, "--pp", min=1),
+    dp: int = typer.Option(1, "--dp", min=1), cp: int = typer.Option(1, "--cp", min=1),
+    ep: int = typer.Option(1, "--ep", min=1), zero: int = typer.Option(1, "--zero", min=0, max=3),
+    micro_batch: int = typer.Option(1, "--micro-batch", min=1),
+    global_batch: Optional[int] = typer.Option(None, "--global-batch", min=1, help="Sequences; default micro_batch x dp."),
+    recompute: Recompute = typer.Option(Recompute.selective, "--recompute"),
+    precision: TrainPrecision = typer.Option(TrainPrecision.bf16, "--precision"),
+    sequence_parallel: bool = typer.Option(False, "--sequence-parallel"),
+    interleave: int = typer.Option(1, "--interleave", min=1, help="Virtual pipeline chunks per stage."),
+    inter_node_gbps: Optional[float] = typer.Option(None, "--inter-node-gbps", min=0.001,
+                                                    help="Override inter-node bandwidth per GPU, Gbit/s."),
+    tokens: Optional[float] = typer.Option(None, "--tokens", min=1, help="Training tokens: adds days, GPU-hours, cost."),
+    pricing: str = typer.Option("on_demand", "--pricing", help="on_demand | spot | reserved (for --tokens cost)."),
+    serve: bool = typer.Option(False, "--serve", help="Serving estimate instead of training."),
+    weights: str = typer.Option("bf16", "--weights", help="bf16 | fp8 | int8 | int4"),
+    kv: str = typer.Option("bf16", "--kv", help="bf16 | fp8 | int8"),
+    batch: int = typer.Option(1, "--batch", min=1, help="Sequences in flight on one replica."),
+    prompt_len: int = typer.Option(1024, "--prompt-len", min=1),
+    output_len: int = typer.Option(256, "--output-len", min=1),
+    gpu_memory_utilization: float = typer.Option(0.9, "--gpu-memory-utilization", min=0.01, max=1.0),
+    catalog: Optional[List[Path]] = CatalogOpt,
+):
+    """Parameters, FLOPs and (with --gpu) the training or serving estimate of one layout."""
+    from optimizer import estimate as est
+
+    opts = dict(seq_len=seq_len, gpu=gpu, tp=tp, pp=pp, dp=dp, cp=cp, ep=ep, zero=zero, micro_batch=micro_batch,
+                global_batch=global_batch, recompute=recompute.value, precision=precision.value,
+                sequence_parallel=sequence_parallel, interleave=interleave, inter_node_gbps=inter_node_gbps,
+                tokens=tokens, pricing=pricing, serve=serve, weights=weights, kv=kv, batch=batch,
+                prompt_len=prompt_len, output_len=output_len, gpu_memory_utilization=gpu_memory_utilization)
+    data = est.estimate(model, catalog=_catalog(catalog), **opts)
+    _emit(report.dumps(data) if json_out else est.estimate_text(data))
+
+
+# ----------------------------------------------------------------------------------------
+# scaling
+# ----------------------------------------------------------------------------------------
+
+@app.command()
+def scaling(compute: Optional[float] = typer.Option(None, "--compute", min=1, help="Training FLOPs budget."),
+            params: Optional[float] = typer.Option(None, "--params", min=1, help="Model parameters."),
+            law: str = typer.Option("hoffmann2022", "--law", help="hoffmann2022 | besiroglu2024 | kaplan2020"),
+            json_out: bool = typer.Option(False, "--json")):
+    """The compute-optimal plan: parameters and tokens for a FLOP budget (or tokens for a size)."""
+    from optimizer import estimate as est
+
+    data = est.scaling_plan(compute=compute, params=params, law=law)
+    if json_out:
+        _emit(report.dumps(data))
+    else:
+        _emit("\n".join(f"{k}: {v:.4g}" if isinstance(v, float) else f"{k}: {v}" for k, v in data.items()))
+
+
+# ----------------------------------------------------------------------------------------
+# solve
+# ----------------------------------------------------------------------------------------
+
+@app.command()
+def solve(
+    scenario: Optional[str] = typer.Argument(None, help="Scenario YAML or built-in name; default: the built-in default."),
+    top: Optional[int] = typer.Option(None, "--top", min=1, max=1000, help="How many configurations to rank."),
+    objective: Optional[Objective] = typer.Option(None, "--objective"),
+    time_limit: float = typer.Option(30.0, "--time-limit", min=0.01, help="CP-SAT time limit, seconds."),
+    fmt: Fmt = typer.Option(Fmt.table, "--format"),
+    out: Optional[Path] = typer.Option(None, "--out", help="Write the result to FILE instead of stdout."),
+    catalog: Optional[List[Path]] = CatalogOpt,
+):
+    """Find the best training layouts of a scenario: ranked top-K, Pareto front, explanations."""
+    import optimizer
+    from optimizer.scenario import DEFAULT_SCENARIO
+
+    if scenario is None:
+        print(f"no scenario given: solving the built-in default '{DEFAULT_SCENARIO}'", file=sys.stderr)
+    sc = optimizer.load_scenario(scenario)
+    from optimizer.search.api import solve as _solve
+
+    result = _solve(sc, top_k=top, objective=objective.value if objective else None, time_limit_s=time_limit,
+                    catalog=_catalog(catalog))
+    if fmt is Fmt.json:
+        text = report.dumps(report.solve_json(result))
+    elif fmt is Fmt.csv:
+        text = report.solve_csv(result)
+    else:
+        text = report.solve_text(result, markdown=fmt is Fmt.markdown)
+    _emit(text, out)
+
+
+# ----------------------------------------------------------------------------------------
+# entry point
+# ----------------------------------------------------------------------------------------
+
+def main(argv: Optional[list[str]] = None) -> None:
+    """Run the CLI: results on stdout; bad input -> one line on stderr and exit 2.
+
+    Typer's parser errors are recognised by their shape (``format_message`` and
+    ``exit_code``), not by class, because recent Typer releases vendor their own copy of
+    Click.
+    """
+    try:
+        rv = app(args=argv, standalone_mode=False, prog_name="clusteropt")
+        sys.exit(rv if isinstance(rv, int) else 0)
+    except ClusteroptError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)
+    except BrokenPipeError:
+        sys.exit(0)
+    except Exception as exc:                      # parser errors from Typer/Click
+        name = type(exc).__name__
+        if name == "NoArgsIsHelpError":
+            print(exc.ctx.get_help())
+            sys.exit(0)
+        if name == "Exit":
+            sys.exit(getattr(exc, "exit_code", 0))
+        if name == "Abort":
+            print("error: aborted", file=sys.stderr)
+            sys.exit(1)
+        if hasattr(exc, "format_message") and getattr(exc, "exit_code", None) == 2:
+            msg = " ".join(exc.format_message().split())
+            param = getattr(exc, "param", None)
+            pname = getattr(param, "opts", None) or ([getattr(param, "name", "")] if param is not None else [])
+            field = pname[0] if pname and pname[0] else "usage"
+            print(f"error: {field}: {msg}", file=sys.stderr)
+            sys.exit(2)
+        raise

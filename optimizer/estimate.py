@@ -1,0 +1,185 @@
+"""``clusteropt estimate`` and ``clusteropt scaling`` as plain data: one model, one layout.
+
+This module sits beside the search (it reads the catalog and calls the estimators) and
+returns dictionaries with unit-suffixed keys; ``cli.py`` only renders them.
+"""
+
+from __future__ import annotations
+
+from optimizer import report
+from optimizer.errors import ClusteroptError
+from optimizer.units import GB, GIGABIT, SECONDS_PER_DAY, SECONDS_PER_HOUR
+
+
+def params_dict(spec) -> dict:
+    from optimizer.formulas.params import count_params
+
+    p = count_params(spec)
+    return {
+        "total": p.total, "active": p.active, "embedding": p.embedding, "position": p.position,
+        "attention": p.attention, "ffn": p.ffn, "norm": p.norm, "lm_head": p.lm_head, "pooler": p.pooler,
+        **({"projection": p.projection} if getattr(p, "projection", 0) else {}),
+    }
+
+
+def flops_dict(spec, seq_len: int) -> dict:
+    from optimizer.formulas import flops
+
+    fwd = flops.forward_flops_per_token(spec, seq_len)
+    return {
+        "seq_len": seq_len,
+        "forward": float(fwd.total),
+        "forward_matmul": float(fwd.matmul),
+        "forward_attention": float(fwd.attention),
+        "train": float(flops.train_flops_per_token(spec, seq_len)),
+        "train_hardware_selective": float(flops.hardware_train_flops_per_token(spec, seq_len, "selective")),
+        "train_hardware_full": float(flops.hardware_train_flops_per_token(spec, seq_len, "full")),
+    }
+
+
+def train_dict(spec, hw, layout, *, tokens=None, offer=None, pricing="on_demand") -> dict:
+    from optimizer.formulas.training import estimate_training, layout_violations
+
+    e = estimate_training(spec, hw, layout)
+    mem = report.plain(e.memory)
+    out = {
+        "layout": {"tp": layout.tp, "pp": layout.pp, "dp": layout.dp, "cp": layout.cp, "ep": layout.ep,
+                   "zero": layout.zero, "micro_batch": layout.micro_batch, "global_batch": layout.global_batch,
+                   "grad_accum": layout.grad_accum, "n_gpus": layout.n_gpus, "recompute": layout.recompute,
+                   "precision": layout.precision, "sequence_parallel": layout.sequence_parallel,
+                   "interleave": layout.interleave},
+        "memory_per_gpu_bytes": mem,
+        "memory_capacity_bytes": hw.memory_bytes,
+        "fits": bool(e.memory.total <= hw.memory_bytes),
+        "warnings": list(layout_violations(spec, hw, layout)),
+        "step_time_s": float(e.step_time_s),
+        "compute_time_s": float(e.compute_time_s),
+        "exposed_comm_time_s": float(e.exposed_comm_time_s),
+        "bubble_time_s": float(e.bubble_time_s),
+        "tokens_per_s": float(e.tokens_per_s),
+        "tokens_per_s_per_gpu": float(e.tokens_per_s) / layout.n_gpus,
+        "mfu": float(e.mfu),
+        "hfu": float(e.hfu),
+        "model_tflops_per_gpu": float(e.model_tflops_per_gpu),
+        "hardware_tflops_per_gpu": float(e.hardware_tflops_per_gpu),
+    }
+    if tokens is not None:
+        train_s = tokens / e.tokens_per_s
+        hours = train_s / SECONDS_PER_HOUR
+        out["train_days"] = train_s / SECONDS_PER_DAY
+        out["gpu_hours"] = hours * layout.n_gpus
+        if offer is not None:
+            gpi = offer.gpus_per_instance
+            instances = -(-layout.n_gpus // gpi)
+            out["cost_usd"] = instances * offer.usd_per_gpu_hour(pricing) * gpi * hours
+            out["offer"] = f"{offer.provider} {offer.instance_type} ({pricing})"
+        else:
+            out["cost_usd"] = None
+    return out
+
+
+def estimate(model_ref: str, *, catalog, seq_len=None, gpu=None, tp=1, pp=1, dp=1, cp=1, ep=1, zero=1,
+             micro_batch=1, global_batch=None, recompute="selective", precision="bf16", sequence_parallel=False,
+             interleave=1, inter_node_gbps=None, tokens=None, pricing="on_demand", serve=False,
+             weights="bf16", kv="bf16", batch=1, prompt_len=1024, output_len=256,
+             gpu_memory_utilization=0.9) -> dict:
+    from optimizer.formulas.layout import TrainLayout
+    from optimizer.model import load_model
+
+    spec = load_model(model_ref)
+    s = seq_len or spec.max_position_embeddings
+    data = {"model": spec.name, "params": params_dict(spec), "flops_per_token": flops_dict(spec, s)}
+    if gpu is None:
+        if serve:
+            raise ClusteroptError("--gpu", "a serving estimate needs a GPU", "e.g. --gpu H100-SXM5-80GB")
+        return data
+    gid = catalog.resolve_gpu_id(gpu)
+    hw = catalog.hardware(gid)
+    if inter_node_gbps is not None:
+        hw = hw.with_inter_node_bytes_per_s(inter_node_gbps * GIGABIT)
+    if serve:
+        from optimizer.formulas.serving import estimate_serving
+
+        e = estimate_serving(spec, hw, tp=tp, pp=pp, weights=weights, kv=kv, batch=batch, prompt_len=prompt_len,
+                             output_len=output_len, gpu_memory_utilization=gpu_memory_utilization)
+        data["serve"] = report.plain(e)
+        data["serve"]["gpu"] = gid
+        return data
+    _check_layout(spec, tp, pp, dp, cp, ep)
+    gb = global_batch or micro_batch * dp
+    if gb % (micro_batch * dp):
+        raise ClusteroptError("--global-batch", f"{gb} is not a multiple of micro_batch x dp = {micro_batch * dp}",
+                              "global batch = micro_batch x dp x grad_accum")
+    if pricing not in ("on_demand", "spot", "reserved"):
+        raise ClusteroptError("--pricing", f"{pricing!r}", "allowed: on_demand, spot, reserved")
+    layout = TrainLayout(seq_len=s, global_batch=gb, tp=tp, pp=pp, dp=dp, cp=cp, ep=ep, zero=zero,
+                         micro_batch=micro_batch, recompute=recompute, sequence_parallel=sequence_parallel,
+                         precision=precision, interleave=interleave)
+    offer = catalog.cheapest_offer(gid, pricing) if tokens is not None else None
+    data["train"] = train_dict(spec, hw, layout, tokens=tokens, offer=offer, pricing=pricing)
+    data["train"]["gpu"] = gid
+    return data
+
+
+def _check_layout(spec, tp, pp, dp, cp, ep) -> None:
+    """Impossible layouts are errors (CONTRACTS.md); layouts that merely do not fit are not."""
+    if spec.num_heads % tp:
+        raise ClusteroptError("--tp", f"{tp} does not divide the {spec.num_heads} attention heads",
+                              f"divisors of {spec.num_heads}")
+    kv = spec.kv_heads
+    if spec.attention == "mha" and kv % tp and tp % kv:
+        raise ClusteroptError("--tp", f"{tp} neither divides nor is a multiple of the {kv} KV heads",
+                              f"divisors or multiples of {kv}")
+    if pp > spec.total_layers:
+        raise ClusteroptError("--pp", f"{pp} stages for {spec.total_layers} layers", f"at most {spec.total_layers}")
+    if spec.moe is None and ep != 1:
+        raise ClusteroptError("--ep", f"{ep} for a dense model", "1 (expert parallelism needs a MoE model)")
+    if spec.moe is not None and spec.moe.num_experts % ep:
+        raise ClusteroptError("--ep", f"{ep} does not divide {spec.moe.num_experts} experts",
+                              f"divisors of {spec.moe.num_experts}")
+    if (dp * cp) % ep:
+        raise ClusteroptError("--ep", f"{ep} does not divide dp x cp = {dp * cp}", "EP divides DP x CP")
+
+
+def estimate_text(data: dict) -> str:
+    p = data["params"]
+    lines = [f"model {data['model']}", ""]
+    rows = [[k, f"{v:,}"] for k, v in p.items()]
+    lines.append(report.text_table(["parameters", "count"], rows))
+    f = data["flops_per_token"]
+    lines += ["", report.text_table(["FLOPs per token (seq_len %d)" % f["seq_len"], "FLOPs"],
+                                    [[k, f"{v:.4g}"] for k, v in f.items() if k != "seq_len"])]
+    if "train" in data:
+        t = data["train"]
+        m = t["memory_per_gpu_bytes"]
+        lines += ["", f"training on {t['gpu']}: {t['layout']['n_gpus']} GPUs, fits: {t['fits']}",
+                  report.text_table(["memory per GPU", "GB"], [[k, f"{v / GB:.2f}"] for k, v in m.items()
+                                                               if isinstance(v, (int, float))])]
+        keys = ["step_time_s", "compute_time_s", "exposed_comm_time_s", "bubble_time_s", "tokens_per_s", "mfu",
+                "hfu", "model_tflops_per_gpu", "hardware_tflops_per_gpu", "train_days", "gpu_hours", "cost_usd"]
+        lines.append(report.text_table(["figure", "value"], [[k, f"{t[k]:.4g}"] for k in keys
+                                                             if t.get(k) is not None]))
+        for w in t.get("warnings", []):
+            lines.append(f"warning: {w}")
+    if "serve" in data:
+        s = data["serve"]
+        lines += ["", f"serving on {s['gpu']}"]
+        lines += [f"{k}: {v}" for k, v in s.items() if k != "gpu"]
+    return "\n".join(lines) + "\n"
+
+
+def scaling_plan(*, compute=None, params=None, law="hoffmann2022") -> dict:
+    from optimizer.formulas import scaling
+
+    if (compute is None) == (params is None):
+        raise ClusteroptError("--compute/--params", "give exactly one", "e.g. --compute 1e24 or --params 70e9")
+    lw = scaling.law_by_name(law, field="--law")
+    if compute is not None:
+        n, d = scaling.compute_optimal(lw, compute)
+        c = compute
+    else:
+        n, d = scaling.compute_optimal_for_params(lw, params)
+        c = scaling.training_flop(n, d)
+    n, d, c = float(n), float(d), float(c)
+    return {"law": law, "compute_flop": c, "params": n, "tokens": d, "tokens_per_param": d / n,
+            "predicted_loss": float(scaling.predicted_loss(lw, n, d))}

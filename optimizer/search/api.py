@@ -1,0 +1,379 @@
+"""``solve`` and ``evaluate``: the public entry points of the training search.
+
+solve(scenario)   -> SolveResult: status, configs (DataFrame, rank from 1), pareto, explanation
+evaluate(scenario, config) -> Evaluation: feasible, violations and every figure of one layout
+
+Both run the same table code (tables.complete_table), so a configuration's figures are
+identical whichever way they were reached; ``solve`` re-evaluates each returned row and
+raises if they disagree.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+import numpy as np
+import pandas as pd
+
+from optimizer.errors import ClusteroptError, unknown_name
+from optimizer.search import cpsat
+from optimizer.search.explain import explain_infeasible, binding_summary
+from optimizer.search.pareto import pareto_front
+from optimizer.search.space import PRECISIONS, RECOMPUTES, GpuOption, enumerate_layouts
+from optimizer.search.tables import (CONFIG_KEYS, LIMIT_FAMILIES, Table, build_table, complete_table,
+                                     limits_of, objective_keys, OBJECTIVE_COLUMN_BY_NAME)
+
+#: Column order of the configs DataFrame (and of the JSON configs), defined once.
+COLUMNS = ("rank", "objective", "gpu", "n_gpus", "n_nodes", "tp", "pp", "dp", "cp", "ep", "zero",
+           "precision", "micro_batch", "grad_accum", "global_batch", "recompute",
+           "sequence_parallel", "memory_per_gpu_bytes", "memory_capacity_bytes", "memory_headroom",
+           "mfu", "hfu", "step_time_s", "tokens_per_s", "train_days", "wall_clock_days",
+           "gpu_hours", "usd_per_gpu_hour", "cost_usd", "cost_per_mtoken_usd", "offer")
+
+OBJECTIVE_COLUMN = OBJECTIVE_COLUMN_BY_NAME
+
+
+class _Mapping:
+    """Readable both as attributes and as a mapping (CONTRACTS.md)."""
+
+    def __getitem__(self, key):
+        try:
+            return getattr(self, key)
+        except AttributeError:
+            raise KeyError(key) from None
+
+    def __contains__(self, key):
+        return hasattr(self, key)
+
+    def keys(self):
+        return [f for f in self.__dataclass_fields__]
+
+
+@dataclass
+class Evaluation(_Mapping):
+    config: dict
+    feasible: bool
+    violations: list[str]
+    cost_usd: float
+    train_days: float
+    wall_clock_days: float
+    step_time_s: float
+    memory_per_gpu_bytes: float
+    memory_capacity_bytes: int
+    mfu: float
+    hfu: float
+    tokens_per_s: float
+    n_nodes: int
+    grad_accum: int
+    global_batch: int
+    gpu_hours: float
+    usd_per_gpu_hour: float
+    figures: dict = field(default_factory=dict)       # every column of the table row
+
+
+@dataclass
+class SolveResult(_Mapping):
+    scenario: str
+    status: str                       # optimal | feasible | infeasible
+    objective: str
+    configs: pd.DataFrame
+    pareto: pd.DataFrame
+    explanation: dict
+    stats: dict = field(default_factory=dict)
+    table: Any = None                 # the full candidate Table (for sensitivity, plots)
+
+
+# ----------------------------------------------------------------------------------------
+# GPU options: catalog rows + prices for this scenario
+# ----------------------------------------------------------------------------------------
+
+def gpu_options(scenario, catalog=None) -> tuple[list[GpuOption], list[str]]:
+    """Eligible GPU types with their hardware figures and the scenario's price per GPU-hour.
+
+    Returns the options and notes on GPUs left out (no offer in this pricing mode...).
+    """
+    from optimizer.catalog import load_catalog
+
+    cat = catalog or load_catalog()
+    c, pricing = scenario.constraints, scenario.pricing
+    if c.gpus is not None:
+        names = []
+        for i, g in enumerate(c.gpus):
+            try:
+                names.append(cat.resolve_gpu_id(g))
+            except ClusteroptError as e:
+                raise ClusteroptError(f"constraints.gpus[{i}]", e.problem, e.allowed) from None
+    else:
+        names = [a.id for a in cat.accelerators if _deployable(a, c.deployment)]
+    for k in c.available:
+        try:
+            cat.resolve_gpu_id(k)
+        except ClusteroptError as e:
+            raise ClusteroptError(f"constraints.available.{k}", e.problem, e.allowed) from None
+    available = {cat.resolve_gpu_id(k): v for k, v in c.available.items()}
+    explicit = {cat.resolve_gpu_id(k): v for k, v in pricing.usd_per_gpu_hour.items()}
+    out, notes = [], []
+    seen = set()
+    for name in names:
+        if name in seen:
+            continue
+        seen.add(name)
+        hw = cat.hardware(name)
+        if name in explicit:
+            rate, gpi, offer = explicit[name], 1, "scenario price"
+        elif pricing.mode == "owned":
+            rate = owned_rate(cat.accelerator(name), pricing)
+            if rate is None:
+                notes.append(f"{name}: no purchase price in the catalog; left out of owned pricing")
+                continue
+            gpi, offer = 1, "owned"
+        else:
+            o = cat.cheapest_offer(name, pricing.mode, provider=pricing.provider)
+            if o is None:
+                who = f" from {pricing.provider}" if pricing.provider else ""
+                notes.append(f"{name}: no {pricing.mode} offer{who} in the catalog; left out")
+                continue
+            gpi = o.gpus_per_instance
+            rate = o.usd_per_gpu_hour(pricing.mode)
+            offer = f"{o.provider} {o.instance_type}"
+        out.append(GpuOption(index=len(out), name=name, hardware=hw, usd_per_gpu_hour=rate,
+                             gpus_per_instance=gpi, usd_per_instance_hour=rate * gpi, offer=offer,
+                             available=available.get(name)))
+    return out, notes
+
+
+def _deployable(acc, deployment: str) -> bool:
+    kind = getattr(acc, "deployment", "datacenter")
+    if deployment == "edge":
+        return kind == "edge"
+    if deployment == "on_premise":
+        return kind in ("datacenter", "workstation")
+    return kind == "datacenter"
+
+
+def owned_rate(acc, pricing) -> float | None:
+    """Owned $/GPU-hour by total cost of ownership (formulas/cost.py)."""
+    from optimizer.formulas.cost import owned_usd_per_gpu_hour
+
+    price = getattr(acc, "purchase_usd", None)
+    if price is None or (isinstance(price, float) and math.isnan(price)):
+        return None
+    br = owned_usd_per_gpu_hour(purchase_usd_per_gpu=price, years=pricing.years, tdp_w=acc.tdp_w,
+                                utilization=pricing.utilization, pue=pricing.pue,
+                                usd_per_kwh=pricing.usd_per_kwh)
+    return float(getattr(br, "total", br))
+
+
+# ----------------------------------------------------------------------------------------
+# solve
+# ----------------------------------------------------------------------------------------
+
+def _limits(table: Table, scenario) -> list[cpsat.Limit]:
+    """The scenario's limits as CP-SAT linear constraints over the rows (see cpsat notation)."""
+    lim = limits_of(scenario, table.gpus)
+    c = table.cols
+    out = [cpsat.Limit("memory", c["memory_units"] - lim["memory_cap"][c["gpu"]], 0)]
+    if lim["budget"] is not None:
+        out.append(cpsat.Limit("budget", c["cost_units"], lim["budget"]))
+    if lim["deadline"] is not None:
+        out.append(cpsat.Limit("deadline", c["time_units"], lim["deadline"]))
+    for g in table.gpus:
+        if g.available is not None:
+            out.append(cpsat.Limit("stock", np.where(c["gpu"] == g.index, c["n_gpus"], 0), g.available, g.name))
+    if lim["max_gpus"] is not None:
+        out.append(cpsat.Limit("max_gpus", c["n_gpus"], lim["max_gpus"]))
+    out.append(cpsat.Limit("min_gpus", -c["n_gpus"], -lim["min_gpus"]))
+    return out
+
+
+def candidate_rows(table: Table, objective: str, k: int) -> np.ndarray:
+    """Rows that can be in the top-K: feasible, and not worse on the primary key than the
+    K-th best feasible row (ties kept). Exact: any other row is beaten by K rows."""
+    feas = np.nonzero(table.feasible)[0]
+    if len(feas) <= k:
+        return feas
+    primary = objective_keys(table, objective)[0][feas]
+    kth = np.partition(primary, k - 1)[k - 1]
+    return feas[primary <= kth]
+
+
+def solve(scenario, *, top_k: int | None = None, objective: str | None = None,
+          time_limit_s: float = 30.0, catalog=None, efficiency_scale: float = 1.0,
+          table: Table | None = None) -> SolveResult:
+    """Rank the K best distinct feasible configurations of a training scenario, proven by CP-SAT."""
+    from optimizer.scenario import load_scenario
+
+    scenario = load_scenario(scenario)
+    if scenario.train is None:
+        raise ClusteroptError("train", "this scenario has no 'train' block; serving scenarios are planned by the serving planner")
+    objective = objective or scenario.objective
+    if objective not in OBJECTIVE_COLUMN:
+        raise ClusteroptError("objective", f"{objective!r} is not a training objective", "allowed: cost, time, gpus")
+    k = top_k or scenario.top_k
+    spec = scenario.spec()
+    notes: list[str] = []
+    if table is None:
+        gpus, notes = gpu_options(scenario, catalog)
+        table = build_table(spec, scenario, gpus, efficiency_scale)
+    rows = candidate_rows(table, objective, k)
+    sub = table.subset(rows)
+    res = cpsat.solve_top_k(objective_keys(sub, objective), k, _limits(sub, scenario), time_limit_s=time_limit_s)
+    chosen = rows[res.rows] if res.rows else np.zeros(0, dtype=np.int64)
+    status = res.status if len(chosen) else "infeasible"
+    configs = frame(table, chosen, scenario, objective)
+    _verify(scenario, table, chosen, spec, efficiency_scale)
+    if len(chosen):
+        explanation = binding_summary(table, scenario, int(chosen[0]))
+    else:
+        explanation = explain_infeasible(table, scenario, spec)
+    explanation["notes"] = notes + explanation.get("notes", [])
+    return SolveResult(
+        scenario=scenario.name, status=status, objective=objective, configs=configs,
+        pareto=frame(table, pareto_front(table), scenario, objective, ranked=False),
+        explanation=explanation,
+        stats={"rows": len(table), "feasible_rows": int(table.feasible.sum()), "cpsat_rows": len(rows),
+               "cpsat_solves": res.n_solves, "cpsat_time_s": res.solve_time_s},
+        table=table)
+
+
+def frame(table: Table, rows, scenario, objective: str, ranked: bool = True) -> pd.DataFrame:
+    """One row per configuration, fixed column order (COLUMNS), raw numbers."""
+    recs = []
+    for i, r in enumerate(rows):
+        r = int(r)
+        c = table.cols
+        g = table.gpus[int(c["gpu"][r])]
+        rec = table.config(r)
+        rec.update({
+            "rank": i + 1,
+            "objective": float(c[OBJECTIVE_COLUMN[objective]][r]),
+            "n_nodes": int(c["n_nodes"][r]),
+            "grad_accum": int(c["grad_accum"][r]),
+            "global_batch": int(c["global_batch"][r]),
+            "memory_per_gpu_bytes": float(c["memory_per_gpu_bytes"][r]),
+            "memory_capacity_bytes": int(g.hardware.memory_bytes),
+            "memory_headroom": 1.0 - float(c["memory_per_gpu_bytes"][r]) / g.hardware.memory_bytes,
+            "offer": g.offer,
+        })
+        for k in ("mfu", "hfu", "step_time_s", "tokens_per_s", "train_days", "wall_clock_days",
+                  "gpu_hours", "usd_per_gpu_hour", "cost_usd", "cost_per_mtoken_usd"):
+            rec[k] = float(c[k][r])
+        recs.append(rec)
+    df = pd.DataFrame.from_records(recs, columns=list(COLUMNS))
+    if not ranked:
+        df = df.drop(columns=["rank"])
+    return df
+
+
+def _verify(scenario, table: Table, rows, spec, efficiency_scale: float) -> None:
+    """Re-evaluate each chosen row through evaluate(); fail loudly on any disagreement."""
+    for r in rows:
+        ev = evaluate(scenario, table.config(int(r)), _gpus=table.gpus, _spec=spec,
+                      efficiency_scale=efficiency_scale)
+        for key in ("cost_usd", "wall_clock_days", "memory_per_gpu_bytes"):
+            a, b = float(table.cols[key][r]), float(ev[key])
+            if not math.isclose(a, b, rel_tol=1e-9, abs_tol=1e-9):
+                raise RuntimeError(f"solver and evaluate disagree on {key} for {table.config(int(r))}: {a} vs {b}")
+        if not ev.feasible:
+            raise RuntimeError(f"solver chose a configuration evaluate() finds infeasible: {ev.violations}")
+
+
+# ----------------------------------------------------------------------------------------
+# evaluate
+# ----------------------------------------------------------------------------------------
+
+def _config_rows(spec, scenario, gpus: list[GpuOption], config: Mapping[str, Any]) -> tuple[dict, list[str]]:
+    """A one-row column table for an arbitrary configuration, plus its rule violations."""
+    from optimizer.formulas.layout import TrainLayout
+    from optimizer.formulas.training import layout_violations
+
+    missing = [k for k in CONFIG_KEYS if k not in config]
+    if missing:
+        raise ClusteroptError("config", f"missing keys {missing}", f"a configuration has the 12 keys {', '.join(CONFIG_KEYS)}")
+    extra = [k for k in config if k not in CONFIG_KEYS and k not in ("grad_accum",)]
+    if extra:
+        raise ClusteroptError("config", f"unknown keys {extra}", f"allowed: {', '.join(CONFIG_KEYS)}")
+    names = {g.name.lower(): g for g in gpus}
+    from optimizer.catalog import load_catalog
+
+    try:
+        gid = load_catalog().resolve_gpu_id(str(config["gpu"]))
+    except ClusteroptError as e:
+        raise ClusteroptError("config.gpu", e.problem, e.allowed) from None
+    g = names.get(gid.lower())
+    if g is None:
+        raise ClusteroptError("config.gpu", f"{gid} is not eligible in this scenario (no price or not listed)",
+                              "eligible: " + ", ".join(x.name for x in gpus))
+    if config["precision"] not in PRECISIONS:
+        raise ClusteroptError("config.precision", f"{config['precision']!r}", f"allowed: {', '.join(PRECISIONS)}")
+    if config["recompute"] not in RECOMPUTES:
+        raise ClusteroptError("config.recompute", f"{config['recompute']!r}", f"allowed: {', '.join(RECOMPUTES)}")
+    ints = {k: int(config[k]) for k in ("n_gpus", "tp", "pp", "dp", "cp", "ep", "zero", "micro_batch")}
+    for k, v in ints.items():
+        if v < (0 if k == "zero" else 1):
+            raise ClusteroptError(f"config.{k}", f"{v}", "must be >= 1" if k != "zero" else "must be 0-3")
+    if ints["zero"] > 3:
+        raise ClusteroptError("config.zero", f"{ints['zero']}", "allowed: 0, 1, 2, 3")
+    train = scenario.train
+    target = train.target_batch_sequences()
+    tol = train.batch_tolerance_effective()
+    mb, dp = ints["micro_batch"], ints["dp"]
+    ga = int(config.get("grad_accum") or max(1, round(target / (mb * dp))))
+    violations = []
+    if ints["tp"] * ints["pp"] * dp * ints["cp"] != ints["n_gpus"]:
+        violations.append(f"dp x tp x pp x cp = {dp * ints['tp'] * ints['pp'] * ints['cp']} != n_gpus = {ints['n_gpus']}")
+    gb = mb * dp * ga
+    if abs(gb - target) > tol * target + 1e-9:
+        violations.append(f"global batch: micro_batch x dp x grad_accum = {gb} sequences, "
+                          f"target {target:g}" + (f" within {tol:.0%}" if tol else " exactly"))
+    layout = TrainLayout(seq_len=train.seq_len, global_batch=gb, tp=ints["tp"], pp=ints["pp"], dp=dp,
+                         cp=ints["cp"], ep=ints["ep"], zero=ints["zero"], micro_batch=mb,
+                         recompute=config["recompute"], sequence_parallel=bool(config["sequence_parallel"]),
+                         precision=config["precision"], interleave=train.interleave,
+                         optimizer=train.optimizer, flash_attention=train.flash_attention)
+    violations += list(layout_violations(spec, g.hardware, layout))
+    node = max(g.hardware.gpus_per_node, 1)
+    n = ints["n_gpus"]
+    if n > node and n % node:
+        violations.append(f"n_gpus = {n} is not a whole number of {node}-GPU nodes")
+    cols = {
+        "gpu": np.array([g.index]), "tp": np.array([ints["tp"]]), "pp": np.array([ints["pp"]]),
+        "dp": np.array([dp]), "cp": np.array([ints["cp"]]), "ep": np.array([ints["ep"]]),
+        "zero": np.array([ints["zero"]]), "precision": np.array([PRECISIONS.index(config["precision"])]),
+        "micro_batch": np.array([mb]), "recompute": np.array([RECOMPUTES.index(config["recompute"])]),
+        "sequence_parallel": np.array([bool(config["sequence_parallel"])]),
+        "grad_accum": np.array([ga]), "global_batch": np.array([gb]), "n_gpus": np.array([n]),
+        "n_nodes": np.array([-(-n // node)]),
+    }
+    return cols, violations
+
+
+def _limit_messages(table: Table, r: int, scenario) -> list[str]:
+    from optimizer.search.explain import describe_violation
+
+    return [describe_violation(table, r, scenario, fam) for fam in LIMIT_FAMILIES if table.violations[fam][r]]
+
+
+def evaluate(scenario, config: Mapping[str, Any], *, catalog=None, efficiency_scale: float = 1.0,
+             _gpus: list[GpuOption] | None = None, _spec=None) -> Evaluation:
+    """Every figure of one configuration, its feasibility and the rules it breaks."""
+    from optimizer.scenario import load_scenario
+
+    scenario = load_scenario(scenario)
+    spec = _spec or scenario.spec()
+    gpus = _gpus if _gpus is not None else gpu_options(scenario, catalog)[0]
+    cols, violations = _config_rows(spec, scenario, gpus, config)
+    table = complete_table(spec, scenario, gpus, cols, efficiency_scale)
+    violations += _limit_messages(table, 0, scenario)
+    c = {k: (v[0].item() if hasattr(v[0], "item") else v[0]) for k, v in table.cols.items()}
+    g = gpus[int(c["gpu"])]
+    return Evaluation(
+        config=table.config(0), feasible=not violations, violations=violations,
+        cost_usd=c["cost_usd"], train_days=c["train_days"], wall_clock_days=c["wall_clock_days"],
+        step_time_s=c["step_time_s"], memory_per_gpu_bytes=c["memory_per_gpu_bytes"],
+        memory_capacity_bytes=int(g.hardware.memory_bytes), mfu=c["mfu"], hfu=c["hfu"],
+        tokens_per_s=c["tokens_per_s"], n_nodes=int(c["n_nodes"]), grad_accum=int(c["grad_accum"]),
+        global_batch=int(c["global_batch"]), gpu_hours=c["gpu_hours"], usd_per_gpu_hour=c["usd_per_gpu_hour"],
+        figures=c)

@@ -1,0 +1,187 @@
+"""Why a scenario has no feasible configuration, and which limits bind when it has one.
+
+All answers are exact over the candidate table (the same rows CP-SAT chooses from):
+
+- conflicts: the minimal sets of limit families that no row satisfies together (every
+  subset of the at most six families is checked; a set is listed when it is infeasible and
+  all its proper subsets are feasible) - the table analogue of CP-SAT's infeasible core;
+- least relaxation of each limit: the smallest budget / deadline / GPU count / stock that
+  some row meeting every other limit needs;
+- the smallest need against the limit: the least memory per GPU any layout needs, per GPU type;
+- binding limits at an optimum: a family binds when dropping it would give a strictly
+  better optimum.
+"""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+
+from optimizer.search.tables import LIMIT_FAMILIES, Table, lex_best, limits_of
+from optimizer.units import GB, GIB
+
+_HUMAN = {"memory": "memory per GPU", "budget": "budget", "deadline": "deadline", "stock": "GPU stock",
+          "max_gpus": "GPU count limit", "min_gpus": "minimum GPU count"}
+
+
+def _usd(x: float) -> str:
+    return f"${x / 1e6:,.2f}M" if x >= 1e6 else f"${x:,.0f}"
+
+
+def describe_violation(table: Table, r: int, scenario, family: str) -> str:
+    """One line: what row r needs against the limit it breaks."""
+    c, cons = table.cols, scenario.constraints
+    g = table.gpus[int(c["gpu"][r])]
+    if family == "memory":
+        cap = g.hardware.memory_bytes
+        allowed = cap * (1 - cons.memory_headroom)
+        return (f"memory: needs {c['memory_per_gpu_bytes'][r] / GB:.1f} GB per GPU; {g.name} has "
+                f"{cap / GB:.1f} GB ({cap / GIB:.0f} GiB), {allowed / GB:.1f} GB after "
+                f"{cons.memory_headroom:.0%} headroom")
+    if family == "budget":
+        return f"budget: costs {_usd(c['cost_usd'][r])}; budget is {_usd(cons.budget_usd)}"
+    if family == "deadline":
+        return f"deadline: takes {c['wall_clock_days'][r]:.1f} days; deadline is {cons.deadline_days:g} days"
+    if family == "stock":
+        return f"stock: needs {int(c['n_gpus'][r])} x {g.name}; {g.available} available"
+    if family == "max_gpus":
+        return f"max_gpus: needs {int(c['n_gpus'][r])} GPUs; limit is {cons.max_gpus}"
+    if family == "min_gpus":
+        return f"min_gpus: uses {int(c['n_gpus'][r])} GPUs; minimum is {cons.min_gpus}"
+    raise KeyError(family)
+
+
+def _active_families(table: Table) -> list[str]:
+    return [f for f in LIMIT_FAMILIES if table.violations[f].any()]
+
+
+def _ok_except(table: Table, skip: set[str]) -> np.ndarray:
+    ok = np.ones(len(table), dtype=bool)
+    for f in LIMIT_FAMILIES:
+        if f not in skip:
+            ok &= ~table.violations[f]
+    return ok
+
+
+def minimal_conflicts(table: Table) -> list[list[str]]:
+    fams = _active_families(table)
+    conflicts: list[set[str]] = []
+    for size in range(1, len(fams) + 1):
+        for combo in itertools.combinations(fams, size):
+            s = set(combo)
+            if any(c <= s for c in conflicts):
+                continue
+            ok = np.ones(len(table), dtype=bool)
+            for f in combo:
+                ok &= ~table.violations[f]
+            if not ok.any():
+                conflicts.append(s)
+    return [sorted(c, key=LIMIT_FAMILIES.index) for c in conflicts]
+
+
+def relaxations(table: Table, scenario) -> dict:
+    """Least relaxation of each limit that makes the scenario feasible, all others kept."""
+    c, cons = table.cols, scenario.constraints
+    out = {}
+    rows = np.nonzero(_ok_except(table, {"budget"}))[0]
+    if cons.budget_usd is not None and len(rows):
+        out["budget_usd"] = float(c["cost_usd"][rows].min())
+    rows = np.nonzero(_ok_except(table, {"deadline"}))[0]
+    if cons.deadline_days is not None and len(rows):
+        out["deadline_days"] = float(c["wall_clock_days"][rows].min())
+    rows = np.nonzero(_ok_except(table, {"max_gpus"}))[0]
+    if cons.max_gpus is not None and len(rows):
+        out["max_gpus"] = int(c["n_gpus"][rows].min())
+    rows = np.nonzero(_ok_except(table, {"stock"}))[0]
+    stock = {}
+    for g in table.gpus:
+        if g.available is None:
+            continue
+        rg = rows[c["gpu"][rows] == g.index]
+        if len(rg):
+            stock[g.name] = int(c["n_gpus"][rg].min())
+    if stock:
+        out["available"] = stock
+    rows = np.nonzero(_ok_except(table, {"memory"}))[0]
+    if len(rows):
+        need = c["memory_per_gpu_bytes"][rows] / np.array([table.gpus[int(i)].hardware.memory_bytes for i in c["gpu"][rows]])
+        out["memory_headroom"] = float(max(0.0, 1.0 - need.min()))
+    return out
+
+
+def smallest_memory_need(table: Table) -> list[dict]:
+    out = []
+    c = table.cols
+    for g in table.gpus:
+        rows = np.nonzero(c["gpu"] == g.index)[0]
+        if not len(rows):
+            continue
+        r = rows[np.argmin(c["memory_per_gpu_bytes"][rows])]
+        out.append({"gpu": g.name, "min_memory_per_gpu_bytes": float(c["memory_per_gpu_bytes"][r]),
+                    "capacity_bytes": int(g.hardware.memory_bytes), "config": table.config(int(r))})
+    return out
+
+
+def explain_infeasible(table: Table, scenario, spec) -> dict:
+    """A structured explanation with one-line sentences under 'lines'."""
+    lines: list[str] = []
+    if len(table) == 0:
+        lines.append("no layout passes the hard rules: check search pins (tp/pp/dp/micro_batch), the global "
+                     "batch against micro_batch x dp, and that the listed GPUs have prices")
+        return {"reason": "no candidate layouts", "conflicts": [], "relaxations": {}, "lines": lines}
+    conflicts = minimal_conflicts(table)
+    rel = relaxations(table, scenario)
+    cons = scenario.constraints
+    for conf in conflicts:
+        lines.append("conflict: " + " + ".join(_HUMAN[f] for f in conf) + " cannot all be met")
+    mem = smallest_memory_need(table)
+    if ["memory"] in conflicts:
+        for m in mem:
+            allowed = m["capacity_bytes"] * (1 - cons.memory_headroom)
+            lines.append(f"memory: the smallest layout needs {m['min_memory_per_gpu_bytes'] / GB:.1f} GB per GPU; "
+                         f"{m['gpu']} has {m['capacity_bytes'] / GB:.1f} GB ({allowed / GB:.1f} GB after headroom)")
+    if "budget_usd" in rel:
+        lines.append(f"relax budget_usd from {_usd(cons.budget_usd)} to {_usd(rel['budget_usd'])} (all else kept)")
+    if "deadline_days" in rel:
+        lines.append(f"relax deadline_days from {cons.deadline_days:g} to {rel['deadline_days']:.1f} (all else kept)")
+    if "max_gpus" in rel:
+        lines.append(f"relax max_gpus from {cons.max_gpus} to {rel['max_gpus']} (all else kept)")
+    for g, n in rel.get("available", {}).items():
+        lines.append(f"relax available.{g} to {n} (all else kept)")
+    if "memory_headroom" in rel and cons.memory_headroom > rel["memory_headroom"]:
+        lines.append(f"relax memory_headroom from {cons.memory_headroom:.0%} to {rel['memory_headroom']:.1%} (all else kept)")
+    binding = sorted({f for conf in conflicts for f in conf}, key=LIMIT_FAMILIES.index)
+    return {"reason": "; ".join(" + ".join(conf) for conf in conflicts) or "infeasible",
+            "conflicts": conflicts, "binding": binding, "relaxations": rel,
+            "smallest_memory_need": mem, "lines": lines}
+
+
+def binding_summary(table: Table, scenario, r: int) -> dict:
+    """Slack of each limit at the chosen row, and which limits bind (dropping them improves the optimum)."""
+    c, cons = table.cols, scenario.constraints
+    g = table.gpus[int(c["gpu"][r])]
+    lim = limits_of(scenario, table.gpus)
+    slack = {"memory_bytes": float(lim["memory_cap"][int(c["gpu"][r])] - c["memory_units"][r])}
+    if cons.budget_usd is not None:
+        slack["budget_usd"] = float(cons.budget_usd - c["cost_usd"][r])
+    if cons.deadline_days is not None:
+        slack["deadline_days"] = float(cons.deadline_days - c["wall_clock_days"][r])
+    if cons.max_gpus is not None:
+        slack["max_gpus"] = int(cons.max_gpus - c["n_gpus"][r])
+    if g.available is not None:
+        slack["stock"] = int(g.available - c["n_gpus"][r])
+    objective = scenario.objective
+    from optimizer.search.tables import objective_keys
+
+    keys = objective_keys(table, objective)
+    best = tuple(int(k[r]) for k in keys[:-1])
+    binding = []
+    for f in _active_families(table):
+        alt = lex_best(table, np.nonzero(_ok_except(table, {f}))[0], objective)
+        if alt is not None and tuple(int(k[alt]) for k in keys[:-1]) < best:
+            binding.append(f)
+    lines = [f"binding: {_HUMAN[f]} (without it the optimum would improve)" for f in binding]
+    if not binding:
+        lines.append("no limit binds: the optimum is the best layout regardless of the limits")
+    return {"reason": "feasible", "binding": binding, "slack": slack, "lines": lines}

@@ -1,0 +1,219 @@
+"""Sweeps: solve a grid of scenario variants and compare them row by row.
+
+``sweep(scenario, vary={"constraints.budget_usd": [1e6, 2e6], "pricing.mode": ["on_demand", "spot"]})``
+solves every combination and returns a DataFrame, one row per point: the varied values,
+status, the best configuration, its cost, wall-clock days and GPUs, the marginal value of
+each step along the first varied input (days saved per extra $1M), and, for infeasible
+points, the explanation instead of a gap.
+
+Points that differ only in limits, tokens or prices share one candidate table (the
+estimator figures do not depend on them: tables.reprice); points that change the table
+(model, sequence length, batch, search space, GPU list) are solved in worker processes,
+one group of points per table. Every point gives what a single ``solve`` call gives; the
+tests check that point by point.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import os
+import sys
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from optimizer.errors import ClusteroptError
+
+#: Scenario paths that leave the estimator columns unchanged (re-price only).
+REPRICE_ONLY = ("constraints.budget_usd", "constraints.deadline_days", "constraints.max_gpus",
+                "constraints.min_gpus", "constraints.memory_headroom", "constraints.budget_usd_per_hour",
+                "train.tokens", "top_k", "objective", "pricing.")
+
+SWEEP_SCHEMA_VERSION = "1.0"
+
+
+def parse_values(text: str, field: str = "--vary") -> list[Any]:
+    """'1e6:1e8:20:log' (start:stop:count[:log|lin]) or 'a,b,c' (numbers parsed when they are numbers)."""
+    if ":" in text and "," not in text:
+        parts = text.split(":")
+        if len(parts) not in (3, 4):
+            raise ClusteroptError(field, f"range {text!r} is not start:stop:count[:log|lin]", "e.g. 1e6:1e8:20:log")
+        try:
+            a, b, n = float(parts[0]), float(parts[1]), int(float(parts[2]))
+        except ValueError:
+            raise ClusteroptError(field, f"range {text!r} has a non-number", "e.g. 1e6:1e8:20:log") from None
+        scale = parts[3] if len(parts) == 4 else "lin"
+        if n < 1 or scale not in ("log", "lin"):
+            raise ClusteroptError(field, f"range {text!r}", "count >= 1 and scale 'log' or 'lin'")
+        if scale == "log":
+            if a <= 0 or b <= 0:
+                raise ClusteroptError(field, f"log range {text!r} needs positive ends", "start, stop > 0")
+            return [float(v) for v in np.geomspace(a, b, n)]
+        return [float(v) for v in np.linspace(a, b, n)]
+    out = []
+    for tok in text.split(","):
+        tok = tok.strip()
+        try:
+            v: Any = float(tok)
+            if v.is_integer() and "e" not in tok.lower() and "." not in tok:
+                v = int(v)
+        except ValueError:
+            v = {"true": True, "false": False}.get(tok.lower(), tok)
+        out.append(v)
+    return out
+
+
+def resolve_path(scenario, path: str) -> str:
+    """A dotted scenario path; a bare name (budget_usd) resolves to the one block that has it."""
+    from optimizer.scenario import Scenario
+
+    if "." in path:
+        return path
+    if path in Scenario.model_fields:
+        return path
+    hits = []
+    for block in ("train", "constraints", "pricing", "search", "serve"):
+        sub = Scenario.model_fields[block].annotation
+        fields = getattr(sub, "model_fields", None)
+        if fields is None:
+            for arg in getattr(sub, "__args__", ()):
+                fields = getattr(arg, "model_fields", None)
+                if fields:
+                    break
+        if fields and path in fields:
+            hits.append(f"{block}.{path}")
+    if len(hits) != 1:
+        raise ClusteroptError("--vary", f"{path!r} names " + ("no scenario field" if not hits else f"several: {hits}"),
+                              "use a dotted path such as constraints.budget_usd")
+    return hits[0]
+
+
+def _reprice_only(paths) -> bool:
+    return all(any(p == r or (r.endswith(".") and p.startswith(r)) for r in REPRICE_ONLY) for p in paths)
+
+
+def _point_row(values: dict, result) -> dict:
+    row = dict(values)
+    row["status"] = result.status
+    if len(result.configs):
+        best = result.configs.iloc[0].to_dict()
+        for k in ("gpu", "n_gpus", "n_nodes", "tp", "pp", "dp", "cp", "ep", "zero", "precision", "micro_batch",
+                  "grad_accum", "recompute", "sequence_parallel", "mfu", "train_days", "wall_clock_days",
+                  "cost_usd", "memory_per_gpu_bytes"):
+            v = best[k]
+            row[k] = v.item() if hasattr(v, "item") else v
+        row["explanation"] = "; ".join(result.explanation.get("lines", []))
+    else:
+        row["explanation"] = "; ".join(result.explanation.get("lines", [])) or result.explanation.get("reason", "")
+    return row
+
+
+def _solve_group(base_dict: dict, points: list[dict], objective, top_k) -> list[tuple[int, dict]]:
+    """Solve points that share one candidate table (worker-process entry point)."""
+    from optimizer.scenario import load_scenario
+    from optimizer.search.api import gpu_options, solve
+    from optimizer.search.tables import build_table, reprice
+
+    base = load_scenario(base_dict)
+    out = []
+    table = None
+    for p in points:
+        sc = base.with_overrides(p["values"])
+        gpus, _ = gpu_options(sc)
+        if table is None or [g.name for g in gpus] != [g.name for g in table.gpus]:
+            table = build_table(sc.spec(), sc, gpus)
+        t = reprice(table, sc, gpus)
+        res = solve(sc, table=t, objective=objective, top_k=top_k)
+        out.append((p["index"], _point_row(p["values"], res)))
+    return out
+
+
+def sweep(scenario, vary: dict[str, Any], *, objective: str | None = None, top_k: int = 1,
+          workers: int | None = None, executor: str = "process", progress: bool = False) -> pd.DataFrame:
+    """Solve the grid of ``vary`` (path -> list of values, or a 'start:stop:n:log' string)."""
+    from optimizer.scenario import load_scenario
+
+    scenario = load_scenario(scenario)
+    axes = {}
+    for path, vals in vary.items():
+        p = resolve_path(scenario, path)
+        axes[p] = parse_values(vals, f"--vary {path}") if isinstance(vals, str) else list(vals)
+    names = list(axes)
+    grid = list(itertools.product(*axes.values()))
+    points = [{"index": i, "values": dict(zip(names, combo))} for i, combo in enumerate(grid)]
+    for p in points[:1]:
+        scenario.with_overrides(p["values"])          # validate early: one-line error, no worker traceback
+    base_dict = scenario.model_dump(mode="python")
+    base_dict["base_dir"] = scenario.base_dir
+    table_paths = [n for n in names if not _reprice_only([n])]
+    groups: dict[tuple, list[dict]] = {}
+    for p in points:
+        key = tuple(repr(p["values"][n]) for n in table_paths)
+        groups.setdefault(key, []).append(p)
+    rows: dict[int, dict] = {}
+    done = 0
+    total = len(points)
+
+    def tick(n):
+        nonlocal done
+        done += n
+        if progress:
+            bar = "#" * int(30 * done / total)
+            print(f"\rsweep [{bar:<30}] {done}/{total}", end="" if done < total else "\n", file=sys.stderr)
+
+    if executor == "ray":
+        _run_ray(base_dict, list(groups.values()), objective, top_k, rows, tick)
+    elif len(groups) == 1 or (workers or os.cpu_count() or 1) <= 1:
+        for g in groups.values():
+            for i, r in _solve_group(base_dict, g, objective, top_k):
+                rows[i] = r
+            tick(len(g))
+    else:
+        with ProcessPoolExecutor(max_workers=min(workers or os.cpu_count() or 1, len(groups))) as ex:
+            futs = [ex.submit(_solve_group, base_dict, g, objective, top_k) for g in groups.values()]
+            for f in as_completed(futs):
+                res = f.result()
+                for i, r in res:
+                    rows[i] = r
+                tick(len(res))
+    df = pd.DataFrame([rows[i] for i in range(total)])
+    _add_marginal(df, names[0] if names else None)
+    return df
+
+
+def _add_marginal(df: pd.DataFrame, first: str | None) -> None:
+    """Days saved per extra $1M between consecutive feasible points along the first axis."""
+    df["days_saved_per_extra_musd"] = math.nan
+    if first is None or "cost_usd" not in df:
+        return
+    others = [c for c in df.columns if c not in (first,) and c in df.columns[: list(df.columns).index("status")]]
+    for _, g in df.groupby(others, dropna=False, sort=False) if others else [(None, df)]:
+        prev = None
+        for i in g.index:
+            if df.at[i, "status"] == "infeasible":
+                continue
+            if prev is not None:
+                d_cost = df.at[i, "cost_usd"] - df.at[prev, "cost_usd"]
+                d_days = df.at[prev, "wall_clock_days"] - df.at[i, "wall_clock_days"]
+                if d_cost > 0:
+                    df.at[i, "days_saved_per_extra_musd"] = d_days / (d_cost / 1e6)
+            prev = i
+
+
+def _run_ray(base_dict, groups, objective, top_k, rows, tick) -> None:
+    try:
+        import ray
+    except ImportError:
+        raise ClusteroptError("--executor", "ray is not installed", "pip install 'clusteropt[ray]', or use --executor process") from None
+    if not ray.is_initialized():
+        ray.init(num_cpus=os.cpu_count() or 1, include_dashboard=False, log_to_driver=False)
+    task = ray.remote(_solve_group)
+    refs = [task.remote(base_dict, g, objective, top_k) for g in groups]
+    for ref in refs:
+        res = ray.get(ref)
+        for i, r in res:
+            rows[i] = r
+        tick(len(res))

@@ -1,0 +1,234 @@
+"""Integer tables for the CP-SAT model, computed from the estimator formulas with numpy.
+
+``build_table`` evaluates every candidate row (space.enumerate_layouts) through
+``optimizer.formulas.training.estimate_training_batch`` - the same function that
+``evaluate`` calls for one configuration - and derives time, cost and the scenario's
+limits. ``evaluate`` builds a one-row table through this same code, so the solver and
+``evaluate`` can never disagree.
+
+Integer scales (all in one place; cpsat.check_int64 verifies the headroom at build time):
+
+    MONEY_UNITS_PER_USD = 10_000     cost in 1e-4 USD: a $10^11 run is 10^15 units
+    TIME_UNITS_PER_S    = 1_000      wall-clock in ms: 100 years is 3.2e12 units
+    memory                           whole bytes: 10^12 for a TB-class device
+
+A 2T-parameter model on 100k GPUs costs well under $10^11 (10^5 GPUs x 10^4 h x $10),
+so no entry comes near 2^62 (4.6e18); sums are over exactly one row.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from optimizer.search.space import PRECISIONS, RECOMPUTES, GpuOption, enumerate_layouts
+from optimizer.units import SECONDS_PER_DAY, SECONDS_PER_HOUR
+
+MONEY_UNITS_PER_USD = 10_000
+TIME_UNITS_PER_S = 1_000
+
+#: The 12 keys of a configuration (CONTRACTS.md, 'Search').
+CONFIG_KEYS = ("gpu", "n_gpus", "tp", "pp", "dp", "cp", "ep", "zero", "precision",
+               "micro_batch", "recompute", "sequence_parallel")
+
+#: The column each objective minimises (its integer view is in objective_keys).
+OBJECTIVE_COLUMN_BY_NAME = {"cost": "cost_usd", "time": "wall_clock_days", "gpus": "n_gpus"}
+
+#: Limit families, in the order explanations list them.
+LIMIT_FAMILIES = ("memory", "budget", "deadline", "stock", "max_gpus", "min_gpus")
+
+
+@dataclass
+class Table:
+    """Columns of equal length, one row per candidate configuration."""
+
+    gpus: list[GpuOption]
+    cols: dict[str, np.ndarray]
+    violations: dict[str, np.ndarray] = field(default_factory=dict)   # family -> bool per row
+
+    def __len__(self) -> int:
+        return len(next(iter(self.cols.values()))) if self.cols else 0
+
+    @property
+    def feasible(self) -> np.ndarray:
+        ok = np.ones(len(self), dtype=bool)
+        for v in self.violations.values():
+            ok &= ~v
+        return ok
+
+    def subset(self, idx: np.ndarray) -> "Table":
+        return Table(self.gpus, {k: v[idx] for k, v in self.cols.items()},
+                     {k: v[idx] for k, v in self.violations.items()})
+
+    def config(self, r: int) -> dict:
+        """The 12-key configuration of row r, as plain Python values."""
+        c = self.cols
+        return {
+            "gpu": self.gpus[int(c["gpu"][r])].name,
+            "n_gpus": int(c["n_gpus"][r]),
+            "tp": int(c["tp"][r]), "pp": int(c["pp"][r]), "dp": int(c["dp"][r]),
+            "cp": int(c["cp"][r]), "ep": int(c["ep"][r]), "zero": int(c["zero"][r]),
+            "precision": PRECISIONS[int(c["precision"][r])],
+            "micro_batch": int(c["micro_batch"][r]),
+            "recompute": RECOMPUTES[int(c["recompute"][r])],
+            "sequence_parallel": bool(c["sequence_parallel"][r]),
+        }
+
+
+def _concat(parts: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    keys = parts[0].keys()
+    return {k: np.concatenate([p[k] for p in parts]) for k in keys}
+
+
+def estimate_rows(spec, scenario, gpus: list[GpuOption], cols: dict[str, np.ndarray],
+                  efficiency_scale: float = 1.0) -> dict[str, np.ndarray]:
+    """Run the training estimator over the rows, grouped by the categorical fields."""
+    from optimizer.formulas.training import estimate_training_batch
+
+    n = len(cols["tp"])
+    out: dict[str, np.ndarray] = {}
+    if n == 0:
+        return out
+    train = scenario.train
+    group_key = (cols["gpu"] * 1000 + cols["zero"] * 100 + cols["precision"] * 10
+                 + cols["recompute"]) * 2 + cols["sequence_parallel"].astype(np.int64)
+    order = np.argsort(group_key, kind="stable")
+    bounds = np.nonzero(np.diff(group_key[order]))[0] + 1
+    for idx in np.split(order, bounds):
+        r0 = idx[0]
+        g = gpus[int(cols["gpu"][r0])]
+        arrays = {k: cols[k][idx] for k in ("tp", "pp", "dp", "cp", "ep", "micro_batch", "global_batch")}
+        arrays["seq_len"] = np.full(len(idx), train.seq_len, dtype=np.int64)
+        arrays["interleave"] = np.full(len(idx), train.interleave, dtype=np.int64)
+        categorical = {
+            "zero": int(cols["zero"][r0]),
+            "precision": PRECISIONS[int(cols["precision"][r0])],
+            "recompute": RECOMPUTES[int(cols["recompute"][r0])],
+            "sequence_parallel": bool(cols["sequence_parallel"][r0]),
+            "optimizer": train.optimizer,
+            "flash_attention": train.flash_attention,
+        }
+        res = estimate_training_batch(spec, g.hardware, arrays, categorical,
+                                      efficiency_scale=efficiency_scale)
+        for k, v in res.items():
+            v = np.asarray(v)
+            if v.ndim == 0:
+                v = np.full(len(idx), v)
+            if k not in out:
+                out[k] = np.zeros(n, dtype=v.dtype)
+            out[k][idx] = v
+    return out
+
+
+def price_rows(scenario, gpus: list[GpuOption], cols: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Wall-clock, GPU-hours and cost of each row's whole run.
+
+    Rented: whole instances (ceil(n_gpus / gpus_per_instance)) x $/instance-hour x hours.
+    Owned: n_gpus x the owned $/GPU-hour (total cost of ownership, formulas/cost.py) x hours.
+    """
+    gi = cols["gpu"]
+    gpi = np.array([g.gpus_per_instance for g in gpus], dtype=np.int64)[gi]
+    inst_rate = np.array([g.usd_per_instance_hour for g in gpus], dtype=float)[gi]
+    tokens = scenario.train.tokens
+    train_s = tokens / cols["tokens_per_s"]
+    wall_s = train_s / cols.get("goodput", 1.0)
+    hours = wall_s / SECONDS_PER_HOUR
+    instances = -(-cols["n_gpus"] // gpi)
+    cost = instances * inst_rate * hours
+    return {
+        "train_days": train_s / SECONDS_PER_DAY,
+        "wall_clock_days": wall_s / SECONDS_PER_DAY,
+        "gpu_hours": cols["n_gpus"] * hours,
+        "cost_usd": cost,
+        "usd_per_gpu_hour": inst_rate / gpi,
+        "cost_per_mtoken_usd": cost / (tokens / 1e6),
+    }
+
+
+def integer_columns(cols: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The integer views CP-SAT sees (rounded up: a limit is never met by rounding)."""
+    return {
+        "cost_units": np.ceil(cols["cost_usd"] * MONEY_UNITS_PER_USD).astype(np.int64),
+        "time_units": np.ceil(cols["wall_clock_days"] * SECONDS_PER_DAY * TIME_UNITS_PER_S).astype(np.int64),
+        "memory_units": np.ceil(cols["memory_per_gpu_bytes"]).astype(np.int64),
+    }
+
+
+def limits_of(scenario, gpus: list[GpuOption]) -> dict:
+    """The scenario's limits in integer units (None = no limit)."""
+    c = scenario.constraints
+    return {
+        "memory_cap": np.array([int(np.floor(g.hardware.memory_bytes * (1 - c.memory_headroom))) for g in gpus],
+                               dtype=np.int64),
+        "budget": None if c.budget_usd is None else int(np.floor(c.budget_usd * MONEY_UNITS_PER_USD)),
+        "deadline": None if c.deadline_days is None else int(np.floor(c.deadline_days * SECONDS_PER_DAY * TIME_UNITS_PER_S)),
+        "stock": [g.available for g in gpus],
+        "max_gpus": c.max_gpus,
+        "min_gpus": c.min_gpus,
+    }
+
+
+def violation_flags(cols: dict[str, np.ndarray], lim: dict) -> dict[str, np.ndarray]:
+    """Per-row booleans, one array per limit family: True where the row breaks it."""
+    n = len(cols["n_gpus"])
+    none = np.zeros(n, dtype=bool)
+    stock = np.array([s if s is not None else np.iinfo(np.int64).max for s in lim["stock"]], dtype=np.int64)
+    return {
+        "memory": cols["memory_units"] > lim["memory_cap"][cols["gpu"]],
+        "budget": none if lim["budget"] is None else cols["cost_units"] > lim["budget"],
+        "deadline": none if lim["deadline"] is None else cols["time_units"] > lim["deadline"],
+        "stock": cols["n_gpus"] > stock[cols["gpu"]],
+        "max_gpus": none if lim["max_gpus"] is None else cols["n_gpus"] > lim["max_gpus"],
+        "min_gpus": cols["n_gpus"] < lim["min_gpus"],
+    }
+
+
+def complete_table(spec, scenario, gpus: list[GpuOption], cols: dict[str, np.ndarray],
+                   efficiency_scale: float = 1.0) -> Table:
+    """Estimator figures, prices, integer views and violation flags for given layout rows."""
+    cols = dict(cols)
+    cols.update(estimate_rows(spec, scenario, gpus, cols, efficiency_scale))
+    return reprice(Table(gpus, cols), scenario, gpus)
+
+
+def reprice(table: Table, scenario, gpus: list[GpuOption] | None = None) -> Table:
+    """Recompute time, cost, integer views and limits for new prices, tokens or limits.
+
+    The estimator columns (memory, step time, throughput) are kept: they do not depend on
+    prices, tokens, budget or deadline. Sensitivity analysis and sweeps use this to
+    re-solve without re-estimating.
+    """
+    gpus = gpus if gpus is not None else table.gpus
+    cols = dict(table.cols)
+    if len(cols["tp"]):
+        cols.update(price_rows(scenario, gpus, cols))
+        cols.update(integer_columns(cols))
+        viol = violation_flags(cols, limits_of(scenario, gpus))
+    else:
+        viol = {f: np.zeros(0, dtype=bool) for f in LIMIT_FAMILIES}
+    return Table(gpus, cols, viol)
+
+
+def build_table(spec, scenario, gpus: list[GpuOption], efficiency_scale: float = 1.0) -> Table:
+    return complete_table(spec, scenario, gpus, enumerate_layouts(spec, scenario, gpus), efficiency_scale)
+
+
+def objective_keys(table: Table, objective: str) -> list[np.ndarray]:
+    """Lexicographic integer keys: the objective, then the others, then the canonical row order
+    (deterministic ties: same input, same output)."""
+    c = table.cols
+    order = np.arange(len(table), dtype=np.int64)
+    if objective == "time":
+        return [c["time_units"], c["cost_units"], c["n_gpus"], order]
+    if objective == "gpus":
+        return [c["n_gpus"], c["cost_units"], c["time_units"], order]
+    return [c["cost_units"], c["time_units"], c["n_gpus"], order]
+
+
+def lex_best(table: Table, rows: np.ndarray, objective: str) -> int | None:
+    """The lexicographically best of ``rows`` (numpy; used for explanations, not the ranking)."""
+    if len(rows) == 0:
+        return None
+    keys = [k[rows] for k in objective_keys(table, objective)]
+    return int(rows[np.lexsort(keys[::-1])[0]])
