@@ -98,6 +98,8 @@ def spec_from_dict(data: dict, where: str = "model", name: str = "") -> ModelSpe
     keys = set(data)
     if "model_type" in data and not keys <= _spec_fields():
         return spec_from_hf_dict(data, name=name, where=where, source=where)
+    for key in sorted(keys - _spec_fields()):
+        raise unknown_name(f"{where}.{key}", "model field", str(key), sorted(_spec_fields()))
     fields = dict(data)
     if name and "name" not in fields:
         fields["name"] = name

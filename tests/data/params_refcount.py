@@ -1,0 +1,49 @@
+"""How the reference counts in tests/data/presets_reference_counts.json and
+params_variants_reference.json were made (not run by the test suite; it needs torch and
+transformers, which clusteropt does not depend on).
+
+    python3 -m venv /tmp/refvenv && /tmp/refvenv/bin/pip install torch==2.13.0 transformers==5.24.0
+    /tmp/refvenv/bin/python tests/data/params_refcount.py CONFIGS.json OUT.json
+
+CONFIGS.json maps a name to a Hugging Face config dict. Each is built with
+AutoConfig.for_model, the class named in architectures[0] is instantiated on the meta
+device (no weights, no network) and its parameters are counted.
+"""
+import json, sys, warnings, logging
+warnings.filterwarnings("ignore")
+import torch, transformers
+from transformers import AutoConfig
+transformers.logging.set_verbosity_error()
+
+def ref_count(cfg: dict):
+    cfg = dict(cfg)
+    mt = cfg.pop("model_type")
+    arch = (cfg.get("architectures") or [None])[0]
+    conf = AutoConfig.for_model(mt, **cfg)
+    cls = getattr(transformers, arch)
+    with torch.device("meta"):
+        model = cls(conf)
+    total = sum(p.numel() for p in model.parameters())
+    routed = sum(p.numel() for n, p in model.named_parameters() if ".experts." in n and "shared" not in n)
+    E = getattr(conf, "num_local_experts", None) or getattr(conf, "n_routed_experts", None) or getattr(conf, "num_experts", None)
+    k = getattr(conf, "num_experts_per_tok", None)
+    active = None
+    if routed:
+        assert routed % E == 0
+        active = total - routed // E * (E - k)
+    emb = model.get_input_embeddings().weight.numel()
+    out = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    tied = out is not None and out.weight is model.get_input_embeddings().weight
+    lm = sum(p.numel() for p in out.parameters()) if out is not None else 0
+    return dict(total=total, active=active, embedding=emb, lm_head=lm, tied=tied, hf_class=arch)
+
+if __name__ == "__main__":
+    items = json.load(open(sys.argv[1]))
+    res = {}
+    for name, cfg in items.items():
+        try:
+            res[name] = ref_count(cfg)
+        except Exception as e:
+            res[name] = {"error": repr(e)[:300]}
+        print(name, res[name], flush=True)
+    json.dump(res, open(sys.argv[2], "w"), indent=1)
