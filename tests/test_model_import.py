@@ -169,3 +169,11 @@ def test_load_model_errors_are_one_line_with_field(tmp_path):
         load_model(str(bad))
     assert "norm_kind" in str(err.value) and "rmsnorm" in str(err.value)
     assert "\n" not in str(err.value)
+
+
+def test_legacy_lm_class_name_counts_as_the_lm_class():
+    # Falcon-7B's config once named its remote-code class 'RWForCausalLM'; the weights are
+    # those of FalconForCausalLM (params_public row 'Falcon-7B').
+    row = next(m for m in PUBLIC["models"] if m["name"] == "Falcon-7B")
+    cfg = {**row["config_json"], "architectures": ["RWForCausalLM"]}
+    assert count_params(spec_from_hf_dict(cfg)).total == row["total_params"]

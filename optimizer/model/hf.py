@@ -137,6 +137,11 @@ _CLASSES: dict[str, tuple[str, ...]] = {
 }
 
 
+# A class name with one of these endings is the type's language-model class under another
+# name (remote-code or legacy names); other task heads are not modelled.
+_LM_SUFFIXES = ("ForCausalLM", "LMHeadModel", "ForConditionalGeneration")
+
+
 class _Config:
     """A config dict with the model type's defaults and errors that name the key."""
 
@@ -332,8 +337,10 @@ def _phi(c: _Config) -> dict:
         raise ClusteroptError(f"{c.where}.hidden_size",
                               f"{d['hidden_size']} is not divisible by num_attention_heads={d['num_heads']}",
                               "phi derives its head size from hidden_size / heads")
+    head_dim = c.get("head_dim") or d["hidden_size"] // d["num_heads"]
     return d | dict(
         num_kv_heads=c.get("num_key_value_heads") or d["num_heads"], ffn_kind="mlp",
+        head_dim=head_dim if head_dim * d["num_heads"] != d["hidden_size"] else None,
         ffn_size=c.positive("intermediate_size"), activation=c.get("hidden_act"),
         qkv_bias=True, attn_out_bias=True, ffn_bias=True, norm_kind="layernorm", norm_bias=True,
         norms_per_layer=1, qk_norm=bool(c.get("qk_layernorm")), parallel_block=True, position="rope",
@@ -435,8 +442,11 @@ def spec_from_hf_dict(cfg: dict, name: str = "", source: str = "", where: str = 
     archs = cfg.get("architectures") or []
     cls = archs[0] if archs else _CLASSES[model_type][0]
     if cls not in _CLASSES[model_type]:
-        raise ClusteroptError(f"{where}.architectures", f"unsupported class {cls!r} for {model_type}",
-                              "supported: " + ", ".join(_CLASSES[model_type]))
+        if cls.endswith(_LM_SUFFIXES):
+            cls = _CLASSES[model_type][0]          # e.g. Falcon's legacy 'RWForCausalLM': same weights
+        else:
+            raise ClusteroptError(f"{where}.architectures", f"unsupported class {cls!r} for {model_type}",
+                                  "supported: " + ", ".join(_CLASSES[model_type]))
     c = _Config({**cfg, "_hf_class": cls}, model_type, where)
     fields = _BUILDERS[model_type](c)
     if cls.endswith("Model") and not cls.endswith("LMHeadModel") and model_type != "bert":
