@@ -174,12 +174,16 @@ def scaling_plan(*, compute=None, params=None, law="hoffmann2022") -> dict:
     if (compute is None) == (params is None):
         raise ClusteroptError("--compute/--params", "give exactly one", "e.g. --compute 1e24 or --params 70e9")
     lw = scaling.law_by_name(law, field="--law")
+    rng = scaling.fitted_range(lw)
     if compute is not None:
         n, d = scaling.compute_optimal(lw, compute)
         c = compute
     else:
-        n, d = scaling.compute_optimal_for_params(lw, params)
-        c = scaling.training_flop(n, d)
+        c, d = scaling.compute_optimal_for_params(lw, params)
+        n = params
     n, d, c = float(n), float(d), float(c)
-    return {"law": law, "compute_flop": c, "params": n, "tokens": d, "tokens_per_param": d / n,
-            "predicted_loss": float(scaling.predicted_loss(lw, n, d))}
+    out = {"law": law, "compute_flop": c, "params": n, "tokens": d, "tokens_per_param": d / n,
+           "predicted_loss": float(scaling.predicted_loss(lw, n, d))}
+    if bool(scaling.outside_fitted_range(lw, n, d)):
+        out["warning"] = f"outside the range {law} was fitted on: {rng}"
+    return out

@@ -227,7 +227,9 @@ def solve(scenario, *, top_k: int | None = None, objective: str | None = None,
     if len(chosen):
         explanation = binding_summary(table, scenario, int(chosen[0]))
     else:
-        explanation = explain_infeasible(table, scenario, spec)
+        # the table left out rows breaking GPU-count limits; explanations need them all
+        full = build_table(spec, scenario, table.gpus, efficiency_scale, gpu_count_limits=False)
+        explanation = explain_infeasible(full, scenario, spec)
     explanation["notes"] = notes + explanation.get("notes", [])
     return SolveResult(
         scenario=scenario.name, status=status, objective=objective, configs=configs,

@@ -106,15 +106,18 @@ def relaxations(table: Table, scenario) -> dict:
     rows = np.nonzero(_ok_except(table, {"memory"}))[0]
     if len(rows):
         need = c["memory_per_gpu_bytes"][rows] / np.array([table.gpus[int(i)].hardware.memory_bytes for i in c["gpu"][rows]])
-        out["memory_headroom"] = float(max(0.0, 1.0 - need.min()))
+        if need.min() <= 1.0:          # some layout fits the raw capacity: a smaller headroom suffices
+            out["memory_headroom"] = float(1.0 - need.min())
     return out
 
 
-def smallest_memory_need(table: Table) -> list[dict]:
+def smallest_memory_need(table: Table, within: np.ndarray | None = None) -> list[dict]:
+    """Per GPU type, the layout needing the least memory per GPU (among ``within`` rows, if given)."""
     out = []
     c = table.cols
+    ok = np.ones(len(table), dtype=bool) if within is None else within
     for g in table.gpus:
-        rows = np.nonzero(c["gpu"] == g.index)[0]
+        rows = np.nonzero((c["gpu"] == g.index) & ok)[0]
         if not len(rows):
             continue
         r = rows[np.argmin(c["memory_per_gpu_bytes"][rows])]
@@ -136,11 +139,19 @@ def explain_infeasible(table: Table, scenario, spec) -> dict:
     for conf in conflicts:
         lines.append("conflict: " + " + ".join(_HUMAN[f] for f in conf) + " cannot all be met")
     mem = smallest_memory_need(table)
-    if ["memory"] in conflicts:
-        for m in mem:
+    for conf in conflicts:
+        if "memory" not in conf:
+            continue
+        others = [f for f in conf if f != "memory"]
+        within = np.ones(len(table), dtype=bool)
+        for f in others:
+            within &= ~table.violations[f]
+        where = (" within the " + " and ".join(_HUMAN[f] for f in others)) if others else ""
+        for m in smallest_memory_need(table, within):
             allowed = m["capacity_bytes"] * (1 - cons.memory_headroom)
-            lines.append(f"memory: the smallest layout needs {m['min_memory_per_gpu_bytes'] / GB:.1f} GB per GPU; "
-                         f"{m['gpu']} has {m['capacity_bytes'] / GB:.1f} GB ({allowed / GB:.1f} GB after headroom)")
+            lines.append(f"memory: the smallest layout{where} needs {m['min_memory_per_gpu_bytes'] / GB:.1f} GB "
+                         f"per GPU; {m['gpu']} has {m['capacity_bytes'] / GB:.1f} GB "
+                         f"({allowed / GB:.1f} GB after {cons.memory_headroom:.0%} headroom)")
     if "budget_usd" in rel:
         lines.append(f"relax budget_usd from {_usd(cons.budget_usd)} to {_usd(rel['budget_usd'])} (all else kept)")
     if "deadline_days" in rel:

@@ -17,6 +17,8 @@ and the *search rules* that keep layouts sensible (relaxable in ``search:``):
 - TP stays inside one node's scale-up (NVLink) domain.
 - Beyond one node, GPUs come in whole nodes (n_gpus % gpus_per_node == 0).
 - With dp = 1 every ZeRO stage is the same layout; only the lowest listed stage is kept.
+- With flash attention (the default) selective recomputation is the same layout as 'none'
+  (the attention core it would recompute is never stored), so only none and full are searched.
 - Sequence parallelism is on exactly when TP > 1 (it never costs time and saves memory,
   Korthikanti et al. 2022, Sec. 4.2.2) unless ``search.sequence_parallel`` lists values.
 
@@ -120,8 +122,12 @@ def batch_choices(train, micro_batches, dp_pins) -> list[tuple[int, int, int]]:
     return out
 
 
-def enumerate_layouts(spec, scenario, gpus: list[GpuOption]) -> dict[str, np.ndarray]:
+def enumerate_layouts(spec, scenario, gpus: list[GpuOption], *, gpu_count_limits: bool = False) -> dict[str, np.ndarray]:
     """All rows passing the hard and search rules, as equal-length numpy columns.
+
+    With ``gpu_count_limits`` rows whose GPU count breaks max_gpus, min_gpus or the stock
+    limit are left out before any estimate is made (they can never be chosen; this is
+    what keeps large searches fast). Explanations of infeasibility enumerate without it.
 
     Columns: gpu (index into ``gpus``), tp, pp, dp, cp, ep, zero, precision (index into
     PRECISIONS), micro_batch, recompute (index into RECOMPUTES), sequence_parallel (bool),
@@ -135,21 +141,37 @@ def enumerate_layouts(spec, scenario, gpus: list[GpuOption]) -> dict[str, np.nda
     cps = cp_values(spec, search, seq_len)
     eps = ep_values(spec, search)
     zeros = sorted(search.zero if search.zero is not None else [0, 1, 2, 3])
-    recs = [RECOMPUTES.index(r) for r in (search.recompute or RECOMPUTES)]
+    if search.recompute is not None:
+        recs = [RECOMPUTES.index(r) for r in search.recompute]
+    elif train.flash_attention:
+        # with flash attention the attention core is never stored, so selective
+        # recomputation (which recomputes exactly that core) equals 'none'
+        recs = [RECOMPUTES.index("none"), RECOMPUTES.index("full")]
+    else:
+        recs = [RECOMPUTES.index(r) for r in RECOMPUTES]
     cols: dict[str, list[np.ndarray]] = {k: [] for k in (
         "gpu", "tp", "pp", "dp", "cp", "ep", "zero", "precision", "micro_batch", "recompute",
         "sequence_parallel", "grad_accum", "global_batch", "n_gpus", "n_nodes")}
     if len(triples) == 0 or not pps or not cps or not eps:
         return {k: np.zeros(0, dtype=np.int64) for k in cols}
     mb_a, dp_a, ga_a = triples[:, 0], triples[:, 1], triples[:, 2]
+    cons = scenario.constraints
     for g in gpus:
         hw = g.hardware
         node = max(hw.gpus_per_node, 1)
+        n_hi = np.iinfo(np.int64).max
+        n_lo = 1
+        if gpu_count_limits:
+            if cons.max_gpus is not None:
+                n_hi = min(n_hi, cons.max_gpus)
+            if g.available is not None:
+                n_hi = min(n_hi, g.available)
+            n_lo = cons.min_gpus
         precs = [PRECISIONS.index(p) for p in (search.precision or
                  (["bf16", "fp8"] if hw.fp8_flop_per_s > 0 else ["bf16"]))]
         for tp, pp, cp, ep in itertools.product(tp_values(spec, search, hw.intra_node_domain), pps, cps, eps):
             n = tp * pp * cp * dp_a
-            ok = (n <= node) | (n % node == 0)
+            ok = ((n <= node) | (n % node == 0)) & (n <= n_hi) & (n >= n_lo)
             ok &= ((dp_a * cp) % ep == 0)
             if search.n_gpus is not None:
                 ok &= np.isin(n, search.n_gpus)

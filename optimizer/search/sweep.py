@@ -28,8 +28,8 @@ import pandas as pd
 from optimizer.errors import ClusteroptError
 
 #: Scenario paths that leave the estimator columns unchanged (re-price only).
-REPRICE_ONLY = ("constraints.budget_usd", "constraints.deadline_days", "constraints.max_gpus",
-                "constraints.min_gpus", "constraints.memory_headroom", "constraints.budget_usd_per_hour",
+REPRICE_ONLY = ("constraints.budget_usd", "constraints.deadline_days",
+                "constraints.memory_headroom", "constraints.budget_usd_per_hour",
                 "train.tokens", "top_k", "objective", "pricing.")
 
 SWEEP_SCHEMA_VERSION = "1.0"

@@ -112,6 +112,8 @@ def estimate_rows(spec, scenario, gpus: list[GpuOption], cols: dict[str, np.ndar
         res = estimate_training_batch(spec, g.hardware, arrays, categorical,
                                       efficiency_scale=efficiency_scale)
         for k, v in res.items():
+            if k in ("grad_accum", "n_gpus"):       # the layout's own integer columns stay
+                continue
             v = np.asarray(v)
             if v.ndim == 0:
                 v = np.full(len(idx), v)
@@ -206,12 +208,21 @@ def reprice(table: Table, scenario, gpus: list[GpuOption] | None = None) -> Tabl
         cols.update(integer_columns(cols))
         viol = violation_flags(cols, limits_of(scenario, gpus))
     else:
+        for k in ("memory_per_gpu_bytes", "step_time_s", "tokens_per_s", "mfu", "hfu", "train_days",
+                  "wall_clock_days", "gpu_hours", "cost_usd", "usd_per_gpu_hour", "cost_per_mtoken_usd"):
+            cols.setdefault(k, np.zeros(0))
+        for k in ("cost_units", "time_units", "memory_units"):
+            cols[k] = np.zeros(0, dtype=np.int64)
         viol = {f: np.zeros(0, dtype=bool) for f in LIMIT_FAMILIES}
     return Table(gpus, cols, viol)
 
 
-def build_table(spec, scenario, gpus: list[GpuOption], efficiency_scale: float = 1.0) -> Table:
-    return complete_table(spec, scenario, gpus, enumerate_layouts(spec, scenario, gpus), efficiency_scale)
+def build_table(spec, scenario, gpus: list[GpuOption], efficiency_scale: float = 1.0, *,
+                gpu_count_limits: bool = True) -> Table:
+    """The candidate table. By default rows breaking the GPU-count limits (max_gpus, min_gpus,
+    stock) are not estimated at all; pass ``gpu_count_limits=False`` for every row (explanations)."""
+    cols = enumerate_layouts(spec, scenario, gpus, gpu_count_limits=gpu_count_limits)
+    return complete_table(spec, scenario, gpus, cols, efficiency_scale)
 
 
 def objective_keys(table: Table, objective: str) -> list[np.ndarray]:
