@@ -42,6 +42,7 @@ def train_dict(spec, hw, layout, *, tokens=None, offer=None, pricing="on_demand"
 
     e = estimate_training(spec, hw, layout)
     mem = report.plain(e.memory)
+    stage = mem.pop("stage", None)          # which pipeline stage is the most loaded: not bytes
     out = {
         "layout": {"tp": layout.tp, "pp": layout.pp, "dp": layout.dp, "cp": layout.cp, "ep": layout.ep,
                    "zero": layout.zero, "micro_batch": layout.micro_batch, "global_batch": layout.global_batch,
@@ -49,6 +50,7 @@ def train_dict(spec, hw, layout, *, tokens=None, offer=None, pricing="on_demand"
                    "precision": layout.precision, "sequence_parallel": layout.sequence_parallel,
                    "interleave": layout.interleave},
         "memory_per_gpu_bytes": mem,
+        "memory_stage": stage,
         "memory_capacity_bytes": hw.memory_bytes,
         "fits": bool(e.memory.total <= hw.memory_bytes),
         "warnings": list(layout_violations(spec, hw, layout)),

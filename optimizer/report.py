@@ -139,7 +139,9 @@ def solve_text(result, markdown: bool = False) -> str:
             parts.append(markdown_table(h, prow) if markdown else text_table(h, prow))
     lines = explanation_lines(result.explanation)
     if lines:
-        parts += [""] + [("- " if markdown else "") + ln for ln in lines]
+        if parts[-1] != "":
+            parts.append("")
+        parts += [("- " if markdown else "") + ln for ln in lines]
     return "\n".join(parts).rstrip() + "\n"
 
 
