@@ -1,0 +1,189 @@
+"""Communication time of one training step: a ring alpha-beta model with hierarchical
+bandwidth.
+
+Collective costs (Thakur, Rabenseifner & Gropp 2005, 'Optimization of Collective
+Communication Operations in MPICH', ring algorithms; Patarasuk & Yuan 2009 for the
+bandwidth-optimal ring all-reduce), for a buffer of B bytes (the full, unsharded
+buffer) over n ranks, per-rank link bandwidth W and latency alpha:
+
+    all-reduce        2(n-1)/n * B / W + 2(n-1) alpha
+    reduce-scatter    (n-1)/n  * B / W + (n-1) alpha
+    all-gather        (n-1)/n  * B / W + (n-1) alpha
+    all-to-all        (n-1)/n  * B / W + (n-1) alpha    (B = what one rank sends in all)
+    point-to-point    B / W + alpha
+
+W is the achievable bus bandwidth: the link's unidirectional per-GPU bandwidth times
+``BUS_EFFICIENCY`` (NCCL's 'bus bandwidth', nccl-tests doc/PERFORMANCE.md, normalises
+every collective to this ring model; DGX A100 all-reduce reaches ~230 GB/s bus bandwidth
+on 300 GB/s NVLink, ~0.77-0.8; the same fraction is taken for the network).
+
+Hierarchy (Megatron-LM's rank order: TP innermost, then CP, then DP (EP inside it), then
+PP outermost; Narayanan et al. 2021, Sec. 3.4): a group whose ranks span at most one
+scale-up domain (``hw.intra_node_domain`` GPUs on NVLink/NVSwitch) runs at
+``hw.intra_node_bytes_per_s``; a group that spans domains is limited by the network:
+its k ranks per node each drive their own NIC share, ``group_link``. (size, stride):
+TP (tp, 1), CP (cp, tp), DP over DP x CP ranks (dp*cp, tp), EP (ep, tp*cp), PP
+neighbours (pp, tp*cp*dp): a pipeline that leaves the domain has at least one network
+hop, which paces it, at one NIC per sending GPU.
+
+All functions accept numpy arrays for sizes and group sizes. Units: bytes, seconds.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+BUS_EFFICIENCY = 0.8
+"""Achievable fraction of link bandwidth for large NCCL collectives (nccl-tests bus
+bandwidth; ~230/300 GB/s on DGX A100 NVLink). Assumption for the network too."""
+
+ALPHA_INTRA_S = 2e-6
+"""Per-step latency inside an NVLink domain (NCCL ring step, order of microseconds)."""
+
+ALPHA_INTER_S = 8e-6
+"""Per-step latency across the network (InfiniBand/RoCE RDMA round trip plus NCCL proxy,
+order of 5-10 microseconds)."""
+
+
+def allreduce_time_s(nbytes, n, bw_bytes_per_s, alpha_s=0.0):
+    """Ring all-reduce of ``nbytes`` over ``n`` ranks: 2(n-1)/n B/W + 2(n-1) alpha. 0 for n = 1."""
+    n = np.asarray(n, dtype=float)
+    return 2.0 * (n - 1) / n * nbytes / bw_bytes_per_s + 2.0 * (n - 1) * alpha_s
+
+
+def reduce_scatter_time_s(nbytes, n, bw_bytes_per_s, alpha_s=0.0):
+    """Ring reduce-scatter of a ``nbytes`` buffer: (n-1)/n B/W + (n-1) alpha."""
+    n = np.asarray(n, dtype=float)
+    return (n - 1) / n * nbytes / bw_bytes_per_s + (n - 1) * alpha_s
+
+
+def allgather_time_s(nbytes, n, bw_bytes_per_s, alpha_s=0.0):
+    """Ring all-gather into a ``nbytes`` buffer: (n-1)/n B/W + (n-1) alpha."""
+    return reduce_scatter_time_s(nbytes, n, bw_bytes_per_s, alpha_s)
+
+
+def alltoall_time_s(nbytes, n, bw_bytes_per_s, alpha_s=0.0):
+    """All-to-all where each rank holds ``nbytes`` and keeps 1/n of it: (n-1)/n B/W + (n-1) alpha."""
+    return reduce_scatter_time_s(nbytes, n, bw_bytes_per_s, alpha_s)
+
+
+def p2p_time_s(nbytes, bw_bytes_per_s, alpha_s=0.0):
+    """One point-to-point send: B/W + alpha."""
+    return nbytes / bw_bytes_per_s + alpha_s
+
+
+def group_link(hw, size, stride=1):
+    """(bus bandwidth bytes/s, alpha s) of a group of ``size`` ranks placed ``stride`` ranks
+    apart (its span is size x stride consecutive GPUs).
+
+    Inside one scale-up domain (span <= hw.intra_node_domain): the NVLink bandwidth.
+    Across domains, NCCL runs one ring per NIC (channels), each crossing the network at a
+    different NIC, so the network term is carried by the k NICs of the group's k ranks in
+    each node: bus bandwidth min(NVLink, k x per-GPU network), k = min(size,
+    domain / stride) >= 1 (NCCL multi-node all-reduce on 8-GPU/8-NIC servers reaches about
+    the node's aggregate NIC bandwidth; Jeaugey, 'Massively Scale Your Deep Learning
+    Training with NCCL 2.4', NVIDIA blog 2019). Both times ``BUS_EFFICIENCY``."""
+    size = np.asarray(size, dtype=float)
+    stride = np.asarray(stride, dtype=float)
+    inside = size * stride <= hw.intra_node_domain
+    intra = hw.intra_node_bytes_per_s if hw.intra_node_bytes_per_s > 0 else hw.inter_node_bytes_per_s
+    k = np.clip(np.floor(hw.intra_node_domain / stride), 1.0, np.maximum(size, 1.0))
+    cross = np.minimum(intra, k * hw.inter_node_bytes_per_s)
+    bw = np.where(inside, intra, cross) * BUS_EFFICIENCY
+    alpha = np.where(inside, ALPHA_INTRA_S, ALPHA_INTER_S)
+    return bw, alpha
+
+
+# ---- per-step communication of a training layout ----------------------------------------
+
+TP_COLLECTIVES_PER_LAYER = {"none": 4, "selective": 4, "full": 6}
+"""Megatron TP (Shoeybi et al. 2019, Sec. 3, Fig. 4): per layer 2 all-reduces in the
+forward (after attention and after the FFN, operator g) and 2 in the backward (operator f).
+With sequence parallelism each becomes an all-gather + reduce-scatter of the same total
+volume (Korthikanti et al. 2022, Sec. 4.2.2). Full recomputation repeats the forward's 2;
+selective recomputation recomputes only the attention core, which has none."""
+
+EP_ALLTOALLS_PER_MOE_LAYER = {"none": 4, "selective": 4, "full": 6}
+"""Expert parallelism (Lepikhin et al. 2021, GShard; Megatron-Core MoE): dispatch and
+combine all-to-all in the forward, their transposes in the backward; full recompute
+repeats the forward's two."""
+
+
+def tp_comm_per_microbatch_s(hw, *, seq_len, micro_batch, hidden, tp, cp, n_layers, recompute: str):
+    """TP collectives of one micro-batch through ``n_layers`` layers on one GPU.
+
+    Each collective moves the layer's activation, s/cp * b * h values in bf16 (2 B), as a
+    ring all-reduce over tp ranks (or AG + RS with SP: same time). Units: seconds."""
+    nbytes = 2.0 * (np.asarray(seq_len) / cp) * micro_batch * hidden
+    bw, alpha = group_link(hw, tp, 1)
+    one = allreduce_time_s(nbytes, tp, bw, alpha)
+    return TP_COLLECTIVES_PER_LAYER[recompute] * n_layers * one
+
+
+def ep_comm_per_microbatch_s(hw, *, seq_len, micro_batch, hidden, tp, cp, ep, top_k,
+                             n_moe_layers, recompute: str, sequence_parallel: bool):
+    """EP all-to-alls of one micro-batch through ``n_moe_layers`` MoE layers on one GPU.
+
+    Each GPU dispatches its s/cp * b tokens (split over TP with SP), k copies each, h values
+    in bf16. Units: seconds."""
+    tokens = np.asarray(seq_len) / cp * micro_batch / (tp if sequence_parallel else 1)
+    nbytes = 2.0 * tokens * top_k * hidden
+    bw, alpha = group_link(hw, ep, np.asarray(tp) * cp)
+    one = alltoall_time_s(nbytes, ep, bw, alpha)
+    return EP_ALLTOALLS_PER_MOE_LAYER[recompute] * n_moe_layers * one
+
+
+def cp_comm_per_microbatch_s(hw, *, seq_len, micro_batch, kv_width, tp, cp, n_layers, recompute: str):
+    """Ring-attention K/V exchange (Liu et al. 2023, 'Ring Attention'; Megatron-Core
+    context parallelism) of one micro-batch through ``n_layers`` layers.
+
+    Forward: cp - 1 hops, each sending the local K and V chunk (2 x s/cp x b x kv_width/tp
+    in bf16); backward: the same K, V plus their gradients (2x). Full recompute repeats
+    the forward. Units: seconds."""
+    chunk = 2.0 * 2.0 * (np.asarray(seq_len) / cp) * micro_batch * kv_width / tp
+    bw, alpha = group_link(hw, cp, tp)
+    hop = p2p_time_s(chunk, bw, alpha)
+    passes = {"none": 3.0, "selective": 3.0, "full": 4.0}[recompute]   # fwd 1 + bwd 2 (+1)
+    return passes * (np.asarray(cp) - 1) * hop * n_layers
+
+
+def pp_p2p_per_microbatch_s(hw, *, seq_len, micro_batch, hidden, tp, cp, pp, n_gpus,
+                            sequence_parallel: bool):
+    """One stage-boundary send of a micro-batch's activations (s/cp x b x h in bf16; split
+    over TP with SP, Megatron's scatter-gather optimisation, Narayanan et al. 2021,
+    Sec. 4.1). Over NVLink when the whole pipeline (n_gpus ranks) sits in one domain,
+    else over one NIC per sending GPU (the slowest hop paces the pipeline). Seconds."""
+    nbytes = 2.0 * (np.asarray(seq_len) / cp) * micro_batch * hidden / (tp if sequence_parallel else 1)
+    inside = np.asarray(n_gpus) <= hw.intra_node_domain
+    intra = hw.intra_node_bytes_per_s if hw.intra_node_bytes_per_s > 0 else hw.inter_node_bytes_per_s
+    bw = np.where(inside, intra, hw.inter_node_bytes_per_s) * BUS_EFFICIENCY
+    alpha = np.where(inside, ALPHA_INTRA_S, ALPHA_INTER_S)
+    return p2p_time_s(nbytes, bw, alpha) * (np.asarray(pp) > 1)
+
+
+def dp_grad_sync_s(hw, *, params_on_gpu, expert_params_on_gpu, tp, cp, dp, ep, zero: int,
+                   grad_bytes: float, weight_bytes: float):
+    """Data-parallel synchronisation of one GPU's parameters, split by kind:
+    returns (reduce_s, gather_s) - the gradient reduction and the parameter all-gather.
+
+    ZeRO-0 (DDP): all-reduce of the gradients (grad_bytes each; fp32 main grads in
+    Megatron). ZeRO-1/2: reduce-scatter of the gradients + all-gather of the updated bf16
+    weights (same total volume as an all-reduce when the dtypes match; Rajbhandari et al.
+    2020, Sec. 7). ZeRO-3: the same reduce-scatter, and an all-gather of the weights before
+    each use (forward and backward, counted by the caller per micro-batch). Dense
+    parameters synchronise over DP x CP, routed experts over DP x CP / EP (Megatron's
+    expert-data-parallel group). Units: seconds (per synchronisation)."""
+    n_dense = np.asarray(dp) * cp
+    n_exp = np.maximum(n_dense / ep, 1)
+    bw_d, a_d = group_link(hw, n_dense, np.asarray(tp) * 1.0)
+    bw_e, a_e = group_link(hw, n_exp, np.asarray(tp) * ep)
+    if zero == 0:
+        reduce = (allreduce_time_s(grad_bytes * params_on_gpu, n_dense, bw_d, a_d)
+                  + allreduce_time_s(grad_bytes * expert_params_on_gpu, n_exp, bw_e, a_e))
+        gather = 0.0 * reduce
+    else:
+        reduce = (reduce_scatter_time_s(grad_bytes * params_on_gpu, n_dense, bw_d, a_d)
+                  + reduce_scatter_time_s(grad_bytes * expert_params_on_gpu, n_exp, bw_e, a_e))
+        gather = (allgather_time_s(weight_bytes * params_on_gpu, n_dense, bw_d, a_d)
+                  + allgather_time_s(weight_bytes * expert_params_on_gpu, n_exp, bw_e, a_e))
+    return reduce, gather

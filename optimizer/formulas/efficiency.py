@@ -1,0 +1,89 @@
+"""Achievable compute: how fast one GPU runs a training micro-batch, and the calibrated
+constants of that model.
+
+The model (a two-term roofline; Williams, Waterman & Patterson 2009, 'Roofline'):
+
+    t = F_gemm / (P * eta_gemm)  +  kappa * A / W_hbm
+
+* F_gemm: the micro-batch's matrix-multiply FLOPs on this GPU (linear layers, attention
+  core, LM head; recomputation included), P the dense peak of the precision the GEMM
+  runs in (fp8 runs the linear layers at the fp8 peak; attention stays in bf16).
+* eta_gemm = eta_max(P) * T / (T + T_half): a saturating function of the tokens per
+  micro-batch on the GPU, T = b * s / CP (the GEMMs' M dimension; small GEMMs under-fill
+  the SMs and tensor-core tiles). A second factor in the per-GPU width hidden/TP was
+  tried and dropped: the fit drove its half-point to 0, because the elementwise term
+  below already carries the cost of narrow TP shards (their replicated non-GEMM work
+  grows relative to the GEMM FLOPs as TP grows). eta_max depends on the device's dense bf16 peak: it is calibrated
+  at the A100 (312 TFLOP/s) and the H100 (989 TFLOP/s), log-interpolated between and held
+  constant outside (faster tensor cores are harder to keep fed: clocks under the power
+  cap, memory-bound epilogues; uncalibrated beyond these two devices - an assumption).
+* A: the bytes the layer's non-GEMM work (norms, activations, dropout, softmax, residual
+  adds, casts) reads and writes, taken as ``kappa`` times the layer's stored activations
+  (Korthikanti et al. 2022's per-layer count, no recomputation, the same TP/SP/flash
+  form): each stored tensor is produced and consumed by memory-bound kernels in the
+  forward and backward. Without flash attention the s^2 softmax/dropout tensors dominate
+  A, which is why 2021-era Megatron runs reach lower utilisation than flash runs.
+  W_hbm: the device's memory bandwidth.
+
+Calibration: ``benchmarks/calibrate_efficiency.py`` fits the four constants below on the
+calibration rows of tests/data/training_runs_public.csv (every row whose 0-based CSV
+index is not 2 mod 3; rows with i % 3 == 2 are held out) by minimising the mean absolute
+percentage error of the predicted throughput (tokens/s per GPU, equivalently MFU with the
+row's own FLOP count). It prints both errors; tests/test_calibration.py asserts the
+held-out error stays below the bound measured when these constants were fitted.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from optimizer.units import TERA
+
+REFERENCE_PEAK_LOW_FLOP_PER_S = 312 * TERA     # A100 SXM dense bf16 (NVIDIA A100 datasheet)
+REFERENCE_PEAK_HIGH_FLOP_PER_S = 989.4 * TERA  # H100 SXM dense bf16 (NVIDIA H100 datasheet)
+
+
+@dataclass(frozen=True)
+class EfficiencyConstants:
+    """The constants of the achievable-compute model (see the module docstring)."""
+
+    eta_max_low_peak: float       # GEMM efficiency ceiling at a 312 TFLOP/s device
+    eta_max_high_peak: float      # GEMM efficiency ceiling at a 989 TFLOP/s device
+    tokens_half: float            # tokens per micro-batch per GPU at half of the ceiling
+    elementwise_passes: float     # kappa: HBM traffic of non-GEMM work per stored activation byte
+
+    def as_vector(self) -> np.ndarray:
+        return np.array([self.eta_max_low_peak, self.eta_max_high_peak, self.tokens_half,
+                         self.elementwise_passes])
+
+    @classmethod
+    def from_vector(cls, x) -> "EfficiencyConstants":
+        return cls(*[float(v) for v in x])
+
+
+CALIBRATED = EfficiencyConstants(
+    eta_max_low_peak=0.8273,
+    eta_max_high_peak=0.6196,
+    tokens_half=239.6,
+    elementwise_passes=9.274,
+)
+"""Fitted by benchmarks/calibrate_efficiency.py (see its output for the errors)."""
+
+
+def gemm_efficiency_max(peak_flop_per_s: float, c: EfficiencyConstants = CALIBRATED) -> float:
+    """eta_max for a device of dense bf16 peak ``peak_flop_per_s``: the A100 value at or
+    below 312 TFLOP/s, the H100 value at or above 989, log-linear between. Dimensionless."""
+    lo, hi = np.log(REFERENCE_PEAK_LOW_FLOP_PER_S), np.log(REFERENCE_PEAK_HIGH_FLOP_PER_S)
+    x = (np.log(max(peak_flop_per_s, 1.0)) - lo) / (hi - lo)
+    x = min(max(x, 0.0), 1.0)
+    return c.eta_max_low_peak + (c.eta_max_high_peak - c.eta_max_low_peak) * x
+
+
+def gemm_efficiency(peak_bf16_flop_per_s: float, tokens, c: EfficiencyConstants = CALIBRATED):
+    """Achievable fraction of dense peak for the GEMMs of a micro-batch:
+    eta_max(P) * T/(T + T_half), ``tokens`` T = micro-batch tokens on the GPU (b*s/CP),
+    scalar or array. Dimensionless."""
+    t = np.asarray(tokens, dtype=float)
+    return gemm_efficiency_max(peak_bf16_flop_per_s, c) * t / (t + c.tokens_half)

@@ -1,0 +1,481 @@
+"""Training estimate of one layout (or of 10^5 layouts at once): memory on the most loaded
+GPU, step time and its parts, throughput, MFU/HFU, days and GPU-hours.
+
+Two entry points run the SAME code (``_evaluate``):
+
+* ``estimate_training(spec, hw, layout)`` - one ``TrainLayout`` of plain numbers, returns a
+  ``TrainEstimate`` of frozen dataclasses.
+* ``estimate_training_batch(spec, hw, layout_arrays, categorical)`` - the numeric layout
+  fields (``NUMERIC_FIELDS``) as numpy int arrays of equal length, the categorical ones
+  (``CATEGORICAL_FIELDS``) as one scalar each; returns a dict of arrays named as
+  ``BATCH_KEYS``. Used by the CP-SAT search tables.
+
+Sources and conventions: memory.py (ZeRO, Korthikanti activations), comm.py (ring
+alpha-beta, hierarchy), time.py (overlap model, bubble, FLOP accounting), efficiency.py
+(achievable compute, calibration).
+
+MFU = model FLOPs per token x tokens/s / (n_gpus x dense peak of the layout's precision),
+model FLOPs per token from ``formulas.flops.train_flops_per_token(causal=False)``: 3 x
+forward, the full s x s attention score count, no recomputation (the convention of
+Narayanan et al. 2021 eq. (3), Korthikanti et al. 2022 Sec. 5 and PaLM App. B, so MFU
+compares with published figures). HFU's FLOPs are the FLOPs the kernels execute,
+``flops.hardware_train_flops_per_token``: model FLOPs plus the chosen recomputation (and
+flash's QK^T recompute), with the causal half of the scores under flash attention - the
+same count the time model runs at the achievable rate (time.py).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+
+import numpy as np
+
+from optimizer.errors import ClusteroptError
+from optimizer.formulas import comm as C
+from optimizer.formulas import memory as M
+from optimizer.formulas import time as T
+from optimizer.formulas.efficiency import CALIBRATED, EfficiencyConstants, gemm_efficiency
+from optimizer.formulas.layout import OPTIMIZERS, RECOMPUTE_MODES, TRAIN_PRECISIONS, TrainLayout
+from optimizer.units import SECONDS_PER_DAY, SECONDS_PER_HOUR, TERA
+
+NUMERIC_FIELDS = ("seq_len", "global_batch", "tp", "pp", "dp", "cp", "ep", "micro_batch", "interleave")
+CATEGORICAL_FIELDS = ("zero", "recompute", "sequence_parallel", "precision", "optimizer",
+                      "offload_optimizer", "flash_attention")
+FRAMEWORK_FIELDS = ("overlap_grad_reduce", "tp_comm_overlap")
+"""Framework options beyond TrainLayout (accepted in ``categorical`` and as keywords):
+``overlap_grad_reduce`` - bucketed DP gradient reduction overlapped with the backward
+(PyTorch DDP/FSDP default, Megatron ``--overlap-grad-reduce``; default True);
+``tp_comm_overlap`` - TP all-gather/reduce-scatter overlapped with the adjacent GEMMs
+(Transformer Engine userbuffers, Megatron ``--tp-comm-overlap``; default False: TP
+communication exposed)."""
+CATEGORICAL_DEFAULTS = {"zero": 0, "recompute": "selective", "sequence_parallel": False,
+                        "precision": "bf16", "optimizer": "adam", "offload_optimizer": False,
+                        "flash_attention": True, "overlap_grad_reduce": True,
+                        "tp_comm_overlap": False}
+COMM_PARTS = ("tp", "ep", "cp", "dp", "pp")
+
+
+@dataclass(frozen=True)
+class TrainComm:
+    """Communication per step on the critical GPU, seconds. ``*_s``: the whole time of each
+    kind (as if nothing overlapped); ``*_exposed_s``: what compute does not hide (time.py's
+    overlap model). ``exposed_s`` = sum of the exposed parts."""
+
+    tp_s: float
+    ep_s: float
+    cp_s: float
+    dp_s: float
+    pp_s: float
+    tp_exposed_s: float
+    ep_exposed_s: float
+    cp_exposed_s: float
+    dp_exposed_s: float
+    pp_exposed_s: float
+    exposed_s: float
+
+
+@dataclass(frozen=True)
+class TrainEstimate:
+    """Figures of one layout. Fractions (mfu, hfu) in [0, 1]; TFLOP/s per GPU; tokens/s for
+    the whole job. step_time_s = compute_time_s + exposed_comm_time_s + bubble_time_s."""
+
+    memory: M.TrainMemory
+    comm: TrainComm
+    step_time_s: float
+    compute_time_s: float
+    exposed_comm_time_s: float
+    bubble_time_s: float
+    tokens_per_s: float
+    mfu: float
+    hfu: float
+    model_tflops_per_gpu: float
+    hardware_tflops_per_gpu: float
+    n_gpus: int
+    grad_accum: int
+    tokens_per_step: int
+    gemm_efficiency: float
+
+
+BATCH_KEYS = (
+    "memory_per_gpu_bytes", *(f"memory_{p}_bytes" for p in M.MEMORY_PARTS), "memory_stage",
+    "step_time_s", "compute_time_s", "exposed_comm_time_s", "bubble_time_s", "tokens_per_s",
+    "mfu", "hfu", "model_tflops_per_gpu", "hardware_tflops_per_gpu", "grad_accum", "n_gpus",
+    "gemm_efficiency", *(f"comm_{k}_s" for k in COMM_PARTS),
+    *(f"comm_{k}_exposed_s" for k in COMM_PARTS),
+)
+
+
+# ---- validation of categorical inputs --------------------------------------------------
+
+def _check_categorical(cat: dict) -> dict:
+    out = dict(CATEGORICAL_DEFAULTS)
+    unknown = set(cat) - set(CATEGORICAL_FIELDS) - set(FRAMEWORK_FIELDS)
+    if unknown:
+        raise ClusteroptError("layout", f"unknown field(s) {sorted(unknown)}",
+                              "allowed: " + ", ".join(CATEGORICAL_FIELDS + FRAMEWORK_FIELDS))
+    out.update(cat)
+    if out["zero"] not in (0, 1, 2, 3):
+        raise ClusteroptError("zero", f"unknown ZeRO stage {out['zero']!r}", "allowed: 0, 1, 2, 3")
+    if out["recompute"] not in RECOMPUTE_MODES:
+        raise ClusteroptError("recompute", f"unknown mode {out['recompute']!r}",
+                              "allowed: " + ", ".join(RECOMPUTE_MODES))
+    if out["precision"] not in TRAIN_PRECISIONS:
+        raise ClusteroptError("precision", f"unknown precision {out['precision']!r}",
+                              "allowed: " + ", ".join(TRAIN_PRECISIONS))
+    if out["optimizer"] not in OPTIMIZERS:
+        raise ClusteroptError("optimizer", f"unknown optimizer {out['optimizer']!r}",
+                              "allowed: " + ", ".join(OPTIMIZERS))
+    out["zero"] = int(out["zero"])
+    for k in ("sequence_parallel", "offload_optimizer", "flash_attention", *FRAMEWORK_FIELDS):
+        out[k] = bool(out[k])
+    return out
+
+
+def _check_numeric(num: dict) -> dict:
+    missing = [k for k in ("seq_len", "global_batch") if k not in num]
+    if missing:
+        raise ClusteroptError("layout", f"missing {missing}", "give seq_len and global_batch")
+    unknown = set(num) - set(NUMERIC_FIELDS)
+    if unknown:
+        raise ClusteroptError("layout", f"unknown field(s) {sorted(unknown)}",
+                              "allowed: " + ", ".join(NUMERIC_FIELDS))
+    n = max(np.size(v) for v in num.values())
+    defaults = {"tp": 1, "pp": 1, "dp": 1, "cp": 1, "ep": 1, "micro_batch": 1, "interleave": 1}
+    out = {}
+    for k in NUMERIC_FIELDS:
+        v = np.asarray(num.get(k, defaults.get(k)), dtype=np.int64).reshape(-1)
+        if v.size not in (1, n):
+            raise ClusteroptError(k, f"has {v.size} values, others have {n}", "give arrays of equal length")
+        if v.size == 1:
+            v = np.full(n, v[0], dtype=np.int64)
+        if np.any(v < 1):
+            bad = int(v[v < 1][0])
+            raise ClusteroptError(k, f"must be >= 1 (got {bad})", "positive integers")
+        out[k] = v
+    return out
+
+
+# ---- per-(spec, pp) FLOP structure -------------------------------------------------------
+
+@dataclass(frozen=True)
+class _StageFlops:
+    linear_per_token: np.ndarray       # (pp,) forward linear FLOPs per token of the stage's layers
+    head_per_token: np.ndarray         # (pp,) LM-head forward FLOPs per token (last stage)
+    layers: np.ndarray                 # (pp,) layers per stage (attention cores)
+
+
+@lru_cache(maxsize=512)
+def _stage_flops(spec, pp: int) -> _StageFlops:
+    from optimizer.formulas.params import count_params
+
+    layers = count_params(spec).layers
+    counts = M.stage_layer_counts(len(layers), pp)
+    lin = np.zeros(pp)
+    start = 0
+    for i, c in enumerate(counts):
+        for lp in layers[start:start + c]:
+            lin[i] += 2.0 * (lp.active - lp.norm)
+        start += c
+    head = np.zeros(pp)
+    head[-1] = T.lm_head_forward_flops_per_token(spec)
+    return _StageFlops(linear_per_token=lin, head_per_token=head, layers=counts.astype(float))
+
+
+def _per_unique(values, fn):
+    """Apply a scalar function of seq_len element-wise through the unique values."""
+    v = np.asarray(values)
+    out = np.empty(v.shape, dtype=float)
+    for u in np.unique(v):
+        out[v == u] = fn(int(u))
+    return out
+
+
+def model_flops_per_token(spec, seq_len):
+    """Model FLOPs per trained token, the MFU numerator: ``flops.train_flops_per_token``
+    with ``causal=False`` (full s x s attention count, as Narayanan et al. 2021 eq. 3,
+    Korthikanti et al. 2022 and PaLM App. B do, so MFU compares with published figures).
+    ``seq_len`` may be an array. Units: FLOPs/token."""
+    from optimizer.formulas.flops import train_flops_per_token
+
+    return _per_unique(seq_len, lambda s: train_flops_per_token(spec, s, causal=False))
+
+
+def hardware_flops_per_token(spec, seq_len, *, recompute: str, flash_attention: bool = True):
+    """FLOPs the GPUs execute per trained token, the HFU numerator:
+    ``flops.hardware_train_flops_per_token`` (model FLOPs + the chosen recomputation +
+    flash's QK^T recompute in the backward), counting the attention the kernel computes:
+    the causal half with flash attention (``causal=True``), the full s x s score GEMMs
+    without it (``causal=False``, Narayanan et al. 2021 eq. 3). With flash at long context
+    HFU can therefore fall below MFU, whose convention counts s x s. Units: FLOPs/token."""
+    from optimizer.formulas.flops import hardware_train_flops_per_token
+
+    return _per_unique(seq_len, lambda s: hardware_train_flops_per_token(
+        spec, s, recompute, flash_attention=flash_attention, causal=flash_attention))
+
+
+# ---- the shared core ---------------------------------------------------------------------
+
+def _evaluate(spec, hw, num: dict, cat: dict, efficiency_scale: float,
+              constants: EfficiencyConstants) -> dict:
+    n = num["tp"].size
+    out = {k: np.zeros(n) for k in BATCH_KEYS}
+    recompute, flash, sp = cat["recompute"], cat["flash_attention"], cat["sequence_parallel"]
+    zero, precision = cat["zero"], cat["precision"]
+    k_opt = M.optimizer_bytes_per_param(cat["optimizer"])
+    peak_bf16 = hw.bf16_flop_per_s
+    peak_lin = hw.peak_flop_per_s(precision)
+    qk_w, v_w = T.attention_widths_flops(spec)
+    n_attn_per_layer = 2 if spec.arch == "encoder_decoder" else 1
+    kv_width = M.attention_widths(spec)["kv_width"]
+    top_k = spec.moe.experts_per_token if spec.moe is not None else 0
+
+    for p in np.unique(num["pp"]):
+        p = int(p)
+        idx = np.nonzero(num["pp"] == p)[0]
+        g = {k: num[k][idx].astype(float) for k in NUMERIC_FIELDS}
+        col = {k: v.reshape(-1, 1) for k, v in g.items()}
+        tp, dp, cp, ep, b, s, v = (col[k] for k in ("tp", "dp", "cp", "ep", "micro_batch", "seq_len",
+                                                    "interleave"))
+        m = np.maximum(np.floor(col["global_batch"] / (b * dp)), 1.0)
+        n_gpus = tp * dp * cp * p
+
+        # memory of every stage, and the most loaded one
+        parts = M.stage_memory_arrays(
+            spec, seq_len=s, micro_batch=b, tp=tp, pp=p, dp=dp, cp=cp, ep=ep, interleave=v,
+            micro_batches=m, zero=zero, recompute=recompute, sequence_parallel=sp,
+            precision=precision, optimizer=cat["optimizer"],
+            offload_optimizer=cat["offload_optimizer"], flash_attention=flash)
+        worst = M.worst_stage(parts)
+
+        # compute per micro-batch on every stage
+        st = M.stage_structure(spec, p)
+        sf = _stage_flops(spec, p)
+        tokens = b * s / cp                                   # tokens of a micro-batch on one GPU
+        ctx = T.attention_context(spec, s, causal_skip=flash)
+        # layers: forward + backward (+ forward again under full recompute); the LM head is
+        # not checkpointed, so it always costs 3 forwards
+        f_lin = (sf.linear_per_token * T.LINEAR_PASSES[recompute] + 3.0 * sf.head_per_token) * tokens / tp
+        f_att = (sf.layers * n_attn_per_layer * 2.0 * ctx * (qk_w + v_w) * tokens / tp
+                 * T.ATTENTION_PASSES[flash][recompute])
+        eta = gemm_efficiency(peak_bf16, tokens, constants)
+        t_gemm = T.gemm_time_s(f_lin, f_att, peak_linear_flop_per_s=peak_lin,
+                               peak_bf16_flop_per_s=peak_bf16, tokens=tokens,
+                               efficiency_scale=efficiency_scale, constants=constants)
+        t_att = f_att / peak_bf16 / (eta * efficiency_scale)
+        flags = dict(sequence_parallel=sp, flash_attention=flash)
+        a_dense = M.layer_activation_bytes(spec, s, b, tp, cp, recompute="none", moe=False, **flags)
+        a_moe = M.layer_activation_bytes(spec, s, b, tp, cp, recompute="none", moe=True, **flags)
+        act = st.n_dense * a_dense + st.n_moe * a_moe + parts["logits"]
+        t_elem = T.elementwise_time_s(act, hw.hbm_bytes_per_s, recompute=recompute,
+                                      efficiency_scale=efficiency_scale, constants=constants)
+        t_comp = t_gemm + t_elem                                          # (k, p)
+
+        # per-micro-batch communication on every stage
+        tp_mb = C.tp_comm_per_microbatch_s(hw, seq_len=s, micro_batch=b, hidden=spec.hidden_size,
+                                           tp=tp, cp=cp, n_layers=st.n_layers, recompute=recompute)
+        ep_mb = C.ep_comm_per_microbatch_s(hw, seq_len=s, micro_batch=b, hidden=spec.hidden_size,
+                                           tp=tp, cp=cp, ep=ep, top_k=top_k, n_moe_layers=st.n_moe,
+                                           recompute=recompute, sequence_parallel=sp)
+        cp_raw = C.cp_comm_per_microbatch_s(hw, seq_len=s, micro_batch=b, kv_width=kv_width, tp=tp,
+                                            cp=cp, n_layers=st.n_layers, recompute=recompute)
+        cp_mb = T.exposed_s(cp_raw, t_att)
+        if cat["tp_comm_overlap"]:
+            t_lin = f_lin / peak_lin / (eta * efficiency_scale)
+            tp_mb = T.exposed_s(tp_mb, t_lin)
+        t_mb = t_comp + tp_mb + ep_mb + cp_mb
+        crit = np.argmax(t_mb, axis=1)
+        rows = np.arange(len(idx))
+        pick = lambda x: np.broadcast_to(x, t_mb.shape)[rows, crit]  # noqa: E731
+
+        # data-parallel synchronisation, per stage, exposed by its excess over compute windows
+        dense_gpu = st.tp_params / tp + st.replicated_params
+        exp_gpu = st.expert_params / (ep * tp)
+        red, gat = C.dp_grad_sync_s(hw, params_on_gpu=dense_gpu, expert_params_on_gpu=exp_gpu,
+                                    tp=tp, cp=cp, dp=dp, ep=ep, zero=zero,
+                                    grad_bytes=M.GRAD_BYTES_PER_PARAM,
+                                    weight_bytes=M.WEIGHT_BYTES_PER_PARAM)
+        passes = T.LINEAR_PASSES[recompute]
+        fwd_win = t_comp / passes
+        bwd_win = t_comp * (passes - 1) / passes
+        mm = m.reshape(-1, 1) if m.ndim == 1 else m
+        if not cat["overlap_grad_reduce"]:
+            fwd_win = bwd_win = 0.0 * t_comp
+        # the last bucket cannot overlap: at least its own reduction stays exposed
+        last = np.minimum(red, C.allreduce_time_s(float(M.DDP_BUCKET_BYTES), dp * cp,
+                                                  *C.group_link(hw, dp * cp, tp)))
+        if zero <= 1:
+            dp_exp = np.maximum(T.exposed_s(red, bwd_win), last) + T.exposed_s(gat, fwd_win)
+            dp_raw = red + gat
+        elif zero == 2:
+            dp_exp = mm * np.maximum(T.exposed_s(red, bwd_win), last) + T.exposed_s(gat, fwd_win)
+            dp_raw = mm * red + gat
+        else:
+            dp_exp = mm * (T.exposed_s(gat, fwd_win) + T.exposed_s(gat + red, bwd_win))
+            dp_raw = mm * (red + 2.0 * gat)
+        dp_exp_step = np.max(np.broadcast_to(dp_exp, t_mb.shape), axis=1)
+        dp_raw_step = np.max(np.broadcast_to(dp_raw, t_mb.shape), axis=1)
+
+        # pipeline point-to-point: fill and drain exposed
+        p2p = C.pp_p2p_per_microbatch_s(hw, seq_len=s, micro_batch=b, hidden=spec.hidden_size,
+                                        tp=tp, cp=cp, pp=p, n_gpus=n_gpus,
+                                        sequence_parallel=sp)[:, 0]
+        pp_exp = 2.0 * (p - 1) * p2p
+        pp_raw = 2.0 * (p - 1) * m[:, 0] * p2p
+
+        # optimizer step (runs on every stage at once: the slowest sets the time)
+        opt_params = (dense_gpu / (dp * cp if zero >= 1 else 1.0)
+                      + exp_gpu / (np.maximum(dp * cp / ep, 1.0) if zero >= 1 else 1.0))
+        t_opt = T.optimizer_step_time_s(opt_params, hw.hbm_bytes_per_s, optimizer_bytes=k_opt,
+                                        grad_bytes=M.GRAD_BYTES_PER_PARAM,
+                                        weight_bytes=M.WEIGHT_BYTES_PER_PARAM)
+        t_opt = np.max(np.broadcast_to(t_opt, t_mb.shape), axis=1) * (0.0 if cat["offload_optimizer"] else 1.0)
+
+        m1 = m[:, 0]
+        compute = m1 * pick(t_comp) + t_opt
+        tp_e, ep_e, cp_e = m1 * pick(tp_mb), m1 * pick(ep_mb), m1 * pick(cp_mb)
+        exposed = tp_e + ep_e + cp_e + dp_exp_step + pp_exp
+        bubble = T.pipeline_bubble_fraction(p, g["interleave"], m1) * m1 * pick(t_mb)
+        step = compute + exposed + bubble
+
+        tokens_step = g["global_batch"] * g["seq_len"]
+        tps = tokens_step / step
+        n_g = n_gpus[:, 0]
+        mf = model_flops_per_token(spec, g["seq_len"]) * tps / n_g
+        hf = hardware_flops_per_token(spec, g["seq_len"], recompute=recompute,
+                                      flash_attention=flash) * tps / n_g
+
+        res = {
+            "memory_per_gpu_bytes": worst["total"], "memory_stage": worst["stage"].astype(float),
+            "step_time_s": step, "compute_time_s": compute, "exposed_comm_time_s": exposed,
+            "bubble_time_s": bubble, "tokens_per_s": tps, "mfu": mf / peak_lin, "hfu": hf / peak_lin,
+            "model_tflops_per_gpu": mf / TERA, "hardware_tflops_per_gpu": hf / TERA,
+            "grad_accum": m1, "n_gpus": n_g, "gemm_efficiency": np.broadcast_to(eta, (len(idx), 1))[:, 0],
+            "comm_tp_s": tp_e, "comm_ep_s": ep_e, "comm_cp_s": m1 * pick(cp_raw),
+            "comm_dp_s": dp_raw_step, "comm_pp_s": pp_raw,
+            "comm_tp_exposed_s": tp_e, "comm_ep_exposed_s": ep_e, "comm_cp_exposed_s": cp_e,
+            "comm_dp_exposed_s": dp_exp_step, "comm_pp_exposed_s": pp_exp,
+        }
+        for part in M.MEMORY_PARTS:
+            res[f"memory_{part}_bytes"] = worst[part]
+        for k, val in res.items():
+            out[k][idx] = val
+    return out
+
+
+# ---- public API ---------------------------------------------------------------------------
+
+def estimate_training_batch(spec, hw, layout_arrays: dict, categorical: dict | None = None, *,
+                            efficiency_scale: float = 1.0,
+                            constants: EfficiencyConstants = CALIBRATED) -> dict:
+    """Evaluate many layouts at once.
+
+    ``layout_arrays``: the numeric fields of ``NUMERIC_FIELDS`` (seq_len and global_batch
+    required; tp, pp, dp, cp, ep, micro_batch, interleave default to 1) as integer arrays
+    of equal length (or scalars, broadcast). ``categorical``: zero, recompute,
+    sequence_parallel, precision, optimizer, offload_optimizer, flash_attention - one value
+    each (defaults as TrainLayout's). Returns a dict of float arrays, keys ``BATCH_KEYS``.
+    Layouts that do not fit memory are evaluated like any other (the caller compares
+    ``memory_per_gpu_bytes`` with capacity); structural rules are in ``layout_violations``.
+    """
+    num = _check_numeric(dict(layout_arrays))
+    cat = _check_categorical(dict(categorical or {}))
+    if not efficiency_scale > 0:
+        raise ClusteroptError("efficiency_scale", f"must be > 0 (got {efficiency_scale})", "a positive factor")
+    return _evaluate(spec, hw, num, cat, float(efficiency_scale), constants)
+
+
+def estimate_training(spec, hw, layout: TrainLayout, *, efficiency_scale: float = 1.0,
+                      overlap_grad_reduce: bool = True, tp_comm_overlap: bool = False,
+                      constants: EfficiencyConstants = CALIBRATED) -> TrainEstimate:
+    """Memory, time and throughput of one layout (see the module docstring;
+    ``FRAMEWORK_FIELDS`` for the two overlap options)."""
+    num = {k: getattr(layout, k) for k in NUMERIC_FIELDS}
+    cat = {k: getattr(layout, k) for k in CATEGORICAL_FIELDS}
+    cat.update(overlap_grad_reduce=overlap_grad_reduce, tp_comm_overlap=tp_comm_overlap)
+    r = estimate_training_batch(spec, hw, num, cat, efficiency_scale=efficiency_scale,
+                                constants=constants)
+    f = {k: float(v[0]) for k, v in r.items()}
+    mem = M.TrainMemory(**{p: f[f"memory_{p}_bytes"] for p in M.MEMORY_PARTS},
+                        total=f["memory_per_gpu_bytes"], stage=int(f["memory_stage"]))
+    comm = TrainComm(**{f"{k}_s": f[f"comm_{k}_s"] for k in COMM_PARTS},
+                     **{f"{k}_exposed_s": f[f"comm_{k}_exposed_s"] for k in COMM_PARTS},
+                     exposed_s=f["exposed_comm_time_s"])
+    return TrainEstimate(
+        memory=mem, comm=comm, step_time_s=f["step_time_s"], compute_time_s=f["compute_time_s"],
+        exposed_comm_time_s=f["exposed_comm_time_s"], bubble_time_s=f["bubble_time_s"],
+        tokens_per_s=f["tokens_per_s"], mfu=f["mfu"], hfu=f["hfu"],
+        model_tflops_per_gpu=f["model_tflops_per_gpu"],
+        hardware_tflops_per_gpu=f["hardware_tflops_per_gpu"], n_gpus=layout.n_gpus,
+        grad_accum=int(f["grad_accum"]), tokens_per_step=layout.tokens_per_step,
+        gemm_efficiency=f["gemm_efficiency"])
+
+
+def train_days(est: TrainEstimate, tokens: float) -> float:
+    """Wall-clock days to train ``tokens`` tokens at the estimate's throughput."""
+    if not tokens > 0:
+        raise ClusteroptError("tokens", f"must be > 0 (got {tokens})", "a positive token count")
+    return tokens / est.tokens_per_s / SECONDS_PER_DAY
+
+
+def gpu_hours(est: TrainEstimate, tokens: float) -> float:
+    """GPU-hours to train ``tokens`` tokens: n_gpus x wall-clock hours."""
+    if not tokens > 0:
+        raise ClusteroptError("tokens", f"must be > 0 (got {tokens})", "a positive token count")
+    return est.n_gpus * tokens / est.tokens_per_s / SECONDS_PER_HOUR
+
+
+# ---- structural rules -----------------------------------------------------------------------
+
+SEARCH_RULE_PREFIX = "search rule: "
+
+
+def layout_violations(spec, hw, layout: TrainLayout, *, n_gpus: int | None = None,
+                      search_rules: bool = True) -> list[str]:
+    """One-line messages for each structural rule the layout breaks (empty list: none).
+
+    Hard rules (no framework runs the layout otherwise; Megatron-LM's checks):
+    DP x TP x PP x CP equals the GPU count (when ``n_gpus`` is given); TP divides the
+    attention heads; KV heads divide by TP, or TP is a multiple of them and each TP rank
+    holds a replica (Megatron-Core itself requires num_query_groups % TP == 0; replication
+    is what Megatron-DeepSpeed/NeMo and inference engines do, and the search allows it);
+    PP <= layers; interleaving needs PP > 1 and layers divisible by PP x v; the global batch
+    divides into micro_batch x DP x accumulation; EP divides the routed experts and DP x CP
+    (EP = 1 for dense models); CP > 1 splits the sequence into 2 x CP equal chunks
+    (ring attention's causal load balance). Search rule (prefixed ``'search rule: '``):
+    TP inside one NVLink domain (``hw.intra_node_domain``).
+    """
+    out: list[str] = []
+    tp, pp, dp, cp, ep = layout.tp, layout.pp, layout.dp, layout.cp, layout.ep
+    layers = spec.total_layers
+    if n_gpus is not None and layout.n_gpus != n_gpus:
+        out.append(f"dp x tp x pp x cp = {dp} x {tp} x {pp} x {cp} = {layout.n_gpus}, not the {n_gpus} GPUs")
+    if spec.num_heads % tp:
+        out.append(f"tp={tp} does not divide the {spec.num_heads} attention heads")
+    kv = spec.kv_heads
+    if spec.attention == "mha" and kv % tp and tp % kv:
+        out.append(f"tp={tp} neither divides the {kv} KV heads nor is a multiple of them")
+    if pp > layers:
+        out.append(f"pp={pp} exceeds the {layers} layers")
+    if layout.interleave > 1 and (pp == 1 or layers % (pp * layout.interleave)):
+        out.append(f"interleave={layout.interleave} needs pp > 1 and layers ({layers}) divisible by "
+                   f"pp x interleave = {pp * layout.interleave}")
+    if layout.global_batch % (layout.micro_batch * dp):
+        out.append(f"global batch {layout.global_batch} is not divisible by micro_batch x dp = "
+                   f"{layout.micro_batch} x {dp}")
+    if spec.moe is None:
+        if ep != 1:
+            out.append(f"ep={ep} on a dense model (no experts); use ep=1")
+    else:
+        if spec.moe.num_experts % ep:
+            out.append(f"ep={ep} does not divide the {spec.moe.num_experts} routed experts")
+        if (dp * cp) % ep:
+            out.append(f"ep={ep} does not divide dp x cp = {dp * cp}")
+    if cp > 1 and layout.seq_len % (2 * cp):
+        out.append(f"seq_len {layout.seq_len} is not divisible by 2 x cp = {2 * cp}")
+    if layout.zero not in (0, 1, 2, 3):
+        out.append(f"zero={layout.zero} is not a ZeRO stage (0-3)")
+    if search_rules and tp > hw.intra_node_domain:
+        out.append(f"{SEARCH_RULE_PREFIX}tp={tp} spans more than one NVLink domain "
+                   f"({hw.intra_node_domain} GPUs on {hw.name})")
+    return out
