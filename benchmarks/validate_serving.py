@@ -11,7 +11,9 @@ How each row is read (the notes column of the CSV says which engine and what was
   The H100 table is output tokens/s per GPU. The A100 table's heading lacks '/GPU'; it is read
   as per GPU too: read per system, LLaMA-70B at batch 1280 (compute-bound: 1280 x 2 x 69e9
   FLOPs per decode step on 4 x 312 TFLOP/s) would run at ~7% of peak, against ~50% on H100 in
-  the same document.
+  the same document. TensorRT-LLM 0.6.1 predates the Hopper XQA kernels for LLaMA-2-70B
+  (TensorRT-LLM 0.10.0 release notes): its decode attention loads each GQA KV head once per
+  query head, so these rows run with ``kv_read_per_query_head=True`` (no effect on MHA 7B).
 * TensorRT-LLM 1.0 ``perf-overview.md`` (trtllm-bench, infinite request rate): continuous
   batching with every slot full. Slots = the requests whose full-length KV fits in 0.95 of the
   memory left after weights, activations and reserve (``kv_cache_free_gpu_mem_fraction`` 0.95),
@@ -26,9 +28,11 @@ How each row is read (the notes column of the CSV says which engine and what was
   for the rows whose precision is blank (weights bf16, as the notes suggest).
 
 Calibration split (documented, fixed): within each source group, rows in file order
-alternate calibration / held out, starting with calibration. The achievable fractions
-(HBM_EFFICIENCY, COMPUTE_EFFICIENCY in optimizer/formulas/serving_time.py) are the grid point
-minimising the median absolute log error over the calibration rows only.
+alternate calibration / held out, starting with calibration (17 calibration rows, 14 held
+out). The three achievable fractions (HBM_EFFICIENCY, COMPUTE_EFFICIENCY,
+LOW_PRECISION_COMPUTE_EFFICIENCY in optimizer/formulas/serving_time.py) are the point of a
+0.05-step grid minimising the median absolute log error over the calibration rows only
+(``--fit`` reruns it, ~30 s). All other constants come from their cited sources.
 """
 
 from __future__ import annotations
@@ -46,13 +50,13 @@ DATA = ROOT / "tests" / "data"
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from optimizer.catalog import load_catalog                   # noqa: E402
 from optimizer.formulas import serving_memory as sm          # noqa: E402
 from optimizer.formulas import serving_time as st            # noqa: E402
 from optimizer.formulas.hardware import Hardware             # noqa: E402
 from optimizer.formulas.serving import estimate_serving      # noqa: E402
 from optimizer.model import get_preset                       # noqa: E402
 from optimizer.model.spec import ModelSpec                   # noqa: E402
-from optimizer.units import GB, GIB, GIGABIT, TERA           # noqa: E402
 
 TRT_BENCH_MAX_BATCH = 4096          # trtllm-bench tuning.py: cap on the runtime batch
 TRT_BENCH_MAX_TOKENS = 32768        # trtllm-bench tuning.py: cap on max_num_tokens
@@ -81,22 +85,18 @@ def load_specs() -> dict[str, ModelSpec]:
     return {name: get_preset(preset) for name, preset in MODEL_PRESETS.items()}
 
 
-def load_hardware(path: Path = DATA / "serving_gpus.csv") -> dict[str, Hardware]:
-    """Hardware by id and alias from the datasheet table in tests/data (units converted once)."""
+#: GPU names of serving_public.csv -> catalog ids. The A100 table does not say 40 or 80 GB; the
+#: 80 GB part is assumed (LLaMA-70B in fp16 at batch 1280 on 4 GPUs needs > 40 GB each).
+GPU_IDS = {"H100-SXM-80GB": "H100-SXM5-80GB", "H200-SXM-141GB": "H200-SXM-141GB",
+           "A100-SXM-80GB (variant not stated)": "A100-SXM4-80GB"}
+
+
+def load_hardware() -> dict[str, Hardware]:
+    """Hardware for the GPU names used in serving_public.csv and for their catalog ids."""
+    cat = load_catalog()
     out = {}
-    with open(path, newline="") as f:
-        for r in csv.DictReader(f):
-            hw = Hardware(
-                name=r["gpu"], memory_bytes=int(float(r["memory_gib"]) * GIB),
-                hbm_bytes_per_s=float(r["hbm_gb_per_s"]) * GB,
-                fp32_flop_per_s=float(r["fp32_tflops"]) * TERA, tf32_flop_per_s=float(r["tf32_tflops"]) * TERA,
-                bf16_flop_per_s=float(r["bf16_tflops"]) * TERA, fp8_flop_per_s=float(r["fp8_tflops"]) * TERA,
-                int8_op_per_s=float(r["int8_tops"]) * TERA,
-                intra_node_bytes_per_s=float(r["nvlink_gb_per_s_per_direction"]) * GB,
-                intra_node_domain=int(r["nvlink_domain"]), gpus_per_node=int(r["gpus_per_node"]),
-                inter_node_bytes_per_s=float(r["inter_node_gbit_per_s"]) * GIGABIT, tdp_w=float(r["tdp_w"]))
-            for key in [r["gpu"], *[a for a in r["aliases"].split(";") if a]]:
-                out[key] = hw
+    for name, gid in GPU_IDS.items():
+        out[name] = out[gid] = cat.hardware(gid)
     return out
 
 
@@ -167,7 +167,8 @@ def build_cases(rows=None, specs=None, hws=None) -> list[Case]:
             kwargs = dict(batch=int(r["batch_or_concurrency"]), max_batched_tokens=SERVE_MAX_BATCHED_TOKENS)
             attr, scale = {"ttft_ms": ("ttft_s", 1e3), "tpot_ms": ("tpot_s", 1e3)}[metric]
         kwargs.update(tp=tp, weights=weights, kv=kv, prompt_len=isl, output_len=osl)
-        assert n_gpus == tp, "every published row is one replica"
+        if n_gpus != tp:
+            raise ValueError(f"row {i}: n_gpus {n_gpus} != tp {tp}; every published row is one replica")
         k = seen.get(group, 0)
         seen[group] = k + 1
         label = f"{r['model_name'][:26]} {r['gpu_type'][:9]} tp{tp} {weights}/{kv} b={kwargs['batch']} {isl}/{osl}"

@@ -256,6 +256,17 @@ def test_estimate_parts_sum_and_arrays_match_scalars():
     assert w.total == pytest.approx(w.embedding + w.attention + w.ffn + w.experts + w.norm + w.lm_head)
 
 
+def test_pipeline_stages_add_throughput_not_prompt_latency():
+    # A prompt crosses the PP stages in turn: PP does not shorten its prefill (Narayanan et al. 2021,
+    # Sec. 2.2); the stages work on different virtual engines at once, so throughput grows.
+    spec = get_preset("llama-3.1-405b")
+    kw = dict(tp=8, weights="fp8", kv="fp8", batch=64, prompt_len=1500, output_len=300)
+    one, two = estimate_serving(spec, H100, pp=1, **kw), estimate_serving(spec, H100, pp=2, **kw)
+    assert two.prefill_time_s >= one.prefill_time_s
+    assert two.output_tokens_per_s > one.output_tokens_per_s
+    assert two.memory_per_gpu.weights < 0.51 * one.memory_per_gpu.weights
+
+
 def test_model_that_does_not_fit_is_reported_not_raised():
     # Llama-3.1-70B in bf16 needs ~141 GB of weights: on one 80 GiB GPU the KV pool is negative.
     est = estimate_serving(get_preset("llama-3.1-70b"), H100, batch=1, prompt_len=100, output_len=10)

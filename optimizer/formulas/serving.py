@@ -8,15 +8,17 @@ conventions of CONTRACTS.md 'Serving' hold: ``batch`` is the number of sequences
 time to first token with ``batch`` sequences in flight; ``itl_s`` the decode pass time at
 ``batch``; throughput figures are per replica unless they end ``_per_gpu``.
 
-Model of a replica's pass (serving_time module docstring): per GPU of a pipeline stage,
-bytes read = the stage's weights (routed experts: only those the pass's tokens touch; the
-token-embedding table is only gathered) + the KV cache of every decoding sequence; FLOPs =
-2 x matmul parameters per token (linear layers at the weight format's tensor-core peak: fp8
-and int8 run W8A8, int4 weight-only runs in 16-bit) + attention FLOPs (16-bit peak); plus two
-all-reduces per layer (after attention and after the FFN; Shoeybi et al. 2019 Sec. 3) of
-tokens x hidden x 2 bytes. With PP the engine keeps ``pp`` micro-batches of batch/pp in
-flight (vLLM virtual engines): a pass is ``pp`` stage steps of 1/pp of the model each, plus
-pp - 1 activation hand-offs.
+Model of a pass (serving_time module docstring), per GPU of a pipeline stage: bytes read =
+the stage's weights (routed experts: only those the pass's tokens touch, expected value; the
+token-embedding table is only gathered) + the KV cache of every decoding sequence; FLOPs
+(flops.py conventions) = 2 x matmul weights per token through the layers, the LM head only
+for tokens whose logits are computed (decodes and each prompt's last token), at the weight
+format's tensor-core peak (fp8 and int8 run W8A8; int4 weight-only runs in 16-bit) +
+attention QK^T and AV at the 16-bit peak; plus two all-reduces per layer (after attention and
+after the FFN; Shoeybi et al. 2019 Sec. 3) of tokens x hidden x 2 bytes. With PP the engine
+runs ``pp`` virtual engines of batch/pp sequences (vLLM), one per stage at a time: a pass of
+one engine crosses the ``pp`` stages in turn (+ pp - 1 activation hand-offs), and the replica's
+throughput is pp times one engine's.
 """
 
 from __future__ import annotations
@@ -133,47 +135,52 @@ class _Replica:
         self.eff_lin = low_precision_compute_efficiency if native else compute_efficiency
         self.eff = dict(hbm_efficiency=hbm_efficiency, compute_efficiency=compute_efficiency)
         self.overhead = pass_overhead_s
-        n_gpus = np.asarray(tp) * pp
-        inter = n_gpus > hw.intra_node_domain
+        # TP groups fill a scale-up domain first; a TP group larger than the domain, and stage
+        # hand-offs once the replica spans domains, cross the scale-out network
+        t = np.asarray(tp)
+        tp_inter = t > hw.intra_node_domain
+        pp_inter = t * pp > hw.intra_node_domain
         intra_bw = hw.intra_node_bytes_per_s
-        if np.any((np.asarray(tp) > 1) | (pp > 1)) and (intra_bw <= 0 and np.any(~inter)):
+        needs_intra = ((t > 1) & ~tp_inter) | ((pp > 1) & ~pp_inter)
+        if intra_bw <= 0 and np.any(needs_intra):
             raise ClusteroptError("hardware.intra_node_bytes_per_s",
                                   f"is 0 for {hw.name!r}, so TP/PP > 1 has no link to use",
                                   "a GPU-to-GPU bandwidth (NVLink or PCIe) in the catalog")
-        self.link_bw = np.where(inter, hw.inter_node_bytes_per_s, intra_bw)
-        self.link_latency = np.where(inter, st.ALLREDUCE_LATENCY_INTER_NODE_S, allreduce_latency_s)
+        self.link_bw = np.where(tp_inter, hw.inter_node_bytes_per_s, intra_bw)
+        self.link_latency = np.where(tp_inter, st.ALLREDUCE_LATENCY_INTER_NODE_S, allreduce_latency_s)
+        self.pp_link_bw = np.where(pp_inter, hw.inter_node_bytes_per_s, intra_bw)
+        self.pp_link_latency = np.where(pp_inter, st.ALLREDUCE_LATENCY_INTER_NODE_S, allreduce_latency_s)
         self.link_eff = link_efficiency
         self.layers_per_stage = max(hi - lo for lo, hi in sm.pp_stage_layers(spec.num_layers, pp))
 
     def pass_time_s(self, prefill_tokens, prefill_attn_flops, prompts_done, decode_seqs, context_len):
-        """One replica pass: ``prefill_tokens`` prompt tokens carrying ``prefill_attn_flops`` of
-        attention, ``prompts_done`` prompts whose last token is in the pass (their logits are
-        computed), and ``decode_seqs`` sequences decoding at ``context_len``. Units: seconds."""
+        """One pass of one virtual engine (all of the replica when PP = 1): ``prefill_tokens``
+        prompt tokens carrying ``prefill_attn_flops`` of attention, ``prompts_done`` prompts whose
+        last token is in the pass (their logits are computed), ``decode_seqs`` sequences decoding
+        at ``context_len``. The pass crosses the ``pp`` stages in turn; each stage step reads the
+        stage's weights once and does 1/pp of the FLOPs. Units: seconds."""
         spec, pp = self.spec, self.pp
         tokens = np.asarray(prefill_tokens, dtype=float) + decode_seqs
-        micro = tokens / pp                                    # tokens per stage step
         experts = self.w.experts
         if spec.moe is not None and np.any(np.asarray(experts) > 0):
-            frac = st.expected_experts_touched(spec.moe.num_experts, spec.moe.experts_per_token, micro) \
+            frac = st.expected_experts_touched(spec.moe.num_experts, spec.moe.experts_per_token, tokens) \
                 / spec.moe.num_experts
             experts = experts * frac
         kv_read = self.kv_read_factor * sm.kv_cache_bytes_per_seq(spec, context_len, kv=self.kv, tp=self.tp,
                                                                   pp=pp, block_size=None)
-        bytes_read = self.dense_read + experts + decode_seqs / pp * kv_read
+        bytes_read = self.dense_read + experts + decode_seqs * kv_read          # per GPU, one stage
         n_split = np.asarray(self.tp, dtype=float) * pp
         attn = prefill_attn_flops + decode_seqs * decode_attention_flops(spec, context_len)
         matmul = tokens * self.body_flops + (prompts_done + decode_seqs) * self.head_flops
-        compute_s = (matmul / n_split / (self.peak_lin * self.eff_lin)
+        compute_s = (matmul / n_split / (self.peak_lin * self.eff_lin)              # per GPU, one stage
                      + attn / n_split / (self.peak_attn * self.eff["compute_efficiency"]))
         mem_s = np.asarray(bytes_read, dtype=float) / (self.hw.hbm_bytes_per_s * self.eff["hbm_efficiency"])
-        # a stage step reads its stage's weights and its micro-batch's KV once, and does 1/pp of
-        # the pass's FLOPs (compute_s covers the stage's layers for every token of the pass)
-        stage_s = np.maximum(mem_s, compute_s / pp)
-        message = micro * spec.hidden_size * ACTIVATION_BYTES
+        message = tokens * spec.hidden_size * ACTIVATION_BYTES
         comm_s = 2 * self.layers_per_stage * st.allreduce_time_s(
             message, self.tp, self.link_bw, latency_s=self.link_latency, link_efficiency=self.link_eff)
-        handoff_s = (pp - 1) * (self.link_latency + message / (self.link_bw * self.link_eff)) if pp > 1 else 0.0
-        return pp * (stage_s + comm_s) + handoff_s + self.overhead
+        handoff_s = ((pp - 1) * (self.pp_link_latency + message / (self.pp_link_bw * self.link_eff))
+                     if pp > 1 else 0.0)
+        return pp * (np.maximum(mem_s, compute_s) + comm_s) + handoff_s + self.overhead
 
 
 def _check_lengths(batch, prompt_len, output_len) -> None:
@@ -254,25 +261,27 @@ def estimate_serving(spec: ModelSpec, hw: Hardware, *, tp=1, pp: int = 1, weight
     p = np.asarray(prompt_len, dtype=float)
     o = np.asarray(output_len, dtype=float)
     b = np.asarray(batch, dtype=float)
+    b_ve = np.maximum(b / pp, 1.0)          # sequences per virtual engine (vLLM: one per PP stage)
     ctx = p + o / 2.0
     attn_one = prompt_attention_flops(spec, p)
     chunks_alone = np.ceil(p / max_batched_tokens)
     prefill_alone = chunks_alone * rep.pass_time_s(p / chunks_alone, attn_one / chunks_alone,
                                                    1.0 / chunks_alone, 0.0, ctx)
-    decode_s = rep.pass_time_s(0.0, 0.0, 0.0, b, ctx)
+    decode_s = rep.pass_time_s(0.0, 0.0, 0.0, b_ve, ctx)
     if scheduling == "continuous":
-        cohort = st.cohort_size(b, p, max_batched_tokens)
-        others = b - cohort
+        cohort = st.cohort_size(b_ve, p, max_batched_tokens)
+        others = b_ve - cohort
         chunks = st.prefill_chunks(cohort, p, others, max_batched_tokens)
         mixed_s = rep.pass_time_s(cohort * p / chunks, cohort * attn_one / chunks, cohort / chunks, others, ctx)
         ttft, cycle, tpot = st.continuous_batching_steady_state(
-            batch=b, output_len=o, chunks=chunks, cohort=cohort, mixed_pass_s=mixed_s, decode_pass_s=decode_s)
+            batch=b_ve, output_len=o, chunks=chunks, cohort=cohort, mixed_pass_s=mixed_s, decode_pass_s=decode_s)
     else:
-        prefill_batch_s = rep.pass_time_s(b * p, b * attn_one, b, 0.0, ctx)
+        prefill_batch_s = rep.pass_time_s(b_ve * p, b_ve * attn_one, b_ve, 0.0, ctx)
         cycle = st.static_batch_cycle_s(prefill_batch_s, decode_s, o)
         ttft = prefill_batch_s
         tpot = np.where(o > 1, decode_s, 0.0)
-    out_tps = b * o / cycle
+    # the pp virtual engines run concurrently, one per stage: replica throughput = pp x one engine's
+    out_tps = pp * b_ve * o / cycle
     return ServeEstimate(
         n_gpus=_num(n_gpus) if np.ndim(n_gpus) else int(n_gpus),
         memory_per_gpu=memory, weights_per_gpu=rep.w,
@@ -280,4 +289,4 @@ def estimate_serving(spec: ModelSpec, hw: Hardware, *, tp=1, pp: int = 1, weight
         max_concurrent_seqs=_num(max_seqs), fits=bool(fits) if np.ndim(fits) == 0 else fits,
         ttft_s=_num(ttft), itl_s=_num(decode_s), tpot_s=_num(tpot),
         output_tokens_per_s=_num(out_tps), output_tokens_per_s_per_gpu=_num(out_tps / n_gpus),
-        requests_per_s=_num(b / cycle), prefill_time_s=_num(prefill_alone), decode_step_time_s=_num(decode_s))
+        requests_per_s=_num(pp * b_ve / cycle), prefill_time_s=_num(prefill_alone), decode_step_time_s=_num(decode_s))

@@ -1,11 +1,11 @@
 """Serving memory per GPU: weights by precision, KV cache, the profile run's activations,
 the non-torch reserve, and the KV-cache pool an engine sizes from what is left.
 
-Conventions. Units are bytes. One replica is one TP x PP group of GPUs; "per GPU" figures
-are for the binding pipeline stage (the stage that can hold the fewest KV-cache tokens,
-which sets the engine's block count: vLLM takes the minimum over workers). Numeric
-arguments ``tp``, ``context_len``, ``batch`` may be numpy arrays (broadcast element-wise);
-``pp`` is a plain integer.
+Conventions. Units are bytes. One replica is one TP x PP group of GPUs. With PP, "per GPU"
+figures combine the stage with the most weights and the stage with the most KV (the same
+stage, or a conservative bound: vLLM sizes every worker's pool and keeps the smallest block
+count). Numeric arguments ``tp``, ``context_len``, ``batch`` may be numpy arrays (broadcast
+element-wise); ``pp`` is a plain integer.
 
 Sharding (Megatron-LM column/row parallel linear layers, Shoeybi et al. 2019 Sec. 3, as
 vLLM implements them): attention projections, dense FFN, shared and routed experts are
