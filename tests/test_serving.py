@@ -150,7 +150,7 @@ def test_tied_head_is_copied_to_the_last_pipeline_stage():
     spec = get_preset("gemma-2-9b")
     assert sm.weight_bytes_per_gpu(spec).lm_head == 0
     table = count_params(spec).embedding * 2
-    last = sm._stage_weight_parts(spec, 1, 2, "bf16", 128, sm.INT4_ZERO_BYTES)[-1]
+    last = sm.stage_weight_bytes(spec, pp=2)[-1]
     assert last.lm_head == table
 
 
@@ -265,6 +265,9 @@ def test_pipeline_stages_add_throughput_not_prompt_latency():
     assert two.prefill_time_s >= one.prefill_time_s
     assert two.output_tokens_per_s > one.output_tokens_per_s
     assert two.memory_per_gpu.weights < 0.51 * one.memory_per_gpu.weights
+    # one sequence occupies one virtual engine: no throughput from the idle stage
+    lone = estimate_serving(spec, H100, pp=2, **{**kw, "batch": 1})
+    assert lone.output_tokens_per_s == pytest.approx(300 / (lone.ttft_s + 299 * lone.tpot_s))
 
 
 def test_model_that_does_not_fit_is_reported_not_raised():

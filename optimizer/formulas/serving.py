@@ -72,6 +72,7 @@ class ServeEstimate:
     output_tokens_per_s: float
     output_tokens_per_s_per_gpu: float
     requests_per_s: float
+    requests_per_s_per_gpu: float
     prefill_time_s: float
     decode_step_time_s: float
 
@@ -185,7 +186,7 @@ class _Replica:
 
 def _check_lengths(batch, prompt_len, output_len) -> None:
     for name, v in (("batch", batch), ("prompt_len", prompt_len), ("output_len", output_len)):
-        sm._check_positive(name, v, integer=True)
+        sm.check_positive(name, v, integer=True)
 
 
 def estimate_serving(spec: ModelSpec, hw: Hardware, *, tp=1, pp: int = 1, weights: str = "bf16",
@@ -225,9 +226,9 @@ def estimate_serving(spec: ModelSpec, hw: Hardware, *, tp=1, pp: int = 1, weight
 
     Numeric arguments (tp, batch, lengths) may be numpy arrays; the result then holds arrays.
     """
-    sm._check_decoder(spec)
+    sm.check_decoder(spec)
     _check_lengths(batch, prompt_len, output_len)
-    sm._check_positive("max_batched_tokens", max_batched_tokens, integer=True)
+    sm.check_positive("max_batched_tokens", max_batched_tokens, integer=True)
     if scheduling not in SCHEDULING:
         raise ClusteroptError("scheduling", f"unknown {scheduling!r}", "allowed: " + ", ".join(SCHEDULING))
     for name, v in (("hbm_efficiency", hbm_efficiency), ("compute_efficiency", compute_efficiency),
@@ -280,8 +281,10 @@ def estimate_serving(spec: ModelSpec, hw: Hardware, *, tp=1, pp: int = 1, weight
         cycle = st.static_batch_cycle_s(prefill_batch_s, decode_s, o)
         ttft = prefill_batch_s
         tpot = np.where(o > 1, decode_s, 0.0)
-    # the pp virtual engines run concurrently, one per stage: replica throughput = pp x one engine's
-    out_tps = pp * b_ve * o / cycle
+    # the virtual engines run concurrently (one per stage at a time), each cycling its share of
+    # the batch: the replica completes all ``batch`` requests once per cycle (Little's law)
+    out_tps = b * o / cycle
+    req_ps = b / cycle
     return ServeEstimate(
         n_gpus=_num(n_gpus) if np.ndim(n_gpus) else int(n_gpus),
         memory_per_gpu=memory, weights_per_gpu=rep.w,
@@ -289,4 +292,5 @@ def estimate_serving(spec: ModelSpec, hw: Hardware, *, tp=1, pp: int = 1, weight
         max_concurrent_seqs=_num(max_seqs), fits=bool(fits) if np.ndim(fits) == 0 else fits,
         ttft_s=_num(ttft), itl_s=_num(decode_s), tpot_s=_num(tpot),
         output_tokens_per_s=_num(out_tps), output_tokens_per_s_per_gpu=_num(out_tps / n_gpus),
-        requests_per_s=_num(pp * b_ve / cycle), prefill_time_s=_num(prefill_alone), decode_step_time_s=_num(decode_s))
+        requests_per_s=_num(req_ps), requests_per_s_per_gpu=_num(req_ps / n_gpus),
+        prefill_time_s=_num(prefill_alone), decode_step_time_s=_num(decode_s))

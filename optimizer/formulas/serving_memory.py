@@ -87,7 +87,7 @@ def _check_format(field: str, value: str, allowed: tuple[str, ...]) -> None:
         raise ClusteroptError(field, f"unknown precision {value!r}", "allowed: " + ", ".join(allowed))
 
 
-def _check_positive(field: str, value, integer: bool = False) -> None:
+def check_positive(field: str, value, integer: bool = False) -> None:
     arr = np.asarray(value)
     if arr.size == 0 or np.any(~np.isfinite(arr.astype(float))) or np.any(arr <= 0):
         raise ClusteroptError(field, f"must be positive (got {value!r})", "a number > 0")
@@ -98,7 +98,7 @@ def _check_positive(field: str, value, integer: bool = False) -> None:
 def check_tp(spec: ModelSpec, tp) -> None:
     """TP must divide the attention heads, and TP and the KV-head count must divide one another
     (vLLM's rule for splitting or replicating KV heads)."""
-    _check_positive("tp", tp, integer=True)
+    check_positive("tp", tp, integer=True)
     t = np.asarray(tp).astype(np.int64)
     if np.any(spec.num_heads % t):
         raise ClusteroptError("tp", f"{tp!r} does not divide num_heads={spec.num_heads}",
@@ -110,7 +110,7 @@ def check_tp(spec: ModelSpec, tp) -> None:
                                   "TP dividing the KV heads, or a multiple of them")
 
 
-def _check_decoder(spec: ModelSpec) -> None:
+def check_decoder(spec: ModelSpec) -> None:
     if spec.arch != "decoder" or not spec.lm_head:
         raise ClusteroptError("model", f"{spec.name!r} is {spec.arch!r}; serving estimates cover "
                               "decoder-only language models", "a decoder model with an LM head")
@@ -130,7 +130,7 @@ def weight_bytes_per_param(weights: str, group_size: int = DEFAULT_GROUP_SIZE,
     _check_format("weights", weights, WEIGHT_FORMATS)
     if weights != "int4":
         return float(BYTES_PER[weights])
-    _check_positive("group_size", group_size, integer=True)
+    check_positive("group_size", group_size, integer=True)
     return BYTES_PER["int4"] + (INT4_SCALE_BYTES + int4_zero_bytes) / group_size
 
 
@@ -155,7 +155,7 @@ def pp_stage_layers(num_layers: int, pp: int) -> tuple[tuple[int, int], ...]:
     vLLM ``get_pp_indices``: num_layers // pp layers each; the remainder goes one layer
     apiece to the stages before the last (the last stage also holds the LM head).
     """
-    _check_positive("pp", pp, integer=True)
+    check_positive("pp", pp, integer=True)
     if pp > num_layers:
         raise ClusteroptError("pp", f"{pp} exceeds the model's {num_layers} layers",
                               f"pp <= {num_layers}")
@@ -186,8 +186,11 @@ def _attention_per_gpu(spec: ModelSpec, tp):
     return (total - kv) / tp + kv * kv_heads_per_gpu / spec.kv_heads
 
 
-def _stage_weight_parts(spec: ModelSpec, tp, pp: int, weights: str, group_size: int,
-                        int4_zero_bytes: float) -> list[WeightBytes]:
+def stage_weight_bytes(spec: ModelSpec, *, tp=1, pp: int = 1, weights: str = "bf16",
+                       group_size: int = DEFAULT_GROUP_SIZE,
+                       int4_zero_bytes: float = INT4_ZERO_BYTES) -> list[WeightBytes]:
+    """Weights one GPU of each pipeline stage holds, by part, first stage first (see
+    ``weight_bytes_per_gpu``). Units: bytes."""
     counts = count_params(spec)
     q = weight_bytes_per_param(weights, group_size, int4_zero_bytes)
     u = UNQUANTISED_BYTES
@@ -225,9 +228,10 @@ def weight_bytes_per_gpu(spec: ModelSpec, *, tp=1, pp: int = 1, weights: str = "
     PP > 1 the last stage holds its own copy of the table for the LM head (vLLM allocates
     ``embed_tokens`` on the last rank when ``tie_word_embeddings``). Units: bytes.
     """
-    _check_decoder(spec)
+    check_decoder(spec)
     check_tp(spec, tp)
-    parts = _stage_weight_parts(spec, tp, pp, weights, group_size, int4_zero_bytes)
+    parts = stage_weight_bytes(spec, tp=tp, pp=pp, weights=weights, group_size=group_size,
+                               int4_zero_bytes=int4_zero_bytes)
     totals = np.stack([np.asarray(p.total, dtype=float) for p in parts])
     worst = np.argmax(totals, axis=0)
     if np.ndim(worst) == 0:
@@ -311,7 +315,7 @@ def kv_cache_bytes_per_token(spec: ModelSpec, *, kv: str = "bf16", tp=1, pp: int
     counted (sliding-window layers included, i.e. while the context is within the window).
     Llama-2-70B, bf16, TP 1: 327,680 bytes. Units: bytes per token.
     """
-    _check_decoder(spec)
+    check_decoder(spec)
     check_tp(spec, tp)
     stages = _stage_kv_bytes(spec, 1, kv, tp, pp, None)
     return np.max(np.stack([np.asarray(s, dtype=float) for s in stages]), axis=0)
@@ -323,11 +327,11 @@ def kv_cache_bytes_per_seq(spec: ModelSpec, context_len, *, kv: str = "bf16", tp
     paged in blocks of ``block_size`` tokens (None: exact tokens, no paging waste). Sliding-window
     layers hold at most the window. Units: bytes.
     """
-    _check_decoder(spec)
+    check_decoder(spec)
     check_tp(spec, tp)
-    _check_positive("context_len", context_len)
+    check_positive("context_len", context_len)
     if block_size is not None:
-        _check_positive("block_size", block_size, integer=True)
+        check_positive("block_size", block_size, integer=True)
     stages = _stage_kv_bytes(spec, context_len, kv, tp, pp, block_size)
     return np.max(np.stack([np.asarray(s, dtype=float) for s in stages]), axis=0)
 
@@ -355,8 +359,8 @@ def profile_activation_bytes(spec: ModelSpec, *, tp=1, max_batched_tokens=DEFAUL
     Check: Llama-3-8B on H100, vLLM 0.6-0.7 logs report 1.19-1.26 GiB; this gives 1.15 GiB.
     Units: bytes.
     """
-    _check_positive("max_batched_tokens", max_batched_tokens, integer=True)
-    _check_positive("max_num_seqs", max_num_seqs, integer=True)
+    check_positive("max_batched_tokens", max_batched_tokens, integer=True)
+    check_positive("max_num_seqs", max_num_seqs, integer=True)
     h = spec.hidden_size
     t = np.asarray(tp, dtype=float)
     ffn = 3.0 * spec.ffn_size / t if len(spec.moe_layers()) < spec.num_layers else 0.0
