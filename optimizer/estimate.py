@@ -104,8 +104,10 @@ def estimate(model_ref: str, *, catalog, seq_len=None, gpu=None, tp=1, pp=1, dp=
 
         e = estimate_serving(spec, hw, tp=tp, pp=pp, weights=weights, kv=kv, batch=batch, prompt_len=prompt_len,
                              output_len=output_len, gpu_memory_utilization=gpu_memory_utilization)
-        data["serve"] = report.plain(e)
-        data["serve"]["gpu"] = gid
+        sv = report.plain(e)
+        sv["memory_per_gpu_bytes"] = sv.pop("memory_per_gpu")     # CONTRACTS.md key, parts sum to total
+        sv["gpu"] = gid
+        data["serve"] = sv
         return data
     _check_layout(spec, tp, pp, dp, cp, ep)
     gb = global_batch or micro_batch * dp

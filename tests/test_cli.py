@@ -115,3 +115,18 @@ def test_scaling_compute_optimal(capsys):
     code, out, _ = run(capsys, "scaling", "--compute", "1e24", "--json")
     d = json.loads(out)
     assert d["compute_flop"] == pytest.approx(6 * d["params"] * d["tokens"], rel=1e-6)
+
+
+def test_estimate_serve_json_contract(capsys):
+    code, out, _ = run(capsys, "estimate", "llama-3-70b", "--serve", "--gpu", "h100", "--tp", "4", "--weights", "fp8",
+                       "--kv", "fp8", "--batch", "32", "--prompt-len", "1500", "--output-len", "300", "--json")
+    assert code == 0
+    s = json.loads(out)["serve"]
+    m = s["memory_per_gpu_bytes"]
+    assert set(m) == {"weights", "kv_cache", "activations", "reserve", "total"}
+    assert m["weights"] + m["kv_cache"] + m["activations"] + m["reserve"] == pytest.approx(m["total"])
+    for k in ("kv_cache_capacity_bytes", "max_concurrent_seqs", "ttft_s", "itl_s", "output_tokens_per_s",
+              "requests_per_s"):
+        assert s[k] > 0
+    # one replica's output rate is the batch over the per-token time; ITL bounds it from above
+    assert s["output_tokens_per_s"] <= 32 / s["itl_s"] * 1.0001
