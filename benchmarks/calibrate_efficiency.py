@@ -249,13 +249,30 @@ def fit(runs, start: EfficiencyConstants = CALIBRATED) -> EfficiencyConstants:
 
 # ---- report ------------------------------------------------------------------------------
 
-LIKELY_CAUSE = {
-    "Narayanan2021": "micro-batch and interleaving not published (1 assumed); 2021 kernels",
-    "Megatron-LM": "TP-comm overlap (--tp-comm-overlap) not modelled; micro-batch/interleave/recompute unstated",
-    "MosaicML": "FSDP per-micro-batch gathers; 'README warns tables predate later software updates'",
-    "vTrain": "no gradient bucketing (DP all-reduce not overlapped); TP across nodes; A100 variant unstated",
-    "Korthikanti2022": "never fitted; Selene network and interleaving as reproduced by Calculon",
-}
+def likely_cause(r: Run, err_pct: float) -> str:
+    """A rule-based reading of a miss (what the model leaves out for this kind of row)."""
+    lay, h = r.layout, r.spec.hidden_size
+    tokens = lay.micro_batch * lay.seq_len / lay.cp
+    if lay.precision == "fp8":
+        return ("fp8 casts/amax-history kernels of Transformer Engine are not modelled (only linear GEMMs "
+                "run 2x faster); the only fp8 row")
+    if r.source == "vTrain" and lay.tp == 2 and lay.pp >= 8:
+        return ("tp=2 with a deep pipeline: vTrain measures 1.2-1.5x slower than modelled, while the same "
+                "model at tp=4/8 and pp=16 is within 7% - not explained by the model's terms")
+    if tokens <= 4096 and h / lay.tp <= 1024 and err_pct > 0:
+        return (f"tiny per-GPU GEMMs (h/tp = {h // lay.tp}, {int(tokens)} tokens per micro-batch): "
+                "kernel-launch and framework overheads per layer are not modelled")
+    if r.source == "MosaicML" and lay.grad_accum <= 1:
+        return ("one micro-batch per step under FSDP: parameter gathers and the optimizer step have "
+                "little compute to hide behind; H100 table predates later llm-foundry updates")
+    if r.source == "Megatron-LM":
+        return ("micro-batch, interleaving and recomputation unstated (1, 1, selective assumed); "
+                "TE TP-overlap taken as perfect")
+    if r.source == "vTrain" and lay.tp * lay.cp > 8:
+        return "TP spans two nodes: NCCL's hierarchical all-reduce over 8 NICs approximated"
+    if r.source == "Narayanan2021":
+        return "micro-batch and interleaving not published (1 assumed)"
+    return "within the spread of the source"
 
 
 def _table(runs, constants) -> list[tuple]:
@@ -306,14 +323,50 @@ def report(constants: EfficiencyConstants = CALIBRATED, file=sys.stdout) -> dict
     worst = sorted(rows, key=lambda x: -abs(x[2]))[:6]
     print("\nlargest misses:", file=file)
     for r, p, e in worst:
-        print(f"  row {r.index} {r.name[:40]} ({r.source}): {e:+.1f}% - likely cause: "
-              f"{LIKELY_CAUSE.get(r.source, '?')}", file=file)
+        print(f"  row {r.index} {r.name[:40]} ({r.source}, {'held out' if r.held_out else 'calibration'}): "
+              f"{e:+.1f}% - {likely_cause(r, e)}", file=file)
     return {"calibration_mape": m_cal, "held_out_mape": m_held, "korthikanti_mape": m_k}
+
+
+def leave_one_source_out(file=sys.stdout) -> None:
+    """Refit on the calibration rows of all sources but one; report that source's MAPE on
+    all its rows (a harder check than the row split: the source's framework is unseen)."""
+    runs, _ = load_runs()
+    print("\nleave-one-source-out (refit without the source, MAPE on all its rows):", file=file)
+    for src in sorted({r.source for r in runs}):
+        cal = [r for r in runs if not r.held_out and r.source != src]
+        c = fit(cal)
+        print(f"  {src:15} MAPE {mape([r for r in runs if r.source == src], c):5.1f}%   ({c})", file=file)
+
+
+def batch_speed(n: int = 100_000, file=sys.stdout) -> float:
+    """Seconds for estimate_training_batch over n random layouts of a 70B dense model."""
+    import time
+
+    from optimizer.formulas.training import estimate_training_batch
+
+    spec = gpt_spec("gpt-70b-like", layers=80, hidden=8192, heads=64, kv_heads=8, ffn=28672, vocab=128256,
+                    seq_len=8192)
+    hw = load_gpus()["H100-SXM5-80GB"].with_inter_node_bytes_per_s(400 * GIGABIT)
+    rng = np.random.default_rng(0)
+    arr = {"tp": rng.choice([1, 2, 4, 8], n), "pp": rng.choice([1, 2, 4, 5, 8, 10, 16, 20], n),
+           "dp": rng.choice([1, 2, 4, 8, 16, 32, 64, 128], n), "micro_batch": rng.choice([1, 2, 4], n),
+           "seq_len": np.full(n, 8192), "interleave": np.ones(n, dtype=int)}
+    arr["global_batch"] = arr["micro_batch"] * arr["dp"] * 8
+    cat = {"zero": 1, "recompute": "selective", "sequence_parallel": True}
+    estimate_training_batch(spec, hw, {k: v[:10] for k, v in arr.items()}, cat)   # warm the caches
+    t0 = time.perf_counter()
+    estimate_training_batch(spec, hw, arr, cat)
+    dt = time.perf_counter() - t0
+    print(f"\nestimate_training_batch: {n} layouts in {dt:.3f} s ({n / dt:,.0f} layouts/s)", file=file)
+    return dt
 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--fit", action="store_true", help="refit the constants on the calibration rows")
+    ap.add_argument("--loso", action="store_true", help="also run the leave-one-source-out refits (~1 min)")
+    ap.add_argument("--speed", action="store_true", help="also time the vectorised estimator on 1e5 layouts")
     args = ap.parse_args(argv)
     constants = CALIBRATED
     if args.fit:
@@ -322,6 +375,10 @@ def main(argv=None) -> int:
         constants = fit(cal)
         print(f"fitted: {constants}\n")
     report(constants)
+    if args.loso:
+        leave_one_source_out()
+    if args.speed:
+        batch_speed()
     return 0
 
 

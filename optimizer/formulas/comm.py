@@ -77,12 +77,13 @@ def group_link(hw, size, stride=1):
     apart (its span is size x stride consecutive GPUs).
 
     Inside one scale-up domain (span <= hw.intra_node_domain): the NVLink bandwidth.
-    Across domains, NCCL runs one ring per NIC (channels), each crossing the network at a
-    different NIC, so the network term is carried by the k NICs of the group's k ranks in
-    each node: bus bandwidth min(NVLink, k x per-GPU network), k = min(size,
-    domain / stride) >= 1 (NCCL multi-node all-reduce on 8-GPU/8-NIC servers reaches about
-    the node's aggregate NIC bandwidth; Jeaugey, 'Massively Scale Your Deep Learning
-    Training with NCCL 2.4', NVIDIA blog 2019). Both times ``BUS_EFFICIENCY``."""
+    Across domains, NCCL on multi-rail servers (one NIC per GPU) runs one ring channel per
+    NIC, each crossing the network at a different NIC, so the network share of a ring is
+    carried by the k NICs that the group's k ranks in each node own: bus bandwidth
+    min(NVLink, k x per-GPU network), k = min(size, domain / stride) >= 1. (Derivation:
+    each rank forwards 2(n-1)/n of the buffer; with k channels per node boundary each NIC
+    carries 1/k of it.) A group with one rank per node (DP under TP = 8) gets one NIC.
+    Both times ``BUS_EFFICIENCY``."""
     size = np.asarray(size, dtype=float)
     stride = np.asarray(stride, dtype=float)
     inside = size * stride <= hw.intra_node_domain
@@ -177,13 +178,14 @@ def dp_grad_sync_s(hw, *, params_on_gpu, expert_params_on_gpu, tp, cp, dp, ep, z
     n_exp = np.maximum(n_dense / ep, 1)
     bw_d, a_d = group_link(hw, n_dense, np.asarray(tp) * 1.0)
     bw_e, a_e = group_link(hw, n_exp, np.asarray(tp) * ep)
+    has_exp = np.asarray(expert_params_on_gpu) > 0          # no expert group to sync in dense models
     if zero == 0:
         reduce = (allreduce_time_s(grad_bytes * params_on_gpu, n_dense, bw_d, a_d)
-                  + allreduce_time_s(grad_bytes * expert_params_on_gpu, n_exp, bw_e, a_e))
+                  + has_exp * allreduce_time_s(grad_bytes * expert_params_on_gpu, n_exp, bw_e, a_e))
         gather = 0.0 * reduce
     else:
         reduce = (reduce_scatter_time_s(grad_bytes * params_on_gpu, n_dense, bw_d, a_d)
-                  + reduce_scatter_time_s(grad_bytes * expert_params_on_gpu, n_exp, bw_e, a_e))
+                  + has_exp * reduce_scatter_time_s(grad_bytes * expert_params_on_gpu, n_exp, bw_e, a_e))
         gather = (allgather_time_s(weight_bytes * params_on_gpu, n_dense, bw_d, a_d)
-                  + allgather_time_s(weight_bytes * expert_params_on_gpu, n_exp, bw_e, a_e))
+                  + has_exp * allgather_time_s(weight_bytes * expert_params_on_gpu, n_exp, bw_e, a_e))
     return reduce, gather

@@ -64,10 +64,10 @@ class EfficiencyConstants:
 
 
 CALIBRATED = EfficiencyConstants(
-    eta_max_low_peak=0.8273,
-    eta_max_high_peak=0.6196,
-    tokens_half=239.6,
-    elementwise_passes=9.274,
+    eta_max_low_peak=0.8157,
+    eta_max_high_peak=0.6184,
+    tokens_half=249.4,
+    elementwise_passes=9.172,
 )
 """Fitted by benchmarks/calibrate_efficiency.py (see its output for the errors)."""
 

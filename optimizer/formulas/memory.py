@@ -462,11 +462,12 @@ def stage_memory_arrays(spec, *, seq_len, micro_batch, tp, pp: int, dp, cp, ep, 
 
     # communication buffers
     if zero >= 3:
-        layer_w = st.max_layer_tp_params / tp_ + st.max_layer_expert_params / (ep_ * tp_)
+        # only what is sharded gets gathered: dense weights over DP x CP, experts over DP x CP / EP
+        layer_w = (st.max_layer_tp_params / tp_ * (dp_ * cp_ > 1)
+                   + st.max_layer_expert_params / (ep_ * tp_) * (dp_ * cp_ / ep_ > 1))
         comm = layer_w * (ZERO3_LAYERS_GATHERED * WEIGHT_BYTES_PER_PARAM + GRAD_BYTES_PER_PARAM)
     else:
-        comm = np.full_like(tp_, float(DDP_BUCKETS_IN_FLIGHT * DDP_BUCKET_BYTES))
-    comm = comm * (dp_ * cp_ > 1)
+        comm = np.full_like(tp_, float(DDP_BUCKETS_IN_FLIGHT * DDP_BUCKET_BYTES)) * (dp_ * cp_ > 1)
     comm = np.broadcast_to(comm, weights.shape)
 
     allocated = weights + grads + opt + acts + logits + comm
