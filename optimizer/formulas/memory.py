@@ -391,7 +391,10 @@ def attention_widths(spec) -> dict:
 
 def layer_activation_bytes(spec, seq_len, micro_batch, tp, cp, *, sequence_parallel: bool,
                            recompute: str, flash_attention: bool, moe: bool):
-    """``activation_bytes_per_layer`` for a dense or a MoE layer of ``spec``."""
+    """``activation_bytes_per_layer`` for a dense or a MoE layer of ``spec`` (its attention
+    widths, FFN kind and size, experts). Korthikanti's dropout masks are kept (sbh each,
+    two per layer): for models trained without dropout (Llama-style) this overstates the
+    layer by 2sbh, a few percent, on the safe side for a fits-in-memory decision."""
     kw = dict(attention_widths(spec))
     kw.update(sequence_parallel=sequence_parallel, recompute=recompute,
               flash_attention=flash_attention, cp=cp, gated_ffn=spec.ffn_kind == "gated",

@@ -280,6 +280,7 @@ def _evaluate(spec, hw, num: dict, cat: dict, efficiency_scale: float,
         cp_raw = C.cp_comm_per_microbatch_s(hw, seq_len=s, micro_batch=b, kv_width=kv_width, tp=tp,
                                             cp=cp, n_layers=st.n_layers, recompute=recompute)
         cp_mb = T.exposed_s(cp_raw, t_att)
+        tp_raw = tp_mb
         if cat["tp_comm_overlap"]:
             t_lin = f_lin / peak_lin / (eta * efficiency_scale)
             tp_mb = T.exposed_s(tp_mb, t_lin)
@@ -321,7 +322,7 @@ def _evaluate(spec, hw, num: dict, cat: dict, efficiency_scale: float,
                                         tp=tp, cp=cp, pp=p, n_gpus=n_gpus,
                                         sequence_parallel=sp)[:, 0]
         pp_exp = 2.0 * (p - 1) * p2p
-        pp_raw = 2.0 * (p - 1) * m[:, 0] * p2p
+        pp_raw = 2.0 * m[:, 0] * p2p                       # every micro-batch: one send forward, one back
 
         # optimizer step (runs on every stage at once: the slowest sets the time)
         opt_params = (dense_gpu / (dp * cp if zero >= 1 else 1.0)
@@ -351,7 +352,7 @@ def _evaluate(spec, hw, num: dict, cat: dict, efficiency_scale: float,
             "bubble_time_s": bubble, "tokens_per_s": tps, "mfu": mf / peak_lin, "hfu": hf / peak_lin,
             "model_tflops_per_gpu": mf / TERA, "hardware_tflops_per_gpu": hf / TERA,
             "grad_accum": m1, "n_gpus": n_g, "gemm_efficiency": np.broadcast_to(eta, (len(idx), 1))[:, 0],
-            "comm_tp_s": tp_e, "comm_ep_s": ep_e, "comm_cp_s": m1 * pick(cp_raw),
+            "comm_tp_s": m1 * pick(tp_raw), "comm_ep_s": ep_e, "comm_cp_s": m1 * pick(cp_raw),
             "comm_dp_s": dp_raw_step, "comm_pp_s": pp_raw,
             "comm_tp_exposed_s": tp_e, "comm_ep_exposed_s": ep_e, "comm_cp_exposed_s": cp_e,
             "comm_dp_exposed_s": dp_exp_step, "comm_pp_exposed_s": pp_exp,
