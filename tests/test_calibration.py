@@ -67,3 +67,14 @@ def test_measured_throughput_conversion_narayanan():
     L, h, s, V = 128, 25600, 2048, 51200
     per_tok = 96 * L * h * h * (1 + s / (6 * h) + V / (16 * L * h))
     assert r.measured_tokens_per_gpu_s * per_tok * 3072 == pytest.approx(502e15, rel=0.005)
+
+
+def test_every_published_run_fits_in_memory(runs):
+    # Each of these configurations really ran, so the memory estimate of its most loaded
+    # GPU must be within the device's capacity (an overestimate of activations, buffers
+    # or optimizer states would break this; vTrain's A100 size is unstated, 80 GB taken).
+    scored, _ = runs
+    kor = [k[0] for k in cal.load_korthikanti()]
+    for r in scored + kor:
+        est = cal.estimate_training(r.spec, r.hw, r.layout, **r.framework)
+        assert est.memory.total <= r.hw.memory_bytes, (r.index, r.name)
