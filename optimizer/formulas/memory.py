@@ -182,8 +182,10 @@ def activation_bytes_per_layer(seq_len, micro_batch, hidden, heads, tp=1, *,
       output 2 x 2sbf; gated FFN: gate and up outputs and their product 3 x 2sbf, as
       Megatron-Core's SwiGLU saves them) - 24sbh for the GPT shapes;
     * the attention core: softmax output 2as^2b, its dropout mask as^2b, dropout output
-      2as^2b - 5as^2b, split by t. Flash attention (Dao et al. 2022) keeps none of it, only
-      the fp32 log-sum-exp per row (4asb); selective recompute drops it too.
+      2as^2b - 5as^2b (2as^2b without dropout), split by t. Flash attention (Dao et al.
+      2022) keeps none of it, only the fp32 log-sum-exp per row (4asb; its output O is the
+      output-projection input); selective recompute drops it too. Without flash, GQA's K
+      and V are kept at the query width (repeated before the score GEMMs).
     * MoE layer (top-k routing): k copies of the dispatched token (2sbh each) and k
       expert intermediates of ``expert_ffn_size``, the router logits in fp32 (4sbE,
       replicated), the shared expert as a dense FFN of ``shared_ffn_size``.
@@ -206,7 +208,13 @@ def activation_bytes_per_layer(seq_len, micro_batch, hidden, heads, tp=1, *,
     kw = h if kv_width is None else kv_width
     vw = kw if v_width is None else v_width
     f = 4 * h if ffn_size is None else ffn_size
-    if kv_heads is not None:
+    if kv_heads is not None and not flash_attention:
+        # GQA/MQA without flash: the K and V heads are repeated to the query heads before the
+        # score GEMMs (Megatron-Core, Hugging Face repeat_kv), and the repeated copies are
+        # what the backward keeps
+        kw = qw
+        vw = qw
+    elif kv_heads is not None:
         # KV heads are replicated when t exceeds them: each GPU holds max(kv/t, 1) heads.
         kv_rep = np.maximum(t / kv_heads, 1.0)
         kw = kw * kv_rep
@@ -229,20 +237,22 @@ def activation_bytes_per_layer(seq_len, micro_batch, hidden, heads, tp=1, *,
         replicated = replicated + router
     else:
         ffn = s * b * (6.0 if gated_ffn else 4.0) * f
-    core = 4.0 * a * s * b if flash_attention else 5.0 * a * s * s_full * b
+    # softmax output 2as^2b (+ dropout mask as^2b and dropout output 2as^2b with dropout)
+    core = 4.0 * a * s * b if flash_attention else (5.0 if dropout else 2.0) * a * s * s_full * b
     if recompute == "selective" and not flash_attention:
         core = 0.0 * core
     return replicated / sp_div + (attn + ffn + core) / t
 
 
 def attention_core_bytes_per_layer(seq_len, micro_batch, heads, tp=1, *, cp=1,
-                                   flash_attention: bool = False):
-    """The 5as^2b/t attention-score term of Korthikanti Table 2 (0-ish with flash: the
-    4asb/t log-sum-exp), i.e. what selective recomputation removes. Units: bytes."""
+                                   flash_attention: bool = False, dropout: bool = True):
+    """The 5as^2b/t attention-score term of Korthikanti Table 2 (2as^2b/t without
+    dropout; nothing with flash attention), i.e. what selective recomputation removes.
+    Units: bytes."""
     s = seq_len / cp
     if flash_attention:
         return 0.0 * s
-    return 5.0 * heads * s * seq_len * micro_batch / tp
+    return (5.0 if dropout else 2.0) * heads * s * seq_len * micro_batch / tp
 
 
 def pipeline_inflight_microbatches(pp, stage, micro_batches, interleave=1):
