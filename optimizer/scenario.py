@@ -244,11 +244,9 @@ def scenario_dir() -> Path:
     """The folder of built-in scenarios: repo-root scenarios/ in a checkout, package data when installed."""
     here = Path(__file__).resolve().parent
     repo = here.parent / "scenarios"
-    if repo.is_dir():
+    if repo.is_dir() and (here.parent / "pyproject.toml").exists():
         return repo
-    from importlib.resources import files
-
-    return Path(str(files("optimizer._data.scenarios")))
+    return here / "_data" / "scenarios"          # installed copy (pyproject maps scenarios/ there)
 
 
 DEFAULT_SCENARIO = "llama3-8b-pretrain"
