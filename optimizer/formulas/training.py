@@ -390,7 +390,10 @@ def estimate_training(spec, hw, layout: TrainLayout, *, efficiency_scale: float 
                       overlap_grad_reduce: bool = True, tp_comm_overlap: bool = False,
                       constants: EfficiencyConstants = CALIBRATED) -> TrainEstimate:
     """Memory, time and throughput of one layout (see the module docstring;
-    ``FRAMEWORK_FIELDS`` for the two overlap options)."""
+    ``FRAMEWORK_FIELDS`` for the two overlap options). ``efficiency_scale`` multiplies the
+    achievable compute rate (GEMM efficiency and the non-GEMM memory rate; a sensitivity
+    input: 1.1 = 10% faster kernels than calibrated); ``constants`` are the calibrated
+    efficiency constants (benchmarks/calibrate_efficiency.py passes trial values)."""
     num = {k: getattr(layout, k) for k in NUMERIC_FIELDS}
     cat = {k: getattr(layout, k) for k in CATEGORICAL_FIELDS}
     cat.update(overlap_grad_reduce=overlap_grad_reduce, tp_comm_overlap=tp_comm_overlap)
