@@ -13,8 +13,8 @@ The model (a two-term roofline; Williams, Waterman & Patterson 2009, 'Roofline')
   the SMs and tensor-core tiles). A second factor in the per-GPU width hidden/TP was
   tried and dropped: the fit drove its half-point to 0, because the elementwise term
   below already carries the cost of narrow TP shards (their replicated non-GEMM work
-  grows relative to the GEMM FLOPs as TP grows). eta_max depends on the device's dense bf16 peak: it is calibrated
-  at the A100 (312 TFLOP/s) and the H100 (989 TFLOP/s), log-interpolated between and held
+  grows relative to the GEMM FLOPs as TP grows). eta_max depends on the device's dense
+  bf16 peak: it is calibrated at the A100 (312 TFLOP/s) and the H100 (989 TFLOP/s), log-interpolated between and held
   constant outside (faster tensor cores are harder to keep fed: clocks under the power
   cap, memory-bound epilogues; uncalibrated beyond these two devices - an assumption).
 * A: the bytes the layer's non-GEMM work (norms, activations, dropout, softmax, residual
@@ -31,6 +31,12 @@ index is not 2 mod 3; rows with i % 3 == 2 are held out) by minimising the mean 
 percentage error of the predicted throughput (tokens/s per GPU, equivalently MFU with the
 row's own FLOP count). It prints both errors; tests/test_calibration.py asserts the
 held-out error stays below the bound measured when these constants were fitted.
+
+Fit of the shipped constants (77 scored runs: 52 calibration, 25 held out): calibration
+MAPE 10.4%, held-out MAPE 6.9%; Korthikanti et al. 2022's eight iteration times, never
+fitted, 4.9%. Leave-one-source-out refits transfer worse across frameworks on H100
+(Megatron-Core 24%, MosaicML 25%; A100 sources 10-11%): eta_max at 989 TFLOP/s rests on
+two H100 sources with different software stacks.
 """
 
 from __future__ import annotations
