@@ -352,3 +352,174 @@ def load_catalog(extra_files: Sequence[Path | str] = ()) -> Catalog:
         if not p.is_file():
             raise ClusteroptError("catalog", f"file not found: {str(p)!r}", "pass a CSV file of accelerators or offers")
     return _build([d / ACCELERATORS_FILE, d / OFFERS_FILE, *paths])
+
+
+# --- system catalog (issue 10): hosts, storage tiers, switches, optics, TCO parameters, failure rates ----
+#
+# One CSV per kind in ``catalog/``, each row with ``source`` and ``as_of``, validated like the
+# accelerators (errors name ``file:row N.field``). Units are in the column names.
+
+HOSTS_FILE = "hosts.csv"
+STORAGE_TIERS_FILE = "storage_tiers.csv"
+SWITCHES_FILE = "switches.csv"
+OPTICS_FILE = "optics.csv"
+TCO_PARAMETERS_FILE = "tco_parameters.csv"
+FAILURE_RATES_FILE = "failure_rates.csv"
+
+
+class _Row(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    source: str = Field(min_length=1)
+    as_of: str = Field(min_length=4)
+    notes: str = ""
+
+
+class HostType(_Row):
+    """A GPU server (node): CPU cores, host RAM, PCIe and NICs, in datasheet units."""
+
+    id: str = Field(min_length=1)
+    gpu: str = Field(min_length=1)
+    gpus_per_node: int = Field(ge=1)
+    cpu: str = ""
+    cpu_cores: int = Field(ge=1)                     # physical cores per node
+    host_ram_gib: float = Field(gt=0)
+    pcie_gen: int = Field(ge=1)
+    pcie_gb_per_s_per_gpu: float = Field(gt=0)       # one direction, GB/s (Gen5 x16 = 64)
+    compute_nics: int = Field(ge=1)
+    compute_nic_gbit_per_s: float = Field(gt=0)
+    storage_network_gbit_per_s: float = Field(gt=0)  # node's bandwidth to the storage tier
+    local_nvme_tb: Optional[float] = Field(default=None, gt=0)
+    local_nvme_read_gb_per_s: Optional[float] = Field(default=None, gt=0)
+    local_nvme_write_gb_per_s: Optional[float] = Field(default=None, gt=0)
+    max_power_kw: Optional[float] = Field(default=None, gt=0)
+    server_usd_excl_gpus: Optional[float] = Field(default=None, ge=0)
+    default_for_gpu: bool = False
+
+
+class StorageTier(_Row):
+    """A storage tier. Aggregate bandwidth is fixed (``aggregate_*``), scales with provisioned
+    capacity (``*_mb_per_s_per_tib``), or is unlimited (both empty); local NVMe scales with nodes."""
+
+    id: str = Field(min_length=1)
+    kind: Literal["local_nvme", "parallel_fs", "object"]
+    name: str = ""
+    deployment: Literal["cloud", "on_premise", "any"]
+    durable: bool
+    per_client_read_gb_per_s: Optional[float] = Field(default=None, gt=0)
+    per_client_write_gb_per_s: Optional[float] = Field(default=None, gt=0)
+    aggregate_read_gb_per_s: Optional[float] = Field(default=None, gt=0)
+    aggregate_write_gb_per_s: Optional[float] = Field(default=None, gt=0)
+    read_mb_per_s_per_tib: Optional[float] = Field(default=None, gt=0)
+    write_mb_per_s_per_tib: Optional[float] = Field(default=None, gt=0)
+    usd_per_tb_month: Optional[float] = Field(default=None, ge=0)
+    capex_usd_per_tb: Optional[float] = Field(default=None, ge=0)
+    egress_usd_per_gb: Optional[float] = Field(default=None, ge=0)
+
+
+class Switch(_Row):
+    id: str = Field(min_length=1)
+    vendor: str = Field(min_length=1)
+    model: str = Field(min_length=1)
+    fabric: Literal["infiniband", "ethernet"]
+    ports: int = Field(ge=2)
+    port_gbit_per_s: float = Field(gt=0)
+    price_usd: float = Field(ge=0)
+    power_w: float = Field(ge=0)
+
+
+class Optic(_Row):
+    id: str = Field(min_length=1)
+    kind: Literal["transceiver", "cable"]
+    gbit_per_s: float = Field(gt=0)
+    ports: int = Field(ge=1)                          # switch/NIC ports one module serves
+    reach_m: float = Field(gt=0)
+    price_usd: float = Field(ge=0)
+    power_w: float = Field(ge=0)
+
+
+class TcoParameter(_Row):
+    name: str = Field(min_length=1)
+    value: float
+    unit: str = Field(min_length=1)
+
+
+class FailureRateRow(_Row):
+    """One published run or cluster study (catalog/failure_rates.csv; see its notes)."""
+
+    id: str = Field(min_length=1)
+    run: str = Field(min_length=1)
+    gpu_type: str = ""
+    n_gpus: Optional[int] = Field(default=None, ge=1)
+    gpus_per_node: int = Field(ge=1)
+    window_hours: Optional[float] = Field(default=None, gt=0)
+    interruptions: Optional[float] = Field(default=None, gt=0)
+    counted: str = ""
+    interruptions_per_gpu_hour: float = Field(gt=0)
+    interruptions_per_node_hour: float = Field(ge=0)
+    gpu_share: float = Field(ge=0, le=1)
+    gpu_share_source: str = ""
+    gpu_failures_per_gpu_hour: float = Field(ge=0)
+    node_failures_per_node_hour: float = Field(ge=0)
+    evidence: Literal["primary", "derived", "secondary", "calibrated"]
+    use: Literal["held_out", "calibration", "reference", "default"]
+    note: str = ""
+
+
+class SystemCatalog:
+    """Hosts, storage tiers, switches, optics, TCO parameters and failure rates, by id."""
+
+    def __init__(self, hosts, tiers, switches, optics, tco, failures):
+        self.hosts: dict[str, HostType] = {h.id: h for h in hosts}
+        self.storage_tiers: dict[str, StorageTier] = {t.id: t for t in tiers}
+        self.switches: dict[str, Switch] = {s.id: s for s in switches}
+        self.optics: dict[str, Optic] = {o.id: o for o in optics}
+        self.tco: dict[str, TcoParameter] = {p.name: p for p in tco}
+        self.failure_rates: dict[str, FailureRateRow] = {f.id: f for f in failures}
+
+    def _get(self, table: dict, kind: str, name: str, field: str):
+        if name in table:
+            return table[name]
+        raise ClusteroptError(field, f"unknown {kind} {name!r}", did_you_mean(name, list(table)))
+
+    def host(self, name: str, field: str = "system.host") -> HostType:
+        return self._get(self.hosts, "host type", name, field)
+
+    def default_host(self, gpu_id: str) -> Optional[HostType]:
+        """The node type marked ``default_for_gpu`` for this accelerator id (None if none)."""
+        for h in self.hosts.values():
+            if h.gpu == gpu_id and h.default_for_gpu:
+                return h
+        return None
+
+    def storage_tier(self, name: str, field: str = "system.storage_tier") -> StorageTier:
+        return self._get(self.storage_tiers, "storage tier", name, field)
+
+    def switch(self, name: str, field: str = "system.switch") -> Switch:
+        return self._get(self.switches, "switch", name, field)
+
+    def optic(self, name: str, field: str = "system.optic") -> Optic:
+        return self._get(self.optics, "optic", name, field)
+
+    def tco_value(self, name: str) -> float:
+        return float(self._get(self.tco, "TCO parameter", name, f"tco_parameters.{name}").value)
+
+    def default_failure_rate(self) -> FailureRateRow:
+        """The calibrated default row (use = 'default'), fitted without the held-out run."""
+        rows = [f for f in self.failure_rates.values() if f.use == "default"]
+        if len(rows) != 1:
+            raise ClusteroptError(FAILURE_RATES_FILE, f"{len(rows)} rows with use=default", "exactly one")
+        return rows[0]
+
+
+@functools.lru_cache(maxsize=1)
+def load_system_catalog() -> SystemCatalog:
+    """The packaged system catalog (cached)."""
+    d = data_dir()
+
+    def rows(name, model):
+        return [item for _, item in _read_rows(d / name, model)]
+
+    return SystemCatalog(rows(HOSTS_FILE, HostType), rows(STORAGE_TIERS_FILE, StorageTier),
+                         rows(SWITCHES_FILE, Switch), rows(OPTICS_FILE, Optic),
+                         rows(TCO_PARAMETERS_FILE, TcoParameter), rows(FAILURE_RATES_FILE, FailureRateRow))
