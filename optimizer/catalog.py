@@ -523,3 +523,58 @@ def load_system_catalog() -> SystemCatalog:
     return SystemCatalog(rows(HOSTS_FILE, HostType), rows(STORAGE_TIERS_FILE, StorageTier),
                          rows(SWITCHES_FILE, Switch), rows(OPTICS_FILE, Optic),
                          rows(TCO_PARAMETERS_FILE, TcoParameter), rows(FAILURE_RATES_FILE, FailureRateRow))
+
+
+# --- compression options (issue 9) ------------------------------------------------------
+COMPRESSION_FILE = "compression.csv"
+CompressionOptionName = Literal["weights_fp8", "weights_int8_w8a8", "weights_int4_awq", "weights_int4_gptq",
+                                "kv_fp8", "kv_int8", "sparse_2_4", "sparse_2_4_oneshot", "prune_distill",
+                                "distill"]
+
+
+class CompressionRow(BaseModel):
+    """One published quality measurement of a compression option (``catalog/compression.csv``).
+
+    ``baseline_value`` and ``compressed_value`` are in the unit of ``metric`` (perplexity,
+    accuracy, or a recovery percentage against a baseline of 100); ``higher_is_better`` says
+    which way is a loss. ``one_off`` names the unit of ``one_off_value``:
+    ``calibration_gpu_hours_per_b_params`` (post-training quantisation), ``recovery_tokens_per_param``
+    (training tokens per teacher parameter for distillation or sparse recovery), or ``none``.
+    ``student_params_b`` is the compressed model's size for pruning/distillation rows.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    option: CompressionOptionName
+    method: str = Field(min_length=1)
+    model_family: str = Field(min_length=1)
+    model: str = Field(min_length=1)
+    model_params_b: float = Field(gt=0)
+    weights: Literal["bf16", "fp16", "fp8", "int8", "int4"]
+    kv: Literal["bf16", "fp16", "fp8", "int8"]
+    sparse_2_4: bool
+    group_size: Optional[int] = Field(default=None, gt=0)
+    student_params_b: Optional[float] = Field(default=None, gt=0)
+    metric: str = Field(min_length=1)
+    higher_is_better: bool
+    baseline_value: float = Field(gt=0)
+    compressed_value: float = Field(gt=0)
+    one_off: Literal["none", "calibration_gpu_hours_per_b_params", "recovery_tokens_per_param"]
+    one_off_value: float = Field(ge=0)
+    source: str = Field(min_length=1)
+    as_of: str = Field(min_length=4)
+    notes: str = ""
+
+
+@functools.lru_cache(maxsize=4)
+def _load_compression_cached(path: str) -> tuple[CompressionRow, ...]:
+    return tuple(row for _, row in _read_rows(Path(path), CompressionRow))
+
+
+def load_compression(path: Path | str | None = None) -> list[CompressionRow]:
+    """The compression quality table (``catalog/compression.csv`` unless ``path`` is given),
+    validated row by row; errors name ``compression.csv:row N.field``."""
+    p = Path(path) if path is not None else data_dir() / COMPRESSION_FILE
+    if not p.is_file():
+        raise ClusteroptError("catalog", f"file not found: {str(p)!r}", "a compression CSV with the columns of CompressionRow")
+    return list(_load_compression_cached(str(p.resolve())))
