@@ -170,6 +170,36 @@ class SearchSpace(_Strict):
         return v
 
 
+class SystemSpec(_Strict):
+    """The rest of the data centre (issue 10): storage tier, node type, fabric, failures,
+    checkpoints and TCO extras. Names refer to catalog/{storage_tiers,hosts,switches}.csv ids.
+    Every default is documented in optimizer/search/system.py."""
+
+    storage_tier: str = "auto"                  # a tier id, or auto: the best durable tier per row
+    storage_units: float = Field(default=1.0, gt=0)   # multiples of a fixed-bandwidth tier (appliances)
+    storage_write_gb_per_s: Optional[float] = Field(default=None, gt=0)  # override the tier's aggregate
+    host: Optional[str] = None                  # node type id; default: the GPU's default node
+    failure_rate_per_gpu_hour: Optional[float] = Field(default=None, ge=0)
+    failure_rate_per_node_hour: Optional[float] = Field(default=None, ge=0)
+    failure_rate_scale: float = Field(default=1.0, ge=0)
+    checkpoint: Literal["blocking", "async"] = "blocking"
+    checkpoint_interval_s: Optional[float] = Field(default=None, gt=0)   # default: Daly 2006 optimum
+    retained_checkpoints: int = Field(default=3, ge=1)
+    bytes_per_token: Optional[float] = Field(default=None, gt=0)         # default: by vocabulary size
+    restart_detect_s: Optional[float] = Field(default=None, ge=0)
+    restart_reschedule_s: Optional[float] = Field(default=None, ge=0)
+    restart_warmup_s: Optional[float] = Field(default=None, ge=0)
+    offload_optimizer: bool = False             # ZeRO-Offload: optimizer states in host RAM
+    host_memory_headroom: float = Field(default=0.10, ge=0, lt=1)
+    data_workers_per_gpu: int = Field(default=2, ge=0)
+    switch: str = "qm9700"
+    oversubscription: float = Field(default=1.0, ge=1)
+    rail_optimized: bool = True
+    hosting_usd_per_kw_month: Optional[float] = Field(default=None, ge=0)
+    maintenance_pct_per_year: Optional[float] = Field(default=None, ge=0)
+    server_usd_per_node: Optional[float] = Field(default=None, ge=0)
+
+
 class Scenario(_Strict):
     name: str
     description: str = ""
@@ -179,6 +209,7 @@ class Scenario(_Strict):
     constraints: Constraints = Constraints()
     pricing: Pricing = Pricing()
     search: SearchSpace = SearchSpace()
+    system: SystemSpec = SystemSpec()
     objective: Objective = "cost"
     top_k: int = Field(default=10, ge=1, le=1000)
     base_dir: Optional[str] = Field(default=None, exclude=True)   # where relative paths resolve
