@@ -178,6 +178,7 @@ def checkpoint_bytes_per_rank(n_params, n_expert_params=0, *, tp: int = 1, pp: i
                               weight_dtype: str = "bf16", master_dtype: str | None = "fp32",
                               include_gradients: bool = False, grad_dtype: str = "bf16") -> CheckpointBytes:
     """Training state held by one GPU (what its snapshot copies), stages assumed equal in size.
+    The layout degrees and ``zero`` may be numpy arrays (one layout per row).
 
     Sharding (Megatron-LM / DeepSpeed conventions):
       dense weights  / (tp * pp), and / (dp * cp) at ZeRO-3;
@@ -189,12 +190,16 @@ def checkpoint_bytes_per_rank(n_params, n_expert_params=0, *, tp: int = 1, pp: i
     Check: Rajbhandari et al. 2020, Fig. 1 (7.5e9 params, N_d = 64): 120, 31.4, 16.6, 1.9 GB
     per GPU at stages 0-3 with gradients included (tests/test_reliability.py).
     """
+    ints = {}
     for field, v in (("tp", tp), ("pp", pp), ("dp", dp), ("cp", cp), ("ep", ep)):
-        if int(v) != v or v < 1:
+        a = np.asarray(v)
+        if np.any(a.astype(np.int64) != a) or np.any(a < 1):
             raise ClusteroptError(field, f"must be a positive integer (got {v!r})", "allowed: 1, 2, 3, ...")
-    if zero not in (0, 1, 2, 3):
+        ints[field] = a.astype(np.int64)
+    z = np.asarray(zero)
+    if np.any(~np.isin(z, (0, 1, 2, 3))):
         raise ClusteroptError("zero", f"unknown ZeRO stage {zero!r}", "allowed: 0, 1, 2, 3")
-    if (dp * cp) % ep:
+    if np.any((ints["dp"] * ints["cp"]) % ints["ep"]):
         raise ClusteroptError("ep", f"expert parallel degree {ep} must divide dp*cp = {dp * cp}",
                               "allowed: a divisor of dp*cp")
     n = _arr("n_params", n_params, lo=0.0, lo_open=True)
@@ -210,10 +215,10 @@ def checkpoint_bytes_per_rank(n_params, n_expert_params=0, *, tp: int = 1, pp: i
     # The same after sharding across the (expert-)data-parallel group: dense over dp*cp,
     # experts over dp*cp/ep; both give dense/(tp*pp*dp*cp) + n_exp/(tp*pp*dp*cp).
     p_shard = n / (tp * pp * dp_group)
-    weights = (p_shard if zero >= 3 else p_rank) * w
-    master = (p_shard if zero >= 1 else p_rank) * m
-    optim = (p_shard if zero >= 1 else p_rank) * o
-    grads = (p_shard if zero >= 2 else p_rank) * g
+    weights = np.where(z >= 3, p_shard, p_rank) * w
+    master = np.where(z >= 1, p_shard, p_rank) * m
+    optim = np.where(z >= 1, p_shard, p_rank) * o
+    grads = np.where(z >= 2, p_shard, p_rank) * g
     parts = [weights, master, optim, grads]
     return CheckpointBytes(*(_out(p) for p in parts), total=_out(sum(parts)))
 
