@@ -14,7 +14,7 @@ from __future__ import annotations
 import copy
 import functools
 from pathlib import Path
-from typing import Any, Literal, Optional, Union
+from typing import Annotated, Any, Literal, Optional, Union
 
 import numpy as np
 import yaml
@@ -48,10 +48,62 @@ def pick_global_batch(target_sequences: float, tolerance: float) -> int:
     return min(range(lo, hi + 1), key=score)
 
 
-class TrainSpec(_Strict):
-    """A pre-training job. ``tokens`` is the number of training tokens (a count, not billions)."""
+class TokenRange(_Strict):
+    """Training tokens as a decision between ``min`` and ``max`` (counts)."""
 
-    tokens: float = Field(gt=0)
+    min: float = Field(gt=0)
+    max: float = Field(gt=0)
+
+    @model_validator(mode="after")
+    def _order(self):
+        if self.max < self.min:
+            raise ValueError(f"max {self.max:g} is below min {self.min:g}")
+        return self
+
+
+class ModelFamilyChoice(_Strict):
+    """Model size as a decision (issue 9): a family's ladder from ``min_params`` to ``max_params``
+    (optimizer/model/families.py), rungs ``step`` apart; ``params`` a number pins one size."""
+
+    family: str
+    params: Union[Literal["auto"], float] = "auto"
+    min_params: float = Field(default=1e9, gt=0)
+    max_params: float = Field(default=300e9, gt=0)
+    step: float = Field(default=1.25, gt=1)
+
+    @model_validator(mode="after")
+    def _order(self):
+        if self.max_params < self.min_params:
+            raise ValueError(f"max_params {self.max_params:g} is below min_params {self.min_params:g}")
+        if not isinstance(self.params, str) and self.params <= 0:
+            raise ValueError(f"params must be 'auto' or > 0 (got {self.params!r})")
+        return self
+
+
+class InferenceServe(_Strict):
+    """How the trained model will be served (issue 9's lifetime cost); defaults in codesign.py."""
+
+    prompt_tokens: Optional["LengthDist"] = None
+    output_tokens: Optional["LengthDist"] = None
+    slo: Optional["SLO"] = None
+
+
+class InferenceDemand(_Strict):
+    """Lifetime inference demand of the trained model: ``tokens`` served (prompt + output)."""
+
+    tokens: float = Field(ge=0)
+    serve: Optional[InferenceServe] = None
+
+
+class TrainSpec(_Strict):
+    """A pre-training job. ``tokens`` is the number of training tokens (a count, not billions);
+    with ``model`` (a family, issue 9) it may be ``auto`` or ``{min, max}``: a decision."""
+
+    tokens: Union[Annotated[float, Field(gt=0)], Literal["auto"], TokenRange]
+    model: Optional[ModelFamilyChoice] = None              # co-design: size chosen by the search
+    scaling_law: str = "hoffmann2022"                      # formulas/scaling.LAWS
+    target_loss: Optional[float] = Field(default=None, gt=0)
+    inference: Optional[InferenceDemand] = None
     seq_len: int = Field(gt=0)
     global_batch: Optional[int] = Field(default=None, gt=0)           # sequences, exact
     global_batch_tokens: Optional[float] = Field(default=None, gt=0)  # tokens, within batch_tolerance
@@ -64,6 +116,8 @@ class TrainSpec(_Strict):
     def _one_batch(self):
         if (self.global_batch is None) == (self.global_batch_tokens is None):
             raise ValueError("give exactly one of global_batch (sequences) or global_batch_tokens")
+        if self.model is None and not isinstance(self.tokens, (int, float)):
+            raise ValueError("tokens 'auto' or {min, max} needs train.model with a family (co-design)")
         return self
 
     def target_batch_sequences(self) -> float:
@@ -203,7 +257,7 @@ class SystemSpec(_Strict):
 class Scenario(_Strict):
     name: str
     description: str = ""
-    model: Union[str, dict[str, Any]]
+    model: Optional[Union[str, dict[str, Any]]] = None   # optional when train.model names a family
     train: Optional[TrainSpec] = None
     serve: Optional[ServeSpec] = None
     constraints: Constraints = Constraints()
@@ -218,6 +272,8 @@ class Scenario(_Strict):
     def _workload(self):
         if self.train is None and self.serve is None:
             raise ValueError("a scenario needs a 'train' or a 'serve' block")
+        if self.model is None and (self.train is None or self.train.model is None):
+            raise ValueError("a scenario needs 'model' (or train.model with a family to choose the size)")
         return self
 
     # -- derived -------------------------------------------------------------------------
@@ -226,6 +282,9 @@ class Scenario(_Strict):
         from optimizer.model import load_model
 
         ref = self.model
+        if ref is None:
+            raise ClusteroptError("model", "this co-design scenario chooses the model from train.model.family",
+                                  "solve it with optimizer.search.codesign.solve_codesign")
         if isinstance(ref, str) and self.base_dir and ("/" in ref or ref.endswith((".json", ".yaml", ".yml"))):
             p = Path(ref)
             if not p.is_absolute():
