@@ -6,7 +6,7 @@ They are imported lazily so that ``import optimizer`` stays cheap and side-effec
 
 __version__ = "0.1.0"
 
-__all__ = ["load_scenario", "evaluate", "solve", "sweep", "__version__"]
+__all__ = ["load_scenario", "evaluate", "solve", "sweep", "sensitivity", "ClusteroptError", "__version__"]
 
 
 def __getattr__(name):
@@ -16,6 +16,12 @@ def __getattr__(name):
     if name in ("evaluate", "solve"):
         from optimizer.search import api
         return getattr(api, name)
+    if name == "ClusteroptError":
+        from optimizer.errors import ClusteroptError
+        return ClusteroptError
+    if name == "sensitivity":
+        from optimizer.search.sensitivity import sensitivity
+        return sensitivity
     if name == "sweep":
         from optimizer.search.sweep import sweep
         return sweep

@@ -196,9 +196,22 @@ def model_flops_per_token(spec, seq_len):
     with ``causal=False`` (full s x s attention count, as Narayanan et al. 2021 eq. 3,
     Korthikanti et al. 2022 and PaLM App. B do, so MFU compares with published figures).
     ``seq_len`` may be an array. Units: FLOPs/token."""
+    return _per_unique(seq_len, lambda s: _model_flops_one(spec, s))
+
+
+@lru_cache(maxsize=4096)
+def _model_flops_one(spec, seq_len: int) -> float:
     from optimizer.formulas.flops import train_flops_per_token
 
-    return _per_unique(seq_len, lambda s: train_flops_per_token(spec, s, causal=False))
+    return float(train_flops_per_token(spec, seq_len, causal=False))
+
+
+@lru_cache(maxsize=4096)
+def _hardware_flops_one(spec, seq_len: int, recompute: str, flash_attention: bool) -> float:
+    from optimizer.formulas.flops import hardware_train_flops_per_token
+
+    return float(hardware_train_flops_per_token(spec, seq_len, recompute, flash_attention=flash_attention,
+                                                causal=flash_attention))
 
 
 def hardware_flops_per_token(spec, seq_len, *, recompute: str, flash_attention: bool = True):
@@ -208,10 +221,7 @@ def hardware_flops_per_token(spec, seq_len, *, recompute: str, flash_attention: 
     the causal half with flash attention (``causal=True``), the full s x s score GEMMs
     without it (``causal=False``, Narayanan et al. 2021 eq. 3). With flash at long context
     HFU can therefore fall below MFU, whose convention counts s x s. Units: FLOPs/token."""
-    from optimizer.formulas.flops import hardware_train_flops_per_token
-
-    return _per_unique(seq_len, lambda s: hardware_train_flops_per_token(
-        spec, s, recompute, flash_attention=flash_attention, causal=flash_attention))
+    return _per_unique(seq_len, lambda s: _hardware_flops_one(spec, s, recompute, bool(flash_attention)))
 
 
 # ---- the shared core ---------------------------------------------------------------------

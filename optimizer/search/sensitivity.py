@@ -2,28 +2,40 @@
 
 Uncertain inputs (CONTRACTS.md names them by the dotted paths sweeps use, or a named input):
 
-    price.<GPU>            that GPU type's $/GPU-hour (rental offer or owned TCO rate)
-    efficiency             the achievable-compute scale (multiplies the modelled MFU)
-    inter_node_bandwidth   every GPU's scale-out network bandwidth
-    train.tokens           tokens to train
-    constraints.budget_usd, constraints.deadline_days   (when the scenario sets them)
-    pricing.usd_per_kwh    electricity, for owned clusters
+    price.<GPU>               that GPU type's $/GPU-hour (rental offer or owned TCO rate)
+    efficiency                the achievable-compute scale (multiplies the modelled MFU)
+    inter_node_bandwidth      every GPU's scale-out network bandwidth
+    train.tokens              tokens to train
+    constraints.budget_usd    total budget
+    constraints.deadline_days deadline
+    pricing.usd_per_kwh       electricity (moves owned-cluster prices only)
 
-Each input is multiplied by (1 + change_pct/100).
+Each input is multiplied by (1 + change_pct/100). Every input appears in the output in both
+directions; one the scenario does not set (no budget) or that cannot move the answer
+(electricity when GPUs are rented) carries ``change_pct: null`` and a ``note``.
 
-- Tornado: the chosen configuration's objective at -X% and +X% (X = ``swing_pct``), sorted by swing.
-- Re-optimised: the best configuration at each end, and whether it differs.
-- Threshold per input and direction: the smallest change within ``range_pct`` at which the
-  best configuration changes, found by parametric re-solving: a grid of ``grid`` steps finds
-  the first bracket where the best differs, then bisection narrows it to ``tol_pct``
-  percentage points. ``change_pct`` is the bracket's far end (the best has changed there;
-  at change_pct - tol_pct toward zero it has not). A switch and switch back inside one grid
-  step would be missed: the grid step is stated in the output.
-- Slack at the optimum: see explain.binding_summary.
+- Tornado: the chosen configuration's objective at -X% and +X% (X = ``swing_pct``), sorted by
+  swing; with each end's re-optimised best configuration and whether it differs.
+- Threshold per input and direction: the smallest change within ``range_pct`` at which the best
+  configuration changes, by parametric re-solving (CP-SAT at every probe): a grid of ``grid``
+  steps finds the first probe where the best differs, then bisection narrows the bracket to
+  ``tolerance_pct`` percentage points. ``change_pct`` is the bracket's far end (the best has
+  changed there); ``unchanged_pct`` its near end (the best is still the base configuration there).
+  A switch and switch-back inside one grid step would be missed; ``grid_step_pct`` says how fine
+  the grid is.
+- Slack at the optimum: explain.binding_summary (memory headroom, budget and deadline slack,
+  binding limits).
 
-Price, tokens, budget and deadline changes re-price the table (tables.reprice) without
-re-estimating; efficiency and bandwidth changes re-estimate only memory-feasible rows
-(memory does not depend on them).
+Speed. Prices, tokens, budget, deadline and electricity only re-price the table
+(tables.reprice). Efficiency and bandwidth re-estimate step times, but only on the rows that can
+be best somewhere in the range, which is exact: the objective of every row is monotone in these
+factors (faster compute or links never slow a step), so over the range a row's objective lies
+between its values at the two ends. A row R feasible at both ends is feasible throughout
+(deadline and budget are monotone too) and never costs more than max(R's two ends) = U; a row
+whose better end is worse than U is beaten by R at every factor and cannot be best. The
+pruned rows' figures are re-checked against their end values at every probe, and the analysis
+falls back to all rows if monotonicity ever fails. Memory never depends on these inputs, so
+only memory-feasible rows are considered at all.
 """
 
 from __future__ import annotations
@@ -33,65 +45,27 @@ from dataclasses import replace
 import numpy as np
 
 from optimizer.search import cpsat
-from optimizer.search.tables import (OBJECTIVE_COLUMN_BY_NAME, Table, complete_table, objective_keys, reprice)
+from optimizer.search.tables import (CONFIG_KEYS, OBJECTIVE_COLUMN_BY_NAME, Table, complete_table,
+                                     objective_keys, reprice)
+
+#: Inputs that change estimator figures (step time); all others only re-price.
+REESTIMATE_INPUTS = ("efficiency", "inter_node_bandwidth")
+
+SENSITIVITY_DEFAULTS = {"swing_pct": 20.0, "range_pct": 50.0, "grid": 10, "tolerance_pct": 0.1}
 
 
-def _inputs(scenario, table: Table) -> list[str]:
-    names = [f"price.{g.name}" for g in table.gpus]
-    names += ["efficiency", "inter_node_bandwidth", "train.tokens"]
-    if scenario.constraints.budget_usd is not None:
-        names.append("constraints.budget_usd")
-    if scenario.constraints.deadline_days is not None:
-        names.append("constraints.deadline_days")
-    if scenario.pricing.mode == "owned":
-        names.append("pricing.usd_per_kwh")
-    return names
-
-
-class _Perturber:
-    """Builds the table for an input scaled by a factor (cached)."""
-
-    def __init__(self, spec, scenario, table: Table, efficiency_scale: float = 1.0):
-        self.spec, self.scenario, self.table, self.eff = spec, scenario, table, efficiency_scale
-        keep = np.nonzero(~table.violations["memory"])[0]
-        self.base = table.subset(keep)          # memory-feasible rows only: memory is invariant here
-        self.base_index = keep
-        self.cache: dict = {}
-
-    def table_for(self, name: str, factor: float) -> tuple[Table, object]:
-        key = (name, round(factor, 9))
-        if key in self.cache:
-            return self.cache[key]
-        sc, t = self.scenario, self.base
-        if name.startswith("price."):
-            gname = name[len("price."):]
-            gpus = [replace(g, usd_per_gpu_hour=g.usd_per_gpu_hour * factor,
-                            usd_per_instance_hour=g.usd_per_instance_hour * factor) if g.name == gname else g
-                    for g in t.gpus]
-            out = reprice(t, sc, gpus)
-        elif name == "efficiency":
-            out = complete_table(self.spec, sc, t.gpus, _layout_cols(t), self.eff * factor)
-        elif name == "inter_node_bandwidth":
-            gpus = [replace(g, hardware=g.hardware.with_inter_node_bytes_per_s(
-                g.hardware.inter_node_bytes_per_s * factor)) for g in t.gpus]
-            out = complete_table(self.spec, sc, gpus, _layout_cols(t), self.eff)
-        elif name == "pricing.usd_per_kwh":
-            from optimizer.search.api import owned_rate
-            from optimizer.catalog import load_catalog
-
-            sc = sc.with_overrides({name: sc.pricing.usd_per_kwh * factor})
-            cat = load_catalog()
-            gpus = []
-            for g in t.gpus:
-                rate = owned_rate(cat.accelerator(g.name), sc.pricing) if g.offer == "owned" else g.usd_per_gpu_hour
-                gpus.append(replace(g, usd_per_gpu_hour=rate, usd_per_instance_hour=rate * g.gpus_per_instance))
-            out = reprice(t, sc, gpus)
-        else:
-            value = _get_dotted(sc, name)
-            sc = sc.with_overrides({name: value * factor})
-            out = reprice(t, sc)
-        self.cache[key] = (out, sc)
-        return out, sc
+def inputs_of(scenario, table: Table) -> list[tuple[str, str | None]]:
+    """Every uncertain input of the issue, with a note when it cannot move the answer."""
+    c, pricing = scenario.constraints, scenario.pricing
+    out: list[tuple[str, str | None]] = [(f"price.{g.name}", None) for g in table.gpus]
+    out += [("efficiency", None), ("inter_node_bandwidth", None), ("train.tokens", None)]
+    out.append(("constraints.budget_usd", None if c.budget_usd is not None else "no budget in this scenario"))
+    out.append(("constraints.deadline_days",
+                None if c.deadline_days is not None else "no deadline in this scenario"))
+    owned = pricing.mode == "owned" and any(g.offer == "owned" for g in table.gpus)
+    out.append(("pricing.usd_per_kwh", None if owned else
+                "GPUs are rented: electricity is inside the rental price"))
+    return out
 
 
 def _layout_cols(t: Table) -> dict:
@@ -107,98 +81,229 @@ def _get_dotted(scenario, path: str) -> float:
     return float(cur)
 
 
-def _best(table: Table, scenario, objective: str):
-    """Top-1 by CP-SAT over the rows that can be best (see api.candidate_rows)."""
-    from optimizer.search.api import _limits, candidate_rows
+class Perturber:
+    """Tables and best configurations for one input scaled by a factor (cached).
 
-    rows = candidate_rows(table, objective, 1)
-    if len(rows) == 0:
-        return None
-    sub = table.subset(rows)
-    res = cpsat.solve_top_k(objective_keys(sub, objective), 1, _limits(sub, scenario))
-    return int(rows[res.rows[0]]) if res.rows else None
+    ``span`` is the largest |change| (as a fraction) any probe will use; it bounds the
+    re-estimated inputs' row pruning (see module docstring).
+    """
+
+    def __init__(self, spec, scenario, table: Table, objective: str, *, efficiency_scale: float = 1.0,
+                 span: float = 0.5, keep_row: int | None = None):
+        self.spec, self.scenario, self.eff, self.objective = spec, scenario, efficiency_scale, objective
+        self.col = OBJECTIVE_COLUMN_BY_NAME[objective]
+        keep = np.nonzero(~table.violations["memory"])[0]
+        self.base = table.subset(keep)           # memory-feasible rows: memory is invariant here
+        self.base_index = keep
+        self.span = span
+        self.keep_local = None if keep_row is None else int(np.nonzero(keep == keep_row)[0][0])
+        self.cache: dict = {}
+        self.pruned: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}  # name -> (rows, lo, hi)
+        self.fallbacks: list[str] = []
+
+    # -- factors ---------------------------------------------------------------------------
+    def _ends(self) -> tuple[float, float]:
+        return max(1e-3, 1.0 - self.span), 1.0 + self.span
+
+    def _estimate(self, name: str, factor: float, rows: np.ndarray) -> Table:
+        t = self.base.subset(rows)
+        if name == "efficiency":
+            return complete_table(self.spec, self.scenario, t.gpus, _layout_cols(t), self.eff * factor)
+        gpus = [replace(g, hardware=g.hardware.with_inter_node_bytes_per_s(
+            g.hardware.inter_node_bytes_per_s * factor)) for g in t.gpus]
+        return complete_table(self.spec, self.scenario, gpus, _layout_cols(t), self.eff)
+
+    def _rows_for(self, name: str) -> np.ndarray:
+        """Rows that can be best for some factor within the span (exact; module docstring)."""
+        if name in self.pruned:
+            return self.pruned[name][0]
+        all_rows = np.arange(len(self.base))
+        a, b = (self._estimate(name, f, all_rows) for f in self._ends())
+        va, vb = a.cols[self.col], b.cols[self.col]
+        lo, hi = np.minimum(va, vb), np.maximum(va, vb)
+        both = a.feasible & b.feasible
+        either = a.feasible | b.feasible
+        bound = hi[both].min() if both.any() else np.inf
+        keep = either & (lo <= bound)
+        if self.keep_local is not None:
+            keep[self.keep_local] = True
+        rows = np.nonzero(keep)[0]
+        self.pruned[name] = (rows, lo[rows], hi[rows])
+        return rows
+
+    def table_for(self, name: str, factor: float) -> tuple[Table, object, np.ndarray]:
+        """(table, scenario, local rows of self.base the table holds) at this factor."""
+        key = (name, round(factor, 9))
+        if key in self.cache:
+            return self.cache[key]
+        sc, t = self.scenario, self.base
+        rows = np.arange(len(t))
+        if name.startswith("price."):
+            gname = name[len("price."):]
+            gpus = [replace(g, usd_per_gpu_hour=g.usd_per_gpu_hour * factor,
+                            usd_per_instance_hour=g.usd_per_instance_hour * factor) if g.name == gname else g
+                    for g in t.gpus]
+            out = reprice(t, sc, gpus)
+        elif name in REESTIMATE_INPUTS:
+            rows = self._rows_for(name)
+            out = self._estimate(name, factor, rows)
+            _, lo, hi = self.pruned[name]
+            v = out.cols[self.col]
+            slack = 1e-9 * np.maximum(np.abs(hi), 1.0)
+            if np.any(v < lo - slack) or np.any(v > hi + slack):      # monotonicity failed: no pruning
+                self.fallbacks.append(name)
+                rows = np.arange(len(t))
+                self.pruned[name] = (rows, np.full(len(t), -np.inf), np.full(len(t), np.inf))
+                out = self._estimate(name, factor, rows)
+        elif name == "pricing.usd_per_kwh":
+            from optimizer.catalog import load_catalog
+            from optimizer.search.api import owned_rate
+
+            sc = sc.with_overrides({name: sc.pricing.usd_per_kwh * factor})
+            cat = load_catalog()
+            gpus = []
+            for g in t.gpus:
+                rate = owned_rate(cat.accelerator(g.name), sc.pricing) if g.offer == "owned" else g.usd_per_gpu_hour
+                gpus.append(replace(g, usd_per_gpu_hour=rate, usd_per_instance_hour=rate * g.gpus_per_instance))
+            out = reprice(t, sc, gpus)
+        else:
+            sc = sc.with_overrides({name: _get_dotted(sc, name) * factor})
+            out = reprice(t, sc)
+        self.cache[key] = (out, sc, rows)
+        return self.cache[key]
+
+    def best(self, name: str, factor: float):
+        """(best 12-key configuration or None, table, row in that table or None)."""
+        from optimizer.search.api import _limits, candidate_rows
+
+        t, sc, _ = self.table_for(name, factor)
+        rows = candidate_rows(t, self.objective, 1)
+        if len(rows) == 0:
+            return None, t, None
+        sub = t.subset(rows)
+        res = cpsat.solve_top_k(objective_keys(sub, self.objective), 1, _limits(sub, sc))
+        if not res.rows:
+            return None, t, None
+        r = int(rows[res.rows[0]])
+        return t.config(r), t, r
+
+    def value_of(self, name: str, factor: float, local_row: int) -> float:
+        t, _, rows = self.table_for(name, factor)
+        pos = np.searchsorted(rows, local_row)
+        return float(t.cols[self.col][pos])
 
 
-def best_config(p: _Perturber, name: str, factor: float, objective: str):
-    t, sc = p.table_for(name, factor)
-    r = _best(t, sc, objective)
-    return (None if r is None else t.config(r)), t, r
-
-
-def threshold(p: _Perturber, name: str, direction: str, objective: str, base_cfg: dict, *,
-              range_pct: float, grid: int, tol_pct: float) -> dict:
+def threshold(p: Perturber, name: str, direction: str, base_cfg: dict, *, range_pct: float, grid: int,
+              tol_pct: float, note: str | None = None) -> dict:
+    """The smallest change (grid then bisection) at which the best configuration changes."""
     sign = 1 if direction == "up" else -1
     step = range_pct / grid
-    lo = 0.0
-    hi = None
+    out = {"input": name, "direction": direction, "change_pct": None, "range_pct": range_pct,
+           "new_best": None, "unchanged_pct": None, "new_status": None,
+           "grid_step_pct": step, "tolerance_pct": tol_pct}
+    if note:
+        out["note"] = note
+        return out
+    lo, hi = 0.0, None
+    cap = range_pct if sign > 0 else min(range_pct, 100.0 * p.span, 99.9)
     for i in range(1, grid + 1):
-        pct = step * i
-        if sign < 0 and pct >= 100:
-            pct = 99.9
-        cfg, _, _ = best_config(p, name, 1 + sign * pct / 100, objective)
+        pct = min(step * i, cap)
+        cfg, _, _ = p.best(name, 1 + sign * pct / 100)
         if cfg != base_cfg:
             hi = pct
             break
         lo = pct
+        if pct >= cap:
+            break
     if hi is None:
-        return {"input": name, "direction": direction, "change_pct": None, "range_pct": range_pct,
-                "new_best": None, "new_status": None, "grid_step_pct": step, "tolerance_pct": tol_pct}
+        return out
     while hi - lo > tol_pct:
         mid = (lo + hi) / 2
-        cfg, _, _ = best_config(p, name, 1 + sign * mid / 100, objective)
+        cfg, _, _ = p.best(name, 1 + sign * mid / 100)
         if cfg != base_cfg:
             hi = mid
         else:
             lo = mid
-    cfg, _, _ = best_config(p, name, 1 + sign * hi / 100, objective)
-    return {"input": name, "direction": direction, "change_pct": sign * hi, "range_pct": range_pct,
-            "new_best": cfg, "new_status": "feasible" if cfg is not None else "infeasible",
-            "grid_step_pct": step, "tolerance_pct": tol_pct}
+    cfg, _, _ = p.best(name, 1 + sign * hi / 100)
+    out.update(change_pct=sign * hi, unchanged_pct=sign * lo, new_best=cfg,
+               new_status="feasible" if cfg is not None else "infeasible")
+    return out
 
 
 def sensitivity(result, scenario, *, swing_pct: float = 20.0, range_pct: float = 50.0, grid: int = 10,
-                tol_pct: float = 0.1, inputs: list[str] | None = None) -> dict:
-    """Tornado, re-optimised ends, switching thresholds and slack for a solved scenario."""
+                tol_pct: float = 0.1, inputs: list[str] | None = None, efficiency_scale: float = 1.0) -> dict:
+    """Tornado, re-optimised ends, switching thresholds and slack for a solved training scenario."""
+    from optimizer.errors import ClusteroptError
     from optimizer.search.explain import binding_summary
 
+    for field, v, lo, hi in (("swing_pct", swing_pct, 0, 99.9), ("range_pct", range_pct, 0, 1000)):
+        if not lo < v <= hi:
+            raise ClusteroptError(f"sensitivity.{field}", f"{v!r}", f"a percentage in ({lo}, {hi}]")
     table: Table = result.table
     objective = result.objective
     if len(result.configs) == 0:
-        return {"tornado": [], "thresholds": [], "slack": {}, "note": "infeasible: nothing to analyse"}
-    spec = scenario.spec()
-    p = _Perturber(spec, scenario, table)
-    base_cfg = {k: result.configs.iloc[0][k] for k in
-                ("gpu", "n_gpus", "tp", "pp", "dp", "cp", "ep", "zero", "precision", "micro_batch",
-                 "recompute", "sequence_parallel")}
+        return {"objective": objective, "tornado": [], "thresholds": [], "slack": {},
+                "note": "infeasible: nothing to analyse; see the explanation"}
+    base_cfg = {k: result.configs.iloc[0][k] for k in CONFIG_KEYS}
     base_cfg = {k: (v.item() if hasattr(v, "item") else v) for k, v in base_cfg.items()}
-    # locate the chosen row among the memory-feasible rows
     r_full = _row_of(table, base_cfg)
-    r_base = int(np.nonzero(p.base_index == r_full)[0][0])
+    all_inputs = inputs_of(scenario, table)
+    if inputs is not None:
+        known = {n for n, _ in all_inputs}
+        bad = [n for n in inputs if n not in known]
+        if bad:
+            raise ClusteroptError("sensitivity.inputs", f"unknown {bad}", "allowed: " + ", ".join(sorted(known)))
+        all_inputs = [(n, note) for n, note in all_inputs if n in inputs]
+    span = max(swing_pct, range_pct) / 100.0
+    p = Perturber(scenario.spec(), scenario, table, objective, efficiency_scale=efficiency_scale,
+                  span=span, keep_row=r_full)
+    local = p.keep_local
     col = OBJECTIVE_COLUMN_BY_NAME[objective]
     base_value = float(table.cols[col][r_full])
     tornado, thresholds = [], []
-    for name in inputs or _inputs(scenario, table):
+    for name, note in all_inputs:
         ends = {}
         for direction, f in (("down", 1 - swing_pct / 100), ("up", 1 + swing_pct / 100)):
-            t, sc = p.table_for(name, f)
-            cfg, _, rb = best_config(p, name, f, objective)
-            ends[direction] = {"factor": f, "objective": float(t.cols[col][r_base]),
-                               "best": cfg, "best_objective": None if rb is None else float(t.cols[col][rb]),
+            if note:
+                ends[direction] = {"factor": f, "objective": base_value, "best": base_cfg,
+                                   "best_objective": base_value, "changes": False}
+                continue
+            cfg, t, rb = p.best(name, f)
+            ends[direction] = {"factor": f, "objective": p.value_of(name, f, local), "best": cfg,
+                               "best_objective": None if rb is None else float(t.cols[col][rb]),
                                "changes": cfg != base_cfg}
-        tornado.append({"input": name, "low": ends["down"]["objective"], "high": ends["up"]["objective"],
-                        "swing": abs(ends["up"]["objective"] - ends["down"]["objective"]),
-                        "base": base_value, "reoptimised": ends})
+        entry = {"input": name, "low": ends["down"]["objective"], "high": ends["up"]["objective"],
+                 "swing": abs(ends["up"]["objective"] - ends["down"]["objective"]), "base": base_value,
+                 "reoptimised": ends}
+        if note:
+            entry["note"] = note
+        tornado.append(entry)
         for direction in ("down", "up"):
-            thresholds.append(threshold(p, name, direction, objective, base_cfg,
-                                        range_pct=range_pct, grid=grid, tol_pct=tol_pct))
+            thresholds.append(threshold(p, name, direction, base_cfg, range_pct=range_pct, grid=grid,
+                                        tol_pct=tol_pct, note=note))
     tornado.sort(key=lambda d: -d["swing"])
     slack = binding_summary(table, scenario, r_full)
-    return {"objective": objective, "objective_column": col, "swing_pct": swing_pct, "range_pct": range_pct,
-            "tornado": tornado, "thresholds": thresholds, "slack": slack}
+    slack["memory_headroom"] = float(result.configs.iloc[0]["memory_headroom"])
+    return {"objective": objective, "objective_column": col, "base_objective": base_value,
+            "base_config": base_cfg, "swing_pct": swing_pct, "range_pct": range_pct,
+            "tolerance_pct": tol_pct, "grid_step_pct": range_pct / grid,
+            "tornado": tornado, "thresholds": thresholds, "slack": slack,
+            "monotonicity_fallbacks": sorted(set(p.fallbacks))}
 
 
 def _row_of(table: Table, cfg: dict) -> int:
-    for r in range(len(table)):
-        if table.config(r) == cfg:
-            return r
-    raise KeyError(cfg)
+    """The table row of a 12-key configuration (vectorised match)."""
+    from optimizer.search.space import PRECISIONS, RECOMPUTES
+
+    c = table.cols
+    gi = [g.name for g in table.gpus].index(cfg["gpu"])
+    ok = c["gpu"] == gi
+    for k in ("n_gpus", "tp", "pp", "dp", "cp", "ep", "zero", "micro_batch"):
+        ok &= c[k] == cfg[k]
+    ok &= c["precision"] == PRECISIONS.index(cfg["precision"])
+    ok &= c["recompute"] == RECOMPUTES.index(cfg["recompute"])
+    ok &= c["sequence_parallel"].astype(bool) == bool(cfg["sequence_parallel"])
+    hits = np.nonzero(ok)[0]
+    if len(hits) == 0:
+        raise KeyError(cfg)
+    return int(hits[0])

@@ -1,0 +1,166 @@
+"""Sensitivity analysis: thresholds re-checked by independent re-solves, tornado figures,
+the contract's shape, and the exactness of the row pruning for re-estimated inputs.
+
+The independent re-solve never goes through sensitivity.Perturber: a price change is a
+scenario price override (owned pricing bills per GPU, so it is the same figure), efficiency
+is ``solve(efficiency_scale=...)``, bandwidth a catalog whose accelerators have scaled
+inter-node links, and the scenario inputs are ``with_overrides``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+import optimizer
+from optimizer.catalog import Catalog, load_catalog
+from optimizer.search.api import solve
+from optimizer.search.sensitivity import Perturber, sensitivity
+from optimizer.search.tables import CONFIG_KEYS, objective_keys
+
+# owned-cluster-tco, narrowed so each re-solve is quick; its thresholds cover prices,
+# efficiency, bandwidth, tokens and the deadline (checked below: at least 6 finite ones)
+SCENARIO = {
+    "name": "sens-owned",
+    "model": "llama-3-70b",
+    "train": {"tokens": 15e12, "seq_len": 8192, "global_batch_tokens": 16e6},
+    "constraints": {"deadline_days": 120, "max_gpus": 8192,
+                    "gpus": ["H100-SXM5-80GB", "H200-SXM-141GB", "B200-SXM-180GB", "MI300X"]},
+    "pricing": {"mode": "owned", "years": 4, "usd_per_kwh": 0.08, "pue": 1.25, "utilization": 0.8},
+    "search": {"precision": ["bf16", "fp8"], "micro_batch": [1], "zero": [1, 3]},
+    "objective": "cost",
+}
+
+
+def _best(res) -> dict | None:
+    if len(res.configs) == 0:
+        return None
+    row = res.configs.iloc[0]
+    return {k: (row[k].item() if hasattr(row[k], "item") else row[k]) for k in CONFIG_KEYS}
+
+
+def _scaled_catalog(factor: float) -> Catalog:
+    cat = load_catalog()
+    accs = [a.model_copy(update={"inter_node_gbit_per_s": a.inter_node_gbit_per_s * factor})
+            for a in cat.accelerators]
+    return Catalog(accs, cat.offers())
+
+
+def resolve_independently(sc, result, name: str, pct: float) -> dict | None:
+    f = 1 + pct / 100
+    if name.startswith("price."):
+        gpu = name[len("price."):]
+        rate = float(result.table.gpus[[g.name for g in result.table.gpus].index(gpu)].usd_per_gpu_hour)
+        prices = dict(sc.pricing.usd_per_gpu_hour)
+        prices[gpu] = rate * f
+        return _best(solve(sc.with_overrides({"pricing.usd_per_gpu_hour": prices}), top_k=1))
+    if name == "efficiency":
+        return _best(solve(sc, top_k=1, efficiency_scale=f))
+    if name == "inter_node_bandwidth":
+        return _best(solve(sc, top_k=1, catalog=_scaled_catalog(f)))
+    cur = sc
+    for k in name.split("."):
+        cur = getattr(cur, k)
+    return _best(solve(sc.with_overrides({name: float(cur) * f}), top_k=1))
+
+
+@pytest.fixture(scope="module")
+def solved():
+    sc = optimizer.load_scenario(SCENARIO)
+    res = solve(sc, top_k=1)
+    sens = sensitivity(res, sc)
+    return sc, res, sens
+
+
+def test_every_threshold_holds_when_resolved_just_below_and_just_above(solved):
+    sc, res, sens = solved
+    base = _best(res)
+    finite = [t for t in sens["thresholds"] if t["change_pct"] is not None]
+    assert len(finite) >= 6, [t["input"] for t in finite]
+    assert {t["input"] for t in finite} >= {"efficiency", "inter_node_bandwidth", "train.tokens",
+                                           "constraints.deadline_days"}
+    for t in finite:
+        assert abs(t["change_pct"] - t["unchanged_pct"]) <= t["tolerance_pct"] + 1e-12
+        assert (t["change_pct"] > 0) == (t["direction"] == "up")
+        below = resolve_independently(sc, res, t["input"], t["unchanged_pct"])
+        above = resolve_independently(sc, res, t["input"], t["change_pct"])
+        assert below == base, (t["input"], t["direction"], "changed before the threshold")
+        assert above != base and above == t["new_best"], (t["input"], t["direction"])
+
+
+def test_no_switch_reported_means_none_at_the_range_ends(solved):
+    sc, res, sens = solved
+    base = _best(res)
+    for t in sens["thresholds"]:
+        if t["change_pct"] is None and "note" not in t and t["input"].startswith("price."):
+            pct = t["range_pct"] * (1 if t["direction"] == "up" else -1)
+            assert resolve_independently(sc, res, t["input"], pct) == base, t["input"]
+
+
+def test_contract_shape_every_input_both_directions(solved):
+    sc, res, sens = solved
+    names = {f"price.{g}" for g in SCENARIO["constraints"]["gpus"]} | {
+        "efficiency", "inter_node_bandwidth", "train.tokens", "constraints.budget_usd",
+        "constraints.deadline_days", "pricing.usd_per_kwh"}
+    got = {(t["input"], t["direction"]) for t in sens["thresholds"]}
+    assert got == {(n, d) for n in names for d in ("up", "down")}
+    for t in sens["thresholds"]:
+        assert set(t) >= {"input", "direction", "change_pct", "range_pct", "new_best"}
+        assert t["new_best"] is None or set(t["new_best"]) == set(CONFIG_KEYS)
+    budget = [t for t in sens["thresholds"] if t["input"] == "constraints.budget_usd"]
+    assert all(t["change_pct"] is None and "no budget" in t["note"] for t in budget)
+    swings = [e["swing"] for e in sens["tornado"]]
+    assert swings == sorted(swings, reverse=True)
+    assert set(sens["slack"]) >= {"slack", "binding"}
+
+
+def test_tornado_price_and_tokens_scale_the_chosen_cost_linearly(solved):
+    sc, res, sens = solved
+    best = res.configs.iloc[0]
+    x = sens["swing_pct"] / 100
+    by = {e["input"]: e for e in sens["tornado"]}
+    cost = float(best["cost_usd"])
+    own = by[f"price.{best['gpu']}"]
+    assert own["low"] == pytest.approx(cost * (1 - x), rel=1e-9)
+    assert own["high"] == pytest.approx(cost * (1 + x), rel=1e-9)
+    assert by["train.tokens"]["low"] == pytest.approx(cost * (1 - x), rel=1e-6)
+    others = [e for n, e in by.items() if n.startswith("price.") and n != f"price.{best['gpu']}"]
+    assert all(e["swing"] == 0 for e in others)
+    # efficiency: the chosen layout's own figure at +20% equals an independent evaluate()
+    ev = optimizer.evaluate(sc, _best(res), efficiency_scale=1 + x)
+    assert by["efficiency"]["high"] == pytest.approx(ev.cost_usd, rel=1e-9)
+
+
+@pytest.mark.parametrize("name", ["efficiency", "inter_node_bandwidth"])
+def test_row_pruning_is_exact(solved, name):
+    """The pruned re-estimate picks the same best as brute force over every memory-feasible row."""
+    sc, res, _ = solved
+    from optimizer.search.sensitivity import _row_of
+
+    p = Perturber(sc.spec(), sc, res.table, "cost", span=0.5, keep_row=_row_of(res.table, _best(res)))
+    for f in (0.55, 0.8, 0.97, 1.13, 1.45):
+        cfg, _, _ = p.best(name, f)
+        full = p._estimate(name, f, np.arange(len(p.base)))
+        keys = objective_keys(full, "cost")
+        feas = np.nonzero(full.feasible)[0]
+        r = int(feas[np.lexsort([k[feas] for k in keys[::-1]])[0]])
+        assert cfg == full.config(r), (name, f)
+    assert len(p.pruned[name][0]) < len(p.base)         # the pruning did prune
+    assert not p.fallbacks
+
+
+def test_bad_sensitivity_input_names_the_field(solved):
+    sc, res, _ = solved
+    with pytest.raises(optimizer.ClusteroptError, match="sensitivity.inputs"):
+        sensitivity(res, sc, inputs=["price.H100", "nonsense"])
+
+
+def test_infeasible_scenario_has_empty_sensitivity():
+    sc = optimizer.load_scenario({**SCENARIO, "constraints": {**SCENARIO["constraints"], "deadline_days": 1}})
+    res = solve(sc, top_k=1)
+    assert res.status == "infeasible"
+    out = sensitivity(res, sc)
+    assert out["thresholds"] == [] and "infeasible" in out["note"]
+    assert not math.isnan(len(out["tornado"]))
