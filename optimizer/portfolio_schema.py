@@ -1,0 +1,432 @@
+"""The portfolio: a fleet to buy (and rent) for several training and serving jobs (issue 7).
+
+A portfolio is a YAML file (``scenarios/portfolios/*.yaml``) validated by pydantic. It reuses
+the scenario's blocks (``TrainSpec``, ``ServeSpec``, ``SearchSpace``) so that every job
+converts to an ordinary :class:`optimizer.scenario.Scenario` (:func:`job_scenario`): the
+training search and the serving planner are reused, not forked.
+
+Units: money in USD, time in days (``deadline_days``, ``from_day``, ``horizon_days``), power in
+kW, electricity in USD per kWh. Bad input raises ``ClusteroptError`` with a dotted field path
+that indexes lists (``jobs[1].start_after: unknown job 'x'; jobs: a, b``).
+
+Conventions of the blocks (the planner, ``optimizer.search.portfolio``, implements them):
+
+* ``fleet.buy``: owned GPUs are bought in whole nodes at the start of the horizon and are
+  paid from ``budget_usd`` (capex: catalog ``purchase_usd`` per GPU plus ``server_usd_per_node``
+  where the catalog price excludes the server). ``max_power_kw`` caps the owned fleet's IT
+  power (provisioned, TDP x (1 + server overhead), before PUE); ``max_nodes`` caps the nodes.
+* ``fleet.rent``: rented GPUs come from the catalog's cheapest offer in ``mode``, billed by
+  the hour for a job's run; a job runs wholly on owned or wholly on rented GPUs.
+  ``max_gpus`` caps the rented GPUs in use at any time (all types together).
+* ``jobs[i].max_gpus`` caps one job's GPUs (default DEFAULT_MAX_GPUS_PER_JOB).
+* ``fleet.available``: how many GPUs of a type can be bought (stock).
+* jobs: ``start_after`` names jobs that must finish first; ``from_day`` is the earliest start
+  of a training job and the first day of a serving job, which then runs to the horizon's end;
+  ``deadline_days`` counts from day 0 of the horizon.
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any, Literal, Optional, Union
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from optimizer.errors import ClusteroptError, did_you_mean, unknown_name
+from optimizer.formulas.cost import (TYPICAL_HOSTING_USD_PER_KW_MONTH, TYPICAL_MAINTENANCE_PCT_PER_YEAR,
+                                     TYPICAL_PUE, TYPICAL_USD_PER_KWH)
+from optimizer.scenario import Constraints, SearchSpace, ServeSpec, TrainSpec, Scenario, load_scenario
+
+PortfolioObjective = Literal["total_cost", "makespan", "gpus"]
+RentMode = Literal["on_demand", "spot", "reserved"]
+
+#: Horizon when no job has a deadline and none is given (days).
+DEFAULT_HORIZON_DAYS = 365.0
+#: Most GPUs one job may use unless ``jobs[i].max_gpus`` says otherwise: the largest published
+#: single training job, Llama 3 405B on 16,384 H100s (Llama Team 2024, 'The Llama 3 Herd of
+#: Models', Sec. 3.3). Without a cap, rented capacity is unbounded and the layout tables explode.
+DEFAULT_MAX_GPUS_PER_JOB = 16384
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class BuySpec(_Strict):
+    """Owned hardware: capital budget, amortisation and running costs, site limits."""
+
+    allowed: bool = True
+    budget_usd: Optional[float] = Field(default=None, gt=0)          # capex cap (purchase)
+    years: float = Field(default=4.0, gt=0)                           # straight-line amortisation life
+    usd_per_kwh: float = Field(default=TYPICAL_USD_PER_KWH, ge=0)
+    pue: float = Field(default=TYPICAL_PUE, ge=1)
+    hosting_usd_per_kw_month: float = Field(default=TYPICAL_HOSTING_USD_PER_KW_MONTH, ge=0)
+    maintenance_pct_per_year: float = Field(default=TYPICAL_MAINTENANCE_PCT_PER_YEAR, ge=0)
+    server_usd_per_node: dict[str, float] = Field(default_factory=dict)   # extra capex per node by GPU id
+    max_power_kw: Optional[float] = Field(default=None, gt=0)         # IT power of the owned fleet
+    max_nodes: Optional[int] = Field(default=None, ge=0)
+
+    @field_validator("server_usd_per_node")
+    @classmethod
+    def _non_negative(cls, v):
+        for k, x in v.items():
+            if x < 0:
+                raise ValueError(f"server_usd_per_node[{k}] = {x}; must be >= 0")
+        return v
+
+
+class RentSpec(_Strict):
+    """Rented capacity: the cheapest catalog offer per GPU type in ``mode``."""
+
+    allowed: bool = True
+    mode: RentMode = "on_demand"
+    provider: Optional[str] = None
+    max_gpus: Optional[int] = Field(default=None, gt=0)   # rented GPUs in use at once, all types
+
+
+class FleetSpec(_Strict):
+    buy: BuySpec = BuySpec()
+    rent: RentSpec = RentSpec()
+    gpus: Optional[list[str]] = None                 # default: every datacenter GPU with a price
+    available: dict[str, int] = Field(default_factory=dict)   # purchasable stock per GPU type
+
+    @field_validator("available")
+    @classmethod
+    def _stock(cls, v):
+        for k, n in v.items():
+            if n < 0:
+                raise ValueError(f"available[{k}] = {n}; stock must be >= 0")
+        return v
+
+
+class JobSpec(_Strict):
+    """One job: a training run (``train``) or a serving workload (``serve``)."""
+
+    name: str = Field(min_length=1)
+    model: Union[str, dict[str, Any]]
+    train: Optional[TrainSpec] = None
+    serve: Optional[ServeSpec] = None
+    deadline_days: Optional[float] = Field(default=None, gt=0)
+    start_after: list[str] = Field(default_factory=list)
+    from_day: float = Field(default=0.0, ge=0)
+    search: SearchSpace = SearchSpace()
+    memory_headroom: float = Field(default=0.10, ge=0, lt=1)
+    max_gpus: Optional[int] = Field(default=None, gt=0)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _lift_model(cls, data):
+        """Accept ``train: {model: ..., tokens: ...}`` (the issue's spelling) as well as a job-level model."""
+        if not isinstance(data, dict):
+            return data
+        data = dict(data)
+        for block in ("train", "serve"):
+            b = data.get(block)
+            if isinstance(b, dict) and "model" in b:
+                b = dict(b)
+                m = b.pop("model")
+                if "model" in data and data["model"] != m:
+                    raise ValueError(f"{block}.model {m!r} differs from the job's model {data['model']!r}")
+                data["model"] = m
+                data[block] = b
+        if isinstance(data.get("start_after"), str):
+            data["start_after"] = [data["start_after"]]
+        return data
+
+    @model_validator(mode="after")
+    def _one_workload(self):
+        if (self.train is None) == (self.serve is None):
+            raise ValueError("a job needs exactly one of 'train' or 'serve'")
+        if self.serve is not None and self.deadline_days is not None:
+            raise ValueError("a serving job has no deadline: it runs from from_day to the horizon's end")
+        if self.serve is not None and self.start_after:
+            raise ValueError("a serving job starts on from_day; start_after is for training jobs")
+        return self
+
+    @property
+    def kind(self) -> str:
+        return "train" if self.train is not None else "serve"
+
+
+class Portfolio(_Strict):
+    name: str
+    description: str = ""
+    fleet: FleetSpec = FleetSpec()
+    jobs: list[JobSpec] = Field(min_length=1)
+    horizon_days: Optional[float] = Field(default=None, gt=0)
+    time_step_days: Optional[float] = Field(default=None, gt=0)      # schedule grid; default: auto
+    objective: PortfolioObjective = "total_cost"
+    top_k: int = Field(default=3, ge=1, le=100)
+    base_dir: Optional[str] = Field(default=None, exclude=True)
+
+    @model_validator(mode="after")
+    def _jobs(self):
+        names = [j.name for j in self.jobs]
+        for i, j in enumerate(self.jobs):
+            if j.name in names[:i]:
+                raise ClusteroptError(f"jobs[{i}].name", f"duplicate job name {j.name!r}", "job names must be unique")
+        for i, j in enumerate(self.jobs):
+            for k, pred in enumerate(j.start_after):
+                where = f"jobs[{i}].start_after" + (f"[{k}]" if len(j.start_after) > 1 else "")
+                if pred not in names:
+                    hint = did_you_mean(pred, names)
+                    if hint.startswith("known:"):
+                        hint = "jobs: " + ", ".join(names)
+                    raise ClusteroptError(where, f"unknown job {pred!r}", hint)
+                if pred == j.name:
+                    raise ClusteroptError(where, f"job {pred!r} cannot start after itself", "name another job")
+                if self.jobs[names.index(pred)].serve is not None:
+                    raise ClusteroptError(where, f"{pred!r} is a serving job and never finishes",
+                                          "start_after names training jobs")
+        cycle = _find_cycle({j.name: j.start_after for j in self.jobs})
+        if cycle:
+            i = names.index(cycle[0])
+            raise ClusteroptError(f"jobs[{i}].start_after", "precedence cycle " + " -> ".join(cycle + [cycle[0]]),
+                                  "start_after must not form a loop")
+        h = self.horizon()
+        for i, j in enumerate(self.jobs):
+            if j.from_day >= h:
+                raise ClusteroptError(f"jobs[{i}].from_day", f"{j.from_day:g} is not before the horizon's end ({h:g} days)",
+                                      "set horizon_days or an earlier from_day")
+            if j.deadline_days is not None and j.deadline_days > h:
+                raise ClusteroptError(f"jobs[{i}].deadline_days", f"{j.deadline_days:g} is after the horizon ({h:g} days)",
+                                      "raise horizon_days or move the deadline")
+            if j.deadline_days is not None and j.deadline_days <= j.from_day:
+                raise ClusteroptError(f"jobs[{i}].deadline_days", f"{j.deadline_days:g} is not after from_day {j.from_day:g}",
+                                      "a job needs time to run")
+        return self
+
+    def horizon(self) -> float:
+        """The planning horizon in days: ``horizon_days``, else the latest deadline, else 365."""
+        if self.horizon_days is not None:
+            return float(self.horizon_days)
+        dls = [j.deadline_days for j in self.jobs if j.deadline_days is not None]
+        return float(max(dls)) if dls else DEFAULT_HORIZON_DAYS
+
+    def job(self, name: str) -> JobSpec:
+        for j in self.jobs:
+            if j.name == name:
+                return j
+        raise unknown_name("job", "job", name, [j.name for j in self.jobs])
+
+    def with_overrides(self, overrides: dict[str, Any]) -> "Portfolio":
+        """A new validated portfolio with dotted-path fields replaced (``fleet.buy.usd_per_kwh``;
+        list items by index: ``jobs.1.train.tokens``). For sensitivity and sweeps."""
+        data = self.model_dump(mode="python", exclude_none=False)
+        data["base_dir"] = self.base_dir
+        for path, value in overrides.items():
+            cur = data
+            keys = path.split(".")
+            for k in keys[:-1]:
+                cur = cur[int(k)] if isinstance(cur, list) else cur.setdefault(k, {})
+                if cur is None:
+                    raise ClusteroptError(path, "parent is not set")
+            last = keys[-1]
+            if isinstance(cur, list):
+                cur[int(last)] = value
+            else:
+                cur[last] = value
+        return _validate(data)
+
+
+def _find_cycle(graph: dict[str, list[str]]) -> list[str]:
+    """One precedence cycle as a list of job names, or [] (depth-first search)."""
+    state: dict[str, int] = {}
+    stack: list[str] = []
+
+    def visit(n: str) -> list[str]:
+        state[n] = 1
+        stack.append(n)
+        for m in graph.get(n, []):
+            if state.get(m) == 1:
+                return stack[stack.index(m):]
+            if state.get(m) is None:
+                c = visit(m)
+                if c:
+                    return c
+        stack.pop()
+        state[n] = 2
+        return []
+
+    for n in graph:
+        if state.get(n) is None:
+            c = visit(n)
+            if c:
+                return c
+    return []
+
+
+# ----------------------------------------------------------------------------------------
+# loading
+# ----------------------------------------------------------------------------------------
+
+def _loc(loc) -> str:
+    out = ""
+    for p in loc:
+        if isinstance(p, int):
+            out += f"[{p}]"
+        elif p not in ("__root__",) and not str(p).startswith(("function-", "tagged-union")):
+            out += ("." if out else "") + str(p)
+    return out
+
+
+def _fields_at(loc) -> list[str]:
+    """The keys allowed at a location of the schema (for 'did you mean')."""
+    import typing
+
+    model: Any = Portfolio
+    for part in loc:
+        if isinstance(part, int):
+            continue
+        f = getattr(model, "model_fields", {}).get(part)
+        if f is None:
+            return []
+        ann = f.annotation
+        while typing.get_origin(ann) in (list, Union, Optional) or (typing.get_args(ann) and not isinstance(ann, type)):
+            args = [a for a in typing.get_args(ann) if isinstance(a, type) and issubclass(a, BaseModel)]
+            if not args:
+                break
+            ann = args[0]
+        model = ann
+    return [k for k in getattr(model, "model_fields", {}) if k != "base_dir"]
+
+
+def _validate(data: dict) -> Portfolio:
+    try:
+        p = Portfolio.model_validate(data)
+    except ClusteroptError:
+        raise
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        ctx_err = (err.get("ctx") or {}).get("error")
+        if isinstance(ctx_err, ClusteroptError):
+            raise ctx_err from None
+        msg = err.get("msg", "invalid value")
+        for pre in ("Value error, ", "Assertion failed, "):
+            if msg.startswith(pre):
+                msg = msg[len(pre):]
+        value = err.get("input")
+        shown = repr(value) if not isinstance(value, dict) else "{...}"
+        if len(shown) > 60:
+            shown = shown[:57] + "..."
+        field = _loc(err.get("loc", ())) or "portfolio"
+        if err.get("type") == "extra_forbidden":
+            loc = err.get("loc", ())
+            known = _fields_at(loc[:-1])
+            raise ClusteroptError(field, f"unknown key {loc[-1]!r}", did_you_mean(str(loc[-1]), known)) from None
+        raise ClusteroptError(field, f"{msg} (got {shown})") from None
+    _check_gpus(p)
+    return p
+
+
+def _check_gpus(p: Portfolio) -> None:
+    from optimizer.catalog import load_catalog
+
+    cat = load_catalog()
+    for i, g in enumerate(p.fleet.gpus or []):
+        try:
+            cat.resolve_gpu_id(g)
+        except ClusteroptError as e:
+            raise ClusteroptError(f"fleet.gpus[{i}]", e.problem, e.allowed) from None
+    for where, d in (("fleet.available", p.fleet.available), ("fleet.buy.server_usd_per_node", p.fleet.buy.server_usd_per_node)):
+        for g in d:
+            try:
+                cat.resolve_gpu_id(g)
+            except ClusteroptError as e:
+                raise ClusteroptError(f"{where}.{g}", e.problem, e.allowed) from None
+    if p.fleet.rent.provider is not None:
+        provs = cat.providers
+        if p.fleet.rent.provider.lower() not in {x.lower() for x in provs}:
+            raise unknown_name("fleet.rent.provider", "provider", p.fleet.rent.provider, provs)
+
+
+def portfolio_dir() -> Path:
+    """Built-in portfolios: ``scenarios/portfolios/`` beside the built-in scenarios."""
+    from optimizer.scenario import scenario_dir
+
+    return scenario_dir() / "portfolios"
+
+
+def list_portfolios() -> list[str]:
+    return sorted(p.stem for p in portfolio_dir().glob("*.yaml"))
+
+
+def load_portfolio(source: Union[str, Path, dict, Portfolio]) -> Portfolio:
+    """Load and validate a portfolio from a YAML path, a built-in portfolio name, or a dict."""
+    if isinstance(source, Portfolio):
+        return source
+    if isinstance(source, dict):
+        data = copy.deepcopy(source)
+        data.setdefault("base_dir", None)
+        return _validate(data)
+    path = Path(source)
+    if not path.exists():
+        builtin = portfolio_dir() / f"{source}.yaml"
+        if builtin.exists():
+            path = builtin
+        elif not str(source).endswith((".yaml", ".yml")) and "/" not in str(source):
+            raise unknown_name("portfolio", "portfolio", str(source), list_portfolios())
+        else:
+            raise ClusteroptError("portfolio", f"file not found: {source}")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        line = getattr(getattr(exc, "problem_mark", None), "line", None)
+        where = f" at line {line + 1}" if line is not None else ""
+        raise ClusteroptError(str(path), f"not valid YAML{where}") from None
+    if not isinstance(data, dict):
+        raise ClusteroptError(str(path), "a portfolio must be a YAML mapping")
+    data.setdefault("name", path.stem)
+    data["base_dir"] = str(path.resolve().parent)
+    return _validate(data)
+
+
+# ----------------------------------------------------------------------------------------
+# jobs as ordinary scenarios
+# ----------------------------------------------------------------------------------------
+
+def job_scenario(portfolio: Portfolio, index: int, *, pricing_mode: str = "owned",
+                 max_gpus: Optional[int] = None) -> Scenario:
+    """Job ``index`` as an ordinary Scenario, so the training search / serving planner apply.
+
+    The scenario carries the fleet's GPU list, the job's search pins, memory headroom and GPU
+    cap (``jobs[i].max_gpus``, else ``max_gpus``, else DEFAULT_MAX_GPUS_PER_JOB), and the pricing the planner needs (``owned`` with the fleet's running-cost inputs, or
+    the rent mode). Its deadline is the job's window (deadline - from_day) when it has one.
+    Model paths resolve against the portfolio's folder.
+    """
+    p = portfolio
+    j = p.jobs[index]
+    buy = p.fleet.buy
+    cons: dict[str, Any] = {"memory_headroom": j.memory_headroom}
+    if p.fleet.gpus is not None:
+        cons["gpus"] = list(p.fleet.gpus)
+    cap = j.max_gpus if j.max_gpus is not None else (max_gpus if max_gpus is not None else DEFAULT_MAX_GPUS_PER_JOB)
+    cons["max_gpus"] = int(cap)
+    if j.deadline_days is not None:
+        cons["deadline_days"] = j.deadline_days - j.from_day
+    if pricing_mode == "owned":
+        pricing = {"mode": "owned", "years": buy.years, "usd_per_kwh": buy.usd_per_kwh, "pue": buy.pue}
+    else:
+        pricing = {"mode": pricing_mode, "provider": p.fleet.rent.provider}
+    data: dict[str, Any] = {
+        "name": f"{p.name}/{j.name}",
+        "model": j.model,
+        "constraints": cons,
+        "pricing": pricing,
+        "search": j.search.model_dump(exclude_defaults=True),
+        "base_dir": p.base_dir,
+    }
+    if j.train is not None:
+        data["train"] = j.train.model_dump(exclude_none=True)
+    else:
+        data["serve"] = j.serve.model_dump(exclude_none=True)
+    try:
+        return load_scenario(data)
+    except ClusteroptError as e:
+        raise ClusteroptError(f"jobs[{index}].{e.field}" if e.field else f"jobs[{index}]", e.problem, e.allowed) from None
+
+
+__all__ = ["Portfolio", "FleetSpec", "BuySpec", "RentSpec", "JobSpec", "load_portfolio", "list_portfolios",
+           "portfolio_dir", "job_scenario", "DEFAULT_HORIZON_DAYS", "Constraints"]

@@ -1,0 +1,1187 @@
+"""Fleet procurement: one purchase (plus rentals) for several training and serving jobs (issue 7).
+
+``plan(portfolio)`` chooses, with CP-SAT, how many nodes of each GPU type to buy, which jobs
+run on the owned fleet and which on rented GPUs, each job's GPU type, count and layout, and
+when each job runs, so that deadlines, precedence, the capital budget, power, node and stock
+limits hold and the objective (total cost over the horizon, makespan, or GPUs) is least.
+
+Notation (OR-Tools sample order: data, model, variables, constraints, objective, solve, decode)
+
+    t = 0..H          time slots of ``dt`` days (the grid; see ``choose_step_days``)
+    g in G            GPU types; gpn[g] GPUs per node
+    j in J            jobs; o in O[j] the job's options (GPU type g(o), owned or rented,
+                      n[o] GPUs, d[o] slots = ceil(duration / dt), c[o] USD of power or rent)
+    x[o] in {0,1}     option o is chosen;  sum_{o in O[j]} x[o] = 1
+    s[j] (int)        start slot of job j; e[j] = s[j] + sum_o d[o] x[o]
+    N[g] (int)        owned nodes of type g
+    a[f] in {0,1}     enforcement literal of limit f (budget, power, max_nodes, stock[g],
+                      deadline[j], after[i->j], horizon), so that infeasibility can be explained
+
+    cumulative per g:  sum over owned options o of type g running at t of n[o] <= gpn[g] N[g]
+    cumulative rent:   sum over rented options running at t of n[o] <= fleet.rent.max_gpus
+    serving jobs:      an option's interval is [floor(from_day / dt), H): the whole horizon
+    a[deadline j]  =>  e[j] <= floor(deadline_j / dt)
+    a[after i->j]  =>  s[j] >= e[i]
+    a[horizon]     =>  e[j] <= floor(horizon / dt)
+    a[budget]      =>  sum_g N[g] capex_node[g] <= budget_usd
+    a[power]       =>  sum_g N[g] gpn[g] it_w[g] <= max_power_kw x 1000
+    a[max_nodes]   =>  sum_g N[g] <= max_nodes
+    a[stock g]     =>  gpn[g] N[g] <= available[g]
+    total_cost     =   sum_g N[g] fixed_node[g] + sum_o c[o] x[o]    (integer cents)
+
+Cost conventions (state and test them):
+
+* Amortisation: straight line over ``fleet.buy.years``; the horizon carries the share
+  horizon_days / (years x 365.25) of the capex (``capex_share``), as ``formulas/cost.py``'s
+  capex per wall-clock hour times the horizon's hours. Hosting (per provisioned IT kW per
+  month) and maintenance (percent of capex per year) are paid for the whole horizon too.
+  Power is paid for the hours an owned GPU runs a job: n x hours x IT kW x PUE x $/kWh (idle
+  draw is not modelled, as in cost.py). ``purchase_usd`` (the full capex) is what
+  ``budget_usd`` caps.
+* Rent: the catalog's cheapest offer of the type in ``fleet.rent.mode``, whole instances x
+  $/instance-hour x the job's hours (per-second billing; ``cost.rented_cost_usd``). A job
+  runs wholly on owned or wholly on rented GPUs (one job does not span two sites).
+* Owned nodes are bought at day 0 and held over the whole horizon.
+
+Rounding (schedules stay feasible): durations are rounded UP to whole slots, deadlines and
+the horizon DOWN, training release days (``from_day``) UP, serving start days DOWN. Costs
+use the exact durations, rounded up to whole cents per term.
+
+Options are reduced exactly before the model is built: per (job, GPU type, GPU count) the
+fastest layout of the training table (every other layout with that count takes longer on
+the same GPUs, so costs at least as much and fits no schedule that the fastest does not);
+then within (job, GPU type, owned/rented) an option is dropped when another is no worse in
+GPUs, slots and cost; options that cannot meet the job's deadline window or the horizon, and
+owned options larger than the stock, node or power limits allow, are dropped.
+
+Top-K: a fleet is the owned node count per type plus the set of types rented. After the k-th
+optimum is decoded, a no-good cut forbids that fleet and every fleet containing it (some
+type must own fewer nodes, or some rented type must not be rented), and the model is solved
+again: the K best distinct minimal fleets (a fleet plus idle nodes is no alternative), each
+with its own optimal schedule.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Any, Mapping, Optional
+
+import numpy as np
+from ortools.sat.python import cp_model
+
+from optimizer.errors import ClusteroptError
+from optimizer.units import HOURS_PER_YEAR, SECONDS_PER_DAY
+
+#: Integer money unit of the model: cents.
+MONEY_UNITS_PER_USD = 100
+DAYS_PER_YEAR = HOURS_PER_YEAR / 24.0            # 365.25
+HOURS_PER_DAY = 24.0
+#: Grid steps the automatic rule picks from (days): 1 h, 2 h, 6 h, 12 h, 1, 2, 7, 14, 30 days.
+GRID_STEPS_DAYS = (1 / 24, 2 / 24, 6 / 24, 12 / 24, 1.0, 2.0, 7.0, 14.0, 30.0)
+#: The automatic grid is the finest step giving at most this many slots over the horizon.
+MAX_SLOTS = 120
+INT64_SAFE = 2**62
+OBJECTIVES = ("total_cost", "makespan", "gpus")
+SCHEMA_VERSION = "1.0"
+LIMIT_FAMILIES = ("budget", "power", "max_nodes", "stock", "deadline", "after", "horizon")
+
+
+class _Mapping:
+    """Readable both as attributes and as a mapping (CONTRACTS.md, like api.SolveResult)."""
+
+    def __getitem__(self, key):
+        try:
+            return getattr(self, key)
+        except AttributeError:
+            raise KeyError(key) from None
+
+    def __contains__(self, key):
+        return hasattr(self, key)
+
+    def keys(self):
+        return [f for f in self.__dataclass_fields__]
+
+
+# ----------------------------------------------------------------------------------------
+# data: the instance CP-SAT sees (plain numbers; tests build these directly)
+# ----------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class GpuType:
+    """One GPU type of the fleet: how it is bought (per node) and rented."""
+
+    name: str
+    gpus_per_node: int
+    can_buy: bool = True
+    purchase_usd_per_node: float = 0.0       # capex of one node (GPUs + server share)
+    fixed_usd_per_node: float = 0.0          # capex share + hosting + maintenance over the horizon
+    capex_share_usd_per_node: float = 0.0
+    hosting_usd_per_node: float = 0.0
+    maintenance_usd_per_node: float = 0.0
+    it_w_per_gpu: int = 0                    # provisioned IT power per GPU, W (rounded up)
+    power_usd_per_gpu_hour: float = 0.0      # energy of a busy owned GPU (IT W x PUE x $/kWh)
+    available: Optional[int] = None          # purchasable GPUs
+    rent_offer: Optional[str] = None         # None: cannot be rented
+    rent_usd_per_gpu_hour: float = 0.0
+    rent_gpus_per_instance: int = 1
+
+
+@dataclass(frozen=True)
+class Option:
+    """One way to run a job: GPU type (index), owned or rented, GPUs, slots, cost in USD."""
+
+    gpu: int
+    owned: bool
+    n_gpus: int
+    slots: int
+    cost_usd: float                          # power (owned) or rent (rented) of this run
+    duration_days: float = 0.0
+    detail: Mapping[str, Any] = field(default_factory=dict, compare=False, hash=False)
+
+    @property
+    def cost_units(self) -> int:
+        return int(math.ceil(self.cost_usd * MONEY_UNITS_PER_USD - 1e-6))
+
+
+@dataclass(frozen=True)
+class Job:
+    name: str
+    kind: str                                # train | serve
+    options: tuple[Option, ...]
+    release: int = 0                         # earliest start slot (serving: its start slot)
+    deadline: Optional[int] = None           # latest end slot
+    after: tuple[int, ...] = ()              # indices of jobs that must end first
+    deadline_days: Optional[float] = None
+    notes: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Instance:
+    name: str
+    gpus: tuple[GpuType, ...]
+    jobs: tuple[Job, ...]
+    horizon_slots: int                       # H: serving runs to H, training ends by H
+    step_days: float
+    horizon_days: float
+    budget_usd: Optional[float] = None
+    max_power_w: Optional[int] = None
+    max_nodes: Optional[int] = None
+    max_rented_gpus: Optional[int] = None    # rented GPUs in use at once, all types
+    notes: tuple[str, ...] = ()
+
+    def node_fixed_units(self, g: int) -> int:
+        return int(math.ceil(self.gpus[g].fixed_usd_per_node * MONEY_UNITS_PER_USD - 1e-6))
+
+    def node_capex_units(self, g: int) -> int:
+        return int(math.ceil(self.gpus[g].purchase_usd_per_node * MONEY_UNITS_PER_USD - 1e-6))
+
+    def budget_units(self) -> Optional[int]:
+        return None if self.budget_usd is None else int(math.floor(self.budget_usd * MONEY_UNITS_PER_USD + 1e-6))
+
+
+def interval_of(inst: Instance, j: int, o: Option, start: int) -> tuple[int, int]:
+    """[start, end) slots that option o of job j occupies when started at ``start``."""
+    if inst.jobs[j].kind == "serve":
+        return inst.jobs[j].release, inst.horizon_slots
+    return start, start + o.slots
+
+
+# ----------------------------------------------------------------------------------------
+# data: from a portfolio to an instance
+# ----------------------------------------------------------------------------------------
+
+def choose_step_days(horizon_days: float, given: Optional[float] = None) -> float:
+    """The schedule grid: ``time_step_days`` if given, else the finest of GRID_STEPS_DAYS
+    with at most MAX_SLOTS slots over the horizon (120 days -> 1 day, 365 days -> 7 days)."""
+    if given is not None:
+        return float(given)
+    for step in GRID_STEPS_DAYS:
+        if horizon_days / step <= MAX_SLOTS + 1e-9:
+            return step
+    return horizon_days / MAX_SLOTS
+
+
+def slots_up(days: float, step: float) -> int:
+    return max(1, int(math.ceil(days / step - 1e-9)))
+
+
+def slots_down(days: float, step: float) -> int:
+    return int(math.floor(days / step + 1e-9))
+
+
+def fleet_gpu_types(portfolio, catalog=None) -> tuple[list, list[GpuType], list[str]]:
+    """The fleet's GPU types: catalog GpuOptions (for the searches) and their economics.
+
+    A type can be bought when the catalog has a purchase price and ``fleet.buy.allowed``;
+    rented when ``fleet.rent.allowed`` and an offer prices it in ``fleet.rent.mode``. Types
+    that can be neither are left out with a note.
+    """
+    from optimizer.catalog import load_catalog
+    from optimizer.formulas.cost import owned_usd_per_gpu_hour, SERVER_POWER_OVERHEAD
+    from optimizer.portfolio_schema import job_scenario
+    from optimizer.search.api import gpu_options
+    from optimizer.search.space import GpuOption
+
+    cat = catalog or load_catalog()
+    p = portfolio
+    buy, rent = p.fleet.buy, p.fleet.rent
+    sc_owned = job_scenario(p, 0, pricing_mode="owned")
+    owned_opts, owned_notes = gpu_options(sc_owned, cat)
+    rent_opts, rent_notes = ([], [])
+    if rent.allowed:
+        rent_opts, rent_notes = gpu_options(job_scenario(p, 0, pricing_mode=rent.mode), cat)
+    owned_by = {g.name: g for g in owned_opts} if buy.allowed else {}
+    rent_by = {g.name: g for g in rent_opts}
+    names = [g.name for g in owned_opts] + [g.name for g in rent_opts if g.name not in {o.name for o in owned_opts}]
+    available = {cat.resolve_gpu_id(k): v for k, v in p.fleet.available.items()}
+    server = {cat.resolve_gpu_id(k): v for k, v in buy.server_usd_per_node.items()}
+    hours = p.horizon() * HOURS_PER_DAY
+    options, types, notes = [], [], []
+    for name in names:
+        if name not in owned_by and name not in rent_by:
+            continue
+        acc = cat.accelerator(name)
+        hw = cat.hardware(name)
+        gpn = max(1, hw.gpus_per_node)
+        kw = {}
+        if name in owned_by:
+            extra = server.get(name, 0.0)
+            if not acc.purchase_includes_server and name not in server:
+                notes.append(f"{name}: the catalog purchase price excludes the server and no "
+                             f"fleet.buy.server_usd_per_node is given; capex counts the GPUs only")
+            parts = owned_usd_per_gpu_hour(acc.purchase_usd, acc.tdp_w or 0.0, 1.0, years=buy.years, pue=buy.pue,
+                                           usd_per_kwh=buy.usd_per_kwh, hosting_usd_per_kw_month=buy.hosting_usd_per_kw_month,
+                                           maintenance_pct_per_year=buy.maintenance_pct_per_year,
+                                           other_capex_usd_per_gpu=extra / gpn)
+            it_w = (acc.tdp_w or 0.0) * (1.0 + SERVER_POWER_OVERHEAD)
+            kw = dict(
+                can_buy=True,
+                purchase_usd_per_node=gpn * acc.purchase_usd + extra,
+                capex_share_usd_per_node=gpn * float(parts.capex) * hours,
+                hosting_usd_per_node=gpn * float(parts.hosting) * hours,
+                maintenance_usd_per_node=gpn * float(parts.maintenance) * hours,
+                it_w_per_gpu=int(math.ceil(it_w - 1e-9)),
+                power_usd_per_gpu_hour=float(parts.power),
+                available=available.get(name),
+            )
+            kw["fixed_usd_per_node"] = (kw["capex_share_usd_per_node"] + kw["hosting_usd_per_node"]
+                                        + kw["maintenance_usd_per_node"])
+        else:
+            kw = dict(can_buy=False)
+        if name in rent_by:
+            r = rent_by[name]
+            kw.update(rent_offer=r.offer, rent_usd_per_gpu_hour=r.usd_per_gpu_hour,
+                      rent_gpus_per_instance=r.gpus_per_instance)
+        types.append(GpuType(name=name, gpus_per_node=gpn, **kw))
+        src = owned_by.get(name) or rent_by[name]
+        options.append(GpuOption(index=len(options), name=name, hardware=hw, usd_per_gpu_hour=src.usd_per_gpu_hour,
+                                 gpus_per_instance=src.gpus_per_instance, usd_per_instance_hour=src.usd_per_instance_hour,
+                                 offer=src.offer, available=None))
+    for n in owned_notes + rent_notes:
+        if not any(n.startswith(t.name + ":") for t in types):
+            notes.append(n)
+    notes = list(dict.fromkeys(notes))
+    return options, types, notes
+
+
+_TRAIN_CACHE: dict[str, dict] = {}
+_TRAIN_CACHE_MAX = 64
+
+
+def training_layouts(scenario, gpus) -> dict:
+    """Per (GPU type, GPU count): the fastest feasible layout of the training table.
+
+    Returns columns gpu (index), n_gpus, wall_clock_days, row config and figures. Cached by
+    the scenario's content and the GPU list (re-planning with other prices reuses it).
+    """
+    from optimizer.search.tables import build_table
+
+    key = scenario.model_dump_json() + "|" + ",".join(g.name for g in gpus)
+    hit = _TRAIN_CACHE.get(key)
+    if hit is not None:
+        return hit
+    table = build_table(scenario.spec(), scenario, gpus)
+    c = table.cols
+    ok = ~(table.violations["memory"] | table.violations["max_gpus"] | table.violations["min_gpus"])
+    rows = np.nonzero(ok)[0]
+    out = {"gpu": [], "n_gpus": [], "wall_clock_days": [], "config": [], "figures": []}
+    if len(rows):
+        # fastest per (gpu, n): sort by (gpu, n, wall-clock, cost, row) and take the first of each group
+        order = np.lexsort((rows, c["cost_units"][rows], c["wall_clock_days"][rows], c["n_gpus"][rows], c["gpu"][rows]))
+        r_sorted = rows[order]
+        g_s, n_s = c["gpu"][r_sorted], c["n_gpus"][r_sorted]
+        first = np.ones(len(r_sorted), dtype=bool)
+        first[1:] = (g_s[1:] != g_s[:-1]) | (n_s[1:] != n_s[:-1])
+        for r in r_sorted[first]:
+            r = int(r)
+            out["gpu"].append(int(c["gpu"][r]))
+            out["n_gpus"].append(int(c["n_gpus"][r]))
+            out["wall_clock_days"].append(float(c["wall_clock_days"][r]))
+            out["config"].append(table.config(r))
+            out["figures"].append({k: float(c[k][r]) for k in ("mfu", "step_time_s", "tokens_per_s", "memory_per_gpu_bytes",
+                                                                  "train_days") if k in c}
+                                  | {"grad_accum": int(c["grad_accum"][r]), "global_batch": int(c["global_batch"][r])})
+    out["rows"] = len(table)
+    out["feasible_rows"] = int(ok.sum())
+    if len(_TRAIN_CACHE) >= _TRAIN_CACHE_MAX:
+        _TRAIN_CACHE.pop(next(iter(_TRAIN_CACHE)))
+    _TRAIN_CACHE[key] = out
+    return out
+
+
+def owned_upper_gpus(portfolio_buy, t: GpuType) -> Optional[int]:
+    """Most GPUs of type t the limits could ever allow owning (prunes owned options; exact)."""
+    caps = []
+    if not t.can_buy:
+        return 0
+    if t.available is not None:
+        caps.append(t.available)
+    if portfolio_buy.max_nodes is not None:
+        caps.append(portfolio_buy.max_nodes * t.gpus_per_node)
+    if portfolio_buy.max_power_kw is not None and t.it_w_per_gpu > 0:
+        caps.append(int(portfolio_buy.max_power_kw * 1000 // (t.it_w_per_gpu * t.gpus_per_node)) * t.gpus_per_node)
+    if portfolio_buy.budget_usd is not None and t.purchase_usd_per_node > 0:
+        caps.append(int(portfolio_buy.budget_usd // t.purchase_usd_per_node) * t.gpus_per_node)
+    return min(caps) if caps else None
+
+
+def reduce_options(opts: list[Option]) -> list[Option]:
+    """Drop every option that another of the same GPU type and source beats or ties in GPUs,
+    slots and cost (exact: swapping it in keeps any schedule feasible and costs no more)."""
+    out: list[Option] = []
+    groups: dict[tuple[int, bool], list[Option]] = {}
+    for o in opts:
+        groups.setdefault((o.gpu, o.owned), []).append(o)
+    for key in sorted(groups, key=lambda k: (k[0], not k[1])):
+        grp = sorted(groups[key], key=lambda o: (o.n_gpus, o.slots, o.cost_units))
+        kept: list[Option] = []
+        for o in grp:
+            if any(k.n_gpus <= o.n_gpus and k.slots <= o.slots and k.cost_units <= o.cost_units for k in kept):
+                continue
+            kept.append(o)
+        out += kept
+    return out
+
+
+def _price(factors: Mapping[str, float], kind: str, gpu: str) -> float:
+    return float(factors.get(f"{kind}.{gpu}", 1.0)) * float(factors.get(f"price.{gpu}", 1.0))
+
+
+def build_instance(portfolio, *, catalog=None, prices: Optional[Mapping[str, float]] = None,
+                   prune: bool = True) -> Instance:
+    """The portfolio as plain numbers: GPU economics, each job's reduced options, the grid.
+
+    ``prices`` scales catalog prices for sensitivity analysis: ``purchase.<gpu>``,
+    ``rent.<gpu>`` or ``price.<gpu>`` (both) -> factor. ``prune=False`` keeps options that
+    cannot meet their deadline (explanations need them to compute relaxations).
+    """
+    from optimizer.portfolio_schema import load_portfolio, job_scenario
+
+    p = load_portfolio(portfolio)
+    factors = dict(prices or {})
+    gpu_opts, types, notes = fleet_gpu_types(p, catalog)
+    if not types:
+        raise ClusteroptError("fleet.gpus", "no GPU type can be bought or rented",
+                              "list GPUs with a catalog purchase price or a rent offer in fleet.rent.mode")
+    types = [_scaled(t, factors) for t in types]
+    horizon = p.horizon()
+    step = choose_step_days(horizon, p.time_step_days)
+    H = slots_down(horizon, step)
+    if H < 1:
+        raise ClusteroptError("time_step_days", f"{step:g} days is longer than the horizon ({horizon:g} days)",
+                              "use a finer step")
+    names = [j.name for j in p.jobs]
+    max_gpus_any = _job_gpu_cap(p, types)
+    jobs = []
+    for i, js in enumerate(p.jobs):
+        sc = job_scenario(p, i, pricing_mode="owned", max_gpus=max_gpus_any)
+        release = slots_up(js.from_day, step) if js.train is not None and js.from_day > 0 else 0
+        if js.serve is not None:
+            release = slots_down(js.from_day, step)
+        deadline = slots_down(js.deadline_days, step) if js.deadline_days is not None else None
+        latest = min(H, deadline) if deadline is not None else H
+        if js.train is not None:
+            opts, jnotes = _training_options(p, sc, gpu_opts, types, step)
+        else:
+            opts, jnotes = _serving_options(p, i, sc, gpu_opts, types, horizon - js.from_day, H - release)
+        if prune:
+            window = latest - release
+            opts = [o for o in opts if js.serve is not None or o.slots <= window]
+            opts = [o for o in opts if not o.owned or _fits_owned(p.fleet.buy, types[o.gpu], o.n_gpus)]
+        opts = reduce_options(opts)
+        jobs.append(Job(name=js.name, kind=js.kind, options=tuple(opts), release=release, deadline=deadline,
+                        after=tuple(names.index(a) for a in js.start_after), deadline_days=js.deadline_days,
+                        notes=tuple(jnotes)))
+    buy = p.fleet.buy
+    return Instance(name=p.name, gpus=tuple(types), jobs=tuple(jobs), horizon_slots=H, step_days=step,
+                    horizon_days=horizon, budget_usd=buy.budget_usd if buy.allowed else None,
+                    max_power_w=None if buy.max_power_kw is None else int(math.floor(buy.max_power_kw * 1000 + 1e-9)),
+                    max_nodes=buy.max_nodes, max_rented_gpus=p.fleet.rent.max_gpus, notes=tuple(notes))
+
+
+def _job_gpu_cap(p, types: list[GpuType]) -> Optional[int]:
+    """Most GPUs any job could get from the fleet rules (None: no rule caps it)."""
+    from optimizer.portfolio_schema import DEFAULT_MAX_GPUS_PER_JOB
+
+    own = [owned_upper_gpus(p.fleet.buy, t) for t in types if t.can_buy]
+    rent_ok = p.fleet.rent.allowed and any(t.rent_offer for t in types)
+    caps = own + ([p.fleet.rent.max_gpus] if rent_ok else [])
+    if not caps or any(c is None for c in caps):
+        return None
+    return min(max(caps), DEFAULT_MAX_GPUS_PER_JOB)
+
+
+def _scaled(t: GpuType, f: Mapping[str, float]) -> GpuType:
+    if not f:
+        return t
+    from dataclasses import replace
+
+    kb, kr = _price(f, "purchase", t.name), _price(f, "rent", t.name)
+    return replace(t, purchase_usd_per_node=t.purchase_usd_per_node * kb,
+                   capex_share_usd_per_node=t.capex_share_usd_per_node * kb,
+                   maintenance_usd_per_node=t.maintenance_usd_per_node * kb,
+                   fixed_usd_per_node=(t.capex_share_usd_per_node + t.maintenance_usd_per_node) * kb + t.hosting_usd_per_node,
+                   rent_usd_per_gpu_hour=t.rent_usd_per_gpu_hour * kr)
+
+
+def _fits_owned(buy, t: GpuType, n: int) -> bool:
+    cap = owned_upper_gpus(buy, t)
+    return t.can_buy and (cap is None or n <= cap)
+
+
+def _run_costs(t: GpuType, n: int, hours: float) -> tuple[Optional[float], Optional[float]]:
+    """(owned power USD, rented USD) of n GPUs of type t busy for ``hours``."""
+    from optimizer.formulas.cost import rented_cost_usd
+
+    owned = n * hours * t.power_usd_per_gpu_hour if t.can_buy else None
+    rented = None
+    if t.rent_offer is not None:
+        rented = float(rented_cost_usd(n, hours, t.rent_usd_per_gpu_hour * t.rent_gpus_per_instance,
+                                       t.rent_gpus_per_instance))
+    return owned, rented
+
+
+def _training_options(p, sc, gpu_opts, types: list[GpuType], step: float) -> tuple[list[Option], list[str]]:
+    lay = training_layouts(sc, gpu_opts)
+    opts = []
+    for g, n, days, cfg, fig in zip(lay["gpu"], lay["n_gpus"], lay["wall_clock_days"], lay["config"], lay["figures"]):
+        t = types[g]
+        owned, rented = _run_costs(t, n, days * HOURS_PER_DAY)
+        detail = {"config": cfg, **fig}
+        for is_owned, cost in ((True, owned), (False, rented)):
+            if cost is None:
+                continue
+            opts.append(Option(gpu=g, owned=is_owned, n_gpus=n, slots=slots_up(days, step), cost_usd=cost,
+                               duration_days=days, detail=detail))
+    notes = [] if opts else [f"no layout of {sc.name} fits in memory on any fleet GPU"]
+    return opts, notes
+
+
+def _serving_options(p, i, sc, gpu_opts, types, days, slots) -> tuple[list[Option], list[str]]:
+    """Per GPU type, the serving fleet the serving planner finds (see serving_fleets)."""
+    opts, notes = [], []
+    for g, gpus, detail in serving_fleets(sc, gpu_opts):
+        t = types[g]
+        owned, rented = _run_costs(t, gpus, days * HOURS_PER_DAY)
+        for is_owned, cost in ((True, owned), (False, rented)):
+            if cost is None:
+                continue
+            opts.append(Option(gpu=g, owned=is_owned, n_gpus=gpus, slots=slots, cost_usd=cost,
+                               duration_days=days, detail=detail))
+    if not opts:
+        notes.append(f"no serving fleet for {sc.name} on any fleet GPU")
+    return opts, notes
+
+
+def serving_fleets(scenario, gpu_opts) -> list[tuple[int, int, dict]]:
+    """(GPU index, GPUs, detail) per GPU type: the fewest-GPU fleet of that type that serves the
+    workload under its SLOs and redundancy. Filled in by the serving planner (search/serving.py)."""
+    try:
+        from optimizer.search import serving as _serving  # noqa: F401
+    except ImportError:
+        raise ClusteroptError("jobs.serve", "the serving planner (optimizer.search.serving) is not installed",
+                              "plan training jobs only") from None
+    return _serving_fleets_impl(scenario, gpu_opts)
+
+
+def _serving_fleets_impl(scenario, gpu_opts):  # replaced once search/serving.py lands
+    raise NotImplementedError
+
+
+# ----------------------------------------------------------------------------------------
+# model
+# ----------------------------------------------------------------------------------------
+
+class _Model:
+    """The CP-SAT model of an instance with one enforcement literal per limit (see notation)."""
+
+    def __init__(self, inst: Instance, objective: str, *, rent_peaks: bool = False):
+        self.inst = inst
+        m = self.m = cp_model.CpModel()
+        H = inst.horizon_slots
+        G = len(inst.gpus)
+        # variables
+        self.x = [[m.new_bool_var(f"x[{j},{k}]") for k in range(len(job.options))] for j, job in enumerate(inst.jobs)]
+        self.s = []
+        for j, job in enumerate(inst.jobs):
+            if job.kind == "serve":
+                self.s.append(m.new_constant(job.release))
+            else:
+                lo = min(job.release, H)
+                self.s.append(m.new_int_var(lo, max(lo, H), f"s[{j}]"))
+        self.end = [self.s[j] + sum(o.slots * self.x[j][k] for k, o in enumerate(job.options))
+                    if job.kind == "train" else None for j, job in enumerate(inst.jobs)]
+        ub = [0] * G
+        for j, job in enumerate(inst.jobs):
+            per = [0] * G
+            for o in job.options:
+                if o.owned:
+                    per[o.gpu] = max(per[o.gpu], o.n_gpus)
+            for g in range(G):
+                ub[g] += per[g]
+        self.nodes = [m.new_int_var(0, -(-ub[g] // inst.gpus[g].gpus_per_node) if inst.gpus[g].can_buy else 0,
+                                    f"N[{g}]") for g in range(G)]
+        self.lits: dict[str, cp_model.IntVar] = {}
+        # constraints
+        for j, xs in enumerate(self.x):
+            m.add_exactly_one(xs) if xs else m.add_bool_or([])
+        self._add_capacity(rent_peaks)
+        self._add_deadlines()
+        self._add_precedence()
+        self._add_horizon()
+        self._add_budget()
+        self._add_power()
+        self._add_max_nodes()
+        self._add_stock()
+        # objective expressions
+        self.cost = (sum(inst.node_fixed_units(g) * self.nodes[g] for g in range(G))
+                     + sum(o.cost_units * self.x[j][k] for j, job in enumerate(inst.jobs) for k, o in enumerate(job.options)))
+        train = [e for e in self.end if e is not None]
+        self.makespan = m.new_int_var(0, H, "makespan")
+        for e in train:
+            m.add(self.makespan >= e)
+        self.gpus_expr = (sum(inst.gpus[g].gpus_per_node * self.nodes[g] for g in range(G))
+                          + (sum(self.rent_cap) if rent_peaks else 0))
+        self.objective = objective
+        _check_headroom(inst)
+
+    def lit(self, name: str):
+        v = self.lits.get(name)
+        if v is None:
+            v = self.lits[name] = self.m.new_bool_var(f"a[{name}]")
+        return v
+
+    def _add_capacity(self, rent_peaks: bool) -> None:
+        """Cumulative per GPU type: owned jobs running at once fit in the owned nodes."""
+        inst, m = self.inst, self.m
+        G = len(inst.gpus)
+        owned_iv = [[] for _ in range(G)]
+        rent_iv = [[] for _ in range(G)]
+        for j, job in enumerate(inst.jobs):
+            for k, o in enumerate(job.options):
+                if job.kind == "serve":
+                    size = inst.horizon_slots - job.release
+                    if size <= 0:
+                        continue
+                    iv = m.new_optional_fixed_size_interval_var(job.release, size, self.x[j][k], f"iv[{j},{k}]")
+                else:
+                    iv = m.new_optional_fixed_size_interval_var(self.s[j], o.slots, self.x[j][k], f"iv[{j},{k}]")
+                (owned_iv if o.owned else rent_iv)[o.gpu].append((iv, o.n_gpus))
+                if not o.owned and inst.max_rented_gpus is not None and o.n_gpus > inst.max_rented_gpus:
+                    m.add(self.x[j][k] == 0)
+        for g in range(G):
+            if owned_iv[g]:
+                m.add_cumulative([iv for iv, _ in owned_iv[g]], [n for _, n in owned_iv[g]],
+                                 inst.gpus[g].gpus_per_node * self.nodes[g])
+        all_rent = [(iv, n) for g in range(G) for iv, n in rent_iv[g]]
+        if inst.max_rented_gpus is not None and all_rent:
+            m.add_cumulative([iv for iv, _ in all_rent], [n for _, n in all_rent],
+                             inst.max_rented_gpus)
+        self.rent_cap = []
+        if rent_peaks:
+            for g in range(G):
+                hi = sum(n for _, n in rent_iv[g])
+                r = m.new_int_var(0, hi, f"R[{g}]")
+                if rent_iv[g]:
+                    m.add_cumulative([iv for iv, _ in rent_iv[g]], [n for _, n in rent_iv[g]], r)
+                self.rent_cap.append(r)
+
+    def _add_deadlines(self) -> None:
+        for j, job in enumerate(self.inst.jobs):
+            if job.kind == "train" and job.deadline is not None:
+                self.m.add(self.end[j] <= job.deadline).only_enforce_if(self.lit(f"deadline:{job.name}"))
+
+    def _add_precedence(self) -> None:
+        for j, job in enumerate(self.inst.jobs):
+            for i in job.after:
+                self.m.add(self.s[j] >= self.end[i]).only_enforce_if(
+                    self.lit(f"after:{self.inst.jobs[i].name}->{job.name}"))
+
+    def _add_horizon(self) -> None:
+        if any(job.kind == "train" for job in self.inst.jobs):
+            a = self.lit("horizon")
+            for j, job in enumerate(self.inst.jobs):
+                if job.kind == "train":
+                    self.m.add(self.end[j] <= self.inst.horizon_slots).only_enforce_if(a)
+
+    def capex_expr(self):
+        return sum(self.inst.node_capex_units(g) * self.nodes[g] for g in range(len(self.inst.gpus)))
+
+    def power_expr(self):
+        return sum(t.gpus_per_node * t.it_w_per_gpu * self.nodes[g] for g, t in enumerate(self.inst.gpus))
+
+    def _add_budget(self) -> None:
+        b = self.inst.budget_units()
+        if b is not None:
+            self.m.add(self.capex_expr() <= b).only_enforce_if(self.lit("budget"))
+
+    def _add_power(self) -> None:
+        if self.inst.max_power_w is not None:
+            self.m.add(self.power_expr() <= self.inst.max_power_w).only_enforce_if(self.lit("power"))
+
+    def _add_max_nodes(self) -> None:
+        if self.inst.max_nodes is not None:
+            self.m.add(sum(self.nodes) <= self.inst.max_nodes).only_enforce_if(self.lit("max_nodes"))
+
+    def _add_stock(self) -> None:
+        for g, t in enumerate(self.inst.gpus):
+            if t.can_buy and t.available is not None:
+                self.m.add(t.gpus_per_node * self.nodes[g] <= t.available).only_enforce_if(self.lit(f"stock:{t.name}"))
+
+    # -- objective -------------------------------------------------------------------------
+    def primary(self):
+        if self.objective == "makespan":
+            return self.makespan
+        if self.objective == "gpus":
+            return self.gpus_expr
+        return self.cost
+
+    def fleet_key(self, solver) -> tuple:
+        inst = self.inst
+        nodes = tuple(int(solver.value(v)) for v in self.nodes)
+        rented = tuple(any(solver.boolean_value(self.x[j][k]) for j, job in enumerate(inst.jobs)
+                           for k, o in enumerate(job.options) if not o.owned and o.gpu == g)
+                       for g in range(len(inst.gpus)))
+        return nodes, rented
+
+    def forbid_fleet(self, key) -> None:
+        """No-good cut on fleet ``key`` and every fleet containing it: some type owns fewer
+        nodes than in ``key``, or some type rented in ``key`` is not rented. A fleet plus
+        idle nodes is not an alternative; the K fleets returned are the K best minimal ones."""
+        nodes, rented = key
+        m, inst = self.m, self.inst
+        diffs = []
+        for g, v in enumerate(self.nodes):
+            if nodes[g] > 0:
+                d = m.new_bool_var(f"fewer_nodes[{g}]")
+                m.add(v <= nodes[g] - 1).only_enforce_if(d)
+                diffs.append(d)
+        for g in range(len(inst.gpus)):
+            if not rented[g]:
+                continue
+            xs = [self.x[j][k] for j, job in enumerate(inst.jobs) for k, o in enumerate(job.options)
+                  if not o.owned and o.gpu == g]
+            d = m.new_bool_var(f"no_rent[{g}]")          # d => no job rents type g
+            for x in xs:
+                m.add_implication(d, ~x)
+            diffs.append(d)
+        m.add_bool_or(diffs)
+
+
+def _check_headroom(inst: Instance) -> None:
+    """Fail loudly if an objective or limit sum could pass int64 (cents; see notation)."""
+    total = sum(max((o.cost_units for o in job.options), default=0) for job in inst.jobs)
+    for g in range(len(inst.gpus)):
+        ub_nodes = sum(max((o.n_gpus for o in job.options if o.owned and o.gpu == g), default=0) for job in inst.jobs)
+        total += ub_nodes * max(inst.node_fixed_units(g), inst.node_capex_units(g))
+    if total * 4 >= INT64_SAFE:
+        raise OverflowError(f"portfolio {inst.name}: cost sums up to {total} cents, too close to int64")
+
+
+def _solver(time_limit_s: float, workers: int) -> cp_model.CpSolver:
+    s = cp_model.CpSolver()
+    s.parameters.max_time_in_seconds = max(0.01, time_limit_s)
+    s.parameters.num_workers = workers
+    return s
+
+
+_STATUS = {cp_model.OPTIMAL: "optimal", cp_model.FEASIBLE: "feasible", cp_model.INFEASIBLE: "infeasible",
+           cp_model.MODEL_INVALID: "invalid", cp_model.UNKNOWN: "unknown"}
+
+
+@dataclass
+class _Solution:
+    choice: list[int]             # option index per job
+    starts: list[int]
+    nodes: list[int]
+    key: tuple
+    objective: tuple[int, ...]    # (primary, cost) in integer units
+    status: str
+
+
+def _lex_solve(model: _Model, enforce: dict[str, int], deadline_t: float, workers: int,
+               compact: bool = True) -> Optional[_Solution]:
+    """Primary objective, then cost (when the primary is not cost), then the earliest schedule
+    for the chosen options and fleet (sum of end slots; it changes no cost)."""
+    m = model.m
+    work = m.clone()
+    fixes = []
+    for name, v in enforce.items():
+        lit = model.lits.get(name)
+        if lit is not None:
+            work.add(lit == v)
+    status = "optimal"
+    keys = [model.primary()] + ([model.cost] if model.objective != "total_cost" else [])
+    vals = []
+    solver = None
+    for expr in keys:
+        work.minimize(expr)
+        solver = _solver(deadline_t - time.perf_counter(), workers)
+        st = solver.solve(work)
+        if st == cp_model.INFEASIBLE:
+            return None
+        if st not in (cp_model.OPTIMAL, cp_model.FEASIBLE):
+            return _Solution([], [], [], (), (), "unknown") if not vals else None
+        if st == cp_model.FEASIBLE:
+            status = "feasible"
+        v = int(round(solver.objective_value))
+        vals.append(v)
+        work.add(expr == v) if st == cp_model.OPTIMAL else work.add(expr <= v)
+        fixes.append((expr, v))
+    sol = _decode(model, solver, tuple(vals), status)
+    if compact and model.end and any(e is not None for e in model.end):
+        sol = _compact(model, work, sol, deadline_t, workers) or sol
+    return sol
+
+
+def _decode(model: _Model, solver, vals, status) -> _Solution:
+    inst = model.inst
+    choice = [next(k for k, x in enumerate(xs) if solver.boolean_value(x)) for xs in model.x]
+    starts = [int(solver.value(s)) for s in model.s]
+    nodes = [int(solver.value(v)) for v in model.nodes]
+    return _Solution(choice, starts, nodes, model.fleet_key(solver), tuple(vals), status)
+
+
+def _compact(model: _Model, work: cp_model.CpModel, sol: _Solution, deadline_t: float, workers: int) -> Optional[_Solution]:
+    """Same options and nodes, earliest starts (minimise the sum of end slots)."""
+    c = work.clone()
+    for j, k in enumerate(sol.choice):
+        c.add(model.x[j][k] == 1)
+    for g, n in enumerate(sol.nodes):
+        c.add(model.nodes[g] == n)
+    ends = [e for e in model.end if e is not None]
+    c.minimize(sum(ends))
+    solver = _solver(min(deadline_t - time.perf_counter(), 2.0), workers)
+    st = solver.solve(c)
+    if st not in (cp_model.OPTIMAL, cp_model.FEASIBLE):
+        return None
+    return _Solution(sol.choice, [int(solver.value(s)) for s in model.s], sol.nodes, sol.key, sol.objective, sol.status)
+
+
+def solve_instance(inst: Instance, objective: str = "total_cost", top_k: int = 1, *, time_limit_s: float = 30.0,
+                   workers: int = 2, binding: bool = True) -> dict:
+    """Rank the K best distinct fleets; return solutions, status, binding limits and timing."""
+    if objective not in OBJECTIVES:
+        raise ClusteroptError("objective", f"unknown objective {objective!r}", "allowed: " + ", ".join(OBJECTIVES))
+    t0 = time.perf_counter()
+    deadline_t = t0 + time_limit_s
+    if any(not job.options for job in inst.jobs):
+        return {"solutions": [], "status": "infeasible", "solve_time_s": 0.0, "binding": [], "model": None}
+    model = _Model(inst, objective, rent_peaks=(objective == "gpus"))
+    on = {name: 1 for name in model.lits}
+    sols: list[_Solution] = []
+    status = "optimal"
+    for _ in range(top_k):
+        sol = _lex_solve(model, on, deadline_t, workers)
+        if sol is None:
+            break
+        if not sol.choice:
+            status = "unknown" if not sols else "feasible"
+            break
+        if sol.status != "optimal":
+            status = "feasible"
+        sols.append(sol)
+        model.forbid_fleet(sol.key)
+    t_solve = time.perf_counter() - t0
+    if not sols and status == "optimal":
+        status = "infeasible"
+    bind: list[str] = []
+    if binding and sols:
+        bind = binding_limits(inst, objective, sols[0], deadline_t=time.perf_counter() + max(1.0, time_limit_s / 2),
+                              workers=workers)
+    return {"solutions": sols, "status": status, "solve_time_s": t_solve, "binding": bind,
+            "time_s": time.perf_counter() - t0}
+
+
+def binding_limits(inst: Instance, objective: str, best: _Solution, *, deadline_t: float, workers: int = 2) -> list[str]:
+    """Limits whose removal (alone) strictly improves the optimum: the binding ones."""
+    model = _Model(inst, objective, rent_peaks=(objective == "gpus"))
+    out = []
+    names = list(model.lits)
+    for name in names:
+        if name == "horizon":
+            continue
+        enforce = {n: (0 if n == name else 1) for n in names}
+        if time.perf_counter() >= deadline_t:
+            break
+        sol = _lex_solve(model, enforce, deadline_t, workers, compact=False)
+        if sol is not None and sol.choice and sol.objective < best.objective:
+            out.append(name)
+    return out
+
+
+# ----------------------------------------------------------------------------------------
+# explanations of infeasibility
+# ----------------------------------------------------------------------------------------
+
+def _limit_lhs(model: _Model, name: str):
+    """The quantity that limit ``name`` caps, and how to show its least value."""
+    inst = model.inst
+    if name == "budget":
+        return model.capex_expr(), lambda v: ("budget_usd", v / MONEY_UNITS_PER_USD)
+    if name == "power":
+        return model.power_expr(), lambda v: ("max_power_kw", v / 1000.0)
+    if name == "max_nodes":
+        return sum(model.nodes), lambda v: ("max_nodes", int(v))
+    if name.startswith("stock:"):
+        g = next(i for i, t in enumerate(inst.gpus) if t.name == name[6:])
+        return inst.gpus[g].gpus_per_node * model.nodes[g], lambda v: (f"available.{inst.gpus[g].name}", int(v))
+    if name.startswith("deadline:"):
+        j = next(i for i, jb in enumerate(inst.jobs) if jb.name == name[9:])
+        return model.end[j], lambda v: (f"jobs.{inst.jobs[j].name}.deadline_days", v * inst.step_days)
+    if name == "horizon":
+        return model.makespan, lambda v: ("horizon_days", v * inst.step_days)
+    return None, None
+
+
+def explain_infeasible_instance(inst: Instance, *, time_limit_s: float = 10.0, workers: int = 2) -> dict:
+    """Which limits conflict (a minimal set, by CP-SAT assumptions then deletion), and the least
+    relaxation of each that makes the portfolio feasible with every other limit kept.
+
+    Same dict shape as search/explain.py: reason, conflicts, binding, relaxations, lines."""
+    lines: list[str] = []
+    empty = [job for job in inst.jobs if not job.options]
+    if empty:
+        for job in empty:
+            why = "; ".join(job.notes) or "no GPU option for it in the fleet"
+            lines.append(f"job {job.name}: no option - {why}")
+        return {"reason": "no options for " + ", ".join(j.name for j in empty), "conflicts": [],
+                "binding": [], "relaxations": {}, "lines": lines}
+    t_end = time.perf_counter() + time_limit_s
+    model = _Model(inst, "total_cost")
+    names = list(model.lits)
+
+    def feasible_with(active: list[str]) -> Optional[bool]:
+        c = model.m.clone()
+        for n in names:
+            if n in active:
+                c.add(model.lits[n] == 1)
+        s = _solver(t_end - time.perf_counter(), workers)
+        st = s.solve(c)
+        return None if st not in (cp_model.OPTIMAL, cp_model.FEASIBLE, cp_model.INFEASIBLE) else st != cp_model.INFEASIBLE
+
+    # core: CP-SAT's sufficient assumptions, then drop every member not needed (deletion filter)
+    c = model.m.clone()
+    c.add_assumptions([model.lits[n] for n in names])
+    s = _solver(t_end - time.perf_counter(), 1)
+    st = s.solve(c)
+    if st != cp_model.INFEASIBLE:
+        return {"reason": "feasible" if st in (cp_model.OPTIMAL, cp_model.FEASIBLE) else "unknown",
+                "conflicts": [], "binding": [], "relaxations": {}, "lines": lines}
+    idx = {model.lits[n].index: n for n in names}
+    core = [idx[i] for i in s.sufficient_assumptions_for_infeasibility() if i in idx] or list(names)
+    for n in list(core):
+        trial = [x for x in core if x != n]
+        if feasible_with(trial) is False:
+            core = trial
+    if feasible_with([]) is False:
+        core = []
+        lines.append("infeasible with every limit dropped: some job fits no option within the horizon grid")
+    rel: dict[str, Any] = {}
+    for n in core:
+        expr, show = _limit_lhs(model, n)
+        if expr is None:
+            lines.append(f"drop {n.replace('after:', 'start_after ')} (all else kept)")
+            rel[n] = "drop"
+            continue
+        cm = model.m.clone()
+        for x in names:
+            cm.add(model.lits[x] == (0 if x == n else 1))
+        cm.minimize(expr)
+        sv = _solver(t_end - time.perf_counter(), workers)
+        if sv.solve(cm) in (cp_model.OPTIMAL, cp_model.FEASIBLE):
+            key, val = show(sv.objective_value)
+            rel[key] = val
+            lines.append(f"relax {key} to {val:,.6g} (all else kept)")
+    pretty = [n.replace(":", " ") for n in core]
+    if core:
+        lines.insert(0, "conflict: " + " + ".join(pretty) + " cannot all be met")
+    return {"reason": " + ".join(core) or "infeasible", "conflicts": [core] if core else [], "binding": core,
+            "relaxations": rel, "lines": lines}
+
+
+# ----------------------------------------------------------------------------------------
+# decode: a plan as plain data
+# ----------------------------------------------------------------------------------------
+
+def plan_detail(inst: Instance, sol: _Solution, binding: list[str] = ()) -> dict:
+    """The fleet, rentals, schedule, cost split and utilisation of one solution (plain data)."""
+    dt = inst.step_days
+    H_days = inst.horizon_days
+    fleet, rent, schedule = [], [], []
+    busy = [0.0] * len(inst.gpus)              # owned GPU-days
+    power_usd = rent_usd = 0.0
+    for j, job in enumerate(inst.jobs):
+        o = job.options[sol.choice[j]]
+        t = inst.gpus[o.gpu]
+        if job.kind == "serve":
+            start = job.release * dt if job.release * dt > 0 else 0.0
+            start_day, end_day = start, H_days
+        else:
+            start_day = sol.starts[j] * dt
+            end_day = start_day + o.duration_days
+        rec = {"job": job.name, "kind": job.kind, "gpu": t.name, "source": "owned" if o.owned else "rented",
+               "n_gpus": o.n_gpus, "n_nodes": -(-o.n_gpus // t.gpus_per_node),
+               "start_day": start_day, "end_day": end_day, "duration_days": o.duration_days,
+               "end_slot_day": (sol.starts[j] + o.slots) * dt if job.kind == "train" else H_days,
+               "deadline_days": job.deadline_days, "cost_usd": o.cost_usd}
+        rec.update({k: v for k, v in o.detail.items()})
+        schedule.append(rec)
+        if o.owned:
+            busy[o.gpu] += o.n_gpus * o.duration_days
+            power_usd += o.cost_usd
+        else:
+            rent_usd += o.cost_usd
+            rent.append({"job": job.name, "gpu": t.name, "n_gpus": o.n_gpus, "start_day": start_day, "end_day": end_day,
+                         "hours": o.duration_days * HOURS_PER_DAY, "usd": o.cost_usd, "offer": t.rent_offer,
+                         "usd_per_gpu_hour": t.rent_usd_per_gpu_hour})
+    capex_share = hosting = maint = purchase = 0.0
+    power_kw = 0.0
+    util = {}
+    for g, n in enumerate(sol.nodes):
+        if n <= 0:
+            continue
+        t = inst.gpus[g]
+        gpus = n * t.gpus_per_node
+        fleet.append({"gpu": t.name, "nodes": n, "gpus": gpus, "purchase_usd": n * t.purchase_usd_per_node,
+                      "capex_share_usd": n * t.capex_share_usd_per_node, "hosting_usd": n * t.hosting_usd_per_node,
+                      "maintenance_usd": n * t.maintenance_usd_per_node,
+                      "it_power_kw": gpus * t.it_w_per_gpu / 1000.0,
+                      "utilization": busy[g] / (gpus * H_days)})
+        util[t.name] = busy[g] / (gpus * H_days)
+        capex_share += n * t.capex_share_usd_per_node
+        hosting += n * t.hosting_usd_per_node
+        maint += n * t.maintenance_usd_per_node
+        purchase += n * t.purchase_usd_per_node
+        power_kw += gpus * t.it_w_per_gpu / 1000.0
+    owned_gpus = sum(f["gpus"] for f in fleet)
+    opex = power_usd + hosting + maint
+    ends = [r["end_day"] for r in schedule if r["kind"] == "train"]
+    return {
+        "fleet": fleet,
+        "rent": rent,
+        "schedule": schedule,
+        "cost": {"capex_usd": capex_share, "opex_usd": opex, "rent_usd": rent_usd,
+                 "total_usd": capex_share + opex + rent_usd, "purchase_usd": purchase,
+                 "power_usd": power_usd, "hosting_usd": hosting, "maintenance_usd": maint},
+        "owned_gpus": owned_gpus,
+        "owned_power_kw": power_kw,
+        "utilization": {"overall": (sum(busy) / (owned_gpus * H_days)) if owned_gpus else None, **util},
+        "makespan_days": max(ends) if ends else 0.0,
+        "binding": list(binding),
+        "objective_units": list(sol.objective),
+        "status": sol.status,
+    }
+
+
+def verify(inst: Instance, sol: _Solution) -> None:
+    """Check a decoded solution against the rules directly (not through CP-SAT); raise on any miss."""
+    H = inst.horizon_slots
+    for j, job in enumerate(inst.jobs):
+        o = job.options[sol.choice[j]]
+        s, e = interval_of(inst, j, o, sol.starts[j])
+        if job.kind == "train":
+            if s < job.release or e > H:
+                raise RuntimeError(f"{job.name}: runs [{s},{e}) outside [{job.release},{H}]")
+            if job.deadline is not None and e > job.deadline:
+                raise RuntimeError(f"{job.name}: ends at slot {e} after its deadline {job.deadline}")
+            for i in job.after:
+                oi = inst.jobs[i].options[sol.choice[i]]
+                if s < sol.starts[i] + oi.slots:
+                    raise RuntimeError(f"{job.name}: starts before {inst.jobs[i].name} ends")
+    for g, t in enumerate(inst.gpus):
+        use = np.zeros(H + 1, dtype=np.int64)
+        for j, job in enumerate(inst.jobs):
+            o = job.options[sol.choice[j]]
+            if o.owned and o.gpu == g:
+                s, e = interval_of(inst, j, o, sol.starts[j])
+                use[s:e] += o.n_gpus
+        if use.max(initial=0) > sol.nodes[g] * t.gpus_per_node:
+            raise RuntimeError(f"{t.name}: {use.max()} GPUs busy at once on {sol.nodes[g] * t.gpus_per_node} owned")
+    if inst.max_rented_gpus is not None:
+        use = np.zeros(H + 1, dtype=np.int64)
+        for j, job in enumerate(inst.jobs):
+            o = job.options[sol.choice[j]]
+            if not o.owned:
+                s, e = interval_of(inst, j, o, sol.starts[j])
+                use[s:e] += o.n_gpus
+        if use.max(initial=0) > inst.max_rented_gpus:
+            raise RuntimeError(f"{use.max()} rented GPUs at once > fleet.rent.max_gpus {inst.max_rented_gpus}")
+    b = inst.budget_units()
+    if b is not None and sum(inst.node_capex_units(g) * n for g, n in enumerate(sol.nodes)) > b:
+        raise RuntimeError("capex over budget")
+    if inst.max_power_w is not None and sum(t.gpus_per_node * t.it_w_per_gpu * n for t, n in zip(inst.gpus, sol.nodes)) > inst.max_power_w:
+        raise RuntimeError("owned fleet over the power limit")
+    if inst.max_nodes is not None and sum(sol.nodes) > inst.max_nodes:
+        raise RuntimeError("owned fleet over max_nodes")
+    for t, n in zip(inst.gpus, sol.nodes):
+        if t.available is not None and n * t.gpus_per_node > t.available:
+            raise RuntimeError(f"{t.name}: {n * t.gpus_per_node} owned > {t.available} available")
+
+
+def total_cost_units(inst: Instance, choice, nodes) -> int:
+    """The integer total_cost objective of a choice of options and node counts (cents)."""
+    return (sum(inst.node_fixed_units(g) * n for g, n in enumerate(nodes))
+            + sum(job.options[k].cost_units for job, k in zip(inst.jobs, choice)))
+
+
+# ----------------------------------------------------------------------------------------
+# public entry points
+# ----------------------------------------------------------------------------------------
+
+@dataclass
+class PlanResult(_Mapping):
+    portfolio: str
+    status: str                          # optimal | feasible | infeasible | unknown
+    objective: str
+    plan: Optional[dict]
+    alternatives: list[dict]
+    explanation: dict
+    stats: dict = field(default_factory=dict)
+    instance: Any = None                 # the Instance solved (re-solve with build_instance(prices=...))
+
+
+def plan(portfolio, *, top_k: Optional[int] = None, objective: Optional[str] = None, time_limit_s: float = 30.0,
+         catalog=None, prices: Optional[Mapping[str, float]] = None, binding: bool = True,
+         workers: int = 2) -> PlanResult:
+    """Plan a portfolio: the fleet to buy, what to rent and when, each job's schedule and layout.
+
+    ``top_k`` distinct fleets are ranked (default: the portfolio's ``top_k``); ``objective`` is
+    total_cost, makespan or gpus (default: the portfolio's). ``prices`` scales catalog prices
+    (``purchase.<gpu>``, ``rent.<gpu>``, ``price.<gpu>`` -> factor) so that a sensitivity
+    routine can re-solve with perturbed prices; option tables are cached between calls.
+    """
+    from optimizer.portfolio_schema import load_portfolio
+
+    p = load_portfolio(portfolio)
+    objective = objective or p.objective
+    if objective not in OBJECTIVES:
+        raise ClusteroptError("objective", f"unknown objective {objective!r}", "allowed: " + ", ".join(OBJECTIVES))
+    k = top_k or p.top_k
+    t0 = time.perf_counter()
+    inst = build_instance(p, catalog=catalog, prices=prices)
+    t_build = time.perf_counter() - t0
+    res = solve_instance(inst, objective, k, time_limit_s=time_limit_s, workers=workers, binding=binding)
+    sols = res["solutions"]
+    for s in sols:
+        verify(inst, s)
+    plans = [plan_detail(inst, s, res["binding"] if i == 0 else ()) for i, s in enumerate(sols)]
+    for i, pl in enumerate(plans):
+        pl["rank"] = i + 1
+    notes = list(inst.notes) + [n for job in inst.jobs for n in job.notes]
+    if sols:
+        explanation = _binding_explanation(res["binding"])
+    else:
+        full = build_instance(p, catalog=catalog, prices=prices, prune=False)
+        explanation = explain_infeasible_instance(full, time_limit_s=max(5.0, time_limit_s / 2), workers=workers)
+    explanation["notes"] = notes + [f"time grid: {inst.step_days * 24:g} h slots" if inst.step_days < 1
+                                    else f"time grid: {inst.step_days:g}-day slots; durations rounded up, deadlines down"]
+    stats = {"build_s": t_build, "solve_s": res["solve_time_s"], "total_s": time.perf_counter() - t0,
+             "options": sum(len(j.options) for j in inst.jobs), "jobs": len(inst.jobs), "slots": inst.horizon_slots,
+             "step_days": inst.step_days, "options_per_job": {j.name: len(j.options) for j in inst.jobs}}
+    return PlanResult(portfolio=p.name, status=res["status"], objective=objective, plan=plans[0] if plans else None,
+                      alternatives=plans[1:], explanation=explanation, stats=stats, instance=inst)
+
+
+def _binding_explanation(binding: list[str]) -> dict:
+    lines = [f"binding: {b.replace(':', ' ')} (without it the optimum would improve)" for b in binding]
+    if not binding:
+        lines.append("no limit binds: the plan is the best fleet regardless of the limits")
+    return {"reason": "feasible", "binding": list(binding), "lines": lines}
+
+
+def plan_separately(portfolio, **kw) -> dict:
+    """Each job planned on its own (its own fleet, same fleet rules), for comparison with the
+    joint plan: {'jobs': {name: PlanResult}, 'total_usd': sum, 'status': worst status}."""
+    from optimizer.portfolio_schema import load_portfolio
+
+    p = load_portfolio(portfolio)
+    out, total, status = {}, 0.0, "optimal"
+    for j in p.jobs:
+        data = p.model_dump(mode="python", exclude_none=True)
+        data["base_dir"] = p.base_dir
+        data["name"] = f"{p.name}/{j.name}"
+        data["jobs"] = [j.model_dump(mode="python", exclude_none=True) | {"start_after": []}]
+        if p.horizon_days is None:
+            data["horizon_days"] = p.horizon()
+        r = plan(data, top_k=1, binding=False, **kw)
+        out[j.name] = r
+        if r.plan is None:
+            status = "infeasible"
+        else:
+            total += r.plan["cost"]["total_usd"]
+            if r.status != "optimal" and status == "optimal":
+                status = r.status
+    return {"jobs": out, "total_usd": total if status != "infeasible" else None, "status": status}
+
+
+# ----------------------------------------------------------------------------------------
+# renderers (the CLI's `clusteropt plan` only calls these)
+# ----------------------------------------------------------------------------------------
+
+def plan_json(result: PlanResult) -> dict:
+    """One JSON document: schema_version, status, objective, plan, alternatives, explanation, stats."""
+    from optimizer.report import plain
+
+    return plain({"schema_version": SCHEMA_VERSION, "portfolio": result.portfolio, "status": result.status,
+                  "objective": result.objective, "plan": result.plan, "alternatives": result.alternatives,
+                  "explanation": result.explanation, "stats": result.stats})
+
+
+def plan_text(result: PlanResult) -> str:
+    from optimizer.report import text_table, usd
+
+    out = [f"portfolio {result.portfolio}: {result.status}, objective {result.objective}"]
+    pl = result.plan
+    if pl is not None:
+        c = pl["cost"]
+        out += ["", f"total {usd(c['total_usd'])} over the horizon = capex share {usd(c['capex_usd'])} + "
+                    f"opex {usd(c['opex_usd'])} + rent {usd(c['rent_usd'])}; purchase {usd(c['purchase_usd'])}"]
+        if pl["fleet"]:
+            out += ["", "fleet to buy:"]
+            out.append(text_table(["gpu", "nodes", "gpus", "purchase", "IT kW", "utilization"],
+                                  [[f["gpu"], f["nodes"], f["gpus"], usd(f["purchase_usd"]), f"{f['it_power_kw']:,.0f}",
+                                    f"{f['utilization']:.0%}"] for f in pl["fleet"]]))
+        else:
+            out += ["", "fleet to buy: none"]
+        out += ["", "schedule:"]
+        rows = []
+        for r in pl["schedule"]:
+            cfg = r.get("config")
+            lay = (f"tp{cfg['tp']} pp{cfg['pp']} dp{cfg['dp']} {cfg['precision']}" if cfg else
+                   r.get("layout", ""))
+            rows.append([r["job"], r["kind"], r["gpu"], r["source"], r["n_gpus"], f"{r['start_day']:.1f}",
+                         f"{r['end_day']:.1f}", lay, usd(r["cost_usd"])])
+        out.append(text_table(["job", "kind", "gpu", "source", "gpus", "start d", "end d", "layout", "power/rent"], rows))
+        for i, alt in enumerate(result.alternatives, start=2):
+            fl = ", ".join(f"{f['nodes']} x {f['gpu']} nodes" for f in alt["fleet"]) or "no purchase"
+            rented = sorted({r["gpu"] for r in alt["rent"]})
+            out.append(f"alternative {i}: {usd(alt['cost']['total_usd'])}; {fl}"
+                       + (f"; rents {', '.join(rented)}" if rented else ""))
+    lines = list(result.explanation.get("lines", [])) + [f"note: {n}" for n in result.explanation.get("notes", [])]
+    if lines:
+        out.append("")
+        out += lines
+    return "\n".join(out).rstrip() + "\n"
