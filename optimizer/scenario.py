@@ -156,6 +156,15 @@ class ServeSpec(_Strict):
     slo: SLO = SLO()
     redundancy: Union[Literal["none", "n+1"], int] = "none"
     max_utilization: float = Field(default=0.8, gt=0, le=1)
+    # most distinct replica options (GPU, TP, PP, formats, batch) in one fleet; None = no limit
+    max_replica_types: Optional[int] = Field(default=3, ge=1)
+
+    @field_validator("redundancy")
+    @classmethod
+    def _spares(cls, v):
+        if isinstance(v, int) and v < 0:
+            raise ValueError(f"{v} spare replicas; give 'none', 'n+1' or an integer >= 0")
+        return v
 
 
 class Constraints(_Strict):

@@ -1,0 +1,293 @@
+"""The CP-SAT fleet model: how many replicas of which serving option, least cost first.
+
+Notation (OR-Tools sample order: data, model, variables, constraints, objective, solve, decode)
+
+    r in R               replica options (GPU type, TP, PP, weight/KV format, batch cap), each
+                         meeting the SLOs on its own (search/serving.py builds them)
+    g in G               GPU types
+    g(r), n[r]           option r's GPU type and GPUs per replica
+    cap[r] (int)         sustainable requests/s of one replica, in milli-requests/s, rounded DOWN
+    D (int)              demand / max_utilization, in milli-requests/s, rounded UP
+    k (int)              spare replicas: the fleet covers D with any k replicas removed
+                         ('n+1' is k = 1, 'none' k = 0)
+    gpi[g], price[g]     GPUs per rented instance, price of one instance (integer 1e-4 USD/hour,
+                         rounded to nearest)
+    x[r] in [0, U[r]]    replicas of option r;  U[r] = ceil(D / cap[r]) + k
+    y[r] in {0, 1}       option r is used (y[r] <=> x[r] >= 1)
+    m[g] >= 0            instances of type g rented
+    z[j] in {0, 1}       the redundancy threshold t[j] is chosen (t ranges over the distinct cap)
+
+    coverage (k = 0):    sum_r cap[r] x[r] >= D
+    coverage (k >= 1):   OR_j z[j];  z[j] => sum_r min(cap[r], t[j]) x[r] >= D + k t[j]
+    instances:           gpi[g] m[g] >= sum_{r in g} n[r] x[r]         (replicas share instances)
+    a[stock]    =>       gpi[g] m[g] <= available[g]                     (GPUs rented, per type)
+    a[max_gpus] =>       sum_g gpi[g] m[g] <= max_gpus
+    a[budget]   =>       sum_g price[g] m[g] <= budget                   (floor, 1e-4 USD/hour)
+    a[max_types] =>      sum_r y[r] <= max_types
+    minimise  W * primary + sum_r n[r] x[r]     (primary: cost sum_g price[g] m[g], or GPUs
+                                                 sum_g gpi[g] m[g]; W > the largest secondary)
+
+Redundancy, exactly: the k largest replicas of a fleet sum to min_t (k t + sum_r x[r] (cap[r] - t)^+)
+(the LP dual of 'pick k of the multiset'; the minimum is reached at t = one of the capacities, or
+the total when the fleet has fewer than k replicas), so 'sum - top-k >= D' holds iff some t
+satisfies sum_r min(cap[r], t) x[r] >= D + k t; only t in {cap[r]} need be tried.
+
+Ranked alternatives: after the j-th fleet (counts c) is decoded, the cut OR_{r: c[r] > 0}
+x[r] <= c[r] - 1 removes it and every fleet containing it (a fleet plus an idle replica is
+not an alternative). With the secondary key strictly increasing under adding a replica, the
+K fleets returned are the K best *minimal* fleets (no replica can be removed) in
+lexicographic (primary, GPUs in replicas) order; a minimal fleet never has x[r] > U[r], so
+the bound U loses none. ``status`` is 'optimal' only when every solve was proven optimal.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+from ortools.sat.python import cp_model
+
+#: Integer scales of the fleet model, in one place.
+MILLI = 1000                      # requests/s -> milli-requests/s
+USD_UNITS = 10_000                # USD/hour -> 1e-4 USD/hour
+INT64_SAFE = 2**62
+FAMILIES = ("budget", "stock", "max_gpus", "max_types")
+
+
+@dataclass(frozen=True)
+class FleetOption:
+    """One replica option as the fleet model sees it."""
+
+    gpu: int                      # GPU type index (into FleetProblem.gpi / price)
+    n_gpus: int                   # GPUs per replica
+    cap: int                      # milli-requests/s, floored
+
+
+@dataclass(frozen=True)
+class FleetProblem:
+    options: tuple[FleetOption, ...]
+    demand: int                               # milli-requests/s, ceiled (already / max_utilization)
+    spares: int = 0                           # k
+    gpi: tuple[int, ...] = ()                 # per GPU type
+    price: tuple[int, ...] = ()               # per GPU type, 1e-4 USD per instance-hour
+    available: tuple[int | None, ...] = ()    # per GPU type, GPUs
+    max_gpus: int | None = None
+    budget: int | None = None                 # 1e-4 USD/hour
+    max_types: int | None = None
+    objective: str = "cost"                   # cost | gpus
+
+    def upper(self, r: int) -> int:
+        o = self.options[r]
+        return -(-self.demand // o.cap) + self.spares
+
+
+@dataclass
+class Fleet:
+    counts: tuple[int, ...]                   # x[r]
+    instances: tuple[int, ...]                # m[g]
+    cost: int                                 # 1e-4 USD/hour
+    gpus: int                                 # GPUs rented
+    gpus_used: int                            # GPUs in replicas
+    key: tuple[int, int]                      # (primary, secondary)
+
+
+@dataclass
+class FleetResult:
+    fleets: list[Fleet]
+    status: str                               # optimal | feasible | infeasible | unknown
+    solve_time_s: float
+    n_solves: int
+    stats: dict = field(default_factory=dict)
+
+
+def demand_units(requests_per_s: float, max_utilization: float) -> int:
+    """Demand with utilisation headroom in milli-requests/s, rounded UP (never under-provision)."""
+    return max(1, math.ceil(requests_per_s / max_utilization * MILLI - 1e-9))
+
+
+def capacity_units(requests_per_s) -> np.ndarray:
+    """Replica capacity in milli-requests/s, rounded DOWN (never over-credit a replica)."""
+    return np.floor(np.asarray(requests_per_s, dtype=float) * MILLI + 1e-9).astype(np.int64)
+
+
+def usd_units(usd_per_hour: float) -> int:
+    return int(round(usd_per_hour * USD_UNITS))
+
+
+def instances_needed(gpus_used: int, gpi: int) -> int:
+    return -(-gpus_used // gpi)
+
+
+def fleet_figures(p: FleetProblem, counts) -> Fleet:
+    """Instances, cost and GPU counts of a fleet (the same integers the model uses)."""
+    used = [0] * len(p.gpi)
+    for o, x in zip(p.options, counts):
+        used[o.gpu] += o.n_gpus * int(x)
+    inst = tuple(instances_needed(u, p.gpi[g]) for g, u in enumerate(used))
+    cost = sum(m * p.price[g] for g, m in enumerate(inst))
+    gpus = sum(m * p.gpi[g] for g, m in enumerate(inst))
+    primary = cost if p.objective == "cost" else gpus
+    return Fleet(tuple(int(x) for x in counts), inst, cost, gpus, sum(used), (primary, sum(used)))
+
+
+def covers(p: FleetProblem, counts) -> bool:
+    """sum - (k largest replicas) >= D, computed directly (the reference for the model)."""
+    caps = sorted((o.cap for o, x in zip(p.options, counts) for _ in range(int(x))), reverse=True)
+    return sum(caps[p.spares:]) >= p.demand
+
+
+def violated(p: FleetProblem, f: Fleet, counts, skip=()) -> list[str]:
+    """Limit families a fleet breaks (coverage aside)."""
+    out = []
+    if "stock" not in skip:
+        for g, m in enumerate(f.instances):
+            if p.available[g] is not None and m * p.gpi[g] > p.available[g]:
+                out.append("stock")
+                break
+    if "max_gpus" not in skip and p.max_gpus is not None and f.gpus > p.max_gpus:
+        out.append("max_gpus")
+    if "budget" not in skip and p.budget is not None and f.cost > p.budget:
+        out.append("budget")
+    if "max_types" not in skip and p.max_types is not None and sum(1 for x in counts if x) > p.max_types:
+        out.append("max_types")
+    return out
+
+
+class _Model:
+    """The CP-SAT model of one FleetProblem, with enforcement literals per limit family."""
+
+    def __init__(self, p: FleetProblem, families=FAMILIES, stock_only: set[int] | None = None):
+        self.p = p
+        m = self.model = cp_model.CpModel()
+        R, G = len(p.options), len(p.gpi)
+        # variables
+        self.x = [m.new_int_var(0, p.upper(r), f"x[{r}]") for r in range(R)]
+        self.y = [m.new_bool_var(f"y[{r}]") for r in range(R)]
+        used_bound = [sum(o.n_gpus * p.upper(r) for r, o in enumerate(p.options) if o.gpu == g) for g in range(G)]
+        m_ub = [instances_needed(used_bound[g], p.gpi[g]) for g in range(G)]
+        self.m = [m.new_int_var(0, m_ub[g], f"m[{g}]") for g in range(G)]
+        self.lits = {f: m.new_bool_var(f"a[{f}]") for f in families}
+        # constraints
+        for r in range(R):
+            m.add(self.x[r] <= p.upper(r) * self.y[r])
+            m.add(self.x[r] >= self.y[r])
+        self._add_coverage()
+        for g in range(G):
+            rs = [r for r, o in enumerate(p.options) if o.gpu == g]
+            m.add(p.gpi[g] * self.m[g] >= sum(p.options[r].n_gpus * self.x[r] for r in rs))
+        self.gpus_expr = sum(p.gpi[g] * self.m[g] for g in range(G))
+        self.cost_expr = sum(p.price[g] * self.m[g] for g in range(G))
+        self.used_expr = sum(o.n_gpus * self.x[r] for r, o in enumerate(p.options))
+        if "stock" in self.lits:
+            for g in range(G):
+                if p.available[g] is not None and (stock_only is None or g in stock_only):
+                    m.add(p.gpi[g] * self.m[g] <= p.available[g]).only_enforce_if(self.lits["stock"])
+        if "max_gpus" in self.lits and p.max_gpus is not None:
+            m.add(self.gpus_expr <= p.max_gpus).only_enforce_if(self.lits["max_gpus"])
+        if "budget" in self.lits and p.budget is not None:
+            m.add(self.cost_expr <= p.budget).only_enforce_if(self.lits["budget"])
+        if "max_types" in self.lits and p.max_types is not None:
+            m.add(sum(self.y) <= p.max_types).only_enforce_if(self.lits["max_types"])
+        for lit in self.lits.values():
+            m.add(lit == 1)
+        # objective: primary then GPUs in replicas (exact lexicographic via one weighted key)
+        self.w = 1 + sum(o.n_gpus * p.upper(r) for r, o in enumerate(p.options))
+        primary = self.cost_expr if p.objective == "cost" else self.gpus_expr
+        bound = sum((p.price[g] if p.objective == "cost" else p.gpi[g]) * m_ub[g] for g in range(G))
+        if (bound + 1) * self.w >= INT64_SAFE:
+            raise OverflowError(f"fleet objective bound {bound} x {self.w} exceeds int64 headroom")
+        m.minimize(self.w * primary + self.used_expr)
+
+    def _add_coverage(self) -> None:
+        p, m = self.p, self.model
+        caps = [o.cap for o in p.options]
+        if p.spares == 0:
+            m.add(sum(c * x for c, x in zip(caps, self.x)) >= p.demand)
+            return
+        ts = sorted(set(caps))
+        z = [m.new_bool_var(f"z[{j}]") for j in range(len(ts))]
+        m.add_bool_or(z)
+        for j, t in enumerate(ts):
+            m.add(sum(min(c, t) * x for c, x in zip(caps, self.x)) >= p.demand + p.spares * t).only_enforce_if(z[j])
+
+    def exclude_supersets(self, counts) -> None:
+        """Cut the fleet ``counts`` and every fleet containing it."""
+        lits = []
+        for r, c in enumerate(counts):
+            if c > 0:
+                b = self.model.new_bool_var("")
+                self.model.add(self.x[r] <= c - 1).only_enforce_if(b)
+                lits.append(b)
+        self.model.add_bool_or(lits)
+
+    def solve(self, time_limit_s: float, workers: int = 1):
+        s = cp_model.CpSolver()
+        s.parameters.max_time_in_seconds = max(time_limit_s, 0.01)
+        s.parameters.num_workers = workers
+        st = s.solve(self.model)
+        if st not in (cp_model.OPTIMAL, cp_model.FEASIBLE):
+            return ("infeasible" if st == cp_model.INFEASIBLE else "unknown"), None
+        counts = tuple(int(s.value(v)) for v in self.x)
+        f = fleet_figures(self.p, counts)
+        return ("optimal" if st == cp_model.OPTIMAL else "feasible"), f
+
+
+def solve_fleets(p: FleetProblem, k: int = 1, *, time_limit_s: float = 30.0, families=FAMILIES) -> FleetResult:
+    """The k best minimal fleets of ``p`` (see the module notation), each checked against the
+    direct coverage and limit computation (fails loudly if the model and it disagree)."""
+    t0 = time.perf_counter()
+    if not p.options:
+        return FleetResult([], "infeasible", 0.0, 0)
+    model = _Model(p, families)
+    fleets: list[Fleet] = []
+    status = "optimal"
+    n = 0
+    for _ in range(k):
+        remaining = time_limit_s - (time.perf_counter() - t0)
+        if remaining <= 0:
+            status = "feasible" if fleets else "unknown"
+            break
+        st, f = model.solve(remaining)
+        n += 1
+        if f is None:
+            if st == "unknown":
+                status = "feasible" if fleets else "unknown"
+            break
+        if st == "feasible":
+            status = "feasible"
+        if not covers(p, f.counts):
+            raise RuntimeError(f"fleet model chose {f.counts}, which does not cover demand {p.demand} "
+                               f"with {p.spares} replicas removed")
+        bad = violated(p, f, f.counts, skip=set(FAMILIES) - set(families))
+        if bad:
+            raise RuntimeError(f"fleet model chose {f.counts}, which breaks {bad}")
+        fleets.append(f)
+        model.exclude_supersets(f.counts)
+    if not fleets and status == "optimal":
+        status = "infeasible"
+    return FleetResult(fleets, status, time.perf_counter() - t0, n)
+
+
+def minimise(p: FleetProblem, expr: str, *, families=FAMILIES, time_limit_s: float = 10.0,
+             stock_only: set[int] | None = None, gpu: int | None = None):
+    """The least value of one figure over feasible fleets (for explanations: the smallest
+    budget, GPU count or stock that some fleet meeting the kept limits needs). ``expr``:
+    'cost', 'gpus' or 'gpus_of' (GPUs rented of type ``gpu``). None when no fleet exists."""
+    model = _Model(p, families, stock_only)
+    mm = model.model
+    if expr == "cost":
+        target = model.cost_expr
+    elif expr == "gpus":
+        target = model.gpus_expr
+    else:
+        target = p.gpi[gpu] * model.m[gpu]
+    mm.minimize(target)
+    s = cp_model.CpSolver()
+    s.parameters.max_time_in_seconds = time_limit_s
+    s.parameters.num_workers = 1
+    st = s.solve(mm)
+    if st not in (cp_model.OPTIMAL, cp_model.FEASIBLE):
+        return None
+    return int(round(s.objective_value))

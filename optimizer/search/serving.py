@@ -1,0 +1,406 @@
+"""The serving fleet planner (issue 6): replica options that meet the SLOs, then the cheapest
+fleet of them that carries the request rate (search/fleet.py), ranked, explained, with a
+cost/latency Pareto front.
+
+serving_table(spec, scenario, gpus) -> ServingTable   one row per replica option, every figure
+solve_serving(scenario, ...)         -> api.SolveResult ranked fleets, pareto, explanation
+
+How a replica option is checked (one row = GPU type, TP, PP, weight format, KV format, batch
+cap B; B is also the engine's ``max_num_seqs``, so the profile run is sized by it):
+
+- Throughput: the sustainable requests/s of one replica is ``estimate_serving``'s
+  ``requests_per_s`` with B sequences in flight at the MEAN prompt and output lengths
+  (continuous batching steady state, Little's law). The fleet model rounds it DOWN to
+  milli-requests/s.
+- Utilisation headroom (queueing): the fleet's summed capacity must be at least
+  requests_per_s / ``serve.max_utilization`` (rounded UP), so with requests spread in
+  proportion to capacity no replica runs above max_utilization of its sustainable rate and
+  the admission queue stays short; the in-engine wait behind other prompts' prefills is in
+  the TTFT below (B in flight is the most a replica holds at its cap).
+- TTFT p99: ``ttft_s`` with B sequences in flight, all at the p99 prompt and p99 output
+  lengths (a conservative tail: every neighbour is a long request too), <= ``slo.ttft_p99_s``.
+- ITL p99: the decode pass time ``itl_s`` at B sequences with the p99 context (p99 prompt +
+  half the p99 output, the mean over the request's life) <= ``slo.itl_p99_s``. Stalls from
+  chunked-prefill passes are in ``tpot_s`` (reported, not checked).
+- Memory: the KV pool (vLLM sizing, ``gpu_memory_utilization`` = 1 - constraints.memory_headroom,
+  0.9 by default as in vLLM) holds B sequences at the mean lengths, and at least one at the p99
+  lengths. ``memory_per_gpu_bytes`` is the use at B mean-length sequences.
+
+Price of a replica (``usd_per_hour``): its pro-rata share, GPUs x the offer's $/GPU-hour. The
+FLEET is billed in whole instances: replicas of one GPU type share instances, and each type
+rents ceil(GPUs in its replicas / GPUs per instance) instances (an 8-GPU instance holds two
+TP=4 replicas, or a TP=4 and four TP=1 replicas). Stock (``constraints.available``) and
+``max_gpus`` count the GPUs rented.
+
+Search space (scenario ``search:``): weights (default bf16, fp8: the formats that do not change
+model quality much; pin int8/int4 to search them), kv (default bf16, fp8), tp (default powers of
+two within the GPU's NVLink domain and node, dividing the heads), pp (default 1; when no PP = 1
+option of a GPU type fits in memory, 2, 4 and 8 are tried for it), batch (default 1, 2, 4, ...,
+1024). Per (GPU type, GPUs per replica) only the option with the largest capacity meeting every
+rule is given to the fleet model (ties: lower TTFT, ITL, memory): any fleet using another option
+of that class costs the same and covers no more, so the optimum is unchanged.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from optimizer.errors import ClusteroptError
+from optimizer.search import fleet as fm
+from optimizer.search.pareto import pareto_indices
+from optimizer.search.space import GpuOption, tp_values
+from optimizer.units import GB
+
+DEFAULT_WEIGHTS = ("bf16", "fp8")
+DEFAULT_KV = ("bf16", "fp8")
+MAX_BATCH = 1024
+PP_FALLBACK = (2, 4, 8)
+#: Default cap on distinct replica options in one fleet (operability: each option is its own
+#: deployment to build, monitor and scale). ``serve.max_replica_types`` overrides it.
+DEFAULT_MAX_REPLICA_TYPES = 3
+SERVE_OBJECTIVES = ("cost", "cost_per_mtoken", "gpus")
+#: Most points the cost / worst-TTFT Pareto front is traced to.
+PARETO_MAX_POINTS = 40
+
+#: Column order of the configs DataFrame (one row per fleet), defined once.
+COLUMNS = ("rank", "objective", "usd_per_hour", "usd_per_mtoken", "n_gpus", "n_gpus_used", "n_replicas",
+           "gpu", "capacity_requests_per_s", "capacity_after_failures_requests_per_s", "utilization",
+           "output_tokens_per_s", "worst_ttft_s", "worst_itl_s", "min_memory_headroom", "replicas")
+REPLICA_KEYS = ("gpu", "tp", "pp", "weights", "kv", "batch", "count", "gpus_per_replica", "ttft_s", "itl_s",
+                "tpot_s", "memory_per_gpu_bytes", "memory_headroom", "max_concurrent_seqs", "requests_per_s",
+                "output_tokens_per_s", "usd_per_hour", "offer")
+RULES = ("memory", "ttft", "itl")
+
+
+# ----------------------------------------------------------------------------------------
+# the option table
+# ----------------------------------------------------------------------------------------
+
+@dataclass
+class ServingTable:
+    """One row per replica option; ``cols`` are equal-length numpy arrays (units in the names)."""
+
+    gpus: list[GpuOption]
+    cols: dict[str, np.ndarray]
+    lengths: dict[str, int]
+    notes: list[str] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.cols["gpu"])
+
+    @property
+    def feasible(self) -> np.ndarray:
+        c = self.cols
+        return c["ok_memory"] & c["ok_ttft"] & c["ok_itl"] & (c["capacity_units"] > 0)
+
+    def replica(self, r: int, count: int = 1) -> dict:
+        c, g = self.cols, self.gpus[int(self.cols["gpu"][r])]
+        out = {"gpu": g.name, "tp": int(c["tp"][r]), "pp": int(c["pp"][r]), "weights": str(c["weights"][r]),
+               "kv": str(c["kv"][r]), "batch": int(c["batch"][r]), "count": int(count),
+               "gpus_per_replica": int(c["gpus_per_replica"][r])}
+        for k in ("ttft_s", "itl_s", "tpot_s", "memory_per_gpu_bytes", "memory_headroom", "max_concurrent_seqs",
+                  "requests_per_s", "output_tokens_per_s", "usd_per_hour"):
+            out[k] = float(c[k][r])
+        out["offer"] = g.offer
+        return out
+
+
+def _lengths(serve) -> dict[str, int]:
+    """Integer token lengths the estimator takes (rounded up: never shorter than stated)."""
+    pm, om = serve.prompt_tokens.mean, serve.output_tokens.mean
+    return {"prompt_mean": math.ceil(pm), "output_mean": math.ceil(om),
+            "prompt_p99": math.ceil(serve.prompt_tokens.p99 or pm), "output_p99": math.ceil(serve.output_tokens.p99 or om)}
+
+
+def batch_ladder(search) -> list[int]:
+    if search.batch is not None:
+        return sorted(set(int(b) for b in search.batch))
+    out, b = [], 1
+    while b <= MAX_BATCH:
+        out.append(b)
+        b *= 2
+    return out
+
+
+def _evaluate_group(spec, g: GpuOption, *, tp, pp, weights, kv, batches, lengths, gmu):
+    """ONE vectorised estimate_serving call for all batch caps of a (GPU, TP, PP, formats) group:
+    the first half of the arrays at the mean lengths, the second at the p99 lengths."""
+    from optimizer.formulas.serving import estimate_serving
+
+    b = np.asarray(batches, dtype=np.int64)
+    n = len(b)
+    bb = np.concatenate([b, b])
+    prompt = np.concatenate([np.full(n, lengths["prompt_mean"]), np.full(n, lengths["prompt_p99"])])
+    output = np.concatenate([np.full(n, lengths["output_mean"]), np.full(n, lengths["output_p99"])])
+    e = estimate_serving(spec, g.hardware, tp=tp, pp=pp, weights=weights, kv=kv, batch=bb, prompt_len=prompt,
+                         output_len=output, gpu_memory_utilization=gmu, max_num_seqs=bb)
+    mean, tail = slice(0, n), slice(n, 2 * n)
+    arr = lambda v: np.broadcast_to(np.asarray(v, dtype=float), (2 * n,))  # noqa: E731
+    n_gpus = tp * pp
+    mem = arr(e.memory_per_gpu.total)[mean]
+    return {
+        "gpu": np.full(n, g.index), "tp": np.full(n, tp), "pp": np.full(n, pp),
+        "weights": np.full(n, weights, dtype=object), "kv": np.full(n, kv, dtype=object), "batch": b,
+        "gpus_per_replica": np.full(n, n_gpus),
+        "requests_per_s": arr(e.requests_per_s)[mean], "output_tokens_per_s": arr(e.output_tokens_per_s)[mean],
+        "ttft_mean_s": arr(e.ttft_s)[mean], "ttft_s": arr(e.ttft_s)[tail], "itl_s": arr(e.itl_s)[tail],
+        "tpot_s": arr(e.tpot_s)[tail],
+        "memory_per_gpu_bytes": mem, "memory_headroom": 1.0 - mem / g.hardware.memory_bytes,
+        "weights_per_gpu_bytes": arr(e.memory_per_gpu.weights)[mean],
+        "kv_cache_capacity_bytes": arr(e.kv_cache_capacity_bytes)[mean],
+        "max_concurrent_seqs": arr(e.max_concurrent_seqs)[mean],
+        "ok_memory": np.asarray(np.broadcast_to(e.fits, (2 * n,)))[mean] & (arr(e.max_concurrent_seqs)[tail] >= 1),
+        "usd_per_hour": np.full(n, n_gpus * g.usd_per_gpu_hour),
+    }
+
+
+def serving_table(spec, scenario, gpus: list[GpuOption]) -> ServingTable:
+    """Every replica option of the scenario's search space with its figures and rule flags
+    (module docstring). One vectorised estimator call per (GPU, weights, KV, TP, PP) group."""
+    serve, search = scenario.serve, scenario.search
+    if serve is None:
+        raise ClusteroptError("serve", "this scenario has no 'serve' block", "a serving workload")
+    lengths = _lengths(serve)
+    batches = batch_ladder(search)
+    weights = list(search.weights or DEFAULT_WEIGHTS)
+    kvs = list(search.kv or DEFAULT_KV)
+    gmu = 1.0 - scenario.constraints.memory_headroom
+    parts: list[dict] = []
+    notes: list[str] = []
+    for g in gpus:
+        hw = g.hardware
+        domain = max(1, min(hw.intra_node_domain, max(hw.gpus_per_node, 1)))
+        tps = tp_values(spec, search, domain)
+        if not tps:
+            notes.append(f"{g.name}: no TP value divides the heads within its {domain}-GPU domain; left out")
+            continue
+        pps = list(search.pp) if search.pp is not None else [1]
+        got = _evaluate_gpu(spec, g, tps, pps, weights, kvs, batches, lengths, gmu, notes)
+        if search.pp is None and not any(p["ok_memory"].any() for p in got):
+            more = [p for p in PP_FALLBACK if p <= spec.num_layers]
+            got += _evaluate_gpu(spec, g, [max(tps)], more, weights, kvs, batches, lengths, gmu, notes)
+        parts += got
+    keys = list(parts[0]) if parts else ["gpu"]
+    cols = {k: (np.concatenate([p[k] for p in parts]) if parts else np.zeros(0, dtype=np.int64)) for k in keys}
+    if parts:
+        slo = serve.slo
+        cols["ok_ttft"] = cols["ttft_s"] <= slo.ttft_p99_s if slo.ttft_p99_s is not None else np.ones(len(cols["gpu"]), bool)
+        cols["ok_itl"] = cols["itl_s"] <= slo.itl_p99_s if slo.itl_p99_s is not None else np.ones(len(cols["gpu"]), bool)
+        cols["capacity_units"] = fm.capacity_units(cols["requests_per_s"])
+    else:
+        for k in ("ok_memory", "ok_ttft", "ok_itl"):
+            cols[k] = np.zeros(0, dtype=bool)
+        cols["capacity_units"] = np.zeros(0, dtype=np.int64)
+    return ServingTable(gpus=gpus, cols=cols, lengths=lengths, notes=notes)
+
+
+def _evaluate_gpu(spec, g, tps, pps, weights, kvs, batches, lengths, gmu, notes) -> list[dict]:
+    out = []
+    for pp in pps:
+        for w in weights:
+            for kv in kvs:
+                for tp in tps:
+                    try:
+                        out.append(_evaluate_group(spec, g, tp=int(tp), pp=int(pp), weights=w, kv=kv,
+                                                   batches=batches, lengths=lengths, gmu=gmu))
+                    except ClusteroptError as e:
+                        notes.append(f"{g.name} tp={tp} pp={pp} {w}/{kv}: {e}; left out")
+    return out
+
+
+# ----------------------------------------------------------------------------------------
+# from the table to the fleet model
+# ----------------------------------------------------------------------------------------
+
+def reduce_options(table: ServingTable, rows: np.ndarray) -> np.ndarray:
+    """Per (GPU type, GPUs per replica), the row with the largest capacity (ties: lower TTFT,
+    ITL, memory, then row order). Exact for the fleet optimum (module docstring)."""
+    if len(rows) == 0:
+        return rows
+    c = table.cols
+    order = np.lexsort((rows, c["memory_per_gpu_bytes"][rows], c["itl_s"][rows], c["ttft_s"][rows],
+                        -c["capacity_units"][rows], c["gpus_per_replica"][rows], c["gpu"][rows]))
+    out, seen = [], set()
+    for i in order:
+        r = rows[i]
+        key = (int(c["gpu"][r]), int(c["gpus_per_replica"][r]))
+        if key not in seen:
+            seen.add(key)
+            out.append(r)
+    return np.array(sorted(out), dtype=np.int64)
+
+
+def spares_of(serve) -> int:
+    r = serve.redundancy
+    return 0 if r == "none" else 1 if r == "n+1" else int(r)
+
+
+def max_types_of(serve) -> int | None:
+    v = getattr(serve, "max_replica_types", DEFAULT_MAX_REPLICA_TYPES)
+    return v
+
+
+def fleet_problem(table: ServingTable, rows: np.ndarray, scenario, objective: str) -> fm.FleetProblem:
+    c, cons, serve = table.cols, scenario.constraints, scenario.serve
+    opts = tuple(fm.FleetOption(int(c["gpu"][r]), int(c["gpus_per_replica"][r]), int(c["capacity_units"][r]))
+                 for r in rows)
+    gpus = table.gpus
+    return fm.FleetProblem(
+        options=opts, demand=fm.demand_units(serve.requests_per_s, serve.max_utilization),
+        spares=spares_of(serve), gpi=tuple(int(g.gpus_per_instance) for g in gpus),
+        price=tuple(fm.usd_units(g.usd_per_instance_hour) for g in gpus),
+        available=tuple(g.available for g in gpus), max_gpus=cons.max_gpus,
+        budget=(math.floor(cons.budget_usd_per_hour * fm.USD_UNITS + 1e-9)
+                if cons.budget_usd_per_hour is not None else None),
+        max_types=max_types_of(serve), objective="gpus" if objective == "gpus" else "cost")
+
+
+# ----------------------------------------------------------------------------------------
+# decoding a fleet into a row
+# ----------------------------------------------------------------------------------------
+
+def _demand_mtokens_per_hour(serve) -> float:
+    return serve.requests_per_s * serve.output_tokens.mean * 3600.0 / 1e6
+
+
+def fleet_record(table: ServingTable, rows: np.ndarray, f: fm.Fleet, scenario, objective: str) -> dict:
+    serve, c = scenario.serve, table.cols
+    used = [(int(rows[i]), n) for i, n in enumerate(f.counts) if n > 0]
+    usd = sum(m * g.usd_per_instance_hour for g, m in zip(table.gpus, f.instances))
+    caps = sorted((float(c["requests_per_s"][r]) for r, n in used for _ in range(n)), reverse=True)
+    capacity = sum(caps)
+    after = sum(caps[spares_of(serve):])
+    per_type = [f"{g.name} x{m * g.gpus_per_instance}" for g, m in zip(table.gpus, f.instances) if m]
+    replicas = [table.replica(r, n) for r, n in used]
+    rec = {
+        "usd_per_hour": float(usd),
+        "usd_per_mtoken": float(usd / _demand_mtokens_per_hour(serve)),
+        "n_gpus": int(f.gpus), "n_gpus_used": int(f.gpus_used), "n_replicas": int(sum(f.counts)),
+        "gpu": " + ".join(per_type), "capacity_requests_per_s": float(capacity),
+        "capacity_after_failures_requests_per_s": float(after),
+        "utilization": float(serve.requests_per_s / capacity),
+        "output_tokens_per_s": float(sum(float(c["output_tokens_per_s"][r]) * n for r, n in used)),
+        "worst_ttft_s": max(x["ttft_s"] for x in replicas), "worst_itl_s": max(x["itl_s"] for x in replicas),
+        "min_memory_headroom": min(x["memory_headroom"] for x in replicas), "replicas": replicas,
+    }
+    rec["objective"] = {"cost": rec["usd_per_hour"], "cost_per_mtoken": rec["usd_per_mtoken"],
+                        "gpus": float(rec["n_gpus"])}[objective]
+    return rec
+
+
+def frame(records: list[dict], ranked: bool = True) -> pd.DataFrame:
+    recs = [dict(r, rank=i + 1) for i, r in enumerate(records)]
+    df = pd.DataFrame.from_records(recs, columns=list(COLUMNS))
+    return df if ranked else df.drop(columns=["rank"])
+
+
+def evaluate_replica(spec, scenario, gpu: GpuOption, replica: dict) -> dict:
+    """One replica option's figures by a scalar estimator call (the check on the table)."""
+    g = _evaluate_group(spec, gpu, tp=replica["tp"], pp=replica["pp"], weights=replica["weights"],
+                        kv=replica["kv"], batches=[replica["batch"]], lengths=_lengths(scenario.serve),
+                        gmu=1.0 - scenario.constraints.memory_headroom)
+    return {k: (v[0].item() if hasattr(v[0], "item") else v[0]) for k, v in g.items()}
+
+
+def _verify(spec, scenario, table: ServingTable, records: list[dict]) -> None:
+    """Re-evaluate each chosen replica alone and check the fleet in floats; fail loudly on disagreement."""
+    serve = scenario.serve
+    by_name = {g.name: g for g in table.gpus}
+    slo = serve.slo
+    for rec in records:
+        for rep in rec["replicas"]:
+            ev = evaluate_replica(spec, scenario, by_name[rep["gpu"]], rep)
+            for k in ("ttft_s", "itl_s", "requests_per_s", "memory_per_gpu_bytes"):
+                if not math.isclose(ev[k], rep[k], rel_tol=1e-9, abs_tol=1e-12):
+                    raise RuntimeError(f"planner and estimator disagree on {k} for {rep}: {rep[k]} vs {ev[k]}")
+            if not ev["ok_memory"] or (slo.ttft_p99_s is not None and ev["ttft_s"] > slo.ttft_p99_s) \
+                    or (slo.itl_p99_s is not None and ev["itl_s"] > slo.itl_p99_s):
+                raise RuntimeError(f"planner chose a replica that breaks a rule: {rep}")
+        need = serve.requests_per_s / serve.max_utilization
+        if rec["capacity_after_failures_requests_per_s"] < need * (1 - 1e-12):
+            raise RuntimeError(f"fleet capacity {rec['capacity_after_failures_requests_per_s']} < {need} req/s")
+
+
+# ----------------------------------------------------------------------------------------
+# solve
+# ----------------------------------------------------------------------------------------
+
+def solve_serving(scenario, *, top_k: int | None = None, objective: str | None = None,
+                  time_limit_s: float = 30.0, catalog=None):
+    """The K cheapest minimal fleets meeting the serving scenario, proven by CP-SAT (fleet.py).
+
+    Returns ``optimizer.search.api.SolveResult`` with ``configs`` (one row per fleet, COLUMNS),
+    ``pareto`` (cost vs worst p99 TTFT), ``explanation`` (binding limits, or why infeasible and
+    what relaxation fixes it), ``stats`` and ``table`` (the ServingTable).
+    """
+    from optimizer.scenario import load_scenario
+    from optimizer.search.api import SolveResult, gpu_options
+
+    t0 = time.perf_counter()
+    scenario = load_scenario(scenario)
+    if scenario.serve is None:
+        raise ClusteroptError("serve", "this scenario has no 'serve' block", "a serving workload")
+    objective = objective or scenario.objective
+    if objective not in SERVE_OBJECTIVES:
+        raise ClusteroptError("objective", f"{objective!r} is not a serving objective",
+                              "allowed: " + ", ".join(SERVE_OBJECTIVES))
+    k = top_k or scenario.top_k
+    spec = scenario.spec()
+    gpus, notes = gpu_options(scenario, catalog)
+    table = serving_table(spec, scenario, gpus)
+    t_table = time.perf_counter() - t0
+    rows = reduce_options(table, np.nonzero(table.feasible)[0])
+    problem = fleet_problem(table, rows, scenario, objective)
+    res = fm.solve_fleets(problem, k, time_limit_s=time_limit_s)
+    records = [fleet_record(table, rows, f, scenario, objective) for f in res.fleets]
+    _verify(spec, scenario, table, records)
+    status = res.status if records else ("infeasible" if res.status in ("optimal", "infeasible") else "unknown")
+    from optimizer.search import serving_explain as sx
+
+    if records:
+        explanation = sx.binding_summary(table, rows, problem, res.fleets[0], scenario)
+    else:
+        explanation = sx.explain_infeasible(table, rows, problem, scenario)
+    explanation["notes"] = notes + table.notes + explanation.get("notes", [])
+    pareto = pareto_fleets(table, scenario, time_limit_s=max(1.0, time_limit_s / 3))
+    return SolveResult(
+        scenario=scenario.name, status=status, objective=objective, configs=frame(records), pareto=pareto,
+        explanation=explanation,
+        stats={"rows": len(table), "feasible_rows": int(table.feasible.sum()), "cpsat_options": len(rows),
+               "cpsat_solves": res.n_solves, "cpsat_time_s": res.solve_time_s, "table_time_s": t_table},
+        table=table)
+
+
+def pareto_fleets(table: ServingTable, scenario, *, time_limit_s: float = 10.0,
+                  max_points: int = PARETO_MAX_POINTS) -> pd.DataFrame:
+    """The cost ($/hour) vs worst replica p99 TTFT front of feasible fleets, exact by the
+    epsilon-constraint method: solve the least-cost fleet using only options with TTFT <= t,
+    lower t to just below that fleet's worst TTFT, repeat; then drop dominated points."""
+    feas = np.nonzero(table.feasible)[0]
+    c = table.cols
+    levels = np.unique(c["ttft_s"][feas])
+    recs, t = [], np.inf
+    t0 = time.perf_counter()
+    while len(recs) < max_points and time.perf_counter() - t0 < time_limit_s:
+        rows = reduce_options(table, feas[c["ttft_s"][feas] <= t])
+        if len(rows) == 0:
+            break
+        p = fleet_problem(table, rows, scenario, "cost")
+        res = fm.solve_fleets(p, 1, time_limit_s=time_limit_s)
+        if not res.fleets:
+            break
+        rec = fleet_record(table, rows, res.fleets[0], scenario, "cost")
+        recs.append(rec)
+        lower = levels[levels < rec["worst_ttft_s"]]
+        if not len(lower):
+            break
+        t = lower[-1]
+    if not recs:
+        return frame([], ranked=False)
+    keep = pareto_indices(np.array([r["usd_per_hour"] for r in recs]), np.array([r["worst_ttft_s"] for r in recs]))
+    return frame([recs[i] for i in keep], ranked=False)

@@ -1,0 +1,276 @@
+"""Why a serving scenario has no feasible fleet, and which limits bind when it has one.
+
+The same shape as search/explain.py gives for training (keys 'reason', 'conflicts', 'binding',
+'relaxations', 'lines'), computed exactly by re-solving the fleet model (fleet.py) with limit
+families dropped:
+
+- replica rules (memory, ttft, itl) are checked per option: when no option meets them all, the
+  minimal sets of rules no option meets together are the conflicts, and the least SLO that some
+  option meets (fastest TTFT, lowest ITL among the options that fit) is the relaxation;
+- fleet limits (budget, stock, max_gpus, max_types): a set is a conflict when no fleet meets it
+  and every proper subset is met; the least relaxation of each limit is the optimum of the fleet
+  model for that figure with the limit dropped and all others kept (the smallest
+  budget_usd_per_hour, max_gpus, available[g], number of replica types that becomes feasible);
+- the least TTFT / ITL SLO for which a fleet meeting every limit exists (bisection over the
+  options' values: allowing more options never removes a fleet);
+- at an optimum, a limit binds when dropping it gives a strictly better fleet.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+
+import numpy as np
+
+from optimizer.search import fleet as fm
+from optimizer.units import GB
+
+_HUMAN = {"memory": "memory per GPU", "ttft": "TTFT p99 SLO", "itl": "ITL p99 SLO", "budget": "budget per hour",
+          "stock": "GPU stock", "max_gpus": "GPU count limit", "max_types": "replica-type limit",
+          "redundancy": "redundancy"}
+
+
+def _rows(table, ok_memory=True, ok_ttft=True, ok_itl=True) -> np.ndarray:
+    c = table.cols
+    ok = c["capacity_units"] > 0
+    if ok_memory:
+        ok = ok & c["ok_memory"]
+    if ok_ttft:
+        ok = ok & c["ok_ttft"]
+    if ok_itl:
+        ok = ok & c["ok_itl"]
+    return np.nonzero(ok)[0]
+
+
+def _active(problem: fm.FleetProblem) -> list[str]:
+    out = []
+    if problem.budget is not None:
+        out.append("budget")
+    if any(a is not None for a in problem.available):
+        out.append("stock")
+    if problem.max_gpus is not None:
+        out.append("max_gpus")
+    if problem.max_types is not None and problem.max_types < len(problem.options):
+        out.append("max_types")
+    return out
+
+
+def _feasible(problem: fm.FleetProblem, families) -> bool:
+    return bool(fm.solve_fleets(problem, 1, families=tuple(families), time_limit_s=10.0).fleets)
+
+
+def _problem_for(table, rows, scenario, objective="cost") -> fm.FleetProblem:
+    from optimizer.search.serving import fleet_problem, reduce_options
+
+    return fleet_problem(table, reduce_options(table, rows), scenario, objective)
+
+
+def option_summary(table) -> dict:
+    """How many options meet each replica rule, and the best figures any option reaches."""
+    c = table.cols
+    n = len(table)
+    mem = c["ok_memory"] if n else np.zeros(0, bool)
+    out = {"options": n, "meet_memory": int(mem.sum()), "meet_ttft": int(c["ok_ttft"].sum()) if n else 0,
+           "meet_itl": int(c["ok_itl"].sum()) if n else 0, "meet_all": int(table.feasible.sum()) if n else 0}
+    fit = np.nonzero(mem)[0]
+    if len(fit):
+        r = fit[np.argmin(c["ttft_s"][fit])]
+        out["fastest_ttft_s"] = float(c["ttft_s"][r])
+        out["fastest_ttft_option"] = table.replica(int(r))
+        r = fit[np.argmin(c["itl_s"][fit])]
+        out["lowest_itl_s"] = float(c["itl_s"][r])
+        out["lowest_itl_option"] = table.replica(int(r))
+    return out
+
+
+def _smallest_slo(table, scenario, key: str) -> float | None:
+    """Least value of the ``key`` SLO ('ttft_s' or 'itl_s') for which some fleet meets every
+    limit, the other SLO and memory kept. Bisection over the options' values (monotone)."""
+    c = table.cols
+    other = "ok_itl" if key == "ttft_s" else "ok_ttft"
+    base = np.nonzero(c["ok_memory"] & c[other] & (c["capacity_units"] > 0))[0]
+    if not len(base):
+        return None
+    levels = np.unique(c[key][base])
+
+    def ok(level):
+        rows = base[c[key][base] <= level]
+        return _feasible(_problem_for(table, rows, scenario), fm.FAMILIES)
+
+    if not ok(levels[-1]):
+        return None
+    lo, hi = 0, len(levels) - 1
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if ok(levels[mid]):
+            hi = mid
+        else:
+            lo = mid + 1
+    return float(levels[lo])
+
+
+def _fleet_relaxations(problem: fm.FleetProblem, table) -> dict:
+    out = {}
+    fams = set(fm.FAMILIES)
+    if problem.budget is not None:
+        v = fm.minimise(problem, "cost", families=tuple(fams - {"budget"}))
+        if v is not None:
+            out["budget_usd_per_hour"] = v / fm.USD_UNITS
+    if problem.max_gpus is not None:
+        v = fm.minimise(problem, "gpus", families=tuple(fams - {"max_gpus"}))
+        if v is not None:
+            out["max_gpus"] = int(v)
+    stock = {}
+    for g, a in enumerate(problem.available):
+        if a is None:
+            continue
+        others = {h for h, b in enumerate(problem.available) if b is not None and h != g}
+        v = fm.minimise(problem, "gpus_of", gpu=g, stock_only=others)
+        if v is not None and v > a:
+            stock[table.gpus[g].name] = int(v)
+    if stock:
+        out["available"] = stock
+    if problem.max_types is not None:
+        for m in range(problem.max_types + 1, len(problem.options) + 1):
+            if _feasible(dataclasses.replace(problem, max_types=m), fm.FAMILIES):
+                out["max_replica_types"] = m
+                break
+    if problem.spares > 0 and _feasible(dataclasses.replace(problem, spares=0), fm.FAMILIES):
+        out["redundancy"] = "none"
+    return out
+
+
+def _minimal_conflicts(check, families: list[str]) -> list[list[str]]:
+    conflicts: list[set[str]] = []
+    for size in range(1, len(families) + 1):
+        for combo in itertools.combinations(families, size):
+            s = set(combo)
+            if any(cf <= s for cf in conflicts):
+                continue
+            if not check(s):
+                conflicts.append(s)
+    return [sorted(cf, key=families.index) for cf in conflicts]
+
+
+def explain_infeasible(table, rows, problem: fm.FleetProblem, scenario) -> dict:
+    """A structured explanation with one-line sentences under 'lines' (module docstring)."""
+    slo, cons = scenario.serve.slo, scenario.constraints
+    lines: list[str] = []
+    summary = option_summary(table)
+    if len(table) == 0:
+        lines.append("no replica option passes the hard rules: check search pins (tp, pp, weights, kv, batch) "
+                     "and that the listed GPUs have prices")
+        return {"reason": "no candidate replica options", "conflicts": [], "binding": [], "relaxations": {},
+                "options": summary, "lines": lines}
+    rel: dict = {}
+    if len(rows) == 0:
+        c = table.cols
+        flags = {"memory": c["ok_memory"] & (c["capacity_units"] > 0), "ttft": c["ok_ttft"], "itl": c["ok_itl"]}
+        conflicts = _minimal_conflicts(lambda s: bool(np.logical_and.reduce([flags[f] for f in s]).any()),
+                                       ["memory", "ttft", "itl"])
+        for cf in conflicts:
+            lines.append("conflict: no replica option meets " + " + ".join(_HUMAN[f] for f in cf))
+        if summary["meet_memory"] == 0:
+            for g in table.gpus:
+                rg = np.nonzero(c["gpu"] == g.index)[0]
+                if len(rg):
+                    r = rg[np.argmin(c["weights_per_gpu_bytes"][rg])]
+                    lines.append(f"memory: the smallest option on {g.name} holds {c['weights_per_gpu_bytes'][r] / GB:.1f} GB "
+                                 f"of weights per GPU (tp={int(c['tp'][r])}, pp={int(c['pp'][r])}, {c['weights'][r]}); "
+                                 f"{g.name} has {g.hardware.memory_bytes / GB:.1f} GB")
+        binding = sorted({f for cf in conflicts for f in cf}, key=["memory", "ttft", "itl"].index)
+    else:
+        families = _active(problem)
+        conflicts = _minimal_conflicts(lambda s: _feasible(problem, s), families)
+        if not conflicts and problem.spares > 0:
+            conflicts = [["redundancy"]]
+        for cf in conflicts:
+            lines.append("conflict: " + " + ".join(_HUMAN[f] for f in cf) + " cannot all be met")
+        rel.update(_fleet_relaxations(problem, table))
+        binding = sorted({f for cf in conflicts for f in cf})
+    if slo.ttft_p99_s is not None:
+        v = _smallest_slo(table, scenario, "ttft_s")
+        if v is not None and v > slo.ttft_p99_s:
+            rel["ttft_p99_s"] = v
+    if slo.itl_p99_s is not None:
+        v = _smallest_slo(table, scenario, "itl_s")
+        if v is not None and v > slo.itl_p99_s:
+            rel["itl_p99_s"] = v
+    if "fastest_ttft_s" in summary:
+        o = summary["fastest_ttft_option"]
+        lines.append(f"fastest p99 TTFT any option reaches: {summary['fastest_ttft_s']:.3f} s ({_opt(o)})"
+                     + (f"; SLO {slo.ttft_p99_s:g} s" if slo.ttft_p99_s is not None else ""))
+        o = summary["lowest_itl_option"]
+        lines.append(f"lowest ITL any option reaches: {summary['lowest_itl_s'] * 1e3:.1f} ms ({_opt(o)})"
+                     + (f"; SLO {slo.itl_p99_s * 1e3:g} ms" if slo.itl_p99_s is not None else ""))
+    lines.append(f"options meeting each rule: memory {summary['meet_memory']}, TTFT {summary['meet_ttft']}, "
+                 f"ITL {summary['meet_itl']}, all {summary['meet_all']} of {summary['options']}")
+    if "budget_usd_per_hour" in rel:
+        lines.append(f"relax budget_usd_per_hour from ${cons.budget_usd_per_hour:,.2f} to "
+                     f"${rel['budget_usd_per_hour']:,.2f} (all else kept)")
+    if "max_gpus" in rel:
+        lines.append(f"relax max_gpus from {cons.max_gpus} to {rel['max_gpus']} (all else kept)")
+    for g, n in rel.get("available", {}).items():
+        lines.append(f"relax available.{g} to {n} (all else kept)")
+    if "max_replica_types" in rel:
+        lines.append(f"relax serve.max_replica_types from {problem.max_types} to {rel['max_replica_types']} (all else kept)")
+    if "redundancy" in rel:
+        lines.append("drop redundancy (serve.redundancy: none) and a fleet exists (all else kept)")
+    if "ttft_p99_s" in rel:
+        lines.append(f"relax slo.ttft_p99_s from {slo.ttft_p99_s:g} to {rel['ttft_p99_s']:.3f} s (all else kept)")
+    if "itl_p99_s" in rel:
+        lines.append(f"relax slo.itl_p99_s from {slo.itl_p99_s:g} to {rel['itl_p99_s']:.4f} s (all else kept)")
+    return {"reason": "; ".join(" + ".join(cf) for cf in conflicts) or "infeasible", "conflicts": conflicts,
+            "binding": binding, "relaxations": rel, "options": _plain_summary(summary), "lines": lines}
+
+
+def _opt(o: dict) -> str:
+    return f"{o['gpu']} tp={o['tp']} pp={o['pp']} {o['weights']}/{o['kv']} batch {o['batch']}"
+
+
+def _plain_summary(summary: dict) -> dict:
+    return {k: v for k, v in summary.items() if not k.endswith("_option")} | {
+        k: _opt(v) for k, v in summary.items() if k.endswith("_option")}
+
+
+def binding_summary(table, rows, problem: fm.FleetProblem, best: fm.Fleet, scenario) -> dict:
+    """Slack of each limit at the best fleet, and which limits bind (dropping them gives a
+    strictly better fleet, same objective)."""
+    cons = scenario.constraints
+    usd = sum(m * g.usd_per_instance_hour for g, m in zip(table.gpus, best.instances))
+    slack: dict = {}
+    if cons.budget_usd_per_hour is not None:
+        slack["budget_usd_per_hour"] = float(cons.budget_usd_per_hour - usd)
+    if cons.max_gpus is not None:
+        slack["max_gpus"] = int(cons.max_gpus - best.gpus)
+    stock = {g.name: int(g.available - m * g.gpus_per_instance)
+             for g, m in zip(table.gpus, best.instances) if g.available is not None}
+    if stock:
+        slack["stock"] = stock
+    if problem.max_types is not None:
+        slack["max_replica_types"] = int(problem.max_types - sum(1 for x in best.counts if x))
+    binding = []
+    for f in _active(problem):
+        alt = fm.solve_fleets(problem, 1, families=tuple(set(fm.FAMILIES) - {f}), time_limit_s=10.0)
+        if alt.fleets and alt.fleets[0].key < best.key:
+            binding.append(f)
+    if problem.spares > 0:
+        alt = fm.solve_fleets(dataclasses.replace(problem, spares=0), 1, time_limit_s=10.0)
+        if alt.fleets and alt.fleets[0].key < best.key:
+            binding.append("redundancy")
+    slo = scenario.serve.slo
+    for rule, flag in (("ttft", "ok_ttft"), ("itl", "ok_itl")):
+        if getattr(slo, f"{rule}_p99_s") is None:
+            continue
+        loose = _rows(table, ok_ttft=rule != "ttft", ok_itl=rule != "itl")
+        if len(loose) == int(table.feasible.sum()):
+            continue
+        alt = fm.solve_fleets(_problem_for(table, loose, scenario, problem.objective), 1, time_limit_s=10.0)
+        if alt.fleets and alt.fleets[0].key < best.key:
+            binding.append(rule)
+    lines = [f"binding: {_HUMAN[f]} (without it the optimum would improve)" for f in binding]
+    if not binding:
+        lines.append("no limit binds: the optimum is the cheapest fleet regardless of the limits")
+    return {"reason": "feasible", "binding": binding, "slack": slack, "lines": lines,
+            "options": _plain_summary(option_summary(table))}
