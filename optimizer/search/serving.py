@@ -70,7 +70,8 @@ PARETO_MAX_POINTS = 40
 #: Column order of the configs DataFrame (one row per fleet), defined once.
 COLUMNS = ("rank", "objective", "usd_per_hour", "usd_per_mtoken", "n_gpus", "n_gpus_used", "n_replicas",
            "gpu", "capacity_requests_per_s", "capacity_after_failures_requests_per_s", "utilization",
-           "output_tokens_per_s", "worst_ttft_s", "worst_itl_s", "min_memory_headroom", "replicas")
+           "output_tokens_per_s", "worst_ttft_s", "worst_itl_s", "memory_per_gpu_bytes", "memory_capacity_bytes",
+           "min_memory_headroom", "replicas")
 REPLICA_KEYS = ("gpu", "tp", "pp", "weights", "kv", "batch", "count", "gpus_per_replica", "ttft_s", "itl_s",
                 "tpot_s", "memory_per_gpu_bytes", "memory_headroom", "max_concurrent_seqs", "requests_per_s",
                 "output_tokens_per_s", "usd_per_hour", "offer")
@@ -288,6 +289,10 @@ def fleet_record(table: ServingTable, rows: np.ndarray, f: fm.Fleet, scenario, o
         "worst_ttft_s": max(x["ttft_s"] for x in replicas), "worst_itl_s": max(x["itl_s"] for x in replicas),
         "min_memory_headroom": min(x["memory_headroom"] for x in replicas), "replicas": replicas,
     }
+    # the fleet's tightest replica: most memory used per GPU relative to its GPU
+    tight = min(replicas, key=lambda x: x["memory_headroom"])
+    rec["memory_per_gpu_bytes"] = tight["memory_per_gpu_bytes"]
+    rec["memory_capacity_bytes"] = int(next(g for g in table.gpus if g.name == tight["gpu"]).hardware.memory_bytes)
     rec["objective"] = {"cost": rec["usd_per_hour"], "cost_per_mtoken": rec["usd_per_mtoken"],
                         "gpus": float(rec["n_gpus"])}[objective]
     return rec

@@ -1,0 +1,51 @@
+"""Solve times of the serving planner on every shipped serving scenario.
+
+Prints, per scenario: replica options in the table, options meeting every rule, options left
+after the dominance reduction (what CP-SAT sees), status, the time to build the table (one
+vectorised estimator call per GPU/format/TP/PP group), the CP-SAT top-K time, the whole
+``solve_serving`` call (explanation and Pareto front included; warm process), the best fleet's
+$/hour and, for comparison, the cheapest fleet of a single GPU type (each type solved alone).
+
+Run: python benchmarks/bench_serving.py [scenario ...]
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+
+from optimizer.scenario import list_scenarios, load_scenario
+from optimizer.search.serving import solve_serving
+
+
+def _serving_names() -> list[str]:
+    return [n for n in list_scenarios() if load_scenario(n).serve is not None and load_scenario(n).train is None]
+
+
+def main(names: list[str]) -> None:
+    print(f"{'scenario':24s} {'rows':>5s} {'ok':>5s} {'cpsat':>5s} {'status':>10s} {'table_s':>7s} "
+          f"{'cpsat_s':>7s} {'solve_s':>7s} {'usd_per_h':>10s} {'single_usd_per_h':>16s}  best fleet")
+    for name in names:
+        sc = load_scenario(name)
+        solve_serving(sc, top_k=1)                          # warm caches (model, catalog)
+        t0 = time.perf_counter()
+        res = solve_serving(sc)
+        total = time.perf_counter() - t0
+        s = res.stats
+        best = res.configs.iloc[0] if len(res.configs) else None
+        single = math.inf
+        if best is not None and sc.constraints.gpus:
+            for g in sc.constraints.gpus:
+                r = solve_serving(sc.with_overrides({"constraints.gpus": [g]}), top_k=1)
+                if len(r.configs):
+                    single = min(single, float(r.configs["usd_per_hour"].iloc[0]))
+        usd = f"{best['usd_per_hour']:10.2f}" if best is not None else f"{'-':>10s}"
+        single_s = f"{single:16.2f}" if math.isfinite(single) else f"{'-':>16s}"
+        print(f"{name:24s} {s['rows']:5d} {s['feasible_rows']:5d} {s['cpsat_options']:5d} {res.status:>10s} "
+              f"{s['table_time_s']:7.3f} {s['cpsat_time_s']:7.3f} {total:7.3f} {usd} {single_s}  "
+              f"{best['gpu'] if best is not None else res.explanation.get('reason', '')}")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:] or _serving_names())
