@@ -201,8 +201,13 @@ def candidate_rows(table: Table, objective: str, k: int) -> np.ndarray:
 
 def solve(scenario, *, top_k: int | None = None, objective: str | None = None,
           time_limit_s: float = 30.0, catalog=None, efficiency_scale: float = 1.0,
-          table: Table | None = None) -> SolveResult:
-    """Rank the K best distinct feasible configurations of a training scenario, proven by CP-SAT."""
+          table: Table | None = None, full_table: Table | None = None) -> SolveResult:
+    """Rank the K best distinct feasible configurations of a training scenario, proven by CP-SAT.
+
+    ``table`` (optional): a candidate table already built for this scenario (sweeps re-price one
+    table for many points). ``full_table``: the same with every GPU count (``build_table(...,
+    gpu_count_limits=False)``), which explanations of infeasibility need; built when missing.
+    """
     from optimizer.scenario import load_scenario
 
     scenario = load_scenario(scenario)
@@ -228,7 +233,8 @@ def solve(scenario, *, top_k: int | None = None, objective: str | None = None,
         explanation = binding_summary(table, scenario, int(chosen[0]))
     else:
         # the table left out rows breaking GPU-count limits; explanations need them all
-        full = build_table(spec, scenario, table.gpus, efficiency_scale, gpu_count_limits=False)
+        full = full_table if full_table is not None else build_table(
+            spec, scenario, table.gpus, efficiency_scale, gpu_count_limits=False)
         explanation = explain_infeasible(full, scenario, spec)
     explanation["notes"] = notes + explanation.get("notes", [])
     return SolveResult(

@@ -34,6 +34,10 @@ REPRICE_ONLY = ("constraints.budget_usd", "constraints.deadline_days",
 
 SWEEP_SCHEMA_VERSION = "1.0"
 
+#: A shared-table group is split across worker processes only with at least this many points
+#: per worker (each worker builds the table once, about as long as 20 re-priced solves).
+MIN_POINTS_PER_WORKER = 20
+
 
 def parse_values(text: str, field: str = "--vary") -> list[Any]:
     """'1e6:1e8:20:log' (start:stop:count[:log|lin]) or 'a,b,c' (numbers parsed when they are numbers)."""
@@ -124,9 +128,9 @@ def _solve_group(base_dict: dict, points: list[dict], objective, top_k) -> list[
         sc = base.with_overrides(p["values"])
         gpus, _ = gpu_options(sc)
         if table is None or [g.name for g in gpus] != [g.name for g in table.gpus]:
-            table = build_table(sc.spec(), sc, gpus)
+            table = build_table(sc.spec(), sc, gpus, gpu_count_limits=False)
         t = reprice(table, sc, gpus)
-        res = solve(sc, table=t, objective=objective, top_k=top_k)
+        res = solve(sc, table=t, full_table=t, objective=objective, top_k=top_k)
         out.append((p["index"], _point_row(p["values"], res)))
     return out
 
@@ -153,6 +157,16 @@ def sweep(scenario, vary: dict[str, Any], *, objective: str | None = None, top_k
     for p in points:
         key = tuple(repr(p["values"][n]) for n in table_paths)
         groups.setdefault(key, []).append(p)
+    n_workers = max(1, workers or os.cpu_count() or 1)
+    if executor == "process" and len(groups) < n_workers:
+        # one shared table but many points: split the points across workers (each builds the
+        # table once; worth it when the points outnumber the build cost)
+        split: dict[tuple, list[dict]] = {}
+        for key, pts in groups.items():
+            parts = min(n_workers, max(1, len(pts) // MIN_POINTS_PER_WORKER))
+            for j in range(parts):
+                split[key + (j,)] = pts[j::parts]
+        groups = split
     rows: dict[int, dict] = {}
     done = 0
     total = len(points)
@@ -166,13 +180,13 @@ def sweep(scenario, vary: dict[str, Any], *, objective: str | None = None, top_k
 
     if executor == "ray":
         _run_ray(base_dict, list(groups.values()), objective, top_k, rows, tick)
-    elif len(groups) == 1 or (workers or os.cpu_count() or 1) <= 1:
+    elif len(groups) == 1 or n_workers <= 1:
         for g in groups.values():
             for i, r in _solve_group(base_dict, g, objective, top_k):
                 rows[i] = r
             tick(len(g))
     else:
-        with ProcessPoolExecutor(max_workers=min(workers or os.cpu_count() or 1, len(groups))) as ex:
+        with ProcessPoolExecutor(max_workers=min(n_workers, len(groups))) as ex:
             futs = [ex.submit(_solve_group, base_dict, g, objective, top_k) for g in groups.values()]
             for f in as_completed(futs):
                 res = f.result()
