@@ -22,7 +22,7 @@ from optimizer.search.tables import LIMIT_FAMILIES, Table, lex_best, limits_of
 from optimizer.units import GB, GIB
 
 _HUMAN = {"memory": "memory per GPU", "budget": "budget", "deadline": "deadline", "stock": "GPU stock",
-          "max_gpus": "GPU count limit", "min_gpus": "minimum GPU count"}
+          "max_gpus": "GPU count limit", "min_gpus": "minimum GPU count", "host_memory": "host memory per node"}
 
 
 def _usd(x: float) -> str:
@@ -49,7 +49,26 @@ def describe_violation(table: Table, r: int, scenario, family: str) -> str:
         return f"max_gpus: needs {int(c['n_gpus'][r])} GPUs; limit is {cons.max_gpus}"
     if family == "min_gpus":
         return f"min_gpus: uses {int(c['n_gpus'][r])} GPUs; minimum is {cons.min_gpus}"
+    if family == "host_memory":
+        return _describe_host_memory(table, r, scenario)
     raise KeyError(family)
+
+
+def _describe_host_memory(table: Table, r: int, scenario) -> str:
+    """What a node's host RAM must hold (issue 10) against what the node type has."""
+    from optimizer.search.system import host_memory_parts
+
+    c = table.cols
+    g = table.gpus[int(c["gpu"][r])]
+    host_id, ram, parts = host_memory_parts(scenario, g, {k: c[k][r] for k in
+                                                          ("tp", "pp", "dp", "cp", "ep", "zero")})
+    sysm = scenario.system
+    big = ", ".join(f"{k.replace('_', ' ')} {v / GB:,.0f} GB" for k, v in parts.items() if v >= 0.05 * c["host_memory_bytes"][r])
+    hint = "; ZeRO-Offload holds 14 bytes per parameter a GPU updates: raise zero, tp or pp, or set system.offload_optimizer: false" \
+        if sysm.offload_optimizer else ""
+    return (f"host_memory: needs {c['host_memory_bytes'][r] / GB:,.0f} GB of host RAM per node ({big}); "
+            f"{host_id} has {ram / GB:,.0f} GB, {c['host_memory_capacity_bytes'][r] / GB:,.0f} GB after "
+            f"{sysm.host_memory_headroom:.0%} headroom{hint}")
 
 
 def _active_families(table: Table) -> list[str]:

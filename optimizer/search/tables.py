@@ -36,7 +36,13 @@ CONFIG_KEYS = ("gpu", "n_gpus", "tp", "pp", "dp", "cp", "ep", "zero", "precision
 OBJECTIVE_COLUMN_BY_NAME = {"cost": "cost_usd", "time": "wall_clock_days", "gpus": "n_gpus"}
 
 #: Limit families, in the order explanations list them.
-LIMIT_FAMILIES = ("memory", "budget", "deadline", "stock", "max_gpus", "min_gpus")
+LIMIT_FAMILIES = ("memory", "budget", "deadline", "stock", "max_gpus", "min_gpus", "host_memory")
+
+#: Per-row system columns (issue 10) the solve output and evaluate() must carry: goodput is a
+#: fraction, wall_clock_days includes failures, expected_interruptions is over the whole run,
+#: checkpoint_bytes counts all ranks together. Computed by optimizer.search.system.
+SYSTEM_COLUMNS = ("goodput", "wall_clock_days", "expected_interruptions", "job_mtbi_s", "checkpoint_bytes",
+                  "checkpoint_write_s", "checkpoint_interval_s")
 
 
 @dataclass
@@ -108,6 +114,7 @@ def estimate_rows(spec, scenario, gpus: list[GpuOption], cols: dict[str, np.ndar
             "sequence_parallel": bool(cols["sequence_parallel"][r0]),
             "optimizer": train.optimizer,
             "flash_attention": train.flash_attention,
+            "offload_optimizer": scenario.system.offload_optimizer,
         }
         res = estimate_training_batch(spec, g.hardware, arrays, categorical,
                                       efficiency_scale=efficiency_scale)
@@ -123,29 +130,44 @@ def estimate_rows(spec, scenario, gpus: list[GpuOption], cols: dict[str, np.ndar
     return out
 
 
-def price_rows(scenario, gpus: list[GpuOption], cols: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """Wall-clock, GPU-hours and cost of each row's whole run.
+def price_rows(scenario, gpus: list[GpuOption], cols: dict[str, np.ndarray], spec=None) -> dict[str, np.ndarray]:
+    """Wall-clock (including failures), GPU-hours and cost of each row's whole run.
 
-    Rented: whole instances (ceil(n_gpus / gpus_per_instance)) x $/instance-hour x hours.
-    Owned: n_gpus x the owned $/GPU-hour (total cost of ownership, formulas/cost.py) x hours.
+    Failure-free time train_s = tokens / tokens_per_s; wall-clock = train_s / goodput, with
+    goodput from optimizer.search.system (Daly 2006 with the row's MTBI, checkpoint write to
+    the storage tier and restart time). Everything is billed on wall-clock hours, lost time
+    included:
+      Rented: whole instances (ceil(n_gpus / gpus_per_instance)) x $/instance-hour x hours
+              + rented storage (capacity x $/TB-month x wall-clock).
+      Owned:  n_gpus x (the GPU's owned $/GPU-hour + the rest of the cluster's TCO: servers,
+              fabric sized by the row's nodes, storage; formulas/tco.py) x hours.
     """
+    from optimizer.search.system import system_columns
+
+    spec = spec if spec is not None else scenario.spec()
     gi = cols["gpu"]
     gpi = np.array([g.gpus_per_instance for g in gpus], dtype=np.int64)[gi]
     inst_rate = np.array([g.usd_per_instance_hour for g in gpus], dtype=float)[gi]
     tokens = scenario.train.tokens
     train_s = tokens / cols["tokens_per_s"]
-    wall_s = train_s / cols.get("goodput", 1.0)
-    hours = wall_s / SECONDS_PER_HOUR
     instances = -(-cols["n_gpus"] // gpi)
-    cost = instances * inst_rate * hours
-    return {
+    sysc = system_columns(spec, scenario, gpus, cols, gpu_cost_per_hour=instances * inst_rate)
+    wall_s = train_s / sysc["goodput"]
+    hours = wall_s / SECONDS_PER_HOUR
+    owned = np.isfinite(sysc["tco_usd_per_gpu_hour"])
+    rate = np.where(owned, sysc["tco_usd_per_gpu_hour"], inst_rate / gpi)
+    gpu_cost = np.where(owned, cols["n_gpus"] * np.nan_to_num(sysc["tco_usd_per_gpu_hour"]), instances * inst_rate) * hours
+    cost = gpu_cost + sysc["storage_usd"]
+    out = dict(sysc)
+    out.update({
         "train_days": train_s / SECONDS_PER_DAY,
         "wall_clock_days": wall_s / SECONDS_PER_DAY,
         "gpu_hours": cols["n_gpus"] * hours,
         "cost_usd": cost,
-        "usd_per_gpu_hour": inst_rate / gpi,
+        "usd_per_gpu_hour": rate,
         "cost_per_mtoken_usd": cost / (tokens / 1e6),
-    }
+    })
+    return out
 
 
 def integer_columns(cols: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -183,6 +205,7 @@ def violation_flags(cols: dict[str, np.ndarray], lim: dict) -> dict[str, np.ndar
         "stock": cols["n_gpus"] > stock[cols["gpu"]],
         "max_gpus": none if lim["max_gpus"] is None else cols["n_gpus"] > lim["max_gpus"],
         "min_gpus": cols["n_gpus"] < lim["min_gpus"],
+        "host_memory": cols["host_memory_bytes"] > cols["host_memory_capacity_bytes"],
     }
 
 
@@ -191,10 +214,10 @@ def complete_table(spec, scenario, gpus: list[GpuOption], cols: dict[str, np.nda
     """Estimator figures, prices, integer views and violation flags for given layout rows."""
     cols = dict(cols)
     cols.update(estimate_rows(spec, scenario, gpus, cols, efficiency_scale))
-    return reprice(Table(gpus, cols), scenario, gpus)
+    return reprice(Table(gpus, cols), scenario, gpus, spec=spec)
 
 
-def reprice(table: Table, scenario, gpus: list[GpuOption] | None = None) -> Table:
+def reprice(table: Table, scenario, gpus: list[GpuOption] | None = None, *, spec=None) -> Table:
     """Recompute time, cost, integer views and limits for new prices, tokens or limits.
 
     The estimator columns (memory, step time, throughput) are kept: they do not depend on
@@ -204,14 +227,16 @@ def reprice(table: Table, scenario, gpus: list[GpuOption] | None = None) -> Tabl
     gpus = gpus if gpus is not None else table.gpus
     cols = dict(table.cols)
     if len(cols["tp"]):
-        cols.update(price_rows(scenario, gpus, cols))
+        cols.update(price_rows(scenario, gpus, cols, spec))
         cols.update(integer_columns(cols))
         viol = violation_flags(cols, limits_of(scenario, gpus))
     else:
         for k in ("memory_per_gpu_bytes", "step_time_s", "tokens_per_s", "mfu", "hfu", "train_days",
-                  "wall_clock_days", "gpu_hours", "cost_usd", "usd_per_gpu_hour", "cost_per_mtoken_usd"):
+                  "wall_clock_days", "gpu_hours", "cost_usd", "usd_per_gpu_hour", "cost_per_mtoken_usd",
+                  *SYSTEM_COLUMNS, "checkpoint_blocking_s", "restart_s", "storage_usd", "tco_usd_per_gpu_hour",
+                  "host_memory_bytes", "host_memory_capacity_bytes"):
             cols.setdefault(k, np.zeros(0))
-        for k in ("cost_units", "time_units", "memory_units"):
+        for k in ("cost_units", "time_units", "memory_units", "storage_tier"):
             cols[k] = np.zeros(0, dtype=np.int64)
         viol = {f: np.zeros(0, dtype=bool) for f in LIMIT_FAMILIES}
     return Table(gpus, cols, viol)
