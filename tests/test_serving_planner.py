@@ -342,14 +342,15 @@ def test_table_flags_follow_the_documented_rules():
     assert np.array_equal(c["ok_ttft"], c["ttft_s"] <= sc.serve.slo.ttft_p99_s)
     assert np.array_equal(c["ok_itl"], c["itl_s"] <= sc.serve.slo.itl_p99_s)
     assert np.all(c["usd_per_hour"] > 0)
-    # the reduction keeps one row per (GPU type, GPUs per replica), the one with most capacity
+    # the reduction keeps one option per (billing pool, GPUs per replica): the fitting row with most capacity
     feas = np.nonzero(t.feasible)[0]
     red = reduce_options(t, feas)
-    keys = {(int(c["gpu"][r]), int(c["gpus_per_replica"][r])) for r in feas}
-    assert len(red) == len(keys)
-    for r in red:
-        same = feas[(c["gpu"][feas] == c["gpu"][r]) & (c["gpus_per_replica"][feas] == c["gpus_per_replica"][r])]
+    keys = {(q, int(c["gpus_per_replica"][r])) for r in feas for q in range(len(t.pools)) if t.fits_pool(int(r), q)}
+    assert len(red) == len(keys) == len({(int(q), int(c["gpus_per_replica"][r])) for r, q in zip(red.rows, red.pools)})
+    for r, q in zip(red.rows, red.pools):
+        same = [x for x in feas if t.fits_pool(int(x), int(q)) and c["gpus_per_replica"][x] == c["gpus_per_replica"][r]]
         assert c["capacity_units"][r] == c["capacity_units"][same].max()
+        assert t.pools[q].offer in ("owned", "scenario price") or c["tp"][r] <= t.pools[q].gpus_per_instance
     # a 70B model in bf16 does not fit one 48 GB L40S
     l40s = [g.index for g in gpus if g.name == "L40S"][0]
     rows = (c["gpu"] == l40s) & (c["tp"] == 1) & (c["weights"] == "bf16")
@@ -361,3 +362,40 @@ def test_serve_schema_rejects_negative_spares():
         load_scenario("llama3-70b-chat").with_overrides({"serve.redundancy": -1})
     with pytest.raises(ClusteroptError):
         load_scenario("llama3-70b-chat").with_overrides({"serve.max_replica_types": 0})
+
+
+def test_billing_pools_one_per_instance_size():
+    """Each rented GPU type is billed through the cheapest offer per GPU of each instance size
+    its offers come in (catalog/offers.csv), in the scenario's mode and provider."""
+    from optimizer.catalog import load_catalog
+    from optimizer.search.api import gpu_options
+    from optimizer.search.serving import billing_pools
+
+    cat = load_catalog()
+    sc = load_scenario("llama3-70b-chat").with_overrides({"pricing.provider": "RunPod"})
+    gpus, _ = gpu_options(sc)
+    pools, types = billing_pools(sc, gpus, cat)
+    for g in gpus:
+        mine = [p for p, h in zip(pools, types) if h == g.index]
+        offers = [o for o in cat.offers(g.name, "RunPod") if o.usd_per_gpu_hour("on_demand") is not None]
+        assert sorted(p.gpus_per_instance for p in mine) == sorted({o.gpus_per_instance for o in offers})
+        for p in mine:
+            same = [o.usd_per_gpu_hour("on_demand") for o in offers if o.gpus_per_instance == p.gpus_per_instance]
+            assert p.usd_per_gpu_hour == pytest.approx(min(same))
+            assert p.usd_per_instance_hour == pytest.approx(p.usd_per_gpu_hour * p.gpus_per_instance)
+
+
+@pytest.mark.parametrize("name", ["llama3-70b-chat", "llama3-8b-aws-mixed"])
+def test_tp_groups_fit_in_one_rented_instance(name):
+    """A TP=4 replica cannot run on 1-GPU rentals: every replica's TP group fits its offer's
+    instance, and the instances rented hold every replica's GPUs."""
+    r = solve_serving(name, top_k=3)
+    t = r.table
+    size = {p.offer: p.gpus_per_instance for p in t.pools}
+    for _, row in r.configs.iterrows():
+        for x in row["replicas"]:
+            assert x["tp"] <= size[x["offer"]]
+        for inst in row["instances"]:
+            used = sum(x["count"] * x["gpus_per_replica"] for x in row["replicas"] if x["offer"] == inst["offer"])
+            assert inst["count"] * inst["gpus_per_instance"] >= used > (inst["count"] - 1) * inst["gpus_per_instance"]
+        assert row["usd_per_hour"] == pytest.approx(sum(i["usd_per_hour"] for i in row["instances"]))

@@ -2,25 +2,27 @@
 
 Notation (OR-Tools sample order: data, model, variables, constraints, objective, solve, decode)
 
-    r in R               replica options (GPU type, TP, PP, weight/KV format, batch cap), each
-                         meeting the SLOs on its own (search/serving.py builds them)
-    g in G               GPU types
-    g(r), n[r]           option r's GPU type and GPUs per replica
+    r in R               replica options (GPU type, TP, PP, weight/KV format, batch cap, and the
+                         rental offer it runs on), each meeting the SLOs on its own
+                         (search/serving.py builds them)
+    g in G               billing pools: one GPU type rented through one offer (instance size);
+                         type(g) is the pool's GPU type, h in H the GPU types
+    g(r), n[r]           option r's pool and GPUs per replica
     cap[r] (int)         sustainable requests/s of one replica, in milli-requests/s, rounded DOWN
     D (int)              demand / max_utilization, in milli-requests/s, rounded UP
     k (int)              spare replicas: the fleet covers D with any k replicas removed
                          ('n+1' is k = 1, 'none' k = 0)
-    gpi[g], price[g]     GPUs per rented instance, price of one instance (integer 1e-4 USD/hour,
-                         rounded to nearest)
+    gpi[g], price[g]     GPUs per rented instance of pool g, price of one instance (integer
+                         1e-4 USD/hour, rounded to nearest)
     x[r] in [0, U[r]]    replicas of option r;  U[r] = ceil(D / cap[r]) + k
     y[r] in {0, 1}       option r is used (y[r] <=> x[r] >= 1)
-    m[g] >= 0            instances of type g rented
+    m[g] >= 0            instances of pool g rented
     z[j] in {0, 1}       the redundancy threshold t[j] is chosen (t ranges over the distinct cap)
 
     coverage (k = 0):    sum_r cap[r] x[r] >= D
     coverage (k >= 1):   OR_j z[j];  z[j] => sum_r min(cap[r], t[j]) x[r] >= D + k t[j]
     instances:           gpi[g] m[g] >= sum_{r in g} n[r] x[r]         (replicas share instances)
-    a[stock]    =>       gpi[g] m[g] <= available[g]                     (GPUs rented, per type)
+    a[stock]    =>       sum_{g: type(g) = h} gpi[g] m[g] <= available[h]  (GPUs rented, per type)
     a[max_gpus] =>       sum_g gpi[g] m[g] <= max_gpus
     a[budget]   =>       sum_g price[g] m[g] <= budget                   (floor, 1e-4 USD/hour)
     a[max_types] =>      sum_r y[r] <= max_types
@@ -76,11 +78,18 @@ class FleetProblem:
     spares: int = 0                           # k
     gpi: tuple[int, ...] = ()                 # per GPU type
     price: tuple[int, ...] = ()               # per GPU type, 1e-4 USD per instance-hour
-    available: tuple[int | None, ...] = ()    # per GPU type, GPUs
+    available: tuple[int | None, ...] = ()    # per GPU TYPE, GPUs
+    pool_type: tuple[int, ...] = ()           # GPU type of each pool; () = pools are the types
     max_gpus: int | None = None
     budget: int | None = None                 # 1e-4 USD/hour
     max_types: int | None = None
     objective: str = "cost"                   # cost | gpus
+
+    def type_of(self, g: int) -> int:
+        return self.pool_type[g] if self.pool_type else g
+
+    def pools_of(self, h: int) -> list[int]:
+        return [g for g in range(len(self.gpi)) if self.type_of(g) == h]
 
     def upper(self, r: int) -> int:
         o = self.options[r]
@@ -146,8 +155,8 @@ def violated(p: FleetProblem, f: Fleet, counts, skip=()) -> list[str]:
     """Limit families a fleet breaks (coverage aside)."""
     out = []
     if "stock" not in skip:
-        for g, m in enumerate(f.instances):
-            if p.available[g] is not None and m * p.gpi[g] > p.available[g]:
+        for h, a in enumerate(p.available):
+            if a is not None and sum(f.instances[g] * p.gpi[g] for g in p.pools_of(h)) > a:
                 out.append("stock")
                 break
     if "max_gpus" not in skip and p.max_gpus is not None and f.gpus > p.max_gpus:
@@ -185,9 +194,9 @@ class _Model:
         self.cost_expr = sum(p.price[g] * self.m[g] for g in range(G))
         self.used_expr = sum(o.n_gpus * self.x[r] for r, o in enumerate(p.options))
         if "stock" in self.lits:
-            for g in range(G):
-                if p.available[g] is not None and (stock_only is None or g in stock_only):
-                    m.add(p.gpi[g] * self.m[g] <= p.available[g]).only_enforce_if(self.lits["stock"])
+            for h, a in enumerate(p.available):
+                if a is not None and (stock_only is None or h in stock_only):
+                    m.add(sum(p.gpi[g] * self.m[g] for g in p.pools_of(h)) <= a).only_enforce_if(self.lits["stock"])
         if "max_gpus" in self.lits and p.max_gpus is not None:
             m.add(self.gpus_expr <= p.max_gpus).only_enforce_if(self.lits["max_gpus"])
         if "budget" in self.lits and p.budget is not None:
@@ -208,8 +217,9 @@ class _Model:
         """U[r], tightened by what the enforced stock and GPU-count limits imply on their own."""
         p, o = self.p, self.p.options[r]
         u = p.upper(r)
-        a = p.available[o.gpu]
-        if "stock" in families and a is not None and (stock_only is None or o.gpu in stock_only):
+        h = p.type_of(o.gpu)
+        a = p.available[h]
+        if "stock" in families and a is not None and (stock_only is None or h in stock_only):
             u = min(u, a // o.n_gpus)
         if "max_gpus" in families and p.max_gpus is not None:
             u = min(u, p.max_gpus // o.n_gpus)
@@ -290,7 +300,8 @@ def minimise(p: FleetProblem, expr: str, *, families=FAMILIES, time_limit_s: flo
              stock_only: set[int] | None = None, gpu: int | None = None):
     """The least value of one figure over feasible fleets (for explanations: the smallest
     budget, GPU count or stock that some fleet meeting the kept limits needs). ``expr``:
-    'cost', 'gpus' or 'gpus_of' (GPUs rented of type ``gpu``). None when no fleet exists."""
+    'cost', 'gpus' or 'gpus_of' (GPUs rented of GPU TYPE ``gpu``, all its pools); ``stock_only``:
+    the GPU types whose stock is kept. None when no fleet exists."""
     model = _Model(p, families, stock_only)
     mm = model.model
     if expr == "cost":
@@ -298,7 +309,7 @@ def minimise(p: FleetProblem, expr: str, *, families=FAMILIES, time_limit_s: flo
     elif expr == "gpus":
         target = model.gpus_expr
     else:
-        target = p.gpi[gpu] * model.m[gpu]
+        target = sum(p.gpi[g] * model.m[g] for g in p.pools_of(gpu))
     mm.minimize(target)
     s = cp_model.CpSolver()
     s.parameters.max_time_in_seconds = time_limit_s

@@ -26,19 +26,25 @@ cap B; B is also the engine's ``max_num_seqs``, so the profile run is sized by i
   0.9 by default as in vLLM) holds B sequences at the mean lengths, and at least one at the p99
   lengths. ``memory_per_gpu_bytes`` is the use at B mean-length sequences.
 
-Price of a replica (``usd_per_hour``): its pro-rata share, GPUs x the offer's $/GPU-hour. The
-FLEET is billed in whole instances: replicas of one GPU type share instances, and each type
-rents ceil(GPUs in its replicas / GPUs per instance) instances (an 8-GPU instance holds two
-TP=4 replicas, or a TP=4 and four TP=1 replicas). Stock (``constraints.available``) and
-``max_gpus`` count the GPUs rented.
+Offers and price. A rented replica runs inside instances of one offer, and its TP group must
+fit in one instance (TP over NVLink; pipeline stages may span instances): a TP=4 replica cannot
+run on 1-GPU rentals. So each GPU type is billed through *pools*, one per instance size its
+offers come in (the cheapest offer per GPU of that size, in the scenario's pricing mode and
+provider), and each replica option is offered to the fleet model once per pool it fits. Owned
+GPUs and scenario-given prices form one pool with no instance rule. The FLEET is billed in whole
+instances: replicas in one pool share instances, and the pool rents ceil(GPUs in its replicas /
+GPUs per instance) instances (an 8-GPU instance holds two TP=4 replicas, or a TP=4 and four TP=1
+replicas). A replica's ``usd_per_hour`` is its pro-rata share: GPUs x its pool's $/GPU-hour.
+Stock (``constraints.available``) and ``max_gpus`` count the GPUs rented, over all pools of a type.
 
 Search space (scenario ``search:``): weights (default bf16, fp8: the formats that do not change
 model quality much; pin int8/int4 to search them), kv (default bf16, fp8), tp (default powers of
 two within the GPU's NVLink domain and node, dividing the heads), pp (default 1; when no PP = 1
 option of a GPU type fits in memory, 2, 4 and 8 are tried for it), batch (default 1, 2, 4, ...,
-1024). Per (GPU type, GPUs per replica) only the option with the largest capacity meeting every
+1024). Per (pool, GPUs per replica) only the option with the largest capacity meeting every
 rule is given to the fleet model (ties: lower TTFT, ITL, memory): any fleet using another option
-of that class costs the same and covers no more, so the optimum is unchanged.
+of that class costs the same, takes the same GPUs and covers no more, so the optimum is
+unchanged (the redundancy rule included: sum_r min(cap[r], t) x[r] only grows with cap).
 """
 
 from __future__ import annotations
@@ -64,18 +70,21 @@ PP_FALLBACK = (2, 4, 8)
 #: deployment to build, monitor and scale). ``serve.max_replica_types`` overrides it.
 DEFAULT_MAX_REPLICA_TYPES = 3
 SERVE_OBJECTIVES = ("cost", "cost_per_mtoken", "gpus")
-#: Most points the cost / worst-TTFT Pareto front is traced to.
+#: Most solves, and seconds, spent tracing the cost / worst-TTFT Pareto front; when either runs
+#: out the front is cut short at its fast end and ``pareto.attrs['complete']`` is False.
 PARETO_MAX_POINTS = 40
+PARETO_TIME_S = 5.0
 
 #: Column order of the configs DataFrame (one row per fleet), defined once.
 COLUMNS = ("rank", "objective", "usd_per_hour", "usd_per_mtoken", "n_gpus", "n_gpus_used", "n_replicas",
            "gpu", "capacity_requests_per_s", "capacity_after_failures_requests_per_s", "utilization",
            "output_tokens_per_s", "worst_ttft_s", "worst_itl_s", "memory_per_gpu_bytes", "memory_capacity_bytes",
-           "min_memory_headroom", "replicas")
+           "min_memory_headroom", "replicas", "instances")
 REPLICA_KEYS = ("gpu", "tp", "pp", "weights", "kv", "batch", "count", "gpus_per_replica", "ttft_s", "itl_s",
                 "tpot_s", "memory_per_gpu_bytes", "memory_headroom", "max_concurrent_seqs", "requests_per_s",
                 "output_tokens_per_s", "usd_per_hour", "offer")
 RULES = ("memory", "ttft", "itl")
+NO_INSTANCE_RULE = ("owned", "scenario price")
 
 
 # ----------------------------------------------------------------------------------------
@@ -90,6 +99,8 @@ class ServingTable:
     cols: dict[str, np.ndarray]
     lengths: dict[str, int]
     notes: list[str] = field(default_factory=list)
+    pools: list[GpuOption] = field(default_factory=list)     # billing pools (index = pool index)
+    pool_type: list[int] = field(default_factory=list)       # GPU type (index into gpus) per pool
 
     def __len__(self) -> int:
         return len(self.cols["gpu"])
@@ -97,9 +108,15 @@ class ServingTable:
     @property
     def feasible(self) -> np.ndarray:
         c = self.cols
-        return c["ok_memory"] & c["ok_ttft"] & c["ok_itl"] & (c["capacity_units"] > 0)
+        return c["ok_memory"] & c["ok_ttft"] & c["ok_itl"] & c["ok_offer"] & (c["capacity_units"] > 0)
 
-    def replica(self, r: int, count: int = 1) -> dict:
+    def fits_pool(self, r: int, pool: int) -> bool:
+        """Row r's TP group fits in one instance of the pool (always, for owned or given prices)."""
+        p = self.pools[pool]
+        return (self.pool_type[pool] == int(self.cols["gpu"][r])
+                and (p.offer in NO_INSTANCE_RULE or int(self.cols["tp"][r]) <= p.gpus_per_instance))
+
+    def replica(self, r: int, count: int = 1, pool: int | None = None) -> dict:
         c, g = self.cols, self.gpus[int(self.cols["gpu"][r])]
         out = {"gpu": g.name, "tp": int(c["tp"][r]), "pp": int(c["pp"][r]), "weights": str(c["weights"][r]),
                "kv": str(c["kv"][r]), "batch": int(c["batch"][r]), "count": int(count),
@@ -108,6 +125,10 @@ class ServingTable:
                   "requests_per_s", "output_tokens_per_s", "usd_per_hour"):
             out[k] = float(c[k][r])
         out["offer"] = g.offer
+        if pool is not None:
+            p = self.pools[pool]
+            out["offer"] = p.offer
+            out["usd_per_hour"] = float(c["gpus_per_replica"][r] * p.usd_per_gpu_hour)
         return out
 
 
@@ -160,7 +181,41 @@ def _evaluate_group(spec, g: GpuOption, *, tp, pp, weights, kv, batches, lengths
     }
 
 
-def serving_table(spec, scenario, gpus: list[GpuOption]) -> ServingTable:
+def billing_pools(scenario, gpus: list[GpuOption], catalog=None) -> tuple[list[GpuOption], list[int]]:
+    """The pools each GPU type is billed through (module docstring): for a rented type, the
+    cheapest offer per GPU of each instance size among its offers in the scenario's pricing mode
+    (and provider); for owned GPUs or a scenario-given price, the option itself. Returns the pools
+    (GpuOption with the pool's offer, index = pool index) and each pool's GPU type index."""
+    from dataclasses import replace
+
+    from optimizer.catalog import load_catalog
+
+    cat = catalog or load_catalog()
+    mode, provider = scenario.pricing.mode, scenario.pricing.provider
+    pools: list[GpuOption] = []
+    types: list[int] = []
+    for g in gpus:
+        if g.offer in NO_INSTANCE_RULE or mode == "owned":
+            sized = [g]
+        else:
+            best: dict[int, object] = {}
+            for o in cat.offers(g.name, provider):
+                rate = o.usd_per_gpu_hour(mode)
+                if rate is None:
+                    continue
+                cur = best.get(o.gpus_per_instance)
+                if cur is None or (rate, o.key) < (cur.usd_per_gpu_hour(mode), cur.key):
+                    best[o.gpus_per_instance] = o
+            sized = [replace(g, gpus_per_instance=o.gpus_per_instance, usd_per_gpu_hour=o.usd_per_gpu_hour(mode),
+                             usd_per_instance_hour=o.usd_per_hour(mode), offer=f"{o.provider} {o.instance_type}")
+                     for _, o in sorted(best.items())] or [g]
+        for q in sized:
+            pools.append(replace(q, index=len(pools)))
+            types.append(g.index)
+    return pools, types
+
+
+def serving_table(spec, scenario, gpus: list[GpuOption], catalog=None) -> ServingTable:
     """Every replica option of the scenario's search space with its figures and rule flags
     (module docstring). One vectorised estimator call per (GPU, weights, KV, TP, PP) group."""
     serve, search = scenario.serve, scenario.search
@@ -197,7 +252,27 @@ def serving_table(spec, scenario, gpus: list[GpuOption]) -> ServingTable:
         for k in ("ok_memory", "ok_ttft", "ok_itl"):
             cols[k] = np.zeros(0, dtype=bool)
         cols["capacity_units"] = np.zeros(0, dtype=np.int64)
-    return ServingTable(gpus=gpus, cols=cols, lengths=lengths, notes=notes)
+    pools, pool_type = billing_pools(scenario, gpus, catalog)
+    table = ServingTable(gpus=gpus, cols=cols, lengths=lengths, notes=notes, pools=pools, pool_type=pool_type)
+    # the offer rule and each row's price at its cheapest eligible pool
+    n = len(table)
+    ok_offer = np.zeros(n, dtype=bool)
+    usd = np.full(n, np.inf)
+    for q, p in enumerate(pools):
+        fit = (cols["gpu"] == pool_type[q]) if n else np.zeros(0, bool)
+        if n and p.offer not in NO_INSTANCE_RULE:
+            fit &= cols["tp"] <= p.gpus_per_instance
+        ok_offer |= fit
+        usd = np.where(fit, np.minimum(usd, cols["gpus_per_replica"] * p.usd_per_gpu_hour), usd) if n else usd
+    cols["ok_offer"] = ok_offer
+    if n:
+        cols["usd_per_hour"] = usd
+        for g in gpus:
+            if np.any((cols["gpu"] == g.index) & ~ok_offer):
+                big = int(cols["tp"][(cols["gpu"] == g.index) & ~ok_offer].min())
+                notes.append(f"{g.name}: no offer has an instance of {big} or more GPUs, so replicas with "
+                             f"TP >= {big} cannot be rented")
+    return table
 
 
 def _evaluate_gpu(spec, g, tps, pps, weights, kvs, batches, lengths, gmu, notes) -> list[dict]:
@@ -218,22 +293,39 @@ def _evaluate_gpu(spec, g, tps, pps, weights, kvs, batches, lengths, gmu, notes)
 # from the table to the fleet model
 # ----------------------------------------------------------------------------------------
 
-def reduce_options(table: ServingTable, rows: np.ndarray) -> np.ndarray:
-    """Per (GPU type, GPUs per replica), the row with the largest capacity (ties: lower TTFT,
-    ITL, memory, then row order). Exact for the fleet optimum (module docstring)."""
-    if len(rows) == 0:
-        return rows
+@dataclass(frozen=True)
+class Candidates:
+    """The fleet model's options: table row and billing pool of each."""
+
+    rows: np.ndarray
+    pools: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+
+def reduce_options(table: ServingTable, rows: np.ndarray) -> Candidates:
+    """Every (row, pool) pair the row fits, reduced to one per (pool, GPUs per replica): the pair
+    with the largest capacity (ties: lower TTFT, ITL, memory, then row order). Exact for the
+    fleet optimum (module docstring)."""
     c = table.cols
+    rows = np.asarray(rows, dtype=np.int64)
+    if len(rows) == 0:
+        return Candidates(rows, rows.copy())
     order = np.lexsort((rows, c["memory_per_gpu_bytes"][rows], c["itl_s"][rows], c["ttft_s"][rows],
-                        -c["capacity_units"][rows], c["gpus_per_replica"][rows], c["gpu"][rows]))
-    out, seen = [], set()
-    for i in order:
-        r = rows[i]
-        key = (int(c["gpu"][r]), int(c["gpus_per_replica"][r]))
-        if key not in seen:
-            seen.add(key)
-            out.append(r)
-    return np.array(sorted(out), dtype=np.int64)
+                        -c["capacity_units"][rows]))
+    out_r, out_p, seen = [], [], set()
+    for q in range(len(table.pools)):
+        for i in order:
+            r = int(rows[i])
+            if not table.fits_pool(r, q):
+                continue
+            key = (q, int(c["gpus_per_replica"][r]))
+            if key not in seen:
+                seen.add(key)
+                out_r.append(r)
+                out_p.append(q)
+    return Candidates(np.array(out_r, dtype=np.int64), np.array(out_p, dtype=np.int64))
 
 
 def spares_of(serve) -> int:
@@ -246,16 +338,16 @@ def max_types_of(serve) -> int | None:
     return v
 
 
-def fleet_problem(table: ServingTable, rows: np.ndarray, scenario, objective: str) -> fm.FleetProblem:
+def fleet_problem(table: ServingTable, cand: Candidates, scenario, objective: str) -> fm.FleetProblem:
     c, cons, serve = table.cols, scenario.constraints, scenario.serve
-    opts = tuple(fm.FleetOption(int(c["gpu"][r]), int(c["gpus_per_replica"][r]), int(c["capacity_units"][r]))
-                 for r in rows)
-    gpus = table.gpus
+    opts = tuple(fm.FleetOption(int(q), int(c["gpus_per_replica"][r]), int(c["capacity_units"][r]))
+                 for r, q in zip(cand.rows, cand.pools))
     return fm.FleetProblem(
         options=opts, demand=fm.demand_units(serve.requests_per_s, serve.max_utilization),
-        spares=spares_of(serve), gpi=tuple(int(g.gpus_per_instance) for g in gpus),
-        price=tuple(fm.usd_units(g.usd_per_instance_hour) for g in gpus),
-        available=tuple(g.available for g in gpus), max_gpus=cons.max_gpus,
+        spares=spares_of(serve), gpi=tuple(int(p.gpus_per_instance) for p in table.pools),
+        price=tuple(fm.usd_units(p.usd_per_instance_hour) for p in table.pools),
+        available=tuple(g.available for g in table.gpus), pool_type=tuple(table.pool_type),
+        max_gpus=cons.max_gpus,
         budget=(math.floor(cons.budget_usd_per_hour * fm.USD_UNITS + 1e-9)
                 if cons.budget_usd_per_hour is not None else None),
         max_types=max_types_of(serve), objective="gpus" if objective == "gpus" else "cost")
@@ -269,15 +361,23 @@ def _demand_mtokens_per_hour(serve) -> float:
     return serve.requests_per_s * serve.output_tokens.mean * 3600.0 / 1e6
 
 
-def fleet_record(table: ServingTable, rows: np.ndarray, f: fm.Fleet, scenario, objective: str) -> dict:
+def fleet_record(table: ServingTable, cand: Candidates, f: fm.Fleet, scenario, objective: str) -> dict:
     serve, c = scenario.serve, table.cols
-    used = [(int(rows[i]), n) for i, n in enumerate(f.counts) if n > 0]
-    usd = sum(m * g.usd_per_instance_hour for g, m in zip(table.gpus, f.instances))
-    caps = sorted((float(c["requests_per_s"][r]) for r, n in used for _ in range(n)), reverse=True)
+    used = [(int(cand.rows[i]), int(cand.pools[i]), n) for i, n in enumerate(f.counts) if n > 0]
+    usd = sum(m * p.usd_per_instance_hour for p, m in zip(table.pools, f.instances))
+    caps = sorted((float(c["requests_per_s"][r]) for r, _, n in used for _ in range(n)), reverse=True)
     capacity = sum(caps)
     after = sum(caps[spares_of(serve):])
-    per_type = [f"{g.name} x{m * g.gpus_per_instance}" for g, m in zip(table.gpus, f.instances) if m]
-    replicas = [table.replica(r, n) for r, n in used]
+    rented = {}
+    for q, m in enumerate(f.instances):
+        if m:
+            name = table.gpus[table.pool_type[q]].name
+            rented[name] = rented.get(name, 0) + m * table.pools[q].gpus_per_instance
+    per_type = [f"{name} x{n}" for name, n in rented.items()]
+    replicas = [table.replica(r, n, pool=q) for r, q, n in used]
+    instances = [{"gpu": table.gpus[table.pool_type[q]].name, "offer": p.offer, "gpus_per_instance": p.gpus_per_instance,
+                  "count": int(m), "usd_per_hour": float(m * p.usd_per_instance_hour)}
+                 for q, (p, m) in enumerate(zip(table.pools, f.instances)) if m]
     rec = {
         "usd_per_hour": float(usd),
         "usd_per_mtoken": float(usd / _demand_mtokens_per_hour(serve)),
@@ -285,9 +385,10 @@ def fleet_record(table: ServingTable, rows: np.ndarray, f: fm.Fleet, scenario, o
         "gpu": " + ".join(per_type), "capacity_requests_per_s": float(capacity),
         "capacity_after_failures_requests_per_s": float(after),
         "utilization": float(serve.requests_per_s / capacity),
-        "output_tokens_per_s": float(sum(float(c["output_tokens_per_s"][r]) * n for r, n in used)),
+        "output_tokens_per_s": float(sum(float(c["output_tokens_per_s"][r]) * n for r, _, n in used)),
         "worst_ttft_s": max(x["ttft_s"] for x in replicas), "worst_itl_s": max(x["itl_s"] for x in replicas),
         "min_memory_headroom": min(x["memory_headroom"] for x in replicas), "replicas": replicas,
+        "instances": instances,
     }
     # the fleet's tightest replica: most memory used per GPU relative to its GPU
     tight = min(replicas, key=lambda x: x["memory_headroom"])
@@ -357,7 +458,7 @@ def solve_serving(scenario, *, top_k: int | None = None, objective: str | None =
     k = top_k or scenario.top_k
     spec = scenario.spec()
     gpus, notes = gpu_options(scenario, catalog)
-    table = serving_table(spec, scenario, gpus)
+    table = serving_table(spec, scenario, gpus, catalog)
     t_table = time.perf_counter() - t0
     rows = reduce_options(table, np.nonzero(table.feasible)[0])
     problem = fleet_problem(table, rows, scenario, objective)
@@ -372,12 +473,13 @@ def solve_serving(scenario, *, top_k: int | None = None, objective: str | None =
     else:
         explanation = sx.explain_infeasible(table, rows, problem, scenario)
     explanation["notes"] = notes + table.notes + explanation.get("notes", [])
-    pareto = pareto_fleets(table, scenario, time_limit_s=max(1.0, time_limit_s / 3))
+    pareto = pareto_fleets(table, scenario, time_limit_s=min(PARETO_TIME_S, time_limit_s / 3))
     return SolveResult(
         scenario=scenario.name, status=status, objective=objective, configs=frame(records), pareto=pareto,
         explanation=explanation,
         stats={"rows": len(table), "feasible_rows": int(table.feasible.sum()), "cpsat_options": len(rows),
-               "cpsat_solves": res.n_solves, "cpsat_time_s": res.solve_time_s, "table_time_s": t_table},
+               "cpsat_solves": res.n_solves, "cpsat_time_s": res.solve_time_s, "table_time_s": t_table,
+               "pareto_complete": bool(pareto.attrs.get("complete", False))},
         table=table)
 
 
@@ -391,21 +493,26 @@ def pareto_fleets(table: ServingTable, scenario, *, time_limit_s: float = 10.0,
     levels = np.unique(c["ttft_s"][feas])
     recs, t = [], np.inf
     t0 = time.perf_counter()
+    complete = False
     while len(recs) < max_points and time.perf_counter() - t0 < time_limit_s:
         rows = reduce_options(table, feas[c["ttft_s"][feas] <= t])
         if len(rows) == 0:
+            complete = True
             break
         p = fleet_problem(table, rows, scenario, "cost")
-        res = fm.solve_fleets(p, 1, time_limit_s=time_limit_s)
+        res = fm.solve_fleets(p, 1, time_limit_s=max(0.1, time_limit_s - (time.perf_counter() - t0)))
         if not res.fleets:
+            complete = res.status == "infeasible"
             break
         rec = fleet_record(table, rows, res.fleets[0], scenario, "cost")
         recs.append(rec)
         lower = levels[levels < rec["worst_ttft_s"]]
         if not len(lower):
+            complete = True
             break
         t = lower[-1]
-    if not recs:
-        return frame([], ranked=False)
-    keep = pareto_indices(np.array([r["usd_per_hour"] for r in recs]), np.array([r["worst_ttft_s"] for r in recs]))
-    return frame([recs[i] for i in keep], ranked=False)
+    keep = pareto_indices(np.array([r["usd_per_hour"] for r in recs]),
+                          np.array([r["worst_ttft_s"] for r in recs])) if recs else []
+    df = frame([recs[i] for i in keep], ranked=False)
+    df.attrs["complete"] = complete
+    return df

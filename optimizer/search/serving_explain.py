@@ -28,12 +28,12 @@ from optimizer.units import GB
 
 _HUMAN = {"memory": "memory per GPU", "ttft": "TTFT p99 SLO", "itl": "ITL p99 SLO", "budget": "budget per hour",
           "stock": "GPU stock", "max_gpus": "GPU count limit", "max_types": "replica-type limit",
-          "redundancy": "redundancy"}
+          "redundancy": "redundancy", "offer": "an offer whose instance holds the TP group"}
 
 
 def _rows(table, ok_memory=True, ok_ttft=True, ok_itl=True) -> np.ndarray:
     c = table.cols
-    ok = c["capacity_units"] > 0
+    ok = (c["capacity_units"] > 0) & c["ok_offer"]
     if ok_memory:
         ok = ok & c["ok_memory"]
     if ok_ttft:
@@ -89,7 +89,7 @@ def _smallest_slo(table, scenario, key: str) -> float | None:
     limit, the other SLO and memory kept. Bisection over the options' values (monotone)."""
     c = table.cols
     other = "ok_itl" if key == "ttft_s" else "ok_ttft"
-    base = np.nonzero(c["ok_memory"] & c[other] & (c["capacity_units"] > 0))[0]
+    base = np.nonzero(c["ok_memory"] & c[other] & c["ok_offer"] & (c["capacity_units"] > 0))[0]
     if not len(base):
         return None
     levels = np.unique(c[key][base])
@@ -166,9 +166,10 @@ def explain_infeasible(table, rows, problem: fm.FleetProblem, scenario) -> dict:
     rel: dict = {}
     if len(rows) == 0:
         c = table.cols
-        flags = {"memory": c["ok_memory"] & (c["capacity_units"] > 0), "ttft": c["ok_ttft"], "itl": c["ok_itl"]}
+        flags = {"memory": c["ok_memory"] & (c["capacity_units"] > 0), "ttft": c["ok_ttft"], "itl": c["ok_itl"],
+                 "offer": c["ok_offer"]}
         conflicts = _minimal_conflicts(lambda s: bool(np.logical_and.reduce([flags[f] for f in s]).any()),
-                                       ["memory", "ttft", "itl"])
+                                       ["memory", "ttft", "itl", "offer"])
         for cf in conflicts:
             lines.append("conflict: no replica option meets " + " + ".join(_HUMAN[f] for f in cf))
         if summary["meet_memory"] == 0:
@@ -179,7 +180,7 @@ def explain_infeasible(table, rows, problem: fm.FleetProblem, scenario) -> dict:
                     lines.append(f"memory: the smallest option on {g.name} holds {c['weights_per_gpu_bytes'][r] / GB:.1f} GB "
                                  f"of weights per GPU (tp={int(c['tp'][r])}, pp={int(c['pp'][r])}, {c['weights'][r]}); "
                                  f"{g.name} has {g.hardware.memory_bytes / GB:.1f} GB")
-        binding = sorted({f for cf in conflicts for f in cf}, key=["memory", "ttft", "itl"].index)
+        binding = sorted({f for cf in conflicts for f in cf}, key=["memory", "ttft", "itl", "offer"].index)
     else:
         families = _active(problem)
         conflicts = _minimal_conflicts(lambda s: _feasible(problem, s), families)
@@ -238,14 +239,14 @@ def binding_summary(table, rows, problem: fm.FleetProblem, best: fm.Fleet, scena
     """Slack of each limit at the best fleet, and which limits bind (dropping them gives a
     strictly better fleet, same objective)."""
     cons = scenario.constraints
-    usd = sum(m * g.usd_per_instance_hour for g, m in zip(table.gpus, best.instances))
+    usd = sum(m * p.usd_per_instance_hour for p, m in zip(table.pools, best.instances))
     slack: dict = {}
     if cons.budget_usd_per_hour is not None:
         slack["budget_usd_per_hour"] = float(cons.budget_usd_per_hour - usd)
     if cons.max_gpus is not None:
         slack["max_gpus"] = int(cons.max_gpus - best.gpus)
-    stock = {g.name: int(g.available - m * g.gpus_per_instance)
-             for g, m in zip(table.gpus, best.instances) if g.available is not None}
+    stock = {g.name: int(g.available - sum(best.instances[q] * problem.gpi[q] for q in problem.pools_of(h)))
+             for h, g in enumerate(table.gpus) if g.available is not None}
     if stock:
         slack["stock"] = stock
     if problem.max_types is not None:
