@@ -170,18 +170,21 @@ def serving_usd_per_token(spec, gpus, prompt_len: int, output_len: int, ttft_s: 
 # ----------------------------------------------------------------------------------------
 
 def _k_skyline(cost: np.ndarray, time: np.ndarray, k: int) -> np.ndarray:
-    """Indices of rows weakly dominated on (cost, time) by fewer than k other rows."""
-    import bisect
-
-    order = np.lexsort((time, cost))
-    seen: list[float] = []
+    """Indices of the first k Pareto layers of (cost, time), lowest both best: a superset of the
+    rows weakly dominated by fewer than k others (a row in layer j > k has a chain of j - 1 >= k
+    rows dominating it), so keeping them loses no top-k row. Vectorised: k passes of a running
+    minimum over rows sorted by (cost, time)."""
+    remaining = np.lexsort((time, cost))
     keep = []
-    for i in order:
-        t = float(time[i])
-        if bisect.bisect_right(seen, t) < k:
-            keep.append(i)
-        bisect.insort(seen, t)
-    return np.sort(np.array(keep, dtype=np.int64))
+    for _ in range(k):
+        if len(remaining) == 0:
+            break
+        t = time[remaining]
+        prev_min = np.concatenate(([np.inf], np.minimum.accumulate(t)[:-1]))
+        front = t < prev_min
+        keep.append(remaining[front])
+        remaining = remaining[~front]
+    return np.sort(np.concatenate(keep)) if keep else np.zeros(0, dtype=np.int64)
 
 
 def _with_tokens(scenario, tokens: float):
@@ -225,9 +228,101 @@ def rung_table(spec, scenario, gpus, efficiency_scale: float = 1.0) -> Table:
     return _rung_table_cached(spec.model_dump_json(), nominal.model_dump_json(), key, efficiency_scale)
 
 
-def parts_of_rung_kept(parts: list, m: int) -> bool:
-    """Whether rung m already has rows in the table (so a skipped token value loses no explanation)."""
-    return bool(parts) and int(parts[-1].cols["model_index"][0]) == m
+def _codesign_columns(t: Table, m: int, n: float, d: float, law, serving: "ServingChoice", d_inf: float) -> dict:
+    """The co-design columns of one (rung, tokens) block and their integer views."""
+    c = dict(t.cols)
+    rows = len(t)
+    loss = float(sc.predicted_loss(law, n, d))
+    c["model_index"] = np.full(rows, m, dtype=np.int64)
+    c["model_params"] = np.full(rows, n)
+    c["train_tokens"] = np.full(rows, d)
+    c["tokens_per_param"] = np.full(rows, d / n)
+    c["predicted_loss"] = np.full(rows, loss)
+    c["loss_units"] = np.full(rows, int(math.ceil(loss * LOSS_UNITS_PER_NAT)), dtype=np.int64)
+    c["train_flop"] = np.full(rows, sc.FLOP_PER_PARAM_PER_TRAIN_TOKEN * n * d)
+    c["inference_cost_usd"] = np.full(rows, serving.usd_per_token * d_inf if d_inf > 0 else 0.0)
+    c["lifetime_cost_usd"] = c["cost_usd"] + c["inference_cost_usd"]
+    c["lifetime_flop"] = c["train_flop"] + sc.FLOP_PER_PARAM_PER_INFER_TOKEN * n * d_inf
+    finite = np.isfinite(c["lifetime_cost_usd"])
+    c["lifetime_cost_units"] = np.ceil(np.where(finite, c["lifetime_cost_usd"], 0.0) * MONEY_UNITS_PER_USD).astype(np.int64)
+    c["lifetime_flop_units"] = np.ceil(c["lifetime_flop"] / FLOP_UNIT).astype(np.int64)
+    c["train_flop_units"] = np.ceil(c["train_flop"] / FLOP_UNIT).astype(np.int64)
+    return c
+
+
+def _codesign_flags(c: dict, base: dict, scenario, d_inf: float, compute_budget_flop) -> dict:
+    """Violation flags per row: the table's own, the budget on lifetime cost with inference
+    demand, serving (no replica meets the SLOs), target_loss and the FLOP budget. The same
+    integer comparisons as the CP-SAT limits (codesign_limits)."""
+    v = dict(base)
+    n = len(c["loss_units"])
+    finite = np.isfinite(c["lifetime_cost_usd"])
+    v["serving"] = ~finite
+    budget = scenario.constraints.budget_usd
+    if d_inf > 0 and budget is not None:
+        v["budget"] = ~finite | (c["lifetime_cost_units"] > int(math.floor(budget * MONEY_UNITS_PER_USD)))
+    tl = scenario.train.target_loss
+    v["target_loss"] = (c["loss_units"] > int(math.floor(tl * LOSS_UNITS_PER_NAT))) if tl is not None \
+        else np.zeros(n, dtype=bool)
+    v["compute"] = (c["train_flop_units"] > int(math.floor(compute_budget_flop / FLOP_UNIT))) \
+        if compute_budget_flop is not None else np.zeros(n, dtype=bool)
+    return v
+
+
+def _rung_parts(sub: Table, scenario, spec, m: int, n: float, grid: np.ndarray, serving, d_inf: float, law,
+                objective: str, k: int, compute_budget_flop) -> list[Table]:
+    """The (rung, tokens) blocks of one rung that can hold a top-k row.
+
+    Per layout, cost, time and training FLOPs grow with d and the loss falls, so 'some layout of
+    the rung is feasible at d' is monotone: true up to a largest d. Objective loss: rows at d below
+    the k-th largest feasible d are each beaten by >= k rows at larger feasible d (lower loss), so
+    only those k values are repriced (found by bisection). Objectives cost, time, lifetime_flop:
+    every key grows with d, so only the k smallest feasible d are kept. When no d is feasible the
+    first value is kept, for the explanation."""
+    cache: dict[int, Table] = {}
+
+    def block(i: int) -> Table:
+        if i not in cache:
+            t = _reprice(sub, _with_tokens(scenario, float(grid[i])), spec)
+            c = _codesign_columns(t, m, n, float(grid[i]), law, serving, d_inf)
+            cache[i] = Table(t.gpus, c, _codesign_flags(c, t.violations, scenario, d_inf, compute_budget_flop))
+        return cache[i]
+
+    def loss_ok(i: int) -> bool:
+        tl = scenario.train.target_loss
+        return tl is None or math.ceil(float(sc.predicted_loss(law, n, grid[i])) * LOSS_UNITS_PER_NAT) <= \
+            math.floor(tl * LOSS_UNITS_PER_NAT)
+
+    def any_feasible(i: int) -> bool:
+        return bool(block(i).feasible.any())
+
+    if objective == "loss":
+        # feasible set is an interval [lo, hi] of indices: loss_ok rises with d, the rest falls
+        first = next((i for i in range(len(grid)) if loss_ok(i)), None)
+        if first is None or not any_feasible(first):
+            return [block(first if first is not None else len(grid) - 1)]
+        lo, hi = first, len(grid) - 1            # lo feasible; find the largest feasible index
+        while lo < hi:
+            mid = (lo + hi + 1) // 2
+            if any_feasible(mid):
+                lo = mid
+            else:
+                hi = mid - 1
+        idx = range(max(first, lo - k + 1), lo + 1)
+    else:
+        idx, kept = [], 0
+        for i in range(len(grid)):
+            if not loss_ok(i):
+                continue
+            idx.append(i)
+            if not any_feasible(i):
+                break
+            kept += 1
+            if kept >= k:
+                break
+        if not idx:
+            idx = [len(grid) - 1]
+    return [block(i) for i in idx]
 
 
 @dataclass
@@ -242,7 +337,7 @@ class CodesignData:
     rows_before: int = 0
 
 
-def build_codesign_table(scenario, gpus, *, k: int, efficiency_scale: float = 1.0,
+def build_codesign_table(scenario, gpus, *, k: int, objective: str = "loss", efficiency_scale: float = 1.0,
                          token_step: float | None = None, compute_budget_flop: float | None = None) -> CodesignData:
     """Every rung's layouts (reduced, see module docstring) expanded over its token grid, with the
     co-design columns: model_index, model_params, train_tokens, tokens_per_param, predicted_loss,
@@ -254,7 +349,6 @@ def build_codesign_table(scenario, gpus, *, k: int, efficiency_scale: float = 1.
     d_inf = train.inference.tokens if train.inference is not None else 0.0
     serve_args = _serve_params(train)
     parts, servings, notes = [], [], []
-    budget, deadline = scenario.constraints.budget_usd, scenario.constraints.deadline_days
     rows_before = 0
     for m, spec in enumerate(specs):
         n = float(count_params(spec).total)
@@ -277,50 +371,12 @@ def build_codesign_table(scenario, gpus, *, k: int, efficiency_scale: float = 1.
         extra = []
         if train.target_loss is not None and isinstance(law, sc.ChinchillaLaw):
             extra.append(float(sc.tokens_for_loss(law, n, train.target_loss)) * (1 + 1e-9))
-        inference_usd = serving.usd_per_token * d_inf if d_inf > 0 else 0.0
-        for d in token_grid(train, n, step, extra):
-            loss = float(sc.predicted_loss(law, n, d))
-            if train.target_loss is not None and loss > train.target_loss and parts_of_rung_kept(parts, m):
-                continue                   # cannot reach the target; larger d may
-            t = _reprice(sub, _with_tokens(scenario, d), spec)
-            c = dict(t.cols)
-            rows = len(t)
-            # cost, time and training FLOPs grow with d: past the first d where every layout of the
-            # rung breaks the budget, the deadline or the FLOP budget, no larger d can be feasible
-            over = ((budget is not None and np.min(c["cost_usd"]) + inference_usd > budget)
-                    or (deadline is not None and np.min(c["wall_clock_days"]) > deadline)
-                    or (compute_budget_flop is not None and sc.FLOP_PER_PARAM_PER_TRAIN_TOKEN * n * d > compute_budget_flop))
-            c["model_index"] = np.full(rows, m, dtype=np.int64)
-            c["model_params"] = np.full(rows, n)
-            c["train_tokens"] = np.full(rows, d)
-            c["tokens_per_param"] = np.full(rows, d / n)
-            c["predicted_loss"] = np.full(rows, loss)
-            c["loss_units"] = np.full(rows, int(math.ceil(loss * LOSS_UNITS_PER_NAT)), dtype=np.int64)
-            c["train_flop"] = np.full(rows, sc.FLOP_PER_PARAM_PER_TRAIN_TOKEN * n * d)
-            c["inference_cost_usd"] = np.full(rows, serving.usd_per_token * d_inf if d_inf > 0 else 0.0)
-            c["lifetime_cost_usd"] = c["cost_usd"] + c["inference_cost_usd"]
-            c["lifetime_flop"] = c["train_flop"] + sc.FLOP_PER_PARAM_PER_INFER_TOKEN * n * d_inf
-            parts.append(Table(t.gpus, c, dict(t.violations)))
-            if over:
-                break
+        grid = token_grid(train, n, step, extra)
+        parts += _rung_parts(sub, scenario, spec, m, n, grid, serving, d_inf, law, objective, k, compute_budget_flop)
     if not parts:
         return CodesignData(Table(list(gpus), {}, {}), specs, servings, law, notes, rows_before)
     cols = {key: np.concatenate([p.cols[key] for p in parts]) for key in parts[0].cols}
     viol = {key: np.concatenate([p.violations[key] for p in parts]) for key in parts[0].violations}
-    finite = np.isfinite(cols["lifetime_cost_usd"])
-    viol["serving"] = ~finite
-    life = np.where(finite, cols["lifetime_cost_usd"], 0.0)
-    cols["lifetime_cost_units"] = np.ceil(life * MONEY_UNITS_PER_USD).astype(np.int64)
-    cols["lifetime_flop_units"] = np.ceil(cols["lifetime_flop"] / FLOP_UNIT).astype(np.int64)
-    cols["train_flop_units"] = np.ceil(cols["train_flop"] / FLOP_UNIT).astype(np.int64)
-    c = scenario.constraints
-    if d_inf > 0 and c.budget_usd is not None:
-        viol["budget"] = ~finite | (cols["lifetime_cost_units"] > int(math.floor(c.budget_usd * MONEY_UNITS_PER_USD)))
-    tl = train.target_loss
-    viol["target_loss"] = (cols["loss_units"] > int(math.floor(tl * LOSS_UNITS_PER_NAT))) if tl is not None \
-        else np.zeros(len(life), dtype=bool)
-    viol["compute"] = (cols["train_flop_units"] > int(math.floor(compute_budget_flop / FLOP_UNIT))) \
-        if compute_budget_flop is not None else np.zeros(len(life), dtype=bool)
     return CodesignData(Table(list(gpus), cols, viol), specs, servings, law, notes, rows_before)
 
 
@@ -406,7 +462,8 @@ def solve_codesign(scenario, *, top_k: int | None = None, objective: str | None 
                               "give constraints.budget_usd or constraints.deadline_days")
     k = top_k or scenario.top_k
     gpus, notes = gpu_options(scenario, catalog)
-    data = build_codesign_table(scenario, gpus, k=k, efficiency_scale=efficiency_scale, token_step=token_step,
+    data = build_codesign_table(scenario, gpus, k=k, objective=objective, efficiency_scale=efficiency_scale,
+                                token_step=token_step,
                                 compute_budget_flop=compute_budget_flop)
     t_build = _time.perf_counter() - t0
     table = data.table
