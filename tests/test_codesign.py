@@ -133,3 +133,38 @@ def test_shipped_codesign_scenarios_load(name):
     s = load_scenario(name)
     assert s.train.model is not None
     assert (scenario_dir() / f"{name}.yaml").read_text().lstrip().startswith("#")
+
+
+@pytest.mark.parametrize("objective,train,constraints,kw", [
+    ("loss", dict(scaling_law="besiroglu2024"), {"budget_usd": 3e6, "deadline_days": 30}, {}),
+    ("cost", dict(scaling_law="besiroglu2024", target_loss=2.25, inference={"tokens": 1e13},
+                  model={"family": "llama-3", "min_params": 1e9, "max_params": 30e9}), {}, {}),
+    ("time", dict(scaling_law="besiroglu2024", target_loss=2.1), {"deadline_days": 20}, {}),
+    ("loss", dict(scaling_law="hoffmann2022"), {}, {"compute_budget_flop": 1e23}),
+])
+def test_reduction_is_exact_against_the_full_grid(objective, train, constraints, kw):
+    """The top 5 equals a brute-force ranking of a table that keeps (nearly) every token value and
+    layout of every rung: the per-rung reductions (skyline, token selection) lose no top row."""
+    from optimizer.search.api import gpu_options
+    from optimizer.search.codesign import build_codesign_table, codesign_keys
+
+    s = load_scenario(scen(constraints=constraints, **train))
+    res = solve_codesign(s, objective=objective, top_k=5, **kw)
+    gpus, _ = gpu_options(s)
+    full = build_codesign_table(s, gpus, k=500, objective="full-grid", **kw).table
+    feas = np.nonzero(full.feasible)[0]
+    keys = [kk[feas] for kk in codesign_keys(full, objective)][:-1]     # row order differs between tables
+    top = feas[np.lexsort(keys[::-1])][:5]
+    got = list(zip(res.configs.predicted_loss.round(9), res.configs.lifetime_cost_usd.round(4),
+                   res.configs.wall_clock_days.round(9)))
+    want = [(round(float(full.cols["predicted_loss"][r]), 9), round(float(full.cols["lifetime_cost_usd"][r]), 4),
+             round(float(full.cols["wall_clock_days"][r]), 9)) for r in top]
+    assert got == want
+
+
+def test_budget_frontier_is_monotone():
+    from optimizer.search.codesign import budget_frontier
+
+    df = budget_frontier(scen(scaling_law="besiroglu2024"), [1e6, 3e6, 9e6])
+    assert list(df.status) == ["optimal"] * 3
+    assert df.predicted_loss.is_monotonic_decreasing and (df.cost_usd <= df.budget_usd).all()

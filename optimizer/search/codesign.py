@@ -601,3 +601,24 @@ def _explain(data: CodesignData, rows, scenario, objective: str, law, notes: lis
                            "in the ladder and token range")
     out["reasons"] = reasons
     return out
+
+
+def budget_frontier(scenario, budgets, *, objective: str = "loss", catalog=None) -> pd.DataFrame:
+    """Best plan per budget (the loss-against-budget frontier of ``clusteropt sweep
+    constraints.budget_usd --plot``): one row per budget with its status, GPU type (the plot's
+    colour), model, tokens, predicted loss and costs. Rung tables are built once and reused."""
+    from optimizer.scenario import load_scenario
+
+    base = load_scenario(scenario)
+    recs = []
+    for b in budgets:
+        res = solve_codesign(base.with_overrides({"constraints.budget_usd": float(b)}), top_k=1,
+                             objective=objective, catalog=catalog)
+        rec = {"budget_usd": float(b), "status": res.status}
+        if len(res.configs):
+            row = res.configs.iloc[0]
+            rec.update({k: row[k] for k in ("gpu", "n_gpus", "model", "model_params", "train_tokens",
+                                            "tokens_per_param", "predicted_loss", "cost_usd",
+                                            "lifetime_cost_usd", "wall_clock_days")})
+        recs.append(rec)
+    return pd.DataFrame.from_records(recs)
