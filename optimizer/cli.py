@@ -39,12 +39,6 @@ class TrainPrecision(str, Enum):
     fp8 = "fp8"
 
 
-class Objective(str, Enum):
-    cost = "cost"
-    time = "time"
-    gpus = "gpus"
-
-
 CatalogOpt = typer.Option(None, "--catalog", help="Extra catalog CSV file(s) that add or override rows.")
 
 
@@ -191,30 +185,209 @@ def scaling(compute: Optional[float] = typer.Option(None, "--compute", min=1, he
 def solve(
     scenario: Optional[str] = typer.Argument(None, help="Scenario YAML or built-in name; default: the built-in default."),
     top: Optional[int] = typer.Option(None, "--top", min=1, max=1000, help="How many configurations to rank."),
-    objective: Optional[Objective] = typer.Option(None, "--objective"),
+    objective: Optional[str] = typer.Option(None, "--objective",
+                                            help="cost | time | gpus (training); cost | cost_per_mtoken | gpus (serving); loss (co-design)."),
     time_limit: float = typer.Option(30.0, "--time-limit", min=0.01, help="CP-SAT time limit, seconds."),
     fmt: Fmt = typer.Option(Fmt.table, "--format"),
     out: Optional[Path] = typer.Option(None, "--out", help="Write the result to FILE instead of stdout."),
+    sensitivity: bool = typer.Option(False, "--sensitivity",
+                                     help="Add the tornado, switching thresholds and slack (training scenarios)."),
+    swing_pct: float = typer.Option(20.0, "--swing-pct", min=0.1, max=99.0, help="Tornado: each input at -X% and +X%."),
+    range_pct: float = typer.Option(50.0, "--range-pct", min=0.1, max=1000.0,
+                                    help="Thresholds: search for a switch within +-this percentage."),
+    plot: Optional[Path] = typer.Option(None, "--plot", help="Draw the tornado chart (with --sensitivity) or the Pareto front to FILE.png."),
+    report_md: Optional[Path] = typer.Option(None, "--report", help="Write a self-contained Markdown report to FILE.md."),
     catalog: Optional[List[Path]] = CatalogOpt,
 ):
-    """Find the best training layouts of a scenario: ranked top-K, Pareto front, explanations."""
+    """Find the best layouts of a scenario (training, serving fleet or co-design): ranked top-K, Pareto front, explanations."""
     import optimizer
     from optimizer.scenario import DEFAULT_SCENARIO
 
+    for opt, path, ext in (("--plot", plot, ".png"), ("--report", report_md, ".md")):
+        if path is not None and path.suffix.lower() != ext:
+            raise ClusteroptError(opt, f"{str(path)!r} does not end in {ext}", f"a {ext} file name")
     if scenario is None:
         print(f"no scenario given: solving the built-in default '{DEFAULT_SCENARIO}'", file=sys.stderr)
     sc = optimizer.load_scenario(scenario)
     from optimizer.search.api import solve as _solve
 
-    result = _solve(sc, top_k=top, objective=objective.value if objective else None, time_limit_s=time_limit,
-                    catalog=_catalog(catalog))
+    cat = _catalog(catalog)
+    result = _solve(sc, top_k=top, objective=objective, time_limit_s=time_limit, catalog=cat)
+    sens = None
+    if sensitivity or (report_md is not None and _is_training(result)):
+        sens = _sensitivity(result, sc, swing_pct, range_pct)
+        if sensitivity:
+            result.sensitivity = sens
+    if plot is not None:
+        _plot_solve(result, sc, sens, plot)
+    if report_md is not None:
+        _write_report(result, sc, sens, report_md, cat)
     if fmt is Fmt.json:
-        text = report.dumps(report.solve_json(result))
+        text = report.dumps(report.solve_json(result, sc))
     elif fmt is Fmt.csv:
         text = report.solve_csv(result)
     else:
         text = report.solve_text(result, markdown=fmt is Fmt.markdown)
+        if sensitivity and sens is not None:
+            text += "\n" + report.sensitivity_text(sens, markdown=fmt is Fmt.markdown)
     _emit(text, out)
+
+
+def _is_training(result) -> bool:
+    return "recompute" in result.configs.columns and "predicted_loss" not in result.configs.columns
+
+
+def _sensitivity(result, sc, swing_pct: float, range_pct: float) -> dict:
+    from optimizer.search.sensitivity import sensitivity as _sens
+
+    if not _is_training(result):
+        raise ClusteroptError("--sensitivity", "available for training scenarios",
+                              "serving fleets: use 'clusteropt sweep' over serve.requests_per_s or prices")
+    print("sensitivity: re-solving each input up and down...", file=sys.stderr)
+    return _sens(result, sc, swing_pct=swing_pct, range_pct=range_pct)
+
+
+def _plot_solve(result, sc, sens, path: Path) -> None:
+    from optimizer import plots
+
+    if sens is not None:
+        plots.tornado(sens, path, scenario=sc.name)
+    elif len(result.configs) and "wall_clock_days" in result.configs.columns:
+        plots.pareto(result.configs, result.pareto, path, scenario=sc.name)
+    else:
+        raise ClusteroptError("--plot", "nothing to draw: no feasible configuration" if not len(result.configs)
+                              else "serving fleets have no cost/time front", "a feasible training scenario")
+    print(f"wrote {path}", file=sys.stderr)
+
+
+def _write_report(result, sc, sens, path: Path, cat) -> None:
+    import tempfile
+
+    from optimizer import plots
+    from optimizer.search.api import evaluate
+    from optimizer.search.tables import CONFIG_KEYS
+
+    memory = None
+    with tempfile.TemporaryDirectory() as tmp:
+        pareto_png = tornado_png = None
+        if len(result.configs) and _is_training(result):
+            top = result.configs.iloc[0]
+            ev = evaluate(sc, {k: top[k] for k in CONFIG_KEYS}, catalog=cat)
+            from optimizer.formulas.memory import MEMORY_PARTS
+
+            memory = {p: float(ev.figures[f"memory_{p}_bytes"]) for p in MEMORY_PARTS}
+            memory["memory_per_gpu_bytes"] = float(ev.memory_per_gpu_bytes)
+            pareto_png = plots.pareto(result.configs, result.pareto, Path(tmp) / "pareto.png", scenario=sc.name)
+        if sens is not None and sens.get("tornado"):
+            tornado_png = plots.tornado(sens, Path(tmp) / "tornado.png", scenario=sc.name)
+        text = report.solve_report(result, sc, sensitivity=sens, memory=memory, pareto_png=pareto_png,
+                                   tornado_png=tornado_png)
+    path.write_text(text)
+    print(f"wrote {path}", file=sys.stderr)
+
+
+# ----------------------------------------------------------------------------------------
+# sweep
+# ----------------------------------------------------------------------------------------
+
+class Executor(str, Enum):
+    process = "process"
+    ray = "ray"
+
+
+@app.command()
+def sweep(
+    scenario: str = typer.Argument(..., help="Scenario YAML or built-in name."),
+    vary: List[str] = typer.Option(..., "--vary", help="PATH=VALUES: start:stop:count[:log|lin] or a,b,c; "
+                                                       "PATH is a dotted scenario field (bare names such as budget_usd resolve)."),
+    objective: Optional[str] = typer.Option(None, "--objective", help="Override the scenario's objective at every point."),
+    fmt: Fmt = typer.Option(Fmt.table, "--format", help="What stdout shows."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Also write the points to FILE (.csv, .json or .md)."),
+    plot: Optional[Path] = typer.Option(None, "--plot", help="Draw the cost-time frontier (loss-budget for co-design) to FILE.png."),
+    executor: Executor = typer.Option(Executor.process, "--executor", help="process (local pool) or ray."),
+    workers: Optional[int] = typer.Option(None, "--workers", min=1, help="Worker processes (default: CPU count)."),
+):
+    """Solve a grid of scenario variants and compare them: one row per point, with days saved per extra $1M."""
+    import optimizer
+    from optimizer.search.sweep import sweep as _sweep
+
+    if out is not None and out.suffix.lower() not in (".csv", ".json", ".md"):
+        raise ClusteroptError("--out", f"{str(out)!r} has no known extension", "results.csv, results.json or results.md")
+    if plot is not None and plot.suffix.lower() != ".png":
+        raise ClusteroptError("--plot", f"{str(plot)!r} does not end in .png", "a .png file name")
+    axes: dict[str, str] = {}
+    for v in vary:
+        if "=" not in v:
+            raise ClusteroptError("--vary", f"{v!r} has no '='", "PATH=VALUES, e.g. budget_usd=1e6:1e8:20:log")
+        k, vals = v.split("=", 1)
+        axes[k.strip()] = vals.strip()
+    sc = optimizer.load_scenario(scenario)
+    df = _sweep(sc, axes, objective=objective, workers=workers, executor=executor.value, progress=True)
+    vary_values = {c: list(dict.fromkeys(df[c].tolist())) for c in report.varied_columns(df)}
+    doc = report.sweep_json(df, sc.name, vary_values, objective or sc.objective)
+    if out is not None:
+        suffix = out.suffix.lower()
+        text = (df.drop(columns=[]).to_csv(index=False) if suffix == ".csv" else
+                report.dumps(doc) if suffix == ".json" else
+                report.sweep_text(df, markdown=True, title=f"# Sweep of {sc.name}"))
+        _emit(text, out)
+    if plot is not None:
+        from optimizer import plots
+
+        plots.frontier(df, plot, scenario=sc.name)
+        print(f"wrote {plot}", file=sys.stderr)
+    if fmt is Fmt.json:
+        _emit(report.dumps(doc))
+    elif fmt is Fmt.csv:
+        _emit(df.to_csv(index=False))
+    else:
+        _emit(report.sweep_text(df, markdown=fmt is Fmt.markdown))
+
+
+# ----------------------------------------------------------------------------------------
+# plan (portfolios, issue 7)
+# ----------------------------------------------------------------------------------------
+
+@app.command()
+def plan(
+    portfolio: str = typer.Argument(..., help="Portfolio YAML or built-in portfolio name."),
+    top: Optional[int] = typer.Option(None, "--top", min=1, max=100, help="How many alternative fleets to rank."),
+    objective: Optional[str] = typer.Option(None, "--objective", help="total_cost | makespan | gpus"),
+    time_limit: float = typer.Option(30.0, "--time-limit", min=0.01, help="CP-SAT time limit, seconds."),
+    fmt: Fmt = typer.Option(Fmt.table, "--format"),
+    out: Optional[Path] = typer.Option(None, "--out", help="Write the result to FILE instead of stdout."),
+    catalog: Optional[List[Path]] = CatalogOpt,
+):
+    """Plan a fleet for several training and serving jobs: what to buy, what to rent, and each job's schedule."""
+    from optimizer.search import portfolio as pf
+
+    result = pf.plan(portfolio, top_k=top, objective=objective, time_limit_s=time_limit, catalog=_catalog(catalog))
+    if fmt is Fmt.json:
+        text = report.dumps(pf.plan_json(result))
+    elif fmt is Fmt.csv:
+        raise ClusteroptError("--format", "csv is not available for plans", "table, json, markdown")
+    else:
+        text = pf.plan_text(result)
+    _emit(text, out)
+
+
+# ----------------------------------------------------------------------------------------
+# schema
+# ----------------------------------------------------------------------------------------
+
+class SchemaKind(str, Enum):
+    result = "result"
+    scenario = "scenario"
+    sweep = "sweep"
+    plan = "plan"
+
+
+@app.command()
+def schema(kind: SchemaKind = typer.Argument(..., help="result | scenario | sweep | plan")):
+    """Print the JSON Schema of an output document (result, sweep, plan) or of the scenario input."""
+    from optimizer.schema import json_schema
+
+    _emit(report.dumps(json_schema(kind.value)))
 
 
 # ----------------------------------------------------------------------------------------

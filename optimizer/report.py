@@ -15,7 +15,7 @@ import pandas as pd
 
 from optimizer.units import GB
 
-SCHEMA_VERSION = "1.0"
+from optimizer.schema import SCHEMA_VERSION  # noqa: E402  (one version for every document)
 
 
 # ----------------------------------------------------------------------------------------
@@ -105,7 +105,9 @@ def solve_rows(df: pd.DataFrame) -> list[list[str]]:
 def solve_json(result, scenario=None) -> dict:
     out = {
         "schema_version": SCHEMA_VERSION,
+        "kind": "solve",
         "scenario": result.scenario,
+        "workload": getattr(result, "workload", None) or _workload(scenario),
         "status": result.status,
         "objective": result.objective,
         "configs": records(result.configs),
@@ -113,30 +115,97 @@ def solve_json(result, scenario=None) -> dict:
         "explanation": plain(result.explanation),
         "stats": plain(result.stats),
     }
+    law = getattr(result, "scaling_law", None) or (result.explanation or {}).get("scaling_law")
+    if law:
+        out["scaling_law"] = law
     extra = getattr(result, "sensitivity", None)
     if extra is not None:
         out["sensitivity"] = plain(extra)
     return out
 
 
+def _workload(scenario) -> str:
+    if scenario is None:
+        return "train"
+    train = getattr(scenario, "train", None)
+    if train is None:
+        return "serve"
+    model = getattr(train, "model", None)
+    return "codesign" if model is not None and not isinstance(model, str) else "train"
+
+
 def explanation_lines(expl: dict) -> list[str]:
     return list(expl.get("lines", [])) + [f"note: {n}" for n in expl.get("notes", [])]
+
+
+FLEET_HEADERS = ["rank", "fleet (replicas x gpu tp weights/kv batch)", "gpus", "$/hour", "$/M out tok",
+                 "capacity req/s", "util", "p99 TTFT", "ITL", "min headroom"]
+
+CODESIGN_HEADERS = ["rank", "model", "params", "tokens", "tok/param", "loss", "gpu", "gpus",
+                    "tp/pp/dp", "prec", "days", "cost", "lifetime cost"]
+
+
+def _fleet_summary(replicas) -> str:
+    return " + ".join(f"{r['count']}x {r['gpu']} tp{r['tp']}" + (f"pp{r['pp']}" if r.get("pp", 1) > 1 else "")
+                      + f" {r['weights']}/{r['kv']} b{r['batch']}" for r in replicas)
+
+
+def fleet_rows(df: pd.DataFrame) -> list[list[str]]:
+    out = []
+    for r in df.to_dict(orient="records"):
+        out.append([r.get("rank", ""), _fleet_summary(r["replicas"]), r["n_gpus"], usd(r["usd_per_hour"]),
+                    usd(r["usd_per_mtoken"]), f"{r['capacity_requests_per_s']:.1f}", f"{r['utilization']:.0%}",
+                    f"{r['worst_ttft_s'] * 1e3:.0f} ms", f"{r['worst_itl_s'] * 1e3:.1f} ms",
+                    f"{r['min_memory_headroom']:.0%}"])
+    return out
+
+
+def codesign_rows(df: pd.DataFrame) -> list[list[str]]:
+    out = []
+    for r in df.to_dict(orient="records"):
+        life = r.get("lifetime_cost_usd")
+        out.append([r.get("rank", ""), r.get("model", ""), f"{r['model_params'] / 1e9:.2f}B",
+                    f"{r['train_tokens'] / 1e12:.2f}T", f"{r['tokens_per_param']:.1f}", f"{r['predicted_loss']:.4f}",
+                    r["gpu"], r["n_gpus"], f"{r['tp']}/{r['pp']}/{r['dp']}", r["precision"],
+                    f"{r['wall_clock_days']:.1f}", usd(r["cost_usd"]),
+                    "-" if life is None or (isinstance(life, float) and math.isnan(life)) else usd(life)])
+    return out
+
+
+def result_table(df: pd.DataFrame, markdown: bool = False) -> str:
+    """The ranked table of any workload: training layouts, serving fleets or co-design plans."""
+    if "replicas" in df.columns:
+        h, rows = FLEET_HEADERS, fleet_rows(df)
+    elif "predicted_loss" in df.columns:
+        h, rows = CODESIGN_HEADERS, codesign_rows(df)
+    else:
+        h, rows = SOLVE_HEADERS, solve_rows(df)
+    if "rank" not in df.columns:
+        h, rows = h[1:], [r[1:] for r in rows]
+    return markdown_table(h, rows) if markdown else text_table(h, rows)
 
 
 def solve_text(result, markdown: bool = False) -> str:
     head = (f"scenario {result.scenario}: {result.status}, objective {result.objective}, "
             f"{len(result.configs)} configuration(s)")
+    law = getattr(result, "scaling_law", None)
+    if law:
+        head += f", scaling law {law}"
     parts = [head, ""]
     if len(result.configs):
-        rows = solve_rows(result.configs)
-        parts.append(markdown_table(SOLVE_HEADERS, rows) if markdown else text_table(SOLVE_HEADERS, rows))
+        parts.append(result_table(result.configs, markdown))
         if len(result.pareto):
-            parts += ["", "Pareto front (cost vs wall-clock days):"]
-            prow = [[r["gpu"], r["n_gpus"], f"{r['tp']}/{r['pp']}/{r['dp']}/{r['cp']}/{r['ep']}",
-                     f"{r['wall_clock_days']:.1f}", usd(r["cost_usd"])]
-                    for r in result.pareto.to_dict(orient="records")]
-            h = ["gpu", "gpus", "tp/pp/dp/cp/ep", "days", "cost"]
-            parts.append(markdown_table(h, prow) if markdown else text_table(h, prow))
+            if "replicas" in result.pareto.columns:
+                parts += ["", "Pareto front ($/hour vs worst p99 TTFT):", result_table(result.pareto, markdown)]
+            elif "predicted_loss" in result.pareto.columns:
+                parts += ["", "Pareto front (predicted loss vs cost):", result_table(result.pareto, markdown)]
+            else:
+                parts += ["", "Pareto front (cost vs wall-clock days):"]
+                prow = [[r["gpu"], r["n_gpus"], f"{r['tp']}/{r['pp']}/{r['dp']}/{r['cp']}/{r['ep']}",
+                         f"{r['wall_clock_days']:.1f}", usd(r["cost_usd"])]
+                        for r in result.pareto.to_dict(orient="records")]
+                h = ["gpu", "gpus", "tp/pp/dp/cp/ep", "days", "cost"]
+                parts.append(markdown_table(h, prow) if markdown else text_table(h, prow))
     lines = explanation_lines(result.explanation)
     if lines:
         if parts[-1] != "":
@@ -147,3 +216,165 @@ def solve_text(result, markdown: bool = False) -> str:
 
 def solve_csv(result) -> str:
     return result.configs.to_csv(index=False)
+
+
+# ----------------------------------------------------------------------------------------
+# sensitivity
+# ----------------------------------------------------------------------------------------
+
+def _cfg_short(cfg: dict | None) -> str:
+    if not cfg:
+        return "-"
+    return (f"{cfg['n_gpus']}x {cfg['gpu']} tp{cfg['tp']}/pp{cfg['pp']}/dp{cfg['dp']} z{cfg['zero']} "
+            f"{cfg['precision']} mb{cfg['micro_batch']} {cfg['recompute']}")
+
+
+def _objective_value(objective: str, x: float) -> str:
+    return usd(x) if objective in ("cost", "cost_per_mtoken") else f"{x:,.4g}"
+
+
+def _slack(key: str, v) -> str:
+    if key.endswith("_bytes"):
+        return f"{key[:-6]} {gbytes(v)}"
+    if key.endswith("_usd"):
+        return f"{key[:-4]} {usd(v)}"
+    if key.endswith("_days"):
+        return f"{key[:-5]} {v:,.1f} days"
+    return f"{key} {v:,.4g}" if isinstance(v, float) else f"{key} {v}"
+
+
+def sensitivity_text(sens: dict, markdown: bool = False) -> str:
+    """The tornado (sorted by swing), the switching thresholds and the slack at the optimum."""
+    obj = sens.get("objective", "cost")
+    if not sens.get("tornado"):
+        return f"sensitivity: {sens.get('note', 'nothing to analyse')}\n"
+    x = sens["swing_pct"]
+    rows = []
+    for e in sens["tornado"]:
+        flips = [d for d in ("down", "up") if e["reoptimised"][d]["changes"]]
+        rows.append([e["input"], _objective_value(obj, e["low"]), _objective_value(obj, e["high"]),
+                     _objective_value(obj, e["swing"]), ", ".join(flips) or ("-" if "note" not in e else e["note"])])
+    h = ["input", f"-{x:g}%", f"+{x:g}%", "swing", "best changes at"]
+    table = markdown_table if markdown else text_table
+    parts = [f"Sensitivity of the chosen configuration's {obj} (base {_objective_value(obj, sens['base_objective'])}):",
+             "", table(h, rows), "",
+             f"Switching thresholds (within +-{sens['range_pct']:g}%, to {sens['tolerance_pct']:g} percentage points):", ""]
+    trows = []
+    for t in sens["thresholds"]:
+        if t["change_pct"] is None:
+            continue
+        trows.append([t["input"], t["direction"], f"{t['change_pct']:+.1f}%", _cfg_short(t["new_best"])])
+    parts.append(table(["input", "direction", "change", "new best"], trows) if trows
+                 else "none: the best configuration holds over the whole range for every input")
+    quiet: dict[str, list[str]] = {}
+    for t in sens["thresholds"]:
+        if t["change_pct"] is None and "note" not in t:
+            quiet.setdefault(t["input"], []).append(t["direction"])
+    if quiet:
+        parts += ["", "no switch within the range: " + ", ".join(
+            f"{k} ({'both' if len(v) == 2 else v[0]})" for k, v in quiet.items())]
+    slack = sens.get("slack", {})
+    if slack:
+        parts += ["", "Slack at the optimum: " + ", ".join(_slack(k, v) for k, v in slack.get("slack", {}).items())]
+    return "\n".join(parts) + "\n"
+
+
+# ----------------------------------------------------------------------------------------
+# sweeps
+# ----------------------------------------------------------------------------------------
+
+SWEEP_COLUMNS = ("status", "gpu", "n_gpus", "tp", "pp", "dp", "zero", "precision", "wall_clock_days",
+                 "cost_usd", "days_saved_per_extra_musd")
+
+
+def varied_columns(df: pd.DataFrame) -> list[str]:
+    return list(df.columns[: list(df.columns).index("status")])
+
+
+def sweep_rows(df: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
+    varied = varied_columns(df)
+    headers = varied + ["status", "best", "gpus", "days", "cost", "days saved / +$1M"]
+    rows = []
+    for r in df.to_dict(orient="records"):
+        cells = [(usd(r[v]) if v.endswith("_usd") else (f"{r[v]:g}" if isinstance(r[v], float) else str(r[v])))
+                 for v in varied]
+        if r["status"] == "infeasible":
+            cells += ["infeasible", (r.get("explanation") or "")[:70], "-", "-", "-", "-"]
+        else:
+            best = f"{r['gpu']} tp{int(r['tp'])}/pp{int(r['pp'])}/dp{int(r['dp'])} z{int(r['zero'])} {r['precision']}"
+            m = r.get("days_saved_per_extra_musd")
+            cells += [r["status"], best, f"{int(r['n_gpus'])}", f"{r['wall_clock_days']:.1f}", usd(r["cost_usd"]),
+                      "-" if m is None or (isinstance(m, float) and math.isnan(m)) else f"{m:.2f}"]
+        rows.append(cells)
+    return headers, rows
+
+
+def sweep_text(df: pd.DataFrame, markdown: bool = False, title: str = "") -> str:
+    headers, rows = sweep_rows(df)
+    body = markdown_table(headers, rows) if markdown else text_table(headers, rows, "l" * len(headers))
+    return (f"{title}\n\n" if title else "") + body + "\n"
+
+
+def sweep_json(df: pd.DataFrame, scenario: str, vary: dict, objective: str | None) -> dict:
+    return {"schema_version": SCHEMA_VERSION, "kind": "sweep", "scenario": scenario, "objective": objective,
+            "vary": plain({k: list(v) for k, v in vary.items()}), "points": records(df)}
+
+
+# ----------------------------------------------------------------------------------------
+# the Markdown report
+# ----------------------------------------------------------------------------------------
+
+def _png_data_uri(path) -> str:
+    import base64
+    from pathlib import Path
+
+    return "data:image/png;base64," + base64.b64encode(Path(path).read_bytes()).decode("ascii")
+
+
+def solve_report(result, scenario, *, sensitivity: dict | None = None, memory: dict | None = None,
+                 pareto_png=None, tornado_png=None) -> str:
+    """A self-contained Markdown report: inputs, ranked table, memory breakdown of the top
+    choice, Pareto and tornado plots (embedded as data URIs), thresholds and binding limits."""
+    import yaml
+
+    doc = scenario.model_dump(mode="json", exclude_none=True, exclude_defaults=True)
+    parts = [f"# clusteropt report: {result.scenario}", "",
+             f"Status **{result.status}** (objective: {result.objective}); "
+             f"{len(result.configs)} configuration(s) ranked; {result.stats.get('rows', '?')} candidate layouts, "
+             f"{result.stats.get('feasible_rows', '?')} feasible.", "",
+             "## Inputs", "", "```yaml", yaml.safe_dump(doc, sort_keys=False).rstrip(), "```", ""]
+    if getattr(scenario, "description", ""):
+        parts[-1:-1] = [scenario.description, ""]
+    parts += ["## Ranked configurations", ""]
+    if len(result.configs):
+        parts.append(result_table(result.configs, markdown=True))
+    else:
+        parts.append("No configuration meets every limit.")
+    parts.append("")
+    if memory and "tp" in result.configs.columns:
+        total = memory.get("memory_per_gpu_bytes") or sum(v for k, v in memory.items() if k != "memory_per_gpu_bytes")
+        top = result.configs.iloc[0]
+        parts += ["## Memory per GPU of the top choice", "",
+                  f"{top['gpu']}, {int(top['n_gpus'])} GPUs, tp {int(top['tp'])} / pp {int(top['pp'])} / "
+                  f"dp {int(top['dp'])}, ZeRO {int(top['zero'])}, {top['recompute']} recompute:", ""]
+        rows = [[k, gbytes(v), f"{v / total:.1%}" if total else "-"] for k, v in memory.items()
+                if k != "memory_per_gpu_bytes"]
+        rows.append(["total", gbytes(total), "100%"])
+        cap = float(top["memory_capacity_bytes"])
+        rows.append(["capacity", gbytes(cap), f"headroom {1 - total / cap:.0%}"])
+        parts += [markdown_table(["part", "bytes", "share"], rows), ""]
+    if pareto_png is not None:
+        parts += ["## Cost against time", "", f"![Pareto front of cost against wall-clock days]({_png_data_uri(pareto_png)})", ""]
+        if len(result.pareto):
+            parts += [result_table(result.pareto, markdown=True), ""]
+    if sensitivity is not None:
+        parts += ["## Sensitivity", ""]
+        if tornado_png is not None:
+            parts += [f"![Tornado: objective at -/+{sensitivity.get('swing_pct', 20):g}% of each input]"
+                      f"({_png_data_uri(tornado_png)})", ""]
+        parts += [sensitivity_text(sensitivity, markdown=True), ""]
+    lines = explanation_lines(result.explanation)
+    if lines:
+        parts += ["## Binding constraints and explanation", ""] + [f"- {ln}" for ln in lines] + [""]
+    parts += [f"_clusteropt {__import__('optimizer').__version__}, result schema {SCHEMA_VERSION}_", ""]
+    return "\n".join(parts)

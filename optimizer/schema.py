@@ -1,0 +1,209 @@
+"""The versioned JSON output formats, as pydantic models; ``clusteropt schema`` prints their JSON Schema.
+
+Planners read clusteropt's JSON without parsing tables. Each document carries
+``schema_version`` (major.minor: a minor bump only adds keys; a major bump may rename or
+remove them) and ``kind``. Units follow CONTRACTS.md: bytes, seconds, USD, FLOP/s; ``_pct``
+keys are percentages (0-100); ``mfu``, ``goodput``, ``memory_headroom``, ``utilization`` are
+fractions. Models allow extra keys where later issues add figures (``system``, co-design and
+serving columns), so a reader written for 1.0 keeps working.
+
+The report layer builds plain dicts; tests validate every emitted document against these
+models, so the schema and the output cannot drift apart.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal, Optional, Union
+
+from pydantic import BaseModel, ConfigDict, Field
+
+SCHEMA_VERSION = "1.0"
+
+Status = Literal["optimal", "feasible", "infeasible"]
+
+
+class _Open(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+
+class Configuration(_Open):
+    """The 12 keys that identify a training configuration (CONTRACTS.md 'Search')."""
+
+    gpu: str
+    n_gpus: int = Field(ge=1)
+    tp: int = Field(ge=1)
+    pp: int = Field(ge=1)
+    dp: int = Field(ge=1)
+    cp: int = Field(ge=1)
+    ep: int = Field(ge=1)
+    zero: int = Field(ge=0, le=3)
+    precision: str
+    micro_batch: int = Field(ge=1)
+    recompute: Literal["none", "selective", "full"]
+    sequence_parallel: bool
+
+
+class TrainingRow(Configuration):
+    """One ranked training configuration with its figures."""
+
+    rank: Optional[int] = Field(default=None, ge=1, description="1 = best; absent on Pareto rows")
+    objective: float = Field(description="the value of the scenario's objective column")
+    n_nodes: int
+    grad_accum: int
+    global_batch: int = Field(description="sequences per optimizer step")
+    memory_per_gpu_bytes: float
+    memory_capacity_bytes: int
+    memory_headroom: float = Field(description="fraction of device memory left unused")
+    mfu: float
+    hfu: float
+    step_time_s: float
+    tokens_per_s: float = Field(description="whole job")
+    train_days: float = Field(description="failure-free compute time")
+    wall_clock_days: float = Field(description="including failures, checkpoints and restarts where modelled")
+    gpu_hours: float
+    usd_per_gpu_hour: float
+    cost_usd: float
+    cost_per_mtoken_usd: float
+    offer: str
+
+
+class ReplicaGroup(_Open):
+    """Replicas of one serving option inside a fleet."""
+
+    gpu: str
+    tp: int
+    pp: int = 1
+    weights: str
+    kv: str
+    batch: int
+    count: int = Field(ge=1)
+
+
+class FleetRow(_Open):
+    """One ranked serving fleet (issue 6)."""
+
+    rank: Optional[int] = Field(default=None, ge=1)
+    objective: float
+    usd_per_hour: float
+    n_gpus: int
+    replicas: list[ReplicaGroup]
+
+
+class Explanation(_Open):
+    reason: Optional[str] = None
+    lines: list[str] = Field(default_factory=list, description="one-line sentences for people")
+    binding: Optional[list[str]] = None
+    slack: Optional[dict[str, Any]] = None
+    conflicts: Optional[list[list[str]]] = None
+    relaxations: Optional[dict[str, Any]] = None
+    notes: list[str] = Field(default_factory=list)
+
+
+class TornadoEnd(_Open):
+    factor: float
+    objective: float = Field(description="the chosen configuration's objective at this end")
+    best: Optional[dict[str, Any]] = Field(description="the re-optimised best configuration (12 keys) or null")
+    best_objective: Optional[float]
+    changes: bool
+
+
+class TornadoEntry(_Open):
+    input: str
+    low: float
+    high: float
+    swing: float
+    base: float
+    reoptimised: dict[Literal["down", "up"], TornadoEnd]
+    note: Optional[str] = None
+
+
+class Threshold(_Open):
+    input: str = Field(description="dotted scenario path or named input (price.<GPU>, efficiency, inter_node_bandwidth)")
+    direction: Literal["up", "down"]
+    change_pct: Optional[float] = Field(description="signed; null when nothing switches within range_pct")
+    range_pct: float
+    new_best: Optional[dict[str, Any]] = Field(description="the 12-key configuration that becomes best, or null")
+    unchanged_pct: Optional[float] = Field(default=None, description="a change at which the best is still unchanged, within tolerance_pct of change_pct")
+    tolerance_pct: float
+    grid_step_pct: float
+    note: Optional[str] = None
+
+
+class Sensitivity(_Open):
+    objective: str
+    swing_pct: float
+    range_pct: float
+    tornado: list[TornadoEntry]
+    thresholds: list[Threshold]
+    slack: dict[str, Any]
+
+
+class SolveResult(_Open):
+    """``clusteropt solve --format json``."""
+
+    schema_version: str = SCHEMA_VERSION
+    kind: Literal["solve"] = "solve"
+    scenario: str
+    workload: Literal["train", "serve", "codesign"] = "train"
+    status: Status
+    objective: str
+    configs: list[Union[TrainingRow, FleetRow, dict[str, Any]]]
+    pareto: list[dict[str, Any]]
+    explanation: Explanation
+    stats: dict[str, Any] = Field(default_factory=dict)
+    sensitivity: Optional[Sensitivity] = None
+    scaling_law: Optional[str] = None
+
+
+class SweepPoint(_Open):
+    status: Status
+    explanation: str = ""
+    gpu: Optional[str] = None
+    n_gpus: Optional[float] = None
+    cost_usd: Optional[float] = None
+    wall_clock_days: Optional[float] = None
+    days_saved_per_extra_musd: Optional[float] = None
+
+
+class SweepResult(_Open):
+    """``clusteropt sweep --out results.json``: the varied paths and one object per point."""
+
+    schema_version: str = SCHEMA_VERSION
+    kind: Literal["sweep"] = "sweep"
+    scenario: str
+    objective: Optional[str] = None
+    vary: dict[str, list[Any]]
+    points: list[SweepPoint]
+
+
+def json_schema(kind: str) -> dict:
+    """The JSON Schema of one document kind: result, sweep, scenario (input), plan (portfolios)."""
+    from optimizer.errors import ClusteroptError
+
+    if kind == "result":
+        model = SolveResult
+    elif kind == "sweep":
+        model = SweepResult
+    elif kind == "scenario":
+        from optimizer.scenario import Scenario
+
+        model = Scenario
+    elif kind == "plan":
+        try:
+            from optimizer.search.portfolio import PlanDocument as model   # noqa: N813
+        except ImportError:
+            raise ClusteroptError("schema", "plan: the portfolio planner is not available", "result, sweep, scenario") from None
+    else:
+        raise ClusteroptError("schema", f"unknown kind {kind!r}", "allowed: result, sweep, scenario, plan")
+    schema = model.model_json_schema()
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["$id"] = f"https://clusteropt.dev/schema/{kind}-{SCHEMA_VERSION}.json"
+    schema.setdefault("description", (model.__doc__ or "").strip())
+    schema["x-schema-version"] = SCHEMA_VERSION
+    return schema
+
+
+def validate(kind: str, doc: dict) -> BaseModel:
+    """Validate an emitted document against its model (tests; planners may use it too)."""
+    model = {"result": SolveResult, "sweep": SweepResult}[kind]
+    return model.model_validate(doc)
