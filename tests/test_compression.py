@@ -124,3 +124,20 @@ def test_one_off_costs():
     assert recovery_tokens(11.71, 8.03e9) == pytest.approx(94e9, rel=0.01)
     assert distillation_flop(1e9, 4e9, 8e9) == pytest.approx(1e9 * (24e9 + 16e9))
     assert linear_bytes_per_param("int4", True) == pytest.approx(0.375 + 2.5 / 128)
+
+
+@pytest.mark.parametrize("preset,family", [("llama-3-70b", "llama-3"), ("llama-3.1-405b", "llama-3"),
+                                           ("llama-2-7b", "llama-2"), ("llama-7b", "llama"),
+                                           ("mixtral-8x7b", "mixtral")])
+def test_quality_family_of_presets(preset, family):
+    from optimizer.formulas.compression import quality_family
+
+    assert quality_family(get_preset(preset)) == family
+
+
+def test_preset_lookup_uses_its_generation():
+    from optimizer.formulas.compression import quality_family
+
+    spec = get_preset("llama-3-70b")
+    q = option_quality(ROWS, "weights_int4_gptq", quality_family(spec), 70.6e9)
+    assert q.exact_family and q.model == "Llama-3.1-8B-Instruct" and q.quality_loss_pct == pytest.approx(1.1)

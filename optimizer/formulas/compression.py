@@ -69,11 +69,22 @@ def quality_loss_pct(baseline, compressed, higher_is_better: bool):
 
 def _family_key(family: str) -> str:
     """'llama-3.1' and 'llama3' -> 'llama-3': rows are keyed by generation, not point release."""
+    import re
+
     f = str(family).strip().lower().replace("_", "-")
-    if f.startswith("llama") and not f.startswith("llama-"):
-        f = "llama-" + f[5:]
-    parts = f.split(".")
-    return parts[0]
+    f = re.sub(r"^llama(\d)", r"llama-\1", f)
+    return f.split(".")[0]
+
+
+def quality_family(spec: ModelSpec) -> str:
+    """The family key quality rows are looked up by: a generated spec's family ('llama-3'), or the
+    generation in a preset's name when its family is generic ('llama' + 'llama-3.1-70b' ->
+    'llama-3'; 'llama-2-7b' -> 'llama-2'; 'llama-7b' -> 'llama')."""
+    import re
+
+    fam = _family_key(spec.family or spec.model_type or spec.name)
+    m = re.match(rf"{re.escape(fam)}-?(\d+)(?:\.\d+)?-", spec.name.lower())
+    return f"{fam}-{m.group(1)}" if m else fam
 
 
 @dataclass(frozen=True)
