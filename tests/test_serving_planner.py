@@ -44,16 +44,19 @@ def _exhaustive(p: fm.FleetProblem) -> list[tuple[int, int]]:
 
 @st.composite
 def fleet_problems(draw, max_options=4):
-    n_types = draw(st.integers(1, 3))
+    n_pools = draw(st.integers(1, 3))
+    n_types = draw(st.integers(1, n_pools))
+    pool_type = tuple(draw(st.integers(0, n_types - 1)) for _ in range(n_pools))   # pools: GPU type x offer
     n_opt = draw(st.integers(1, max_options))
-    opts = tuple(fm.FleetOption(gpu=draw(st.integers(0, n_types - 1)), n_gpus=draw(st.sampled_from([1, 2, 4])),
+    opts = tuple(fm.FleetOption(gpu=draw(st.integers(0, n_pools - 1)), n_gpus=draw(st.sampled_from([1, 2, 4])),
                                 cap=draw(st.integers(500, 6000))) for _ in range(n_opt))
     spares = draw(st.integers(0, 2))
     demand = draw(st.integers(500, 9000))
-    gpi = tuple(draw(st.sampled_from([1, 2, 4, 8])) for _ in range(n_types))
-    price = tuple(draw(st.integers(1000, 90000)) for _ in range(n_types))
+    gpi = tuple(draw(st.sampled_from([1, 2, 4, 8])) for _ in range(n_pools))
+    price = tuple(draw(st.integers(1000, 90000)) for _ in range(n_pools))
     available = tuple(draw(st.one_of(st.none(), st.integers(0, 24))) for _ in range(n_types))
     p = fm.FleetProblem(options=opts, demand=demand, spares=spares, gpi=gpi, price=price, available=available,
+                        pool_type=pool_type,
                         max_gpus=draw(st.one_of(st.none(), st.integers(1, 40))),
                         budget=draw(st.one_of(st.none(), st.integers(5000, 400000))),
                         max_types=draw(st.one_of(st.none(), st.integers(1, 3))),
@@ -65,7 +68,7 @@ def fleet_problems(draw, max_options=4):
     return p
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(fleet_problems())
 def test_fleet_model_matches_exhaustive_enumeration(p):
     """The K best fleets CP-SAT returns are the K best minimal feasible fleets by brute force

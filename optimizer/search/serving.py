@@ -101,6 +101,7 @@ class ServingTable:
     notes: list[str] = field(default_factory=list)
     pools: list[GpuOption] = field(default_factory=list)     # billing pools (index = pool index)
     pool_type: list[int] = field(default_factory=list)       # GPU type (index into gpus) per pool
+    efficiency_scale: float = 1.0                            # estimator efficiencies x this
 
     def __len__(self) -> int:
         return len(self.cols["gpu"])
@@ -149,7 +150,17 @@ def batch_ladder(search) -> list[int]:
     return out
 
 
-def _evaluate_group(spec, g: GpuOption, *, tp, pp, weights, kv, batches, lengths, gmu):
+def _efficiencies(scale: float) -> dict:
+    """The estimator's achievable fractions scaled by ``scale`` (sensitivity's 'efficiency'
+    input), each capped at 1."""
+    from optimizer.formulas import serving_time as st
+
+    return {"hbm_efficiency": min(1.0, st.HBM_EFFICIENCY * scale),
+            "compute_efficiency": min(1.0, st.COMPUTE_EFFICIENCY * scale),
+            "low_precision_compute_efficiency": min(1.0, st.LOW_PRECISION_COMPUTE_EFFICIENCY * scale)}
+
+
+def _evaluate_group(spec, g: GpuOption, *, tp, pp, weights, kv, batches, lengths, gmu, efficiency_scale=1.0):
     """ONE vectorised estimate_serving call for all batch caps of a (GPU, TP, PP, formats) group:
     the first half of the arrays at the mean lengths, the second at the p99 lengths."""
     from optimizer.formulas.serving import estimate_serving
@@ -160,7 +171,8 @@ def _evaluate_group(spec, g: GpuOption, *, tp, pp, weights, kv, batches, lengths
     prompt = np.concatenate([np.full(n, lengths["prompt_mean"]), np.full(n, lengths["prompt_p99"])])
     output = np.concatenate([np.full(n, lengths["output_mean"]), np.full(n, lengths["output_p99"])])
     e = estimate_serving(spec, g.hardware, tp=tp, pp=pp, weights=weights, kv=kv, batch=bb, prompt_len=prompt,
-                         output_len=output, gpu_memory_utilization=gmu, max_num_seqs=bb)
+                         output_len=output, gpu_memory_utilization=gmu, max_num_seqs=bb,
+                         **_efficiencies(efficiency_scale))
     mean, tail = slice(0, n), slice(n, 2 * n)
     arr = lambda v: np.broadcast_to(np.asarray(v, dtype=float), (2 * n,))  # noqa: E731
     n_gpus = tp * pp
@@ -215,7 +227,7 @@ def billing_pools(scenario, gpus: list[GpuOption], catalog=None) -> tuple[list[G
     return pools, types
 
 
-def serving_table(spec, scenario, gpus: list[GpuOption], catalog=None) -> ServingTable:
+def serving_table(spec, scenario, gpus: list[GpuOption], catalog=None, efficiency_scale: float = 1.0) -> ServingTable:
     """Every replica option of the scenario's search space with its figures and rule flags
     (module docstring). One vectorised estimator call per (GPU, weights, KV, TP, PP) group."""
     serve, search = scenario.serve, scenario.search
@@ -236,10 +248,11 @@ def serving_table(spec, scenario, gpus: list[GpuOption], catalog=None) -> Servin
             notes.append(f"{g.name}: no TP value divides the heads within its {domain}-GPU domain; left out")
             continue
         pps = list(search.pp) if search.pp is not None else [1]
-        got = _evaluate_gpu(spec, g, tps, pps, weights, kvs, batches, lengths, gmu, notes)
+        got = _evaluate_gpu(spec, g, tps, pps, weights, kvs, batches, lengths, gmu, notes, efficiency_scale)
         if search.pp is None and not any(p["ok_memory"].any() for p in got):
             more = [p for p in PP_FALLBACK if p <= spec.num_layers]
-            got += _evaluate_gpu(spec, g, [max(tps)], more, weights, kvs, batches, lengths, gmu, notes)
+            got += _evaluate_gpu(spec, g, [max(tps)], more, weights, kvs, batches, lengths, gmu, notes,
+                                 efficiency_scale)
         parts += got
     keys = list(parts[0]) if parts else ["gpu"]
     cols = {k: (np.concatenate([p[k] for p in parts]) if parts else np.zeros(0, dtype=np.int64)) for k in keys}
@@ -253,7 +266,8 @@ def serving_table(spec, scenario, gpus: list[GpuOption], catalog=None) -> Servin
             cols[k] = np.zeros(0, dtype=bool)
         cols["capacity_units"] = np.zeros(0, dtype=np.int64)
     pools, pool_type = billing_pools(scenario, gpus, catalog)
-    table = ServingTable(gpus=gpus, cols=cols, lengths=lengths, notes=notes, pools=pools, pool_type=pool_type)
+    table = ServingTable(gpus=gpus, cols=cols, lengths=lengths, notes=notes, pools=pools, pool_type=pool_type,
+                         efficiency_scale=efficiency_scale)
     # the offer rule and each row's price at its cheapest eligible pool
     n = len(table)
     ok_offer = np.zeros(n, dtype=bool)
@@ -275,7 +289,7 @@ def serving_table(spec, scenario, gpus: list[GpuOption], catalog=None) -> Servin
     return table
 
 
-def _evaluate_gpu(spec, g, tps, pps, weights, kvs, batches, lengths, gmu, notes) -> list[dict]:
+def _evaluate_gpu(spec, g, tps, pps, weights, kvs, batches, lengths, gmu, notes, efficiency_scale=1.0) -> list[dict]:
     out = []
     for pp in pps:
         for w in weights:
@@ -283,7 +297,8 @@ def _evaluate_gpu(spec, g, tps, pps, weights, kvs, batches, lengths, gmu, notes)
                 for tp in tps:
                     try:
                         out.append(_evaluate_group(spec, g, tp=int(tp), pp=int(pp), weights=w, kv=kv,
-                                                   batches=batches, lengths=lengths, gmu=gmu))
+                                                   batches=batches, lengths=lengths, gmu=gmu,
+                                                   efficiency_scale=efficiency_scale))
                     except ClusteroptError as e:
                         notes.append(f"{g.name} tp={tp} pp={pp} {w}/{kv}: {e}; left out")
     return out
@@ -405,11 +420,11 @@ def frame(records: list[dict], ranked: bool = True) -> pd.DataFrame:
     return df if ranked else df.drop(columns=["rank"])
 
 
-def evaluate_replica(spec, scenario, gpu: GpuOption, replica: dict) -> dict:
+def evaluate_replica(spec, scenario, gpu: GpuOption, replica: dict, efficiency_scale: float = 1.0) -> dict:
     """One replica option's figures by a scalar estimator call (the check on the table)."""
     g = _evaluate_group(spec, gpu, tp=replica["tp"], pp=replica["pp"], weights=replica["weights"],
                         kv=replica["kv"], batches=[replica["batch"]], lengths=_lengths(scenario.serve),
-                        gmu=1.0 - scenario.constraints.memory_headroom)
+                        gmu=1.0 - scenario.constraints.memory_headroom, efficiency_scale=efficiency_scale)
     return {k: (v[0].item() if hasattr(v[0], "item") else v[0]) for k, v in g.items()}
 
 
@@ -420,7 +435,7 @@ def _verify(spec, scenario, table: ServingTable, records: list[dict]) -> None:
     slo = serve.slo
     for rec in records:
         for rep in rec["replicas"]:
-            ev = evaluate_replica(spec, scenario, by_name[rep["gpu"]], rep)
+            ev = evaluate_replica(spec, scenario, by_name[rep["gpu"]], rep, table.efficiency_scale)
             for k in ("ttft_s", "itl_s", "requests_per_s", "memory_per_gpu_bytes"):
                 if not math.isclose(ev[k], rep[k], rel_tol=1e-9, abs_tol=1e-12):
                     raise RuntimeError(f"planner and estimator disagree on {k} for {rep}: {rep[k]} vs {ev[k]}")
@@ -437,12 +452,28 @@ def _verify(spec, scenario, table: ServingTable, records: list[dict]) -> None:
 # ----------------------------------------------------------------------------------------
 
 def solve_serving(scenario, *, top_k: int | None = None, objective: str | None = None,
-                  time_limit_s: float = 30.0, catalog=None):
+                  time_limit_s: float = 30.0, catalog=None, table: ServingTable | None = None,
+                  pareto: bool = True, explain: bool = True):
     """The K cheapest minimal fleets meeting the serving scenario, proven by CP-SAT (fleet.py).
 
     Returns ``optimizer.search.api.SolveResult`` with ``configs`` (one row per fleet, COLUMNS),
     ``pareto`` (cost vs worst p99 TTFT), ``explanation`` (binding limits, or why infeasible and
     what relaxation fixes it), ``stats`` and ``table`` (the ServingTable).
+
+    ``table``: a ServingTable already built for this scenario's model, lengths, SLOs, search
+    space and GPU list (sweeps and sensitivity reuse one across request rates, limits and
+    prices); ``pareto=False`` skips tracing the front, ``explain=False`` the binding-limit and
+    relaxation solves (the explanation then holds only 'reason' and empty 'lines').
+
+    configs columns (COLUMNS): rank, objective (in the objective's unit), usd_per_hour (whole
+    instances), usd_per_mtoken (per million output tokens at the demanded rate), n_gpus (rented),
+    n_gpus_used (in replicas), n_replicas, gpu ('H100-SXM5-80GB x8 + A100-SXM4-80GB x8', GPUs
+    rented per type), capacity_requests_per_s (sum of sustainable rates),
+    capacity_after_failures_requests_per_s (without the k largest replicas), utilization
+    (demand / capacity), output_tokens_per_s (capacity), worst_ttft_s, worst_itl_s,
+    memory_per_gpu_bytes and memory_capacity_bytes (of the replica with least headroom),
+    min_memory_headroom, replicas (list of dicts, REPLICA_KEYS), instances (list of dicts: gpu,
+    offer, gpus_per_instance, count, usd_per_hour).
     """
     from optimizer.scenario import load_scenario
     from optimizer.search.api import SolveResult, gpu_options
@@ -457,8 +488,11 @@ def solve_serving(scenario, *, top_k: int | None = None, objective: str | None =
                               "allowed: " + ", ".join(SERVE_OBJECTIVES))
     k = top_k or scenario.top_k
     spec = scenario.spec()
-    gpus, notes = gpu_options(scenario, catalog)
-    table = serving_table(spec, scenario, gpus, catalog)
+    if table is None:
+        gpus, notes = gpu_options(scenario, catalog)
+        table = serving_table(spec, scenario, gpus, catalog)
+    else:
+        notes = []
     t_table = time.perf_counter() - t0
     rows = reduce_options(table, np.nonzero(table.feasible)[0])
     problem = fleet_problem(table, rows, scenario, objective)
@@ -468,18 +502,21 @@ def solve_serving(scenario, *, top_k: int | None = None, objective: str | None =
     status = res.status if records else ("infeasible" if res.status in ("optimal", "infeasible") else "unknown")
     from optimizer.search import serving_explain as sx
 
-    if records:
+    if not explain:
+        explanation = {"reason": "feasible" if records else status, "lines": []}
+    elif records:
         explanation = sx.binding_summary(table, rows, problem, res.fleets[0], scenario)
     else:
         explanation = sx.explain_infeasible(table, rows, problem, scenario)
     explanation["notes"] = notes + table.notes + explanation.get("notes", [])
-    pareto = pareto_fleets(table, scenario, time_limit_s=min(PARETO_TIME_S, time_limit_s / 3))
+    front = (pareto_fleets(table, scenario, time_limit_s=min(PARETO_TIME_S, time_limit_s / 3)) if pareto
+             else frame([], ranked=False))
     return SolveResult(
-        scenario=scenario.name, status=status, objective=objective, configs=frame(records), pareto=pareto,
+        scenario=scenario.name, status=status, objective=objective, configs=frame(records), pareto=front,
         explanation=explanation,
         stats={"rows": len(table), "feasible_rows": int(table.feasible.sum()), "cpsat_options": len(rows),
                "cpsat_solves": res.n_solves, "cpsat_time_s": res.solve_time_s, "table_time_s": t_table,
-               "pareto_complete": bool(pareto.attrs.get("complete", False))},
+               "pareto_complete": bool(front.attrs.get("complete", False))},
         table=table)
 
 
