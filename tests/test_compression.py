@@ -141,3 +141,25 @@ def test_preset_lookup_uses_its_generation():
     spec = get_preset("llama-3-70b")
     q = option_quality(ROWS, "weights_int4_gptq", quality_family(spec), 70.6e9)
     assert q.exact_family and q.model == "Llama-3.1-8B-Instruct" and q.quality_loss_pct == pytest.approx(1.1)
+
+
+def test_compression_choices_and_quality_limit():
+    from optimizer.formulas.compression import compression_choices, one_off_cost_usd
+
+    opts = ["weights_fp8", "weights_int4_gptq", "kv_fp8", "sparse_2_4"]
+    allc = compression_choices(ROWS, opts, "llama-3", 70.6e9)
+    assert len(allc) == 3 * 2 * 2 and allc[0].options == () and allc[0].quality_loss_pct == 0
+    both = next(c for c in allc if c.options == ("weights_int4_gptq", "kv_fp8"))
+    assert both.weights == "int4" and both.kv == "fp8"
+    assert both.quality_loss_pct == pytest.approx(1.1 + 6.0)          # additive
+    strict = compression_choices(ROWS, opts, "llama-3", 70.6e9, max_loss_pct=1.0)
+    assert {c.options for c in strict} == {(), ("weights_fp8",)}         # int4 (1.1%) forbidden at 1%
+    loose = compression_choices(ROWS, opts, "llama-3", 70.6e9, max_loss_pct=2.0)
+    assert ("weights_int4_gptq",) in {c.options for c in loose}
+    sp = next(c for c in allc if c.options == ("sparse_2_4",))
+    assert sp.recovery_tokens == pytest.approx(1.619 * 70.6e9)
+    # 2:4 recovery on 70B: 1.14e11 tokens x 8 N FLOPs at 400 TFLOP/s per GPU and $2/GPU-hour
+    usd = one_off_cost_usd(sp, 2.0, 400e12)
+    assert usd == pytest.approx(sp.recovery_flop / 400e12 / 3600 * 2.0)
+    with pytest.raises(ClusteroptError, match="unknown option"):
+        compression_choices(ROWS, ["weights_int3"], "llama-3", 8e9)

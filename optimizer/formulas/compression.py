@@ -256,3 +256,84 @@ def decode_speedup(spec: ModelSpec, hw: Hardware, *, batch, context_len, tp: int
     t1 = decode_step_time_s(spec, hw, batch=batch, context_len=context_len, tp=tp,
                             sparse_tensor_cores=sparse_tensor_cores, **option)
     return t0 / t1
+
+
+# --------------------------------------------------------------------------- choices for a planner
+
+#: Which serving formats each option sets (weights, kv, sparse_2_4); None = leaves it as is.
+OPTION_FORMATS = {
+    "weights_fp8": ("fp8", None, None), "weights_int8_w8a8": ("int8", None, None),
+    "weights_int4_awq": ("int4", None, None), "weights_int4_gptq": ("int4", None, None),
+    "kv_fp8": (None, "fp8", None), "kv_int8": (None, "int8", None),
+    "sparse_2_4": (None, None, True), "sparse_2_4_oneshot": (None, None, True),
+}
+
+
+@dataclass(frozen=True)
+class CompressionChoice:
+    """One combination of options for a serving planner: formats to estimate with, the summed
+    quality loss of its parts (additive: an assumption, no published joint figures) and its
+    one-off work (calibration GPU-hours, recovery tokens with the FLOPs they cost)."""
+
+    options: tuple[str, ...]
+    weights: str
+    kv: str
+    sparse_2_4: bool
+    quality_loss_pct: float
+    calibration_gpu_hours: float
+    recovery_tokens: float
+    recovery_flop: float
+    sources: tuple[str, ...]
+
+
+def compression_choices(rows: Sequence, options: Sequence[str], family: str, n_params: float, *,
+                        max_loss_pct: float | None = None) -> list[CompressionChoice]:
+    """Every combination of at most one weight option, one KV option and one sparsity option from
+    ``options`` (plus none: bf16 dense), with its quality loss and one-off work; combinations above
+    ``max_loss_pct`` are left out. Pruning/distillation options change the model itself and are
+    not combined here (a planner adds the student as another model). Sorted by quality loss."""
+    import itertools
+
+    unknown = [o for o in options if o not in OPTION_FORMATS]
+    if unknown:
+        raise ClusteroptError("search.compression", f"unknown option {unknown[0]!r}",
+                              "allowed: " + ", ".join(OPTION_FORMATS))
+    slots = {0: [None], 1: [None], 2: [None]}
+    for o in options:
+        i = next(j for j, v in enumerate(OPTION_FORMATS[o]) if v is not None)
+        slots[i].append(o)
+    out = []
+    for combo in itertools.product(slots[0], slots[1], slots[2]):
+        picked = tuple(o for o in combo if o is not None)
+        weights, kv, sparse = "bf16", "bf16", False
+        loss = gpu_hours = tokens = 0.0
+        srcs = []
+        for o in picked:
+            w, k, s = OPTION_FORMATS[o]
+            weights, kv, sparse = w or weights, k or kv, bool(s) or sparse
+            q = option_quality(rows, o, family, n_params)
+            loss += q.quality_loss_pct
+            srcs.append(q.source)
+            row = next(r for r in rows if r.option == o and r.model == q.model)
+            if row.one_off == "calibration_gpu_hours_per_b_params":
+                gpu_hours += calibration_gpu_hours(row.one_off_value, n_params)
+            elif row.one_off == "recovery_tokens_per_param":
+                tokens += recovery_tokens(row.one_off_value, n_params)
+        if max_loss_pct is not None and loss > max_loss_pct:
+            continue
+        out.append(CompressionChoice(options=picked, weights=weights, kv=kv, sparse_2_4=sparse,
+                                     quality_loss_pct=loss, calibration_gpu_hours=gpu_hours,
+                                     recovery_tokens=tokens,
+                                     recovery_flop=distillation_flop(tokens, n_params, n_params),
+                                     sources=tuple(srcs)))
+    return sorted(out, key=lambda c: (c.quality_loss_pct, c.options))
+
+
+def one_off_cost_usd(choice: CompressionChoice, usd_per_gpu_hour: float, train_flop_per_s_per_gpu: float) -> float:
+    """Price of a choice's one-off work on one GPU type: calibration GPU-hours plus the recovery
+    FLOPs at the training estimator's achieved FLOP/s per GPU (peak x MFU), at ``usd_per_gpu_hour``.
+    Units: USD."""
+    if train_flop_per_s_per_gpu <= 0:
+        raise ClusteroptError("train_flop_per_s_per_gpu", "must be > 0")
+    hours = choice.calibration_gpu_hours + choice.recovery_flop / train_flop_per_s_per_gpu / 3600.0
+    return hours * usd_per_gpu_hour
