@@ -258,3 +258,23 @@ def test_split_rate_keeps_the_job_mtbi_on_the_same_node_size():
 def test_more_gpus_never_raise_the_mtbi(n, extra):
     rates = rl.FailureRates(1.4e-5, 7.7e-5)
     assert rl.job_mtbi_s(n + extra, (n + extra) / 8, rates) < rl.job_mtbi_s(n, n / 8, rates)
+
+
+def test_per_rank_bytes_vectorised_equal_the_scalar_calls():
+    # The search evaluates 10^5 layouts at once: arrays of degrees and ZeRO stages must give
+    # exactly the per-layout scalar results.
+    tp = np.array([1, 2, 4, 8]); pp = np.array([1, 4, 2, 16]); dp = np.array([64, 8, 16, 128])
+    zero = np.array([0, 1, 2, 3])
+    arr = rl.checkpoint_bytes_per_rank(70e9, tp=tp, pp=pp, dp=dp, zero=zero)
+    for i in range(4):
+        one = rl.checkpoint_bytes_per_rank(70e9, tp=int(tp[i]), pp=int(pp[i]), dp=int(dp[i]), zero=int(zero[i]))
+        assert arr.total[i] == pytest.approx(one.total) and arr.weights[i] == pytest.approx(one.weights)
+    with pytest.raises(ClusteroptError) as exc:
+        rl.checkpoint_bytes_per_rank(70e9, zero=np.array([1, 4]))
+    assert exc.value.field == "zero"
+
+
+def test_expected_wall_clock_saturates_instead_of_warning():
+    # A checkpoint 1000x the MTBI: goodput ~ 0, wall-clock inf (the search caps its integer view).
+    g = rl.goodput(86400.0, 10.0, 1e4, 60.0)
+    assert g.goodput == 0.0 or g.goodput < 1e-100

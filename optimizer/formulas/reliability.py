@@ -331,7 +331,8 @@ def expected_wall_clock_s(compute_s, interval_s, checkpoint_s, restart_s, mtbi_s
     d = _arr("checkpoint_s", checkpoint_s)
     r = _arr("restart_s", restart_s)
     m = _arr("mtbi_s", mtbi_s, lo_open=True)
-    return _out(m * np.exp(r / m) * np.expm1((tau + d) / m) * ts / tau)
+    with np.errstate(over="ignore"):       # goodput -> 0 saturates at inf (callers cap it)
+        return _out(m * np.exp(r / m) * np.expm1((tau + d) / m) * ts / tau)
 
 
 def wasted_s_per_interruption(interval_s, checkpoint_s, restart_s):
@@ -372,9 +373,10 @@ def goodput(compute_s, mtbi_s, checkpoint_blocking_s, restart_s, *, interval_s=N
     tau = np.maximum(np.maximum(tau, lag), 1e-9)
     wall = np.asarray(expected_wall_clock_s(ts, tau, d, r_eff, m), dtype=float)
     ckpt = ts * d / tau
-    fail = wall - ts - ckpt
+    with np.errstate(invalid="ignore"):
+        fail = wall - ts - ckpt
     with np.errstate(invalid="ignore", divide="ignore"):
         gp = np.where(wall > 0, ts / wall, 1.0)
-    return Goodput(interval_s=_out(tau), wall_clock_s=_out(wall), useful_s=_out(ts + 0 * wall),
+    return Goodput(interval_s=_out(tau), wall_clock_s=_out(wall), useful_s=_out(np.broadcast_to(ts, wall.shape) + 0.0),
                    checkpoint_s=_out(ckpt), failure_s=_out(fail), expected_interruptions=_out(wall / m),
                    goodput=_out(gp))

@@ -170,11 +170,22 @@ def price_rows(scenario, gpus: list[GpuOption], cols: dict[str, np.ndarray], spe
     return out
 
 
+#: Ceiling of the cost and time integer views. A row whose failures make its expected wall-clock
+#: astronomically long (goodput ~ 0: a checkpoint or restart far longer than the MTBI, e.g. a
+#: 10^7-GPU row of an unrestricted table) is saturated here instead of overflowing int64; it
+#: stays the worst row. 2^58 keeps cpsat.check_int64's 4x margin below 2^62.
+INT_UNITS_CAP = 2**58
+
+
+def _units(x: np.ndarray) -> np.ndarray:
+    return np.ceil(np.minimum(np.nan_to_num(x, nan=INT_UNITS_CAP, posinf=INT_UNITS_CAP), INT_UNITS_CAP)).astype(np.int64)
+
+
 def integer_columns(cols: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     """The integer views CP-SAT sees (rounded up: a limit is never met by rounding)."""
     return {
-        "cost_units": np.ceil(cols["cost_usd"] * MONEY_UNITS_PER_USD).astype(np.int64),
-        "time_units": np.ceil(cols["wall_clock_days"] * SECONDS_PER_DAY * TIME_UNITS_PER_S).astype(np.int64),
+        "cost_units": _units(cols["cost_usd"] * MONEY_UNITS_PER_USD),
+        "time_units": _units(cols["wall_clock_days"] * SECONDS_PER_DAY * TIME_UNITS_PER_S),
         "memory_units": np.ceil(cols["memory_per_gpu_bytes"]).astype(np.int64),
     }
 
