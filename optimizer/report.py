@@ -16,6 +16,7 @@ import pandas as pd
 from optimizer.units import GB
 
 from optimizer.schema import SCHEMA_VERSION  # noqa: E402  (one version for every document)
+from optimizer.search.sweep import fleet_label  # noqa: E402
 
 
 # ----------------------------------------------------------------------------------------
@@ -145,15 +146,10 @@ CODESIGN_HEADERS = ["rank", "model", "params", "tokens", "tok/param", "loss", "g
                     "tp/pp/dp", "prec", "days", "cost", "lifetime cost"]
 
 
-def _fleet_summary(replicas) -> str:
-    return " + ".join(f"{r['count']}x {r['gpu']} tp{r['tp']}" + (f"pp{r['pp']}" if r.get("pp", 1) > 1 else "")
-                      + f" {r['weights']}/{r['kv']} b{r['batch']}" for r in replicas)
-
-
 def fleet_rows(df: pd.DataFrame) -> list[list[str]]:
     out = []
     for r in df.to_dict(orient="records"):
-        out.append([r.get("rank", ""), _fleet_summary(r["replicas"]), r["n_gpus"], usd(r["usd_per_hour"]),
+        out.append([r.get("rank", ""), fleet_label(r["replicas"]), r["n_gpus"], usd(r["usd_per_hour"]),
                     usd(r["usd_per_mtoken"]), f"{r['capacity_requests_per_s']:.1f}", f"{r['utilization']:.0%}",
                     f"{r['worst_ttft_s'] * 1e3:.0f} ms", f"{r['worst_itl_s'] * 1e3:.1f} ms",
                     f"{r['min_memory_headroom']:.0%}"])
@@ -291,22 +287,43 @@ def varied_columns(df: pd.DataFrame) -> list[str]:
     return list(df.columns[: list(df.columns).index("status")])
 
 
+def _num(r: dict, k: str):
+    v = r.get(k)
+    return None if v is None or (isinstance(v, float) and math.isnan(v)) else v
+
+
 def sweep_rows(df: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
+    """One row per point; the best plan's columns depend on the workload (training, co-design, serving)."""
     varied = varied_columns(df)
-    headers = varied + ["status", "best", "gpus", "days", "cost", "days saved / +$1M"]
+    serving = "usd_per_hour" in df.columns
+    codesign = "predicted_loss" in df.columns
+    if serving:
+        tail = ["status", "best fleet", "gpus", "$/hour", "$/M out tok", "p99 TTFT"]
+    elif codesign:
+        tail = ["status", "model", "tokens", "loss", "best", "gpus", "days", "cost"]
+    else:
+        tail = ["status", "best", "gpus", "days", "cost", "days saved / +$1M"]
     rows = []
     for r in df.to_dict(orient="records"):
         cells = [(usd(r[v]) if v.endswith("_usd") else (f"{r[v]:g}" if isinstance(r[v], float) else str(r[v])))
                  for v in varied]
         if r["status"] == "infeasible":
-            cells += ["infeasible", (r.get("explanation") or "")[:70], "-", "-", "-", "-"]
+            cells += ["infeasible", (r.get("explanation") or "")[:70]] + ["-"] * (len(tail) - 2)
+        elif serving:
+            cells += [r["status"], r.get("fleet", r.get("gpu", "")), f"{int(r['n_gpus'])}", usd(r["usd_per_hour"]),
+                      usd(r["usd_per_mtoken"]), f"{r['worst_ttft_s'] * 1e3:.0f} ms"]
         else:
             best = f"{r['gpu']} tp{int(r['tp'])}/pp{int(r['pp'])}/dp{int(r['dp'])} z{int(r['zero'])} {r['precision']}"
-            m = r.get("days_saved_per_extra_musd")
-            cells += [r["status"], best, f"{int(r['n_gpus'])}", f"{r['wall_clock_days']:.1f}", usd(r["cost_usd"]),
-                      "-" if m is None or (isinstance(m, float) and math.isnan(m)) else f"{m:.2f}"]
+            if codesign:
+                cells += [r["status"], f"{r['model_params'] / 1e9:.1f}B", f"{r['train_tokens'] / 1e12:.2f}T",
+                          f"{r['predicted_loss']:.4f}", best, f"{int(r['n_gpus'])}", f"{r['wall_clock_days']:.1f}",
+                          usd(r["cost_usd"])]
+            else:
+                m = _num(r, "days_saved_per_extra_musd")
+                cells += [r["status"], best, f"{int(r['n_gpus'])}", f"{r['wall_clock_days']:.1f}", usd(r["cost_usd"]),
+                          "-" if m is None else f"{m:.2f}"]
         rows.append(cells)
-    return headers, rows
+    return varied + tail, rows
 
 
 def sweep_text(df: pd.DataFrame, markdown: bool = False, title: str = "") -> str:

@@ -99,24 +99,43 @@ def _reprice_only(paths) -> bool:
     return all(any(p == r or (r.endswith(".") and p.startswith(r)) for r in REPRICE_ONLY) for p in paths)
 
 
+#: Columns a training point copies from its best configuration (in this order).
+TRAIN_POINT_KEYS = ("gpu", "n_gpus", "n_nodes", "tp", "pp", "dp", "cp", "ep", "zero", "precision", "micro_batch",
+                    "grad_accum", "recompute", "sequence_parallel", "mfu", "train_days", "wall_clock_days",
+                    "cost_usd", "memory_per_gpu_bytes")
+
+
+def fleet_label(replicas) -> str:
+    """'14x H100-SXM5-80GB tp2 int4/fp8 b64 + ...': a serving fleet on one line."""
+    return " + ".join(f"{r['count']}x {r['gpu']} tp{r['tp']}" + (f"pp{r['pp']}" if r.get("pp", 1) > 1 else "")
+                      + f" {r['weights']}/{r['kv']} b{r['batch']}" for r in replicas)
+
+
 def _point_row(values: dict, result) -> dict:
+    """One sweep row: the varied values, status, the best configuration's scalar figures
+    (training, co-design or serving fleet alike) and the explanation."""
     row = dict(values)
     row["status"] = result.status
+    lines = "; ".join(result.explanation.get("lines", []))
     if len(result.configs):
         best = result.configs.iloc[0].to_dict()
-        for k in ("gpu", "n_gpus", "n_nodes", "tp", "pp", "dp", "cp", "ep", "zero", "precision", "micro_batch",
-                  "grad_accum", "recompute", "sequence_parallel", "mfu", "train_days", "wall_clock_days",
-                  "cost_usd", "memory_per_gpu_bytes"):
+        keys = [k for k in TRAIN_POINT_KEYS if k in best] + [k for k in best if k not in TRAIN_POINT_KEYS]
+        for k in keys:
             v = best[k]
+            if k == "rank" or isinstance(v, (list, dict, tuple)):
+                continue
             row[k] = v.item() if hasattr(v, "item") else v
-        row["explanation"] = "; ".join(result.explanation.get("lines", []))
+        if "replicas" in best:
+            row["fleet"] = fleet_label(best["replicas"])
+        row["explanation"] = lines
     else:
-        row["explanation"] = "; ".join(result.explanation.get("lines", [])) or result.explanation.get("reason", "")
+        row["explanation"] = lines or result.explanation.get("reason", "")
     return row
 
 
 def _solve_group(base_dict: dict, points: list[dict], objective, top_k) -> list[tuple[int, dict]]:
-    """Solve points that share one candidate table (worker-process entry point)."""
+    """Solve points that share one candidate table (worker-process entry point). Serving and
+    co-design points are solved one by one (their planners keep their own caches)."""
     from optimizer.scenario import load_scenario
     from optimizer.search.api import gpu_options, solve
     from optimizer.search.tables import build_table, reprice
@@ -126,6 +145,10 @@ def _solve_group(base_dict: dict, points: list[dict], objective, top_k) -> list[
     table = None
     for p in points:
         sc = base.with_overrides(p["values"])
+        if sc.train is None or sc.train.model is not None:
+            res = solve(sc, objective=objective, top_k=top_k)
+            out.append((p["index"], _point_row(p["values"], res)))
+            continue
         gpus, _ = gpu_options(sc)
         if table is None or [g.name for g in gpus] != [g.name for g in table.gpus]:
             table = build_table(sc.spec(), sc, gpus, gpu_count_limits=False)
