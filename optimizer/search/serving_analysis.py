@@ -1,10 +1,10 @@
 """Sweeps and sensitivity for serving scenarios, in the shapes sweep.py and sensitivity.py give
 for training (so the CLI and JSON can render both the same way).
 
-serving_sweep(scenario, vary)         -> DataFrame, one row per grid point: the varied values,
-                                         status, the best fleet's figures, and for infeasible
-                                         points the explanation; plus the marginal $/hour per
-                                         unit of the first varied input
+serving_sweep(scenario, vary)         -> DataFrame, one row per grid point, the rows sweep.sweep
+                                         gives (sweep._point_row: varied values, status, the best
+                                         fleet's scalar columns, 'fleet' on one line, explanation),
+                                         plus the marginal $/hour per unit of the first varied input
 serving_sensitivity(result, scenario) -> dict: tornado, thresholds (CONTRACTS.md 'Sensitivity'
                                          keys: input, direction, change_pct, range_pct, new_best),
                                          slack
@@ -38,8 +38,6 @@ from optimizer.errors import ClusteroptError
 TABLE_FREE = ("serve.requests_per_s", "serve.redundancy", "serve.max_utilization", "serve.max_replica_types",
               "constraints.budget_usd_per_hour", "constraints.max_gpus", "constraints.available", "top_k",
               "objective")
-SWEEP_KEYS = ("gpu", "n_gpus", "n_replicas", "usd_per_hour", "usd_per_mtoken", "utilization",
-              "capacity_requests_per_s", "worst_ttft_s", "worst_itl_s", "memory_per_gpu_bytes")
 
 
 def _table_free(path: str) -> bool:
@@ -61,27 +59,12 @@ def compact_fleet(replicas: list[dict]) -> list[dict]:
 # sweeps
 # ----------------------------------------------------------------------------------------
 
-def _point_row(values: dict, result) -> dict:
-    row = dict(values)
-    row["status"] = result.status
-    if len(result.configs):
-        best = result.configs.iloc[0].to_dict()
-        for k in SWEEP_KEYS:
-            v = best[k]
-            row[k] = v.item() if hasattr(v, "item") else v
-        row["fleet"] = compact_fleet(best["replicas"])
-        row["explanation"] = "; ".join(result.explanation.get("lines", []))
-    else:
-        row["explanation"] = "; ".join(result.explanation.get("lines", [])) or result.explanation.get("reason", "")
-    return row
-
-
 def serving_sweep(scenario, vary: dict[str, Any], *, objective: str | None = None, top_k: int = 1) -> pd.DataFrame:
     """Solve the grid of ``vary`` (path -> list of values, or a 'start:stop:n:log' string) for a
     serving scenario. Points differing only in TABLE_FREE paths share one replica table."""
     from optimizer.scenario import load_scenario
     from optimizer.search.serving import solve_serving
-    from optimizer.search.sweep import parse_values, resolve_path
+    from optimizer.search.sweep import _point_row, parse_values, resolve_path
 
     scenario = load_scenario(scenario)
     axes = {}
