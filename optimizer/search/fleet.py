@@ -13,7 +13,8 @@ Notation (OR-Tools sample order: data, model, variables, constraints, objective,
     k (int)              spare replicas: the fleet covers D with any k replicas removed
                          ('n+1' is k = 1, 'none' k = 0)
     gpi[g], price[g]     GPUs per rented instance of pool g, price of one instance (integer
-                         1e-4 USD/hour, rounded to nearest)
+                         1e-4 USD/hour, rounded UP: a fleet within the budget in these units is
+                         within it in dollars)
     x[r] in [0, U[r]]    replicas of option r;  U[r] = ceil(D / cap[r]) + k
     y[r] in {0, 1}       option r is used (y[r] <=> x[r] >= 1)
     m[g] >= 0            instances of pool g rented
@@ -126,7 +127,9 @@ def capacity_units(requests_per_s) -> np.ndarray:
 
 
 def usd_units(usd_per_hour: float) -> int:
-    return int(round(usd_per_hour * USD_UNITS))
+    """A price in 1e-4 USD/hour, rounded UP (1e-6 of a unit forgiven for float noise: 23.92 is
+    239200, not 239201)."""
+    return math.ceil(usd_per_hour * USD_UNITS - 1e-6)
 
 
 def instances_needed(gpus_used: int, gpi: int) -> int:

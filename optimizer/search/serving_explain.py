@@ -187,7 +187,8 @@ def explain_infeasible(table, rows, problem: fm.FleetProblem, scenario) -> dict:
         if not conflicts and problem.spares > 0:
             conflicts = [["redundancy"]]
         for cf in conflicts:
-            lines.append("conflict: " + " + ".join(_HUMAN[f] for f in cf) + " cannot all be met")
+            lines.append("conflict: " + (f"the {_HUMAN[cf[0]]} cannot be met" if len(cf) == 1 else
+                                         " + ".join(_HUMAN[f] for f in cf) + " cannot all be met"))
         rel.update(_fleet_relaxations(problem, table))
         binding = sorted({f for cf in conflicts for f in cf})
     if slo.ttft_p99_s is not None:
@@ -198,7 +199,8 @@ def explain_infeasible(table, rows, problem: fm.FleetProblem, scenario) -> dict:
         v = _smallest_slo(table, scenario, "itl_s")
         if v is not None and v > slo.itl_p99_s:
             rel["itl_p99_s"] = v
-    if "fastest_ttft_s" in summary:
+    slo_matters = len(rows) == 0 or "ttft_p99_s" in rel or "itl_p99_s" in rel
+    if "fastest_ttft_s" in summary and slo_matters:
         o = summary["fastest_ttft_option"]
         lines.append(f"fastest p99 TTFT any option reaches: {summary['fastest_ttft_s']:.3f} s ({_opt(o)})"
                      + (f"; SLO {slo.ttft_p99_s:g} s" if slo.ttft_p99_s is not None else ""))
