@@ -225,6 +225,10 @@ def rung_table(spec, scenario, gpus, efficiency_scale: float = 1.0) -> Table:
     key = tuple((g.name, g.usd_per_gpu_hour, g.gpus_per_instance, g.available) for g in gpus)
     _GPUS_BY_KEY[key] = tuple(gpus)
     nominal = _with_tokens(scenario, 1e12)
+    # budget and deadline only set flags that _rung_parts recomputes per token value: leaving them
+    # out of the key lets sweeps over them reuse the tables
+    nominal = nominal.model_copy(update={"constraints": nominal.constraints.model_copy(
+        update={"budget_usd": None, "deadline_days": None})})
     return _rung_table_cached(spec.model_dump_json(), nominal.model_dump_json(), key, efficiency_scale)
 
 
