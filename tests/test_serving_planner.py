@@ -402,3 +402,48 @@ def test_tp_groups_fit_in_one_rented_instance(name):
             used = sum(x["count"] * x["gpus_per_replica"] for x in row["replicas"] if x["offer"] == inst["offer"])
             assert inst["count"] * inst["gpus_per_instance"] >= used > (inst["count"] - 1) * inst["gpus_per_instance"]
         assert row["usd_per_hour"] == pytest.approx(sum(i["usd_per_hour"] for i in row["instances"]))
+
+
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.data())
+def test_vectorised_table_rows_equal_scalar_estimates(data):
+    """Each row of the table (one vectorised estimator call per group) equals a scalar
+    estimate_serving call at the documented lengths: mean lengths for throughput and memory,
+    p99 lengths for TTFT and ITL, batch cap = max_num_seqs, memory cap = 1 - memory_headroom."""
+    from optimizer.formulas.serving import estimate_serving
+    from optimizer.search.api import gpu_options
+
+    sc = load_scenario("llama31-8b-rag")
+    gpus, _ = gpu_options(sc)
+    t = _table_cache(sc, gpus)
+    r = data.draw(st.integers(0, len(t) - 1))
+    c, g = t.cols, gpus[int(t.cols["gpu"][r])]
+    L = t.lengths
+    kw = dict(tp=int(c["tp"][r]), pp=int(c["pp"][r]), weights=str(c["weights"][r]), kv=str(c["kv"][r]),
+              batch=int(c["batch"][r]), max_num_seqs=int(c["batch"][r]),
+              gpu_memory_utilization=1 - sc.constraints.memory_headroom)
+    mean = estimate_serving(sc.spec(), g.hardware, prompt_len=L["prompt_mean"], output_len=L["output_mean"], **kw)
+    tail = estimate_serving(sc.spec(), g.hardware, prompt_len=L["prompt_p99"], output_len=L["output_p99"], **kw)
+    assert c["requests_per_s"][r] == pytest.approx(mean.requests_per_s, rel=1e-12)
+    assert c["memory_per_gpu_bytes"][r] == pytest.approx(mean.memory_per_gpu.total, rel=1e-12)
+    assert c["ttft_s"][r] == pytest.approx(tail.ttft_s, rel=1e-12)
+    assert c["itl_s"][r] == pytest.approx(tail.itl_s, rel=1e-12)
+    assert bool(c["ok_memory"][r]) == (bool(mean.fits) and tail.max_concurrent_seqs >= 1)
+
+
+_TABLES: dict = {}
+
+
+def _table_cache(sc, gpus):
+    if sc.name not in _TABLES:
+        _TABLES[sc.name] = serving_table(sc.spec(), sc, gpus)
+    return _TABLES[sc.name]
+
+
+def test_api_solve_dispatches_serving_scenarios():
+    import optimizer
+
+    a = optimizer.solve("llama31-8b-rag", top_k=2)
+    b = solve_serving("llama31-8b-rag", top_k=2)
+    assert a.status == b.status == "optimal"
+    assert list(a.configs["usd_per_hour"]) == pytest.approx(list(b.configs["usd_per_hour"]))
