@@ -244,4 +244,6 @@ def serving_sensitivity(result, scenario, *, swing_pct: float = 20.0, range_pct:
     tornado.sort(key=lambda d: -d["swing"])
     return {"objective": result.objective, "base_objective": base_value, "base_fleet": compact_fleet(best["replicas"]),
             "swing_pct": swing_pct, "range_pct": range_pct, "tolerance_pct": tol_pct, "grid_step_pct": range_pct / grid,
-            "tornado": tornado, "thresholds": thresholds, "slack": result.explanation.get("slack", {})}
+            "tornado": tornado, "thresholds": thresholds,
+            # the same nesting as training's (explain.binding_summary under 'slack')
+            "slack": {k: result.explanation.get(k) for k in ("slack", "binding", "lines") if k in result.explanation}}
