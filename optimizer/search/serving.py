@@ -60,7 +60,6 @@ from optimizer.errors import ClusteroptError
 from optimizer.search import fleet as fm
 from optimizer.search.pareto import pareto_indices
 from optimizer.search.space import GpuOption, tp_values
-from optimizer.units import GB
 
 DEFAULT_WEIGHTS = ("bf16", "fp8")
 DEFAULT_KV = ("bf16", "fp8")
