@@ -224,7 +224,10 @@ def fleet_gpu_types(portfolio, catalog=None) -> tuple[list, list[GpuType], list[
     from optimizer.search.api import gpu_options
     from optimizer.search.space import GpuOption
 
+    from optimizer.catalog import load_system_catalog
+
     cat = catalog or load_catalog()
+    syscat = load_system_catalog()
     p = portfolio
     buy, rent = p.fleet.buy, p.fleet.rent
     sc_owned = job_scenario(p, 0, pricing_mode="owned")
@@ -239,6 +242,7 @@ def fleet_gpu_types(portfolio, catalog=None) -> tuple[list, list[GpuType], list[
     server = {cat.resolve_gpu_id(k): v for k, v in buy.server_usd_per_node.items()}
     hours = p.horizon() * HOURS_PER_DAY
     options, types, notes = [], [], []
+    assumed, server_note = [], ""
     for name in names:
         if name not in owned_by and name not in rent_by:
             continue
@@ -247,10 +251,10 @@ def fleet_gpu_types(portfolio, catalog=None) -> tuple[list, list[GpuType], list[
         gpn = max(1, hw.gpus_per_node)
         kw = {}
         if name in owned_by:
-            extra = server.get(name, 0.0)
-            if not acc.purchase_includes_server and name not in server:
-                notes.append(f"{name}: the catalog purchase price excludes the server and no "
-                             f"fleet.buy.server_usd_per_node is given; capex counts the GPUs only")
+            extra, why = _server_usd_per_node(name, acc, server, syscat)
+            if why:
+                assumed.append(name)
+                server_note = why
             parts = owned_usd_per_gpu_hour(acc.purchase_usd, acc.tdp_w or 0.0, 1.0, years=buy.years, pue=buy.pue,
                                            usd_per_kwh=buy.usd_per_kwh, hosting_usd_per_kw_month=buy.hosting_usd_per_kw_month,
                                            maintenance_pct_per_year=buy.maintenance_pct_per_year,
@@ -279,11 +283,33 @@ def fleet_gpu_types(portfolio, catalog=None) -> tuple[list, list[GpuType], list[
         options.append(GpuOption(index=len(options), name=name, hardware=hw, usd_per_gpu_hour=src.usd_per_gpu_hour,
                                  gpus_per_instance=src.gpus_per_instance, usd_per_instance_hour=src.usd_per_instance_hour,
                                  offer=src.offer, available=None))
+    if assumed:
+        notes.append(", ".join(assumed) + ": " + server_note)
     for n in owned_notes + rent_notes:
         if not any(n.startswith(t.name + ":") for t in types):
             notes.append(n)
     notes = list(dict.fromkeys(notes))
     return options, types, notes
+
+
+def _server_usd_per_node(name: str, acc, given: Mapping[str, float], syscat) -> tuple[float, str]:
+    """Capex of a node beyond its GPUs, and a note on where it came from.
+
+    ``fleet.buy.server_usd_per_node`` when given; 0 when the catalog purchase price includes
+    the server; else the host row's ``server_usd_excl_gpus`` (catalog/hosts.csv), else the
+    TCO parameter ``server_usd_excl_gpus_per_node`` (catalog/tco_parameters.csv, an assumption
+    there), as the owned-cluster TCO of search/system.py does.
+    """
+    if name in given:
+        return float(given[name]), ""
+    if acc.purchase_includes_server:
+        return 0.0, ""
+    host = syscat.default_host(acc.id)
+    if host is not None and host.server_usd_excl_gpus is not None:
+        return float(host.server_usd_excl_gpus), ""
+    v = syscat.tco_value("server_usd_excl_gpus_per_node")
+    return v, (f"server capex ${v:,.0f} per node beyond the GPUs from catalog/tco_parameters.csv "
+               f"(an assumption there); set fleet.buy.server_usd_per_node to override")
 
 
 _TRAIN_CACHE: dict[str, dict] = {}
@@ -396,7 +422,9 @@ def build_instance(portfolio, *, catalog=None, prices: Optional[Mapping[str, flo
     max_gpus_any = _job_gpu_cap(p, types)
     jobs = []
     for i, js in enumerate(p.jobs):
-        sc = job_scenario(p, i, pricing_mode="owned", max_gpus=max_gpus_any)
+        # the searches see rental prices; the portfolio prices owned and rented GPUs itself, and a
+        # job's durations do not depend on the price
+        sc = job_scenario(p, i, pricing_mode=p.fleet.rent.mode, max_gpus=max_gpus_any)
         release = slots_up(js.from_day, step) if js.train is not None and js.from_day > 0 else 0
         if js.serve is not None:
             release = slots_down(js.from_day, step)
@@ -482,7 +510,7 @@ def _training_options(p, sc, gpu_opts, types: list[GpuType], step: float) -> tup
 def _serving_options(p, i, sc, gpu_opts, types, days, slots) -> tuple[list[Option], list[str]]:
     """Per GPU type, the serving fleet the serving planner finds (see serving_fleets)."""
     opts, notes = [], []
-    for g, gpus, detail in serving_fleets(sc, gpu_opts):
+    for g, gpus, detail in serving_fleets(sc, gpu_opts, types):
         t = types[g]
         owned, rented = _run_costs(t, gpus, days * HOURS_PER_DAY)
         for is_owned, cost in ((True, owned), (False, rented)):
@@ -495,19 +523,46 @@ def _serving_options(p, i, sc, gpu_opts, types, days, slots) -> tuple[list[Optio
     return opts, notes
 
 
-def serving_fleets(scenario, gpu_opts) -> list[tuple[int, int, dict]]:
-    """(GPU index, GPUs, detail) per GPU type: the fewest-GPU fleet of that type that serves the
-    workload under its SLOs and redundancy. Filled in by the serving planner (search/serving.py)."""
-    try:
-        from optimizer.search import serving as _serving  # noqa: F401
-    except ImportError:
-        raise ClusteroptError("jobs.serve", "the serving planner (optimizer.search.serving) is not installed",
-                              "plan training jobs only") from None
-    return _serving_fleets_impl(scenario, gpu_opts)
+_SERVE_CACHE: dict[str, list] = {}
 
 
-def _serving_fleets_impl(scenario, gpu_opts):  # replaced once search/serving.py lands
-    raise NotImplementedError
+def serving_fleets(scenario, gpu_opts, types: list[GpuType]) -> list[tuple[int, int, dict]]:
+    """(GPU index, GPUs, detail) per GPU type: the fewest-GPU fleet of that type that the serving
+    planner (``search.serving.solve_serving``) proves carries the request rate under the SLOs
+    and the redundancy rule.
+
+    Every GPU of a serving fleet is busy for the whole horizon, so on one GPU type the fleet
+    with the fewest GPUs costs least whether owned (power) or rented (GPU-hours, whole
+    instances): one option per type is exact. The planner runs with objective 'gpus' (fewest
+    GPUs rented, then fewest in replicas; instances grow with GPUs, so this is the fewest GPUs
+    in replicas). Fleets mixing GPU types within one serving job are not offered.
+    """
+    from optimizer.search.serving import solve_serving
+
+    out = []
+    for g in gpu_opts:
+        t = types[g.index]
+        mode = scenario.pricing.mode if t.rent_offer is not None else "owned"
+        sc = scenario.with_overrides({"constraints.gpus": [g.name], "constraints.available": {},
+                                      "pricing.mode": mode, "objective": "gpus", "top_k": 1})
+        key = sc.model_dump_json()
+        hit = _SERVE_CACHE.get(key)
+        if hit is None:
+            res = solve_serving(sc, top_k=1, objective="gpus", time_limit_s=10.0)
+            hit = []
+            if len(res.configs):
+                row = res.configs.iloc[0]
+                reps = list(row["replicas"])
+                layout = " + ".join(f"{r['count']} x tp{r['tp']}" + (f"pp{r['pp']}" if r["pp"] > 1 else "")
+                                    + f" {r['weights']}/{r['kv']} b{r['batch']}" for r in reps)
+                hit = [(int(row["n_gpus_used"]),
+                        {"replicas": reps, "n_replicas": int(row["n_replicas"]), "layout": layout,
+                         "capacity_requests_per_s": float(row["capacity_requests_per_s"]),
+                         "worst_ttft_s": float(row["worst_ttft_s"]), "worst_itl_s": float(row["worst_itl_s"]),
+                         "serving_status": res.status})]
+            _SERVE_CACHE[key] = hit
+        out += [(g.index, n, d) for n, d in hit]
+    return out
 
 
 # ----------------------------------------------------------------------------------------
@@ -595,6 +650,7 @@ class _Model:
             if owned_iv[g]:
                 m.add_cumulative([iv for iv, _ in owned_iv[g]], [n for _, n in owned_iv[g]],
                                  inst.gpus[g].gpus_per_node * self.nodes[g])
+        self._add_energy_cuts()
         all_rent = [(iv, n) for g in range(G) for iv, n in rent_iv[g]]
         if inst.max_rented_gpus is not None and all_rent:
             m.add_cumulative([iv for iv, _ in all_rent], [n for _, n in all_rent],
@@ -607,6 +663,39 @@ class _Model:
                 if rent_iv[g]:
                     m.add_cumulative([iv for iv, _ in rent_iv[g]], [n for _, n in rent_iv[g]], r)
                 self.rent_cap.append(r)
+
+    def _add_energy_cuts(self) -> None:
+        """Redundant linear cuts (implied by the cumulative): the GPU-slots of owned jobs that
+        must run inside [0, D) fit in gpn[g] N[g] D, for D = each deadline and the horizon
+        (enforced only while the deadlines / horizon that put those jobs inside hold). They give the LP relaxation the link between work and nodes that the cumulative hides."""
+        inst, m = self.inst, self.m
+        H = inst.horizon_slots
+        cutoffs = sorted({min(j.deadline, H) for j in inst.jobs if j.kind == "train" and j.deadline is not None} | {H})
+        for g, t in enumerate(inst.gpus):
+            if not t.can_buy:
+                continue
+            for j, job in enumerate(inst.jobs):      # each owned job alone fits in the nodes
+                terms = [(o.n_gpus, self.x[j][k]) for k, o in enumerate(job.options) if o.owned and o.gpu == g]
+                if terms:
+                    m.add(sum(c * x for c, x in terms) <= t.gpus_per_node * self.nodes[g])
+            for D in cutoffs:
+                terms, need = [], []
+                for j, job in enumerate(inst.jobs):
+                    if job.kind == "serve":
+                        size = max(0, min(D, H) - job.release)
+                        terms += [(o.n_gpus * size, self.x[j][k]) for k, o in enumerate(job.options)
+                                  if o.owned and o.gpu == g and size > 0]
+                    elif job.deadline is not None and job.deadline <= D:
+                        need.append(self.lit(f"deadline:{job.name}"))
+                        terms += [(o.n_gpus * o.slots, self.x[j][k]) for k, o in enumerate(job.options)
+                                  if o.owned and o.gpu == g]
+                    elif D == H:
+                        need.append(self.lit("horizon"))
+                        terms += [(o.n_gpus * o.slots, self.x[j][k]) for k, o in enumerate(job.options)
+                                  if o.owned and o.gpu == g]
+                if terms:
+                    m.add(sum(c * x for c, x in terms) <= t.gpus_per_node * D * self.nodes[g]).only_enforce_if(
+                        sorted(set(need), key=lambda v: v.index))
 
     def _add_deadlines(self) -> None:
         for j, job in enumerate(self.inst.jobs):
@@ -704,6 +793,9 @@ def _solver(time_limit_s: float, workers: int) -> cp_model.CpSolver:
     s = cp_model.CpSolver()
     s.parameters.max_time_in_seconds = max(0.01, time_limit_s)
     s.parameters.num_workers = workers
+    # full LP relaxation of the cumulative and energy cuts: it proves the cost optimum far sooner
+    # on these models (6 concurrent jobs: ~0.3 s against 1.5-4 s at the default level 1)
+    s.parameters.linearization_level = 2
     return s
 
 
@@ -719,15 +811,15 @@ class _Solution:
     key: tuple
     objective: tuple[int, ...]    # (primary, cost) in integer units
     status: str
+    proof_s: float = 0.0          # wall time of the solves that found and proved it (no compaction)
 
 
 def _lex_solve(model: _Model, enforce: dict[str, int], deadline_t: float, workers: int,
                compact: bool = True) -> Optional[_Solution]:
     """Primary objective, then cost (when the primary is not cost), then the earliest schedule
     for the chosen options and fleet (sum of end slots; it changes no cost)."""
-    m = model.m
-    work = m.clone()
-    fixes = []
+    t0 = time.perf_counter()
+    work = model.m.clone()
     for name, v in enforce.items():
         lit = model.lits.get(name)
         if lit is not None:
@@ -749,8 +841,8 @@ def _lex_solve(model: _Model, enforce: dict[str, int], deadline_t: float, worker
         v = int(round(solver.objective_value))
         vals.append(v)
         work.add(expr == v) if st == cp_model.OPTIMAL else work.add(expr <= v)
-        fixes.append((expr, v))
     sol = _decode(model, solver, tuple(vals), status)
+    sol.proof_s = time.perf_counter() - t0
     if compact and model.end and any(e is not None for e in model.end):
         sol = _compact(model, work, sol, deadline_t, workers) or sol
     return sol
@@ -777,7 +869,8 @@ def _compact(model: _Model, work: cp_model.CpModel, sol: _Solution, deadline_t: 
     st = solver.solve(c)
     if st not in (cp_model.OPTIMAL, cp_model.FEASIBLE):
         return None
-    return _Solution(sol.choice, [int(solver.value(s)) for s in model.s], sol.nodes, sol.key, sol.objective, sol.status)
+    return _Solution(sol.choice, [int(solver.value(s)) for s in model.s], sol.nodes, sol.key, sol.objective,
+                     sol.status, sol.proof_s)
 
 
 def solve_instance(inst: Instance, objective: str = "total_cost", top_k: int = 1, *, time_limit_s: float = 30.0,
@@ -808,28 +901,50 @@ def solve_instance(inst: Instance, objective: str = "total_cost", top_k: int = 1
     if not sols and status == "optimal":
         status = "infeasible"
     bind: list[str] = []
+    undecided: list[str] = []
     if binding and sols:
-        bind = binding_limits(inst, objective, sols[0], deadline_t=time.perf_counter() + max(1.0, time_limit_s / 2),
-                              workers=workers)
+        bind, undecided = binding_limits(inst, objective, sols[0], workers=workers,
+                                         deadline_t=time.perf_counter() + max(1.0, time_limit_s / 2))
     return {"solutions": sols, "status": status, "solve_time_s": t_solve, "binding": bind,
-            "time_s": time.perf_counter() - t0}
+            "proof_s": [x.proof_s for x in sols],
+            "binding_undecided": undecided, "time_s": time.perf_counter() - t0}
 
 
-def binding_limits(inst: Instance, objective: str, best: _Solution, *, deadline_t: float, workers: int = 2) -> list[str]:
-    """Limits whose removal (alone) strictly improves the optimum: the binding ones."""
+def binding_limits(inst: Instance, objective: str, best: _Solution, *, deadline_t: float,
+                   workers: int = 2) -> tuple[list[str], list[str]]:
+    """Limits whose removal (alone) strictly improves the optimum: the binding ones.
+
+    Each limit is tested by one feasibility question - with that limit dropped, is there a
+    plan lexicographically better than ``best``? - rather than a full re-optimisation.
+    Returns (binding, undecided): limits the time budget left unanswered are 'undecided'.
+    """
     model = _Model(inst, objective, rent_peaks=(objective == "gpus"))
-    out = []
-    names = list(model.lits)
+    keys = [model.primary()] + ([model.cost] if objective != "total_cost" else [])
+    m = model.m
+    # better  <=>  key0 < b0, or key0 == b0 and key1 < b1
+    if len(keys) == 1:
+        m.add(keys[0] <= best.objective[0] - 1)
+    else:
+        first = m.new_bool_var("better_primary")
+        m.add(keys[0] <= best.objective[0] - 1).only_enforce_if(first)
+        m.add(keys[0] <= best.objective[0]).only_enforce_if(~first)
+        m.add(keys[1] <= best.objective[1] - 1).only_enforce_if(~first)
+    out, undecided = [], []
+    names = [n for n in model.lits if n != "horizon"]
     for name in names:
-        if name == "horizon":
+        remaining = deadline_t - time.perf_counter()
+        if remaining <= 0:
+            undecided.append(name)
             continue
-        enforce = {n: (0 if n == name else 1) for n in names}
-        if time.perf_counter() >= deadline_t:
-            break
-        sol = _lex_solve(model, enforce, deadline_t, workers, compact=False)
-        if sol is not None and sol.choice and sol.objective < best.objective:
+        c = m.clone()
+        for n, lit in model.lits.items():
+            c.add(lit == (0 if n == name else 1))
+        st = _solver(remaining, workers).solve(c)
+        if st in (cp_model.OPTIMAL, cp_model.FEASIBLE):
             out.append(name)
-    return out
+        elif st != cp_model.INFEASIBLE:
+            undecided.append(name)
+    return out, undecided
 
 
 # ----------------------------------------------------------------------------------------
@@ -1092,7 +1207,7 @@ def plan(portfolio, *, top_k: Optional[int] = None, objective: Optional[str] = N
         pl["rank"] = i + 1
     notes = list(inst.notes) + [n for job in inst.jobs for n in job.notes]
     if sols:
-        explanation = _binding_explanation(res["binding"])
+        explanation = _binding_explanation(res["binding"], res.get("binding_undecided", []))
     else:
         full = build_instance(p, catalog=catalog, prices=prices, prune=False)
         explanation = explain_infeasible_instance(full, time_limit_s=max(5.0, time_limit_s / 2), workers=workers)
@@ -1105,11 +1220,13 @@ def plan(portfolio, *, top_k: Optional[int] = None, objective: Optional[str] = N
                       alternatives=plans[1:], explanation=explanation, stats=stats, instance=inst)
 
 
-def _binding_explanation(binding: list[str]) -> dict:
+def _binding_explanation(binding: list[str], undecided: list[str] = ()) -> dict:
     lines = [f"binding: {b.replace(':', ' ')} (without it the optimum would improve)" for b in binding]
-    if not binding:
+    if undecided:
+        lines.append("binding or not, undecided within the time limit: " + ", ".join(undecided))
+    elif not binding:
         lines.append("no limit binds: the plan is the best fleet regardless of the limits")
-    return {"reason": "feasible", "binding": list(binding), "lines": lines}
+    return {"reason": "feasible", "binding": list(binding), "binding_undecided": list(undecided), "lines": lines}
 
 
 def plan_separately(portfolio, **kw) -> dict:
