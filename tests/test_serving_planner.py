@@ -447,3 +447,19 @@ def test_api_solve_dispatches_serving_scenarios():
     b = solve_serving("llama31-8b-rag", top_k=2)
     assert a.status == b.status == "optimal"
     assert list(a.configs["usd_per_hour"]) == pytest.approx(list(b.configs["usd_per_hour"]))
+
+
+def test_no_single_relaxation_reports_the_unlimited_fleet():
+    """A100 only, under the stock-limited scenario's budget and stock: neither limit alone can be
+    relaxed to a fleet, so the explanation names both conflicts and the fleet without limits."""
+    sc = load_scenario("mixtral-stock-limited").with_overrides({"constraints.gpus": ["A100-SXM4-80GB"]})
+    r = solve_serving(sc, top_k=1)
+    e = r.explanation
+    assert r.status == "infeasible"
+    assert ["budget"] in e["conflicts"] and ["stock"] in e["conflicts"]
+    w = e["relaxations"]["without_limits"]
+    assert w["usd_per_hour"] > sc.constraints.budget_usd_per_hour
+    assert w["gpus"]["A100-SXM4-80GB"] > sc.constraints.available["A100-SXM4-80GB"]
+    free = solve_serving(sc.with_overrides({"constraints.available": {}, "constraints.budget_usd_per_hour": None,
+                                            "constraints.max_gpus": None, "serve.max_replica_types": None}), top_k=1)
+    assert free.configs["usd_per_hour"].iloc[0] == pytest.approx(w["usd_per_hour"], abs=1e-3)

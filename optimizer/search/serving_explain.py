@@ -190,6 +190,18 @@ def explain_infeasible(table, rows, problem: fm.FleetProblem, scenario) -> dict:
             lines.append("conflict: " + (f"the {_HUMAN[cf[0]]} cannot be met" if len(cf) == 1 else
                                          " + ".join(_HUMAN[f] for f in cf) + " cannot all be met"))
         rel.update(_fleet_relaxations(problem, table))
+        if not any(k in rel for k in ("budget_usd_per_hour", "max_gpus", "available", "max_replica_types",
+                                      "redundancy")):
+            free = fm.solve_fleets(problem, 1, families=(), time_limit_s=10.0).fleets
+            if free:
+                f = free[0]
+                by_type: dict = {}
+                for q, m in enumerate(f.instances):
+                    if m:
+                        name = table.gpus[problem.type_of(q)].name
+                        by_type[name] = by_type.get(name, 0) + m * problem.gpi[q]
+                rel["without_limits"] = {"usd_per_hour": f.cost / fm.USD_UNITS, "n_gpus": f.gpus,
+                                         "gpus": by_type, "replica_types": sum(1 for x in f.counts if x)}
         binding = sorted({f for cf in conflicts for f in cf})
     if slo.ttft_p99_s is not None:
         v = _smallest_slo(table, scenario, "ttft_s")
@@ -220,6 +232,11 @@ def explain_infeasible(table, rows, problem: fm.FleetProblem, scenario) -> dict:
         lines.append(f"relax serve.max_replica_types from {problem.max_types} to {rel['max_replica_types']} (all else kept)")
     if "redundancy" in rel:
         lines.append("drop redundancy (serve.redundancy: none) and a fleet exists (all else kept)")
+    if "without_limits" in rel:
+        w = rel["without_limits"]
+        lines.append("no single limit's relaxation suffices; without the budget, stock, GPU-count and replica-type "
+                     f"limits the cheapest fleet costs ${w['usd_per_hour']:,.2f}/hour on "
+                     + " + ".join(f"{g} x{n}" for g, n in w["gpus"].items()))
     if "ttft_p99_s" in rel:
         lines.append(f"relax slo.ttft_p99_s from {slo.ttft_p99_s:g} to {rel['ttft_p99_s']:.3f} s (all else kept)")
     if "itl_p99_s" in rel:
