@@ -262,13 +262,16 @@ def _find_cycle(graph: dict[str, list[str]]) -> list[str]:
 # loading
 # ----------------------------------------------------------------------------------------
 
+_TYPE_TAGS = {"float", "int", "str", "bool", "dict", "list", "none", "tuple"}
+
+
 def _loc(loc) -> str:
     out = ""
     for p in loc:
         if isinstance(p, int):
             out += f"[{p}]"
-        elif p not in ("__root__",) and not str(p).startswith(("function-", "tagged-union")):
-            out += ("." if out else "") + str(p)
+        elif p != "__root__" and not any(ch in str(p) for ch in "-[(") and p not in _TYPE_TAGS:
+            out += ("." if out else "") + str(p)   # union branches ('constrained-float', 'str') are not fields
     return out
 
 

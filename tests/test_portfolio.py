@@ -227,7 +227,7 @@ def test_explains_a_deadline_that_no_option_meets():
     assert solve_instance(inst, binding=False, workers=1)["status"] == "infeasible"
     ex = explain_infeasible_instance(inst, workers=1)
     assert ex["conflicts"] == [["deadline:a"]]
-    assert ex["relaxations"]["jobs.a.deadline_days"] == pytest.approx(2.0)   # the faster option's 2 slots
+    assert ex["relaxations"]["jobs[0].deadline_days"] == pytest.approx(2.0)   # the faster option's 2 slots
     assert {"reason", "lines", "relaxations"} <= set(ex)
     assert any("deadline" in ln for ln in ex["lines"])
 
@@ -245,3 +245,115 @@ def test_explains_a_budget_with_the_least_capex():
 def test_explains_a_job_without_options():
     ex = explain_infeasible_instance(_inst([_job("a", notes=("no layout fits in memory",))]))
     assert "a" in ex["reason"] and any("memory" in ln for ln in ex["lines"])
+
+
+# ----------------------------------------------------------------------------------------
+# portfolios: schema, conventions, shipped files
+# ----------------------------------------------------------------------------------------
+
+import copy  # noqa: E402
+import json  # noqa: E402
+
+from optimizer.portfolio_schema import job_scenario, list_portfolios, load_portfolio  # noqa: E402
+from optimizer.search.portfolio import (build_instance, fleet_gpu_types, plan, plan_json, plan_separately,  # noqa: E402
+                                        plan_text)
+
+TWO_JOBS = {"name": "two", "fleet": {"gpus": ["H100-SXM5-80GB"], "rent": {"allowed": False}},
+            "jobs": [{"name": "a", "train": {"model": "llama-3-8b", "tokens": 2e12, "seq_len": 8192,
+                                             "global_batch_tokens": 4e6}, "deadline_days": 20},
+                     {"name": "b", "train": {"model": "llama-3-8b", "tokens": 1e12, "seq_len": 8192,
+                                             "global_batch_tokens": 4e6}, "start_after": "a", "deadline_days": 30}]}
+
+
+@pytest.mark.parametrize("mutate, field", [
+    (lambda d: d["jobs"][1].update(start_after="x"), "jobs[1].start_after: unknown job 'x'; jobs: a, b"),
+    (lambda d: d["jobs"][0].update(start_after="b"), "jobs[0].start_after: precedence cycle"),
+    (lambda d: d["jobs"][0]["train"].update(tokens=-1), "jobs[0].train.tokens:"),
+    (lambda d: d["jobs"][0].update(deadlin_days=3), "jobs[0].deadlin_days: unknown key 'deadlin_days'; did you mean 'deadline_days'?"),
+    (lambda d: d["fleet"].update(gpus=["H100-SXMX"]), "fleet.gpus[0]: unknown GPU 'H100-SXMX'"),
+    (lambda d: d["jobs"][1].update(name="a"), "jobs[1].name: duplicate job name 'a'"),
+    (lambda d: d["jobs"][0].update(deadline_days=500, from_day=0) or d.update(horizon_days=100), "jobs[0].deadline_days:"),
+    (lambda d: d.update(objective="cost"), "objective:"),
+])
+def test_schema_errors_name_the_field(mutate, field):
+    d = copy.deepcopy(TWO_JOBS)
+    mutate(d)
+    with pytest.raises(ClusteroptError) as e:
+        load_portfolio(d)
+    assert str(e.value).startswith(field)
+
+
+def test_jobs_convert_to_ordinary_scenarios():
+    p = load_portfolio("midsize-lab")
+    tr, sv = job_scenario(p, 1), job_scenario(p, 2)
+    assert tr.train is not None and tr.train.tokens == p.jobs[1].train.tokens and tr.constraints.deadline_days == 300
+    assert sv.serve is not None and sv.serve.requests_per_s == 30
+    assert p.jobs[1].start_after == ["pretrain-8b"] and p.horizon() == 365
+
+
+def test_amortisation_convention_on_a_dgx_h100_node():
+    # Straight line: a horizon of one year in four carries 1/4 of the capex. Node capex = 8 x the
+    # catalog H100 price + the server share; IT power 10.2 kW per node (DGX H100 datasheet maximum,
+    # cost.SERVER_POWER_OVERHEAD); hosting $/kW-month x 12; maintenance 5 %/year of capex.
+    from optimizer.catalog import load_catalog
+
+    d = copy.deepcopy(TWO_JOBS)
+    d.update(horizon_days=365.25)
+    d["fleet"]["buy"] = {"years": 4, "server_usd_per_node": {"H100-SXM5-80GB": 80000}, "hosting_usd_per_kw_month": 100,
+                         "maintenance_pct_per_year": 5}
+    _, types, _ = fleet_gpu_types(load_portfolio(d))
+    t = types[0]
+    capex = 8 * load_catalog().accelerator("H100-SXM5-80GB").purchase_usd + 80000
+    assert t.purchase_usd_per_node == pytest.approx(capex)
+    assert t.capex_share_usd_per_node == pytest.approx(capex / 4)
+    assert t.it_w_per_gpu * 8 == pytest.approx(10200, abs=8)
+    assert t.hosting_usd_per_node == pytest.approx(10.2 * 100 * 12, rel=1e-3)
+    assert t.maintenance_usd_per_node == pytest.approx(0.05 * capex)
+    assert t.fixed_usd_per_node == pytest.approx(t.capex_share_usd_per_node + t.hosting_usd_per_node + t.maintenance_usd_per_node)
+
+
+def test_grid_rounds_durations_up_and_deadlines_down():
+    inst = build_instance(TWO_JOBS)
+    for job in inst.jobs:
+        assert job.deadline * inst.step_days <= job.deadline_days + 1e-9
+        for o in job.options:
+            assert o.slots * inst.step_days >= o.duration_days - 1e-9
+            assert (o.slots - 1) * inst.step_days < o.duration_days
+
+
+def test_infeasible_portfolio_names_the_budget_and_its_least_relaxation():
+    d = copy.deepcopy(TWO_JOBS)
+    d["fleet"]["buy"] = {"budget_usd": 5e6, "server_usd_per_node": {"H100-SXM5-80GB": 80000}}
+    r = plan(d, binding=False)
+    assert r.status == "infeasible" and r.plan is None
+    need = r.explanation["relaxations"]["budget_usd"]
+    assert "budget" in r.explanation["reason"] and need > 5e6
+    assert json.loads(json.dumps(plan_json(r)))["explanation"]["relaxations"]["budget_usd"] == need
+    # least: the relaxed budget is feasible, a dollar less is not
+    d["fleet"]["buy"]["budget_usd"] = need
+    assert plan(d, binding=False).status == "optimal"
+    d["fleet"]["buy"]["budget_usd"] = need - 1
+    assert plan(d, binding=False).status == "infeasible"
+
+
+def test_a_shared_fleet_beats_planning_each_job_alone():
+    joint = plan("shared-fleet", top_k=1, binding=False)
+    alone = plan_separately("shared-fleet")
+    assert joint.status == "optimal" and alone["status"] == "optimal"
+    assert joint.plan["cost"]["total_usd"] < alone["total_usd"]
+
+
+@pytest.mark.parametrize("name", list_portfolios())
+def test_shipped_portfolios_plan(name):
+    r = plan(name, top_k=2, time_limit_s=60)
+    assert r.status == "optimal" and r["plan"] is not None
+    c = r.plan["cost"]
+    assert c["total_usd"] == pytest.approx(c["capex_usd"] + c["opex_usd"] + c["rent_usd"])
+    assert c["opex_usd"] == pytest.approx(c["power_usd"] + c["hosting_usd"] + c["maintenance_usd"])
+    names = {j.name for j in load_portfolio(name).jobs}
+    assert {s["job"] for s in r.plan["schedule"]} == names
+    doc = json.loads(json.dumps(plan_json(r)))
+    assert doc["schema_version"] and doc["status"] == "optimal" and "explanation" in doc
+    assert name in plan_text(r)
+    for alt in r.alternatives:                                   # ranked: never better than the best
+        assert alt["objective_units"] >= r.plan["objective_units"]

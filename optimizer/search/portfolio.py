@@ -170,6 +170,8 @@ class Instance:
     max_nodes: Optional[int] = None
     max_rented_gpus: Optional[int] = None    # rented GPUs in use at once, all types
     notes: tuple[str, ...] = ()
+    # the job scenarios and GPU options the options came from (for evaluate() checks)
+    sources: Any = field(default=None, compare=False, repr=False)
 
     def node_fixed_units(self, g: int) -> int:
         return int(math.ceil(self.gpus[g].fixed_usd_per_node * MONEY_UNITS_PER_USD - 1e-6))
@@ -419,12 +421,15 @@ def build_instance(portfolio, *, catalog=None, prices: Optional[Mapping[str, flo
         raise ClusteroptError("time_step_days", f"{step:g} days is longer than the horizon ({horizon:g} days)",
                               "use a finer step")
     names = [j.name for j in p.jobs]
-    max_gpus_any = _job_gpu_cap(p, types)
-    jobs = []
+    # with pruning, the fleet limits cap every job's GPU count (exact: no plan can use more);
+    # explanations need the options beyond those limits to say how far a limit must move
+    max_gpus_any = _job_gpu_cap(p, types) if prune else None
+    jobs, scenarios = [], []
     for i, js in enumerate(p.jobs):
         # the searches see rental prices; the portfolio prices owned and rented GPUs itself, and a
         # job's durations do not depend on the price
         sc = job_scenario(p, i, pricing_mode=p.fleet.rent.mode, max_gpus=max_gpus_any)
+        scenarios.append(sc)
         release = slots_up(js.from_day, step) if js.train is not None and js.from_day > 0 else 0
         if js.serve is not None:
             release = slots_down(js.from_day, step)
@@ -446,7 +451,8 @@ def build_instance(portfolio, *, catalog=None, prices: Optional[Mapping[str, flo
     return Instance(name=p.name, gpus=tuple(types), jobs=tuple(jobs), horizon_slots=H, step_days=step,
                     horizon_days=horizon, budget_usd=buy.budget_usd if buy.allowed else None,
                     max_power_w=None if buy.max_power_kw is None else int(math.floor(buy.max_power_kw * 1000 + 1e-9)),
-                    max_nodes=buy.max_nodes, max_rented_gpus=p.fleet.rent.max_gpus, notes=tuple(notes))
+                    max_nodes=buy.max_nodes, max_rented_gpus=p.fleet.rent.max_gpus, notes=tuple(notes),
+                    sources={"scenarios": scenarios, "gpu_options": gpu_opts})
 
 
 def _job_gpu_cap(p, types: list[GpuType]) -> Optional[int]:
@@ -965,7 +971,7 @@ def _limit_lhs(model: _Model, name: str):
         return inst.gpus[g].gpus_per_node * model.nodes[g], lambda v: (f"available.{inst.gpus[g].name}", int(v))
     if name.startswith("deadline:"):
         j = next(i for i, jb in enumerate(inst.jobs) if jb.name == name[9:])
-        return model.end[j], lambda v: (f"jobs.{inst.jobs[j].name}.deadline_days", v * inst.step_days)
+        return model.end[j], lambda v: (f"jobs[{j}].deadline_days", v * inst.step_days)
     if name == "horizon":
         return model.makespan, lambda v: ("horizon_days", v * inst.step_days)
     return None, None
@@ -1026,13 +1032,17 @@ def explain_infeasible_instance(inst: Instance, *, time_limit_s: float = 10.0, w
             cm.add(model.lits[x] == (0 if x == n else 1))
         cm.minimize(expr)
         sv = _solver(t_end - time.perf_counter(), workers)
-        if sv.solve(cm) in (cp_model.OPTIMAL, cp_model.FEASIBLE):
+        st = sv.solve(cm)
+        if st in (cp_model.OPTIMAL, cp_model.FEASIBLE):
             key, val = show(sv.objective_value)
             rel[key] = val
-            lines.append(f"relax {key} to {val:,.6g} (all else kept)")
+            shown = f"${val:,.0f}" if key.endswith("_usd") else (f"{val:,}" if isinstance(val, int) else f"{val:,.2f}")
+            lines.append(f"relax {key} to {shown} (all else kept)")
+        elif st == cp_model.INFEASIBLE:
+            lines.append(f"relaxing {n.replace(':', ' ')} alone does not suffice: another limit of the conflict must move too")
     pretty = [n.replace(":", " ") for n in core]
     if core:
-        lines.insert(0, "conflict: " + " + ".join(pretty) + " cannot all be met")
+        lines.insert(0, "conflict: " + " + ".join(pretty) + (" cannot all be met" if len(core) > 1 else " cannot be met"))
     return {"reason": " + ".join(core) or "infeasible", "conflicts": [core] if core else [], "binding": core,
             "relaxations": rel, "lines": lines}
 
@@ -1156,6 +1166,24 @@ def verify(inst: Instance, sol: _Solution) -> None:
             raise RuntimeError(f"{t.name}: {n * t.gpus_per_node} owned > {t.available} available")
 
 
+def verify_layouts(inst: Instance, sol: _Solution) -> None:
+    """Re-evaluate each chosen training layout through ``api.evaluate`` (the scalar path): it must
+    be feasible and take the duration the model used. Raise on any disagreement."""
+    from optimizer.search.api import evaluate
+
+    if not inst.sources:
+        return
+    for j, job in enumerate(inst.jobs):
+        o = job.options[sol.choice[j]]
+        if job.kind != "train" or "config" not in o.detail:
+            continue
+        ev = evaluate(inst.sources["scenarios"][j], o.detail["config"], _gpus=inst.sources["gpu_options"])
+        bad = [v for v in ev.violations if not v.startswith("deadline")]
+        if bad or not math.isclose(ev.wall_clock_days, o.duration_days, rel_tol=1e-9, abs_tol=1e-9):
+            raise RuntimeError(f"{job.name}: evaluate() disagrees with the option table for {o.detail['config']}: "
+                               f"{ev.wall_clock_days} vs {o.duration_days} days; {bad}")
+
+
 def total_cost_units(inst: Instance, choice, nodes) -> int:
     """The integer total_cost objective of a choice of options and node counts (cents)."""
     return (sum(inst.node_fixed_units(g) * n for g, n in enumerate(nodes))
@@ -1202,6 +1230,7 @@ def plan(portfolio, *, top_k: Optional[int] = None, objective: Optional[str] = N
     sols = res["solutions"]
     for s in sols:
         verify(inst, s)
+        verify_layouts(inst, s)
     plans = [plan_detail(inst, s, res["binding"] if i == 0 else ()) for i, s in enumerate(sols)]
     for i, pl in enumerate(plans):
         pl["rank"] = i + 1
