@@ -463,3 +463,33 @@ def test_no_single_relaxation_reports_the_unlimited_fleet():
     free = solve_serving(sc.with_overrides({"constraints.available": {}, "constraints.budget_usd_per_hour": None,
                                             "constraints.max_gpus": None, "serve.max_replica_types": None}), top_k=1)
     assert free.configs["usd_per_hour"].iloc[0] == pytest.approx(w["usd_per_hour"], abs=1e-3)
+
+
+def test_evaluate_fleet_checks_a_given_fleet():
+    """evaluate_fleet (the serving counterpart of api.evaluate) agrees with the solver on its
+    fleets and names each broken rule of fleets the solver would not return."""
+    from optimizer.search.serving import evaluate_fleet
+
+    sc = load_scenario("mixtral-stock-limited")
+    best = solve_serving(sc, top_k=1).configs.iloc[0]
+    ev = evaluate_fleet(sc, best["replicas"])
+    assert ev["feasible"] and ev["violations"] == []
+    assert ev["usd_per_hour"] == pytest.approx(best["usd_per_hour"])
+    assert ev["n_gpus"] == best["n_gpus"]
+    # one replica fewer: the n+1 rule breaks
+    fewer = [dict(x) for x in best["replicas"]]
+    fewer[0]["count"] -= 1
+    ev = evaluate_fleet(sc, fewer)
+    assert not ev["feasible"] and any(v.startswith("capacity:") for v in ev["violations"])
+    # a TP=4 H100 replica on RunPod's 1-GPU rental cannot run
+    one = [{"gpu": "H100-SXM5-80GB", "tp": 4, "pp": 1, "weights": "fp8", "kv": "fp8", "batch": 64, "count": 1,
+            "offer": "RunPod 1x_H100-SXM_COMMUNITY"}]
+    ev = evaluate_fleet(sc.with_overrides({"pricing.provider": "RunPod"}), one)
+    assert any(v.startswith("offer:") for v in ev["violations"])
+    # too many H100 for the stock, and over budget
+    many = [{"gpu": "H100-SXM5-80GB", "tp": 1, "pp": 1, "weights": "fp8", "kv": "fp8", "batch": 128, "count": 24}]
+    ev = evaluate_fleet(sc, many)
+    assert any(v.startswith("stock:") for v in ev["violations"])
+    assert any(v.startswith("budget:") for v in ev["violations"])
+    with pytest.raises(ClusteroptError):
+        evaluate_fleet(sc, [{"gpu": "H100-SXM", "tp": 1}])
