@@ -80,7 +80,7 @@ def test_fabric_options_change_counts_as_they_should():
     assert d.capex_usd == d.switches * 10 + d.switch_transceivers * 2 + d.node_transceivers * 3 + d.cables * 0.5
     assert d.switch_transceivers == (1016 + 2 * 1024) / 2      # twin-port modules on every used switch port
     with pytest.raises(optimizer.ClusteroptError):
-        F.fat_tree(10**6, 8, 64)
+        F.fat_tree(10**9, 8, 64)
 
 
 @settings(max_examples=60, deadline=None)

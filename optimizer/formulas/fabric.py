@@ -15,12 +15,14 @@ Model (the rules NVIDIA's DGX SuperPOD reference architectures follow):
   be designed to support the full SU, including leaf switches and leaf-spine cables', DGX
   SuperPOD H100 RA, 'Network Fabrics').
 * Tiers: 1 when all endpoints fit one switch (nodes x NICs <= k); 2 while leaves <= k (a spine
-  must reach every leaf); 3 while leaves <= k^2/2 (pods of k/2 leaves, up to k pods).
+  must reach every leaf); t while leaves <= k (k/2)^(t-2) (3 tiers: pods of k/2 leaves, up to
+  k pods), up to MAX_TIERS.
 * Two tiers: spines = the smallest divisor of u that is >= ceil(leaves x u / k), so each leaf
   spreads its uplinks evenly over the spines (the SuperPOD H100 RA's 3-SU design: 24 leaves
   x 32 uplinks fit 12 spines, yet it uses 16).
-* Three tiers: spines = leaves x u / (k/2) (each spine k/2 down, k/2 up); cores =
-  spines x (k/2) / k.
+* Three or more tiers: each middle layer has (links from below) / (k/2) switches (k/2 down,
+  k/2 up); the top layer (cores) = (links from below) / k. ``spine`` counts every middle
+  layer, ``links_spine_core`` every link above the leaves' uplinks.
 * Optics: every switch port in use takes a transceiver port (twin-port modules serve 2);
   every node NIC one single-port module; every link one cable.
 Check: DGX SuperPOD H100 RA Table 4 (1-4 SUs of 32 nodes: 8/16/24/32 leaves, 4/8/16/16
@@ -36,7 +38,7 @@ import numpy as np
 
 from optimizer.errors import ClusteroptError
 
-MAX_TIERS = 3
+MAX_TIERS = 6
 
 
 def _out(x):
@@ -91,7 +93,7 @@ def fat_tree(n_nodes, nics_per_node: int, radix: int, *, oversubscription: float
              cable_price_usd: float = 0.0) -> FabricDesign:
     """The fat-tree for ``n_nodes`` nodes of ``nics_per_node`` scale-out NICs each (one port
     per NIC at the switch's port speed), from switches of ``radix`` ports; see the module
-    docstring for the rules. Raises when more than three tiers would be needed."""
+    docstring for the rules. Raises when more than MAX_TIERS tiers would be needed."""
     n = np.asarray(n_nodes, dtype=np.int64)
     if np.any(n < 1):
         raise ClusteroptError("n_nodes", f"must be >= 1 (got {n_nodes!r})", "allowed: >= 1")
@@ -105,26 +107,38 @@ def fat_tree(n_nodes, nics_per_node: int, radix: int, *, oversubscription: float
         leaf = rails * (-(-n // d))
     else:
         leaf = -(-endpoints // d)
+    half = k // 2
     one = endpoints <= k
-    two = ~one & (leaf <= k)
-    three = ~one & ~two & (leaf <= k * k // 2)
-    if np.any(~(one | two | three)):
+    # t tiers hold up to k * (k/2)^(t-2) leaves (t >= 2)
+    tiers = np.where(one, 1, 2)
+    cap = k
+    for t in range(3, MAX_TIERS + 1):
+        cap *= half
+        tiers = np.where(~one & (tiers == t - 1) & (leaf > cap // half), t, tiers)
+    if np.any(~one & (leaf > k * half ** (MAX_TIERS - 2))):
         worst = int(np.max(n))
         raise ClusteroptError("n_nodes", f"{worst} nodes x {rails} NICs need more than {MAX_TIERS} tiers of "
-                              f"{k}-port switches", f"allowed: up to {(k * k // 2) * d // rails} nodes")
-    tiers = np.where(one, 1, np.where(two, 2, 3))
+                              f"{k}-port switches", "allowed: fewer nodes or a larger radix")
     leaf = np.where(one, 1, leaf)
     up_links = np.where(one, 0, leaf * u)
     # two tiers: smallest divisor of u that is >= ceil(leaf*u/k)
     divisors = np.array([x for x in range(1, u + 1) if u % x == 0], dtype=np.int64)
     need = -(-up_links // k)
     spine2 = divisors[np.minimum(np.searchsorted(divisors, need), len(divisors) - 1)]
-    half = k // 2
-    spine3 = -(-up_links // half)
-    core3 = -(-(spine3 * half) // k)
-    spine = np.where(one, 0, np.where(two, spine2, spine3))
-    core = np.where(three, core3, 0)
-    spine_core = np.where(three, spine3 * half, 0)
+    # three or more tiers: each middle layer k/2 down, k/2 up; the top layer k down
+    spine_mid = np.zeros_like(up_links)
+    spine_core = np.zeros_like(up_links)
+    core = np.zeros_like(up_links)
+    links = up_links.copy()
+    for layer in range(2, MAX_TIERS):
+        active = tiers > layer                    # this middle layer exists
+        count = np.where(active, -(-links // half), 0)
+        spine_mid += count
+        links = count * half
+        spine_core += np.where(active, links, 0)
+        top = active & (tiers == layer + 1)
+        core = np.where(top, -(-links // k), core)
+    spine = np.where(one, 0, np.where(tiers == 2, spine2, spine_mid))
     switches = leaf + spine + core
     links = endpoints + up_links + spine_core
     switch_ends = endpoints + 2 * up_links + 2 * spine_core

@@ -171,6 +171,22 @@ def explain_infeasible(table: Table, scenario, spec) -> dict:
             lines.append(f"memory: the smallest layout{where} needs {m['min_memory_per_gpu_bytes'] / GB:.1f} GB "
                          f"per GPU; {m['gpu']} has {m['capacity_bytes'] / GB:.1f} GB "
                          f"({allowed / GB:.1f} GB after {cons.memory_headroom:.0%} headroom)")
+    for conf in conflicts:
+        if "host_memory" not in conf:
+            continue
+        c = table.cols
+        within = np.ones(len(table), dtype=bool)
+        for f in conf:
+            if f != "host_memory":
+                within &= ~table.violations[f]
+        rows = np.nonzero(within)[0]
+        if len(rows):
+            r = int(rows[np.argmin(c["host_memory_bytes"][rows] - c["host_memory_capacity_bytes"][rows])])
+            hint = (" (ZeRO-Offload is on: raise zero, tp or pp, or set system.offload_optimizer: false)"
+                    if scenario.system.offload_optimizer else "")
+            lines.append(f"host memory: the smallest layout needs {c['host_memory_bytes'][r] / GB:,.0f} GB of host RAM "
+                         f"per node; its node has {c['host_memory_capacity_bytes'][r] / GB:,.0f} GB after "
+                         f"{scenario.system.host_memory_headroom:.0%} headroom{hint}")
     if "budget_usd" in rel:
         lines.append(f"relax budget_usd from {_usd(cons.budget_usd)} to {_usd(rel['budget_usd'])} (all else kept)")
     if "deadline_days" in rel:

@@ -505,3 +505,54 @@ def host_memory_parts(scenario, gpu_option, layout: dict) -> tuple[str, float, d
                                  data_workers_per_gpu=system.data_workers_per_gpu)
     parts = {k: float(getattr(mem, k)) for k in ("processes", "data_workers", "pinned", "offload", "checkpoint_copy")}
     return host.id, host.ram_bytes, parts
+
+
+def estimate_system(spec, gpu: str, layout: dict, tokens_per_s: float, tokens: float, *,
+                    pricing_mode: str = "on_demand", optimizer: str = "adam", system=None) -> dict:
+    """The issue-10 figures of one layout outside a scenario (``clusteropt estimate ... --tokens N``):
+    the seven SYSTEM_COLUMNS keys plus ``train_days`` and the ``system`` breakdown.
+
+    ``layout`` holds n_gpus, tp, pp, dp, cp, ep, zero (n_nodes is derived from the catalog node);
+    ``system`` is a SystemSpec, a dict of its fields, or None for the defaults; pricing_mode
+    picks the cheapest offer (or the owned TCO) as ``solve`` does.
+    """
+    from types import SimpleNamespace
+
+    from optimizer.catalog import load_catalog
+    from optimizer.scenario import Pricing, SystemSpec
+    from optimizer.search.api import owned_rate
+    from optimizer.search.space import GpuOption
+
+    cat = load_catalog()
+    acc = cat.accelerator(gpu)
+    hw = cat.hardware(acc.id)
+    sysspec = system if isinstance(system, SystemSpec) else SystemSpec(**(system or {}))
+    pricing = Pricing(mode=pricing_mode)
+    if pricing_mode == "owned":
+        rate, gpi, offer = owned_rate(acc, pricing), 1, "owned"
+        if rate is None:
+            raise ClusteroptError("pricing", f"{acc.id} has no purchase price", "use a rental mode")
+    else:
+        o = cat.cheapest_offer(acc.id, pricing_mode)
+        rate, gpi, offer = ((o.usd_per_gpu_hour(pricing_mode), o.gpus_per_instance, f"{o.provider} {o.instance_type}")
+                            if o is not None else (0.0, 1, "no offer"))
+    g = GpuOption(index=0, name=acc.id, hardware=hw, usd_per_gpu_hour=rate, gpus_per_instance=gpi,
+                  usd_per_instance_hour=rate * gpi, offer=offer, available=None)
+    scen = SimpleNamespace(system=sysspec, pricing=pricing, objective="cost",
+                           train=SimpleNamespace(tokens=float(tokens), optimizer=optimizer), spec=lambda: spec)
+    node = max(hw.gpus_per_node, 1)
+    row = {k: int(layout.get(k, 1)) for k in ("n_gpus", "tp", "pp", "dp", "cp", "ep")}
+    row["zero"] = int(layout.get("zero", 0))
+    row["n_nodes"] = -(-row["n_gpus"] // node)
+    row["tokens_per_s"] = float(tokens_per_s)
+    one = {k: np.array([v]) for k, v in row.items()}
+    one["gpu"] = np.array([0])
+    sc = system_columns(spec, scen, [g], one, gpu_cost_per_hour=np.array([-(-row["n_gpus"] // gpi) * rate * gpi]))
+    train_s = float(tokens) / float(tokens_per_s)
+    out = {"train_days": train_s / SECONDS_PER_DAY,
+           "wall_clock_days": train_s / float(sc["goodput"][0]) / SECONDS_PER_DAY}
+    for k in ("goodput", "expected_interruptions", "job_mtbi_s", "checkpoint_bytes", "checkpoint_write_s",
+              "checkpoint_interval_s"):
+        out[k] = _f(sc[k])
+    out["system"] = system_breakdown(spec, scen, g, row)
+    return out
