@@ -493,3 +493,18 @@ def test_evaluate_fleet_checks_a_given_fleet():
     assert any(v.startswith("budget:") for v in ev["violations"])
     with pytest.raises(ClusteroptError):
         evaluate_fleet(sc, [{"gpu": "H100-SXM", "tp": 1}])
+
+
+def test_pareto_points_are_least_cost_under_their_ttft():
+    """Each point of the cost / worst-TTFT front is the cheapest fleet when the TTFT SLO is set
+    to that point's worst TTFT (the epsilon-constraint definition of the front)."""
+    sc = load_scenario("mixtral-stock-limited").with_overrides({"constraints.available": {},
+                                                                 "constraints.budget_usd_per_hour": None,
+                                                                 "constraints.max_gpus": None})
+    r = solve_serving(sc, top_k=1)
+    pf = r.pareto
+    assert len(pf) >= 2
+    for _, p in pf.head(4).iterrows():
+        capped = solve_serving(sc.with_overrides({"serve.slo.ttft_p99_s": float(p["worst_ttft_s"])}),
+                               top_k=1, pareto=False, explain=False)
+        assert capped.configs["usd_per_hour"].iloc[0] == pytest.approx(p["usd_per_hour"], abs=1e-6)
