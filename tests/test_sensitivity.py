@@ -1,8 +1,8 @@
 """Sensitivity analysis: thresholds re-checked by independent re-solves, tornado figures,
 the contract's shape, and the exactness of the row pruning for re-estimated inputs.
 
-The independent re-solve never goes through sensitivity.Perturber: a price change is a
-scenario price override (owned pricing bills per GPU, so it is the same figure), efficiency
+The independent re-solve never goes through sensitivity.Perturber: a price change scales the
+owned rate that gpu_options reads (api.owned_rate), efficiency
 is ``solve(efficiency_scale=...)``, bandwidth a catalog whose accelerators have scaled
 inter-node links, and the scenario inputs are ``with_overrides``.
 """
@@ -51,11 +51,21 @@ def _scaled_catalog(factor: float) -> Catalog:
 def resolve_independently(sc, result, name: str, pct: float) -> dict | None:
     f = 1 + pct / 100
     if name.startswith("price."):
+        # owned pricing: that GPU's total-cost-of-ownership rate scaled, everything else as is
+        from optimizer.search import api
+
         gpu = name[len("price."):]
-        rate = float(result.table.gpus[[g.name for g in result.table.gpus].index(gpu)].usd_per_gpu_hour)
-        prices = dict(sc.pricing.usd_per_gpu_hour)
-        prices[gpu] = rate * f
-        return _best(solve(sc.with_overrides({"pricing.usd_per_gpu_hour": prices}), top_k=1))
+        orig = api.owned_rate
+
+        def scaled(acc, pricing):
+            rate = orig(acc, pricing)
+            return rate * f if acc.id == gpu else rate
+
+        api.owned_rate = scaled
+        try:
+            return _best(solve(sc, top_k=1))
+        finally:
+            api.owned_rate = orig
     if name == "efficiency":
         return _best(solve(sc, top_k=1, efficiency_scale=f))
     if name == "inter_node_bandwidth":
@@ -116,24 +126,31 @@ def test_contract_shape_every_input_both_directions(solved):
     assert set(sens["slack"]) >= {"slack", "binding"}
 
 
-def test_tornado_price_and_tokens_scale_the_chosen_cost_linearly(solved):
+def test_tornado_ends_equal_independent_evaluations(solved, monkeypatch):
+    """The chosen configuration's objective at -X% and +X% of an input, as evaluate() gives it."""
+    from optimizer.search import api
+
     sc, res, sens = solved
-    best = res.configs.iloc[0]
+    cfg = _best(res)
     x = sens["swing_pct"] / 100
     by = {e["input"]: e for e in sens["tornado"]}
-    cost = float(best["cost_usd"])
-    own = by[f"price.{best['gpu']}"]
-    assert own["low"] == pytest.approx(cost * (1 - x), rel=1e-9)
-    assert own["high"] == pytest.approx(cost * (1 + x), rel=1e-9)
-    assert by["train.tokens"]["low"] == pytest.approx(cost * (1 - x), rel=1e-6)
-    others = [e for n, e in by.items() if n.startswith("price.") and n != f"price.{best['gpu']}"]
+    for end, f in (("low", 1 - x), ("high", 1 + x)):
+        assert by["train.tokens"][end] == pytest.approx(
+            optimizer.evaluate(sc.with_overrides({"train.tokens": sc.train.tokens * f}), cfg).cost_usd, rel=1e-9)
+        assert by["efficiency"][end] == pytest.approx(optimizer.evaluate(sc, cfg, efficiency_scale=f).cost_usd,
+                                                      rel=1e-9)
+        orig = api.owned_rate
+        monkeypatch.setattr(api, "owned_rate", lambda acc, pricing: orig(acc, pricing) * (f if acc.id == cfg["gpu"] else 1))
+        assert by[f"price.{cfg['gpu']}"][end] == pytest.approx(optimizer.evaluate(sc, cfg).cost_usd, rel=1e-9)
+        monkeypatch.setattr(api, "owned_rate", orig)
+    own = by[f"price.{cfg['gpu']}"]
+    assert own["low"] < own["base"] < own["high"]
+    others = [e for n, e in by.items() if n.startswith("price.") and n != f"price.{cfg['gpu']}"]
     assert all(e["swing"] == 0 for e in others)
-    # efficiency: the chosen layout's own figure at +20% equals an independent evaluate()
-    ev = optimizer.evaluate(sc, _best(res), efficiency_scale=1 + x)
-    assert by["efficiency"]["high"] == pytest.approx(ev.cost_usd, rel=1e-9)
 
 
-@pytest.mark.parametrize("name", ["efficiency", "inter_node_bandwidth"])
+@pytest.mark.parametrize("name", ["efficiency", "inter_node_bandwidth", "price.MI300X", "train.tokens",
+                                  "constraints.deadline_days"])
 def test_row_pruning_is_exact(solved, name):
     """The pruned re-estimate picks the same best as brute force over every memory-feasible row."""
     sc, res, _ = solved
@@ -142,7 +159,7 @@ def test_row_pruning_is_exact(solved, name):
     p = Perturber(sc.spec(), sc, res.table, "cost", span=0.5, keep_row=_row_of(res.table, _best(res)))
     for f in (0.55, 0.8, 0.97, 1.13, 1.45):
         cfg, _, _ = p.best(name, f)
-        full = p._estimate(name, f, np.arange(len(p.base)))
+        full, _ = p._build(name, f, np.arange(len(p.base)))
         keys = objective_keys(full, "cost")
         feas = np.nonzero(full.feasible)[0]
         r = int(feas[np.lexsort([k[feas] for k in keys[::-1]])[0]])

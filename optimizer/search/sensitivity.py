@@ -26,16 +26,17 @@ directions; one the scenario does not set (no budget) or that cannot move the an
 - Slack at the optimum: explain.binding_summary (memory headroom, budget and deadline slack,
   binding limits).
 
-Speed. Prices, tokens, budget, deadline and electricity only re-price the table
-(tables.reprice). Efficiency and bandwidth re-estimate step times, but only on the rows that can
-be best somewhere in the range, which is exact: the objective of every row is monotone in these
-factors (faster compute or links never slow a step), so over the range a row's objective lies
-between its values at the two ends. A row R feasible at both ends is feasible throughout
-(deadline and budget are monotone too) and never costs more than max(R's two ends) = U; a row
-whose better end is worse than U is beaten by R at every factor and cannot be best. The
-pruned rows' figures are re-checked against their end values at every probe, and the analysis
-falls back to all rows if monotonicity ever fails. Memory never depends on these inputs, so
-only memory-feasible rows are considered at all.
+Speed. Each probe works only on the rows that can be best somewhere in the range, which is
+exact: every input moves each row's objective, cost and wall-clock monotonically (a price, the
+tokens or electricity raise them; efficiency and bandwidth lower them; budget and deadline move
+only their limit), so a row's figures at the two ends of the range bound it in between. A row
+feasible at both ends is feasible throughout and caps the objective at its worse end; a row
+whose better end is above that cap is beaten by it at every factor. Efficiency and bandwidth
+first narrow the rows from the base table alone (Perturber._prefilter: step time T is monotone
+and T x f non-decreasing), so only those rows are re-estimated at the ends. Every probe checks
+the kept rows' figures against their end values and falls back to all rows if one ever fails
+(``monotonicity_fallbacks`` in the output). Memory never depends on these inputs, so only
+memory-feasible rows are considered at all.
 """
 
 from __future__ import annotations
@@ -84,8 +85,8 @@ def _get_dotted(scenario, path: str) -> float:
 class Perturber:
     """Tables and best configurations for one input scaled by a factor (cached).
 
-    ``span`` is the largest |change| (as a fraction) any probe will use; it bounds the
-    re-estimated inputs' row pruning (see module docstring).
+    ``span`` is the largest |change| (as a fraction) any probe will use; it bounds the row
+    pruning (see ``_scales`` and the module docstring).
     """
 
     def __init__(self, spec, scenario, table: Table, objective: str, *, efficiency_scale: float = 1.0,
@@ -113,12 +114,49 @@ class Perturber:
             g.hardware.inter_node_bytes_per_s * factor)) for g in t.gpus]
         return complete_table(self.spec, self.scenario, gpus, _layout_cols(t), self.eff)
 
+    def _prefilter(self) -> np.ndarray:
+        """Rows that can be best anywhere in the span under an efficiency or bandwidth factor f,
+        from the base table alone (before any re-estimation).
+
+        Step time T is non-increasing in f and T x f non-decreasing (each part is compute/f,
+        communication/f, a constant, or an exposed part max(0, comm - window/f)), so T(f) / T(1)
+        lies in [1/(1+s), 1/(1-s)]; wall-clock and cost are sums of terms a + b T with a >= 0
+        (a minimum over storage tiers of such sums where the tier is chosen), which keeps those
+        bounds. A row surely feasible throughout caps the objective; rows whose lower bound
+        exceeds the cap, or that break a limit f cannot move, cannot be best.
+        """
+        lo_f, hi_f = self._ends()
+        lo_s, hi_s = 1.0 / hi_f, 1.0 / lo_f
+        c, viol = self.base.cols, self.base.violations
+        static_ok = np.ones(len(self.base), dtype=bool)
+        for fam, v in viol.items():
+            if fam not in ("budget", "deadline"):
+                static_ok &= ~v
+        cons = self.scenario.constraints
+        sure, maybe = static_ok.copy(), static_ok.copy()
+        for col, limit in (("wall_clock_days", cons.deadline_days), ("cost_usd", cons.budget_usd)):
+            if limit is not None:
+                sure &= c[col] * hi_s <= limit * (1 - 1e-9)
+                maybe &= c[col] * lo_s <= limit * (1 + 1e-9)
+        obj = c[self.col].astype(float)
+        o_lo, o_hi = (obj, obj) if self.col == "n_gpus" else (obj * lo_s, obj * hi_s)
+        cap = o_hi[sure].min() if sure.any() else np.inf
+        keep = maybe & (o_lo <= cap * (1 + 1e-9))
+        if self.keep_local is not None:
+            keep[self.keep_local] = True
+        return np.nonzero(keep)[0]
+
     def _rows_for(self, name: str) -> np.ndarray:
-        """Rows that can be best for some factor within the span (exact; module docstring)."""
+        """Rows that can be best for some factor within the span (exact; module docstring).
+
+        Every input moves each row's objective, wall-clock and cost monotonically (prices,
+        tokens and electricity raise them, efficiency and bandwidth lower them; budget and
+        deadline move only the limit), so the values at the two ends of the span bound every
+        probe in between. Re-estimated inputs start from ``_prefilter``."""
         if name in self.pruned:
             return self.pruned[name][0]
-        all_rows = np.arange(len(self.base))
-        a, b = (self._estimate(name, f, all_rows) for f in self._ends())
+        pre = self._prefilter() if name in REESTIMATE_INPUTS else np.arange(len(self.base))
+        (a, _), (b, _) = (self._build(name, f, pre) for f in self._ends())
         va, vb = a.cols[self.col], b.cols[self.col]
         lo, hi = np.minimum(va, vb), np.maximum(va, vb)
         both = a.feasible & b.feasible
@@ -126,36 +164,23 @@ class Perturber:
         bound = hi[both].min() if both.any() else np.inf
         keep = either & (lo <= bound)
         if self.keep_local is not None:
-            keep[self.keep_local] = True
-        rows = np.nonzero(keep)[0]
-        self.pruned[name] = (rows, lo[rows], hi[rows])
+            keep[np.searchsorted(pre, self.keep_local)] = True
+        rows = pre[keep]
+        self.pruned[name] = (rows, lo[keep], hi[keep])
         return rows
 
-    def table_for(self, name: str, factor: float) -> tuple[Table, object, np.ndarray]:
-        """(table, scenario, local rows of self.base the table holds) at this factor."""
-        key = (name, round(factor, 9))
-        if key in self.cache:
-            return self.cache[key]
-        sc, t = self.scenario, self.base
-        rows = np.arange(len(t))
+    def _build(self, name: str, factor: float, rows: np.ndarray) -> tuple[Table, object]:
+        sc = self.scenario
+        if name in REESTIMATE_INPUTS:
+            return self._estimate(name, factor, rows), sc
+        t = self.base.subset(rows)
         if name.startswith("price."):
             gname = name[len("price."):]
             gpus = [replace(g, usd_per_gpu_hour=g.usd_per_gpu_hour * factor,
                             usd_per_instance_hour=g.usd_per_instance_hour * factor) if g.name == gname else g
                     for g in t.gpus]
-            out = reprice(t, sc, gpus)
-        elif name in REESTIMATE_INPUTS:
-            rows = self._rows_for(name)
-            out = self._estimate(name, factor, rows)
-            _, lo, hi = self.pruned[name]
-            v = out.cols[self.col]
-            slack = 1e-9 * np.maximum(np.abs(hi), 1.0)
-            if np.any(v < lo - slack) or np.any(v > hi + slack):      # monotonicity failed: no pruning
-                self.fallbacks.append(name)
-                rows = np.arange(len(t))
-                self.pruned[name] = (rows, np.full(len(t), -np.inf), np.full(len(t), np.inf))
-                out = self._estimate(name, factor, rows)
-        elif name == "pricing.usd_per_kwh":
+            return reprice(t, sc, gpus), sc
+        if name == "pricing.usd_per_kwh":
             from optimizer.catalog import load_catalog
             from optimizer.search.api import owned_rate
 
@@ -165,10 +190,25 @@ class Perturber:
             for g in t.gpus:
                 rate = owned_rate(cat.accelerator(g.name), sc.pricing) if g.offer == "owned" else g.usd_per_gpu_hour
                 gpus.append(replace(g, usd_per_gpu_hour=rate, usd_per_instance_hour=rate * g.gpus_per_instance))
-            out = reprice(t, sc, gpus)
-        else:
-            sc = sc.with_overrides({name: _get_dotted(sc, name) * factor})
-            out = reprice(t, sc)
+            return reprice(t, sc, gpus), sc
+        sc = sc.with_overrides({name: _get_dotted(sc, name) * factor})
+        return reprice(t, sc), sc
+
+    def table_for(self, name: str, factor: float) -> tuple[Table, object, np.ndarray]:
+        """(table, scenario, local rows of self.base the table holds) at this factor."""
+        key = (name, round(factor, 9))
+        if key in self.cache:
+            return self.cache[key]
+        rows = self._rows_for(name)
+        out, sc = self._build(name, factor, rows)
+        _, lo, hi = self.pruned[name]
+        v = out.cols[self.col]
+        slack = 1e-9 * np.maximum(np.abs(hi), 1.0)
+        if np.any(v < lo - slack) or np.any(v > hi + slack):        # a bound failed: no pruning
+            self.fallbacks.append(name)
+            rows = np.arange(len(self.base))
+            self.pruned[name] = (rows, np.full(len(rows), -np.inf), np.full(len(rows), np.inf))
+            out, sc = self._build(name, factor, rows)
         self.cache[key] = (out, sc, rows)
         return self.cache[key]
 
