@@ -127,9 +127,13 @@ class JobSpec(_Strict):
             if isinstance(b, dict) and "model" in b:
                 b = dict(b)
                 m = b.pop("model")
-                if "model" in data and data["model"] != m:
-                    raise ValueError(f"{block}.model {m!r} differs from the job's model {data['model']!r}")
-                data["model"] = m
+                if m is not None and not isinstance(m, str):
+                    raise ValueError(f"{block}.model: a model family (co-design) is not planned in portfolios; "
+                                     "name a preset or config file")
+                if m is not None:
+                    if data.get("model") is not None and data["model"] != m:
+                        raise ValueError(f"{block}.model {m!r} differs from the job's model {data['model']!r}")
+                    data["model"] = m
                 data[block] = b
         if isinstance(data.get("start_after"), str):
             data["start_after"] = [data["start_after"]]

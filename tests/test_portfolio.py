@@ -357,3 +357,16 @@ def test_shipped_portfolios_plan(name):
     assert name in plan_text(r)
     for alt in r.alternatives:                                   # ranked: never better than the best
         assert alt["objective_units"] >= r.plan["objective_units"]
+
+
+def test_replanning_with_perturbed_prices_and_inputs():
+    # The hook a sensitivity routine uses: price factors and dotted overrides re-solve the plan.
+    p = load_portfolio("rent-vs-buy")
+    base = plan(p, binding=False).plan
+    assert base["fleet"]                                          # buys for the steady serving load
+    dear = plan(p, prices={"purchase.H100-SXM5-80GB": 2.0}, binding=False).plan
+    assert not dear["fleet"] and dear["cost"]["total_usd"] > base["cost"]["total_usd"]
+    cheap_rent = plan(p, prices={"rent.H100-SXM5-80GB": 0.5}, binding=False).plan
+    assert cheap_rent["cost"]["total_usd"] < base["cost"]["total_usd"]
+    busier = plan(p.with_overrides({"jobs.0.serve.requests_per_s": 80}), binding=False).plan
+    assert busier["schedule"][0]["n_gpus"] > base["schedule"][0]["n_gpus"]

@@ -81,7 +81,7 @@ HOURS_PER_DAY = 24.0
 #: Grid steps the automatic rule picks from (days): 1 h, 2 h, 6 h, 12 h, 1, 2, 7, 14, 30 days.
 GRID_STEPS_DAYS = (1 / 24, 2 / 24, 6 / 24, 12 / 24, 1.0, 2.0, 7.0, 14.0, 30.0)
 #: The automatic grid is the finest step giving at most this many slots over the horizon.
-MAX_SLOTS = 120
+MAX_SLOTS = 200
 INT64_SAFE = 2**62
 OBJECTIVES = ("total_cost", "makespan", "gpus")
 SCHEMA_VERSION = "1.0"
@@ -196,7 +196,7 @@ def interval_of(inst: Instance, j: int, o: Option, start: int) -> tuple[int, int
 
 def choose_step_days(horizon_days: float, given: Optional[float] = None) -> float:
     """The schedule grid: ``time_step_days`` if given, else the finest of GRID_STEPS_DAYS
-    with at most MAX_SLOTS slots over the horizon (120 days -> 1 day, 365 days -> 7 days)."""
+    with at most MAX_SLOTS slots over the horizon (60 days -> 6 h, 180 days -> 1 day, 365 days -> 2 days)."""
     if given is not None:
         return float(given)
     for step in GRID_STEPS_DAYS:
@@ -1235,8 +1235,10 @@ def plan(portfolio, *, top_k: Optional[int] = None, objective: Optional[str] = N
     for i, pl in enumerate(plans):
         pl["rank"] = i + 1
     notes = list(inst.notes) + [n for job in inst.jobs for n in job.notes]
-    if sols:
+    if sols and binding:
         explanation = _binding_explanation(res["binding"], res.get("binding_undecided", []))
+    elif sols:
+        explanation = {"reason": "feasible", "binding": None, "lines": []}
     else:
         full = build_instance(p, catalog=catalog, prices=prices, prune=False)
         explanation = explain_infeasible_instance(full, time_limit_s=max(5.0, time_limit_s / 2), workers=workers)
@@ -1289,16 +1291,47 @@ def plan_separately(portfolio, **kw) -> dict:
 
 def plan_json(result: PlanResult) -> dict:
     """One JSON document: schema_version, status, objective, plan, alternatives, explanation, stats."""
-    from optimizer.report import plain
-
-    return plain({"schema_version": SCHEMA_VERSION, "portfolio": result.portfolio, "status": result.status,
+    return _plain({"schema_version": SCHEMA_VERSION, "portfolio": result.portfolio, "status": result.status,
                   "objective": result.objective, "plan": result.plan, "alternatives": result.alternatives,
                   "explanation": result.explanation, "stats": result.stats})
 
 
-def plan_text(result: PlanResult) -> str:
-    from optimizer.report import text_table, usd
+def _plain(x: Any) -> Any:
+    """numpy scalars and containers -> JSON-ready Python values (NaN/inf -> None)."""
+    if isinstance(x, Mapping):
+        return {str(k): _plain(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_plain(v) for v in x]
+    if isinstance(x, np.ndarray):
+        return [_plain(v) for v in x.tolist()]
+    if isinstance(x, np.generic):
+        x = x.item()
+    if isinstance(x, float) and not math.isfinite(x):
+        return None
+    return x
 
+
+def _usd(x: float) -> str:
+    if abs(x) >= 1e6:
+        return f"${x / 1e6:,.2f}M"
+    if abs(x) >= 1e3:
+        return f"${x / 1e3:,.1f}k"
+    return f"${x:,.2f}"
+
+
+def _table(headers: list[str], rows: list[list]) -> str:
+    rows = [[str(c) for c in r] for r in rows]
+    widths = [max([len(h)] + [len(r[i]) for r in rows]) for i, h in enumerate(headers)]
+
+    def fmt(cells):
+        return "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths))).rstrip()
+
+    return "\n".join([fmt(headers), "  ".join("-" * w for w in widths)] + [fmt(r) for r in rows])
+
+
+def plan_text(result: PlanResult) -> str:
+    """The plan as text: cost split, fleet to buy, schedule, alternatives, explanation lines."""
+    text_table, usd = _table, _usd
     out = [f"portfolio {result.portfolio}: {result.status}, objective {result.objective}"]
     pl = result.plan
     if pl is not None:
