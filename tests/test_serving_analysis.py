@@ -7,7 +7,8 @@ import pytest
 
 from optimizer.scenario import load_scenario
 from optimizer.search.serving import solve_serving
-from optimizer.search.serving_analysis import fleet_key, serving_sensitivity, serving_sweep
+from optimizer.search.serving_analysis import fleet_key, serving_sensitivity
+from optimizer.search.sweep import sweep
 
 NAME = "llama3-8b-aws-mixed"
 
@@ -20,7 +21,7 @@ def _best(sc):
 def test_sweep_points_equal_direct_solves():
     sc = load_scenario(NAME)
     rates = [100, 300]
-    df = serving_sweep(sc, {"serve.requests_per_s": rates, "serve.redundancy": ["none", "n+1"]})
+    df = sweep(sc, workers=1, vary={"serve.requests_per_s": rates, "serve.redundancy": ["none", "n+1"]})
     assert len(df) == 4
     for _, row in df.iterrows():
         direct = _best(sc.with_overrides({"serve.requests_per_s": row["serve.requests_per_s"],
@@ -38,7 +39,7 @@ def test_sweep_points_equal_direct_solves():
 
 
 def test_sweep_reports_infeasible_points_with_explanation():
-    df = serving_sweep(load_scenario("mixtral-stock-limited"), {"constraints.budget_usd_per_hour": [10, 60]})
+    df = sweep(load_scenario("mixtral-stock-limited"), {"constraints.budget_usd_per_hour": [10, 60]}, workers=1)
     assert list(df["status"]) == ["infeasible", "optimal"]
     assert "budget" in df["explanation"].iloc[0]
 

@@ -233,9 +233,14 @@ class Perturber:
         return float(t.cols[self.col][pos])
 
 
-def threshold(p: Perturber, name: str, direction: str, base_cfg: dict, *, range_pct: float, grid: int,
-              tol_pct: float, note: str | None = None) -> dict:
-    """The smallest change (grid then bisection) at which the best configuration changes."""
+def find_threshold(best_at, base_key, name: str, direction: str, *, range_pct: float, grid: int,
+                   tol_pct: float, note: str | None = None, down_cap_pct: float = 99.9) -> dict:
+    """The smallest change (grid then bisection) at which the best answer changes.
+
+    ``best_at(factor) -> (key, payload)``: the best answer's identity and what to report as
+    ``new_best`` (a 12-key training configuration, or a serving fleet). Shared by training
+    (Perturber) and serving (serving_analysis) sensitivity.
+    """
     sign = 1 if direction == "up" else -1
     step = range_pct / grid
     out = {"input": name, "direction": direction, "change_pct": None, "range_pct": range_pct,
@@ -245,11 +250,10 @@ def threshold(p: Perturber, name: str, direction: str, base_cfg: dict, *, range_
         out["note"] = note
         return out
     lo, hi = 0.0, None
-    cap = range_pct if sign > 0 else min(range_pct, 100.0 * p.span, 99.9)
+    cap = range_pct if sign > 0 else min(range_pct, down_cap_pct, 99.9)
     for i in range(1, grid + 1):
         pct = min(step * i, cap)
-        cfg, _, _ = p.best(name, 1 + sign * pct / 100)
-        if cfg != base_cfg:
+        if best_at(1 + sign * pct / 100)[0] != base_key:
             hi = pct
             break
         lo = pct
@@ -259,15 +263,25 @@ def threshold(p: Perturber, name: str, direction: str, base_cfg: dict, *, range_
         return out
     while hi - lo > tol_pct:
         mid = (lo + hi) / 2
-        cfg, _, _ = p.best(name, 1 + sign * mid / 100)
-        if cfg != base_cfg:
+        if best_at(1 + sign * mid / 100)[0] != base_key:
             hi = mid
         else:
             lo = mid
-    cfg, _, _ = p.best(name, 1 + sign * hi / 100)
-    out.update(change_pct=sign * hi, unchanged_pct=sign * lo, new_best=cfg,
-               new_status="feasible" if cfg is not None else "infeasible")
+    key, payload = best_at(1 + sign * hi / 100)
+    out.update(change_pct=sign * hi, unchanged_pct=sign * lo, new_best=payload,
+               new_status="feasible" if key is not None else "infeasible")
     return out
+
+
+def threshold(p: Perturber, name: str, direction: str, base_cfg: dict, *, range_pct: float, grid: int,
+              tol_pct: float, note: str | None = None) -> dict:
+    """The smallest change at which the best training configuration changes (find_threshold)."""
+    def best_at(f):
+        cfg = p.best(name, f)[0]
+        return cfg, cfg
+
+    return find_threshold(best_at, base_cfg, name, direction, range_pct=range_pct, grid=grid, tol_pct=tol_pct,
+                          note=note, down_cap_pct=100.0 * p.span)
 
 
 def sensitivity(result, scenario, *, swing_pct: float = 20.0, range_pct: float = 50.0, grid: int = 10,

@@ -1,10 +1,9 @@
-"""Sweeps and sensitivity for serving scenarios, in the shapes sweep.py and sensitivity.py give
+"""Sensitivity for serving scenarios (and the sweep grouping rule), in the shapes sweep.py and sensitivity.py give
 for training (so the CLI and JSON can render both the same way).
 
-serving_sweep(scenario, vary)         -> DataFrame, one row per grid point, the rows sweep.sweep
-                                         gives (sweep._point_row: varied values, status, the best
-                                         fleet's scalar columns, 'fleet' on one line, explanation),
-                                         plus the marginal $/hour per unit of the first varied input
+Sweeps of serving scenarios run through sweep.sweep (one pipeline), which groups points by
+TABLE_FREE below so that they share one replica table.
+
 serving_sensitivity(result, scenario) -> dict: tornado, thresholds (CONTRACTS.md 'Sensitivity'
                                          keys: input, direction, change_pct, range_pct, new_best),
                                          slack
@@ -25,12 +24,9 @@ fleet's objective (and whether the fleet changed).
 
 from __future__ import annotations
 
-import itertools
 import math
 from dataclasses import replace
-from typing import Any
 
-import pandas as pd
 
 from optimizer.errors import ClusteroptError
 
@@ -53,60 +49,6 @@ def fleet_key(replicas: list[dict]) -> tuple:
 def compact_fleet(replicas: list[dict]) -> list[dict]:
     keys = ("gpu", "tp", "pp", "weights", "kv", "batch", "offer", "count")
     return [{k: x[k] for k in keys} for x in replicas]
-
-
-# ----------------------------------------------------------------------------------------
-# sweeps
-# ----------------------------------------------------------------------------------------
-
-def serving_sweep(scenario, vary: dict[str, Any], *, objective: str | None = None, top_k: int = 1) -> pd.DataFrame:
-    """Solve the grid of ``vary`` (path -> list of values, or a 'start:stop:n:log' string) for a
-    serving scenario. Points differing only in TABLE_FREE paths share one replica table."""
-    from optimizer.scenario import load_scenario
-    from optimizer.search.serving import solve_serving
-    from optimizer.search.sweep import _point_row, parse_values, resolve_path
-
-    scenario = load_scenario(scenario)
-    axes = {}
-    for path, vals in vary.items():
-        p = resolve_path(scenario, path)
-        axes[p] = parse_values(vals, f"--vary {path}") if isinstance(vals, str) else list(vals)
-    names = list(axes)
-    table_paths = [n for n in names if not _table_free(n)]
-    tables: dict[tuple, Any] = {}
-    rows = []
-    for combo in itertools.product(*axes.values()):
-        values = dict(zip(names, combo))
-        sc = scenario.with_overrides(values)
-        key = tuple(repr(values[n]) for n in table_paths)
-        res = solve_serving(sc, objective=objective, top_k=top_k, table=tables.get(key), pareto=False)
-        tables.setdefault(key, res.table)
-        rows.append(_point_row(values, res))
-    df = pd.DataFrame(rows)
-    _add_marginal(df, names[0] if names else None, names[1:])
-    return df
-
-
-def _add_marginal(df: pd.DataFrame, first: str | None, others: list[str]) -> None:
-    """$/hour added per unit of the first varied input between consecutive feasible points
-    (e.g. per extra request/s), within each combination of the other inputs."""
-    df["marginal_usd_per_hour_per_unit"] = math.nan
-    if first is None or "usd_per_hour" not in df:
-        return
-    groups = df.groupby([df[o].astype(str) for o in others], sort=False) if others else [(None, df)]
-    for _, g in groups:
-        prev = None
-        for i in g.index:
-            if df.at[i, "status"] == "infeasible":
-                continue
-            if prev is not None:
-                try:
-                    dx = float(df.at[i, first]) - float(df.at[prev, first])
-                except (TypeError, ValueError):
-                    return
-                if dx:
-                    df.at[i, "marginal_usd_per_hour_per_unit"] = (df.at[i, "usd_per_hour"] - df.at[prev, "usd_per_hour"]) / dx
-            prev = i
 
 
 # ----------------------------------------------------------------------------------------
@@ -169,35 +111,14 @@ def _inputs(scenario, table) -> list[tuple[str, str | None]]:
 
 def _threshold(p: _Probe, name: str, direction: str, base_key, *, range_pct: float, grid: int, tol_pct: float,
                note: str | None) -> dict:
-    sign = 1 if direction == "up" else -1
-    step = range_pct / grid
-    out = {"input": name, "direction": direction, "change_pct": None, "range_pct": range_pct, "new_best": None,
-           "unchanged_pct": None, "new_status": None, "grid_step_pct": step, "tolerance_pct": tol_pct}
-    if note:
-        out["note"] = note
-        return out
-    cap = range_pct if sign > 0 else min(range_pct, 99.9)
-    lo, hi = 0.0, None
-    for i in range(1, grid + 1):
-        pct = min(step * i, cap)
-        if p.best(name, 1 + sign * pct / 100)[0] != base_key:
-            hi = pct
-            break
-        lo = pct
-        if pct >= cap:
-            break
-    if hi is None:
-        return out
-    while hi - lo > tol_pct:
-        mid = (lo + hi) / 2
-        if p.best(name, 1 + sign * mid / 100)[0] != base_key:
-            hi = mid
-        else:
-            lo = mid
-    k, _, fleet = p.best(name, 1 + sign * hi / 100)
-    out.update(change_pct=sign * hi, unchanged_pct=sign * lo, new_best=fleet,
-               new_status="feasible" if k is not None else "infeasible")
-    return out
+    from optimizer.search.sensitivity import find_threshold
+
+    def best_at(f):
+        key, _, fleet = p.best(name, f)
+        return key, fleet
+
+    return find_threshold(best_at, base_key, name, direction, range_pct=range_pct, grid=grid, tol_pct=tol_pct,
+                          note=note)
 
 
 def serving_sensitivity(result, scenario, *, swing_pct: float = 20.0, range_pct: float = 50.0, grid: int = 10,

@@ -145,7 +145,14 @@ def _solve_group(base_dict: dict, points: list[dict], objective, top_k) -> list[
     table = None
     for p in points:
         sc = base.with_overrides(p["values"])
-        if sc.train is None or sc.train.model is not None:
+        if sc.train is None:                  # serving: one replica table per group (TABLE_FREE paths)
+            from optimizer.search.serving import solve_serving
+
+            res = solve_serving(sc, objective=objective, top_k=top_k, table=table, pareto=False)
+            table = res.table if res.table is not None else table
+            out.append((p["index"], _point_row(p["values"], res)))
+            continue
+        if sc.train.model is not None:        # co-design keeps its own rung-table cache
             res = solve(sc, objective=objective, top_k=top_k)
             out.append((p["index"], _point_row(p["values"], res)))
             continue
@@ -175,7 +182,12 @@ def sweep(scenario, vary: dict[str, Any], *, objective: str | None = None, top_k
         scenario.with_overrides(p["values"])          # validate early: one-line error, no worker traceback
     base_dict = scenario.model_dump(mode="python")
     base_dict["base_dir"] = scenario.base_dir
-    table_paths = [n for n in names if not _reprice_only([n])]
+    if scenario.train is None:
+        from optimizer.search.serving_analysis import TABLE_FREE
+
+        table_paths = [n for n in names if not any(n == t or n.startswith(t + ".") for t in TABLE_FREE)]
+    else:
+        table_paths = [n for n in names if not _reprice_only([n])]
     groups: dict[tuple, list[dict]] = {}
     for p in points:
         key = tuple(repr(p["values"][n]) for n in table_paths)
@@ -222,21 +234,34 @@ def sweep(scenario, vary: dict[str, Any], *, objective: str | None = None, top_k
 
 
 def _add_marginal(df: pd.DataFrame, first: str | None) -> None:
-    """Days saved per extra $1M between consecutive feasible points along the first axis."""
-    df["days_saved_per_extra_musd"] = math.nan
-    if first is None or "cost_usd" not in df:
+    """The marginal value of each step along the first varied input, between consecutive feasible
+    points with the other inputs equal. Training: days saved per extra $1M
+    (``days_saved_per_extra_musd``). Serving: $/hour added per unit of the input, e.g. per extra
+    request/s (``marginal_usd_per_hour_per_unit``)."""
+    serving = "usd_per_hour" in df.columns
+    col = "marginal_usd_per_hour_per_unit" if serving else "days_saved_per_extra_musd"
+    df[col] = math.nan
+    if first is None or ("cost_usd" not in df and not serving):
         return
-    others = [c for c in df.columns if c not in (first,) and c in df.columns[: list(df.columns).index("status")]]
-    for _, g in df.groupby(others, dropna=False, sort=False) if others else [(None, df)]:
+    others = [c for c in df.columns[: list(df.columns).index("status")] if c != first]
+    groups = df.groupby([df[o].astype(str) for o in others], sort=False) if others else [(None, df)]
+    for _, g in groups:
         prev = None
         for i in g.index:
             if df.at[i, "status"] == "infeasible":
                 continue
-            if prev is not None:
+            if prev is not None and serving:
+                try:
+                    dx = float(df.at[i, first]) - float(df.at[prev, first])
+                except (TypeError, ValueError):
+                    return
+                if dx:
+                    df.at[i, col] = (df.at[i, "usd_per_hour"] - df.at[prev, "usd_per_hour"]) / dx
+            elif prev is not None:
                 d_cost = df.at[i, "cost_usd"] - df.at[prev, "cost_usd"]
                 d_days = df.at[prev, "wall_clock_days"] - df.at[i, "wall_clock_days"]
                 if d_cost > 0:
-                    df.at[i, "days_saved_per_extra_musd"] = d_days / (d_cost / 1e6)
+                    df.at[i, col] = d_days / (d_cost / 1e6)
             prev = i
 
 
