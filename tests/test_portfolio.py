@@ -4,7 +4,6 @@ guarded by a case that fails without it, explanations, the cost conventions, shi
 from __future__ import annotations
 
 import itertools
-import math
 
 import pytest
 from hypothesis import given, settings, strategies as st

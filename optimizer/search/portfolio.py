@@ -28,6 +28,17 @@ Notation (OR-Tools sample order: data, model, variables, constraints, objective,
     a[max_nodes]   =>  sum_g N[g] <= max_nodes
     a[stock g]     =>  gpn[g] N[g] <= available[g]
     total_cost     =   sum_g N[g] fixed_node[g] + sum_o c[o] x[o]    (integer cents)
+    makespan       =   max_j e[j] over training jobs, then total_cost (lexicographic)
+    gpus           =   sum_g gpn[g] N[g] + sum_g R[g], R[g] the peak of rented GPUs of type g
+                       (a cumulative over rented intervals), then total_cost
+
+Redundant cuts (implied by the cumulative; they strengthen the LP relaxation, which CP-SAT
+uses fully at linearization level 2): each owned job alone fits, n[o] x[o] <= gpn[g] N[g];
+and the owned GPU-slots of the jobs that must end by D fit, sum n[o] d[o] x[o] <= gpn[g] N[g] D,
+for D = every deadline and the horizon (behind the literals that put those jobs inside D).
+
+Serving jobs: per GPU type, the fewest-GPU fleet that ``search.serving.solve_serving`` proves
+meets the request rate, SLOs and redundancy (single-type fleets; see ``serving_fleets``).
 
 Cost conventions (state and test them):
 
@@ -72,12 +83,11 @@ import numpy as np
 from ortools.sat.python import cp_model
 
 from optimizer.errors import ClusteroptError
-from optimizer.units import HOURS_PER_YEAR, SECONDS_PER_DAY
+from optimizer.units import SECONDS_PER_DAY, SECONDS_PER_HOUR
 
 #: Integer money unit of the model: cents.
 MONEY_UNITS_PER_USD = 100
-DAYS_PER_YEAR = HOURS_PER_YEAR / 24.0            # 365.25
-HOURS_PER_DAY = 24.0
+HOURS_PER_DAY = SECONDS_PER_DAY / SECONDS_PER_HOUR
 #: Grid steps the automatic rule picks from (days): 1 h, 2 h, 6 h, 12 h, 1, 2, 7, 14, 30 days.
 GRID_STEPS_DAYS = (1 / 24, 2 / 24, 6 / 24, 12 / 24, 1.0, 2.0, 7.0, 14.0, 30.0)
 #: The automatic grid is the finest step giving at most this many slots over the horizon.
@@ -85,6 +95,8 @@ MAX_SLOTS = 200
 INT64_SAFE = 2**62
 OBJECTIVES = ("total_cost", "makespan", "gpus")
 SCHEMA_VERSION = "1.0"
+#: Limit families; their enforcement literals are named 'budget', 'power', 'max_nodes', 'stock:<gpu>',
+#: 'deadline:<job>', 'after:<job>-><job>', 'horizon'.
 LIMIT_FAMILIES = ("budget", "power", "max_nodes", "stock", "deadline", "after", "horizon")
 
 
@@ -855,7 +867,6 @@ def _lex_solve(model: _Model, enforce: dict[str, int], deadline_t: float, worker
 
 
 def _decode(model: _Model, solver, vals, status) -> _Solution:
-    inst = model.inst
     choice = [next(k for k, x in enumerate(xs) if solver.boolean_value(x)) for xs in model.x]
     starts = [int(solver.value(s)) for s in model.s]
     nodes = [int(solver.value(v)) for v in model.nodes]
@@ -1239,6 +1250,9 @@ def plan(portfolio, *, top_k: Optional[int] = None, objective: Optional[str] = N
         explanation = _binding_explanation(res["binding"], res.get("binding_undecided", []))
     elif sols:
         explanation = {"reason": "feasible", "binding": None, "lines": []}
+    elif res["status"] != "infeasible":
+        explanation = {"reason": "time limit", "binding": None, "relaxations": {},
+                       "lines": [f"no plan found within {time_limit_s:g} s; raise the time limit or coarsen time_step_days"]}
     else:
         full = build_instance(p, catalog=catalog, prices=prices, prune=False)
         explanation = explain_infeasible_instance(full, time_limit_s=max(5.0, time_limit_s / 2), workers=workers)
