@@ -17,13 +17,15 @@ from optimizer.search.portfolio import (GpuType, Instance, Job, Option, explain_
 # exhaustive enumeration: every option choice x every start slot, the least owned fleet each
 # ----------------------------------------------------------------------------------------
 
-def enumerate_plans(inst: Instance):
+def enumerate_plans(inst: Instance, horizon: bool = True):
     """Yield (cost_units, makespan_slots, gpus, nodes, rented) for every feasible schedule,
-    computed directly from the rules (no CP-SAT)."""
+    computed directly from the rules (no CP-SAT). ``horizon=False``: training may end after
+    the horizon (starts up to the horizon plus every job's longest option suffice)."""
     H, G = inst.horizon_slots, len(inst.gpus)
+    T = H if horizon else H + sum(max((o.slots for o in j.options), default=0) for j in inst.jobs) + 1
     for choice in itertools.product(*[range(len(j.options)) for j in inst.jobs]):
         opts = [job.options[k] for job, k in zip(inst.jobs, choice)]
-        ranges = [[job.release] if job.kind == "serve" else range(job.release, H - o.slots + 1)
+        ranges = [[job.release] if job.kind == "serve" else range(job.release, T - o.slots + 1)
                   for job, o in zip(inst.jobs, opts)]
         for starts in itertools.product(*ranges):
             ok = True
@@ -37,14 +39,14 @@ def enumerate_plans(inst: Instance):
                     ok = False
             if not ok:
                 continue
-            owned = [[0] * (H + 1) for _ in range(G)]
-            rented = [[0] * (H + 1) for _ in range(G)]
+            owned = [[0] * (T + 1) for _ in range(G)]
+            rented = [[0] * (T + 1) for _ in range(G)]
             for j, o in enumerate(opts):
                 s, e = interval_of(inst, j, o, starts[j])
                 prof = owned if o.owned else rented
                 for t in range(s, e):
                     prof[o.gpu][t] += o.n_gpus
-            if inst.max_rented_gpus is not None and max(sum(rented[g][t] for g in range(G)) for t in range(H + 1)) > inst.max_rented_gpus:
+            if inst.max_rented_gpus is not None and max(sum(rented[g][t] for g in range(G)) for t in range(T + 1)) > inst.max_rented_gpus:
                 continue
             nodes = [-(-max(owned[g]) // inst.gpus[g].gpus_per_node) for g in range(G)]
             if any(n and not inst.gpus[g].can_buy for g, n in enumerate(nodes)):
@@ -138,6 +140,59 @@ def test_plan_equals_exhaustive_enumeration(inst, objective):
         assert len(res["solutions"]) == 2 and res["solutions"][1].objective == min(rest)
     else:
         assert len(res["solutions"]) == 1
+
+
+def relax(inst: Instance, names) -> Instance:
+    """The instance with the named limits (CP-SAT literal names) removed."""
+    from dataclasses import replace
+
+    names = set(names)
+    kw = {"budget": ("budget_usd", None), "power": ("max_power_w", None), "max_nodes": ("max_nodes", None),
+          "max_rented_gpus": ("max_rented_gpus", None)}
+    out = replace(inst, **{kw[n][0]: kw[n][1] for n in names if n in kw})
+    gpus = tuple(replace(t, available=None) if f"stock:{t.name}" in names else t for t in out.gpus)
+    jobs = []
+    for job in out.jobs:
+        after = tuple(i for i in job.after if f"after:{out.jobs[i].name}->{job.name}" not in names)
+        jobs.append(replace(job, after=after, deadline=None if f"deadline:{job.name}" in names else job.deadline))
+    return replace(out, gpus=gpus, jobs=tuple(jobs))
+
+
+def limit_names(inst: Instance) -> list[str]:
+    from optimizer.search.portfolio import _Model
+
+    return list(_Model(inst, "total_cost").lits)
+
+
+@settings(max_examples=40, deadline=None)
+@given(instances())
+def test_explanation_core_is_a_minimal_conflict_and_relaxations_restore_feasibility(inst):
+    if any(True for _ in enumerate_plans(inst)) or any(not j.options for j in inst.jobs):
+        return                                                   # feasible: nothing to explain
+    ex = explain_infeasible_instance(inst, workers=1)
+    core = ex["conflicts"][0] if ex["conflicts"] else []
+    others = [n for n in limit_names(inst) if n not in core]
+    only_core = relax(inst, [n for n in others if n != "horizon"])
+
+    def feasible(i):
+        return any(True for _ in enumerate_plans(i, horizon="horizon" in core))
+
+    assert not feasible(only_core)                               # the core alone conflicts
+    for n in core:                                               # and every member is needed
+        if n != "horizon":
+            assert feasible(relax(only_core, [n]))
+    # a numeric relaxation, all else kept, restores feasibility (and one unit less does not)
+    from dataclasses import replace
+
+    for key, field, scale, unit in (("budget_usd", "budget_usd", 1.0, 0.01), ("max_nodes", "max_nodes", 1, 1),
+                                    ("fleet.rent.max_gpus", "max_rented_gpus", 1, 1),
+                                    ("max_power_kw", "max_power_w", 1000, 1)):
+        if key in ex["relaxations"]:
+            v = ex["relaxations"][key] * scale
+            v = round(v) if isinstance(unit, int) else v
+            assert any(True for _ in enumerate_plans(replace(inst, **{field: v})))
+            if v - unit >= 0:
+                assert not any(True for _ in enumerate_plans(replace(inst, **{field: v - unit})))
 
 
 # ----------------------------------------------------------------------------------------

@@ -18,7 +18,7 @@ Notation (OR-Tools sample order: data, model, variables, constraints, objective,
                       deadline[j], after[i->j], horizon), so that infeasibility can be explained
 
     cumulative per g:  sum over owned options o of type g running at t of n[o] <= gpn[g] N[g]
-    cumulative rent:   sum over rented options running at t of n[o] <= fleet.rent.max_gpus
+    cumulative rent:   sum over rented options running at t of n[o] <= R_all
     serving jobs:      an option's interval is [floor(from_day / dt), H): the whole horizon
     a[deadline j]  =>  e[j] <= floor(deadline_j / dt)
     a[after i->j]  =>  s[j] >= e[i]
@@ -26,6 +26,7 @@ Notation (OR-Tools sample order: data, model, variables, constraints, objective,
     a[budget]      =>  sum_g N[g] capex_node[g] <= budget_usd
     a[power]       =>  sum_g N[g] gpn[g] it_w[g] <= max_power_kw x 1000
     a[max_nodes]   =>  sum_g N[g] <= max_nodes
+    a[max_rented_gpus] => the rented cumulative's capacity <= fleet.rent.max_gpus
     a[stock g]     =>  gpn[g] N[g] <= available[g]
     total_cost     =   sum_g N[g] fixed_node[g] + sum_o c[o] x[o]    (integer cents)
     makespan       =   max_j e[j] over training jobs, then total_cost (lexicographic)
@@ -455,6 +456,8 @@ def build_instance(portfolio, *, catalog=None, prices: Optional[Mapping[str, flo
             window = latest - release
             opts = [o for o in opts if js.serve is not None or o.slots <= window]
             opts = [o for o in opts if not o.owned or _fits_owned(p.fleet.buy, types[o.gpu], o.n_gpus)]
+            cap = p.fleet.rent.max_gpus
+            opts = [o for o in opts if o.owned or cap is None or o.n_gpus <= cap]
         opts = reduce_options(opts)
         jobs.append(Job(name=js.name, kind=js.kind, options=tuple(opts), release=release, deadline=deadline,
                         after=tuple(names.index(a) for a in js.start_after), deadline_days=js.deadline_days,
@@ -597,13 +600,16 @@ class _Model:
         G = len(inst.gpus)
         # variables
         self.x = [[m.new_bool_var(f"x[{j},{k}]") for k in range(len(job.options))] for j, job in enumerate(inst.jobs)]
+        # starts may pass H only when the horizon literal is dropped (explanations); then every
+        # training job in sequence after H still fits below H + the sum of the longest options
+        tail = sum(max((o.slots for o in job.options), default=0) for job in inst.jobs if job.kind == "train")
         self.s = []
         for j, job in enumerate(inst.jobs):
             if job.kind == "serve":
                 self.s.append(m.new_constant(job.release))
             else:
                 lo = min(job.release, H)
-                self.s.append(m.new_int_var(lo, max(lo, H), f"s[{j}]"))
+                self.s.append(m.new_int_var(lo, H + tail, f"s[{j}]"))
         self.end = [self.s[j] + sum(o.slots * self.x[j][k] for k, o in enumerate(job.options))
                     if job.kind == "train" else None for j, job in enumerate(inst.jobs)]
         ub = [0] * G
@@ -632,7 +638,7 @@ class _Model:
         self.cost = (sum(inst.node_fixed_units(g) * self.nodes[g] for g in range(G))
                      + sum(o.cost_units * self.x[j][k] for j, job in enumerate(inst.jobs) for k, o in enumerate(job.options)))
         train = [e for e in self.end if e is not None]
-        self.makespan = m.new_int_var(0, H, "makespan")
+        self.makespan = m.new_int_var(0, H + 2 * tail, "makespan")    # ends pass H only with the horizon dropped
         for e in train:
             m.add(self.makespan >= e)
         self.gpus_expr = (sum(inst.gpus[g].gpus_per_node * self.nodes[g] for g in range(G))
@@ -662,17 +668,19 @@ class _Model:
                 else:
                     iv = m.new_optional_fixed_size_interval_var(self.s[j], o.slots, self.x[j][k], f"iv[{j},{k}]")
                 (owned_iv if o.owned else rent_iv)[o.gpu].append((iv, o.n_gpus))
-                if not o.owned and inst.max_rented_gpus is not None and o.n_gpus > inst.max_rented_gpus:
-                    m.add(self.x[j][k] == 0)
         for g in range(G):
             if owned_iv[g]:
                 m.add_cumulative([iv for iv, _ in owned_iv[g]], [n for _, n in owned_iv[g]],
                                  inst.gpus[g].gpus_per_node * self.nodes[g])
         self._add_energy_cuts()
         all_rent = [(iv, n) for g in range(G) for iv, n in rent_iv[g]]
+        self.rent_total = None
         if inst.max_rented_gpus is not None and all_rent:
-            m.add_cumulative([iv for iv, _ in all_rent], [n for _, n in all_rent],
-                             inst.max_rented_gpus)
+            # the cap is a variable pinned by the literal, so that explanations can drop it
+            hi = max(inst.max_rented_gpus, sum(n for _, n in all_rent))
+            self.rent_total = m.new_int_var(0, hi, "R_all")
+            m.add_cumulative([iv for iv, _ in all_rent], [n for _, n in all_rent], self.rent_total)
+            m.add(self.rent_total <= inst.max_rented_gpus).only_enforce_if(self.lit("max_rented_gpus"))
         self.rent_cap = []
         if rent_peaks:
             for g in range(G):
@@ -977,6 +985,8 @@ def _limit_lhs(model: _Model, name: str):
         return model.power_expr(), lambda v: ("max_power_kw", v / 1000.0)
     if name == "max_nodes":
         return sum(model.nodes), lambda v: ("max_nodes", int(v))
+    if name == "max_rented_gpus" and model.rent_total is not None:
+        return model.rent_total, lambda v: ("fleet.rent.max_gpus", int(v))
     if name.startswith("stock:"):
         g = next(i for i, t in enumerate(inst.gpus) if t.name == name[6:])
         return inst.gpus[g].gpus_per_node * model.nodes[g], lambda v: (f"available.{inst.gpus[g].name}", int(v))
