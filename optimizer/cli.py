@@ -39,6 +39,9 @@ class TrainPrecision(str, Enum):
     fp8 = "fp8"
 
 
+#: Every objective any workload accepts (each planner checks its own subset).
+OBJECTIVES = ("cost", "time", "gpus", "cost_per_mtoken", "loss", "lifetime_flop")
+
 CatalogOpt = typer.Option(None, "--catalog", help="Extra catalog CSV file(s) that add or override rows.")
 
 
@@ -206,6 +209,8 @@ def solve(
     for opt, path, ext in (("--plot", plot, ".png"), ("--report", report_md, ".md")):
         if path is not None and path.suffix.lower() != ext:
             raise ClusteroptError(opt, f"{str(path)!r} does not end in {ext}", f"a {ext} file name")
+    if objective is not None and objective not in OBJECTIVES:
+        raise ClusteroptError("--objective", f"unknown objective {objective!r}", "allowed: " + ", ".join(OBJECTIVES))
     if scenario is None:
         print(f"no scenario given: solving the built-in default '{DEFAULT_SCENARIO}'", file=sys.stderr)
     sc = optimizer.load_scenario(scenario)

@@ -122,7 +122,26 @@ def estimate(model_ref: str, *, catalog, seq_len=None, gpu=None, tp=1, pp=1, dp=
     offer = catalog.cheapest_offer(gid, pricing) if tokens is not None else None
     data["train"] = train_dict(spec, hw, layout, tokens=tokens, offer=offer, pricing=pricing)
     data["train"]["gpu"] = gid
+    if tokens is not None:
+        _add_system(data["train"], spec, gid, layout, tokens, offer, pricing)
     return data
+
+
+def _add_system(train: dict, spec, gid: str, layout, tokens: float, offer, pricing: str) -> None:
+    """Failures, checkpoints, storage, hosts, fabric and TCO (issue 10) for ``--tokens``: the
+    same keys as solve's configurations; the cost is then billed on wall-clock hours (lost time
+    included) plus rented storage, as the search bills it."""
+    from optimizer.search.system import estimate_system
+
+    sysd = estimate_system(spec, gid, {"n_gpus": layout.n_gpus, "tp": layout.tp, "pp": layout.pp,
+                                       "dp": layout.dp, "cp": layout.cp, "ep": layout.ep, "zero": layout.zero},
+                           train["tokens_per_s"], tokens, pricing_mode=pricing)
+    train.update(report.plain(sysd))
+    if offer is not None:
+        hours = train["wall_clock_days"] * SECONDS_PER_DAY / SECONDS_PER_HOUR
+        instances = -(-layout.n_gpus // offer.gpus_per_instance)
+        storage = float(train["system"]["storage"].get("storage_usd") or 0.0)
+        train["cost_usd"] = instances * offer.usd_per_gpu_hour(pricing) * offer.gpus_per_instance * hours + storage
 
 
 def _check_layout(spec, tp, pp, dp, cp, ep) -> None:

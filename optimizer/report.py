@@ -87,7 +87,12 @@ def gbytes(x: float) -> str:
 
 
 SOLVE_HEADERS = ["rank", "gpu", "gpus", "nodes", "tp/pp/dp/cp/ep", "zero", "prec", "mb", "acc",
-                 "recompute", "sp", "mem/GPU (headroom)", "mfu", "days", "cost"]
+                 "recompute", "sp", "mem/GPU (headroom)", "mfu", "days w/o failures", "goodput", "wall days", "cost"]
+
+
+def _goodput(r: dict) -> str:
+    g = r.get("goodput")
+    return "-" if g is None or (isinstance(g, float) and math.isnan(g)) else f"{g:.1%}"
 
 
 def solve_rows(df: pd.DataFrame) -> list[list[str]]:
@@ -98,7 +103,8 @@ def solve_rows(df: pd.DataFrame) -> list[list[str]]:
             f"{r['tp']}/{r['pp']}/{r['dp']}/{r['cp']}/{r['ep']}", r["zero"], r["precision"],
             r["micro_batch"], r["grad_accum"], r["recompute"], "y" if r["sequence_parallel"] else "n",
             f"{gbytes(r['memory_per_gpu_bytes'])} ({r['memory_headroom']:.0%})",
-            f"{r['mfu']:.1%}", f"{r['wall_clock_days']:.1f}", usd(r["cost_usd"]),
+            f"{r['mfu']:.1%}", f"{r['train_days']:.1f}", _goodput(r), f"{r['wall_clock_days']:.1f}",
+            usd(r["cost_usd"]),
         ])
     return out
 
@@ -198,9 +204,9 @@ def solve_text(result, markdown: bool = False) -> str:
             else:
                 parts += ["", "Pareto front (cost vs wall-clock days):"]
                 prow = [[r["gpu"], r["n_gpus"], f"{r['tp']}/{r['pp']}/{r['dp']}/{r['cp']}/{r['ep']}",
-                         f"{r['wall_clock_days']:.1f}", usd(r["cost_usd"])]
+                         _goodput(r), f"{r['wall_clock_days']:.1f}", usd(r["cost_usd"])]
                         for r in result.pareto.to_dict(orient="records")]
-                h = ["gpu", "gpus", "tp/pp/dp/cp/ep", "days", "cost"]
+                h = ["gpu", "gpus", "tp/pp/dp/cp/ep", "goodput", "wall days", "cost"]
                 parts.append(markdown_table(h, prow) if markdown else text_table(h, prow))
     lines = explanation_lines(result.explanation)
     if lines:

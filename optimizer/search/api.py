@@ -30,7 +30,14 @@ COLUMNS = ("rank", "objective", "gpu", "n_gpus", "n_nodes", "tp", "pp", "dp", "c
            "precision", "micro_batch", "grad_accum", "global_batch", "recompute",
            "sequence_parallel", "memory_per_gpu_bytes", "memory_capacity_bytes", "memory_headroom",
            "mfu", "hfu", "step_time_s", "tokens_per_s", "train_days", "wall_clock_days",
-           "gpu_hours", "usd_per_gpu_hour", "cost_usd", "cost_per_mtoken_usd", "offer")
+           "gpu_hours", "usd_per_gpu_hour", "cost_usd", "cost_per_mtoken_usd", "offer",
+           "goodput", "expected_interruptions", "job_mtbi_s", "checkpoint_bytes", "checkpoint_write_s",
+           "checkpoint_interval_s", "storage_tier", "system")
+
+#: Float columns copied from the table row as they are (system columns: tables.SYSTEM_COLUMNS).
+_FLOAT_COLUMNS = ("mfu", "hfu", "step_time_s", "tokens_per_s", "train_days", "wall_clock_days", "gpu_hours",
+                  "usd_per_gpu_hour", "cost_usd", "cost_per_mtoken_usd", "goodput", "expected_interruptions",
+                  "job_mtbi_s", "checkpoint_bytes", "checkpoint_write_s", "checkpoint_interval_s")
 
 OBJECTIVE_COLUMN = OBJECTIVE_COLUMN_BY_NAME
 
@@ -71,6 +78,20 @@ class Evaluation(_Mapping):
     gpu_hours: float
     usd_per_gpu_hour: float
     figures: dict = field(default_factory=dict)       # every column of the table row
+
+    def __getitem__(self, key):
+        """Fields first, then any column of the table row (goodput, checkpoint_write_s, ...)."""
+        if key in self.__dataclass_fields__:
+            return getattr(self, key)
+        if key in self.figures:
+            return self.figures[key]
+        raise KeyError(key)
+
+    def __getattr__(self, key):
+        figures = self.__dict__.get("figures", {})
+        if key in figures:
+            return figures[key]
+        raise AttributeError(key)
 
 
 @dataclass
@@ -121,6 +142,10 @@ def gpu_options(scenario, catalog=None) -> tuple[list[GpuOption], list[str]]:
             continue
         seen.add(name)
         hw = cat.hardware(name)
+        if c.max_power_w_per_device is not None and not 0 < hw.tdp_w <= c.max_power_w_per_device:
+            notes.append(f"{name}: " + (f"{hw.tdp_w:g} W exceeds" if hw.tdp_w else "no published power for")
+                         + f" constraints.max_power_w_per_device {c.max_power_w_per_device:g} W; left out")
+            continue
         if name in explicit:
             rate, gpi, offer = explicit[name], 1, "scenario price"
         elif pricing.mode == "owned":
@@ -254,8 +279,31 @@ def solve(scenario, *, top_k: int | None = None, objective: str | None = None,
         table=table)
 
 
-def frame(table: Table, rows, scenario, objective: str, ranked: bool = True) -> pd.DataFrame:
-    """One row per configuration, fixed column order (COLUMNS), raw numbers."""
+def _tier_name(i: int) -> str:
+    from optimizer.catalog import load_system_catalog
+
+    return list(load_system_catalog().storage_tiers)[i]
+
+
+def _plain(x):
+    if isinstance(x, dict):
+        return {k: _plain(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_plain(v) for v in x]
+    return x.item() if hasattr(x, "item") else x
+
+
+def frame(table: Table, rows, scenario, objective: str, ranked: bool = True, row_context=None) -> pd.DataFrame:
+    """One row per configuration, fixed column order (COLUMNS), raw numbers; ``system`` holds the
+    storage, hosts, fabric, TCO and reliability breakdown (search/system.py).
+
+    ``row_context(r) -> (spec, scenario)``: the model and scenario of row r where they vary by
+    row (co-design: each rung and token count); default the scenario's own."""
+    from optimizer.search.system import system_breakdown
+
+    if row_context is None:
+        spec = scenario.spec() if len(rows) else None
+        row_context = lambda r: (spec, scenario)  # noqa: E731
     recs = []
     for i, r in enumerate(rows):
         r = int(r)
@@ -273,9 +321,11 @@ def frame(table: Table, rows, scenario, objective: str, ranked: bool = True) -> 
             "memory_headroom": 1.0 - float(c["memory_per_gpu_bytes"][r]) / g.hardware.memory_bytes,
             "offer": g.offer,
         })
-        for k in ("mfu", "hfu", "step_time_s", "tokens_per_s", "train_days", "wall_clock_days",
-                  "gpu_hours", "usd_per_gpu_hour", "cost_usd", "cost_per_mtoken_usd"):
+        for k in _FLOAT_COLUMNS:
             rec[k] = float(c[k][r])
+        rec["storage_tier"] = _tier_name(int(c["storage_tier"][r]))
+        r_spec, r_scenario = row_context(r)
+        rec["system"] = _plain(system_breakdown(r_spec, r_scenario, g, {k: v[r] for k, v in c.items()}))
         recs.append(rec)
     df = pd.DataFrame.from_records(recs, columns=list(COLUMNS))
     if not ranked:
@@ -288,7 +338,7 @@ def _verify(scenario, table: Table, rows, spec, efficiency_scale: float) -> None
     for r in rows:
         ev = evaluate(scenario, table.config(int(r)), _gpus=table.gpus, _spec=spec,
                       efficiency_scale=efficiency_scale)
-        for key in ("cost_usd", "wall_clock_days", "memory_per_gpu_bytes"):
+        for key in ("cost_usd", "wall_clock_days", "memory_per_gpu_bytes", "goodput"):
             a, b = float(table.cols[key][r]), float(ev[key])
             if not math.isclose(a, b, rel_tol=1e-9, abs_tol=1e-9):
                 raise RuntimeError(f"solver and evaluate disagree on {key} for {table.config(int(r))}: {a} vs {b}")

@@ -519,8 +519,12 @@ def codesign_frame(data: CodesignData, rows, scenario, objective: str, ranked: b
     """api.frame's columns plus EXTRA_COLUMNS; ``objective`` holds the objective's own figure."""
     table = data.table
     rows = np.asarray(rows, dtype=np.int64)
-    df = frame(table, rows, scenario, "cost", ranked=ranked)
     c = table.cols
+
+    def row_context(r):
+        return data.specs[int(c["model_index"][r])], _with_tokens(scenario, float(c["train_tokens"][r]))
+
+    df = frame(table, rows, scenario, "cost", ranked=ranked, row_context=row_context)
     col = {"loss": "predicted_loss", "cost": "lifetime_cost_usd", "time": "wall_clock_days",
            "lifetime_flop": "lifetime_flop"}[objective]
     if len(rows):
