@@ -689,6 +689,7 @@ class _Model:
                 if rent_iv[g]:
                     m.add_cumulative([iv for iv, _ in rent_iv[g]], [n for _, n in rent_iv[g]], r)
                 self.rent_cap.append(r)
+            self._add_rent_cuts()
 
     def _add_energy_cuts(self) -> None:
         """Redundant linear cuts (implied by the cumulative): the GPU-slots of owned jobs that
@@ -722,6 +723,36 @@ class _Model:
                 if terms:
                     m.add(sum(c * x for c, x in terms) <= t.gpus_per_node * D * self.nodes[g]).only_enforce_if(
                         sorted(set(need), key=lambda v: v.index))
+
+    def _add_rent_cuts(self) -> None:
+        """The rented peak per type (objective 'gpus'): the same redundant cuts as the owned nodes,
+        each rented job alone fits under R[g], and the rented GPU-slots due by D fit in R[g] D."""
+        inst, m = self.inst, self.m
+        H = inst.horizon_slots
+        cutoffs = sorted({min(j.deadline, H) for j in inst.jobs if j.kind == "train" and j.deadline is not None} | {H})
+        for g in range(len(inst.gpus)):
+            r = self.rent_cap[g]
+            for j, job in enumerate(inst.jobs):
+                terms = [(o.n_gpus, self.x[j][k]) for k, o in enumerate(job.options) if not o.owned and o.gpu == g]
+                if terms:
+                    m.add(sum(c * x for c, x in terms) <= r)
+            for D in cutoffs:
+                terms, need = [], []
+                for j, job in enumerate(inst.jobs):
+                    rented = [(o, k) for k, o in enumerate(job.options) if not o.owned and o.gpu == g]
+                    if not rented:
+                        continue
+                    if job.kind == "serve":
+                        size = max(0, D - job.release)
+                        terms += [(o.n_gpus * size, self.x[j][k]) for o, k in rented if size > 0]
+                    elif job.deadline is not None and job.deadline <= D:
+                        need.append(self.lit(f"deadline:{job.name}"))
+                        terms += [(o.n_gpus * o.slots, self.x[j][k]) for o, k in rented]
+                    elif D == H:
+                        need.append(self.lit("horizon"))
+                        terms += [(o.n_gpus * o.slots, self.x[j][k]) for o, k in rented]
+                if terms:
+                    m.add(sum(c * x for c, x in terms) <= D * r).only_enforce_if(sorted(set(need), key=lambda v: v.index))
 
     def _add_deadlines(self) -> None:
         for j, job in enumerate(self.inst.jobs):
