@@ -40,7 +40,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from optimizer.errors import ClusteroptError
+from optimizer.formulas._checks import as_array as _arr, scalar_or_array as _out
 from optimizer.units import HOURS_PER_YEAR
 
 TYPICAL_PUE = 1.56
@@ -55,20 +55,6 @@ W_PER_KW = 1000.0
 TOKENS_PER_MILLION = 1e6
 
 
-def _arr(field: str, value, *, lo: float = 0.0, lo_open: bool = False, hi: float | None = None) -> np.ndarray:
-    a = np.asarray(value, dtype=float)
-    bad = ~np.isfinite(a) | ((a <= lo) if lo_open else (a < lo))
-    if hi is not None:
-        bad |= a > hi
-    if np.any(bad):
-        allowed = f"allowed: {'>' if lo_open else '>='} {lo:g}" + (f" and <= {hi:g}" if hi is not None else "")
-        raise ClusteroptError(field, f"out of range (got {value!r})", allowed)
-    return a
-
-
-def _out(x):
-    x = np.asarray(x, dtype=float)
-    return x[()] if x.ndim == 0 else x
 
 
 # --------------------------------------------------------------------------- rented

@@ -36,14 +36,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from optimizer.formulas._checks import scalar_or_array as _out
+
 from optimizer.errors import ClusteroptError
 
 MAX_TIERS = 6
 
 
-def _out(x):
-    x = np.asarray(x, dtype=float)
-    return x[()] if x.ndim == 0 else x
 
 
 @dataclass(frozen=True)

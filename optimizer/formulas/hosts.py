@@ -12,9 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import numpy as np
-
-from optimizer.errors import ClusteroptError
+from optimizer.formulas._checks import as_array as _arr, scalar_or_array as _out
 from optimizer.units import GIB
 
 DEFAULT_PROCESS_BYTES = 8 * GIB
@@ -36,17 +34,6 @@ OFFLOAD_PCIE_BYTES_PER_PARAM = 4.0
 parameters CPU->GPU (2 bytes) (Ren et al. 2021, Fig. 2, the 2M + 2M edges)."""
 
 
-def _arr(field: str, value, *, lo: float = 0.0, lo_open: bool = False) -> np.ndarray:
-    a = np.asarray(value, dtype=float)
-    bad = ~np.isfinite(a) | ((a <= lo) if lo_open else (a < lo))
-    if np.any(bad):
-        raise ClusteroptError(field, f"out of range (got {value!r})", f"allowed: {'>' if lo_open else '>='} {lo:g}")
-    return a
-
-
-def _out(x):
-    x = np.asarray(x, dtype=float)
-    return x[()] if x.ndim == 0 else x
 
 
 @dataclass(frozen=True)

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from optimizer.errors import ClusteroptError
+from optimizer.formulas._checks import as_array as _arr, scalar_or_array as _out
 from optimizer.units import BYTES_PER, SECONDS_PER_HOUR
 
 # Restart-phase defaults (seconds). Each is a parameter of ``restart_time``.
@@ -50,17 +51,6 @@ _MOMENTS = {
 _MOMENT_DTYPE = {"adam": "fp32", "sgd": "fp32", "adam8bit": "int8", "adafactor": "fp32"}
 
 
-def _arr(field: str, value, *, lo: float = 0.0, lo_open: bool = False) -> np.ndarray:
-    a = np.asarray(value, dtype=float)
-    bad = ~np.isfinite(a) | ((a <= lo) if lo_open else (a < lo))
-    if np.any(bad):
-        raise ClusteroptError(field, f"out of range (got {value!r})", f"allowed: {'>' if lo_open else '>='} {lo:g}")
-    return a
-
-
-def _out(x):
-    x = np.asarray(x, dtype=float)
-    return x[()] if x.ndim == 0 else x
 
 
 # --------------------------------------------------------------------------- failure rates
@@ -362,10 +352,13 @@ def goodput(compute_s, mtbi_s, checkpoint_blocking_s, restart_s, *, interval_s=N
     (``durable_lag_s`` > 0): a failure within the lag after a snapshot rolls back one interval
     more, which costs lag seconds per failure in expectation (probability lag/tau, loss tau); we
     add it to the restart cost, and the interval is at least the lag (writes must not queue).
-    Wall-clock time from ``expected_wall_clock_s``; expected interruptions = T_w / M.
+    Wall-clock time from ``expected_wall_clock_s``; expected interruptions = T_w / M. An infinite
+    MTBI (no failures) gives wall-clock = compute, no checkpoints and goodput 1.
     """
     ts = _arr("compute_s", compute_s)
-    m = _arr("mtbi_s", mtbi_s, lo_open=True)
+    m_in = _arr("mtbi_s", mtbi_s, lo_open=True, allow_inf=True)
+    none = ~np.isfinite(m_in)                 # no failures at all: no checkpoints needed, goodput 1
+    m = np.where(none, 1.0, m_in)
     d = _arr("checkpoint_blocking_s", checkpoint_blocking_s)
     lag = _arr("durable_lag_s", durable_lag_s)
     r_eff = _arr("restart_s", restart_s) + lag
@@ -373,10 +366,12 @@ def goodput(compute_s, mtbi_s, checkpoint_blocking_s, restart_s, *, interval_s=N
     tau = np.maximum(np.maximum(tau, lag), 1e-9)
     wall = np.asarray(expected_wall_clock_s(ts, tau, d, r_eff, m), dtype=float)
     ckpt = ts * d / tau
+    wall, ckpt = np.where(none, ts, wall), np.where(none, 0.0, ckpt)
+    tau = np.where(none, np.inf, tau)
     with np.errstate(invalid="ignore"):
         fail = wall - ts - ckpt
     with np.errstate(invalid="ignore", divide="ignore"):
         gp = np.where(wall > 0, ts / wall, 1.0)
     return Goodput(interval_s=_out(tau), wall_clock_s=_out(wall), useful_s=_out(np.broadcast_to(ts, wall.shape) + 0.0),
-                   checkpoint_s=_out(ckpt), failure_s=_out(fail), expected_interruptions=_out(wall / m),
-                   goodput=_out(gp))
+                   checkpoint_s=_out(ckpt), failure_s=_out(fail),
+                   expected_interruptions=_out(np.where(none, 0.0, wall / m)), goodput=_out(gp))

@@ -39,6 +39,8 @@ from typing import Union
 
 import numpy as np
 
+from optimizer.formulas._checks import scalar_or_array as _out
+
 from optimizer.errors import ClusteroptError, unknown_name
 from optimizer.units import PETA, SECONDS_PER_DAY
 
@@ -139,10 +141,6 @@ def _positive(field: str, value) -> np.ndarray:
     return arr
 
 
-def _out(x):
-    """Plain numpy scalar for 0-d results, the array otherwise."""
-    x = np.asarray(x, dtype=float)
-    return x[()] if x.ndim == 0 else x
 
 
 def training_flop(n_params, n_tokens):

@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from optimizer.errors import ClusteroptError
+from optimizer.formulas._checks import as_array as _arr, scalar_or_array as _out
 from optimizer.units import GB, MB, TB, TIB
 
 BYTES_PER_TOKEN_UINT16 = 2.0
@@ -21,17 +22,6 @@ documentation: 'one token generally corresponds to ~4 characters of text')."""
 SECONDS_PER_MONTH = 365.25 / 12 * 86400.0
 
 
-def _arr(field: str, value, *, lo: float = 0.0, lo_open: bool = False) -> np.ndarray:
-    a = np.asarray(value, dtype=float)
-    bad = ~np.isfinite(a) | ((a <= lo) if lo_open else (a < lo))
-    if np.any(bad):
-        raise ClusteroptError(field, f"out of range (got {value!r})", f"allowed: {'>' if lo_open else '>='} {lo:g}")
-    return a
-
-
-def _out(x):
-    x = np.asarray(x, dtype=float)
-    return x[()] if x.ndim == 0 else x
 
 
 def bytes_per_token_for_vocab(vocab_size: int) -> float:

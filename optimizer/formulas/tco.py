@@ -21,21 +21,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from optimizer.errors import ClusteroptError
+from optimizer.formulas._checks import as_array as _arr, scalar_or_array as _out
 from optimizer.formulas import cost as C
 
 
-def _arr(field: str, value, *, lo: float = 0.0, lo_open: bool = False) -> np.ndarray:
-    a = np.asarray(value, dtype=float)
-    bad = ~np.isfinite(a) | ((a <= lo) if lo_open else (a < lo))
-    if np.any(bad):
-        raise ClusteroptError(field, f"out of range (got {value!r})", f"allowed: {'>' if lo_open else '>='} {lo:g}")
-    return a
-
-
-def _out(x):
-    x = np.asarray(x, dtype=float)
-    return x[()] if x.ndim == 0 else x
 
 
 @dataclass(frozen=True)
