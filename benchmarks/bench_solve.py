@@ -51,5 +51,16 @@ def main(names):
               f"{t_brute:10.3f} {t_eval:14.1f} {t_eval / t_solve:7.0f}x")
 
 
+def training_scenarios() -> list[str]:
+    """Built-in scenarios with a fixed model and a train block (serving: bench_serving.py;
+    co-design: bench_codesign.py)."""
+    out = []
+    for name in list_scenarios():
+        sc = optimizer.load_scenario(name)
+        if sc.train is not None and sc.train.model is None:
+            out.append(name)
+    return out
+
+
 if __name__ == "__main__":
-    main(sys.argv[1:] or list_scenarios() + ["405b-whole-catalog"])
+    main(sys.argv[1:] or training_scenarios() + ["405b-whole-catalog"])
