@@ -115,6 +115,7 @@ class Accelerator(BaseModel):
             gpus_per_node=self.gpus_per_node,
             inter_node_bytes_per_s=self.inter_node_gbit_per_s * GIGABIT,
             tdp_w=self.tdp_w or 0.0,
+            sparse_2_4=self.sparse_2_4,
         )
 
     def to_record(self) -> dict:

@@ -147,8 +147,17 @@ class SLO(_Strict):
     itl_p99_s: Optional[float] = Field(default=None, gt=0)
 
 
+class Quality(_Strict):
+    """Quality the served model may lose to compression (issue 9): the relative degradation of
+    the published metric for the model family (catalog/compression.csv), in per cent."""
+
+    max_loss_pct: float = Field(ge=0)
+
+
 class ServeSpec(_Strict):
-    """A serving workload (issue 6): request rate, lengths and latency targets."""
+    """A serving workload (issue 6): request rate, lengths and latency targets; with
+    ``search.compression`` (issue 9) the quality limit and the horizon over which one-off
+    compression work (calibration, distillation) is amortised, in days."""
 
     requests_per_s: float = Field(gt=0)
     prompt_tokens: LengthDist
@@ -158,6 +167,8 @@ class ServeSpec(_Strict):
     max_utilization: float = Field(default=0.8, gt=0, le=1)
     # most distinct replica options (GPU, TP, PP, formats, batch) in one fleet; None = no limit
     max_replica_types: Optional[int] = Field(default=3, ge=1)
+    quality: Optional[Quality] = None
+    horizon_days: float = Field(default=365.0, gt=0)
 
     @field_validator("redundancy")
     @classmethod
@@ -177,6 +188,7 @@ class Constraints(_Strict):
     available: dict[str, int] = Field(default_factory=dict)
     memory_headroom: float = Field(default=0.10, ge=0, lt=1)
     deployment: Literal["cloud", "on_premise", "edge"] = "cloud"
+    max_power_w_per_device: Optional[float] = Field(default=None, gt=0)   # GPUs whose tdp_w exceeds it are left out
 
     @field_validator("available")
     @classmethod
@@ -199,6 +211,26 @@ class Pricing(_Strict):
     utilization: float = Field(default=0.8, gt=0, le=1)   # owned: busy fraction over the life
 
 
+class CompressionEntry(_Strict):
+    """A compression option with arguments: ``params`` is the size of the smaller family member
+    that ``prune_distill`` or ``distill`` makes (default: the catalog row's student/teacher ratio)."""
+
+    option: str
+    params: Optional[float] = Field(default=None, gt=0)
+
+
+def _check_compression_name(name: str) -> str:
+    from typing import get_args
+
+    from optimizer.catalog import CompressionOptionName
+    from optimizer.errors import did_you_mean
+
+    known = get_args(CompressionOptionName)
+    if name not in known:
+        raise ValueError(f"unknown compression option {name!r}; {did_you_mean(name, known)}")
+    return name
+
+
 class SearchSpace(_Strict):
     """Optional narrowing of the search. A list pins the space to exactly those values that pass the hard rules."""
 
@@ -217,9 +249,18 @@ class SearchSpace(_Strict):
     weights: Optional[list[Literal["bf16", "fp8", "int8", "int4"]]] = None
     kv: Optional[list[Literal["bf16", "fp8", "int8"]]] = None
     batch: Optional[list[int]] = None
+    # compression options (issue 9): names of catalog/compression.csv, or {option, params}
+    compression: Optional[list[Union[str, CompressionEntry]]] = None
     # search rules that may be relaxed
     allow_uneven_pp: bool = True                 # layers not divisible by PP (Megatron allows it)
     allow_tp_across_nodes: bool = False
+
+    @field_validator("compression")
+    @classmethod
+    def _known_options(cls, v):
+        for e in v or ():
+            _check_compression_name(e if isinstance(e, str) else e.option)
+        return v
 
     @field_validator("tp", "pp", "dp", "cp", "ep", "micro_batch", "n_gpus", "batch")
     @classmethod

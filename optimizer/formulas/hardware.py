@@ -25,6 +25,7 @@ class Hardware:
     gpus_per_node: int                # typical GPUs per server
     inter_node_bytes_per_s: float     # per GPU, one direction, scale-out network (NIC share)
     tdp_w: float                      # board power
+    sparse_2_4: bool = False          # 2:4 sparse tensor cores (matmul at 2x the dense peak)
 
     def peak_flop_per_s(self, precision: str) -> float:
         """Dense peak for the matmul precision of a training or serving layout.

@@ -29,6 +29,7 @@ from typing import Literal
 import numpy as np
 
 from optimizer.errors import ClusteroptError
+from optimizer.formulas import compression as cx
 from optimizer.formulas import serving_memory as sm
 from optimizer.formulas import serving_time as st
 from optimizer.formulas.flops import attention_score_flops, matmul_weights
@@ -115,7 +116,7 @@ class _Replica:
 
     def __init__(self, spec: ModelSpec, hw: Hardware, *, tp, pp, weights, kv, group_size,
                  hbm_efficiency, compute_efficiency, link_efficiency, allreduce_latency_s, pass_overhead_s,
-                 kv_read_per_query_head=False, low_precision_compute_efficiency=None):
+                 kv_read_per_query_head=False, low_precision_compute_efficiency=None, sparse_2_4=False):
         self.spec, self.hw, self.tp, self.pp, self.kv = spec, hw, tp, pp, kv
         # a decode kernel without GQA reuse loads each KV head once per query head it serves
         # (per GPU: num_heads/TP query heads over ceil(kv_heads/TP) KV heads)
@@ -123,6 +124,11 @@ class _Replica:
         self.kv_read_factor = ((spec.num_heads / t) / np.ceil(spec.kv_heads / t)
                                if kv_read_per_query_head and spec.attention != "mla" else 1.0)
         self.w = sm.weight_bytes_per_gpu(spec, tp=tp, pp=pp, weights=weights, group_size=group_size)
+        if sparse_2_4:
+            self.w = sparse_2_4_weight_bytes(self.w, weights, group_size)
+        # 2:4 sparse tensor cores run the blocks' linear layers at twice the dense rate, only
+        # where the device has them (catalog ``sparse_2_4``); the LM head stays dense
+        self.sparse_speedup = cx.SPARSE_COMPUTE_SPEEDUP if (sparse_2_4 and hw.sparse_2_4) else 1.0
         tied_single = spec.tie_word_embeddings and pp == 1
         self.dense_read = self.w.total - self.w.experts - (0.0 if tied_single else self.w.embedding)
         mw = matmul_weights(spec)
@@ -172,7 +178,7 @@ class _Replica:
         bytes_read = self.dense_read + experts + decode_seqs * kv_read          # per GPU, one stage
         n_split = np.asarray(self.tp, dtype=float) * pp
         attn = prefill_attn_flops + decode_seqs * decode_attention_flops(spec, context_len)
-        matmul = tokens * self.body_flops + (prompts_done + decode_seqs) * self.head_flops
+        matmul = tokens * self.body_flops / self.sparse_speedup + (prompts_done + decode_seqs) * self.head_flops
         compute_s = (matmul / n_split / (self.peak_lin * self.eff_lin)              # per GPU, one stage
                      + attn / n_split / (self.peak_attn * self.eff["compute_efficiency"]))
         mem_s = np.asarray(bytes_read, dtype=float) / (self.hw.hbm_bytes_per_s * self.eff["hbm_efficiency"])
@@ -182,6 +188,18 @@ class _Replica:
         handoff_s = ((pp - 1) * (self.pp_link_latency + message / (self.pp_link_bw * self.link_eff))
                      if pp > 1 else 0.0)
         return pp * (np.maximum(mem_s, compute_s) + comm_s) + handoff_s + self.overhead
+
+
+def sparse_2_4_weight_bytes(w: sm.WeightBytes, weights: str = "bf16",
+                            group_size: int = sm.DEFAULT_GROUP_SIZE) -> sm.WeightBytes:
+    """``w`` with the transformer blocks' linear layers (attention, FFN, experts) stored 2:4-sparse:
+    half the values plus a 2-bit index per kept value, group scales kept whole
+    (compression.linear_bytes_per_param; Mishra et al. 2021, Sec. 3.1). Embedding, LM head and
+    norms stay dense, as Sparse-Llama and SparseGPT prune them. Units: bytes."""
+    r = cx.linear_bytes_per_param(weights, True, group_size) / sm.weight_bytes_per_param(weights, group_size)
+    attention, ffn, experts = w.attention * r, w.ffn * r, w.experts * r
+    return sm.WeightBytes(embedding=w.embedding, attention=attention, ffn=ffn, experts=experts, norm=w.norm,
+                          lm_head=w.lm_head, total=w.embedding + attention + ffn + experts + w.norm + w.lm_head)
 
 
 def _check_lengths(batch, prompt_len, output_len) -> None:
@@ -203,7 +221,8 @@ def estimate_serving(spec: ModelSpec, hw: Hardware, *, tp=1, pp: int = 1, weight
                      allreduce_latency_s: float = st.ALLREDUCE_LATENCY_S,
                      pass_overhead_s: float = st.PASS_OVERHEAD_S,
                      kv_read_per_query_head: bool = False,
-                     runtime_memory_fraction: float = sm.RUNTIME_VISIBLE_FRACTION) -> ServeEstimate:
+                     runtime_memory_fraction: float = sm.RUNTIME_VISIBLE_FRACTION,
+                     sparse_2_4: bool = False) -> ServeEstimate:
     """Memory, latency and throughput of one replica serving ``batch`` sequences in flight, each
     with ``prompt_len`` prompt and ``output_len`` output tokens.
 
@@ -224,6 +243,10 @@ def estimate_serving(spec: ModelSpec, hw: Hardware, *, tp=1, pp: int = 1, weight
     head instead of once per GQA group (no GQA reuse: TensorRT-LLM before its Hopper XQA kernels
     for LLaMA-2-70B, release 0.10.0 notes); decode then reads num_heads / kv_heads times the KV.
 
+    ``sparse_2_4``: the blocks' linear weights are 2:4-sparse (``sparse_2_4_weight_bytes``: fewer
+    bytes held and read per pass); their matmuls run at twice the dense peak only where
+    ``hw.sparse_2_4`` (sparse tensor cores, catalog column ``sparse_2_4``). Default False: dense.
+
     Numeric arguments (tp, batch, lengths) may be numpy arrays; the result then holds arrays.
     """
     sm.check_decoder(spec)
@@ -240,7 +263,7 @@ def estimate_serving(spec: ModelSpec, hw: Hardware, *, tp=1, pp: int = 1, weight
                    hbm_efficiency=hbm_efficiency, compute_efficiency=compute_efficiency,
                    link_efficiency=link_efficiency, allreduce_latency_s=allreduce_latency_s,
                    pass_overhead_s=pass_overhead_s, kv_read_per_query_head=kv_read_per_query_head,
-                   low_precision_compute_efficiency=low_precision_compute_efficiency)
+                   low_precision_compute_efficiency=low_precision_compute_efficiency, sparse_2_4=sparse_2_4)
     n_gpus = np.asarray(tp) * pp
 
     # ---- memory

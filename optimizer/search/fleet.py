@@ -19,15 +19,21 @@ Notation (OR-Tools sample order: data, model, variables, constraints, objective,
     y[r] in {0, 1}       option r is used (y[r] <=> x[r] >= 1)
     m[g] >= 0            instances of pool g rented
     z[j] in {0, 1}       the redundancy threshold t[j] is chosen (t ranges over the distinct cap)
+    i in I, I(r)         one-off work items (compression: calibration, recovery, distillation of
+                         one model), those option r needs; o[i] the item's cost amortised over the
+                         serving horizon (1e-4 USD/hour, rounded UP)
+    u[i] in {0, 1}       item i is paid for
 
     coverage (k = 0):    sum_r cap[r] x[r] >= D
     coverage (k >= 1):   OR_j z[j];  z[j] => sum_r min(cap[r], t[j]) x[r] >= D + k t[j]
     instances:           gpi[g] m[g] >= sum_{r in g} n[r] x[r]         (replicas share instances)
+    one-off items:       y[r] => u[i]  for i in I(r)                     (paid once per fleet)
+    cost                 = sum_g price[g] m[g] + sum_i o[i] u[i]
     a[stock]    =>       sum_{g: type(g) = h} gpi[g] m[g] <= available[h]  (GPUs rented, per type)
     a[max_gpus] =>       sum_g gpi[g] m[g] <= max_gpus
-    a[budget]   =>       sum_g price[g] m[g] <= budget                   (floor, 1e-4 USD/hour)
+    a[budget]   =>       cost <= budget                                  (floor, 1e-4 USD/hour)
     a[max_types] =>      sum_r y[r] <= max_types
-    minimise  W * primary + sum_r n[r] x[r]     (primary: cost sum_g price[g] m[g], or GPUs
+    minimise  W * primary + sum_r n[r] x[r]     (primary: cost (with the one-off items), or GPUs
                                                  sum_g gpi[g] m[g]; W > the largest secondary)
 
 Redundancy, exactly: the k largest replicas of a fleet sum to min_t (k t + sum_r x[r] (cap[r] - t)^+)
@@ -70,6 +76,7 @@ class FleetOption:
     gpu: int                      # GPU type index (into FleetProblem.gpi / price)
     n_gpus: int                   # GPUs per replica
     cap: int                      # milli-requests/s, floored
+    items: tuple[int, ...] = ()   # one-off work items it needs (indices into FleetProblem.one_off)
 
 
 @dataclass(frozen=True)
@@ -85,6 +92,7 @@ class FleetProblem:
     budget: int | None = None                 # 1e-4 USD/hour
     max_types: int | None = None
     objective: str = "cost"                   # cost | gpus
+    one_off: tuple[int, ...] = ()             # per one-off item, 1e-4 USD/hour amortised
 
     def type_of(self, g: int) -> int:
         return self.pool_type[g] if self.pool_type else g
@@ -142,7 +150,8 @@ def fleet_figures(p: FleetProblem, counts) -> Fleet:
     for o, x in zip(p.options, counts):
         used[o.gpu] += o.n_gpus * int(x)
     inst = tuple(instances_needed(u, p.gpi[g]) for g, u in enumerate(used))
-    cost = sum(m * p.price[g] for g, m in enumerate(inst))
+    paid = {i for o, x in zip(p.options, counts) if x for i in o.items}
+    cost = sum(m * p.price[g] for g, m in enumerate(inst)) + sum(p.one_off[i] for i in paid)
     gpus = sum(m * p.gpi[g] for g, m in enumerate(inst))
     primary = cost if p.objective == "cost" else gpus
     return Fleet(tuple(int(x) for x in counts), inst, cost, gpus, sum(used), (primary, sum(used)))
@@ -193,8 +202,13 @@ class _Model:
         for g in range(G):
             rs = [r for r, o in enumerate(p.options) if o.gpu == g]
             m.add(p.gpi[g] * self.m[g] >= sum(p.options[r].n_gpus * self.x[r] for r in rs))
+        self.u = [m.new_bool_var(f"u[{i}]") for i in range(len(p.one_off))]
+        for r, o in enumerate(p.options):
+            for i in o.items:
+                m.add_implication(self.y[r], self.u[i])
         self.gpus_expr = sum(p.gpi[g] * self.m[g] for g in range(G))
-        self.cost_expr = sum(p.price[g] * self.m[g] for g in range(G))
+        self.cost_expr = (sum(p.price[g] * self.m[g] for g in range(G))
+                          + sum(c * u for c, u in zip(p.one_off, self.u) if c))
         self.used_expr = sum(o.n_gpus * self.x[r] for r, o in enumerate(p.options))
         if "stock" in self.lits:
             for h, a in enumerate(p.available):
@@ -211,7 +225,8 @@ class _Model:
         # objective: primary then GPUs in replicas (exact lexicographic via one weighted key)
         self.w = 1 + sum(o.n_gpus * p.upper(r) for r, o in enumerate(p.options))
         primary = self.cost_expr if p.objective == "cost" else self.gpus_expr
-        bound = sum((p.price[g] if p.objective == "cost" else p.gpi[g]) * m_ub[g] for g in range(G))
+        bound = (sum((p.price[g] if p.objective == "cost" else p.gpi[g]) * m_ub[g] for g in range(G))
+                 + (sum(p.one_off) if p.objective == "cost" else 0))
         if (bound + 1) * self.w >= INT64_SAFE:
             raise OverflowError(f"fleet objective bound {bound} x {self.w} exceeds int64 headroom")
         m.minimize(self.w * primary + self.used_expr)

@@ -59,6 +59,7 @@ import pandas as pd
 from optimizer.errors import ClusteroptError
 from optimizer.search import fleet as fm
 from optimizer.search.pareto import pareto_indices
+from optimizer.search.serving_compression import CompressionPlan, Variant, amortised_usd_per_hour, compression_plan
 from optimizer.search.space import GpuOption, tp_values
 
 DEFAULT_WEIGHTS = ("bf16", "fp8")
@@ -75,14 +76,16 @@ PARETO_MAX_POINTS = 40
 PARETO_TIME_S = 5.0
 
 #: Column order of the configs DataFrame (one row per fleet), defined once.
-COLUMNS = ("rank", "objective", "usd_per_hour", "usd_per_mtoken", "n_gpus", "n_gpus_used", "n_replicas",
+COLUMNS = ("rank", "objective", "usd_per_hour", "usd_per_mtoken", "gpu_usd_per_hour", "one_off_usd",
+           "one_off_usd_per_hour", "quality_loss_pct", "n_gpus", "n_gpus_used", "n_replicas",
            "gpu", "capacity_requests_per_s", "capacity_after_failures_requests_per_s", "utilization",
            "output_tokens_per_s", "worst_ttft_s", "worst_itl_s", "memory_per_gpu_bytes", "memory_capacity_bytes",
            "min_memory_headroom", "replicas", "instances")
 REPLICA_KEYS = ("gpu", "tp", "pp", "weights", "kv", "batch", "count", "gpus_per_replica", "ttft_s", "itl_s",
                 "tpot_s", "memory_per_gpu_bytes", "memory_headroom", "max_concurrent_seqs", "requests_per_s",
-                "output_tokens_per_s", "usd_per_hour", "offer")
-RULES = ("memory", "ttft", "itl")
+                "output_tokens_per_s", "usd_per_hour", "offer", "model", "compression", "sparse_2_4",
+                "quality_loss_pct")
+RULES = ("memory", "ttft", "itl", "quality")
 NO_INSTANCE_RULE = ("owned", "scenario price")
 
 
@@ -101,6 +104,7 @@ class ServingTable:
     pools: list[GpuOption] = field(default_factory=list)     # billing pools (index = pool index)
     pool_type: list[int] = field(default_factory=list)       # GPU type (index into gpus) per pool
     efficiency_scale: float = 1.0                            # estimator efficiencies x this
+    plan: CompressionPlan | None = None                      # models, variants, one-off items
 
     def __len__(self) -> int:
         return len(self.cols["gpu"])
@@ -108,7 +112,14 @@ class ServingTable:
     @property
     def feasible(self) -> np.ndarray:
         c = self.cols
-        return c["ok_memory"] & c["ok_ttft"] & c["ok_itl"] & c["ok_offer"] & (c["capacity_units"] > 0)
+        ok = c["ok_memory"] & c["ok_ttft"] & c["ok_itl"] & c["ok_offer"] & (c["capacity_units"] > 0)
+        return ok & c["ok_quality"] if "ok_quality" in c else ok
+
+    def variant(self, r: int) -> Variant:
+        return self.plan.variants[int(self.cols["variant"][r])]
+
+    def spec_of(self, r: int):
+        return self.plan.models[self.variant(r).model]
 
     def fits_pool(self, r: int, pool: int) -> bool:
         """Row r's TP group fits in one instance of the pool (always, for owned or given prices)."""
@@ -118,9 +129,11 @@ class ServingTable:
 
     def replica(self, r: int, count: int = 1, pool: int | None = None) -> dict:
         c, g = self.cols, self.gpus[int(self.cols["gpu"][r])]
+        v = self.variant(r)
         out = {"gpu": g.name, "tp": int(c["tp"][r]), "pp": int(c["pp"][r]), "weights": str(c["weights"][r]),
                "kv": str(c["kv"][r]), "batch": int(c["batch"][r]), "count": int(count),
-               "gpus_per_replica": int(c["gpus_per_replica"][r])}
+               "gpus_per_replica": int(c["gpus_per_replica"][r]), "model": self.plan.models[v.model].name,
+               "compression": v.label, "sparse_2_4": bool(v.sparse_2_4), "quality_loss_pct": float(v.quality_loss_pct)}
         for k in ("ttft_s", "itl_s", "tpot_s", "memory_per_gpu_bytes", "memory_headroom", "max_concurrent_seqs",
                   "requests_per_s", "output_tokens_per_s", "usd_per_hour"):
             out[k] = float(c[k][r])
@@ -159,9 +172,11 @@ def _efficiencies(scale: float) -> dict:
             "low_precision_compute_efficiency": min(1.0, st.LOW_PRECISION_COMPUTE_EFFICIENCY * scale)}
 
 
-def _evaluate_group(spec, g: GpuOption, *, tp, pp, weights, kv, batches, lengths, gmu, efficiency_scale=1.0):
+def _evaluate_group(spec, g: GpuOption, *, tp, pp, weights, kv, batches, lengths, gmu, efficiency_scale=1.0,
+                    sparse_2_4=False, variant=0):
     """ONE vectorised estimate_serving call for all batch caps of a (GPU, TP, PP, formats) group:
-    the first half of the arrays at the mean lengths, the second at the p99 lengths."""
+    the first half of the arrays at the mean lengths, the second at the p99 lengths. ``variant``
+    indexes the table's CompressionPlan.variants (model, formats, 2:4 sparsity)."""
     from optimizer.formulas.serving import estimate_serving
 
     b = np.asarray(batches, dtype=np.int64)
@@ -170,7 +185,7 @@ def _evaluate_group(spec, g: GpuOption, *, tp, pp, weights, kv, batches, lengths
     prompt = np.concatenate([np.full(n, lengths["prompt_mean"]), np.full(n, lengths["prompt_p99"])])
     output = np.concatenate([np.full(n, lengths["output_mean"]), np.full(n, lengths["output_p99"])])
     e = estimate_serving(spec, g.hardware, tp=tp, pp=pp, weights=weights, kv=kv, batch=bb, prompt_len=prompt,
-                         output_len=output, gpu_memory_utilization=gmu, max_num_seqs=bb,
+                         output_len=output, gpu_memory_utilization=gmu, max_num_seqs=bb, sparse_2_4=sparse_2_4,
                          **_efficiencies(efficiency_scale))
     mean, tail = slice(0, n), slice(n, 2 * n)
     arr = lambda v: np.broadcast_to(np.asarray(v, dtype=float), (2 * n,))  # noqa: E731
@@ -179,6 +194,7 @@ def _evaluate_group(spec, g: GpuOption, *, tp, pp, weights, kv, batches, lengths
     return {
         "gpu": np.full(n, g.index), "tp": np.full(n, tp), "pp": np.full(n, pp),
         "weights": np.full(n, weights, dtype=object), "kv": np.full(n, kv, dtype=object), "batch": b,
+        "variant": np.full(n, variant), "sparse_2_4": np.full(n, bool(sparse_2_4)),
         "gpus_per_replica": np.full(n, n_gpus),
         "requests_per_s": arr(e.requests_per_s)[mean], "output_tokens_per_s": arr(e.output_tokens_per_s)[mean],
         "ttft_mean_s": arr(e.ttft_s)[mean], "ttft_s": arr(e.ttft_s)[tail], "itl_s": arr(e.itl_s)[tail],
@@ -234,25 +250,27 @@ def serving_table(spec, scenario, gpus: list[GpuOption], catalog=None, efficienc
         raise ClusteroptError("serve", "this scenario has no 'serve' block", "a serving workload")
     lengths = _lengths(serve)
     batches = batch_ladder(search)
-    weights = list(search.weights or DEFAULT_WEIGHTS)
-    kvs = list(search.kv or DEFAULT_KV)
     gmu = 1.0 - scenario.constraints.memory_headroom
+    plan = compression_plan(spec, scenario, gpus)
     parts: list[dict] = []
-    notes: list[str] = []
+    notes: list[str] = list(plan.notes)
     for g in gpus:
         hw = g.hardware
         domain = max(1, min(hw.intra_node_domain, max(hw.gpus_per_node, 1)))
-        tps = tp_values(spec, search, domain)
-        if not tps:
-            notes.append(f"{g.name}: no TP value divides the heads within its {domain}-GPU domain; left out")
-            continue
-        pps = list(search.pp) if search.pp is not None else [1]
-        got = _evaluate_gpu(spec, g, tps, pps, weights, kvs, batches, lengths, gmu, notes, efficiency_scale)
-        if search.pp is None and not any(p["ok_memory"].any() for p in got):
-            more = [p for p in PP_FALLBACK if p <= spec.num_layers]
-            got += _evaluate_gpu(spec, g, [max(tps)], more, weights, kvs, batches, lengths, gmu, notes,
-                                 efficiency_scale)
-        parts += got
+        for m, mspec in enumerate(plan.models):
+            variants = [(i, v) for i, v in enumerate(plan.variants) if v.model == m]
+            tps = tp_values(mspec, search, domain)
+            if not tps:
+                notes.append(f"{g.name}: no TP value divides the heads of {mspec.name} within its {domain}-GPU "
+                             "domain; left out")
+                continue
+            pps = list(search.pp) if search.pp is not None else [1]
+            got = _evaluate_gpu(mspec, g, tps, pps, variants, batches, lengths, gmu, notes, efficiency_scale)
+            if search.pp is None and not any(p["ok_memory"].any() for p in got):
+                more = [p for p in PP_FALLBACK if p <= mspec.num_layers]
+                got += _evaluate_gpu(mspec, g, [max(tps)], more, variants, batches, lengths, gmu, notes,
+                                     efficiency_scale)
+            parts += got
     keys = list(parts[0]) if parts else ["gpu"]
     cols = {k: (np.concatenate([p[k] for p in parts]) if parts else np.zeros(0, dtype=np.int64)) for k in keys}
     if parts:
@@ -260,13 +278,21 @@ def serving_table(spec, scenario, gpus: list[GpuOption], catalog=None, efficienc
         cols["ok_ttft"] = cols["ttft_s"] <= slo.ttft_p99_s if slo.ttft_p99_s is not None else np.ones(len(cols["gpu"]), bool)
         cols["ok_itl"] = cols["itl_s"] <= slo.itl_p99_s if slo.itl_p99_s is not None else np.ones(len(cols["gpu"]), bool)
         cols["capacity_units"] = fm.capacity_units(cols["requests_per_s"])
+        loss = np.array([v.quality_loss_pct for v in plan.variants], dtype=float)
+        cols["quality_loss_pct"] = loss[cols["variant"]]
+        cols["compression"] = np.array([v.label for v in plan.variants], dtype=object)[cols["variant"]]
+        limit = plan.quality_limit_pct if plan.compression else None
+        cols["ok_quality"] = (cols["quality_loss_pct"] <= limit + 1e-12 if limit is not None
+                              else np.ones(len(cols["gpu"]), bool))
     else:
-        for k in ("ok_memory", "ok_ttft", "ok_itl"):
+        for k in ("ok_memory", "ok_ttft", "ok_itl", "ok_quality"):
             cols[k] = np.zeros(0, dtype=bool)
         cols["capacity_units"] = np.zeros(0, dtype=np.int64)
+        cols["quality_loss_pct"] = np.zeros(0)
+        cols["variant"] = np.zeros(0, dtype=np.int64)
     pools, pool_type = billing_pools(scenario, gpus, catalog)
     table = ServingTable(gpus=gpus, cols=cols, lengths=lengths, notes=notes, pools=pools, pool_type=pool_type,
-                         efficiency_scale=efficiency_scale)
+                         efficiency_scale=efficiency_scale, plan=plan)
     # the offer rule and each row's price at its cheapest eligible pool
     n = len(table)
     ok_offer = np.zeros(n, dtype=bool)
@@ -288,18 +314,19 @@ def serving_table(spec, scenario, gpus: list[GpuOption], catalog=None, efficienc
     return table
 
 
-def _evaluate_gpu(spec, g, tps, pps, weights, kvs, batches, lengths, gmu, notes, efficiency_scale=1.0) -> list[dict]:
+def _evaluate_gpu(spec, g, tps, pps, variants, batches, lengths, gmu, notes, efficiency_scale=1.0) -> list[dict]:
+    """Groups of one GPU type and model: every PP, variant (index, Variant) and TP."""
     out = []
     for pp in pps:
-        for w in weights:
-            for kv in kvs:
-                for tp in tps:
-                    try:
-                        out.append(_evaluate_group(spec, g, tp=int(tp), pp=int(pp), weights=w, kv=kv,
-                                                   batches=batches, lengths=lengths, gmu=gmu,
-                                                   efficiency_scale=efficiency_scale))
-                    except ClusteroptError as e:
-                        notes.append(f"{g.name} tp={tp} pp={pp} {w}/{kv}: {e}; left out")
+        for i, v in variants:
+            for tp in tps:
+                try:
+                    out.append(_evaluate_group(spec, g, tp=int(tp), pp=int(pp), weights=v.weights, kv=v.kv,
+                                               batches=batches, lengths=lengths, gmu=gmu,
+                                               efficiency_scale=efficiency_scale, sparse_2_4=v.sparse_2_4,
+                                               variant=i))
+                except ClusteroptError as e:
+                    notes.append(f"{g.name} tp={tp} pp={pp} {v.label} {v.weights}/{v.kv}: {e}; left out")
     return out
 
 
@@ -318,28 +345,47 @@ class Candidates:
         return len(self.rows)
 
 
+def _items(table: ServingTable, r: int) -> tuple[int, ...]:
+    """The priced one-off items row r needs (free ones, such as fp8 round-to-nearest, left out)."""
+    if table.plan is None:
+        return ()
+    return tuple(sorted(i for i in set(table.variant(r).items) if table.plan.one_offs[i].usd > 0))
+
+
 def reduce_options(table: ServingTable, rows: np.ndarray) -> Candidates:
-    """Every (row, pool) pair the row fits, reduced to one per (pool, GPUs per replica): the pair
-    with the largest capacity (ties: lower TTFT, ITL, memory, then row order). Exact for the
-    fleet optimum (module docstring)."""
+    """Every (row, pool) pair the row fits, reduced to one per (pool, GPUs per replica, one-off
+    items): the pair with the largest capacity (ties: lower quality loss, TTFT, ITL, memory, then
+    row order). Exact for the fleet optimum (module docstring): options with the same pool, GPUs
+    and one-off items cost a fleet the same. Then a kept pair is dropped when another of the same
+    pool and GPUs needs a subset of its items and has at least its capacity (it never costs a
+    fleet more and covers no less)."""
     c = table.cols
     rows = np.asarray(rows, dtype=np.int64)
     if len(rows) == 0:
         return Candidates(rows, rows.copy())
     order = np.lexsort((rows, c["memory_per_gpu_bytes"][rows], c["itl_s"][rows], c["ttft_s"][rows],
-                        -c["capacity_units"][rows]))
+                        c["quality_loss_pct"][rows], -c["capacity_units"][rows]))
     out_r, out_p, seen = [], [], set()
     for q in range(len(table.pools)):
         for i in order:
             r = int(rows[i])
             if not table.fits_pool(r, q):
                 continue
-            key = (q, int(c["gpus_per_replica"][r]))
+            key = (q, int(c["gpus_per_replica"][r]), _items(table, r))
             if key not in seen:
                 seen.add(key)
                 out_r.append(r)
                 out_p.append(q)
-    return Candidates(np.array(out_r, dtype=np.int64), np.array(out_p, dtype=np.int64))
+    keep = []
+    for j, (r, q) in enumerate(zip(out_r, out_p)):
+        mine, cap, n = set(_items(table, r)), c["capacity_units"][r], c["gpus_per_replica"][r]
+        dominated = any(k != j and out_p[k] == q and c["gpus_per_replica"][out_r[k]] == n
+                        and set(_items(table, out_r[k])) < mine and c["capacity_units"][out_r[k]] >= cap
+                        for k in range(len(out_r)))
+        if not dominated:
+            keep.append(j)
+    return Candidates(np.array([out_r[j] for j in keep], dtype=np.int64),
+                      np.array([out_p[j] for j in keep], dtype=np.int64))
 
 
 def spares_of(serve) -> int:
@@ -354,8 +400,12 @@ def max_types_of(serve) -> int | None:
 
 def fleet_problem(table: ServingTable, cand: Candidates, scenario, objective: str) -> fm.FleetProblem:
     c, cons, serve = table.cols, scenario.constraints, scenario.serve
-    opts = tuple(fm.FleetOption(int(q), int(c["gpus_per_replica"][r]), int(c["capacity_units"][r]))
+    opts = tuple(fm.FleetOption(int(q), int(c["gpus_per_replica"][r]), int(c["capacity_units"][r]),
+                                _items(table, int(r)))
                  for r, q in zip(cand.rows, cand.pools))
+    plan = table.plan
+    one_off = tuple(fm.usd_units(amortised_usd_per_hour(o.usd, plan.horizon_hours)) if o.usd > 0 else 0
+                    for o in plan.one_offs) if plan is not None else ()
     return fm.FleetProblem(
         options=opts, demand=fm.demand_units(serve.requests_per_s, serve.max_utilization),
         spares=spares_of(serve), gpi=tuple(int(p.gpus_per_instance) for p in table.pools),
@@ -364,7 +414,7 @@ def fleet_problem(table: ServingTable, cand: Candidates, scenario, objective: st
         max_gpus=cons.max_gpus,
         budget=(math.floor(cons.budget_usd_per_hour * fm.USD_UNITS + 1e-9)
                 if cons.budget_usd_per_hour is not None else None),
-        max_types=max_types_of(serve), objective="gpus" if objective == "gpus" else "cost")
+        max_types=max_types_of(serve), objective="gpus" if objective == "gpus" else "cost", one_off=one_off)
 
 
 # ----------------------------------------------------------------------------------------
@@ -378,7 +428,10 @@ def _demand_mtokens_per_hour(serve) -> float:
 def fleet_record(table: ServingTable, cand: Candidates, f: fm.Fleet, scenario, objective: str) -> dict:
     serve, c = scenario.serve, table.cols
     used = [(int(cand.rows[i]), int(cand.pools[i]), n) for i, n in enumerate(f.counts) if n > 0]
-    usd = sum(m * p.usd_per_instance_hour for p, m in zip(table.pools, f.instances))
+    gpu_usd = sum(m * p.usd_per_instance_hour for p, m in zip(table.pools, f.instances))
+    one_off = table.plan.one_off_usd(i for r, _, _ in used for i in table.variant(r).items)
+    one_off_h = amortised_usd_per_hour(one_off, table.plan.horizon_hours)
+    usd = gpu_usd + one_off_h
     caps = sorted((float(c["requests_per_s"][r]) for r, _, n in used for _ in range(n)), reverse=True)
     capacity = sum(caps)
     after = sum(caps[spares_of(serve):])
@@ -395,6 +448,8 @@ def fleet_record(table: ServingTable, cand: Candidates, f: fm.Fleet, scenario, o
     rec = {
         "usd_per_hour": float(usd),
         "usd_per_mtoken": float(usd / _demand_mtokens_per_hour(serve)),
+        "gpu_usd_per_hour": float(gpu_usd), "one_off_usd": float(one_off), "one_off_usd_per_hour": float(one_off_h),
+        "quality_loss_pct": max(x["quality_loss_pct"] for x in replicas),
         "n_gpus": int(f.gpus), "n_gpus_used": int(f.gpus_used), "n_replicas": int(sum(f.counts)),
         "gpu": " + ".join(per_type), "capacity_requests_per_s": float(capacity),
         "capacity_after_failures_requests_per_s": float(after),
@@ -420,10 +475,12 @@ def frame(records: list[dict], ranked: bool = True) -> pd.DataFrame:
 
 
 def evaluate_replica(spec, scenario, gpu: GpuOption, replica: dict, efficiency_scale: float = 1.0) -> dict:
-    """One replica option's figures by a scalar estimator call (the check on the table)."""
+    """One replica option's figures by a scalar estimator call (the check on the table). ``spec``
+    is the model the replica serves; ``replica['sparse_2_4']`` (default False) its 2:4 sparsity."""
     g = _evaluate_group(spec, gpu, tp=replica["tp"], pp=replica["pp"], weights=replica["weights"],
                         kv=replica["kv"], batches=[replica["batch"]], lengths=_lengths(scenario.serve),
-                        gmu=1.0 - scenario.constraints.memory_headroom, efficiency_scale=efficiency_scale)
+                        gmu=1.0 - scenario.constraints.memory_headroom, efficiency_scale=efficiency_scale,
+                        sparse_2_4=bool(replica.get("sparse_2_4", False)))
     return {k: (v[0].item() if hasattr(v[0], "item") else v[0]) for k, v in g.items()}
 
 
@@ -432,9 +489,13 @@ def _verify(spec, scenario, table: ServingTable, records: list[dict]) -> None:
     serve = scenario.serve
     by_name = {g.name: g for g in table.gpus}
     slo = serve.slo
+    models = {m.name: m for m in table.plan.models}
+    limit = table.plan.quality_limit_pct if table.plan.compression else None
     for rec in records:
         for rep in rec["replicas"]:
-            ev = evaluate_replica(spec, scenario, by_name[rep["gpu"]], rep, table.efficiency_scale)
+            ev = evaluate_replica(models[rep["model"]], scenario, by_name[rep["gpu"]], rep, table.efficiency_scale)
+            if limit is not None and rep["quality_loss_pct"] > limit + 1e-12:
+                raise RuntimeError(f"planner chose a replica over the quality limit: {rep}")
             for k in ("ttft_s", "itl_s", "requests_per_s", "memory_per_gpu_bytes"):
                 if not math.isclose(ev[k], rep[k], rel_tol=1e-9, abs_tol=1e-12):
                     raise RuntimeError(f"planner and estimator disagree on {k} for {rep}: {rep[k]} vs {ev[k]}")
@@ -447,8 +508,8 @@ def _verify(spec, scenario, table: ServingTable, records: list[dict]) -> None:
         ev = evaluate_fleet(scenario, rec["replicas"], _table=table)
         if not ev["feasible"]:
             raise RuntimeError(f"planner chose a fleet evaluate_fleet finds infeasible: {ev['violations']}")
-        for k in ("usd_per_hour", "n_gpus", "n_gpus_used", "capacity_requests_per_s",
-                  "capacity_after_failures_requests_per_s"):
+        for k in ("usd_per_hour", "gpu_usd_per_hour", "one_off_usd", "quality_loss_pct", "n_gpus", "n_gpus_used",
+                  "capacity_requests_per_s", "capacity_after_failures_requests_per_s"):
             if not math.isclose(float(ev[k]), float(rec[k]), rel_tol=1e-9, abs_tol=1e-9):
                 raise RuntimeError(f"planner and evaluate_fleet disagree on {k}: {rec[k]} vs {ev[k]}")
 
@@ -461,8 +522,9 @@ def evaluate_fleet(scenario, replicas: list[dict], *, catalog=None, _table: Serv
 
     ``replicas``: dicts with gpu, tp, pp, weights, kv, batch, count and optionally offer (the
     rental offer, as in the solver's output; default: the cheapest pool whose instance holds the
-    TP group). Returns a dict with ``feasible``, ``violations`` (one line each) and the fleet
-    figures under the names of the configs columns.
+    TP group), compression (a variant label as in the solver's output; default 'none') and model
+    (default the scenario's). Returns a dict with ``feasible``, ``violations`` (one line each) and
+    the fleet figures under the names of the configs columns.
     """
     from optimizer.catalog import load_catalog
     from optimizer.scenario import load_scenario
@@ -475,10 +537,14 @@ def evaluate_fleet(scenario, replicas: list[dict], *, catalog=None, _table: Serv
     spec = scenario.spec()
     if _table is not None:
         gpus, pools, pool_type, eff = _table.gpus, _table.pools, _table.pool_type, _table.efficiency_scale
+        plan = _table.plan
     else:
         gpus, _ = gpu_options(scenario, catalog)
         pools, pool_type = billing_pools(scenario, gpus, catalog)
         eff = 1.0
+        plan = compression_plan(spec, scenario, gpus)
+    limit = plan.quality_limit_pct if plan.compression else None
+    items: list[int] = []
     cat = catalog or load_catalog()
     by_name = {g.name: g for g in gpus}
     violations: list[str] = []
@@ -496,8 +562,15 @@ def evaluate_fleet(scenario, replicas: list[dict], *, catalog=None, _table: Serv
             raise ClusteroptError(f"replicas[{i}].gpu", f"{gid} is not eligible in this scenario",
                                   "eligible: " + ", ".join(by_name))
         g = by_name[gid]
-        ev = evaluate_replica(spec, scenario, g, {**rep, "gpu": gid}, eff)
+        v = _variant_of(plan, rep, i, spec)
+        ev = evaluate_replica(plan.models[v.model], scenario, g, {**rep, "gpu": gid, "sparse_2_4": v.sparse_2_4}, eff)
+        ev.update(quality_loss_pct=v.quality_loss_pct, compression=v.label, model=plan.models[v.model].name,
+                  sparse_2_4=v.sparse_2_4)
+        items += list(v.items)
         label = f"replica {i} ({gid} tp={rep['tp']} pp={rep['pp']} batch {rep['batch']})"
+        if limit is not None and v.quality_loss_pct > limit + 1e-12:
+            violations.append(f"quality: {label} serves {v.label} ({v.quality_loss_pct:.2f}% quality loss); "
+                              f"serve.quality.max_loss_pct is {limit:g}")
         if not ev["ok_memory"]:
             violations.append(f"memory: {label} holds {ev['max_concurrent_seqs']:.0f} mean-length sequences in "
                               f"its KV pool, batch cap {rep['batch']}")
@@ -523,7 +596,10 @@ def evaluate_fleet(scenario, replicas: list[dict], *, catalog=None, _table: Serv
         if q is not None:
             used[q] = used.get(q, 0) + n * int(ev["gpus_per_replica"])
     inst = {q: fm.instances_needed(u, pools[q].gpus_per_instance) for q, u in used.items()}
-    usd = sum(m * pools[q].usd_per_instance_hour for q, m in inst.items())
+    gpu_usd = sum(m * pools[q].usd_per_instance_hour for q, m in inst.items())
+    one_off = plan.one_off_usd(items)
+    one_off_h = amortised_usd_per_hour(one_off, plan.horizon_hours)
+    usd = gpu_usd + one_off_h
     n_gpus = sum(m * pools[q].gpus_per_instance for q, m in inst.items())
     caps = sorted((float(ev["requests_per_s"]) for ev, n in zip(figs, counts) for _ in range(n)), reverse=True)
     k = spares_of(serve)
@@ -546,15 +622,34 @@ def evaluate_fleet(scenario, replicas: list[dict], *, catalog=None, _table: Serv
         violations.append(f"max_types: {types} replica options; limit is {mt}")
     capacity = sum(caps)
     return {"feasible": not violations, "violations": violations, "usd_per_hour": float(usd),
-            "usd_per_mtoken": float(usd / _demand_mtokens_per_hour(serve)), "n_gpus": int(n_gpus),
+            "usd_per_mtoken": float(usd / _demand_mtokens_per_hour(serve)), "gpu_usd_per_hour": float(gpu_usd),
+            "one_off_usd": float(one_off), "one_off_usd_per_hour": float(one_off_h),
+            "quality_loss_pct": max((float(ev["quality_loss_pct"]) for ev in figs), default=0.0),
+            "n_gpus": int(n_gpus),
             "n_gpus_used": int(sum(used.values())), "n_replicas": int(sum(counts)),
             "capacity_requests_per_s": float(capacity), "capacity_after_failures_requests_per_s": float(after),
             "utilization": float(serve.requests_per_s / capacity) if capacity else math.inf,
             "worst_ttft_s": max((float(ev["ttft_s"]) for ev in figs), default=0.0),
             "worst_itl_s": max((float(ev["itl_s"]) for ev in figs), default=0.0),
             "replicas": [{**dict(rep), **{k2: ev[k2] for k2 in ("ttft_s", "itl_s", "requests_per_s",
-                                                                "memory_per_gpu_bytes", "memory_headroom")}}
+                                                                "memory_per_gpu_bytes", "memory_headroom", "model",
+                                                                "compression", "sparse_2_4", "quality_loss_pct")}}
                          for rep, ev in zip(replicas, figs)]}
+
+
+def _variant_of(plan: CompressionPlan, rep: dict, i: int, spec) -> Variant:
+    """The plan's variant a given replica serves (by compression label, model, weights, KV).
+    Without search.compression any (weights, KV) pair is a plain variant."""
+    label = str(rep.get("compression", "none"))
+    model = str(rep.get("model", spec.name))
+    v = plan.find(label, model, str(rep["weights"]), str(rep["kv"]))
+    if v is not None:
+        return v
+    if not plan.compression and label == "none" and model == spec.name:
+        return Variant("none", 0, str(rep["weights"]), str(rep["kv"]), False, 0.0)
+    known = sorted({f"{x.label} ({plan.models[x.model].name}, {x.weights}/{x.kv})" for x in plan.variants})
+    raise ClusteroptError(f"replicas[{i}].compression", f"no variant {label!r} of {model} with {rep['weights']} "
+                          f"weights and {rep['kv']} KV in this scenario", "known: " + "; ".join(known[:8]))
 
 
 # ----------------------------------------------------------------------------------------

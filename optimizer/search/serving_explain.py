@@ -4,9 +4,12 @@ The same shape as search/explain.py gives for training (keys 'reason', 'conflict
 'relaxations', 'lines'), computed exactly by re-solving the fleet model (fleet.py) with limit
 families dropped:
 
-- replica rules (memory, ttft, itl) are checked per option: when no option meets them all, the
-  minimal sets of rules no option meets together are the conflicts, and the least SLO that some
-  option meets (fastest TTFT, lowest ITL among the options that fit) is the relaxation;
+- replica rules (memory, ttft, itl, quality) are checked per option: when no option meets them
+  all, the minimal sets of rules no option meets together are the conflicts, and the least SLO that
+  some option meets (fastest TTFT, lowest ITL among the options that fit) is the relaxation;
+- the quality limit (serve.quality.max_loss_pct, with search.compression): the least limit for
+  which a fleet meeting every other rule and limit exists (bisection over the options' losses);
+  when it exceeds the scenario's, the quality limit binds and is named;
 - fleet limits (budget, stock, max_gpus, max_types): a set is a conflict when no fleet meets it
   and every proper subset is met; the least relaxation of each limit is the optimum of the fleet
   model for that figure with the limit dropped and all others kept (the smallest
@@ -28,12 +31,20 @@ from optimizer.units import GB
 
 _HUMAN = {"memory": "memory per GPU", "ttft": "TTFT p99 SLO", "itl": "ITL p99 SLO", "budget": "budget per hour",
           "stock": "GPU stock", "max_gpus": "GPU count limit", "max_types": "replica-type limit",
-          "redundancy": "redundancy", "offer": "an offer whose instance holds the TP group"}
+          "redundancy": "redundancy", "offer": "an offer whose instance holds the TP group",
+          "quality": "quality limit (serve.quality.max_loss_pct)"}
 
 
-def _rows(table, ok_memory=True, ok_ttft=True, ok_itl=True) -> np.ndarray:
+def _ok_quality(table) -> np.ndarray:
+    c = table.cols
+    return c["ok_quality"] if "ok_quality" in c else np.ones(len(table), bool)
+
+
+def _rows(table, ok_memory=True, ok_ttft=True, ok_itl=True, ok_quality=True) -> np.ndarray:
     c = table.cols
     ok = (c["capacity_units"] > 0) & c["ok_offer"]
+    if ok_quality:
+        ok = ok & _ok_quality(table)
     if ok_memory:
         ok = ok & c["ok_memory"]
     if ok_ttft:
@@ -72,7 +83,8 @@ def option_summary(table) -> dict:
     n = len(table)
     mem = c["ok_memory"] if n else np.zeros(0, bool)
     out = {"options": n, "meet_memory": int(mem.sum()), "meet_ttft": int(c["ok_ttft"].sum()) if n else 0,
-           "meet_itl": int(c["ok_itl"].sum()) if n else 0, "meet_all": int(table.feasible.sum()) if n else 0}
+           "meet_itl": int(c["ok_itl"].sum()) if n else 0, "meet_quality": int(_ok_quality(table).sum()) if n else 0,
+           "meet_all": int(table.feasible.sum()) if n else 0}
     fit = np.nonzero(mem)[0]
     if len(fit):
         r = fit[np.argmin(c["ttft_s"][fit])]
@@ -88,8 +100,11 @@ def _smallest_slo(table, scenario, key: str) -> float | None:
     """Least value of the ``key`` SLO ('ttft_s' or 'itl_s') for which some fleet meets every
     limit, the other SLO and memory kept. Bisection over the options' values (monotone)."""
     c = table.cols
-    other = "ok_itl" if key == "ttft_s" else "ok_ttft"
-    base = np.nonzero(c["ok_memory"] & c[other] & c["ok_offer"] & (c["capacity_units"] > 0))[0]
+    if key == "quality_loss_pct":
+        keep = c["ok_ttft"] & c["ok_itl"]
+    else:
+        keep = (c["ok_itl"] if key == "ttft_s" else c["ok_ttft"]) & _ok_quality(table)
+    base = np.nonzero(c["ok_memory"] & keep & c["ok_offer"] & (c["capacity_units"] > 0))[0]
     if not len(base):
         return None
     levels = np.unique(c[key][base])
@@ -167,9 +182,9 @@ def explain_infeasible(table, rows, problem: fm.FleetProblem, scenario) -> dict:
     if len(rows) == 0:
         c = table.cols
         flags = {"memory": c["ok_memory"] & (c["capacity_units"] > 0), "ttft": c["ok_ttft"], "itl": c["ok_itl"],
-                 "offer": c["ok_offer"]}
+                 "offer": c["ok_offer"], "quality": _ok_quality(table)}
         conflicts = _minimal_conflicts(lambda s: bool(np.logical_and.reduce([flags[f] for f in s]).any()),
-                                       ["memory", "ttft", "itl", "offer"])
+                                       ["memory", "ttft", "itl", "offer", "quality"])
         for cf in conflicts:
             lines.append("conflict: no replica option meets " + " + ".join(_HUMAN[f] for f in cf))
         if summary["meet_memory"] == 0:
@@ -180,7 +195,7 @@ def explain_infeasible(table, rows, problem: fm.FleetProblem, scenario) -> dict:
                     lines.append(f"memory: the smallest option on {g.name} holds {c['weights_per_gpu_bytes'][r] / GB:.1f} GB "
                                  f"of weights per GPU (tp={int(c['tp'][r])}, pp={int(c['pp'][r])}, {c['weights'][r]}); "
                                  f"{g.name} has {g.hardware.memory_bytes / GB:.1f} GB")
-        binding = sorted({f for cf in conflicts for f in cf}, key=["memory", "ttft", "itl", "offer"].index)
+        binding = sorted({f for cf in conflicts for f in cf}, key=["memory", "ttft", "itl", "offer", "quality"].index)
     else:
         families = _active(problem)
         conflicts = _minimal_conflicts(lambda s: _feasible(problem, s), families)
@@ -211,6 +226,13 @@ def explain_infeasible(table, rows, problem: fm.FleetProblem, scenario) -> dict:
         v = _smallest_slo(table, scenario, "itl_s")
         if v is not None and v > slo.itl_p99_s:
             rel["itl_p99_s"] = v
+    quality = scenario.serve.quality
+    if quality is not None and "ok_quality" in table.cols and not table.cols["ok_quality"].all():
+        v = _smallest_slo(table, scenario, "quality_loss_pct")
+        if v is not None and v > quality.max_loss_pct:
+            rel["max_loss_pct"] = v
+            if "quality" not in binding:
+                binding = binding + ["quality"]
     slo_matters = len(rows) == 0 or "ttft_p99_s" in rel or "itl_p99_s" in rel
     if "fastest_ttft_s" in summary and slo_matters:
         o = summary["fastest_ttft_option"]
@@ -220,7 +242,8 @@ def explain_infeasible(table, rows, problem: fm.FleetProblem, scenario) -> dict:
         lines.append(f"lowest ITL any option reaches: {summary['lowest_itl_s'] * 1e3:.1f} ms ({_opt(o)})"
                      + (f"; SLO {slo.itl_p99_s * 1e3:g} ms" if slo.itl_p99_s is not None else ""))
     lines.append(f"options meeting each rule: memory {summary['meet_memory']}, TTFT {summary['meet_ttft']}, "
-                 f"ITL {summary['meet_itl']}, all {summary['meet_all']} of {summary['options']}")
+                 f"ITL {summary['meet_itl']}, quality {summary['meet_quality']}, all {summary['meet_all']} "
+                 f"of {summary['options']}")
     if "budget_usd_per_hour" in rel:
         lines.append(f"relax budget_usd_per_hour from ${cons.budget_usd_per_hour:,.2f} to "
                      f"${rel['budget_usd_per_hour']:,.2f} (all else kept)")
@@ -241,6 +264,9 @@ def explain_infeasible(table, rows, problem: fm.FleetProblem, scenario) -> dict:
         lines.append(f"relax slo.ttft_p99_s from {slo.ttft_p99_s:g} to {rel['ttft_p99_s']:.3f} s (all else kept)")
     if "itl_p99_s" in rel:
         lines.append(f"relax slo.itl_p99_s from {slo.itl_p99_s:g} to {rel['itl_p99_s']:.4f} s (all else kept)")
+    if "max_loss_pct" in rel:
+        lines.append(f"quality limit binds: relax serve.quality.max_loss_pct from {quality.max_loss_pct:g} to "
+                     f"{rel['max_loss_pct']:.2f}% (all else kept) and a fleet exists")
     return {"reason": "; ".join(" + ".join(cf) for cf in conflicts) or "infeasible", "conflicts": conflicts,
             "binding": binding, "relaxations": rel, "options": _plain_summary(summary), "lines": lines}
 
@@ -259,6 +285,11 @@ def binding_summary(table, rows, problem: fm.FleetProblem, best: fm.Fleet, scena
     strictly better fleet, same objective)."""
     cons = scenario.constraints
     usd = sum(m * p.usd_per_instance_hour for p, m in zip(table.pools, best.instances))
+    if table.plan is not None and table.plan.one_offs:      # amortised one-off work, as the budget counts it
+        from optimizer.search.serving_compression import amortised_usd_per_hour
+
+        paid = [i for r, x in zip(rows.rows, best.counts) if x for i in table.variant(int(r)).items]
+        usd += amortised_usd_per_hour(table.plan.one_off_usd(paid), table.plan.horizon_hours)
     slack: dict = {}
     if cons.budget_usd_per_hour is not None:
         slack["budget_usd_per_hour"] = float(cons.budget_usd_per_hour - usd)
@@ -280,10 +311,12 @@ def binding_summary(table, rows, problem: fm.FleetProblem, best: fm.Fleet, scena
         if alt.fleets and alt.fleets[0].key < best.key:
             binding.append("redundancy")
     slo = scenario.serve.slo
-    for rule, flag in (("ttft", "ok_ttft"), ("itl", "ok_itl")):
-        if getattr(slo, f"{rule}_p99_s") is None:
+    for rule in ("ttft", "itl", "quality"):
+        if rule == "quality" and (scenario.serve.quality is None or "ok_quality" not in table.cols):
             continue
-        loose = _rows(table, ok_ttft=rule != "ttft", ok_itl=rule != "itl")
+        if rule != "quality" and getattr(slo, f"{rule}_p99_s") is None:
+            continue
+        loose = _rows(table, ok_ttft=rule != "ttft", ok_itl=rule != "itl", ok_quality=rule != "quality")
         if len(loose) == int(table.feasible.sum()):
             continue
         alt = fm.solve_fleets(_problem_for(table, loose, scenario, problem.objective), 1, time_limit_s=10.0)
