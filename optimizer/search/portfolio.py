@@ -95,6 +95,9 @@ GRID_STEPS_DAYS = (1 / 24, 2 / 24, 6 / 24, 12 / 24, 1.0, 2.0, 7.0, 14.0, 30.0)
 MAX_SLOTS = 200
 INT64_SAFE = 2**62
 OBJECTIVES = ("total_cost", "makespan", "gpus")
+#: Most seconds the binding-limit analysis may take after the plan is proven (limits left
+#: unanswered are reported as undecided).
+BINDING_TIME_S = 10.0
 SCHEMA_VERSION = "1.0"
 #: Limit families; their enforcement literals are named 'budget', 'power', 'max_nodes', 'stock:<gpu>',
 #: 'deadline:<job>', 'after:<job>-><job>', 'horizon'.
@@ -960,7 +963,7 @@ def solve_instance(inst: Instance, objective: str = "total_cost", top_k: int = 1
     undecided: list[str] = []
     if binding and sols:
         bind, undecided = binding_limits(inst, objective, sols[0], workers=workers,
-                                         deadline_t=time.perf_counter() + max(1.0, time_limit_s / 2))
+                                         deadline_t=time.perf_counter() + max(1.0, min(BINDING_TIME_S, time_limit_s / 2)))
     return {"solutions": sols, "status": status, "solve_time_s": t_solve, "binding": bind,
             "proof_s": [x.proof_s for x in sols],
             "binding_undecided": undecided, "time_s": time.perf_counter() - t0}
@@ -1316,27 +1319,40 @@ def _binding_explanation(binding: list[str], undecided: list[str] = ()) -> dict:
 
 
 def plan_separately(portfolio, **kw) -> dict:
-    """Each job planned on its own (its own fleet, same fleet rules), for comparison with the
-    joint plan: {'jobs': {name: PlanResult}, 'total_usd': sum, 'status': worst status}."""
+    """Each job planned on its own (its own fleet, the same fleet rules and horizon), for
+    comparison with the joint plan. Precedence is kept: jobs are planned in precedence order
+    and a job starts no earlier than its predecessors' planned ends (``from_day``).
+    Returns {'jobs': {name: PlanResult}, 'total_usd': sum or None, 'status': worst status}."""
     from optimizer.portfolio_schema import load_portfolio
 
     p = load_portfolio(portfolio)
-    out, total, status = {}, 0.0, "optimal"
-    for j in p.jobs:
+    names = [j.name for j in p.jobs]
+    order: list[str] = []
+    while len(order) < len(names):               # precedence order (the schema rejects cycles)
+        for j in p.jobs:
+            if j.name not in order and all(a in order for a in j.start_after):
+                order.append(j.name)
+    out, ends, total, status = {}, {}, 0.0, "optimal"
+    for name in order:
+        j = p.job(name)
+        release = max([j.from_day] + [ends[a] for a in j.start_after if ends.get(a) is not None])
         data = p.model_dump(mode="python", exclude_none=True)
         data["base_dir"] = p.base_dir
         data["name"] = f"{p.name}/{j.name}"
-        data["jobs"] = [j.model_dump(mode="python", exclude_none=True) | {"start_after": []}]
-        if p.horizon_days is None:
-            data["horizon_days"] = p.horizon()
-        r = plan(data, top_k=1, binding=False, **kw)
-        out[j.name] = r
-        if r.plan is None:
-            status = "infeasible"
-        else:
-            total += r.plan["cost"]["total_usd"]
-            if r.status != "optimal" and status == "optimal":
-                status = r.status
+        data["horizon_days"] = p.horizon()
+        data["jobs"] = [j.model_dump(mode="python", exclude_none=True) | {"start_after": [], "from_day": release}]
+        try:
+            r = plan(data, top_k=1, binding=False, **kw)
+        except ClusteroptError:                   # e.g. the predecessors end after this job's deadline
+            r = None
+        out[name] = r
+        if r is None or r.plan is None:
+            status, ends[name] = "infeasible", None
+            continue
+        ends[name] = max(x["end_day"] for x in r.plan["schedule"])
+        total += r.plan["cost"]["total_usd"]
+        if r.status != "optimal" and status == "optimal":
+            status = r.status
     return {"jobs": out, "total_usd": total if status != "infeasible" else None, "status": status}
 
 
