@@ -303,9 +303,8 @@ def fleet_gpu_types(portfolio, catalog=None) -> tuple[list, list[GpuType], list[
                                  offer=src.offer, available=None))
     if assumed:
         notes.append(", ".join(assumed) + ": " + server_note)
-    for n in owned_notes + rent_notes:
-        if not any(n.startswith(t.name + ":") for t in types):
-            notes.append(n)
+    notes += [n.replace("left out of owned pricing", "cannot be bought") for n in owned_notes if buy.allowed]
+    notes += [n.replace("; left out", "; cannot be rented") for n in rent_notes]
     notes = list(dict.fromkeys(notes))
     return options, types, notes
 
@@ -1125,7 +1124,7 @@ def plan_detail(inst: Instance, sol: _Solution, binding: list[str] = ()) -> dict
         rec = {"job": job.name, "kind": job.kind, "gpu": t.name, "source": "owned" if o.owned else "rented",
                "n_gpus": o.n_gpus, "n_nodes": -(-o.n_gpus // t.gpus_per_node),
                "start_day": start_day, "end_day": end_day, "duration_days": o.duration_days,
-               "end_slot_day": (sol.starts[j] + o.slots) * dt if job.kind == "train" else H_days,
+               "grid_end_day": (sol.starts[j] + o.slots) * dt if job.kind == "train" else H_days,
                "deadline_days": job.deadline_days, "cost_usd": o.cost_usd}
         rec.update({k: v for k, v in o.detail.items()})
         schedule.append(rec)
