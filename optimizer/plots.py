@@ -120,8 +120,12 @@ def frontier(df, path, *, x_axis: str | None = None, scenario: str = "") -> Path
             ax.scatter(sub[xa], sub["predicted_loss"], color=col[g], s=36, label=g, zorder=2)
         o = ok.sort_values(xa)
         ax.plot(o[xa], o["predicted_loss"], color="grey", linewidth=1, zorder=1)
+        if {"model_params", "train_tokens"} <= set(o.columns):
+            for _, r in o.iterrows():
+                ax.annotate(f"{r['model_params'] / 1e9:.0f}B / {r['train_tokens'] / 1e12:.1f}T",
+                            (r[xa], r["predicted_loss"]), textcoords="offset points", xytext=(4, 6), fontsize=7)
         ax.set_xscale("log")
-        ax.set_xlabel(xa)
+        ax.set_xlabel(xa + (" (USD)" if xa.endswith("_usd") else "") + "; labels: parameters / training tokens")
         ax.set_ylabel("predicted loss")
         title = "Predicted loss against budget"
     else:
