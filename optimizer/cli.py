@@ -219,7 +219,7 @@ def solve(
     cat = _catalog(catalog)
     result = _solve(sc, top_k=top, objective=objective, time_limit_s=time_limit, catalog=cat)
     sens = None
-    if sensitivity or (report_md is not None and _is_training(result)):
+    if sensitivity or (report_md is not None and (_is_training(result) or sc.train is None)):
         sens = _sensitivity(result, sc, swing_pct, range_pct)
         if sensitivity:
             result.sensitivity = sens
@@ -244,10 +244,15 @@ def _is_training(result) -> bool:
 
 def _sensitivity(result, sc, swing_pct: float, range_pct: float) -> dict:
     from optimizer.search.sensitivity import sensitivity as _sens
+    from optimizer.search.serving_analysis import serving_sensitivity
 
+    if "replicas" in result.configs.columns or (sc.train is None and not len(result.configs)):
+        print("sensitivity: re-planning the fleet for each input up and down...", file=sys.stderr)
+        return serving_sensitivity(result, sc, swing_pct=swing_pct, range_pct=range_pct)
     if not _is_training(result):
-        raise ClusteroptError("--sensitivity", "available for training scenarios",
-                              "serving fleets: use 'clusteropt sweep' over serve.requests_per_s or prices")
+        raise ClusteroptError("--sensitivity", "not available for co-design scenarios",
+                              "training and serving scenarios; for co-design use 'clusteropt sweep' over "
+                              "constraints.budget_usd or train.inference.tokens")
     print("sensitivity: re-solving each input up and down...", file=sys.stderr)
     return _sens(result, sc, swing_pct=swing_pct, range_pct=range_pct)
 
@@ -257,7 +262,7 @@ def _plot_solve(result, sc, sens, path: Path) -> None:
 
     if sens is not None:
         plots.tornado(sens, path, scenario=sc.name)
-    elif len(result.configs) and "wall_clock_days" in result.configs.columns:
+    elif len(result.configs) and ("wall_clock_days" in result.configs.columns or "replicas" in result.configs.columns):
         plots.pareto(result.configs, result.pareto, path, scenario=sc.name)
     else:
         raise ClusteroptError("--plot", "nothing to draw: no feasible configuration" if not len(result.configs)
@@ -282,6 +287,8 @@ def _write_report(result, sc, sens, path: Path, cat) -> None:
 
             memory = {p: float(ev.figures[f"memory_{p}_bytes"]) for p in MEMORY_PARTS}
             memory["memory_per_gpu_bytes"] = float(ev.memory_per_gpu_bytes)
+            pareto_png = plots.pareto(result.configs, result.pareto, Path(tmp) / "pareto.png", scenario=sc.name)
+        elif len(result.configs) and "replicas" in result.configs.columns:
             pareto_png = plots.pareto(result.configs, result.pareto, Path(tmp) / "pareto.png", scenario=sc.name)
         if sens is not None and sens.get("tornado"):
             tornado_png = plots.tornado(sens, Path(tmp) / "tornado.png", scenario=sc.name)

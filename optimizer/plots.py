@@ -57,7 +57,9 @@ def tornado(sens: dict, path, *, scenario: str = "") -> Path:
                 va="center", fontsize=8)
     ax.set_yticks(range(len(rows)), [e["input"] for e in reversed(rows)], fontsize=9)
     ax.axvline(base, color="black", linewidth=1)
-    ax.set_xlabel(f"{_OBJECTIVE_LABEL.get(objective, objective)} of the chosen configuration "
+    fleet = "base_fleet" in sens              # serving: each end re-plans the fleet
+    label = "USD per hour" if fleet and objective == "cost" else _OBJECTIVE_LABEL.get(objective, objective)
+    ax.set_xlabel(f"{label} of the {'re-optimised best fleet' if fleet else 'chosen configuration'} "
                   f"(base {_fmt(objective, base)})")
     ax.set_title(f"Sensitivity{' of ' + scenario if scenario else ''}: each input at -{x:g}% (blue) "
                  f"and +{x:g}% (red)\nhatched: the best configuration changes at that end", fontsize=10)
@@ -73,9 +75,38 @@ def tornado(sens: dict, path, *, scenario: str = "") -> Path:
     return Path(path)
 
 
+def fleet_pareto(configs, front, path, *, scenario: str = "") -> Path:
+    """Serving: $/hour against the worst replica p99 TTFT, the Pareto front (line) and the
+    ranked fleets; the rank-1 fleet ringed."""
+    fig, ax = plt.subplots(figsize=(8, 5))
+    if len(front):
+        f = front.sort_values("worst_ttft_s")
+        ax.step(f["worst_ttft_s"] * 1e3, f["usd_per_hour"], where="post", color="grey", linewidth=1,
+                label="Pareto front")
+        ax.scatter(f["worst_ttft_s"] * 1e3, f["usd_per_hour"], color="#4477aa", s=28, zorder=2, label="front fleets")
+    if len(configs):
+        ax.scatter(configs["worst_ttft_s"] * 1e3, configs["usd_per_hour"], color="#cc6677", marker="x", s=40,
+                   zorder=3, label="ranked fleets")
+        top = configs.iloc[0]
+        ax.scatter([top["worst_ttft_s"] * 1e3], [top["usd_per_hour"]], s=180, facecolors="none",
+                   edgecolors="black", linewidths=1.5, zorder=4, label="rank 1")
+    ax.set_xlabel("worst replica p99 TTFT (ms)")
+    ax.set_ylabel("fleet cost (USD per hour)")
+    ax.yaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: _money(v)))
+    ax.set_title(f"Fleet cost against p99 time to first token{' - ' + scenario if scenario else ''}", fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return Path(path)
+
+
 def pareto(configs, front, path, *, scenario: str = "") -> Path:
     """Cost against wall-clock days: the Pareto front (line) and the ranked configurations,
-    coloured by GPU type; the rank-1 choice ringed."""
+    coloured by GPU type; the rank-1 choice ringed. Serving fleets: fleet_pareto."""
+    if "replicas" in configs.columns or "replicas" in front.columns:
+        return fleet_pareto(configs, front, path, scenario=scenario)
     fig, ax = plt.subplots(figsize=(8, 5))
     names = list(front["gpu"]) + list(configs["gpu"])
     col = _gpu_colours(names)

@@ -224,9 +224,12 @@ def solve_csv(result) -> str:
 # sensitivity
 # ----------------------------------------------------------------------------------------
 
-def _cfg_short(cfg: dict | None) -> str:
+def _cfg_short(cfg) -> str:
+    """A 12-key training configuration, or a serving fleet (list of replica groups), on one line."""
     if not cfg:
         return "-"
+    if isinstance(cfg, list):
+        return fleet_label(cfg)
     return (f"{cfg['n_gpus']}x {cfg['gpu']} tp{cfg['tp']}/pp{cfg['pp']}/dp{cfg['dp']} z{cfg['zero']} "
             f"{cfg['precision']} mb{cfg['micro_batch']} {cfg['recompute']}")
 
@@ -258,7 +261,8 @@ def sensitivity_text(sens: dict, markdown: bool = False) -> str:
                      _objective_value(obj, e["swing"]), ", ".join(flips) or ("-" if "note" not in e else e["note"])])
     h = ["input", f"-{x:g}%", f"+{x:g}%", "swing", "best changes at"]
     table = markdown_table if markdown else text_table
-    parts = [f"Sensitivity of the chosen configuration's {obj} (base {_objective_value(obj, sens['base_objective'])}):",
+    what = "re-optimised best fleet's" if "base_fleet" in sens else "chosen configuration's"
+    parts = [f"Sensitivity of the {what} {obj} (base {_objective_value(obj, sens['base_objective'])}):",
              "", table(h, rows), "",
              f"Switching thresholds (within +-{sens['range_pct']:g}%, to {sens['tolerance_pct']:g} percentage points):", ""]
     trows = []
@@ -387,7 +391,10 @@ def solve_report(result, scenario, *, sensitivity: dict | None = None, memory: d
         rows.append(["capacity", gbytes(cap), f"headroom {1 - total / cap:.0%}"])
         parts += [markdown_table(["part", "bytes", "share"], rows), ""]
     if pareto_png is not None:
-        parts += ["## Cost against time", "", f"![Pareto front of cost against wall-clock days]({_png_data_uri(pareto_png)})", ""]
+        serving = "replicas" in result.configs.columns
+        title = "Cost against p99 time to first token" if serving else "Cost against time"
+        alt = "Pareto front of $/hour against p99 TTFT" if serving else "Pareto front of cost against wall-clock days"
+        parts += [f"## {title}", "", f"![{alt}]({_png_data_uri(pareto_png)})", ""]
         if len(result.pareto):
             parts += [result_table(result.pareto, markdown=True), ""]
     if sensitivity is not None:
