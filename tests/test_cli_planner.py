@@ -170,3 +170,20 @@ def test_plot_and_report_names_are_checked(capsys, scenario_file):
     assert code == 2 and err.startswith("error: --plot")
     code, _, err = run(capsys, "solve", scenario_file, "--report", "x.html")
     assert code == 2 and err.startswith("error: --report")
+
+
+def test_serving_sensitivity_and_report(capsys, tmp_path):
+    r = tmp_path / "serve.md"
+    code, out, err = run(capsys, "solve", "mixtral-stock-limited", "--top", "2", "--sensitivity",
+                         "--format", "json", "--report", r)
+    assert code == 0, err
+    doc = json.loads(out)
+    validate("result", doc)
+    sens = doc["sensitivity"]
+    inputs = {t["input"] for t in sens["thresholds"]}
+    assert {"serve.requests_per_s", "efficiency"} <= inputs and any(i.startswith("price.") for i in inputs)
+    for t in sens["thresholds"]:
+        assert t["new_best"] is None or all({"gpu", "tp", "count"} <= set(g) for g in t["new_best"])
+    text = r.read_text()
+    assert "## Cost against p99 time to first token" in text and "## Sensitivity" in text
+    assert len(re.findall(r"data:image/png;base64,", text)) == 2
