@@ -424,3 +424,19 @@ def test_replanning_with_perturbed_prices_and_inputs():
     assert cheap_rent["cost"]["total_usd"] < base["cost"]["total_usd"]
     busier = plan(p.with_overrides({"jobs.0.serve.requests_per_s": 80}), binding=False).plan
     assert busier["schedule"][0]["n_gpus"] > base["schedule"][0]["n_gpus"]
+
+
+def test_plan_sensitivity_thresholds_bracket_a_fleet_change():
+    from optimizer.search.portfolio import fleet_identity, perturbed_plan, plan_sensitivity
+
+    name = "rent-vs-buy"
+    base = fleet_identity(plan(name, binding=False).plan)
+    res = plan_sensitivity(name, inputs=["rent.H100-SXM5-80GB", "jobs[0].serve.requests_per_s"], grid=4)
+    assert [(r["input"], r["direction"]) for r in res] == [
+        ("rent.H100-SXM5-80GB", "up"), ("rent.H100-SXM5-80GB", "down"),
+        ("jobs[0].serve.requests_per_s", "up"), ("jobs[0].serve.requests_per_s", "down")]
+    moved = [r for r in res if r["change_pct"] is not None]
+    assert moved                                  # cheaper rent or more traffic changes the fleet
+    for r in moved:
+        at = lambda pct: fleet_identity(perturbed_plan(name, r["input"], 1 + pct / 100, top_k=1, binding=False).plan)
+        assert at(r["change_pct"]) != base and at(r["unchanged_pct"]) == base

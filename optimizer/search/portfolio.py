@@ -1355,6 +1355,68 @@ def plan_separately(portfolio, **kw) -> dict:
     return {"jobs": out, "total_usd": total if status != "infeasible" else None, "status": status}
 
 
+def fleet_identity(pl: Optional[dict]) -> Optional[tuple]:
+    """A plan's fleet: owned nodes per type and the types rented (None for no plan)."""
+    if pl is None:
+        return None
+    return (tuple(sorted((f["gpu"], f["nodes"]) for f in pl["fleet"])), tuple(sorted({r["gpu"] for r in pl["rent"]})))
+
+
+def sensitivity_inputs(portfolio, instance: Instance) -> list[str]:
+    """Default uncertain inputs: each fleet GPU's prices, and electricity."""
+    return [f"price.{t.name}" for t in instance.gpus] + ["fleet.buy.usd_per_kwh"]
+
+
+def perturbed_plan(portfolio, name: str, factor: float, *, prices: Optional[Mapping[str, float]] = None,
+                   **kw) -> PlanResult:
+    """Re-plan with one input scaled by ``factor``: a price (``price.<gpu>``, ``purchase.<gpu>``,
+    ``rent.<gpu>``) or a numeric dotted field (``fleet.buy.usd_per_kwh``, ``jobs[1].train.tokens``,
+    ``jobs[2].serve.requests_per_s``)."""
+    from optimizer.portfolio_schema import load_portfolio
+
+    p = load_portfolio(portfolio)
+    prices = dict(prices or {})
+    if name.split(".")[0] in ("price", "purchase", "rent"):      # portfolio fields start fleet. or jobs[
+        prices[name] = prices.get(name, 1.0) * factor
+        return plan(p, prices=prices, **kw)
+    path = name.replace("[", ".").replace("]", "")
+    cur: Any = p
+    for part in path.split("."):
+        cur = cur[int(part)] if part.isdigit() else getattr(cur, part)
+    if not isinstance(cur, (int, float)):
+        raise ClusteroptError(name, f"is {cur!r}, not a number", "perturb a numeric input")
+    return plan(p.with_overrides({path: cur * factor}), prices=prices, **kw)
+
+
+def plan_sensitivity(portfolio, *, inputs: Optional[list[str]] = None, range_pct: float = 50.0, grid: int = 5,
+                     tol_pct: float = 1.0, time_limit_s: float = 10.0) -> list[dict]:
+    """Switching thresholds of the plan's fleet: per input and direction, the smallest change
+    within ``range_pct`` at which the optimal fleet (owned nodes per type, types rented)
+    changes, by re-planning (``search.sensitivity.find_threshold``: a grid, then bisection).
+    Same record shape as the training sensitivity (CONTRACTS.md 'Sensitivity'); ``new_best``
+    is the new fleet."""
+    from optimizer.portfolio_schema import load_portfolio
+    from optimizer.search.sensitivity import find_threshold
+
+    p = load_portfolio(portfolio)
+    kw = dict(top_k=1, binding=False, time_limit_s=time_limit_s)
+    base = plan(p, **kw)
+    base_key = fleet_identity(base.plan)
+    names = inputs or sensitivity_inputs(p, base.instance)
+    out = []
+    for name in names:
+        def best_at(f, name=name):
+            pl = perturbed_plan(p, name, f, **kw).plan
+            key = fleet_identity(pl)
+            return key, (None if pl is None else {"fleet": pl["fleet"], "rent": sorted({r["gpu"] for r in pl["rent"]}),
+                                                   "total_usd": pl["cost"]["total_usd"]})
+
+        for direction in ("up", "down"):
+            out.append(find_threshold(best_at, base_key, name, direction, range_pct=range_pct, grid=grid,
+                                      tol_pct=tol_pct))
+    return out
+
+
 # ----------------------------------------------------------------------------------------
 # renderers (the CLI's `clusteropt plan` only calls these)
 # ----------------------------------------------------------------------------------------
