@@ -50,11 +50,17 @@ def tornado(sens: dict, path, *, scenario: str = "") -> Path:
     for i, e in enumerate(reversed(rows)):
         lo, hi = e["low"], e["high"]
         for val, colour, key in ((lo, "#4477aa", "down"), (hi, "#cc6677", "up")):
+            if val is None:                      # no feasible answer at that end
+                ax.text(base, i, ("infeasible  " if key == "down" else "  infeasible"), va="center",
+                        ha="right" if key == "down" else "left", fontsize=8, color=colour)
+                continue
             changes = e["reoptimised"][key]["changes"]
             ax.barh(i, val - base, left=base, color=colour, alpha=0.85, hatch="//" if changes else None,
                     edgecolor="black" if changes else colour)
-        ax.text(max(lo, hi, base), i, "  " + _fmt(objective, min(lo, hi)) + " .. " + _fmt(objective, max(lo, hi)),
-                va="center", fontsize=8)
+        vals = [v for v in (lo, hi) if v is not None]
+        if vals:
+            ax.text(max(vals + [base]), i, "  " + _fmt(objective, min(vals)) + " .. " + _fmt(objective, max(vals)),
+                    va="center", fontsize=8)
     ax.set_yticks(range(len(rows)), [e["input"] for e in reversed(rows)], fontsize=9)
     ax.axvline(base, color="black", linewidth=1)
     fleet = "base_fleet" in sens              # serving: each end re-plans the fleet
@@ -63,8 +69,8 @@ def tornado(sens: dict, path, *, scenario: str = "") -> Path:
                   f"(base {_fmt(objective, base)})")
     ax.set_title(f"Sensitivity{' of ' + scenario if scenario else ''}: each input at -{x:g}% (blue) "
                  f"and +{x:g}% (red)\nhatched: the best configuration changes at that end", fontsize=10)
-    lo_all = min([base] + [min(e["low"], e["high"]) for e in rows])
-    hi_all = max([base] + [max(e["low"], e["high"]) for e in rows])
+    ends = [v for e in rows for v in (e["low"], e["high"]) if v is not None]
+    lo_all, hi_all = min([base] + ends), max([base] + ends)
     pad = (hi_all - lo_all) * 0.35 or abs(base) * 0.1 or 1.0
     ax.set_xlim(lo_all - pad * 0.2, hi_all + pad)
     if objective in ("cost", "cost_per_mtoken"):

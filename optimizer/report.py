@@ -234,7 +234,9 @@ def _cfg_short(cfg) -> str:
             f"{cfg['precision']} mb{cfg['micro_batch']} {cfg['recompute']}")
 
 
-def _objective_value(objective: str, x: float) -> str:
+def _objective_value(objective: str, x: float | None) -> str:
+    if x is None:
+        return "infeasible"
     return usd(x) if objective in ("cost", "cost_per_mtoken") else f"{x:,.4g}"
 
 

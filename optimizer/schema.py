@@ -101,17 +101,19 @@ class Explanation(_Open):
 
 class TornadoEnd(_Open):
     factor: float
-    objective: float = Field(description="the chosen configuration's objective at this end")
-    best: Optional[dict[str, Any]] = Field(description="the re-optimised best configuration (12 keys) or null")
+    objective: Optional[float] = Field(default=None, description="training: the chosen configuration's objective at this end")
+    best: Optional[Union[dict[str, Any], list[dict[str, Any]]]] = Field(
+        description="the re-optimised best: a 12-key configuration, a serving fleet (replica groups), or null")
     best_objective: Optional[float]
     changes: bool
 
 
 class TornadoEntry(_Open):
     input: str
-    low: float
-    high: float
-    swing: float
+    low: Optional[float] = Field(description="objective at -X% (training: the chosen configuration; serving: the "
+                                             "re-planned fleet); null when nothing is feasible there")
+    high: Optional[float]
+    swing: Optional[float] = Field(description="|high - low|; null when an end is infeasible")
     base: float
     reoptimised: dict[Literal["down", "up"], TornadoEnd]
     note: Optional[str] = None
@@ -122,7 +124,8 @@ class Threshold(_Open):
     direction: Literal["up", "down"]
     change_pct: Optional[float] = Field(description="signed; null when nothing switches within range_pct")
     range_pct: float
-    new_best: Optional[dict[str, Any]] = Field(description="the 12-key configuration that becomes best, or null")
+    new_best: Optional[Union[dict[str, Any], list[dict[str, Any]]]] = Field(
+        description="the 12-key configuration (serving: the fleet) that becomes best, or null")
     unchanged_pct: Optional[float] = Field(default=None, description="a change at which the best is still unchanged, within tolerance_pct of change_pct")
     tolerance_pct: float
     grid_step_pct: float
