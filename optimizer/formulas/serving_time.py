@@ -59,8 +59,9 @@ def allreduce_time_s(message_bytes, n_gpus, link_bytes_per_s, *, latency_s=ALLRE
     p = np.asarray(n_gpus, dtype=float)
     bus = 2.0 * (p - 1.0) / np.maximum(p, 1.0) * np.asarray(message_bytes, dtype=float)
     small = np.minimum(bus, small_bus_bytes)
-    t = (latency_s + small / (link_bytes_per_s * small_link_efficiency)
-         + (bus - small) / (link_bytes_per_s * link_efficiency))
+    with np.errstate(divide="ignore", invalid="ignore"):     # a single device (Jetson) has no link: 0/0
+        t = (latency_s + small / (link_bytes_per_s * small_link_efficiency)
+             + (bus - small) / (link_bytes_per_s * link_efficiency))
     return np.where(p > 1, t, 0.0)
 
 

@@ -121,6 +121,8 @@ def _price(label: str, hours: float, tokens: float, flop: float, trained_spec, g
     """The item's cost on the eligible GPU type where it is cheapest (module docstring)."""
     if hours <= 0 and flop <= 0:
         return OneOff(label, 0.0, 0.0, 0.0, 0.0, "")
+    if not gpus:                               # no eligible GPU: no replica option either
+        return OneOff(label, hours, tokens, flop, 0.0, "")
     choice = cx.CompressionChoice(options=(), weights="bf16", kv="bf16", sparse_2_4=False, quality_loss_pct=0.0,
                                   calibration_gpu_hours=hours, recovery_tokens=tokens, recovery_flop=flop,
                                   sources=())
