@@ -1258,6 +1258,7 @@ class PlanResult(_Mapping):
     explanation: dict
     stats: dict = field(default_factory=dict)
     instance: Any = None                 # the Instance solved (re-solve with build_instance(prices=...))
+    sensitivity: Optional[list] = None   # plan_sensitivity's thresholds, when asked for
 
 
 def plan(portfolio, *, top_k: Optional[int] = None, objective: Optional[str] = None, time_limit_s: float = 30.0,
@@ -1423,9 +1424,37 @@ def plan_sensitivity(portfolio, *, inputs: Optional[list[str]] = None, range_pct
 
 def plan_json(result: PlanResult) -> dict:
     """One JSON document: schema_version, status, objective, plan, alternatives, explanation, stats."""
-    return _plain({"schema_version": SCHEMA_VERSION, "portfolio": result.portfolio, "status": result.status,
-                  "objective": result.objective, "plan": result.plan, "alternatives": result.alternatives,
-                  "explanation": result.explanation, "stats": result.stats})
+    doc = {"schema_version": SCHEMA_VERSION, "portfolio": result.portfolio, "status": result.status,
+           "objective": result.objective, "plan": result.plan, "alternatives": result.alternatives,
+           "explanation": result.explanation, "stats": result.stats}
+    if result.sensitivity is not None:
+        doc["sensitivity"] = result.sensitivity
+    return _plain(doc)
+
+
+SCHEDULE_COLUMNS = ("job", "kind", "gpu", "source", "n_gpus", "n_nodes", "start_day", "end_day", "duration_days",
+                    "deadline_days", "cost_usd", "layout")
+
+
+def plan_csv(result: PlanResult) -> str:
+    """The best plan's schedule, one row per job (SCHEDULE_COLUMNS); empty body when no plan."""
+    import csv
+    import io
+
+    buf = io.StringIO()
+    w = csv.writer(buf)
+    w.writerow(SCHEDULE_COLUMNS)
+    for r in (result.plan or {}).get("schedule", []):
+        w.writerow([_layout(r) if k == "layout" else ("" if r.get(k) is None else r.get(k)) for k in SCHEDULE_COLUMNS])
+    return buf.getvalue()
+
+
+def _layout(r: dict) -> str:
+    cfg = r.get("config")
+    if cfg:
+        return (f"tp{cfg['tp']} pp{cfg['pp']} dp{cfg['dp']}" + (f" cp{cfg['cp']}" if cfg["cp"] > 1 else "")
+                + f" zero{cfg['zero']} {cfg['precision']} mb{cfg['micro_batch']} {cfg['recompute']}")
+    return r.get("layout", "")
 
 
 def _plain(x: Any) -> Any:
@@ -1451,6 +1480,12 @@ def _usd(x: float) -> str:
     return f"${x:,.2f}"
 
 
+def _markdown(headers: list[str], rows: list[list]) -> str:
+    rows = [[str(c) for c in r] for r in rows]
+    return "\n".join(["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
+                     + ["| " + " | ".join(r) + " |" for r in rows])
+
+
 def _table(headers: list[str], rows: list[list]) -> str:
     rows = [[str(c) for c in r] for r in rows]
     widths = [max([len(h)] + [len(r[i]) for r in rows]) for i, h in enumerate(headers)]
@@ -1461,9 +1496,9 @@ def _table(headers: list[str], rows: list[list]) -> str:
     return "\n".join([fmt(headers), "  ".join("-" * w for w in widths)] + [fmt(r) for r in rows])
 
 
-def plan_text(result: PlanResult) -> str:
-    """The plan as text: cost split, fleet to buy, schedule, alternatives, explanation lines."""
-    text_table, usd = _table, _usd
+def plan_text(result: PlanResult, markdown: bool = False) -> str:
+    """The plan as text (or Markdown): cost split, fleet to buy, schedule, alternatives, explanation."""
+    text_table, usd = (_markdown if markdown else _table), _usd
     out = [f"portfolio {result.portfolio}: {result.status}, objective {result.objective}"]
     pl = result.plan
     if pl is not None:
@@ -1480,11 +1515,8 @@ def plan_text(result: PlanResult) -> str:
         out += ["", "schedule:"]
         rows = []
         for r in pl["schedule"]:
-            cfg = r.get("config")
-            lay = (f"tp{cfg['tp']} pp{cfg['pp']} dp{cfg['dp']} {cfg['precision']}" if cfg else
-                   r.get("layout", ""))
             rows.append([r["job"], r["kind"], r["gpu"], r["source"], r["n_gpus"], f"{r['start_day']:.1f}",
-                         f"{r['end_day']:.1f}", lay, usd(r["cost_usd"])])
+                         f"{r['end_day']:.1f}", _layout(r), usd(r["cost_usd"])])
         out.append(text_table(["job", "kind", "gpu", "source", "gpus", "start d", "end d", "layout", "power/rent"], rows))
         for i, alt in enumerate(result.alternatives, start=2):
             fl = ", ".join(f"{f['nodes']} x {f['gpu']} nodes" for f in alt["fleet"]) or "no purchase"
@@ -1492,7 +1524,10 @@ def plan_text(result: PlanResult) -> str:
             out.append(f"alternative {i}: {usd(alt['cost']['total_usd'])}; {fl}"
                        + (f"; rents {', '.join(rented)}" if rented else ""))
     lines = list(result.explanation.get("lines", [])) + [f"note: {n}" for n in result.explanation.get("notes", [])]
+    for t in result.sensitivity or []:
+        if t.get("change_pct") is not None:
+            lines.append(f"sensitivity: {t['input']} {t['change_pct']:+.1f}% changes the fleet")
     if lines:
         out.append("")
-        out += lines
+        out += [("- " if markdown else "") + ln for ln in lines]
     return "\n".join(out).rstrip() + "\n"
