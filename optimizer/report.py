@@ -182,9 +182,11 @@ def result_table(df: pd.DataFrame, markdown: bool = False) -> str:
         h, rows = CODESIGN_HEADERS, codesign_rows(df)
     else:
         h, rows = SOLVE_HEADERS, solve_rows(df)
+    align = "ll" + "r" * (len(h) - 2) if "replicas" in df.columns else None
     if "rank" not in df.columns:
         h, rows = h[1:], [r[1:] for r in rows]
-    return markdown_table(h, rows) if markdown else text_table(h, rows)
+        align = align[1:] if align else None
+    return markdown_table(h, rows) if markdown else text_table(h, rows, align)
 
 
 def solve_text(result, markdown: bool = False) -> str:

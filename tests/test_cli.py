@@ -130,3 +130,11 @@ def test_estimate_serve_json_contract(capsys):
         assert s[k] > 0
     # one replica's output rate is the batch over the per-token time; ITL bounds it from above
     assert s["output_tokens_per_s"] <= 32 / s["itl_s"] * 1.0001
+
+
+def test_readme_serving_example_matches(capsys):
+    readme = (ROOT / "README.md").read_text()
+    block = readme.split("$ clusteropt solve llama3-8b-aws-mixed --top 3\n", 1)[1].split("```", 1)[0]
+    code, out, _ = run(capsys, "solve", "llama3-8b-aws-mixed", "--top", "3")
+    assert code == 0
+    assert out.split("\n\nPareto")[0].strip() == block.strip()
