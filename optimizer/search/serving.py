@@ -25,6 +25,19 @@ cap B; B is also the engine's ``max_num_seqs``, so the profile run is sized by i
 - Memory: the KV pool (vLLM sizing, ``gpu_memory_utilization`` = 1 - constraints.memory_headroom,
   0.9 by default as in vLLM) holds B sequences at the mean lengths, and at least one at the p99
   lengths. ``memory_per_gpu_bytes`` is the use at B mean-length sequences.
+- Quality (issue 9, with ``search.compression``): the row's variant (serving_compression.py: the
+  model, weight and KV formats, 2:4 sparsity) loses at most ``serve.quality.max_loss_pct`` of the
+  published quality for the model family. A rule of its own ('quality'), so explanations name it.
+
+Compression (issue 9). With ``search.compression`` each row carries a *variant* (columns
+``variant``, ``compression``, ``quality_loss_pct``, ``sparse_2_4``): the scenario's model or a
+smaller pruned/distilled family member, in the formats its options set; ``search.weights`` /
+``search.kv`` then only filter the variants. One-off work (calibration GPU-hours, recovery and
+distillation tokens, priced by serving_compression.py) is paid once per fleet per item, however
+many options share it, and amortised over ``serve.horizon_days``: a fleet's ``usd_per_hour`` (and
+so the cost objective, the budget and $/M tokens) INCLUDES ``one_off_usd_per_hour``;
+``gpu_usd_per_hour`` is the instances alone, ``one_off_usd`` the undiscounted total. A fleet's
+``quality_loss_pct`` is the largest over its replicas.
 
 Offers and price. A rented replica runs inside instances of one offer, and its TP group must
 fit in one instance (TP over NVLink; pipeline stages may span instances): a TP=4 replica cannot
@@ -37,14 +50,17 @@ GPUs per instance) instances (an 8-GPU instance holds two TP=4 replicas, or a TP
 replicas). A replica's ``usd_per_hour`` is its pro-rata share: GPUs x its pool's $/GPU-hour.
 Stock (``constraints.available``) and ``max_gpus`` count the GPUs rented, over all pools of a type.
 
-Search space (scenario ``search:``): weights (default bf16, fp8: the formats that do not change
-model quality much; pin int8/int4 to search them), kv (default bf16, fp8), tp (default powers of
+Search space (scenario ``search:``): compression (above; when given it sets the formats),
+weights (default bf16, fp8: the formats that do not change model quality much; pin int8/int4
+to search them), kv (default bf16, fp8), tp (default powers of
 two within the GPU's NVLink domain and node, dividing the heads), pp (default 1; when no PP = 1
 option of a GPU type fits in memory, 2, 4 and 8 are tried for it), batch (default 1, 2, 4, ...,
 1024). Per (pool, GPUs per replica) only the option with the largest capacity meeting every
-rule is given to the fleet model (ties: lower TTFT, ITL, memory): any fleet using another option
-of that class costs the same, takes the same GPUs and covers no more, so the optimum is
-unchanged (the redundancy rule included: sum_r min(cap[r], t) x[r] only grows with cap).
+rule is given to the fleet model (ties: lower quality loss, TTFT, ITL, memory): any fleet using
+another option of that class costs the same, takes the same GPUs and covers no more, so the
+optimum is unchanged (the redundancy rule included: sum_r min(cap[r], t) x[r] only grows with cap).
+With one-off items the class is (pool, GPUs per replica, priced items), and an option is dropped
+when one of its pool and size needs a subset of its items and has at least its capacity.
 """
 
 from __future__ import annotations
@@ -671,7 +687,10 @@ def solve_serving(scenario, *, top_k: int | None = None, objective: str | None =
     relaxation solves (the explanation then holds only 'reason' and empty 'lines').
 
     configs columns (COLUMNS): rank, objective (in the objective's unit), usd_per_hour (whole
-    instances), usd_per_mtoken (per million output tokens at the demanded rate), n_gpus (rented),
+    instances plus amortised one-off compression work), usd_per_mtoken (per million output tokens
+    at the demanded rate), gpu_usd_per_hour (instances alone), one_off_usd (compression work, paid
+    once), one_off_usd_per_hour (over serve.horizon_days), quality_loss_pct (largest over the
+    replicas; 0 without search.compression), n_gpus (rented),
     n_gpus_used (in replicas), n_replicas, gpu ('H100-SXM5-80GB x8 + A100-SXM4-80GB x8', GPUs
     rented per type), capacity_requests_per_s (sum of sustainable rates),
     capacity_after_failures_requests_per_s (without the k largest replicas), utilization
