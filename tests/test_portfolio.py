@@ -309,8 +309,8 @@ import copy  # noqa: E402
 import json  # noqa: E402
 
 from optimizer.portfolio_schema import job_scenario, list_portfolios, load_portfolio  # noqa: E402
-from optimizer.search.portfolio import (build_instance, fleet_gpu_types, plan, plan_json, plan_separately,  # noqa: E402
-                                        plan_text)
+from optimizer.search.portfolio import (PlanDocument, build_instance, fleet_gpu_types, plan, plan_json,  # noqa: E402
+                                        plan_separately, plan_text)
 
 TWO_JOBS = {"name": "two", "fleet": {"gpus": ["H100-SXM5-80GB"], "rent": {"allowed": False}},
             "jobs": [{"name": "a", "train": {"model": "llama-3-8b", "tokens": 2e12, "seq_len": 8192,
@@ -382,7 +382,9 @@ def test_infeasible_portfolio_names_the_budget_and_its_least_relaxation():
     assert r.status == "infeasible" and r.plan is None
     need = r.explanation["relaxations"]["budget_usd"]
     assert "budget" in r.explanation["reason"] and need > 5e6
-    assert json.loads(json.dumps(plan_json(r)))["explanation"]["relaxations"]["budget_usd"] == need
+    doc = json.loads(json.dumps(plan_json(r)))
+    assert doc["explanation"]["relaxations"]["budget_usd"] == need
+    PlanDocument.model_validate(doc)
     # least: the relaxed budget is feasible, a dollar less is not
     d["fleet"]["buy"]["budget_usd"] = need
     assert plan(d, binding=False).status == "optimal"
@@ -407,7 +409,8 @@ def test_shipped_portfolios_plan(name):
     names = {j.name for j in load_portfolio(name).jobs}
     assert {s["job"] for s in r.plan["schedule"]} == names
     doc = json.loads(json.dumps(plan_json(r)))
-    assert doc["schema_version"] and doc["status"] == "optimal" and "explanation" in doc
+    assert doc["schema_version"] and doc["kind"] == "plan" and doc["status"] == "optimal" and "explanation" in doc
+    PlanDocument.model_validate(doc)                             # the emitted JSON matches its schema
     assert name in plan_text(r)
     for alt in r.alternatives:                                   # ranked: never better than the best
         assert alt["objective_units"] >= r.plan["objective_units"]

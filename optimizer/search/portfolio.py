@@ -78,10 +78,11 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Optional
+from typing import Any, Literal, Mapping, Optional
 
 import numpy as np
 from ortools.sat.python import cp_model
+from pydantic import BaseModel, ConfigDict, Field
 
 from optimizer.errors import ClusteroptError
 from optimizer.units import SECONDS_PER_DAY, SECONDS_PER_HOUR
@@ -1422,9 +1423,93 @@ def plan_sensitivity(portfolio, *, inputs: Optional[list[str]] = None, range_pct
 # renderers (the CLI's `clusteropt plan` only calls these)
 # ----------------------------------------------------------------------------------------
 
+class _Open(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+
+class FleetEntry(_Open):
+    gpu: str
+    nodes: int = Field(ge=0)
+    gpus: int = Field(ge=0)
+    purchase_usd: float = Field(description="capex of these nodes (what fleet.buy.budget_usd caps)")
+    capex_share_usd: float = Field(description="the horizon's straight-line share of the capex")
+    hosting_usd: float
+    maintenance_usd: float
+    it_power_kw: float = Field(description="provisioned IT power (TDP x server overhead), before PUE")
+    utilization: float = Field(description="fraction of the owned GPU-days over the horizon that run jobs")
+
+
+class RentEntry(_Open):
+    job: str
+    gpu: str
+    n_gpus: int = Field(ge=1)
+    start_day: float
+    end_day: float
+    hours: float
+    usd: float
+    offer: Optional[str] = None
+    usd_per_gpu_hour: float
+
+
+class ScheduleEntry(_Open):
+    job: str
+    kind: Literal["train", "serve"]
+    gpu: str
+    source: Literal["owned", "rented"]
+    n_gpus: int = Field(ge=1)
+    n_nodes: int = Field(ge=1)
+    start_day: float
+    end_day: float = Field(description="start + the exact duration (the grid reserves up to grid_end_day)")
+    duration_days: float
+    deadline_days: Optional[float] = None
+    cost_usd: float = Field(description="power (owned) or rent (rented) of this job's run")
+    config: Optional[dict[str, Any]] = Field(default=None, description="training: the 12-key configuration")
+    layout: Optional[str] = Field(default=None, description="serving: the replica fleet")
+
+
+class CostSplit(_Open):
+    capex_usd: float = Field(description="capex share over the horizon")
+    opex_usd: float = Field(description="power + hosting + maintenance")
+    rent_usd: float
+    total_usd: float = Field(description="capex_usd + opex_usd + rent_usd")
+    purchase_usd: float
+    power_usd: float
+    hosting_usd: float
+    maintenance_usd: float
+
+
+class PlanBody(_Open):
+    rank: int = Field(ge=1)
+    fleet: list[FleetEntry]
+    rent: list[RentEntry]
+    schedule: list[ScheduleEntry]
+    cost: CostSplit
+    owned_gpus: int
+    owned_power_kw: float
+    utilization: dict[str, Optional[float]]
+    makespan_days: float
+    binding: list[str]
+    objective_units: list[int] = Field(description="the objective in the model's integer units (cents; slots)")
+
+
+class PlanDocument(_Open):
+    """``clusteropt plan --format json``: the best fleet and schedule, ranked alternatives, explanation."""
+
+    schema_version: str = SCHEMA_VERSION
+    kind: Literal["plan"] = "plan"
+    portfolio: str
+    status: Literal["optimal", "feasible", "infeasible", "unknown"]
+    objective: Literal["total_cost", "makespan", "gpus"]
+    plan: Optional[PlanBody]
+    alternatives: list[PlanBody]
+    explanation: dict[str, Any]
+    stats: dict[str, Any] = Field(default_factory=dict)
+    sensitivity: Optional[list[dict[str, Any]]] = None
+
+
 def plan_json(result: PlanResult) -> dict:
     """One JSON document: schema_version, status, objective, plan, alternatives, explanation, stats."""
-    doc = {"schema_version": SCHEMA_VERSION, "portfolio": result.portfolio, "status": result.status,
+    doc = {"schema_version": SCHEMA_VERSION, "kind": "plan", "portfolio": result.portfolio, "status": result.status,
            "objective": result.objective, "plan": result.plan, "alternatives": result.alternatives,
            "explanation": result.explanation, "stats": result.stats}
     if result.sensitivity is not None:
