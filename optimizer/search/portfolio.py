@@ -66,6 +66,12 @@ then within (job, GPU type, owned/rented) an option is dropped when another is n
 GPUs, slots and cost; options that cannot meet the job's deadline window or the horizon, and
 owned options larger than the stock, node or power limits allow, are dropped.
 
+Entry points: ``plan`` (-> PlanResult: status, plan, alternatives, explanation, stats),
+``plan_json`` / ``plan_text`` / ``plan_csv`` (renderers; ``PlanDocument`` is the JSON's schema),
+``plan_separately`` (each job on its own fleet, for comparison), ``plan_sensitivity`` and
+``perturbed_plan`` (re-planning with one input scaled: thresholds at which the fleet changes),
+``build_instance`` / ``solve_instance`` (the plain-number model, used by the tests).
+
 Top-K: a fleet is the owned node count per type plus the set of types rented. After the k-th
 optimum is decoded, a no-good cut forbids that fleet and every fleet containing it (some
 type must own fewer nodes, or some rented type must not be rented), and the model is solved
