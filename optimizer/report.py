@@ -155,10 +155,14 @@ CODESIGN_HEADERS = ["rank", "model", "params", "tokens", "tok/param", "loss", "g
 def fleet_rows(df: pd.DataFrame) -> list[list[str]]:
     out = []
     for r in df.to_dict(orient="records"):
-        out.append([r.get("rank", ""), fleet_label(r["replicas"]), r["n_gpus"], usd(r["usd_per_hour"]),
-                    usd(r["usd_per_mtoken"]), f"{r['capacity_requests_per_s']:.1f}", f"{r['utilization']:.0%}",
-                    f"{r['worst_ttft_s'] * 1e3:.0f} ms", f"{r['worst_itl_s'] * 1e3:.1f} ms",
-                    f"{r['min_memory_headroom']:.0%}"])
+        row = [r.get("rank", ""), fleet_label(r["replicas"]), r["n_gpus"], usd(r["usd_per_hour"]),
+               usd(r["usd_per_mtoken"]), f"{r['capacity_requests_per_s']:.1f}", f"{r['utilization']:.0%}",
+               f"{r['worst_ttft_s'] * 1e3:.0f} ms", f"{r['worst_itl_s'] * 1e3:.1f} ms",
+               f"{r['min_memory_headroom']:.0%}"]
+        if "quality_loss_pct" in df.columns:
+            q, once = _num(r, "quality_loss_pct"), _num(r, "one_off_usd")
+            row += ["-" if q is None else f"{q:.2f}%", "-" if not once else usd(once)]
+        out.append(row)
     return out
 
 
@@ -178,6 +182,8 @@ def result_table(df: pd.DataFrame, markdown: bool = False) -> str:
     """The ranked table of any workload: training layouts, serving fleets or co-design plans."""
     if "replicas" in df.columns:
         h, rows = FLEET_HEADERS, fleet_rows(df)
+        if "quality_loss_pct" in df.columns:
+            h = h + ["quality loss", "one-off"]
     elif "predicted_loss" in df.columns:
         h, rows = CODESIGN_HEADERS, codesign_rows(df)
     else:
