@@ -360,26 +360,38 @@ def sweep(
 # plan (portfolios, issue 7)
 # ----------------------------------------------------------------------------------------
 
+class PlanObjective(str, Enum):
+    total_cost = "total_cost"
+    makespan = "makespan"
+    gpus = "gpus"
+
+
 @app.command()
 def plan(
-    portfolio: str = typer.Argument(..., help="Portfolio YAML or built-in portfolio name."),
-    top: Optional[int] = typer.Option(None, "--top", min=1, max=100, help="How many alternative fleets to rank."),
-    objective: Optional[str] = typer.Option(None, "--objective", help="total_cost | makespan | gpus"),
+    portfolio: str = typer.Argument(..., help="Portfolio YAML or built-in name (scenarios/portfolios/)."),
+    top: Optional[int] = typer.Option(None, "--top", min=1, max=100, help="How many distinct fleets to rank."),
+    objective: Optional[PlanObjective] = typer.Option(None, "--objective"),
     time_limit: float = typer.Option(30.0, "--time-limit", min=0.01, help="CP-SAT time limit, seconds."),
+    sensitivity: bool = typer.Option(False, "--sensitivity",
+                                     help="Thresholds of GPU prices, electricity, tokens and request rate at which the fleet changes."),
     fmt: Fmt = typer.Option(Fmt.table, "--format"),
     out: Optional[Path] = typer.Option(None, "--out", help="Write the result to FILE instead of stdout."),
     catalog: Optional[List[Path]] = CatalogOpt,
 ):
-    """Plan a fleet for several training and serving jobs: what to buy, what to rent, and each job's schedule."""
+    """Plan one fleet for a portfolio of training and serving jobs: what to buy, what to rent and when."""
     from optimizer.search import portfolio as pf
 
-    result = pf.plan(portfolio, top_k=top, objective=objective, time_limit_s=time_limit, catalog=_catalog(catalog))
+    result = pf.plan(portfolio, top_k=top, objective=objective.value if objective else None,
+                     time_limit_s=time_limit, catalog=_catalog(catalog))
+    if sensitivity and result.plan is not None:
+        print("sensitivity: re-planning each input up and down...", file=sys.stderr)
+        result.sensitivity = pf.plan_sensitivity(portfolio)
     if fmt is Fmt.json:
         text = report.dumps(pf.plan_json(result))
     elif fmt is Fmt.csv:
-        raise ClusteroptError("--format", "csv is not available for plans", "table, json, markdown")
+        text = pf.plan_csv(result)
     else:
-        text = pf.plan_text(result)
+        text = pf.plan_text(result, markdown=fmt is Fmt.markdown)
     _emit(text, out)
 
 

@@ -152,6 +152,11 @@ CODESIGN_HEADERS = ["rank", "model", "params", "tokens", "tok/param", "loss", "g
                     "tp/pp/dp", "prec", "days", "cost", "lifetime cost"]
 
 
+def _compressed(df: pd.DataFrame) -> bool:
+    """Whether any fleet uses a lossy or paid compression option (then the table shows them)."""
+    return any(c in df.columns and bool((df[c].fillna(0) > 0).any()) for c in ("quality_loss_pct", "one_off_usd"))
+
+
 def fleet_rows(df: pd.DataFrame) -> list[list[str]]:
     out = []
     for r in df.to_dict(orient="records"):
@@ -159,7 +164,7 @@ def fleet_rows(df: pd.DataFrame) -> list[list[str]]:
                usd(r["usd_per_mtoken"]), f"{r['capacity_requests_per_s']:.1f}", f"{r['utilization']:.0%}",
                f"{r['worst_ttft_s'] * 1e3:.0f} ms", f"{r['worst_itl_s'] * 1e3:.1f} ms",
                f"{r['min_memory_headroom']:.0%}"]
-        if "quality_loss_pct" in df.columns:
+        if _compressed(df):
             q, once = _num(r, "quality_loss_pct"), _num(r, "one_off_usd")
             row += ["-" if q is None else f"{q:.2f}%", "-" if not once else usd(once)]
         out.append(row)
@@ -182,7 +187,7 @@ def result_table(df: pd.DataFrame, markdown: bool = False) -> str:
     """The ranked table of any workload: training layouts, serving fleets or co-design plans."""
     if "replicas" in df.columns:
         h, rows = FLEET_HEADERS, fleet_rows(df)
-        if "quality_loss_pct" in df.columns:
+        if _compressed(df):
             h = h + ["quality loss", "one-off"]
     elif "predicted_loss" in df.columns:
         h, rows = CODESIGN_HEADERS, codesign_rows(df)

@@ -109,7 +109,7 @@ def fleet_label(replicas) -> str:
     """'14x H100-SXM5-80GB tp2 int4/fp8 b64 + ...': a serving fleet on one line; a compression
     option (int4 GPTQ, 2:4 sparsity, a pruned and distilled student...) in brackets."""
     def one(r):
-        tags = [t for t in (r.get("compression"), "2:4" if r.get("sparse_2_4") else None) if t]
+        tags = [t for t in (r.get("compression"), "2:4" if r.get("sparse_2_4") else None) if t and t != "none"]
         return (f"{r['count']}x {r['gpu']} tp{r['tp']}" + (f"pp{r['pp']}" if r.get("pp", 1) > 1 else "")
                 + f" {r['weights']}/{r['kv']} b{r['batch']}" + (f" [{', '.join(tags)}]" if tags else ""))
     return " + ".join(one(r) for r in replicas)
