@@ -27,11 +27,9 @@ Conventions of the blocks (the planner, ``optimizer.search.portfolio``, implemen
 
 from __future__ import annotations
 
-import copy
 from pathlib import Path
 from typing import Any, Literal, Optional, Union
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from optimizer.errors import ClusteroptError, did_you_mean, unknown_name
@@ -362,32 +360,11 @@ def list_portfolios() -> list[str]:
 
 def load_portfolio(source: Union[str, Path, dict, Portfolio]) -> Portfolio:
     """Load and validate a portfolio from a YAML path, a built-in portfolio name, or a dict."""
+    from optimizer.scenario import read_document
+
     if isinstance(source, Portfolio):
         return source
-    if isinstance(source, dict):
-        data = copy.deepcopy(source)
-        data.setdefault("base_dir", None)
-        return _validate(data)
-    path = Path(source)
-    if not path.exists():
-        builtin = portfolio_dir() / f"{source}.yaml"
-        if builtin.exists():
-            path = builtin
-        elif not str(source).endswith((".yaml", ".yml")) and "/" not in str(source):
-            raise unknown_name("portfolio", "portfolio", str(source), list_portfolios())
-        else:
-            raise ClusteroptError("portfolio", f"file not found: {source}")
-    try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        line = getattr(getattr(exc, "problem_mark", None), "line", None)
-        where = f" at line {line + 1}" if line is not None else ""
-        raise ClusteroptError(str(path), f"not valid YAML{where}") from None
-    if not isinstance(data, dict):
-        raise ClusteroptError(str(path), "a portfolio must be a YAML mapping")
-    data.setdefault("name", path.stem)
-    data["base_dir"] = str(path.resolve().parent)
-    return _validate(data)
+    return _validate(read_document(source, "portfolio", portfolio_dir(), list_portfolios()))
 
 
 # ----------------------------------------------------------------------------------------

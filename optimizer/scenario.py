@@ -396,6 +396,39 @@ def list_scenarios() -> list[str]:
     return sorted(p.stem for p in scenario_dir().glob("*.yaml"))
 
 
+def read_document(source: Union[str, Path, dict], kind: str, folder: Path, known: list[str]) -> dict:
+    """The raw mapping of a scenario-like YAML document (``kind``: scenario, portfolio) from a
+    dict, a YAML path or a built-in name in ``folder``; ``name`` defaults to the file's stem and
+    ``base_dir`` (where relative paths resolve) to its folder. One-line errors for a missing
+    file, an unknown built-in name (with suggestions from ``known``) or invalid YAML."""
+    if isinstance(source, dict):
+        data = copy.deepcopy(source)
+        data.setdefault("base_dir", None)
+        return data
+    path = Path(source)
+    if not path.exists():
+        builtin = folder / f"{source}.yaml"
+        if builtin.exists():
+            path = builtin
+        elif not str(source).endswith((".yaml", ".yml")) and "/" not in str(source):
+            from optimizer.errors import unknown_name
+
+            raise unknown_name(kind, kind, str(source), known)
+        else:
+            raise ClusteroptError(kind, f"file not found: {source}")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        line = getattr(getattr(exc, "problem_mark", None), "line", None)
+        where = f" at line {line + 1}" if line is not None else ""
+        raise ClusteroptError(str(path), f"not valid YAML{where}") from None
+    if not isinstance(data, dict):
+        raise ClusteroptError(str(path), f"a {kind} must be a YAML mapping")
+    data.setdefault("name", path.stem)
+    data["base_dir"] = str(path.resolve().parent)
+    return data
+
+
 def load_scenario(source: Union[str, Path, dict, None] = None) -> Scenario:
     """Load and validate a scenario from a YAML path, a built-in scenario name, or a dict.
 
@@ -405,29 +438,4 @@ def load_scenario(source: Union[str, Path, dict, None] = None) -> Scenario:
         return source
     if source is None:
         source = DEFAULT_SCENARIO
-    if isinstance(source, dict):
-        data = copy.deepcopy(source)
-        data.setdefault("base_dir", None)
-        return _validate(data)
-    path = Path(source)
-    if not path.exists():
-        builtin = scenario_dir() / f"{source}.yaml"
-        if builtin.exists():
-            path = builtin
-        elif not str(source).endswith((".yaml", ".yml")) and "/" not in str(source):
-            from optimizer.errors import unknown_name
-
-            raise unknown_name("scenario", "scenario", str(source), list_scenarios())
-        else:
-            raise ClusteroptError("scenario", f"file not found: {source}")
-    try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        line = getattr(getattr(exc, "problem_mark", None), "line", None)
-        where = f" at line {line + 1}" if line is not None else ""
-        raise ClusteroptError(str(path), f"not valid YAML{where}") from None
-    if not isinstance(data, dict):
-        raise ClusteroptError(str(path), "a scenario must be a YAML mapping")
-    data.setdefault("name", path.stem)
-    data["base_dir"] = str(path.resolve().parent)
-    return _validate(data)
+    return _validate(read_document(source, "scenario", scenario_dir(), list_scenarios()))

@@ -17,11 +17,11 @@ from typing import Any, Mapping
 import numpy as np
 import pandas as pd
 
-from optimizer.errors import ClusteroptError, unknown_name
+from optimizer.errors import ClusteroptError
 from optimizer.search import cpsat
 from optimizer.search.explain import explain_infeasible, binding_summary
 from optimizer.search.pareto import pareto_front
-from optimizer.search.space import PRECISIONS, RECOMPUTES, GpuOption, enumerate_layouts
+from optimizer.search.space import PRECISIONS, RECOMPUTES, GpuOption
 from optimizer.search.tables import (CONFIG_KEYS, LIMIT_FAMILIES, Table, build_table, complete_table,
                                      limits_of, objective_keys, OBJECTIVE_COLUMN_BY_NAME)
 

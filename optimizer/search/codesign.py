@@ -50,7 +50,7 @@ from optimizer.formulas.params import count_params
 from optimizer.model.families import generate, get_family, ladder
 from optimizer.search import cpsat
 from optimizer.search.api import SolveResult, _limits, evaluate, frame, gpu_options
-from optimizer.search.tables import MONEY_UNITS_PER_USD, Table, build_table, objective_keys, reprice
+from optimizer.search.tables import MONEY_UNITS_PER_USD, Table, build_table, reprice
 from optimizer.units import SECONDS_PER_HOUR
 
 LOSS_UNITS_PER_NAT = 1_000_000

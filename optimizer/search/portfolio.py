@@ -111,20 +111,7 @@ SCHEMA_VERSION = "1.0"
 LIMIT_FAMILIES = ("budget", "power", "max_nodes", "stock", "deadline", "after", "horizon")
 
 
-class _Mapping:
-    """Readable both as attributes and as a mapping (CONTRACTS.md, like api.SolveResult)."""
-
-    def __getitem__(self, key):
-        try:
-            return getattr(self, key)
-        except AttributeError:
-            raise KeyError(key) from None
-
-    def __contains__(self, key):
-        return hasattr(self, key)
-
-    def keys(self):
-        return [f for f in self.__dataclass_fields__]
+from optimizer.search.api import _Mapping  # noqa: E402  (results readable as attributes and as a mapping)
 
 
 # ----------------------------------------------------------------------------------------

@@ -284,15 +284,34 @@ def threshold(p: Perturber, name: str, direction: str, base_cfg: dict, *, range_
                           note=note, down_cap_pct=100.0 * p.span)
 
 
-def sensitivity(result, scenario, *, swing_pct: float = 20.0, range_pct: float = 50.0, grid: int = 10,
-                tol_pct: float = 0.1, inputs: list[str] | None = None, efficiency_scale: float = 1.0) -> dict:
-    """Tornado, re-optimised ends, switching thresholds and slack for a solved training scenario."""
+def check_ranges(swing_pct: float, range_pct: float) -> None:
+    """The tornado swing and the threshold range as percentages (one-line errors)."""
     from optimizer.errors import ClusteroptError
-    from optimizer.search.explain import binding_summary
 
     for field, v, lo, hi in (("swing_pct", swing_pct, 0, 99.9), ("range_pct", range_pct, 0, 1000)):
         if not lo < v <= hi:
             raise ClusteroptError(f"sensitivity.{field}", f"{v!r}", f"a percentage in ({lo}, {hi}]")
+
+
+def select_inputs(all_inputs: list[tuple[str, str | None]], inputs: list[str] | None) -> list[tuple[str, str | None]]:
+    """The (input, note) pairs named by ``inputs`` (all when None); unknown names are an error."""
+    from optimizer.errors import ClusteroptError
+
+    if inputs is None:
+        return all_inputs
+    known = {n for n, _ in all_inputs}
+    bad = [n for n in inputs if n not in known]
+    if bad:
+        raise ClusteroptError("sensitivity.inputs", f"unknown {bad}", "allowed: " + ", ".join(sorted(known)))
+    return [(n, note) for n, note in all_inputs if n in inputs]
+
+
+def sensitivity(result, scenario, *, swing_pct: float = 20.0, range_pct: float = 50.0, grid: int = 10,
+                tol_pct: float = 0.1, inputs: list[str] | None = None, efficiency_scale: float = 1.0) -> dict:
+    """Tornado, re-optimised ends, switching thresholds and slack for a solved training scenario."""
+    from optimizer.search.explain import binding_summary
+
+    check_ranges(swing_pct, range_pct)
     table: Table = result.table
     objective = result.objective
     if len(result.configs) == 0:
@@ -301,13 +320,7 @@ def sensitivity(result, scenario, *, swing_pct: float = 20.0, range_pct: float =
     base_cfg = {k: result.configs.iloc[0][k] for k in CONFIG_KEYS}
     base_cfg = {k: (v.item() if hasattr(v, "item") else v) for k, v in base_cfg.items()}
     r_full = _row_of(table, base_cfg)
-    all_inputs = inputs_of(scenario, table)
-    if inputs is not None:
-        known = {n for n, _ in all_inputs}
-        bad = [n for n in inputs if n not in known]
-        if bad:
-            raise ClusteroptError("sensitivity.inputs", f"unknown {bad}", "allowed: " + ", ".join(sorted(known)))
-        all_inputs = [(n, note) for n, note in all_inputs if n in inputs]
+    all_inputs = select_inputs(inputs_of(scenario, table), inputs)
     span = max(swing_pct, range_pct) / 100.0
     p = Perturber(scenario.spec(), scenario, table, objective, efficiency_scale=efficiency_scale,
                   span=span, keep_row=r_full)

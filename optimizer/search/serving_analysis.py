@@ -28,7 +28,6 @@ import math
 from dataclasses import replace
 
 
-from optimizer.errors import ClusteroptError
 
 #: Paths whose change leaves the replica table as it is (only the fleet model is re-solved).
 TABLE_FREE = ("serve.requests_per_s", "serve.redundancy", "serve.max_utilization", "serve.max_replica_types",
@@ -127,21 +126,15 @@ def serving_sensitivity(result, scenario, *, swing_pct: float = 20.0, range_pct:
     from optimizer.scenario import load_scenario
 
     scenario = load_scenario(scenario)
-    for fld, v, lo, hi in (("swing_pct", swing_pct, 0, 99.9), ("range_pct", range_pct, 0, 1000)):
-        if not lo < v <= hi:
-            raise ClusteroptError(f"sensitivity.{fld}", f"{v!r}", f"a percentage in ({lo}, {hi}]")
+    from optimizer.search.sensitivity import check_ranges, select_inputs
+
+    check_ranges(swing_pct, range_pct)
     if len(result.configs) == 0:
         return {"objective": result.objective, "tornado": [], "thresholds": [], "slack": {},
                 "note": "infeasible: nothing to analyse; see the explanation"}
     best = result.configs.iloc[0]
     base_key, base_value = fleet_key(best["replicas"]), float(best["objective"])
-    all_inputs = _inputs(scenario, result.table)
-    if inputs is not None:
-        known = {n for n, _ in all_inputs}
-        bad = [n for n in inputs if n not in known]
-        if bad:
-            raise ClusteroptError("sensitivity.inputs", f"unknown {bad}", "allowed: " + ", ".join(sorted(known)))
-        all_inputs = [(n, note) for n, note in all_inputs if n in inputs]
+    all_inputs = select_inputs(_inputs(scenario, result.table), inputs)
     p = _Probe(scenario, result)
     tornado, thresholds = [], []
     for name, note in all_inputs:
