@@ -385,7 +385,7 @@ def plan(
                      time_limit_s=time_limit, catalog=_catalog(catalog))
     if sensitivity and result.plan is not None:
         print("sensitivity: re-planning each input up and down...", file=sys.stderr)
-        result.sensitivity = pf.plan_sensitivity(portfolio)
+        result.sensitivity = {"tornado": pf.plan_tornado(portfolio), "thresholds": pf.plan_sensitivity(portfolio)}
     if fmt is Fmt.json:
         text = report.dumps(pf.plan_json(result))
     elif fmt is Fmt.csv:

@@ -187,3 +187,23 @@ def test_serving_sensitivity_and_report(capsys, tmp_path):
     text = r.read_text()
     assert "## Cost against p99 time to first token" in text and "## Sensitivity" in text
     assert len(re.findall(r"data:image/png;base64,", text)) == 2
+
+
+def test_plan_sensitivity_json_has_tornado_and_thresholds(capsys):
+    from optimizer.search.portfolio import PlanDocument, plan
+
+    code, out, err = run(capsys, "plan", "shared-fleet", "--sensitivity", "--format", "json")
+    assert code == 0, err
+    doc = json.loads(out)
+    PlanDocument.model_validate(doc)
+    sens = doc["sensitivity"]
+    assert {"tornado", "thresholds"} <= set(sens)
+    swings = [e["swing"] for e in sens["tornado"]]
+    assert swings == sorted(swings, reverse=True)
+    price = next(e for e in sens["tornado"] if e["input"] == "price.H100-SXM5-80GB")
+    assert price["base"] == pytest.approx(doc["plan"]["cost"]["total_usd"])
+    low = plan("shared-fleet", prices={"price.H100-SXM5-80GB": 0.8}, top_k=1, binding=False)
+    assert price["low"] == pytest.approx(low.plan["cost"]["total_usd"])
+    assert price["low"] < price["base"] < price["high"]
+    for t in sens["thresholds"]:
+        assert t["direction"] in ("up", "down") and "change_pct" in t and "new_best" in t

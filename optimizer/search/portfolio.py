@@ -84,7 +84,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass, field
-from typing import Any, Literal, Mapping, Optional
+from typing import Any, Literal, Mapping, Optional, Union
 
 import numpy as np
 from ortools.sat.python import cp_model
@@ -1252,7 +1252,7 @@ class PlanResult(_Mapping):
     explanation: dict
     stats: dict = field(default_factory=dict)
     instance: Any = None                 # the Instance solved (re-solve with build_instance(prices=...))
-    sensitivity: Optional[list] = None   # plan_sensitivity's thresholds, when asked for
+    sensitivity: Optional[Any] = None    # plan_sensitivity's {tornado, thresholds}, when asked for
 
 
 def plan(portfolio, *, top_k: Optional[int] = None, objective: Optional[str] = None, time_limit_s: float = 30.0,
@@ -1412,6 +1412,33 @@ def plan_sensitivity(portfolio, *, inputs: Optional[list[str]] = None, range_pct
     return out
 
 
+def plan_tornado(portfolio, *, inputs: Optional[list[str]] = None, swing_pct: float = 20.0,
+                 time_limit_s: float = 10.0) -> list[dict]:
+    """Total cost of the re-planned portfolio at -X% and +X% of each input (a fleet plan has no
+    fixed 'chosen configuration' to hold: each end is re-optimised), sorted by swing; whether
+    the fleet changes at each end."""
+    from optimizer.portfolio_schema import load_portfolio
+
+    p = load_portfolio(portfolio)
+    kw = dict(top_k=1, binding=False, time_limit_s=time_limit_s)
+    base = plan(p, **kw)
+    if base.plan is None:
+        return []
+    base_key, base_cost = fleet_identity(base.plan), base.plan["cost"]["total_usd"]
+    out = []
+    for name in inputs or sensitivity_inputs(p, base.instance):
+        ends, changes = {}, {}
+        for direction, f in (("down", 1 - swing_pct / 100), ("up", 1 + swing_pct / 100)):
+            pl = perturbed_plan(p, name, f, **kw).plan
+            ends[direction] = None if pl is None else pl["cost"]["total_usd"]
+            changes[direction] = fleet_identity(pl) != base_key
+        swing = None if None in ends.values() else abs(ends["up"] - ends["down"])
+        out.append({"input": name, "swing_pct": swing_pct, "low": ends["down"], "high": ends["up"], "swing": swing,
+                    "base": base_cost, "changes": changes})
+    out.sort(key=lambda e: -(e["swing"] if e["swing"] is not None else float("inf")))
+    return out
+
+
 # ----------------------------------------------------------------------------------------
 # renderers (the CLI's `clusteropt plan` only calls these)
 # ----------------------------------------------------------------------------------------
@@ -1497,7 +1524,8 @@ class PlanDocument(_Open):
     alternatives: list[PlanBody]
     explanation: dict[str, Any]
     stats: dict[str, Any] = Field(default_factory=dict)
-    sensitivity: Optional[list[dict[str, Any]]] = None
+    sensitivity: Optional[Union[dict[str, Any], list[dict[str, Any]]]] = Field(
+        default=None, description="tornado (total cost re-planned at -X%/+X% of each input) and thresholds")
 
 
 def plan_json(result: PlanResult) -> dict:
@@ -1602,7 +1630,13 @@ def plan_text(result: PlanResult, markdown: bool = False) -> str:
             out.append(f"alternative {i}: {usd(alt['cost']['total_usd'])}; {fl}"
                        + (f"; rents {', '.join(rented)}" if rented else ""))
     lines = list(result.explanation.get("lines", [])) + [f"note: {n}" for n in result.explanation.get("notes", [])]
-    for t in result.sensitivity or []:
+    sens = result.sensitivity or {}
+    thresholds = sens.get("thresholds", []) if isinstance(sens, dict) else sens
+    for e in sens.get("tornado", []) if isinstance(sens, dict) else []:
+        lo, hi = (usd(e[k]) if e[k] is not None else "infeasible" for k in ("low", "high"))
+        lines.append(f"tornado: {e['input']} -{e['swing_pct']:g}%: {lo}, +{e['swing_pct']:g}%: {hi}"
+                     + (" (fleet changes)" if any(e["changes"].values()) else ""))
+    for t in thresholds:
         if t.get("change_pct") is not None:
             lines.append(f"sensitivity: {t['input']} {t['change_pct']:+.1f}% changes the fleet")
     if lines:
