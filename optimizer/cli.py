@@ -214,6 +214,10 @@ def solve(
     if scenario is None:
         print(f"no scenario given: solving the built-in default '{DEFAULT_SCENARIO}'", file=sys.stderr)
     sc = optimizer.load_scenario(scenario)
+    if sensitivity and sc.train is not None and sc.train.model is not None:
+        raise ClusteroptError("--sensitivity", "not available for co-design scenarios",
+                              "training and serving scenarios; for co-design use 'clusteropt sweep' over "
+                              "constraints.budget_usd or train.inference.tokens")
     from optimizer.search.api import solve as _solve
 
     cat = _catalog(catalog)
