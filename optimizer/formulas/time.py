@@ -35,7 +35,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from optimizer.formulas.efficiency import CALIBRATED, EfficiencyConstants, gemm_efficiency
+from optimizer.formulas.efficiency import (CALIBRATED, EfficiencyConstants, gemm_efficiency,
+                                           linear_gemm_efficiency_ratio)
 
 LINEAR_PASSES = {"none": 3.0, "selective": 3.0, "full": 4.0}
 """Forward-equivalents of linear-layer FLOPs per step: forward 1 + backward 2 (+1 forward
@@ -113,12 +114,19 @@ def pipeline_bubble_fraction(pp, interleave, micro_batches):
 
 
 def gemm_time_s(flops_linear, flops_attention, *, peak_linear_flop_per_s, peak_bf16_flop_per_s,
-                tokens, efficiency_scale=1.0, constants: EfficiencyConstants = CALIBRATED):
+                tokens, efficiency_scale=1.0, constants: EfficiencyConstants = CALIBRATED,
+                precision: str = "bf16"):
     """GEMM time of a micro-batch: linear FLOPs at the precision's peak, attention-core
     FLOPs at the bf16 peak (flash kernels run bf16 under fp8 training), both at the
-    achievable fraction ``efficiency.gemm_efficiency`` x ``efficiency_scale``. Seconds."""
+    achievable fraction ``efficiency.gemm_efficiency`` x ``efficiency_scale``; under fp8 the
+    linear GEMMs reach only ``efficiency.linear_gemm_efficiency_ratio`` of that fraction
+    (Transformer Engine's casts, amax/scale updates and transposes around every fp8 GEMM,
+    and fp8 GEMMs' lower share of their own peak; calibrated on published bf16/fp8 pairs,
+    tests/data/fp8_training_pairs.md). ``precision`` is the linear layers' precision
+    (``peak_linear_flop_per_s`` its dense peak). Seconds."""
     eta = gemm_efficiency(peak_bf16_flop_per_s, tokens, constants) * efficiency_scale
-    return (flops_linear / peak_linear_flop_per_s + flops_attention / peak_bf16_flop_per_s) / eta
+    eta_linear = eta * linear_gemm_efficiency_ratio(precision, constants)
+    return flops_linear / peak_linear_flop_per_s / eta_linear + flops_attention / peak_bf16_flop_per_s / eta
 
 
 def elementwise_time_s(activation_bytes, hbm_bytes_per_s, *, recompute: str,

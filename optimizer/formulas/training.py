@@ -271,7 +271,8 @@ def _evaluate(spec, hw, num: dict, cat: dict, efficiency_scale: float,
         eta = gemm_efficiency(peak_bf16, tokens, constants)
         t_gemm = T.gemm_time_s(f_lin, f_att, peak_linear_flop_per_s=peak_lin,
                                peak_bf16_flop_per_s=peak_bf16, tokens=tokens,
-                               efficiency_scale=efficiency_scale, constants=constants)
+                               efficiency_scale=efficiency_scale, constants=constants,
+                               precision=precision)
         t_att = f_att / peak_bf16 / (eta * efficiency_scale)
         flags = dict(sequence_parallel=sp, flash_attention=flash)
         a_dense = M.layer_activation_bytes(spec, s, b, tp, cp, recompute="none", moe=False, **flags)
