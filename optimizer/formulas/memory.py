@@ -425,11 +425,26 @@ def stage_memory_arrays(spec, *, seq_len, micro_batch, tp, pp: int, dp, cp, ep, 
     arrays of shape (n,) or scalars; ``pp`` is one int). Returns a dict of arrays of shape
     (n, pp) for each part of ``MEMORY_PARTS`` plus 'total'. See the module docstring and
     each helper for the sources."""
-    st = stage_structure(spec, int(pp))
+    return stage_memory_parts(
+        spec, stage_structure(spec, int(pp)), np.arange(pp).reshape(1, -1), pp,
+        seq_len=seq_len, micro_batch=micro_batch, tp=tp, dp=dp, cp=cp, ep=ep, interleave=interleave,
+        micro_batches=micro_batches, zero=zero, recompute=recompute,
+        sequence_parallel=sequence_parallel, precision=precision, optimizer=optimizer,
+        offload_optimizer=offload_optimizer, flash_attention=flash_attention)
+
+
+def stage_memory_parts(spec, st, stage, pp, *, seq_len, micro_batch, tp, dp, cp, ep, interleave,
+                       micro_batches, zero: int, recompute: str, sequence_parallel: bool,
+                       precision: str, optimizer: str, offload_optimizer: bool,
+                       flash_attention: bool) -> dict:
+    """``stage_memory_arrays`` for a chosen set of stages: ``st`` holds the per-stage fields of
+    ``StageStructure`` as arrays broadcastable to (n, k) (k stages per row, e.g. one
+    representative per distinct stage of several pipeline degrees), ``stage`` their 0-based
+    stage indices and ``pp`` the pipeline degree ((n, 1) array or one int). The same formulas,
+    element by element. Units: bytes."""
     col = lambda x: np.asarray(x, dtype=float).reshape(-1, 1)  # noqa: E731
     tp_, dp_, cp_, ep_ = col(tp), col(dp), col(cp), col(ep)
     s, b, v, m = col(seq_len), col(micro_batch), col(interleave), col(micro_batches)
-    stage = np.arange(pp).reshape(1, -1)
 
     # model states
     dense_params = st.tp_params / tp_ + st.replicated_params

@@ -224,10 +224,80 @@ def hardware_flops_per_token(spec, seq_len, *, recompute: str, flash_attention: 
     return _per_unique(seq_len, lambda s: _hardware_flops_one(spec, s, recompute, bool(flash_attention)))
 
 
+# ---- stages evaluated per layout ------------------------------------------------------------
+#
+# A pipeline of pp stages has few distinct stages: the first (embedding), the last (head), and
+# the middle ones, which differ only in the layers they hold (uneven cuts, dense/MoE patterns).
+# Every per-stage figure of ``_evaluate`` is a function of the stage's structure (the fields
+# below) and, for memory only, of the micro-batches it holds in flight
+# (``memory.pipeline_inflight_microbatches``), which never grows with the stage index. So of
+# stages with identical structure the first has the largest memory total and the same time
+# (floating-point rounding is monotone), and numpy's argmax, which takes the first maximum,
+# picks a first-of-its-kind stage anyway. The compact path evaluates only those stages (padded
+# per row to a common width by repeating the row's last one, which cannot change a max or a
+# first argmax), which lets layouts of every pp share one numpy pass. Same figures, bit for bit
+# (tests/test_table_speed_equivalence.py compares it with the plain path, every stage of each pp).
+
+_STRUCTURE_FIELDS = ("n_layers", "n_dense", "n_moe", "tp_params", "replicated_params", "expert_params",
+                     "linear_params", "has_embedding", "has_head")
+_FLOPS_FIELDS = ("linear_per_token", "head_per_token", "layers")
+
+
+@lru_cache(maxsize=512)
+def _stage_representatives(spec, pp: int) -> tuple[int, ...]:
+    """Index of the first stage of each distinct stage structure, in stage order."""
+    st, sf = M.stage_structure(spec, pp), _stage_flops(spec, pp)
+    columns = [getattr(st, f).tolist() for f in _STRUCTURE_FIELDS] + [getattr(sf, f).tolist() for f in _FLOPS_FIELDS]
+    seen: set = set()
+    reps = []
+    for i, key in enumerate(zip(*columns)):
+        if key not in seen:
+            seen.add(key)
+            reps.append(i)
+    return tuple(reps)
+
+
+@lru_cache(maxsize=256)
+def _stage_table(spec, pps: tuple[int, ...]):
+    """For pipeline degrees ``pps``: (stage index, structure fields, FLOP fields), each a
+    (len(pps), k) array of the representative stages, padded with each degree's last one."""
+    reps = [_stage_representatives(spec, p) for p in pps]
+    k = max(len(r) for r in reps)
+    padded = [list(r) + [r[-1]] * (k - len(r)) for r in reps]
+    stage = np.array(padded, dtype=np.int64)
+    st = {f: np.stack([getattr(M.stage_structure(spec, p), f)[r] for p, r in zip(pps, padded)])
+          for f in _STRUCTURE_FIELDS}
+    sf = {f: np.stack([getattr(_stage_flops(spec, p), f)[r] for p, r in zip(pps, padded)])
+          for f in _FLOPS_FIELDS}
+    return stage, st, sf
+
+
+def _stage_groups_compact(spec, pp: np.ndarray):
+    """One group of every row: (rows, pp column, StageStructure and _StageFlops of (n, k)
+    arrays, stage indices (n, k))."""
+    u, inv = np.unique(pp, return_inverse=True)
+    stage, st, sf = _stage_table(spec, tuple(int(x) for x in u))
+    inv = inv.reshape(-1)
+    any_st = M.stage_structure(spec, int(u[0]))
+    structure = M.StageStructure(**{f: a[inv] for f, a in st.items()},
+                                 max_layer_tp_params=any_st.max_layer_tp_params,
+                                 max_layer_expert_params=any_st.max_layer_expert_params)
+    flops = _StageFlops(**{f: a[inv] for f, a in sf.items()})
+    yield np.arange(len(pp)), pp.astype(float).reshape(-1, 1), structure, flops, stage[inv]
+
+
+def _stage_groups_plain(spec, pp: np.ndarray):
+    """One group per pipeline degree, every stage: (rows, pp, StageStructure, _StageFlops, stage indices)."""
+    for p in np.unique(pp):
+        p = int(p)
+        yield (np.nonzero(pp == p)[0], p, M.stage_structure(spec, p), _stage_flops(spec, p),
+               np.arange(p).reshape(1, -1))
+
+
 # ---- the shared core ---------------------------------------------------------------------
 
 def _evaluate(spec, hw, num: dict, cat: dict, efficiency_scale: float,
-              constants: EfficiencyConstants) -> dict:
+              constants: EfficiencyConstants, compact_stages: bool = True) -> dict:
     n = num["tp"].size
     out = {k: np.zeros(n) for k in BATCH_KEYS}
     recompute, flash, sp = cat["recompute"], cat["flash_attention"], cat["sequence_parallel"]
@@ -240,27 +310,26 @@ def _evaluate(spec, hw, num: dict, cat: dict, efficiency_scale: float,
     kv_width = M.attention_widths(spec)["kv_width"]
     top_k = spec.moe.experts_per_token if spec.moe is not None else 0
 
-    for p in np.unique(num["pp"]):
-        p = int(p)
-        idx = np.nonzero(num["pp"] == p)[0]
+    groups = _stage_groups_compact(spec, num["pp"]) if compact_stages else _stage_groups_plain(spec, num["pp"])
+    for idx, p, st, sf, stage in groups:
         g = {k: num[k][idx].astype(float) for k in NUMERIC_FIELDS}
         col = {k: v.reshape(-1, 1) for k, v in g.items()}
         tp, dp, cp, ep, b, s, v = (col[k] for k in ("tp", "dp", "cp", "ep", "micro_batch", "seq_len",
                                                     "interleave"))
+        p1 = p if np.ndim(p) == 0 else p[:, 0]              # pp per row (or the group's one pp)
         m = np.maximum(np.floor(col["global_batch"] / (b * dp)), 1.0)
         n_gpus = tp * dp * cp * p
 
         # memory of every stage, and the most loaded one
-        parts = M.stage_memory_arrays(
-            spec, seq_len=s, micro_batch=b, tp=tp, pp=p, dp=dp, cp=cp, ep=ep, interleave=v,
+        parts = M.stage_memory_parts(
+            spec, st, stage, p, seq_len=s, micro_batch=b, tp=tp, dp=dp, cp=cp, ep=ep, interleave=v,
             micro_batches=m, zero=zero, recompute=recompute, sequence_parallel=sp,
             precision=precision, optimizer=cat["optimizer"],
             offload_optimizer=cat["offload_optimizer"], flash_attention=flash)
         worst = M.worst_stage(parts)
+        worst["stage"] = np.broadcast_to(stage, parts["total"].shape)[np.arange(len(idx)), worst["stage"]]
 
         # compute per micro-batch on every stage
-        st = M.stage_structure(spec, p)
-        sf = _stage_flops(spec, p)
         tokens = b * s / cp                                   # tokens of a micro-batch on one GPU
         ctx = T.attention_context(spec, s, causal_skip=flash)
         # layers: forward + backward (+ forward again under full recompute); the LM head is
@@ -332,7 +401,7 @@ def _evaluate(spec, hw, num: dict, cat: dict, efficiency_scale: float,
         p2p = C.pp_p2p_per_microbatch_s(hw, seq_len=s, micro_batch=b, hidden=spec.hidden_size,
                                         tp=tp, cp=cp, pp=p, n_gpus=n_gpus,
                                         sequence_parallel=sp)[:, 0]
-        pp_exp = 2.0 * (p - 1) * p2p
+        pp_exp = 2.0 * (p1 - 1) * p2p
         pp_raw = 2.0 * m[:, 0] * p2p                       # every micro-batch: one send forward, one back
 
         # optimizer step (runs on every stage at once: the slowest sets the time)
@@ -347,7 +416,7 @@ def _evaluate(spec, hw, num: dict, cat: dict, efficiency_scale: float,
         compute = m1 * pick(t_comp) + t_opt
         tp_e, ep_e, cp_e = m1 * pick(tp_mb), m1 * pick(ep_mb), m1 * pick(cp_mb)
         exposed = tp_e + ep_e + cp_e + dp_exp_step + pp_exp
-        bubble = T.pipeline_bubble_fraction(p, g["interleave"], m1) * m1 * pick(t_mb)
+        bubble = T.pipeline_bubble_fraction(p1, g["interleave"], m1) * m1 * pick(t_mb)
         step = compute + exposed + bubble
 
         tokens_step = g["global_batch"] * g["seq_len"]
@@ -379,7 +448,8 @@ def _evaluate(spec, hw, num: dict, cat: dict, efficiency_scale: float,
 
 def estimate_training_batch(spec, hw, layout_arrays: dict, categorical: dict | None = None, *,
                             efficiency_scale: float = 1.0,
-                            constants: EfficiencyConstants = CALIBRATED) -> dict:
+                            constants: EfficiencyConstants = CALIBRATED,
+                            compact_stages: bool = True) -> dict:
     """Evaluate many layouts at once.
 
     ``layout_arrays``: the numeric fields of ``NUMERIC_FIELDS`` (seq_len and global_batch
@@ -389,12 +459,14 @@ def estimate_training_batch(spec, hw, layout_arrays: dict, categorical: dict | N
     each (defaults as TrainLayout's). Returns a dict of float arrays, keys ``BATCH_KEYS``.
     Layouts that do not fit memory are evaluated like any other (the caller compares
     ``memory_per_gpu_bytes`` with capacity); structural rules are in ``layout_violations``.
+    ``compact_stages=False`` evaluates every stage of each pipeline degree separately (the
+    reference the compact path, the same figures faster, is tested against).
     """
     num = _check_numeric(dict(layout_arrays))
     cat = _check_categorical(dict(categorical or {}))
     if not efficiency_scale > 0:
         raise ClusteroptError("efficiency_scale", f"must be > 0 (got {efficiency_scale})", "a positive factor")
-    return _evaluate(spec, hw, num, cat, float(efficiency_scale), constants)
+    return _evaluate(spec, hw, num, cat, float(efficiency_scale), constants, compact_stages)
 
 
 def estimate_training(spec, hw, layout: TrainLayout, *, efficiency_scale: float = 1.0,

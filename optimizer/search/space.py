@@ -149,13 +149,16 @@ def enumerate_layouts(spec, scenario, gpus: list[GpuOption], *, gpu_count_limits
         recs = [RECOMPUTES.index("none"), RECOMPUTES.index("full")]
     else:
         recs = [RECOMPUTES.index(r) for r in RECOMPUTES]
-    cols: dict[str, list[np.ndarray]] = {k: [] for k in (
-        "gpu", "tp", "pp", "dp", "cp", "ep", "zero", "precision", "micro_batch", "recompute",
-        "sequence_parallel", "grad_accum", "global_batch", "n_gpus", "n_nodes")}
+    keys = ("gpu", "tp", "pp", "dp", "cp", "ep", "zero", "precision", "micro_batch", "recompute",
+            "sequence_parallel", "grad_accum", "global_batch", "n_gpus", "n_nodes")
     if len(triples) == 0 or not pps or not cps or not eps:
-        return {k: np.zeros(0, dtype=np.int64) for k in cols}
+        return {k: np.zeros(0, dtype=np.int64) for k in keys}
     mb_a, dp_a, ga_a = triples[:, 0], triples[:, 1], triples[:, 2]
     cons = scenario.constraints
+    # blocks of rows: one scalar tuple per block and the selected batch triples; expanded once
+    # at the end (np.repeat), in the same row order as the nested loops
+    block_scalars: list[tuple] = []      # (gpu, tp, pp, cp, ep, zero, precision, recompute, sp, node)
+    block_sel: list[np.ndarray] = []
     for g in gpus:
         hw = g.hardware
         node = max(hw.gpus_per_node, 1)
@@ -178,30 +181,29 @@ def enumerate_layouts(spec, scenario, gpus: list[GpuOption], *, gpu_count_limits
             if not ok.any():
                 continue
             idx = np.nonzero(ok)[0]
+            sharded = idx[dp_a[idx] * cp > 1]         # ZeRO shards over DP (x CP): identical at 1
             sps = search.sequence_parallel if search.sequence_parallel is not None else [tp > 1]
             for zero, prec, rec, sp in itertools.product(zeros, precs, recs, sps):
                 if sp and tp == 1:
                     continue
-                sel = idx
-                if zero != zeros[0]:
-                    sel = idx[dp_a[idx] * cp > 1]     # ZeRO shards over DP (x CP): identical at 1
+                sel = idx if zero == zeros[0] else sharded
                 if len(sel) == 0:
                     continue
-                k = len(sel)
-                cols["gpu"].append(np.full(k, g.index))
-                cols["tp"].append(np.full(k, tp))
-                cols["pp"].append(np.full(k, pp))
-                cols["dp"].append(dp_a[sel])
-                cols["cp"].append(np.full(k, cp))
-                cols["ep"].append(np.full(k, ep))
-                cols["zero"].append(np.full(k, zero))
-                cols["precision"].append(np.full(k, prec))
-                cols["micro_batch"].append(mb_a[sel])
-                cols["recompute"].append(np.full(k, rec))
-                cols["sequence_parallel"].append(np.full(k, bool(sp)))
-                cols["grad_accum"].append(ga_a[sel])
-                cols["global_batch"].append(mb_a[sel] * dp_a[sel] * ga_a[sel])
-                nn = tp * pp * cp * dp_a[sel]
-                cols["n_gpus"].append(nn)
-                cols["n_nodes"].append(-(-nn // node))
-    return {k: (np.concatenate(v) if v else np.zeros(0, dtype=np.int64)) for k, v in cols.items()}
+                block_scalars.append((g.index, tp, pp, cp, ep, zero, prec, rec, bool(sp), node))
+                block_sel.append(sel)
+    if not block_sel:
+        return {k: np.zeros(0, dtype=np.int64) for k in keys}
+    lengths = np.array([len(x) for x in block_sel], dtype=np.int64)
+    sel = np.concatenate(block_sel)
+    sc = list(zip(*block_scalars))
+    rep = lambda i, dtype=np.int64: np.repeat(np.array(sc[i], dtype=dtype), lengths)  # noqa: E731
+    tp_, pp_, cp_ = rep(1), rep(2), rep(3)
+    node_ = rep(9)
+    dp_s, mb_s, ga_s = dp_a[sel], mb_a[sel], ga_a[sel]
+    n_gpus = tp_ * pp_ * cp_ * dp_s
+    return {
+        "gpu": rep(0), "tp": tp_, "pp": pp_, "dp": dp_s, "cp": cp_, "ep": rep(4), "zero": rep(5),
+        "precision": rep(6), "micro_batch": mb_s, "recompute": rep(7), "sequence_parallel": rep(8, bool),
+        "grad_accum": ga_s, "global_batch": mb_s * dp_s * ga_s, "n_gpus": n_gpus,
+        "n_nodes": -(-n_gpus // node_),
+    }

@@ -88,8 +88,12 @@ def _concat(parts: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
 
 
 def estimate_rows(spec, scenario, gpus: list[GpuOption], cols: dict[str, np.ndarray],
-                  efficiency_scale: float = 1.0) -> dict[str, np.ndarray]:
-    """Run the training estimator over the rows, grouped by the categorical fields."""
+                  efficiency_scale: float = 1.0, *, reference: bool = False) -> dict[str, np.ndarray]:
+    """Run the training estimator over the rows, grouped by the categorical fields.
+
+    ``reference=True`` takes the plain path (every pipeline stage of each pp evaluated
+    separately, training.estimate_training_batch's ``compact_stages=False``): the same
+    figures, slower; tests/test_table_speed_equivalence.py compares the two."""
     from optimizer.formulas.training import estimate_training_batch
 
     n = len(cols["tp"])
@@ -117,7 +121,7 @@ def estimate_rows(spec, scenario, gpus: list[GpuOption], cols: dict[str, np.ndar
             "offload_optimizer": scenario.system.offload_optimizer,
         }
         res = estimate_training_batch(spec, g.hardware, arrays, categorical,
-                                      efficiency_scale=efficiency_scale)
+                                      efficiency_scale=efficiency_scale, compact_stages=not reference)
         for k, v in res.items():
             if k in ("grad_accum", "n_gpus"):       # the layout's own integer columns stay
                 continue
