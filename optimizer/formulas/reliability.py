@@ -357,7 +357,9 @@ def goodput(compute_s, mtbi_s, checkpoint_blocking_s, restart_s, *, interval_s=N
     """
     ts = _arr("compute_s", compute_s)
     m_in = _arr("mtbi_s", mtbi_s, lo_open=True, allow_inf=True)
-    none = ~np.isfinite(m_in)                 # no failures at all: no checkpoints needed, goodput 1
+    # no failures (or an MTBI beyond 1e100 s, where the interval would overflow and failures
+    # change nothing at float precision): no checkpoints needed, goodput 1
+    none = ~np.isfinite(m_in) | (m_in > 1e100)
     m = np.where(none, 1.0, m_in)
     d = _arr("checkpoint_blocking_s", checkpoint_blocking_s)
     lag = _arr("durable_lag_s", durable_lag_s)
