@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 import optimizer
+from optimizer.search import tables
 from optimizer.search.api import gpu_options
 from optimizer.search.space import enumerate_layouts
 from optimizer.search.tables import build_table, estimate_rows
@@ -55,8 +56,12 @@ def _assert_same(fast: dict, ref: dict, label: str) -> None:
         assert worst <= REL_TOL, f"{label}: column {k} differs by {worst:.3g} (relative)"
 
 
+@pytest.mark.parametrize("merge_rows", [0, 10**9])
 @pytest.mark.parametrize("name", list(CASES))
-def test_fast_rows_match_reference(name):
+def test_fast_rows_match_reference(name, merge_rows, monkeypatch):
+    """Both fast groupings: one call per ZeRO stage and SP setting (merge_rows=0) and one call
+    for all of them (every group merged)."""
+    monkeypatch.setattr(tables, "_MERGED_GROUP_ROWS", merge_rows)
     sc = _scenario(name)
     gpus, _ = gpu_options(sc)
     spec = sc.spec()
@@ -101,3 +106,42 @@ def test_fast_table_matches_reference_table():
     ref = reprice(Table(gpus, ref_cols), sc, gpus, spec=spec)
     _assert_same(fast.cols, ref.cols, "table")
     _assert_same(fast.violations, ref.violations, "violations")
+
+
+@pytest.mark.parametrize("name", ["moe-cp", "405b-fp8", "dense-interleave-noflash"])
+def test_fit_only_rows_that_fit_are_unchanged(name):
+    """build_table(fit_only=True): rows within the memory limit are identical to the full build
+    (every column); the others keep memory figures, the memory flag and the GPU-count flags,
+    and have no time figures (NaN)."""
+    sc = _scenario(name)
+    gpus, _ = gpu_options(sc)
+    spec = sc.spec()
+    full = build_table(spec, sc, gpus, gpu_count_limits=False)
+    fit_only = build_table(spec, sc, gpus, gpu_count_limits=False, fit_only=True)
+    fits = ~full.violations["memory"]
+    assert fits.any() and (~fits).any()                  # both kinds of rows are exercised
+    assert full.cols.keys() == fit_only.cols.keys()
+    for k, v in full.cols.items():
+        assert v.dtype == fit_only.cols[k].dtype, k
+        np.testing.assert_array_equal(fit_only.cols[k][fits], v[fits], err_msg=k)
+    for k in ("memory_per_gpu_bytes", "memory_units", "memory_stage", "n_gpus", "gpu", "tp", "pp"):
+        np.testing.assert_array_equal(fit_only.cols[k], full.cols[k], err_msg=k)
+    for fam in ("memory", "stock", "max_gpus", "min_gpus"):
+        np.testing.assert_array_equal(fit_only.violations[fam], full.violations[fam], err_msg=fam)
+    for fam, v in full.violations.items():
+        np.testing.assert_array_equal(fit_only.violations[fam][fits], v[fits], err_msg=fam)
+    for k in ("step_time_s", "tokens_per_s", "mfu", "comm_dp_s", "cost_usd"):
+        assert np.isnan(fit_only.cols[k][~fits]).all(), k
+
+
+def test_fit_only_table_refuses_a_looser_memory_limit():
+    """Repricing a fit_only table where skipped rows would fit is an error, not wrong figures."""
+    from optimizer.errors import ClusteroptError
+    from optimizer.search.tables import reprice
+
+    sc = _scenario("moe-cp").with_overrides({"constraints.memory_headroom": 0.25})
+    gpus, _ = gpu_options(sc)
+    table = build_table(sc.spec(), sc, gpus, fit_only=True)
+    reprice(table, sc.with_overrides({"constraints.budget_usd": 1e6}), gpus, spec=sc.spec())   # same limit: fine
+    with pytest.raises(ClusteroptError):
+        reprice(table, sc.with_overrides({"constraints.memory_headroom": 0.0}), gpus, spec=sc.spec())

@@ -72,6 +72,14 @@ def p2p_time_s(nbytes, bw_bytes_per_s, alpha_s=0.0):
     return nbytes / bw_bytes_per_s + alpha_s
 
 
+def _pick(cond, if_true, if_false):
+    """``if_true if cond else if_false``; ``np.where`` when ``cond`` is an array (a
+    categorical choice given per layout). The same number per layout either way."""
+    if np.ndim(cond) == 0:
+        return if_true if cond else if_false
+    return np.where(cond, if_true, if_false)
+
+
 def group_link(hw, size, stride=1):
     """(bus bandwidth bytes/s, alpha s) of a group of ``size`` ranks placed ``stride`` ranks
     apart (its span is size x stride consecutive GPUs).
@@ -127,7 +135,7 @@ def ep_comm_per_microbatch_s(hw, *, seq_len, micro_batch, hidden, tp, cp, ep, to
 
     Each GPU dispatches its s/cp * b tokens (split over TP with SP), k copies each, h values
     in bf16. Units: seconds."""
-    tokens = np.asarray(seq_len) / cp * micro_batch / (tp if sequence_parallel else 1)
+    tokens = np.asarray(seq_len) / cp * micro_batch / _pick(sequence_parallel, tp, 1)
     nbytes = 2.0 * tokens * top_k * hidden
     bw, alpha = group_link(hw, ep, np.asarray(tp) * cp)
     one = alltoall_time_s(nbytes, ep, bw, alpha)
@@ -154,7 +162,7 @@ def pp_p2p_per_microbatch_s(hw, *, seq_len, micro_batch, hidden, tp, cp, pp, n_g
     over TP with SP, Megatron's scatter-gather optimisation, Narayanan et al. 2021,
     Sec. 4.1). Over NVLink when the whole pipeline (n_gpus ranks) sits in one domain,
     else over one NIC per sending GPU (the slowest hop paces the pipeline). Seconds."""
-    nbytes = 2.0 * (np.asarray(seq_len) / cp) * micro_batch * hidden / (tp if sequence_parallel else 1)
+    nbytes = 2.0 * (np.asarray(seq_len) / cp) * micro_batch * hidden / _pick(sequence_parallel, tp, 1)
     inside = np.asarray(n_gpus) <= hw.intra_node_domain
     intra = hw.intra_node_bytes_per_s if hw.intra_node_bytes_per_s > 0 else hw.inter_node_bytes_per_s
     bw = np.where(inside, intra, hw.inter_node_bytes_per_s) * BUS_EFFICIENCY
@@ -179,13 +187,17 @@ def dp_grad_sync_s(hw, *, params_on_gpu, expert_params_on_gpu, tp, cp, dp, ep, z
     bw_d, a_d = group_link(hw, n_dense, np.asarray(tp) * 1.0)
     bw_e, a_e = group_link(hw, n_exp, np.asarray(tp) * ep)
     has_exp = np.asarray(expert_params_on_gpu) > 0          # no expert group to sync in dense models
-    if zero == 0:
-        reduce = (allreduce_time_s(grad_bytes * params_on_gpu, n_dense, bw_d, a_d)
-                  + has_exp * allreduce_time_s(grad_bytes * expert_params_on_gpu, n_exp, bw_e, a_e))
-        gather = 0.0 * reduce
-    else:
-        reduce = (reduce_scatter_time_s(grad_bytes * params_on_gpu, n_dense, bw_d, a_d)
-                  + has_exp * reduce_scatter_time_s(grad_bytes * expert_params_on_gpu, n_exp, bw_e, a_e))
-        gather = (allgather_time_s(weight_bytes * params_on_gpu, n_dense, bw_d, a_d)
-                  + has_exp * allgather_time_s(weight_bytes * expert_params_on_gpu, n_exp, bw_e, a_e))
-    return reduce, gather
+    one_stage = np.ndim(zero) == 0                      # one ZeRO stage for all (else one per layout)
+    if not one_stage or zero == 0:
+        all_reduce = (allreduce_time_s(grad_bytes * params_on_gpu, n_dense, bw_d, a_d)
+                      + has_exp * allreduce_time_s(grad_bytes * expert_params_on_gpu, n_exp, bw_e, a_e))
+        if one_stage:
+            return all_reduce, 0.0 * all_reduce
+    reduce = (reduce_scatter_time_s(grad_bytes * params_on_gpu, n_dense, bw_d, a_d)
+              + has_exp * reduce_scatter_time_s(grad_bytes * expert_params_on_gpu, n_exp, bw_e, a_e))
+    gather = (allgather_time_s(weight_bytes * params_on_gpu, n_dense, bw_d, a_d)
+              + has_exp * allgather_time_s(weight_bytes * expert_params_on_gpu, n_exp, bw_e, a_e))
+    if one_stage:
+        return reduce, gather
+    ddp = np.asarray(zero) == 0
+    return np.where(ddp, all_reduce, reduce), np.where(ddp, 0.0 * all_reduce, gather)

@@ -106,9 +106,24 @@ ZERO_STAGES = (0, 1, 2, 3)
 
 
 def _check_choice(field: str, value, allowed) -> None:
+    if np.ndim(value):                               # one value per layout (a numpy array)
+        bad = np.asarray(value)[~np.isin(value, allowed)]
+        if bad.size:
+            raise ClusteroptError(field, f"unknown value {bad.reshape(-1)[0]!r}",
+                                  "allowed: " + ", ".join(str(a) for a in allowed))
+        return
     if value not in allowed:
         raise ClusteroptError(field, f"unknown value {value!r}",
                               "allowed: " + ", ".join(str(a) for a in allowed))
+
+
+def _pick(cond, if_true, if_false):
+    """``if_true if cond else if_false`` for a plain bool (one categorical choice for every
+    layout), ``np.where`` for a boolean array (a choice per layout, e.g. the ZeRO stage or
+    sequence parallelism given as arrays). Both give the same number per layout."""
+    if np.ndim(cond) == 0:
+        return if_true if cond else if_false
+    return np.where(cond, if_true, if_false)
 
 
 def optimizer_bytes_per_param(optimizer: str) -> float:
@@ -138,9 +153,9 @@ def zero_model_state_bytes(n_params, zero: int, shards, *,
     """
     _check_choice("zero", zero, ZERO_STAGES)
     shards = np.maximum(shards, 1)
-    w = weight_bytes * n_params / (shards if zero >= 3 else 1)
-    g = grad_bytes * n_params / (shards if zero >= 2 else 1)
-    o = optimizer_bytes * n_params / (shards if zero >= 1 else 1)
+    w = weight_bytes * n_params / _pick(zero >= 3, shards, 1)
+    g = grad_bytes * n_params / _pick(zero >= 2, shards, 1)
+    o = optimizer_bytes * n_params / _pick(zero >= 1, shards, 1)
     if offload_optimizer:
         o = o * 0
     return w, g, o
@@ -219,7 +234,7 @@ def activation_bytes_per_layer(seq_len, micro_batch, hidden, heads, tp=1, *,
         kv_rep = np.maximum(t / kv_heads, 1.0)
         kw = kw * kv_rep
         vw = vw * kv_rep
-    sp_div = t if sequence_parallel else 1
+    sp_div = _pick(sequence_parallel, t, 1)
     mask = 1.0 if dropout else 0.0
 
     if recompute == "full":
@@ -457,7 +472,7 @@ def stage_memory_parts(spec, st, stage, pp, *, seq_len, micro_batch, tp, dp, cp,
     weights = wd + we
     if precision == "fp8":
         lin = (st.linear_params - st.expert_params) / tp_ + st.expert_params / (ep_ * tp_)
-        weights = weights + FP8_WEIGHT_COPY_BYTES_PER_PARAM * lin / (dp_ * cp_ if zero >= 3 else 1.0)
+        weights = weights + FP8_WEIGHT_COPY_BYTES_PER_PARAM * lin / _pick(zero >= 3, dp_ * cp_, 1.0)
     grads = gd + ge
     opt = od + oe
 
@@ -480,7 +495,7 @@ def stage_memory_parts(spec, st, stage, pp, *, seq_len, micro_batch, tp, dp, cp,
         else:
             acts = acts + attention_core_bytes_per_layer(
                 s, b, spec.num_heads, tp_, cp=cp_, flash_attention=flash_attention) * has_layers
-    sp_div = tp_ if sequence_parallel else 1.0
+    sp_div = _pick(sequence_parallel, tp_, 1.0)
     h = spec.hidden_size
     # Korthikanti Sec. 4.3: embedding dropout mask (sbh, first stage, pp micro-batches) and
     # the final norm + output-GEMM inputs (2sbh + 2sbh, last stage, one micro-batch)
@@ -489,14 +504,12 @@ def stage_memory_parts(spec, st, stage, pp, *, seq_len, micro_batch, tp, dp, cp,
     logits = st.has_head * logits_bytes(s, b, spec.vocab_size, tp_, cp_)
 
     # communication buffers
-    if zero >= 3:
-        # only what is sharded gets gathered: dense weights over DP x CP, experts over DP x CP / EP
-        layer_w = (st.max_layer_tp_params / tp_ * (dp_ * cp_ > 1)
-                   + st.max_layer_expert_params / (ep_ * tp_) * (dp_ * cp_ / ep_ > 1))
-        comm = layer_w * (ZERO3_LAYERS_GATHERED * WEIGHT_BYTES_PER_PARAM + GRAD_BYTES_PER_PARAM)
-    else:
-        comm = np.full_like(tp_, float(DDP_BUCKETS_IN_FLIGHT * DDP_BUCKET_BYTES)) * (dp_ * cp_ > 1)
-    comm = np.broadcast_to(comm, weights.shape)
+    # ZeRO-3: only what is sharded gets gathered: dense weights over DP x CP, experts over DP x CP / EP
+    layer_w = (st.max_layer_tp_params / tp_ * (dp_ * cp_ > 1)
+               + st.max_layer_expert_params / (ep_ * tp_) * (dp_ * cp_ / ep_ > 1))
+    comm_zero3 = layer_w * (ZERO3_LAYERS_GATHERED * WEIGHT_BYTES_PER_PARAM + GRAD_BYTES_PER_PARAM)
+    comm_buckets = np.full_like(tp_, float(DDP_BUCKETS_IN_FLIGHT * DDP_BUCKET_BYTES)) * (dp_ * cp_ > 1)
+    comm = np.broadcast_to(_pick(zero >= 3, comm_zero3, comm_buckets), weights.shape)
 
     allocated = weights + grads + opt + acts + logits + comm
     reserve = CUDA_CONTEXT_BYTES + ALLOCATOR_FRAGMENTATION * allocated

@@ -54,6 +54,10 @@ CATEGORICAL_DEFAULTS = {"zero": 0, "recompute": "selective", "sequence_parallel"
                         "flash_attention": True, "overlap_grad_reduce": True,
                         "tp_comm_overlap": False}
 COMM_PARTS = ("tp", "ep", "cp", "dp", "pp")
+_PER_LAYOUT_CATEGORICAL = ("zero", "sequence_parallel")
+"""Categorical fields ``estimate_training_batch`` also takes as one value per layout (arrays
+of the layouts' length): the table search evaluates layouts of every ZeRO stage and both
+sequence-parallel settings in one numpy pass."""
 
 
 @dataclass(frozen=True)
@@ -97,6 +101,10 @@ class TrainEstimate:
     gemm_efficiency: float
 
 
+_MEMORY_KEYS = ("memory_per_gpu_bytes", *(f"memory_{p}_bytes" for p in M.MEMORY_PARTS), "memory_stage",
+                "grad_accum", "n_gpus")
+"""Computed for every layout; the others only for layouts that fit (``memory_cap_bytes``)."""
+
 BATCH_KEYS = (
     "memory_per_gpu_bytes", *(f"memory_{p}_bytes" for p in M.MEMORY_PARTS), "memory_stage",
     "step_time_s", "compute_time_s", "exposed_comm_time_s", "bubble_time_s", "tokens_per_s",
@@ -115,8 +123,13 @@ def _check_categorical(cat: dict) -> dict:
         raise ClusteroptError("layout", f"unknown field(s) {sorted(unknown)}",
                               "allowed: " + ", ".join(CATEGORICAL_FIELDS + FRAMEWORK_FIELDS))
     out.update(cat)
-    if out["zero"] not in (0, 1, 2, 3):
-        raise ClusteroptError("zero", f"unknown ZeRO stage {out['zero']!r}", "allowed: 0, 1, 2, 3")
+    for k in _PER_LAYOUT_CATEGORICAL:                # given per layout: numpy arrays
+        if np.ndim(out[k]):
+            out[k] = np.asarray(out[k]).reshape(-1)
+    zeros = np.unique(out["zero"]).tolist() if np.ndim(out["zero"]) else [out["zero"]]
+    bad = [z for z in zeros if z not in (0, 1, 2, 3)]
+    if bad:
+        raise ClusteroptError("zero", f"unknown ZeRO stage {bad[0]!r}", "allowed: 0, 1, 2, 3")
     if out["recompute"] not in RECOMPUTE_MODES:
         raise ClusteroptError("recompute", f"unknown mode {out['recompute']!r}",
                               "allowed: " + ", ".join(RECOMPUTE_MODES))
@@ -126,9 +139,9 @@ def _check_categorical(cat: dict) -> dict:
     if out["optimizer"] not in OPTIMIZERS:
         raise ClusteroptError("optimizer", f"unknown optimizer {out['optimizer']!r}",
                               "allowed: " + ", ".join(OPTIMIZERS))
-    out["zero"] = int(out["zero"])
+    out["zero"] = out["zero"].astype(np.int64) if np.ndim(out["zero"]) else int(out["zero"])
     for k in ("sequence_parallel", "offload_optimizer", "flash_attention", *FRAMEWORK_FIELDS):
-        out[k] = bool(out[k])
+        out[k] = out[k].astype(bool) if np.ndim(out[k]) else bool(out[k])
     return out
 
 
@@ -297,11 +310,12 @@ def _stage_groups_plain(spec, pp: np.ndarray):
 # ---- the shared core ---------------------------------------------------------------------
 
 def _evaluate(spec, hw, num: dict, cat: dict, efficiency_scale: float,
-              constants: EfficiencyConstants, compact_stages: bool = True) -> dict:
+              constants: EfficiencyConstants, compact_stages: bool = True,
+              memory_cap_bytes: int | None = None) -> dict:
     n = num["tp"].size
-    out = {k: np.zeros(n) for k in BATCH_KEYS}
-    recompute, flash, sp = cat["recompute"], cat["flash_attention"], cat["sequence_parallel"]
-    zero, precision = cat["zero"], cat["precision"]
+    out = {k: np.zeros(n) if k in _MEMORY_KEYS or memory_cap_bytes is None else np.full(n, np.nan)
+           for k in BATCH_KEYS}
+    recompute, flash, precision = cat["recompute"], cat["flash_attention"], cat["precision"]
     k_opt = M.optimizer_bytes_per_param(cat["optimizer"])
     peak_bf16 = hw.bf16_flop_per_s
     peak_lin = hw.peak_flop_per_s(precision)
@@ -317,6 +331,9 @@ def _evaluate(spec, hw, num: dict, cat: dict, efficiency_scale: float,
         tp, dp, cp, ep, b, s, v = (col[k] for k in ("tp", "dp", "cp", "ep", "micro_batch", "seq_len",
                                                     "interleave"))
         p1 = p if np.ndim(p) == 0 else p[:, 0]              # pp per row (or the group's one pp)
+        zero = cat["zero"][idx].reshape(-1, 1) if np.ndim(cat["zero"]) else cat["zero"]
+        sp = cat["sequence_parallel"][idx].reshape(-1, 1) if np.ndim(cat["sequence_parallel"]) \
+            else cat["sequence_parallel"]
         m = np.maximum(np.floor(col["global_batch"] / (b * dp)), 1.0)
         n_gpus = tp * dp * cp * p
 
@@ -328,6 +345,31 @@ def _evaluate(spec, hw, num: dict, cat: dict, efficiency_scale: float,
             offload_optimizer=cat["offload_optimizer"], flash_attention=flash)
         worst = M.worst_stage(parts)
         worst["stage"] = np.broadcast_to(stage, parts["total"].shape)[np.arange(len(idx)), worst["stage"]]
+        res = {"memory_per_gpu_bytes": worst["total"], "memory_stage": worst["stage"].astype(float),
+               "grad_accum": m[:, 0], "n_gpus": n_gpus[:, 0]}
+        for part in M.MEMORY_PARTS:
+            res[f"memory_{part}_bytes"] = worst[part]
+        for k, val in res.items():
+            out[k][idx] = val
+        logits = parts["logits"]
+        if memory_cap_bytes is not None:
+            # time and throughput only for the layouts that fit (memory_units <= cap, as
+            # search.tables.violation_flags compares them)
+            keep = np.ceil(worst["total"]).astype(np.int64) <= memory_cap_bytes
+            if not keep.any():
+                continue
+            if not keep.all():
+                idx, g, col, m, n_gpus = idx[keep], {k: x[keep] for k, x in g.items()}, \
+                    {k: x[keep] for k, x in col.items()}, m[keep], n_gpus[keep]
+                tp, dp, cp, ep, b, s, v = (col[k] for k in ("tp", "dp", "cp", "ep", "micro_batch", "seq_len",
+                                                            "interleave"))
+                logits = np.broadcast_to(logits, parts["total"].shape)[keep]
+                zero, sp, p, p1 = (x[keep] if np.ndim(x) else x for x in (zero, sp, p, p1))
+                if compact_stages:                    # per-row stage arrays
+                    st = M.StageStructure(**{f: getattr(st, f)[keep] for f in _STRUCTURE_FIELDS},
+                                          max_layer_tp_params=st.max_layer_tp_params,
+                                          max_layer_expert_params=st.max_layer_expert_params)
+                    sf = _StageFlops(**{f: getattr(sf, f)[keep] for f in _FLOPS_FIELDS})
 
         # compute per micro-batch on every stage
         tokens = b * s / cp                                   # tokens of a micro-batch on one GPU
@@ -346,7 +388,7 @@ def _evaluate(spec, hw, num: dict, cat: dict, efficiency_scale: float,
         flags = dict(sequence_parallel=sp, flash_attention=flash)
         a_dense = M.layer_activation_bytes(spec, s, b, tp, cp, recompute="none", moe=False, **flags)
         a_moe = M.layer_activation_bytes(spec, s, b, tp, cp, recompute="none", moe=True, **flags)
-        act = st.n_dense * a_dense + st.n_moe * a_moe + parts["logits"]
+        act = st.n_dense * a_dense + st.n_moe * a_moe + logits
         t_elem = T.elementwise_time_s(act, hw.hbm_bytes_per_s, recompute=recompute,
                                       efficiency_scale=efficiency_scale, constants=constants)
         t_comp = t_gemm + t_elem                                          # (k, p)
@@ -385,15 +427,25 @@ def _evaluate(spec, hw, num: dict, cat: dict, efficiency_scale: float,
         # the last bucket cannot overlap: at least its own reduction stays exposed
         last = np.minimum(red, C.allreduce_time_s(float(M.DDP_BUCKET_BYTES), dp * cp,
                                                   *C.group_link(hw, dp * cp, tp)))
-        if zero <= 1:
-            dp_exp = np.maximum(T.exposed_s(red, bwd_win), last) + T.exposed_s(gat, fwd_win)
-            dp_raw = red + gat
-        elif zero == 2:
-            dp_exp = mm * np.maximum(T.exposed_s(red, bwd_win), last) + T.exposed_s(gat, fwd_win)
-            dp_raw = mm * red + gat
-        else:
-            dp_exp = mm * (T.exposed_s(gat, fwd_win) + T.exposed_s(gat + red, bwd_win))
-            dp_raw = mm * (red + 2.0 * gat)
+
+        def dp_sync(z):
+            if z <= 1:
+                return (np.maximum(T.exposed_s(red, bwd_win), last) + T.exposed_s(gat, fwd_win),
+                        red + gat)
+            if z == 2:
+                return (mm * np.maximum(T.exposed_s(red, bwd_win), last) + T.exposed_s(gat, fwd_win),
+                        mm * red + gat)
+            return (mm * (T.exposed_s(gat, fwd_win) + T.exposed_s(gat + red, bwd_win)),
+                    mm * (red + 2.0 * gat))
+
+        if np.ndim(zero) == 0:
+            dp_exp, dp_raw = dp_sync(zero)
+        else:                                          # a ZeRO stage per layout
+            dp_exp = dp_raw = None
+            for z in np.unique(zero):
+                e, r = dp_sync(int(z))
+                dp_exp = e if dp_exp is None else np.where(zero == z, e, dp_exp)
+                dp_raw = r if dp_raw is None else np.where(zero == z, r, dp_raw)
         dp_exp_step = np.max(np.broadcast_to(dp_exp, t_mb.shape), axis=1)
         dp_raw_step = np.max(np.broadcast_to(dp_raw, t_mb.shape), axis=1)
 
@@ -405,8 +457,8 @@ def _evaluate(spec, hw, num: dict, cat: dict, efficiency_scale: float,
         pp_raw = 2.0 * m[:, 0] * p2p                       # every micro-batch: one send forward, one back
 
         # optimizer step (runs on every stage at once: the slowest sets the time)
-        opt_params = (dense_gpu / (dp * cp if zero >= 1 else 1.0)
-                      + exp_gpu / (np.maximum(dp * cp / ep, 1.0) if zero >= 1 else 1.0))
+        opt_params = (dense_gpu / M._pick(zero >= 1, dp * cp, 1.0)
+                      + exp_gpu / M._pick(zero >= 1, np.maximum(dp * cp / ep, 1.0), 1.0))
         t_opt = T.optimizer_step_time_s(opt_params, hw.hbm_bytes_per_s, optimizer_bytes=k_opt,
                                         grad_bytes=M.GRAD_BYTES_PER_PARAM,
                                         weight_bytes=M.WEIGHT_BYTES_PER_PARAM)
@@ -427,18 +479,15 @@ def _evaluate(spec, hw, num: dict, cat: dict, efficiency_scale: float,
                                       flash_attention=flash) * tps / n_g
 
         res = {
-            "memory_per_gpu_bytes": worst["total"], "memory_stage": worst["stage"].astype(float),
             "step_time_s": step, "compute_time_s": compute, "exposed_comm_time_s": exposed,
             "bubble_time_s": bubble, "tokens_per_s": tps, "mfu": mf / peak_lin, "hfu": hf / peak_lin,
             "model_tflops_per_gpu": mf / TERA, "hardware_tflops_per_gpu": hf / TERA,
-            "grad_accum": m1, "n_gpus": n_g, "gemm_efficiency": np.broadcast_to(eta, (len(idx), 1))[:, 0],
+            "gemm_efficiency": np.broadcast_to(eta, (len(idx), 1))[:, 0],
             "comm_tp_s": m1 * pick(tp_raw), "comm_ep_s": ep_e, "comm_cp_s": m1 * pick(cp_raw),
             "comm_dp_s": dp_raw_step, "comm_pp_s": pp_raw,
             "comm_tp_exposed_s": tp_e, "comm_ep_exposed_s": ep_e, "comm_cp_exposed_s": cp_e,
             "comm_dp_exposed_s": dp_exp_step, "comm_pp_exposed_s": pp_exp,
         }
-        for part in M.MEMORY_PARTS:
-            res[f"memory_{part}_bytes"] = worst[part]
         for k, val in res.items():
             out[k][idx] = val
     return out
@@ -449,24 +498,35 @@ def _evaluate(spec, hw, num: dict, cat: dict, efficiency_scale: float,
 def estimate_training_batch(spec, hw, layout_arrays: dict, categorical: dict | None = None, *,
                             efficiency_scale: float = 1.0,
                             constants: EfficiencyConstants = CALIBRATED,
-                            compact_stages: bool = True) -> dict:
+                            compact_stages: bool = True, memory_cap_bytes: int | None = None) -> dict:
     """Evaluate many layouts at once.
 
     ``layout_arrays``: the numeric fields of ``NUMERIC_FIELDS`` (seq_len and global_batch
     required; tp, pp, dp, cp, ep, micro_batch, interleave default to 1) as integer arrays
     of equal length (or scalars, broadcast). ``categorical``: zero, recompute,
     sequence_parallel, precision, optimizer, offload_optimizer, flash_attention - one value
-    each (defaults as TrainLayout's). Returns a dict of float arrays, keys ``BATCH_KEYS``.
+    each (defaults as TrainLayout's); zero and sequence_parallel may instead be arrays, one
+    value per layout. Returns a dict of float arrays, keys ``BATCH_KEYS``.
     Layouts that do not fit memory are evaluated like any other (the caller compares
     ``memory_per_gpu_bytes`` with capacity); structural rules are in ``layout_violations``.
     ``compact_stages=False`` evaluates every stage of each pipeline degree separately (the
     reference the compact path, the same figures faster, is tested against).
+    ``memory_cap_bytes`` (the search's memory limit per GPU, whole bytes): layouts whose
+    ``ceil(memory_per_gpu_bytes)`` exceeds it get only their memory figures, grad_accum and
+    n_gpus; every time, throughput and communication figure is NaN (not computed). The
+    layouts that fit get exactly the figures they get without the cap.
     """
     num = _check_numeric(dict(layout_arrays))
     cat = _check_categorical(dict(categorical or {}))
+    n = num["tp"].size
+    for k in _PER_LAYOUT_CATEGORICAL:
+        if np.ndim(cat[k]) and cat[k].size != n:
+            raise ClusteroptError(k, f"has {cat[k].size} values, the layouts are {n}",
+                                  "one value, or one per layout")
     if not efficiency_scale > 0:
         raise ClusteroptError("efficiency_scale", f"must be > 0 (got {efficiency_scale})", "a positive factor")
-    return _evaluate(spec, hw, num, cat, float(efficiency_scale), constants, compact_stages)
+    return _evaluate(spec, hw, num, cat, float(efficiency_scale), constants, compact_stages,
+                     None if memory_cap_bytes is None else int(memory_cap_bytes))
 
 
 def estimate_training(spec, hw, layout: TrainLayout, *, efficiency_scale: float = 1.0,

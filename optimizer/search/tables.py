@@ -82,14 +82,26 @@ class Table:
         }
 
 
+_MERGED_GROUP_ROWS = 20_000
+"""Above this many rows a (gpu, precision, recompute) group is split by ZeRO stage and sequence
+parallelism: per-call overhead no longer dominates, and scalar choices do less work per row."""
+
+
 def _concat(parts: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
     keys = parts[0].keys()
     return {k: np.concatenate([p[k] for p in parts]) for k in keys}
 
 
 def estimate_rows(spec, scenario, gpus: list[GpuOption], cols: dict[str, np.ndarray],
-                  efficiency_scale: float = 1.0, *, reference: bool = False) -> dict[str, np.ndarray]:
+                  efficiency_scale: float = 1.0, *, reference: bool = False,
+                  fit_only: bool = False) -> dict[str, np.ndarray]:
     """Run the training estimator over the rows, grouped by the categorical fields.
+
+    ``fit_only=True``: rows breaking the scenario's memory limit (``limits_of``'s memory_cap,
+    the same comparison as ``violation_flags``) get their memory columns only; their time,
+    throughput and communication columns are NaN (never computed), and so are the prices
+    derived from them. For callers that discard memory-infeasible rows (the co-design rung
+    tables); the rows that fit are identical either way.
 
     ``reference=True`` takes the plain path (every pipeline stage of each pp evaluated
     separately, training.estimate_training_batch's ``compact_stages=False``): the same
@@ -101,27 +113,40 @@ def estimate_rows(spec, scenario, gpus: list[GpuOption], cols: dict[str, np.ndar
     if n == 0:
         return out
     train = scenario.train
-    group_key = (cols["gpu"] * 1000 + cols["zero"] * 100 + cols["precision"] * 10
-                 + cols["recompute"]) * 2 + cols["sequence_parallel"].astype(np.int64)
+    caps = limits_of(scenario, gpus)["memory_cap"] if fit_only else None
+    # The fast path evaluates every ZeRO stage and sequence-parallel setting of a small group in
+    # one call (estimate_training_batch takes them per layout: fewer calls, less Python overhead);
+    # groups above _MERGED_GROUP_ROWS, and the reference path, take one value per call (a scalar
+    # choice skips the other stages' formulas). The figures are the same either way.
+    coarse = cols["gpu"] * 1000 + cols["precision"] * 10 + cols["recompute"]
+    fine = (coarse + cols["zero"] * 100) * 2 + cols["sequence_parallel"].astype(np.int64)
+    if reference:
+        group_key = fine
+    else:
+        sizes = np.unique(coarse, return_inverse=True, return_counts=True)
+        big = sizes[2][sizes[1].reshape(-1)] > _MERGED_GROUP_ROWS
+        group_key = np.where(big, fine, -1 - coarse)      # fine keys >= 0, merged ones < 0
     order = np.argsort(group_key, kind="stable")
     bounds = np.nonzero(np.diff(group_key[order]))[0] + 1
     for idx in np.split(order, bounds):
         r0 = idx[0]
+        merged = not reference and len(np.unique(fine[idx])) > 1
         g = gpus[int(cols["gpu"][r0])]
         arrays = {k: cols[k][idx] for k in ("tp", "pp", "dp", "cp", "ep", "micro_batch", "global_batch")}
         arrays["seq_len"] = np.full(len(idx), train.seq_len, dtype=np.int64)
         arrays["interleave"] = np.full(len(idx), train.interleave, dtype=np.int64)
         categorical = {
-            "zero": int(cols["zero"][r0]),
+            "zero": cols["zero"][idx] if merged else int(cols["zero"][r0]),
             "precision": PRECISIONS[int(cols["precision"][r0])],
             "recompute": RECOMPUTES[int(cols["recompute"][r0])],
-            "sequence_parallel": bool(cols["sequence_parallel"][r0]),
+            "sequence_parallel": cols["sequence_parallel"][idx] if merged else bool(cols["sequence_parallel"][r0]),
             "optimizer": train.optimizer,
             "flash_attention": train.flash_attention,
             "offload_optimizer": scenario.system.offload_optimizer,
         }
         res = estimate_training_batch(spec, g.hardware, arrays, categorical,
-                                      efficiency_scale=efficiency_scale, compact_stages=not reference)
+                                      efficiency_scale=efficiency_scale, compact_stages=not reference,
+                                      memory_cap_bytes=None if caps is None else int(caps[g.index]))
         for k, v in res.items():
             if k in ("grad_accum", "n_gpus"):       # the layout's own integer columns stay
                 continue
@@ -225,11 +250,39 @@ def violation_flags(cols: dict[str, np.ndarray], lim: dict) -> dict[str, np.ndar
 
 
 def complete_table(spec, scenario, gpus: list[GpuOption], cols: dict[str, np.ndarray],
-                   efficiency_scale: float = 1.0) -> Table:
-    """Estimator figures, prices, integer views and violation flags for given layout rows."""
+                   efficiency_scale: float = 1.0, *, fit_only: bool = False) -> Table:
+    """Estimator figures, prices, integer views and violation flags for given layout rows
+    (``fit_only``: see ``estimate_rows``)."""
     cols = dict(cols)
-    cols.update(estimate_rows(spec, scenario, gpus, cols, efficiency_scale))
+    cols.update(estimate_rows(spec, scenario, gpus, cols, efficiency_scale, fit_only=fit_only))
     return reprice(Table(gpus, cols), scenario, gpus, spec=spec)
+
+
+def _price_estimated_rows(scenario, gpus: list[GpuOption], cols: dict[str, np.ndarray], spec) -> dict:
+    """price_rows over the rows that have a throughput; rows of a ``fit_only`` table left
+    unestimated (NaN) get NaN prices. Those rows must still break the memory limit: a table
+    built fit_only cannot be repriced under a looser one."""
+    unpriced = np.isnan(cols["tokens_per_s"])
+    if not unpriced.any():
+        return price_rows(scenario, gpus, cols, spec)
+    cap = limits_of(scenario, gpus)["memory_cap"][cols["gpu"][unpriced]]
+    if np.any(np.ceil(cols["memory_per_gpu_bytes"][unpriced]).astype(np.int64) <= cap):
+        from optimizer.errors import ClusteroptError
+
+        raise ClusteroptError("memory_headroom", "a table built with fit_only has rows without time "
+                              "figures that fit this scenario's memory limit", "rebuild the table without fit_only")
+    keep = np.nonzero(~unpriced)[0]
+    if len(keep):
+        priced = price_rows(scenario, gpus, {k: v[keep] for k, v in cols.items()}, spec)
+    else:   # no row fits: price one stand-in row (NaN figures set to 1) for the columns' names and types
+        one = {k: np.where(np.isnan(v[:1]), 1.0, v[:1]) if v.dtype.kind == "f" else v[:1] for k, v in cols.items()}
+        priced = {k: v[:0] for k, v in price_rows(scenario, gpus, one, spec).items()}
+    out = {}
+    for k, v in priced.items():
+        full = np.full(len(unpriced), np.nan) if v.dtype.kind == "f" else np.zeros(len(unpriced), dtype=v.dtype)
+        full[keep] = v
+        out[k] = full
+    return out
 
 
 def reprice(table: Table, scenario, gpus: list[GpuOption] | None = None, *, spec=None) -> Table:
@@ -242,7 +295,7 @@ def reprice(table: Table, scenario, gpus: list[GpuOption] | None = None, *, spec
     gpus = gpus if gpus is not None else table.gpus
     cols = dict(table.cols)
     if len(cols["tp"]):
-        cols.update(price_rows(scenario, gpus, cols, spec))
+        cols.update(_price_estimated_rows(scenario, gpus, cols, spec))
         cols.update(integer_columns(cols))
         viol = violation_flags(cols, limits_of(scenario, gpus))
     else:
@@ -258,11 +311,14 @@ def reprice(table: Table, scenario, gpus: list[GpuOption] | None = None, *, spec
 
 
 def build_table(spec, scenario, gpus: list[GpuOption], efficiency_scale: float = 1.0, *,
-                gpu_count_limits: bool = True) -> Table:
+                gpu_count_limits: bool = True, fit_only: bool = False) -> Table:
     """The candidate table. By default rows breaking the GPU-count limits (max_gpus, min_gpus,
-    stock) are not estimated at all; pass ``gpu_count_limits=False`` for every row (explanations)."""
+    stock) are not estimated at all; pass ``gpu_count_limits=False`` for every row (explanations).
+    ``fit_only=True``: rows breaking the memory limit keep their memory columns and flags but no
+    time, throughput or price (NaN; see ``estimate_rows``) - only for callers that drop them, and
+    not for tables repriced under another memory headroom."""
     cols = enumerate_layouts(spec, scenario, gpus, gpu_count_limits=gpu_count_limits)
-    return complete_table(spec, scenario, gpus, cols, efficiency_scale)
+    return complete_table(spec, scenario, gpus, cols, efficiency_scale, fit_only=fit_only)
 
 
 def objective_keys(table: Table, objective: str) -> list[np.ndarray]:
