@@ -187,16 +187,22 @@ def dp_grad_sync_s(hw, *, params_on_gpu, expert_params_on_gpu, tp, cp, dp, ep, z
     bw_d, a_d = group_link(hw, n_dense, np.asarray(tp) * 1.0)
     bw_e, a_e = group_link(hw, n_exp, np.asarray(tp) * ep)
     has_exp = np.asarray(expert_params_on_gpu) > 0          # no expert group to sync in dense models
+    # without expert parameters the expert term is has_exp (False) x a finite time (bandwidth > 0)
+    any_exp = bool(np.any(has_exp)) or not bool(np.all(bw_e > 0))
+
+    def both(collective, nbytes_per_param):
+        dense = collective(nbytes_per_param * params_on_gpu, n_dense, bw_d, a_d)
+        if not any_exp:     # +0.0 everywhere: the same sum as below, without the expert collective
+            return dense + 0.0 * has_exp
+        return dense + has_exp * collective(nbytes_per_param * expert_params_on_gpu, n_exp, bw_e, a_e)
+
     one_stage = np.ndim(zero) == 0                      # one ZeRO stage for all (else one per layout)
     if not one_stage or zero == 0:
-        all_reduce = (allreduce_time_s(grad_bytes * params_on_gpu, n_dense, bw_d, a_d)
-                      + has_exp * allreduce_time_s(grad_bytes * expert_params_on_gpu, n_exp, bw_e, a_e))
+        all_reduce = both(allreduce_time_s, grad_bytes)
         if one_stage:
             return all_reduce, 0.0 * all_reduce
-    reduce = (reduce_scatter_time_s(grad_bytes * params_on_gpu, n_dense, bw_d, a_d)
-              + has_exp * reduce_scatter_time_s(grad_bytes * expert_params_on_gpu, n_exp, bw_e, a_e))
-    gather = (allgather_time_s(weight_bytes * params_on_gpu, n_dense, bw_d, a_d)
-              + has_exp * allgather_time_s(weight_bytes * expert_params_on_gpu, n_exp, bw_e, a_e))
+    reduce = both(reduce_scatter_time_s, grad_bytes)
+    gather = both(allgather_time_s, weight_bytes)
     if one_stage:
         return reduce, gather
     ddp = np.asarray(zero) == 0

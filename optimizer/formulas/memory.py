@@ -354,13 +354,20 @@ def stage_layer_counts(n_layers: int, pp: int) -> np.ndarray:
     return np.array([base + (1 if i < extra else 0) for i in range(pp)], dtype=np.int64)
 
 
+@lru_cache(maxsize=256)
+def param_counts(spec):
+    """``formulas.params.count_params(spec)``, cached per spec (the search asks for it once per
+    pipeline degree)."""
+    from optimizer.formulas.params import count_params
+
+    return count_params(spec)
+
+
 @lru_cache(maxsize=512)
 def stage_structure(spec, pp: int) -> StageStructure:
     """Parameter placement over ``pp`` contiguous pipeline stages for ``spec`` (uses
     ``formulas.params.count_params``). Cached per (spec, pp)."""
-    from optimizer.formulas.params import count_params
-
-    pc = count_params(spec)
+    pc = param_counts(spec)
     layers = pc.layers
     counts = stage_layer_counts(len(layers), pp)
     tp_p = np.zeros(pp)
@@ -516,7 +523,8 @@ def stage_memory_parts(spec, st, stage, pp, *, seq_len, micro_batch, tp, dp, cp,
     parts = {"weights": weights, "gradients": grads, "optimizer_states": opt,
              "activations": acts, "logits": logits, "comm_buffers": comm, "reserve": reserve}
     shape = np.broadcast_shapes(*(np.shape(x) for x in parts.values()))
-    parts = {k2: np.broadcast_to(x, shape).astype(float) for k2, x in parts.items()}
+    parts = {k2: x if (np.shape(x) == shape and x.dtype == float) else np.broadcast_to(x, shape).astype(float)
+             for k2, x in parts.items()}
     parts["total"] = sum(parts[p] for p in MEMORY_PARTS)
     return parts
 

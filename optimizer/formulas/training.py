@@ -180,9 +180,7 @@ class _StageFlops:
 
 @lru_cache(maxsize=512)
 def _stage_flops(spec, pp: int) -> _StageFlops:
-    from optimizer.formulas.params import count_params
-
-    layers = count_params(spec).layers
+    layers = M.param_counts(spec).layers
     counts = M.stage_layer_counts(len(layers), pp)
     lin = np.zeros(pp)
     start = 0
@@ -198,6 +196,8 @@ def _stage_flops(spec, pp: int) -> _StageFlops:
 def _per_unique(values, fn):
     """Apply a scalar function of seq_len element-wise through the unique values."""
     v = np.asarray(values)
+    if v.size and np.all(v == v.flat[0]):             # one value (the search: one seq_len per call)
+        return np.full(v.shape, fn(int(v.flat[0])), dtype=float)
     out = np.empty(v.shape, dtype=float)
     for u in np.unique(v):
         out[v == u] = fn(int(u))
@@ -427,25 +427,26 @@ def _evaluate(spec, hw, num: dict, cat: dict, efficiency_scale: float,
         # the last bucket cannot overlap: at least its own reduction stays exposed
         last = np.minimum(red, C.allreduce_time_s(float(M.DDP_BUCKET_BYTES), dp * cp,
                                                   *C.group_link(hw, dp * cp, tp)))
+        gat_fwd = T.exposed_s(gat, fwd_win)
 
         def dp_sync(z):
-            if z <= 1:
-                return (np.maximum(T.exposed_s(red, bwd_win), last) + T.exposed_s(gat, fwd_win),
-                        red + gat)
-            if z == 2:
-                return (mm * np.maximum(T.exposed_s(red, bwd_win), last) + T.exposed_s(gat, fwd_win),
-                        mm * red + gat)
-            return (mm * (T.exposed_s(gat, fwd_win) + T.exposed_s(gat + red, bwd_win)),
-                    mm * (red + 2.0 * gat))
+            if z <= 2:
+                red_bwd = np.maximum(T.exposed_s(red, bwd_win), last)
+                if z <= 1:
+                    return red_bwd + gat_fwd, red + gat
+                return mm * red_bwd + gat_fwd, mm * red + gat
+            return mm * (gat_fwd + T.exposed_s(gat + red, bwd_win)), mm * (red + 2.0 * gat)
 
         if np.ndim(zero) == 0:
             dp_exp, dp_raw = dp_sync(zero)
-        else:                                          # a ZeRO stage per layout
+        else:                                          # a ZeRO stage per layout (0 and 1 alike)
             dp_exp = dp_raw = None
-            for z in np.unique(zero):
+            stage_of = np.maximum(zero, 1)
+            for z in np.unique(stage_of):
                 e, r = dp_sync(int(z))
-                dp_exp = e if dp_exp is None else np.where(zero == z, e, dp_exp)
-                dp_raw = r if dp_raw is None else np.where(zero == z, r, dp_raw)
+                sel = stage_of == z
+                dp_exp = e if dp_exp is None else np.where(sel, e, dp_exp)
+                dp_raw = r if dp_raw is None else np.where(sel, r, dp_raw)
         dp_exp_step = np.max(np.broadcast_to(dp_exp, t_mb.shape), axis=1)
         dp_raw_step = np.max(np.broadcast_to(dp_raw, t_mb.shape), axis=1)
 
