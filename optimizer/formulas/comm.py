@@ -26,7 +26,8 @@ TP (tp, 1), CP (cp, tp), DP over DP x CP ranks (dp*cp, tp), EP (ep, tp*cp), PP
 neighbours (pp, tp*cp*dp): a pipeline that leaves the domain has at least one network
 hop, which paces it, at one NIC per sending GPU.
 
-All functions accept numpy arrays for sizes and group sizes. Units: bytes, seconds.
+All functions accept numpy arrays for sizes and group sizes, and ``zero`` and
+``sequence_parallel`` as one value or one per layout (arrays). Units: bytes, seconds.
 """
 
 from __future__ import annotations

@@ -4,7 +4,9 @@ communication buffers and a reserve, for the MOST LOADED GPU of a layout.
 Units: bytes. Every function accepts plain numbers or numpy arrays of equal shape for
 the numeric layout quantities (tp, pp, dp, cp, ep, micro_batch, seq_len, ...), so the
 search can evaluate 10^5 layouts in one call; categorical choices (recompute, zero stage,
-optimizer, flags) are scalars. No Python ``if`` ever branches on a numeric layout value.
+optimizer, flags) are scalars, except that the ZeRO stage and sequence parallelism may also be
+given per layout (arrays of shape (n, 1); ``_pick`` selects per layout what the scalar branch
+computes). No Python ``if`` ever branches on a numeric layout value.
 
 Conventions (stated once, used everywhere):
 
