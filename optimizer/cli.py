@@ -206,6 +206,9 @@ def solve(
     import optimizer
     from optimizer.scenario import DEFAULT_SCENARIO
 
+    if sensitivity and fmt is Fmt.csv:
+        raise ClusteroptError("--format", "csv holds the ranked table only, not the sensitivity analysis",
+                              "--format table, markdown or json with --sensitivity")
     for opt, path, ext in (("--plot", plot, ".png"), ("--report", report_md, ".md")):
         if path is not None and path.suffix.lower() != ext:
             raise ClusteroptError(opt, f"{str(path)!r} does not end in {ext}", f"a {ext} file name")
@@ -437,6 +440,12 @@ def main(argv: Optional[list[str]] = None) -> None:
         sys.exit(2)
     except BrokenPipeError:
         sys.exit(0)
+    except OSError as exc:                        # unreadable input, unwritable output path
+        where = exc.filename if exc.filename is not None else "file"
+        allowed = ("a YAML file, not a folder" if isinstance(exc, IsADirectoryError)
+                   else "an existing file, or an output path in an existing folder")
+        print(f"error: {where}: {exc.strerror or exc}; {allowed}", file=sys.stderr)
+        sys.exit(2)
     except Exception as exc:                      # parser errors from Typer/Click
         name = type(exc).__name__
         if name == "NoArgsIsHelpError":

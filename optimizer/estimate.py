@@ -179,7 +179,8 @@ def estimate_text(data: dict) -> str:
                   report.text_table(["memory per GPU", "GB"], [[k, f"{v / GB:.2f}"] for k, v in m.items()
                                                                if isinstance(v, (int, float))])]
         keys = ["step_time_s", "compute_time_s", "exposed_comm_time_s", "bubble_time_s", "tokens_per_s", "mfu",
-                "hfu", "model_tflops_per_gpu", "hardware_tflops_per_gpu", "train_days", "gpu_hours", "cost_usd"]
+                "hfu", "model_tflops_per_gpu", "hardware_tflops_per_gpu", "train_days", "goodput", "wall_clock_days",
+                "expected_interruptions", "checkpoint_interval_s", "gpu_hours", "cost_usd"]
         lines.append(report.text_table(["figure", "value"], [[k, f"{t[k]:.4g}"] for k in keys
                                                              if t.get(k) is not None]))
         for w in t.get("warnings", []):

@@ -142,14 +142,15 @@ def _workload(scenario) -> str:
 
 
 def explanation_lines(expl: dict) -> list[str]:
-    return list(expl.get("lines", [])) + [f"note: {n}" for n in expl.get("notes", [])]
+    return (list(expl.get("lines", [])) + [f"warning: {w}" for w in expl.get("warnings", [])]
+            + [f"note: {n}" for n in expl.get("notes", [])])
 
 
 FLEET_HEADERS = ["rank", "fleet (replicas x gpu tp weights/kv batch)", "gpus", "$/hour", "$/M out tok",
                  "capacity req/s", "util", "p99 TTFT", "ITL", "min headroom"]
 
 CODESIGN_HEADERS = ["rank", "model", "params", "tokens", "tok/param", "loss", "gpu", "gpus",
-                    "tp/pp/dp", "prec", "days", "cost", "lifetime cost"]
+                    "tp/pp/dp", "prec", "days w/o failures", "goodput", "wall days", "cost", "lifetime cost"]
 
 
 def _compressed(df: pd.DataFrame) -> bool:
@@ -178,7 +179,7 @@ def codesign_rows(df: pd.DataFrame) -> list[list[str]]:
         out.append([r.get("rank", ""), r.get("model", ""), f"{r['model_params'] / 1e9:.2f}B",
                     f"{r['train_tokens'] / 1e12:.2f}T", f"{r['tokens_per_param']:.1f}", f"{r['predicted_loss']:.4f}",
                     r["gpu"], r["n_gpus"], f"{r['tp']}/{r['pp']}/{r['dp']}", r["precision"],
-                    f"{r['wall_clock_days']:.1f}", usd(r["cost_usd"]),
+                    f"{r['train_days']:.1f}", _goodput(r), f"{r['wall_clock_days']:.1f}", usd(r["cost_usd"]),
                     "-" if life is None or (isinstance(life, float) and math.isnan(life)) else usd(life)])
     return out
 
@@ -327,7 +328,7 @@ def sweep_rows(df: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
     elif codesign:
         tail = ["status", "model", "tokens", "loss", "best", "gpus", "days", "cost"]
     else:
-        tail = ["status", "best", "gpus", "days", "cost", "days saved / +$1M"]
+        tail = ["status", "best", "gpus", "days w/o failures", "goodput", "wall days", "cost", "days saved / +$1M"]
     rows = []
     for r in df.to_dict(orient="records"):
         cells = [(usd(r[v]) if v.endswith("_usd") else (f"{r[v]:g}" if isinstance(r[v], float) else str(r[v])))
@@ -345,8 +346,8 @@ def sweep_rows(df: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
                           usd(r["cost_usd"])]
             else:
                 m = _num(r, "days_saved_per_extra_musd")
-                cells += [r["status"], best, f"{int(r['n_gpus'])}", f"{r['wall_clock_days']:.1f}", usd(r["cost_usd"]),
-                          "-" if m is None else f"{m:.2f}"]
+                cells += [r["status"], best, f"{int(r['n_gpus'])}", f"{r['train_days']:.1f}", _goodput(r),
+                          f"{r['wall_clock_days']:.1f}", usd(r["cost_usd"]), "-" if m is None else f"{m:.2f}"]
         rows.append(cells)
     return varied + tail, rows
 
@@ -357,9 +358,19 @@ def sweep_text(df: pd.DataFrame, markdown: bool = False, title: str = "") -> str
     return (f"{title}\n\n" if title else "") + body + "\n"
 
 
+#: Sweep columns that hold whole numbers (a frame with infeasible points stores them as floats).
+SWEEP_INT_COLUMNS = ("n_gpus", "n_nodes", "tp", "pp", "dp", "cp", "ep", "zero", "micro_batch", "grad_accum",
+                     "global_batch", "n_gpus_used", "n_replicas")
+
+
 def sweep_json(df: pd.DataFrame, scenario: str, vary: dict, objective: str | None) -> dict:
+    points = records(df)
+    for p in points:
+        for k in SWEEP_INT_COLUMNS:
+            if isinstance(p.get(k), float) and p[k].is_integer():
+                p[k] = int(p[k])
     return {"schema_version": SCHEMA_VERSION, "kind": "sweep", "scenario": scenario, "objective": objective,
-            "vary": plain({k: list(v) for k, v in vary.items()}), "points": records(df)}
+            "vary": plain({k: list(v) for k, v in vary.items()}), "points": points}
 
 
 # ----------------------------------------------------------------------------------------
@@ -379,7 +390,7 @@ def solve_report(result, scenario, *, sensitivity: dict | None = None, memory: d
     choice, Pareto and tornado plots (embedded as data URIs), thresholds and binding limits."""
     import yaml
 
-    doc = scenario.model_dump(mode="json", exclude_none=True, exclude_defaults=True)
+    doc = scenario.model_dump(mode="json", exclude_none=True, exclude_unset=True)     # as the user wrote it
     parts = [f"# clusteropt report: {result.scenario}", "",
              f"Status **{result.status}** (objective: {result.objective}); "
              f"{len(result.configs)} configuration(s) ranked; {result.stats.get('rows', '?')} candidate layouts, "

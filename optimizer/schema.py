@@ -92,7 +92,8 @@ class FleetRow(_Open):
 class Explanation(_Open):
     reason: Optional[str] = None
     lines: list[str] = Field(default_factory=list, description="one-line sentences for people")
-    binding: Optional[list[str]] = None
+    binding: Optional[list[Union[str, dict[str, Any]]]] = Field(
+        default=None, description="limit families that bind (co-design: objects with the limit and its use)")
     slack: Optional[dict[str, Any]] = None
     conflicts: Optional[list[list[str]]] = None
     relaxations: Optional[dict[str, Any]] = None

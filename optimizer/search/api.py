@@ -239,8 +239,15 @@ def solve(scenario, *, top_k: int | None = None, objective: str | None = None,
     if scenario.train is None:                       # a serving scenario: the fleet planner (issue 6)
         from optimizer.search.serving import solve_serving
 
-        return solve_serving(scenario, top_k=top_k, objective=objective, time_limit_s=time_limit_s,
-                             catalog=catalog)
+        res = solve_serving(scenario, top_k=top_k, objective=objective, time_limit_s=time_limit_s,
+                            catalog=catalog)
+        if res.status not in ("optimal", "feasible", "infeasible"):
+            # CONTRACTS.md: 'feasible' when a limit stopped the search (here before any fleet was found)
+            res.status = "feasible"
+            res.explanation = {"reason": "time limit", "lines": [
+                f"the CP-SAT time limit ({time_limit_s:g} s) was reached before any fleet was found or "
+                "proven impossible; raise --time-limit"], "notes": res.explanation.get("notes", [])}
+        return res
     if scenario.train.model is not None:             # model size chosen with the cluster (issue 9)
         from optimizer.search.codesign import solve_codesign
 
@@ -260,6 +267,15 @@ def solve(scenario, *, top_k: int | None = None, objective: str | None = None,
     res = cpsat.solve_top_k(objective_keys(sub, objective), k, _limits(sub, scenario), time_limit_s=time_limit_s)
     chosen = rows[res.rows] if res.rows else np.zeros(0, dtype=np.int64)
     status = res.status if len(chosen) else "infeasible"
+    if res.status == "unknown" or (len(chosen) < min(k, len(rows)) and res.status != "optimal"):
+        # the time limit stopped CP-SAT before it ranked K rows: every candidate row meets every
+        # limit, so complete the ranking from the table's own order (not proven by CP-SAT)
+        keys = [key[rows] for key in objective_keys(table, objective)]
+        order = rows[np.lexsort(keys[::-1])]
+        chosen = np.concatenate([chosen, order[~np.isin(order, chosen)]])[:k]
+        status = "feasible" if len(chosen) else "infeasible"
+        notes.append(f"CP-SAT time limit ({time_limit_s:g} s) reached before the ranking was proven; the "
+                     "configurations are the best by sorting the candidate table (status 'feasible', not proven)")
     configs = frame(table, chosen, scenario, objective)
     _verify(scenario, table, chosen, spec, efficiency_scale)
     if len(chosen):

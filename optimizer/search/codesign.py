@@ -456,8 +456,9 @@ def solve_codesign(scenario, *, top_k: int | None = None, objective: str | None 
     objective = objective or scenario.objective
     if objective not in OBJECTIVES:
         raise ClusteroptError("objective", f"{objective!r} is not a co-design objective", "allowed: " + ", ".join(OBJECTIVES))
-    if objective in ("cost", "time", "lifetime_flop") and train.target_loss is None and compute_budget_flop is None \
-            and not isinstance(train.tokens, (int, float)) and scenario.constraints.deadline_days is None:
+    if objective in ("cost", "time", "lifetime_flop") and train.target_loss is None and compute_budget_flop is None:
+        # without a loss to reach, the cheapest (fastest) plan is always the smallest model on the
+        # fewest tokens: a meaningless answer
         raise ClusteroptError("train.target_loss", f"objective {objective} needs a loss to reach",
                               "give train.target_loss (e.g. 2.1) or use objective: loss")
     if objective == "loss" and scenario.constraints.budget_usd is None and scenario.constraints.deadline_days is None \
