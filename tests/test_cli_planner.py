@@ -207,3 +207,49 @@ def test_plan_sensitivity_json_has_tornado_and_thresholds(capsys):
     assert price["low"] < price["base"] < price["high"]
     for t in sens["thresholds"]:
         assert t["direction"] in ("up", "down") and "change_pct" in t and "new_best" in t
+
+
+def test_time_limit_never_reports_a_false_infeasible():
+    """A CP-SAT time limit stops the proof, not the answer: status 'feasible' (CONTRACTS.md),
+    training rows completed from the candidate table in objective order."""
+    from optimizer.search.api import solve
+
+    quick = solve("llama3-70b-pretrain", top_k=3, time_limit_s=1e-6)
+    full = solve("llama3-70b-pretrain", top_k=3)
+    assert full.status == "optimal" and quick.status in ("feasible", "optimal")
+    assert list(quick.configs["cost_usd"]) == list(full.configs["cost_usd"])
+    serve = solve("llama3-8b-api", top_k=2, time_limit_s=1e-6)
+    assert serve.status in ("optimal", "feasible", "infeasible")
+    if serve.status == "feasible" and not len(serve.configs):
+        assert "time limit" in serve.explanation["lines"][0]
+
+
+@pytest.mark.parametrize("argv,field", [
+    (["solve", "{tmp}"], "error: {tmp}: "),
+    (["solve", "llama3-8b-pretrain", "--format", "json", "--out", "{tmp}/no/x.json"], "error: {tmp}/no/x.json: "),
+    (["solve", "llama3-8b-pretrain", "--sensitivity", "--format", "csv"], "error: --format: "),
+])
+def test_paths_and_format_errors_are_one_line(capsys, tmp_path, argv, field):
+    argv = [a.replace("{tmp}", str(tmp_path)) for a in argv]
+    code, out, err = run(capsys, *argv)
+    assert code == 2 and out == ""
+    assert err.startswith(field.replace("{tmp}", str(tmp_path))) and err.count("\n") == 1 and "; " in err
+
+
+def test_codesign_cost_objective_needs_a_target_loss(capsys, tmp_path):
+    f = tmp_path / "cd.yaml"
+    f.write_text(yaml.safe_dump({
+        "name": "cd", "objective": "cost",
+        "train": {"model": {"family": "llama-3", "params": "auto", "min_params": 1e9, "max_params": 3e9},
+                  "tokens": "auto", "seq_len": 4096, "global_batch_tokens": 1e6},
+        "constraints": {"budget_usd": 1e6, "deadline_days": 30, "gpus": ["H100-SXM5-80GB"]}}))
+    code, out, err = run(capsys, "solve", f)
+    assert code == 2 and err.startswith("error: train.target_loss:")
+
+
+def test_sweep_json_keeps_integers(capsys, scenario_file):
+    code, out, _ = run(capsys, "sweep", scenario_file, "--vary", "budget_usd=2e4,2e5", "--format", "json",
+                       "--workers", "1")
+    pts = json.loads(out)["points"]
+    ok = [p for p in pts if p["status"] != "infeasible"]
+    assert ok and all(isinstance(p[k], int) for p in ok for k in ("n_gpus", "tp", "pp", "dp", "zero"))
