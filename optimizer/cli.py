@@ -269,7 +269,7 @@ def _plot_solve(result, sc, sens, path: Path) -> None:
 
     if sens is not None:
         plots.tornado(sens, path, scenario=sc.name)
-    elif len(result.configs) and ("wall_clock_days" in result.configs.columns or "replicas" in result.configs.columns):
+    elif len(result.configs):
         plots.pareto(result.configs, result.pareto, path, scenario=sc.name)
     else:
         raise ClusteroptError("--plot", "nothing to draw: no feasible configuration" if not len(result.configs)
@@ -295,7 +295,7 @@ def _write_report(result, sc, sens, path: Path, cat) -> None:
             memory = {p: float(ev.figures[f"memory_{p}_bytes"]) for p in MEMORY_PARTS}
             memory["memory_per_gpu_bytes"] = float(ev.memory_per_gpu_bytes)
             pareto_png = plots.pareto(result.configs, result.pareto, Path(tmp) / "pareto.png", scenario=sc.name)
-        elif len(result.configs) and "replicas" in result.configs.columns:
+        elif len(result.configs):             # serving fleets, co-design plans
             pareto_png = plots.pareto(result.configs, result.pareto, Path(tmp) / "pareto.png", scenario=sc.name)
         if sens is not None and sens.get("tornado"):
             tornado_png = plots.tornado(sens, Path(tmp) / "tornado.png", scenario=sc.name)

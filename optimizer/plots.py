@@ -108,11 +108,43 @@ def fleet_pareto(configs, front, path, *, scenario: str = "") -> Path:
     return Path(path)
 
 
+def loss_pareto(configs, front, path, *, scenario: str = "") -> Path:
+    """Co-design: predicted loss against training cost, the Pareto front (line, each point
+    labelled with its model size and tokens) and the ranked plans, coloured by GPU type."""
+    fig, ax = plt.subplots(figsize=(8, 5))
+    col = _gpu_colours(list(front["gpu"]) + list(configs["gpu"]))
+    if len(front):
+        f = front.sort_values("cost_usd")
+        ax.step(f["cost_usd"], f["predicted_loss"], where="post", color="grey", linewidth=1, label="Pareto front")
+        for g, sub in f.groupby("gpu"):
+            ax.scatter(sub["cost_usd"], sub["predicted_loss"], color=col[g], s=28, zorder=2, label=f"{g} (front)")
+        step = max(1, len(f) // 12)                  # at most ~12 labels, evenly along the front
+        for _, r in f.iloc[::-1].iloc[::step].iterrows():
+            ax.annotate(f"{r['model_params'] / 1e9:.0f}B/{r['train_tokens'] / 1e12:.1f}T",
+                        (r["cost_usd"], r["predicted_loss"]), textcoords="offset points", xytext=(4, 4), fontsize=7)
+    if len(configs):
+        top = configs.iloc[0]
+        ax.scatter([top["cost_usd"]], [top["predicted_loss"]], s=180, facecolors="none", edgecolors="black",
+                   linewidths=1.5, zorder=4, label="rank 1")
+    ax.set_xscale("log")
+    ax.set_xlabel("training cost (USD); labels: parameters / training tokens")
+    ax.set_ylabel("predicted loss")
+    ax.set_title(f"Predicted loss against cost{' - ' + scenario if scenario else ''}", fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return Path(path)
+
+
 def pareto(configs, front, path, *, scenario: str = "") -> Path:
     """Cost against wall-clock days: the Pareto front (line) and the ranked configurations,
     coloured by GPU type; the rank-1 choice ringed. Serving fleets: fleet_pareto."""
     if "replicas" in configs.columns or "replicas" in front.columns:
         return fleet_pareto(configs, front, path, scenario=scenario)
+    if "predicted_loss" in configs.columns or "predicted_loss" in front.columns:
+        return loss_pareto(configs, front, path, scenario=scenario)
     fig, ax = plt.subplots(figsize=(8, 5))
     names = list(front["gpu"]) + list(configs["gpu"])
     col = _gpu_colours(names)

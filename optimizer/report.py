@@ -418,8 +418,12 @@ def solve_report(result, scenario, *, sensitivity: dict | None = None, memory: d
         parts += [markdown_table(["part", "bytes", "share"], rows), ""]
     if pareto_png is not None:
         serving = "replicas" in result.configs.columns
-        title = "Cost against p99 time to first token" if serving else "Cost against time"
-        alt = "Pareto front of $/hour against p99 TTFT" if serving else "Pareto front of cost against wall-clock days"
+        codesign = "predicted_loss" in result.configs.columns
+        title = ("Cost against p99 time to first token" if serving else
+                 "Predicted loss against cost" if codesign else "Cost against time")
+        alt = ("Pareto front of $/hour against p99 TTFT" if serving else
+               "Pareto front of predicted loss against training cost" if codesign else
+               "Pareto front of cost against wall-clock days")
         parts += [f"## {title}", "", f"![{alt}]({_png_data_uri(pareto_png)})", ""]
         if len(result.pareto):
             parts += [result_table(result.pareto, markdown=True), ""]
