@@ -25,14 +25,18 @@ cap B; B is also the engine's ``max_num_seqs``, so the profile run is sized by i
 - Memory: the KV pool (vLLM sizing, ``gpu_memory_utilization`` = 1 - constraints.memory_headroom,
   0.9 by default as in vLLM) holds B sequences at the mean lengths, and at least one at the p99
   lengths. ``memory_per_gpu_bytes`` is the use at B mean-length sequences.
-- Quality (issue 9, with ``search.compression``): the row's variant (serving_compression.py: the
-  model, weight and KV formats, 2:4 sparsity) loses at most ``serve.quality.max_loss_pct`` of the
-  published quality for the model family. A rule of its own ('quality'), so explanations name it.
+- Quality (issue 9, whenever ``serve.quality`` is set): the row's variant (serving_compression.py:
+  the model, weight and KV formats, 2:4 sparsity) loses at most ``serve.quality.max_loss_pct`` of
+  the published quality for the model family. Without ``search.compression`` the formats of
+  search.weights / search.kv carry their default options' published losses (int4: the most
+  conservative int4 method for the family; serving_compression.FORMAT_OPTIONS). A rule of its
+  own ('quality'), so explanations name it.
 
 Compression (issue 9). With ``search.compression`` each row carries a *variant* (columns
 ``variant``, ``compression``, ``quality_loss_pct``, ``sparse_2_4``): the scenario's model or a
 smaller pruned/distilled family member, in the formats its options set; ``search.weights`` /
-``search.kv`` then only filter the variants. One-off work (calibration GPU-hours, recovery and
+``search.kv`` then only filter the variants. Without it every row still carries the quality loss
+of its formats (label 'none', no one-off work). One-off work (calibration GPU-hours, recovery and
 distillation tokens, priced by serving_compression.py) is paid once per fleet per item, however
 many options share it, and amortised over ``serve.horizon_days``: a fleet's ``usd_per_hour`` (and
 so the cost objective, the budget and $/M tokens) INCLUDES ``one_off_usd_per_hour``;
@@ -297,7 +301,7 @@ def serving_table(spec, scenario, gpus: list[GpuOption], catalog=None, efficienc
         loss = np.array([v.quality_loss_pct for v in plan.variants], dtype=float)
         cols["quality_loss_pct"] = loss[cols["variant"]]
         cols["compression"] = np.array([v.label for v in plan.variants], dtype=object)[cols["variant"]]
-        limit = plan.quality_limit_pct if plan.compression else None
+        limit = plan.quality_limit_pct
         cols["ok_quality"] = (cols["quality_loss_pct"] <= limit + 1e-12 if limit is not None
                               else np.ones(len(cols["gpu"]), bool))
     else:
@@ -506,7 +510,7 @@ def _verify(spec, scenario, table: ServingTable, records: list[dict]) -> None:
     by_name = {g.name: g for g in table.gpus}
     slo = serve.slo
     models = {m.name: m for m in table.plan.models}
-    limit = table.plan.quality_limit_pct if table.plan.compression else None
+    limit = table.plan.quality_limit_pct
     for rec in records:
         for rep in rec["replicas"]:
             ev = evaluate_replica(models[rep["model"]], scenario, by_name[rep["gpu"]], rep, table.efficiency_scale)
@@ -559,7 +563,7 @@ def evaluate_fleet(scenario, replicas: list[dict], *, catalog=None, _table: Serv
         pools, pool_type = billing_pools(scenario, gpus, catalog)
         eff = 1.0
         plan = compression_plan(spec, scenario, gpus)
-    limit = plan.quality_limit_pct if plan.compression else None
+    limit = plan.quality_limit_pct
     items: list[int] = []
     cat = catalog or load_catalog()
     by_name = {g.name: g for g in gpus}
@@ -585,7 +589,8 @@ def evaluate_fleet(scenario, replicas: list[dict], *, catalog=None, _table: Serv
         items += list(v.items)
         label = f"replica {i} ({gid} tp={rep['tp']} pp={rep['pp']} batch {rep['batch']})"
         if limit is not None and v.quality_loss_pct > limit + 1e-12:
-            violations.append(f"quality: {label} serves {v.label} ({v.quality_loss_pct:.2f}% quality loss); "
+            what = v.label if v.label != "none" else f"{v.weights} weights with {v.kv} KV"
+            violations.append(f"quality: {label} serves {what} ({v.quality_loss_pct:.2f}% quality loss); "
                               f"serve.quality.max_loss_pct is {limit:g}")
         if not ev["ok_memory"]:
             violations.append(f"memory: {label} holds {ev['max_concurrent_seqs']:.0f} mean-length sequences in "
@@ -655,14 +660,15 @@ def evaluate_fleet(scenario, replicas: list[dict], *, catalog=None, _table: Serv
 
 def _variant_of(plan: CompressionPlan, rep: dict, i: int, spec) -> Variant:
     """The plan's variant a given replica serves (by compression label, model, weights, KV).
-    Without search.compression any (weights, KV) pair is a plain variant."""
+    Without search.compression any (weights, KV) pair is a plain variant, carrying its formats'
+    quality loss (serving_compression.format_quality)."""
     label = str(rep.get("compression", "none"))
     model = str(rep.get("model", spec.name))
     v = plan.find(label, model, str(rep["weights"]), str(rep["kv"]))
     if v is not None:
         return v
     if not plan.compression and label == "none" and model == spec.name:
-        return Variant("none", 0, str(rep["weights"]), str(rep["kv"]), False, 0.0)
+        return plan.format_variant(str(rep["weights"]), str(rep["kv"]))
     known = sorted({f"{x.label} ({plan.models[x.model].name}, {x.weights}/{x.kv})" for x in plan.variants})
     raise ClusteroptError(f"replicas[{i}].compression", f"no variant {label!r} of {model} with {rep['weights']} "
                           f"weights and {rep['kv']} KV in this scenario", "known: " + "; ".join(known[:8]))
@@ -690,7 +696,7 @@ def solve_serving(scenario, *, top_k: int | None = None, objective: str | None =
     instances plus amortised one-off compression work), usd_per_mtoken (per million output tokens
     at the demanded rate), gpu_usd_per_hour (instances alone), one_off_usd (compression work, paid
     once), one_off_usd_per_hour (over serve.horizon_days), quality_loss_pct (largest over the
-    replicas; 0 without search.compression), n_gpus (rented),
+    replicas; without search.compression the published loss of the formats, bf16 = 0), n_gpus (rented),
     n_gpus_used (in replicas), n_replicas, gpu ('H100-SXM5-80GB x8 + A100-SXM4-80GB x8', GPUs
     rented per type), capacity_requests_per_s (sum of sustainable rates),
     capacity_after_failures_requests_per_s (without the k largest replicas), utilization

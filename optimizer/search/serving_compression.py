@@ -22,8 +22,25 @@ where it is cheapest. Amortised over ``serve.horizon_days`` (default 365) it add
 ``usd / (24 x horizon_days)`` to the fleet's $/hour.
 
 Without ``search.compression`` the plan is the issue-6 space: the scenario's model in every
-(weights, KV) pair of ``search.weights`` x ``search.kv`` (defaults bf16/fp8), label 'none', no
-quality figure and no one-off work.
+(weights, KV) pair of ``search.weights`` x ``search.kv`` (defaults bf16/fp8), label 'none' (no
+compression option, so no one-off work). Each lossy format still carries the published quality
+loss of its DEFAULT option, looked up exactly as the compression options are (option_quality:
+the model family's row of the nearest size), so ``quality_loss_pct`` is reported for every fleet
+and ``serve.quality.max_loss_pct`` applies with or without ``search.compression``:
+
+- weights fp8 -> ``weights_fp8``; int8 -> ``weights_int8_w8a8``;
+- weights int4 -> the most conservative int4 method: of ``weights_int4_gptq`` and
+  ``weights_int4_awq``, the larger loss among those with a figure for the model's family (only
+  when neither has one, the larger of their nearest-sized rows of other families). A user who
+  serves a particular method's checkpoint names it in ``search.compression`` instead;
+- KV fp8 -> ``kv_fp8``; KV int8 -> ``kv_int8``, and while catalog/compression.csv has no
+  ``kv_int8`` row, ``kv_fp8``'s figure (KV_INT8_PROXY; also 8 bits per value with per-tensor
+  scales; the catalog's kv_fp8 figure is the worst end of the published 94-99% recovery range);
+- bf16 loses nothing. The losses of the weight and KV formats add, as compression_choices adds them.
+
+The formats of search.weights / search.kv are taken as ready-made checkpoints (the quality
+figures are measured on published quantised checkpoints), so they carry no calibration cost;
+listing the option in ``search.compression`` prices it.
 """
 
 from __future__ import annotations
@@ -34,6 +51,13 @@ from functools import lru_cache
 from optimizer.errors import ClusteroptError
 from optimizer.formulas import compression as cx
 
+#: The option whose published figure a format of search.weights / search.kv carries without
+#: search.compression (module docstring). Several options: the most conservative of them.
+FORMAT_OPTIONS = {"weights": {"fp8": ("weights_fp8",), "int8": ("weights_int8_w8a8",),
+                              "int4": ("weights_int4_gptq", "weights_int4_awq")},
+                  "kv": {"fp8": ("kv_fp8",), "int8": ("kv_int8",)}}
+#: The option whose figure KV int8 carries while the catalog has no kv_int8 row (module docstring).
+KV_INT8_PROXY = "kv_fp8"
 #: Options that make a smaller model rather than change the formats of the same one.
 STUDENT_OPTIONS = ("prune_distill", "distill")
 #: Layout the training estimator prices recovery / distillation FLOPs at (module docstring).
@@ -77,12 +101,26 @@ class CompressionPlan:
     quality_limit_pct: float | None
     compression: bool                 # search.compression was given
     notes: list[str] = field(default_factory=list)
+    #: without search.compression: (slot, format) -> the QualityEstimate a lossy format carries
+    format_quality: dict = field(default_factory=dict)
 
     def find(self, label: str, model: str, weights: str, kv: str) -> Variant | None:
         for v in self.variants:
             if v.label == label and self.models[v.model].name == model and v.weights == weights and v.kv == kv:
                 return v
         return None
+
+    def format_variant(self, weights: str, kv: str) -> Variant:
+        """The plain variant (label 'none', the scenario's model) of a (weights, KV) pair, with the
+        quality loss its formats carry (module docstring); for pairs outside the search lists too."""
+        v = self.find("none", self.models[0].name, weights, kv)
+        if v is not None:
+            return v
+        from optimizer.catalog import load_compression
+
+        spec = self.models[0]
+        return _format_variant(load_compression(), cx.quality_family(spec), float(_n_params(spec)), weights, kv,
+                               dict(self.format_quality))
 
     def one_off_usd(self, items) -> float:
         return float(sum(self.one_offs[i].usd for i in set(items)))
@@ -155,6 +193,61 @@ def _option_work(rows, option: str, family: str, n_params: float) -> tuple[float
     return 0.0, 0.0
 
 
+def _n_params(spec) -> int:
+    from optimizer.formulas.params import count_params
+
+    return count_params(spec).total
+
+
+def format_quality(rows, slot: str, fmt: str, family: str, n_params: float) -> cx.QualityEstimate | None:
+    """The published quality loss a ``slot`` ('weights' or 'kv') format carries without
+    search.compression (module docstring): its default option's figure for the family and size,
+    the largest over several methods (int4), kv_fp8's while the catalog has no kv_int8 row.
+    None for bf16 (no loss)."""
+    if fmt == "bf16":
+        return None
+    try:
+        options = FORMAT_OPTIONS[slot][fmt]
+    except KeyError:
+        raise ClusteroptError(f"search.{slot}", f"no quality figure is mapped for {fmt!r}",
+                              "allowed: bf16, " + ", ".join(FORMAT_OPTIONS.get(slot, {}))) from None
+    present = {r.option for r in rows}
+    have = [o for o in options if o in present]
+    if not have and slot == "kv" and fmt == "int8" and KV_INT8_PROXY in present:
+        have = [KV_INT8_PROXY]
+    if not have:
+        raise ClusteroptError(f"search.{slot}", f"catalog/compression.csv has no quality figure for {fmt} "
+                              f"({', '.join(options)})", "a row for the option, or drop the format")
+    ests = [cx.option_quality(rows, o, family, n_params) for o in have]
+    pool = [q for q in ests if q.exact_family] or ests
+    return max(pool, key=lambda q: (q.quality_loss_pct, q.option))
+
+
+def _format_variant(rows, family: str, n_params: float, weights: str, kv: str, cache: dict) -> Variant:
+    """A plain (label 'none') variant of the scenario's model with its formats' quality loss."""
+    qs = []
+    for slot, f in (("weights", weights), ("kv", kv)):
+        if (slot, f) not in cache:
+            cache[(slot, f)] = format_quality(rows, slot, f, family, n_params)
+        if cache[(slot, f)] is not None:
+            qs.append(cache[(slot, f)])
+    return Variant("none", 0, weights, kv, False, float(sum(q.quality_loss_pct for q in qs)), (),
+                   tuple(q.source for q in qs))
+
+
+def _format_notes(fq: dict, family: str) -> list[str]:
+    """One line per lossy format: the option and published row its quality loss comes from."""
+    out = []
+    for (slot, f), q in fq.items():
+        if q is None:
+            continue
+        proxy = " (no kv_int8 row: kv_fp8's figure)" if slot == "kv" and f == "int8" and q.option != "kv_int8" else ""
+        fam = "" if q.exact_family else f"; no {family} figure, nearest-sized row of another family"
+        out.append(f"{slot} {f} carries {q.option}'s published quality loss, {q.quality_loss_pct:.2f}% "
+                   f"({q.model}, {q.metric}{fam}){proxy}")
+    return out
+
+
 def compression_plan(spec, scenario, gpus, rows=None) -> CompressionPlan:
     """Models, variants and priced one-off items of a serving scenario (module docstring)."""
     from optimizer.search.serving import DEFAULT_KV, DEFAULT_WEIGHTS
@@ -163,17 +256,18 @@ def compression_plan(spec, scenario, gpus, rows=None) -> CompressionPlan:
     limit = serve.quality.max_loss_pct if serve.quality is not None else None
     hours = serve.horizon_days * HOURS_PER_DAY
     entries = _entries(search)
-    if not entries:
-        variants = [Variant("none", 0, w, k, False, 0.0) for w in (search.weights or DEFAULT_WEIGHTS)
-                    for k in (search.kv or DEFAULT_KV)]
-        notes = (["serve.quality applies to search.compression options; the formats of search.weights / "
-                  "search.kv carry no quality figure"] if limit is not None else [])
-        return CompressionPlan([spec], variants, [], hours, limit, False, notes)
-
     from optimizer.catalog import load_compression
     from optimizer.formulas.params import count_params
 
     rows = rows if rows is not None else load_compression()
+    if not entries:
+        family, fq = cx.quality_family(spec), {}
+        n = float(_n_params(spec))
+        variants = [_format_variant(rows, family, n, w, k, fq) for w in (search.weights or DEFAULT_WEIGHTS)
+                    for k in (search.kv or DEFAULT_KV)]
+        notes = _format_notes(fq, family) if limit is not None else []
+        return CompressionPlan([spec], variants, [], hours, limit, False, notes, format_quality=fq)
+
     family = cx.quality_family(spec)
     n_teacher = float(count_params(spec).total)
     formats = [o for o, _ in entries if o not in STUDENT_OPTIONS]

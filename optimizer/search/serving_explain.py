@@ -7,9 +7,11 @@ families dropped:
 - replica rules (memory, ttft, itl, quality) are checked per option: when no option meets them
   all, the minimal sets of rules no option meets together are the conflicts, and the least SLO that
   some option meets (fastest TTFT, lowest ITL among the options that fit) is the relaxation;
-- the quality limit (serve.quality.max_loss_pct, with search.compression): the least limit for
-  which a fleet meeting every other rule and limit exists (bisection over the options' losses);
-  when it exceeds the scenario's, the quality limit binds and is named;
+- the quality limit (serve.quality.max_loss_pct, with or without search.compression: without it
+  the formats of search.weights / search.kv carry their default options' published losses,
+  serving_compression.format_quality): the least limit for which a fleet meeting every other
+  rule and limit exists (bisection over the options' losses); when it exceeds the scenario's, the
+  quality limit binds and is named, with the formats' figures when no compression option is listed;
 - fleet limits (budget, stock, max_gpus, max_types): a set is a conflict when no fleet meets it
   and every proper subset is met; the least relaxation of each limit is the optimum of the fleet
   model for that figure with the limit dropped and all others kept (the smallest
@@ -267,6 +269,13 @@ def explain_infeasible(table, rows, problem: fm.FleetProblem, scenario) -> dict:
     if "max_loss_pct" in rel:
         lines.append(f"quality limit binds: relax serve.quality.max_loss_pct from {quality.max_loss_pct:g} to "
                      f"{rel['max_loss_pct']:.2f}% (all else kept) and a fleet exists")
+    plan = getattr(table, "plan", None)
+    if "quality" in binding and plan is not None and not plan.compression:
+        figs = [f"{f} {slot} {q.quality_loss_pct:.2f}% ({q.option})"
+                for (slot, f), q in sorted(plan.format_quality.items()) if q is not None]
+        if figs:
+            lines.append("quality: without search.compression each format carries its default option's published "
+                         "loss for the family: " + ", ".join(figs) + " (weight and KV losses add)")
     return {"reason": "; ".join(" + ".join(cf) for cf in conflicts) or "infeasible", "conflicts": conflicts,
             "binding": binding, "relaxations": rel, "options": _plain_summary(summary), "lines": lines}
 
