@@ -32,7 +32,7 @@ from typing import Any, Literal, Optional, Union
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from optimizer.errors import ClusteroptError, did_you_mean, unknown_name
+from optimizer.errors import ClusteroptError, did_you_mean, from_pydantic, unknown_name
 from optimizer.formulas.cost import (TYPICAL_HOSTING_USD_PER_KW_MONTH, TYPICAL_MAINTENANCE_PCT_PER_YEAR,
                                      TYPICAL_PUE, TYPICAL_USD_PER_KWH)
 from optimizer.scenario import Constraints, SearchSpace, ServeSpec, TrainSpec, Scenario, load_scenario
@@ -264,64 +264,13 @@ def _find_cycle(graph: dict[str, list[str]]) -> list[str]:
 # loading
 # ----------------------------------------------------------------------------------------
 
-_TYPE_TAGS = {"float", "int", "str", "bool", "dict", "list", "none", "tuple"}
-
-
-def _loc(loc) -> str:
-    out = ""
-    for p in loc:
-        if isinstance(p, int):
-            out += f"[{p}]"
-        elif p != "__root__" and not any(ch in str(p) for ch in "-[(") and p not in _TYPE_TAGS:
-            out += ("." if out else "") + str(p)   # union branches ('constrained-float', 'str') are not fields
-    return out
-
-
-def _fields_at(loc) -> list[str]:
-    """The keys allowed at a location of the schema (for 'did you mean')."""
-    import typing
-
-    model: Any = Portfolio
-    for part in loc:
-        if isinstance(part, int):
-            continue
-        f = getattr(model, "model_fields", {}).get(part)
-        if f is None:
-            return []
-        ann = f.annotation
-        while typing.get_origin(ann) in (list, Union, Optional) or (typing.get_args(ann) and not isinstance(ann, type)):
-            args = [a for a in typing.get_args(ann) if isinstance(a, type) and issubclass(a, BaseModel)]
-            if not args:
-                break
-            ann = args[0]
-        model = ann
-    return [k for k in getattr(model, "model_fields", {}) if k != "base_dir"]
-
-
 def _validate(data: dict) -> Portfolio:
     try:
         p = Portfolio.model_validate(data)
     except ClusteroptError:
         raise
     except ValidationError as exc:
-        err = exc.errors()[0]
-        ctx_err = (err.get("ctx") or {}).get("error")
-        if isinstance(ctx_err, ClusteroptError):
-            raise ctx_err from None
-        msg = err.get("msg", "invalid value")
-        for pre in ("Value error, ", "Assertion failed, "):
-            if msg.startswith(pre):
-                msg = msg[len(pre):]
-        value = err.get("input")
-        shown = repr(value) if not isinstance(value, dict) else "{...}"
-        if len(shown) > 60:
-            shown = shown[:57] + "..."
-        field = _loc(err.get("loc", ())) or "portfolio"
-        if err.get("type") == "extra_forbidden":
-            loc = err.get("loc", ())
-            known = _fields_at(loc[:-1])
-            raise ClusteroptError(field, f"unknown key {loc[-1]!r}", did_you_mean(str(loc[-1]), known)) from None
-        raise ClusteroptError(field, f"{msg} (got {shown})") from None
+        raise from_pydantic(exc, model=Portfolio, root="portfolio") from None
     _check_gpus(p)
     return p
 

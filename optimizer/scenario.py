@@ -377,7 +377,7 @@ def _validate(data: dict, source: str = "") -> Scenario:
     try:
         return Scenario.model_validate(data)
     except ValidationError as exc:
-        raise from_pydantic(exc) from None
+        raise from_pydantic(exc, model=Scenario, root="scenario") from None
 
 
 def scenario_dir() -> Path:
@@ -415,15 +415,20 @@ def read_document(source: Union[str, Path, dict], kind: str, folder: Path, known
 
             raise unknown_name(kind, kind, str(source), known)
         else:
-            raise ClusteroptError(kind, f"file not found: {source}")
+            names = ", ".join(known[:8]) + (", ..." if len(known) > 8 else "")
+            raise ClusteroptError(kind, f"file not found: {source}",
+                                  f"an existing YAML file or a built-in {kind} name" + (f" ({names})" if names else ""))
     try:
         data = yaml.safe_load(path.read_text())
     except yaml.YAMLError as exc:
         line = getattr(getattr(exc, "problem_mark", None), "line", None)
         where = f" at line {line + 1}" if line is not None else ""
-        raise ClusteroptError(str(path), f"not valid YAML{where}") from None
+        why = getattr(exc, "problem", None)
+        raise ClusteroptError(str(path), f"not valid YAML{where}" + (f" ({' '.join(str(why).split())})" if why else ""),
+                              f"a YAML mapping of {kind} keys (check indentation, colons and quotes)") from None
     if not isinstance(data, dict):
-        raise ClusteroptError(str(path), f"a {kind} must be a YAML mapping")
+        raise ClusteroptError(str(path), f"a {kind} must be a YAML mapping, got {type(data).__name__}",
+                              f"a YAML mapping of {kind} keys (key: value lines)")
     data.setdefault("name", path.stem)
     data["base_dir"] = str(path.resolve().parent)
     return data
