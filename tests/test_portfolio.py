@@ -443,3 +443,135 @@ def test_plan_sensitivity_thresholds_bracket_a_fleet_change():
     for r in moved:
         at = lambda pct: fleet_identity(perturbed_plan(name, r["input"], 1 + pct / 100, top_k=1, binding=False).plan)
         assert at(r["change_pct"]) != base and at(r["unchanged_pct"]) == base
+
+
+# ----------------------------------------------------------------------------------------
+# sensitivity inputs (issue 7: GPU prices, electricity, tokens, request rate) and slack
+# ----------------------------------------------------------------------------------------
+
+from optimizer.search.portfolio import (MAX_JOB_INPUTS, job_cost_shares, plan_slack, plan_tornado,  # noqa: E402
+                                        sensitivity_inputs, sensitivity_note)
+
+
+def test_sensitivity_inputs_cover_prices_electricity_tokens_and_request_rate():
+    r = plan("midsize-lab", top_k=1, binding=False)
+    names = sensitivity_inputs("midsize-lab", r.instance, r.plan)
+    assert names == ["price.H100-SXM5-80GB", "price.H200-SXM-141GB", "fleet.buy.usd_per_kwh",
+                     "jobs[0].train.tokens", "jobs[1].train.tokens", "jobs[2].serve.requests_per_s"]
+    assert sensitivity_note("midsize-lab", names) is None
+
+
+def test_more_tokens_or_traffic_never_make_the_plan_cheaper():
+    """Every option of a job lasts longer with more tokens (or needs as many GPUs or more with more
+    requests/s), so the re-planned optimum costs at least as much at +X% as at the base and at -X%."""
+    rows = plan_tornado("midsize-lab", inputs=["jobs[1].train.tokens", "jobs[2].serve.requests_per_s"])
+    assert {e["input"] for e in rows} == {"jobs[1].train.tokens", "jobs[2].serve.requests_per_s"}
+    for e in rows:
+        assert e["low"] <= e["base"] + 1e-6 <= e["high"] + 2e-6
+    tok = next(e for e in rows if e["input"] == "jobs[1].train.tokens")
+    assert tok["high"] > tok["base"] > tok["low"]          # the 70B run is most of the plan's cost
+
+
+def test_job_cost_shares_split_the_owned_fleet_by_busy_gpu_days():
+    pl = plan("shared-fleet", top_k=1, binding=False).plan
+    shares = job_cost_shares(pl)
+    assert set(shares) == {"run-a", "run-b", "run-c", "run-d"}
+    # every owned type is kept busy by some job here, so the shares add up to the total
+    assert sum(shares.values()) == pytest.approx(pl["cost"]["total_usd"], rel=1e-9)
+    # by hand: run cost + fixed cost of the type x the job's share of its busy GPU-days
+    fixed = {f["gpu"]: f["capex_share_usd"] + f["hosting_usd"] + f["maintenance_usd"] for f in pl["fleet"]}
+    busy = {}
+    for s in pl["schedule"]:
+        if s["source"] == "owned":
+            busy[s["gpu"]] = busy.get(s["gpu"], 0) + s["n_gpus"] * s["duration_days"]
+    for s in pl["schedule"]:
+        extra = fixed[s["gpu"]] * s["n_gpus"] * s["duration_days"] / busy[s["gpu"]] if s["source"] == "owned" else 0
+        assert shares[s["job"]] == pytest.approx(s["cost_usd"] + extra, rel=1e-12)
+
+
+def test_job_inputs_are_capped_to_the_jobs_with_the_largest_cost_share():
+    d = load_portfolio("shared-fleet").model_dump(mode="python", exclude_none=True)
+    extra = copy.deepcopy(d["jobs"][0]) | {"name": "run-e", "deadline_days": 120}
+    extra["train"] = dict(extra["train"], tokens=0.2e12)
+    d["jobs"].append(extra)                                   # 5 jobs > MAX_JOB_INPUTS = 4
+    assert len(d["jobs"]) > MAX_JOB_INPUTS
+    r = plan(d, top_k=1, binding=False)
+    shares = job_cost_shares(r.plan)
+    names = sensitivity_inputs(d, r.instance, r.plan)
+    kept = [n for n in names if n.startswith("jobs[")]
+    assert len(kept) == MAX_JOB_INPUTS and names[:2] == ["price.H100-SXM5-80GB", "fleet.buy.usd_per_kwh"]
+    kept_jobs = {d["jobs"][int(n[5:n.index("]")])]["name"] for n in kept}
+    dropped = set(shares) - kept_jobs
+    assert dropped == {"run-e"}                               # the smallest run
+    assert min(shares[j] for j in kept_jobs) >= max(shares[j] for j in dropped)
+    assert "run-e" in sensitivity_note(d, names)
+    # no cap: every job's input
+    assert len([n for n in sensitivity_inputs(d, r.instance, r.plan, max_jobs=None) if n.startswith("jobs[")]) == 5
+
+
+def _by_hand_used(pl: dict, inst) -> dict:
+    return {"budget": sum(f["purchase_usd"] for f in pl["fleet"]),
+            "power": sum(f["gpus"] * next(t for t in inst.gpus if t.name == f["gpu"]).it_w_per_gpu / 1000
+                         for f in pl["fleet"]),
+            "max_nodes": sum(f["nodes"] for f in pl["fleet"])}
+
+
+@pytest.mark.parametrize("name", ["lab-2027-fleet", "shared-fleet", "midsize-lab"])
+def test_plan_slack_reports_each_limit_and_its_binding_state(name):
+    r = plan(name, top_k=1)
+    sl = plan_slack(r)
+    p = load_portfolio(name)
+    lim = sl["limits"]
+    assert sl["status"] == "optimal" and sl["binding"] == r.explanation["binding"]
+    buy = p.fleet.buy
+    expected = ({"budget"} if buy.budget_usd is not None else set()) | (
+        {"power"} if buy.max_power_kw is not None else set()) | ({"max_nodes"} if buy.max_nodes is not None else set())
+    expected |= {f"stock:{g}" for g in (p.fleet.available or {})}
+    expected |= {"max_rented_gpus"} if p.fleet.rent.max_gpus is not None else set()
+    expected |= {f"deadline:{j.name}" for j in p.jobs if j.deadline_days is not None} | {"horizon"}
+    assert set(lim) == expected
+    used = _by_hand_used(r.plan, r.instance)
+    for k, e in lim.items():
+        assert e["slack"] == pytest.approx(e["limit"] - e["used"]) and e["slack"] >= -1e-9
+        if k in r.explanation.get("binding_undecided", []):           # the analysis ran out of time
+            assert e["binding"] is None
+        else:
+            assert e["binding"] == (k in r.explanation["binding"])
+        if k in used:
+            assert e["used"] == pytest.approx(used[k])
+    for j in p.jobs:
+        if j.deadline_days is not None:
+            end = next(s["end_day"] for s in r.plan["schedule"] if s["job"] == j.name)
+            assert lim[f"deadline:{j.name}"]["used"] == pytest.approx(end)
+            assert lim[f"deadline:{j.name}"]["limit"] == j.deadline_days
+    assert len(sl["lines"]) >= len(lim)
+    if "max_rented_gpus" in lim:                  # the peak at once: at least the largest rental, at most all
+        rented = [s["n_gpus"] for s in r.plan["schedule"] if s["source"] == "rented"]
+        assert max(rented, default=0) <= lim["max_rented_gpus"]["used"] <= sum(rented)
+
+
+def test_a_limit_with_slack_can_be_tightened_to_its_use_without_changing_the_optimum():
+    """Slack is real: a budget cut to what the plan spends keeps the same plan cost; a binding
+    deadline (shared-fleet's last run) relaxed gives a cheaper plan."""
+    r = plan("lab-2027-fleet", top_k=1)
+    e = plan_slack(r)["limits"]["budget"]
+    assert e["binding"] is False and e["slack"] > 0
+    tight = plan(load_portfolio("lab-2027-fleet").with_overrides({"fleet.buy.budget_usd": e["used"] + 1.0}),
+                 top_k=1, binding=False)
+    assert tight.plan["cost"]["total_usd"] == pytest.approx(r.plan["cost"]["total_usd"], rel=1e-9)
+    s = plan("shared-fleet", top_k=1)
+    d = plan_slack(s)["limits"]["deadline:run-d"]
+    assert d["binding"] is True
+    loose = plan(load_portfolio("shared-fleet").with_overrides({"jobs.3.deadline_days": 365}), top_k=1, binding=False)
+    assert loose.plan["cost"]["total_usd"] < s.plan["cost"]["total_usd"]
+
+
+def test_plan_slack_without_binding_analysis_or_plan():
+    r = plan("rent-vs-buy", top_k=1, binding=False)
+    sl = plan_slack(r)
+    assert sl["binding"] is None and all(e["binding"] is None for e in sl["limits"].values())
+    d = copy.deepcopy(TWO_JOBS)
+    d["fleet"]["buy"] = {"budget_usd": 5e6, "server_usd_per_node": {"H100-SXM5-80GB": 80000}}
+    bad = plan(d, binding=False)
+    sl = plan_slack(bad)
+    assert bad.status == "infeasible" and sl["limits"] == {} and sl["lines"]
