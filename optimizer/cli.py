@@ -390,15 +390,28 @@ def plan(
 
     result = pf.plan(portfolio, top_k=top, objective=objective.value if objective else None,
                      time_limit_s=time_limit, catalog=_catalog(catalog))
+    slack = pf.plan_slack(result)
     if sensitivity and result.plan is not None:
         print("sensitivity: re-planning each input up and down...", file=sys.stderr)
-        result.sensitivity = {"tornado": pf.plan_tornado(portfolio), "thresholds": pf.plan_sensitivity(portfolio)}
+        tornado = pf.plan_tornado(portfolio)
+        result.sensitivity = {"tornado": tornado, "thresholds": pf.plan_sensitivity(portfolio), "slack": slack}
+        note = pf.sensitivity_note(portfolio, [e["input"] for e in tornado])
+        if note:
+            result.sensitivity["note"] = note
     if fmt is Fmt.json:
-        text = report.dumps(pf.plan_json(result))
+        doc = pf.plan_json(result)
+        doc["slack"] = report.plain(slack)
+        text = report.dumps(doc)
     elif fmt is Fmt.csv:
+        if sensitivity:
+            raise ClusteroptError("--format", "csv holds the schedule only, not the sensitivity analysis",
+                                  "--format table, markdown or json with --sensitivity")
         text = pf.plan_csv(result)
     else:
         text = pf.plan_text(result, markdown=fmt is Fmt.markdown)
+        if sensitivity and slack.get("lines"):
+            text = text.rstrip("\n") + "\n" + "\n".join(("- " if fmt is Fmt.markdown else "") + ln
+                                                       for ln in slack["lines"]) + "\n"
     _emit(text, out)
 
 
