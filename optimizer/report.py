@@ -10,9 +10,9 @@ import json
 import math
 from typing import Any, Iterable
 
-import numpy as np
 import pandas as pd
 
+from optimizer.formatting import plain, usd  # noqa: F401  (re-exported: report.plain, report.usd)
 from optimizer.units import GB
 
 from optimizer.schema import SCHEMA_VERSION  # noqa: E402  (one version for every document)
@@ -22,23 +22,6 @@ from optimizer.search.sweep import fleet_label  # noqa: E402
 # ----------------------------------------------------------------------------------------
 # plain values
 # ----------------------------------------------------------------------------------------
-
-def plain(x: Any) -> Any:
-    """numpy/pandas scalars and containers -> JSON-ready Python values (NaN -> None)."""
-    if isinstance(x, dict):
-        return {str(k): plain(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [plain(v) for v in x]
-    if isinstance(x, np.ndarray):
-        return [plain(v) for v in x.tolist()]
-    if isinstance(x, np.generic):
-        x = x.item()
-    if isinstance(x, float) and (math.isnan(x) or math.isinf(x)):
-        return None
-    if hasattr(x, "__dataclass_fields__"):
-        return {k: plain(getattr(x, k)) for k in x.__dataclass_fields__}
-    return x
-
 
 def records(df: pd.DataFrame) -> list[dict]:
     return [plain(r) for r in df.to_dict(orient="records")]
@@ -70,16 +53,6 @@ def markdown_table(headers: list[str], rows: Iterable[list[str]]) -> str:
     out = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
     out += ["| " + " | ".join(r) + " |" for r in rows]
     return "\n".join(out)
-
-
-def usd(x: float) -> str:
-    if x is None or (isinstance(x, float) and math.isnan(x)):
-        return "-"
-    if abs(x) >= 1e6:
-        return f"${x / 1e6:,.2f}M"
-    if abs(x) >= 1e3:
-        return f"${x / 1e3:,.1f}k"
-    return f"${x:,.2f}"
 
 
 def gbytes(x: float) -> str:

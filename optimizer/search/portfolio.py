@@ -114,6 +114,7 @@ SCHEMA_VERSION = "1.0"
 LIMIT_FAMILIES = ("budget", "power", "max_nodes", "stock", "deadline", "after", "horizon")
 
 
+from optimizer.formatting import plain, usd  # noqa: E402  (JSON values, money strings)
 from optimizer.search.api import _Mapping  # noqa: E402  (results readable as attributes and as a mapping)
 
 
@@ -1569,7 +1570,7 @@ def plan_slack(result: PlanResult) -> dict:
             add(f"deadline:{r['job']}", float(r["deadline_days"]), float(r["end_day"]), "days")
     if any(r["kind"] == "train" for r in pl["schedule"]):
         add("horizon", float(inst.horizon_days), float(pl["makespan_days"]), "days")
-    fmt = {"usd": _usd, "kw": lambda v: f"{v:,.0f} kW", "nodes": lambda v: f"{v:,d} nodes",
+    fmt = {"usd": usd, "kw": lambda v: f"{v:,.0f} kW", "nodes": lambda v: f"{v:,d} nodes",
            "gpus": lambda v: f"{v:,d} GPUs", "days": lambda v: f"{v:,.1f} days"}
     for name, e in out["limits"].items():
         f = fmt[e["unit"]]
@@ -1678,7 +1679,7 @@ def plan_json(result: PlanResult) -> dict:
            "explanation": result.explanation, "stats": result.stats}
     if result.sensitivity is not None:
         doc["sensitivity"] = result.sensitivity
-    return _plain(doc)
+    return plain(doc)
 
 
 SCHEDULE_COLUMNS = ("job", "kind", "gpu", "source", "n_gpus", "n_nodes", "start_day", "end_day", "duration_days",
@@ -1706,29 +1707,6 @@ def _layout(r: dict) -> str:
     return r.get("layout", "")
 
 
-def _plain(x: Any) -> Any:
-    """numpy scalars and containers -> JSON-ready Python values (NaN/inf -> None)."""
-    if isinstance(x, Mapping):
-        return {str(k): _plain(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_plain(v) for v in x]
-    if isinstance(x, np.ndarray):
-        return [_plain(v) for v in x.tolist()]
-    if isinstance(x, np.generic):
-        x = x.item()
-    if isinstance(x, float) and not math.isfinite(x):
-        return None
-    return x
-
-
-def _usd(x: float) -> str:
-    if abs(x) >= 1e6:
-        return f"${x / 1e6:,.2f}M"
-    if abs(x) >= 1e3:
-        return f"${x / 1e3:,.1f}k"
-    return f"${x:,.2f}"
-
-
 def _markdown(headers: list[str], rows: list[list]) -> str:
     rows = [[str(c) for c in r] for r in rows]
     return "\n".join(["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
@@ -1747,7 +1725,7 @@ def _table(headers: list[str], rows: list[list]) -> str:
 
 def plan_text(result: PlanResult, markdown: bool = False) -> str:
     """The plan as text (or Markdown): cost split, fleet to buy, schedule, alternatives, explanation."""
-    text_table, usd = (_markdown if markdown else _table), _usd
+    text_table = _markdown if markdown else _table
     out = [f"portfolio {result.portfolio}: {result.status}, objective {result.objective}"]
     pl = result.plan
     if pl is not None:
