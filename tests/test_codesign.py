@@ -168,3 +168,30 @@ def test_budget_frontier_is_monotone():
     df = budget_frontier(scen(scaling_law="besiroglu2024"), [1e6, 3e6, 9e6])
     assert list(df.status) == ["optimal"] * 3
     assert df.predicted_loss.is_monotonic_decreasing and (df.cost_usd <= df.budget_usd).all()
+
+
+def test_parallel_rung_build_equals_sequential(monkeypatch):
+    """Rungs built in worker processes give the same reduced rows as a build in this process."""
+    import optimizer.search.codesign as cd
+    from optimizer.search.api import gpu_options
+    from optimizer.model.families import ladder
+
+    sc = load_scenario({"name": "par", "train": {
+        "model": {"family": "llama-3", "params": "auto", "min_params": 1e9, "max_params": 6e9},
+        "tokens": "auto", "seq_len": 4096, "global_batch_tokens": 1e6},
+        "constraints": {"budget_usd": 2e5, "gpus": ["H100-SXM5-80GB", "A100-SXM4-80GB"]},
+        "search": {"micro_batch": [1], "zero": [1, 3]}})
+    specs = ladder("llama-3", 1e9, 6e9)
+    gpus, _ = gpu_options(sc)
+    monkeypatch.setattr(cd, "_SUBSET_CACHE", {})
+    monkeypatch.setattr(cd, "PARALLEL_MIN_RUNGS", 1)
+    par = cd.rung_subsets(specs, sc, gpus, 1.0, 3)
+    monkeypatch.setattr(cd, "_SUBSET_CACHE", {})
+    monkeypatch.setattr(cd, "PARALLEL_MIN_RUNGS", 10**9)
+    seq = cd.rung_subsets(specs, sc, gpus, 1.0, 3)
+    assert len(par) == len(seq) == len(specs) >= 4
+    for (n1, a), (n2, b) in zip(par, seq):
+        assert n1 == n2 and (a is None) == (b is None)
+        if a is not None:
+            assert [a.config(r) for r in range(len(a))] == [b.config(r) for r in range(len(b))]
+            assert np.array_equal(a.cols["cost_usd"], b.cols["cost_usd"])

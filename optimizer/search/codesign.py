@@ -232,6 +232,67 @@ def rung_table(spec, scenario, gpus, efficiency_scale: float = 1.0) -> Table:
     return _rung_table_cached(spec.model_dump_json(), nominal.model_dump_json(), key, efficiency_scale)
 
 
+def _reduce_rung(tab: Table, k: int) -> tuple[int, Table | None]:
+    """(rows estimated, the rung's rows that can hold a top-k plan at any token count): rows
+    breaking a limit that does not scale with tokens go, and of the rest the k-skyline of cost
+    and time at the nominal token count (the ordering holds for every count)."""
+    ok = np.ones(len(tab), dtype=bool)
+    for fam, v in tab.violations.items():
+        if fam not in _TOKEN_SCALED:
+            ok &= ~v
+    idx = np.nonzero(ok)[0]
+    if len(idx) == 0:
+        return len(tab), None
+    sub = tab.subset(idx)
+    keep = _k_skyline(sub.cols["cost_usd"], sub.cols["wall_clock_days"], k)
+    return len(tab), sub.subset(keep)
+
+
+def _rung_subset_job(spec_json: str, scenario_json: str, gpus: tuple, efficiency_scale: float, k: int):
+    """Worker-process entry point: build one rung's table and return only its reduced rows."""
+    from optimizer.model.spec import ModelSpec
+    from optimizer.scenario import Scenario
+
+    spec = ModelSpec.model_validate_json(spec_json)
+    scen = Scenario.model_validate_json(scenario_json)
+    return _reduce_rung(build_table(spec, scen, list(gpus), efficiency_scale), k)
+
+
+_SUBSET_CACHE: dict[tuple, tuple] = {}
+#: Rungs to build before a process pool is worth its start-up (each rung takes ~0.1 s).
+PARALLEL_MIN_RUNGS = 8
+
+
+def rung_subsets(specs, scenario, gpus, efficiency_scale: float, k: int) -> list[tuple[int, Table | None]]:
+    """_reduce_rung of every rung, cached (sweeps over budget and deadline reuse them) and, when
+    many rungs are missing, built in worker processes in parallel (only the few reduced rows
+    travel back). The same tables and reductions as a sequential build."""
+    import os
+    from concurrent.futures import ProcessPoolExecutor
+
+    nominal = _with_tokens(scenario, 1e12)
+    nominal = nominal.model_copy(update={"constraints": nominal.constraints.model_copy(
+        update={"budget_usd": None, "deadline_days": None})})
+    sc_json = nominal.model_dump_json()
+    gkey = tuple((g.name, g.usd_per_gpu_hour, g.gpus_per_instance, g.available) for g in gpus)
+    keys = [(spec.model_dump_json(), sc_json, gkey, efficiency_scale, k) for spec in specs]
+    missing = [i for i, key in enumerate(keys) if key not in _SUBSET_CACHE]
+    workers = min(os.cpu_count() or 1, len(missing))
+    if len(missing) >= PARALLEL_MIN_RUNGS and workers > 1:
+        try:
+            with ProcessPoolExecutor(max_workers=workers) as ex:
+                futs = {i: ex.submit(_rung_subset_job, keys[i][0], sc_json, tuple(gpus), efficiency_scale, k)
+                        for i in missing}
+                for i, f in futs.items():
+                    _SUBSET_CACHE[keys[i]] = f.result()
+        except (OSError, RuntimeError):                 # no processes here: build them in this one
+            pass
+    for i in missing:
+        if keys[i] not in _SUBSET_CACHE:
+            _SUBSET_CACHE[keys[i]] = _reduce_rung(rung_table(specs[i], scenario, gpus, efficiency_scale), k)
+    return [_SUBSET_CACHE[key] for key in keys]
+
+
 def _codesign_columns(t: Table, m: int, n: float, d: float, law, serving: "ServingChoice", d_inf: float) -> dict:
     """The co-design columns of one (rung, tokens) block and their integer views."""
     c = dict(t.cols)
@@ -354,22 +415,14 @@ def build_codesign_table(scenario, gpus, *, k: int, objective: str = "loss", eff
     serve_args = _serve_params(train)
     parts, servings, notes = [], [], []
     rows_before = 0
+    reduced = rung_subsets(specs, scenario, gpus, efficiency_scale, k)
     for m, spec in enumerate(specs):
         n = float(count_params(spec).total)
-        tab = rung_table(spec, scenario, gpus, efficiency_scale)
-        rows_before += len(tab)
-        ok = np.ones(len(tab), dtype=bool)
-        for fam, v in tab.violations.items():
-            if fam not in _TOKEN_SCALED:
-                ok &= ~v
-        idx = np.nonzero(ok)[0]
-        if len(idx) == 0:
+        n_rows, sub = reduced[m]
+        rows_before += n_rows
+        if sub is None:
             servings.append(ServingChoice(math.inf))
             continue
-        sub = tab.subset(idx)
-        # per-token cost and time at the nominal token count: the ordering holds for every d
-        keep = _k_skyline(sub.cols["cost_usd"], sub.cols["wall_clock_days"], k)
-        sub = sub.subset(keep)
         serving = serving_usd_per_token(spec, gpus, *serve_args) if d_inf > 0 else ServingChoice(0.0)
         servings.append(serving)
         extra = []
