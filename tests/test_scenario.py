@@ -58,3 +58,31 @@ def test_with_overrides_revalidates():
     assert sc2.constraints.budget_usd == 2e6 and sc2.train.tokens == 3e12 and sc.train.tokens == 1e12
     with pytest.raises(ClusteroptError):
         sc.with_overrides({"constraints.budget_usd": -5})
+
+
+def test_shipped_yaml_numbers_are_numbers_to_any_yaml_parser():
+    """A planner reading our scenarios with a YAML 1.1 parser (PyYAML) must see numbers, not
+    strings: '15e12' is a string in YAML 1.1, '1.5e+13' a float. (Our loader accepts both.)"""
+    import re
+
+    import yaml
+
+    from optimizer.scenario import scenario_dir
+
+    looks_numeric = re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?$")
+
+    def strings(x):
+        if isinstance(x, dict):
+            for v in x.values():
+                yield from strings(v)
+        elif isinstance(x, list):
+            for v in x:
+                yield from strings(v)
+        elif isinstance(x, str):
+            yield x
+
+    files = sorted(scenario_dir().glob("*.yaml")) + sorted((scenario_dir() / "portfolios").glob("*.yaml"))
+    assert len(files) >= 20
+    for f in files:
+        bad = [s for s in strings(yaml.safe_load(f.read_text())) if looks_numeric.match(s)]
+        assert not bad, (f.name, bad)
