@@ -164,35 +164,110 @@ def limit_names(inst: Instance) -> list[str]:
     return list(_Model(inst, "total_cost").lits)
 
 
+def _feasible_without(inst: Instance, dropped) -> bool:
+    """Brute force: a schedule exists with the named limits dropped (every other limit kept)."""
+    return any(True for _ in enumerate_plans(relax(inst, [n for n in dropped if n != "horizon"]),
+                                             horizon="horizon" not in dropped))
+
+
+def _with_values(inst: Instance, values: dict) -> Instance:
+    """The instance with relaxation values (explanation keys) in place of its limits."""
+    from dataclasses import replace
+
+    fields = {"budget_usd": ("budget_usd", 1.0), "max_power_kw": ("max_power_w", 1000),
+              "max_nodes": ("max_nodes", 1), "fleet.rent.max_gpus": ("max_rented_gpus", 1)}
+    kw = {}
+    for key, v in values.items():
+        if key in fields:
+            f, scale = fields[key]
+            kw[f] = v * scale if isinstance(scale, float) else round(v * scale)
+    out = replace(inst, **kw)
+    gpus = tuple(replace(t, available=values.get(f"available.{t.name}", t.available)) for t in out.gpus)
+    jobs = tuple(replace(job, deadline=round(values[f"jobs[{j}].deadline_days"] / inst.step_days))
+                 if f"jobs[{j}].deadline_days" in values else job for j, job in enumerate(out.jobs))
+    drop = [k for k, v in values.items() if v == "drop"]
+    return relax(replace(out, gpus=gpus, jobs=jobs), drop)
+
+
 @settings(max_examples=40, deadline=None)
 @given(instances())
-def test_explanation_core_is_a_minimal_conflict_and_relaxations_restore_feasibility(inst):
+def test_explanation_sets_are_minimal_sufficient_relaxations_and_cores_conflict(inst):
     if any(True for _ in enumerate_plans(inst)) or any(not j.options for j in inst.jobs):
         return                                                   # feasible: nothing to explain
     ex = explain_infeasible_instance(inst, workers=1)
-    core = ex["conflicts"][0] if ex["conflicts"] else []
-    others = [n for n in limit_names(inst) if n not in core]
-    only_core = relax(inst, [n for n in others if n != "horizon"])
+    names = limit_names(inst)
+    if not _feasible_without(inst, names):                       # nothing to relax can help
+        assert ex["conflicts"] == []
+        return
+    assert ex["conflicts"], ex
+    # every reported set S: dropping all of S is feasible, dropping any proper subset is not
+    for S in ex["conflicts"]:
+        assert _feasible_without(inst, S)
+        for r in range(len(S)):
+            for sub in itertools.combinations(S, r):
+                assert not _feasible_without(inst, sub), (S, sub)
+    assert len({frozenset(S) for S in ex["conflicts"]}) == len(ex["conflicts"])
+    # with few limits, every minimal set is reported (brute force over all subsets), smallest first
+    from optimizer.search.portfolio import MAX_RELAX_SETS
 
-    def feasible(i):
-        return any(True for _ in enumerate_plans(i, horizon="horizon" in core))
+    if len(names) <= 6 and len(ex["conflicts"]) < MAX_RELAX_SETS:
+        ok = [set(s) for r in range(len(names) + 1) for s in itertools.combinations(names, r)
+              if _feasible_without(inst, s)]
+        minimal = {frozenset(s) for s in ok if not any(o < s for o in ok)}
+        assert {frozenset(S) for S in ex["conflicts"]} == minimal
+    assert [len(S) for S in ex["conflicts"]] == sorted(len(S) for S in ex["conflicts"])
+    # the core: its limits alone (all others dropped) conflict, and every member is needed
+    core = ex["cores"][0]
+    others = [n for n in names if n not in core]
+    assert not _feasible_without(inst, others)
+    for n in core:
+        assert _feasible_without(inst, others + [n])
+    for S in ex["conflicts"]:                                   # every relaxation set hits the core
+        assert set(S) & set(core)
+    # the values of each set, applied together (every other limit kept), restore feasibility;
+    # a single limit's value is its least (one unit less is infeasible)
+    for S, values in zip(ex["conflicts"], ex["relaxation_sets"]):
+        if "horizon" in S:
+            continue
+        assert any(True for _ in enumerate_plans(_with_values(inst, values))), (S, values)
+        if len(S) == 1:
+            from dataclasses import replace
 
-    assert not feasible(only_core)                               # the core alone conflicts
-    for n in core:                                               # and every member is needed
-        if n != "horizon":
-            assert feasible(relax(only_core, [n]))
-    # a numeric relaxation, all else kept, restores feasibility (and one unit less does not)
+            for key, field, scale, unit in (("budget_usd", "budget_usd", 1.0, 0.01), ("max_nodes", "max_nodes", 1, 1),
+                                            ("fleet.rent.max_gpus", "max_rented_gpus", 1, 1),
+                                            ("max_power_kw", "max_power_w", 1000, 1)):
+                if key in values:
+                    v = values[key] * scale
+                    v = round(v) if isinstance(unit, int) else v
+                    if v - unit >= 0:
+                        assert not any(True for _ in enumerate_plans(replace(inst, **{field: v - unit})))
+    assert ex["relaxations"] == ex["relaxation_sets"][0]
+    # a line per set: one limit's value alone, or the combination needed
+    for S in ex["conflicts"]:
+        if len(S) > 1:
+            assert any("together" in ln and "none of them alone suffices" in ln for ln in ex["lines"])
+
+
+def test_explanation_names_every_limit_a_relaxation_needs():
+    """Budget alone cannot be met (the one option needs 2 nodes), and power with the deadline
+    conflicts too: the core is the budget, but relaxing it alone is not enough."""
     from dataclasses import replace
 
-    for key, field, scale, unit in (("budget_usd", "budget_usd", 1.0, 0.01), ("max_nodes", "max_nodes", 1, 1),
-                                    ("fleet.rent.max_gpus", "max_rented_gpus", 1, 1),
-                                    ("max_power_kw", "max_power_w", 1000, 1)):
-        if key in ex["relaxations"]:
-            v = ex["relaxations"][key] * scale
-            v = round(v) if isinstance(unit, int) else v
-            assert any(True for _ in enumerate_plans(replace(inst, **{field: v})))
-            if v - unit >= 0:
-                assert not any(True for _ in enumerate_plans(replace(inst, **{field: v - unit})))
+    only_own = replace(OWN, rent_offer=None)
+    # 16 GPUs for 1 slot, or 8 GPUs for 3 slots; deadline 2 slots; budget 1 node; power 1 node
+    a = _job("a", Option(0, True, 16, 1, 1.0), Option(0, True, 8, 3, 1.0), deadline=2)
+    inst = _inst([a], gpus=(only_own,), budget_usd=500.0, max_power_w=8000)
+    assert solve_instance(inst, binding=False, workers=1)["status"] == "infeasible"
+    ex = explain_infeasible_instance(inst, workers=1)
+    sets = {frozenset(S) for S in ex["conflicts"]}
+    assert sets == {frozenset({"budget", "power"}), frozenset({"budget", "deadline:a"})}
+    assert ex["cores"] == [["budget"]]
+    for S in ex["conflicts"]:
+        assert _feasible_without(inst, S)
+        assert all(not _feasible_without(inst, [n]) for n in S)
+    assert not any(ln.startswith("relax budget_usd") and "all else kept" in ln and "together" not in ln
+                   for ln in ex["lines"])                           # no single-limit line that would not work
+    assert any("no single limit" in ln for ln in ex["lines"])
 
 
 # ----------------------------------------------------------------------------------------
@@ -575,3 +650,60 @@ def test_plan_slack_without_binding_analysis_or_plan():
     bad = plan(d, binding=False)
     sl = plan_slack(bad)
     assert bad.status == "infeasible" and sl["limits"] == {} and sl["lines"]
+
+
+PF_INF = {"name": "pf-inf", "fleet": {"buy": {"budget_usd": 1e6, "years": 4, "max_power_kw": 100,
+                                              "server_usd_per_node": {"H100-SXM5-80GB": 80000}},
+                                      "rent": {"allowed": False}, "gpus": ["H100-SXM5-80GB"]},
+          "jobs": [{"name": "big", "train": {"model": "llama-3-70b", "tokens": 2e12, "seq_len": 8192,
+                                             "global_batch_tokens": 8e6}, "deadline_days": 30}]}
+
+
+@pytest.mark.parametrize("mutate, fits", [
+    (lambda d: None, True),                                             # the fleet limits cap it below its least layout
+    (lambda d: d["jobs"][0].update(max_gpus=16), True),                 # the job's own cap does
+    (lambda d: d["jobs"][0].update(memory_headroom=0.999), False),      # nothing fits at any GPU count
+])
+def test_memory_note_only_when_no_option_of_the_job_fits(mutate, fits):
+    """The 'fits in memory' note appears exactly when the job has no layout at any GPU count;
+    when a GPU-count cap (fleet limits or the job's max_gpus) is what empties it, the note names
+    the cap and the fewest GPUs a layout needs instead, and that figure is the least option of
+    the uncapped job."""
+    d = copy.deepcopy(PF_INF)
+    mutate(d)
+    r = plan(d, binding=False)
+    assert r.status == "infeasible"
+    notes = [n for n in r.explanation["notes"] if "no layout of pf-inf/big" in n]
+    assert len(notes) == 1
+    uncapped = copy.deepcopy(d)
+    uncapped["jobs"][0].pop("max_gpus", None)
+    uncapped["fleet"]["buy"] = {"budget_usd": 1e9, "years": 4}
+    opts = build_instance(uncapped, prune=False).jobs[0].options
+    assert bool(opts) == fits
+    assert ("fits in memory on any fleet GPU" in notes[0]) == (not fits)
+    if fits:
+        least = min(o.n_gpus for o in opts)
+        assert f"needs {least} GPUs" in notes[0]
+        cap = 16 if "max_gpus" in d["jobs"][0] else None
+        stated = int(notes[0].split("on at most ")[1].split(" GPUs")[0])
+        assert stated < least and (cap is None or stated == cap)
+
+
+def test_pf_inf_explanation_is_coherent():
+    """The reviewer's case: the budget alone conflicts, and every line restores feasibility when
+    its values are applied together."""
+    r = plan(copy.deepcopy(PF_INF), binding=False)
+    ex = r.explanation
+    assert ex["cores"] == [["budget"]]
+    assert all("budget" in S for S in ex["conflicts"]) and all(len(S) > 1 for S in ex["conflicts"])
+    assert not any(ln.startswith("relax budget_usd") for ln in ex["lines"])
+    for S, values in zip(ex["conflicts"], ex["relaxation_sets"]):
+        d = copy.deepcopy(PF_INF)
+        for key, v in values.items():
+            if key in ("budget_usd", "max_power_kw"):
+                d["fleet"]["buy"][key] = v
+            elif key.startswith("jobs["):
+                d["jobs"][int(key[5:key.index("]")])]["deadline_days"] = v
+            else:
+                d[key] = v                                              # horizon_days, time_step_days
+        assert plan(d, binding=False).status == "optimal", (S, values)

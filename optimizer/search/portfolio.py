@@ -450,6 +450,8 @@ def build_instance(portfolio, *, catalog=None, prices: Optional[Mapping[str, flo
         latest = min(H, deadline) if deadline is not None else H
         if js.train is not None:
             opts, jnotes = _training_options(p, sc, gpu_opts, types, step)
+            if not opts and sc.constraints.max_gpus is not None:
+                jnotes = _capped_note(p, sc, gpu_opts, types, step, js.max_gpus is not None)
         else:
             opts, jnotes = _serving_options(p, i, sc, gpu_opts, types, horizon - js.from_day, H - release)
         if prune:
@@ -526,6 +528,24 @@ def _training_options(p, sc, gpu_opts, types: list[GpuType], step: float) -> tup
                                duration_days=days, detail=detail))
     notes = [] if opts else [f"no layout of {sc.name} fits in memory on any fleet GPU"]
     return opts, notes
+
+
+def _capped_note(p, sc, gpu_opts, types, step, own_cap: bool) -> list[str]:
+    """Why a training job has no option under its GPU-count cap (the job's ``max_gpus``, else the
+    most the fleet limits allow): "fits in memory" only when no layout fits at any GPU count
+    up to DEFAULT_MAX_GPUS_PER_JOB; else the cap and the fewest GPUs a layout needs."""
+    from optimizer.portfolio_schema import DEFAULT_MAX_GPUS_PER_JOB
+
+    cap = int(sc.constraints.max_gpus)
+    if cap >= DEFAULT_MAX_GPUS_PER_JOB:
+        return [f"no layout of {sc.name} fits in memory on any fleet GPU"]
+    full = sc.with_overrides({"constraints.max_gpus": DEFAULT_MAX_GPUS_PER_JOB})
+    opts, notes = _training_options(p, full, gpu_opts, types, step)
+    if not opts:
+        return notes
+    why = "the job's max_gpus" if own_cap else "the most that budget, power, max_nodes, stock and rent max_gpus allow"
+    return [f"no layout of {sc.name} fits on at most {cap} GPUs ({why}); its smallest layout that fits "
+            f"in memory needs {min(o.n_gpus for o in opts)} GPUs"]
 
 
 def _serving_options(p, i, sc, gpu_opts, types, days, slots) -> tuple[list[Option], list[str]]:
@@ -1029,9 +1049,59 @@ def _limit_lhs(model: _Model, name: str):
     return None, None
 
 
+def _relax_together(model: _Model, names: list[str], drop: list[str], t_end: float, workers: int) -> Optional[dict]:
+    """One verified joint relaxation of the limits ``drop`` (every other limit kept): each limit's
+    least value in turn (lexicographic, in the order given), all met by one schedule. None: no
+    schedule within the time left; {} values for 'drop'-only limits (precedence)."""
+    cm = model.m.clone()
+    for x in names:
+        cm.add(model.lits[x] == (0 if x in drop else 1))
+    out: dict[str, Any] = {}
+    for n in drop:
+        expr, show = _limit_lhs(model, n)
+        if expr is None:
+            out[n] = "drop"
+            continue
+        cm.minimize(expr)
+        sv = _solver(max(0.1, t_end - time.perf_counter()), workers)
+        st = sv.solve(cm)
+        if st not in (cp_model.OPTIMAL, cp_model.FEASIBLE):
+            return None
+        v = int(round(sv.objective_value))
+        cm.add(expr <= v)                        # later limits are minimised with this one held
+        key, val = show(v)
+        out[key] = val
+    if "horizon" in drop:                        # a longer horizon alone would coarsen the automatic grid
+        out["time_step_days"] = model.inst.step_days
+    return out
+
+
+def _shown(key: str, val) -> str:
+    if val == "drop":
+        return f"drop {key.replace('after:', 'start_after ')}"
+    if key == "time_step_days":
+        return f"time_step_days kept at {val:g} (so the grid stays)"
+    num = f"${val:,.0f}" if key.endswith("_usd") else (f"{val:,}" if isinstance(val, int) else f"{val:,.2f}")
+    return f"{key} to {num}"
+
+
+#: Most relaxation sets (minimal correction sets) an explanation enumerates.
+MAX_RELAX_SETS = 4
+
+
 def explain_infeasible_instance(inst: Instance, *, time_limit_s: float = 10.0, workers: int = 2) -> dict:
-    """Which limits conflict (a minimal set, by CP-SAT assumptions then deletion), and the least
-    relaxation of each that makes the portfolio feasible with every other limit kept.
+    """Why an instance is infeasible, over the enforcement literals of its limit families.
+
+    ``conflicts``: minimal relaxation sets S (minimal correction sets): dropping every limit of S
+    makes the portfolio feasible, dropping any proper subset of S does not. Each is found by one
+    CP-SAT solve that keeps as many limits as possible while keeping at least one limit of every
+    set already found (the kept limits are then a maximal feasible subset; its complement is a
+    new minimal S), smallest first, at most MAX_RELAX_SETS.
+    ``cores``: an irreducible infeasible subset (CP-SAT's sufficient assumptions, then a deletion
+    filter): these limits alone, every other dropped, cannot all be met. Every S contains a
+    member of every core.
+    ``relaxations``: for the first S, the least value of each of its limits (lexicographic, all
+    met by one schedule, every limit outside S kept); ``relaxation_sets`` the same for each S.
 
     Same dict shape as search/explain.py: reason, conflicts, binding, relaxations, lines."""
     lines: list[str] = []
@@ -1040,63 +1110,81 @@ def explain_infeasible_instance(inst: Instance, *, time_limit_s: float = 10.0, w
         for job in empty:
             why = "; ".join(job.notes) or "no GPU option for it in the fleet"
             lines.append(f"job {job.name}: no option - {why}")
-        return {"reason": "no options for " + ", ".join(j.name for j in empty), "conflicts": [],
-                "binding": [], "relaxations": {}, "lines": lines}
+        return {"reason": "no options for " + ", ".join(j.name for j in empty), "conflicts": [], "cores": [],
+                "binding": [], "relaxations": {}, "relaxation_sets": [], "lines": lines}
     t_end = time.perf_counter() + time_limit_s
     model = _Model(inst, "total_cost")
     names = list(model.lits)
 
     def feasible_with(active: list[str]) -> Optional[bool]:
+        """Feasible with exactly the limits ``active`` enforced (None: undecided in time)."""
         c = model.m.clone()
         for n in names:
-            if n in active:
-                c.add(model.lits[n] == 1)
-        s = _solver(t_end - time.perf_counter(), workers)
+            c.add(model.lits[n] == (1 if n in active else 0))
+        s = _solver(max(0.1, t_end - time.perf_counter()), workers)
         st = s.solve(c)
         return None if st not in (cp_model.OPTIMAL, cp_model.FEASIBLE, cp_model.INFEASIBLE) else st != cp_model.INFEASIBLE
 
+    nothing = {"conflicts": [], "cores": [], "binding": [], "relaxations": {}, "relaxation_sets": []}
     # core: CP-SAT's sufficient assumptions, then drop every member not needed (deletion filter)
     c = model.m.clone()
     c.add_assumptions([model.lits[n] for n in names])
-    s = _solver(t_end - time.perf_counter(), 1)
+    s = _solver(max(0.1, t_end - time.perf_counter()), 1)
     st = s.solve(c)
     if st != cp_model.INFEASIBLE:
         return {"reason": "feasible" if st in (cp_model.OPTIMAL, cp_model.FEASIBLE) else "unknown",
-                "conflicts": [], "binding": [], "relaxations": {}, "lines": lines}
+                **nothing, "lines": lines}
+    if feasible_with([]) is False:
+        lines.append("infeasible with every limit dropped: some job fits no option within the horizon grid")
+        return {"reason": "infeasible", **nothing, "lines": lines}
     idx = {model.lits[n].index: n for n in names}
     core = [idx[i] for i in s.sufficient_assumptions_for_infeasibility() if i in idx] or list(names)
     for n in list(core):
         trial = [x for x in core if x != n]
         if feasible_with(trial) is False:
             core = trial
-    if feasible_with([]) is False:
-        core = []
-        lines.append("infeasible with every limit dropped: some job fits no option within the horizon grid")
-    rel: dict[str, Any] = {}
-    for n in core:
-        expr, show = _limit_lhs(model, n)
-        if expr is None:
-            lines.append(f"drop {n.replace('after:', 'start_after ')} (all else kept)")
-            rel[n] = "drop"
-            continue
+    # relaxation sets: keep as many limits as possible, at least one of each set already found
+    sets: list[list[str]] = []
+    undecided = False
+    while len(sets) < MAX_RELAX_SETS and time.perf_counter() < t_end:
         cm = model.m.clone()
-        for x in names:
-            cm.add(model.lits[x] == (0 if x == n else 1))
-        cm.minimize(expr)
-        sv = _solver(t_end - time.perf_counter(), workers)
+        for S in sets:
+            cm.add_bool_or([model.lits[n] for n in S])
+        cm.maximize(sum(model.lits[n] for n in names))
+        sv = _solver(max(0.1, t_end - time.perf_counter()), workers)
         st = sv.solve(cm)
-        if st in (cp_model.OPTIMAL, cp_model.FEASIBLE):
-            key, val = show(sv.objective_value)
-            rel[key] = val
-            shown = f"${val:,.0f}" if key.endswith("_usd") else (f"{val:,}" if isinstance(val, int) else f"{val:,.2f}")
-            lines.append(f"relax {key} to {shown} (all else kept)")
-        elif st == cp_model.INFEASIBLE:
-            lines.append(f"relaxing {n.replace(':', ' ')} alone does not suffice: another limit of the conflict must move too")
-    pretty = [n.replace(":", " ") for n in core]
-    if core:
-        lines.insert(0, "conflict: " + " + ".join(pretty) + (" cannot all be met" if len(core) > 1 else " cannot be met"))
-    return {"reason": " + ".join(core) or "infeasible", "conflicts": [core] if core else [], "binding": core,
-            "relaxations": rel, "lines": lines}
+        if st == cp_model.INFEASIBLE:
+            break
+        if st not in (cp_model.OPTIMAL, cp_model.FEASIBLE):
+            undecided = True
+            break
+        kept = [n for n in names if sv.value(model.lits[n])]
+        if st != cp_model.OPTIMAL:               # not proven largest: grow it to a maximal feasible set
+            for n in names:
+                if n not in kept and feasible_with(kept + [n]):
+                    kept.append(n)
+        sets.append([n for n in names if n not in kept])
+    rsets = [_relax_together(model, names, S, t_end, workers) for S in sets]
+
+    def pretty(ns):
+        return " + ".join(n.replace(":", " ") for n in ns)
+
+    lines.append(f"conflict: {pretty(core)} " + ("cannot all be met" if len(core) > 1 else "cannot be met")
+                 + (" (even with every other limit dropped)" if len(core) < len(names) else ""))
+    for S, r in zip(sets, rsets):
+        how = ", ".join(_shown(k, v) for k, v in r.items()) if r else "values not found within the time limit"
+        if len(S) == 1:
+            lines.append(f"relax {how} (all else kept)")
+        else:
+            lines.append(f"relax {pretty(S)} together: {how} (all else kept); none of them alone suffices")
+    if sets and all(len(S) > 1 for S in sets):
+        lines.append("no single limit's relaxation makes the portfolio feasible")
+    if undecided or len(sets) == MAX_RELAX_SETS:
+        lines.append("other combinations of limits may also restore feasibility (not enumerated)")
+    first = sets[0] if sets else core
+    return {"reason": " + ".join(first), "conflicts": sets, "cores": [core], "binding": first,
+            "relaxations": dict(rsets[0] or {}) if rsets else {}, "relaxation_sets": [dict(r or {}) for r in rsets],
+            "lines": lines}
 
 
 # ----------------------------------------------------------------------------------------
