@@ -95,7 +95,8 @@ class Explanation(_Open):
     binding: Optional[list[Union[str, dict[str, Any]]]] = Field(
         default=None, description="limit families that bind (co-design: objects with the limit and its use)")
     slack: Optional[dict[str, Any]] = None
-    conflicts: Optional[list[list[str]]] = None
+    conflicts: Optional[list[list[str]]] = Field(
+        default=None, description="minimal sets of limits that cannot all be met, every other limit dropped")
     relaxations: Optional[dict[str, Any]] = None
     notes: list[str] = Field(default_factory=list)
 

@@ -197,36 +197,36 @@ def test_explanation_sets_are_minimal_sufficient_relaxations_and_cores_conflict(
     ex = explain_infeasible_instance(inst, workers=1)
     names = limit_names(inst)
     if not _feasible_without(inst, names):                       # nothing to relax can help
-        assert ex["conflicts"] == []
+        assert ex["relax_sets"] == []
         return
-    assert ex["conflicts"], ex
+    assert ex["relax_sets"], ex
     # every reported set S: dropping all of S is feasible, dropping any proper subset is not
-    for S in ex["conflicts"]:
+    for S in ex["relax_sets"]:
         assert _feasible_without(inst, S)
         for r in range(len(S)):
             for sub in itertools.combinations(S, r):
                 assert not _feasible_without(inst, sub), (S, sub)
-    assert len({frozenset(S) for S in ex["conflicts"]}) == len(ex["conflicts"])
+    assert len({frozenset(S) for S in ex["relax_sets"]}) == len(ex["relax_sets"])
     # with few limits, every minimal set is reported (brute force over all subsets), smallest first
     from optimizer.search.portfolio import MAX_RELAX_SETS
 
-    if len(names) <= 6 and len(ex["conflicts"]) < MAX_RELAX_SETS:
+    if len(names) <= 6 and len(ex["relax_sets"]) < MAX_RELAX_SETS:
         ok = [set(s) for r in range(len(names) + 1) for s in itertools.combinations(names, r)
               if _feasible_without(inst, s)]
         minimal = {frozenset(s) for s in ok if not any(o < s for o in ok)}
-        assert {frozenset(S) for S in ex["conflicts"]} == minimal
-    assert [len(S) for S in ex["conflicts"]] == sorted(len(S) for S in ex["conflicts"])
+        assert {frozenset(S) for S in ex["relax_sets"]} == minimal
+    assert [len(S) for S in ex["relax_sets"]] == sorted(len(S) for S in ex["relax_sets"])
     # the core: its limits alone (all others dropped) conflict, and every member is needed
-    core = ex["cores"][0]
+    core = ex["conflicts"][0]
     others = [n for n in names if n not in core]
     assert not _feasible_without(inst, others)
     for n in core:
         assert _feasible_without(inst, others + [n])
-    for S in ex["conflicts"]:                                   # every relaxation set hits the core
+    for S in ex["relax_sets"]:                                   # every relaxation set hits the core
         assert set(S) & set(core)
     # the values of each set, applied together (every other limit kept), restore feasibility;
     # a single limit's value is its least (one unit less is infeasible)
-    for S, values in zip(ex["conflicts"], ex["relaxation_sets"]):
+    for S, values in zip(ex["relax_sets"], ex["relaxation_sets"]):
         if "horizon" in S:
             continue
         assert any(True for _ in enumerate_plans(_with_values(inst, values))), (S, values)
@@ -243,7 +243,7 @@ def test_explanation_sets_are_minimal_sufficient_relaxations_and_cores_conflict(
                         assert not any(True for _ in enumerate_plans(replace(inst, **{field: v - unit})))
     assert ex["relaxations"] == ex["relaxation_sets"][0]
     # a line per set: one limit's value alone, or the combination needed
-    for S in ex["conflicts"]:
+    for S in ex["relax_sets"]:
         if len(S) > 1:
             assert any("together" in ln and "none of them alone suffices" in ln for ln in ex["lines"])
 
@@ -259,10 +259,10 @@ def test_explanation_names_every_limit_a_relaxation_needs():
     inst = _inst([a], gpus=(only_own,), budget_usd=500.0, max_power_w=8000)
     assert solve_instance(inst, binding=False, workers=1)["status"] == "infeasible"
     ex = explain_infeasible_instance(inst, workers=1)
-    sets = {frozenset(S) for S in ex["conflicts"]}
+    sets = {frozenset(S) for S in ex["relax_sets"]}
     assert sets == {frozenset({"budget", "power"}), frozenset({"budget", "deadline:a"})}
-    assert ex["cores"] == [["budget"]]
-    for S in ex["conflicts"]:
+    assert ex["conflicts"] == [["budget"]]
+    for S in ex["relax_sets"]:
         assert _feasible_without(inst, S)
         assert all(not _feasible_without(inst, [n]) for n in S)
     assert not any(ln.startswith("relax budget_usd") and "all else kept" in ln and "together" not in ln
@@ -355,7 +355,7 @@ def test_explains_a_deadline_that_no_option_meets():
     inst = _inst([_job("a", Option(0, False, 8, 3, 10.0), Option(0, False, 16, 2, 10.0), deadline=1)])
     assert solve_instance(inst, binding=False, workers=1)["status"] == "infeasible"
     ex = explain_infeasible_instance(inst, workers=1)
-    assert ex["conflicts"] == [["deadline:a"]]
+    assert ex["relax_sets"] == [["deadline:a"]]
     assert ex["relaxations"]["jobs[0].deadline_days"] == pytest.approx(2.0)   # the faster option's 2 slots
     assert {"reason", "lines", "relaxations"} <= set(ex)
     assert any("deadline" in ln for ln in ex["lines"])
@@ -367,7 +367,7 @@ def test_explains_a_budget_with_the_least_capex():
     only_own = replace(OWN, rent_offer=None)
     inst = _inst([_job("a", Option(0, True, 16, 2, 1.0))], gpus=(only_own,), budget_usd=1500.0)
     ex = explain_infeasible_instance(inst, workers=1)
-    assert ex["conflicts"] == [["budget"]]
+    assert ex["relax_sets"] == [["budget"]]
     assert ex["relaxations"]["budget_usd"] == pytest.approx(2000.0)         # two nodes of $1,000
 
 
@@ -694,10 +694,10 @@ def test_pf_inf_explanation_is_coherent():
     its values are applied together."""
     r = plan(copy.deepcopy(PF_INF), binding=False)
     ex = r.explanation
-    assert ex["cores"] == [["budget"]]
-    assert all("budget" in S for S in ex["conflicts"]) and all(len(S) > 1 for S in ex["conflicts"])
+    assert ex["conflicts"] == [["budget"]]
+    assert all("budget" in S for S in ex["relax_sets"]) and all(len(S) > 1 for S in ex["relax_sets"])
     assert not any(ln.startswith("relax budget_usd") for ln in ex["lines"])
-    for S, values in zip(ex["conflicts"], ex["relaxation_sets"]):
+    for S, values in zip(ex["relax_sets"], ex["relaxation_sets"]):
         d = copy.deepcopy(PF_INF)
         for key, v in values.items():
             if key in ("budget_usd", "max_power_kw"):

@@ -1092,25 +1092,26 @@ MAX_RELAX_SETS = 4
 def explain_infeasible_instance(inst: Instance, *, time_limit_s: float = 10.0, workers: int = 2) -> dict:
     """Why an instance is infeasible, over the enforcement literals of its limit families.
 
-    ``conflicts``: minimal relaxation sets S (minimal correction sets): dropping every limit of S
+    ``relax_sets``: minimal relaxation sets S (minimal correction sets): dropping every limit of S
     makes the portfolio feasible, dropping any proper subset of S does not. Each is found by one
     CP-SAT solve that keeps as many limits as possible while keeping at least one limit of every
     set already found (the kept limits are then a maximal feasible subset; its complement is a
     new minimal S), smallest first, at most MAX_RELAX_SETS.
-    ``cores``: an irreducible infeasible subset (CP-SAT's sufficient assumptions, then a deletion
-    filter): these limits alone, every other dropped, cannot all be met. Every S contains a
-    member of every core.
+    ``conflicts``: an irreducible infeasible subset (CP-SAT's sufficient assumptions, then a deletion
+    filter): these limits alone, every other dropped, cannot all be met - the meaning
+    ``conflicts`` has in every planner (search/explain.py). Every S contains a member of it.
     ``relaxations``: for the first S, the least value of each of its limits (lexicographic, all
     met by one schedule, every limit outside S kept); ``relaxation_sets`` the same for each S.
 
-    Same dict shape as search/explain.py: reason, conflicts, binding, relaxations, lines."""
+    Same dict shape as search/explain.py: reason, conflicts, binding, relaxations, lines (plus
+    relax_sets and relaxation_sets)."""
     lines: list[str] = []
     empty = [job for job in inst.jobs if not job.options]
     if empty:
         for job in empty:
             why = "; ".join(job.notes) or "no GPU option for it in the fleet"
             lines.append(f"job {job.name}: no option - {why}")
-        return {"reason": "no options for " + ", ".join(j.name for j in empty), "conflicts": [], "cores": [],
+        return {"reason": "no options for " + ", ".join(j.name for j in empty), "relax_sets": [], "conflicts": [],
                 "binding": [], "relaxations": {}, "relaxation_sets": [], "lines": lines}
     t_end = time.perf_counter() + time_limit_s
     model = _Model(inst, "total_cost")
@@ -1125,7 +1126,7 @@ def explain_infeasible_instance(inst: Instance, *, time_limit_s: float = 10.0, w
         st = s.solve(c)
         return None if st not in (cp_model.OPTIMAL, cp_model.FEASIBLE, cp_model.INFEASIBLE) else st != cp_model.INFEASIBLE
 
-    nothing = {"conflicts": [], "cores": [], "binding": [], "relaxations": {}, "relaxation_sets": []}
+    nothing = {"relax_sets": [], "conflicts": [], "binding": [], "relaxations": {}, "relaxation_sets": []}
     # core: CP-SAT's sufficient assumptions, then drop every member not needed (deletion filter)
     c = model.m.clone()
     c.add_assumptions([model.lits[n] for n in names])
@@ -1182,7 +1183,7 @@ def explain_infeasible_instance(inst: Instance, *, time_limit_s: float = 10.0, w
     if undecided or len(sets) == MAX_RELAX_SETS:
         lines.append("other combinations of limits may also restore feasibility (not enumerated)")
     first = sets[0] if sets else core
-    return {"reason": " + ".join(first), "conflicts": sets, "cores": [core], "binding": first,
+    return {"reason": " + ".join(first), "relax_sets": sets, "conflicts": [core], "binding": first,
             "relaxations": dict(rsets[0] or {}) if rsets else {}, "relaxation_sets": [dict(r or {}) for r in rsets],
             "lines": lines}
 
