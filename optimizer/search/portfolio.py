@@ -967,7 +967,9 @@ def solve_instance(inst: Instance, objective: str = "total_cost", top_k: int = 1
         if sol is None:
             break
         if not sol.choice:
-            status = "unknown" if not sols else "feasible"
+            # the time limit stopped the search (CONTRACTS.md: 'feasible' when a limit stopped it),
+            # before any plan was found when sols is empty: the explanation says so
+            status = "feasible"
             break
         if sol.status != "optimal":
             status = "feasible"
@@ -1751,7 +1753,7 @@ class PlanDocument(_Open):
     schema_version: str = SCHEMA_VERSION
     kind: Literal["plan"] = "plan"
     portfolio: str
-    status: Literal["optimal", "feasible", "infeasible", "unknown"]
+    status: Literal["optimal", "feasible", "infeasible"]
     objective: Literal["total_cost", "makespan", "gpus"]
     plan: Optional[PlanBody]
     alternatives: list[PlanBody]
