@@ -163,11 +163,13 @@ def test_reduction_is_exact_against_the_full_grid(objective, train, constraints,
 
 
 def test_budget_frontier_is_monotone():
-    from optimizer.search.codesign import budget_frontier
+    """The loss-against-budget frontier, as `clusteropt sweep constraints.budget_usd` draws it."""
+    from optimizer.search.sweep import sweep
 
-    df = budget_frontier(scen(scaling_law="besiroglu2024"), [1e6, 3e6, 9e6])
+    df = sweep(scen(scaling_law="besiroglu2024"), {"constraints.budget_usd": [1e6, 3e6, 9e6]}, objective="loss",
+               workers=1)
     assert list(df.status) == ["optimal"] * 3
-    assert df.predicted_loss.is_monotonic_decreasing and (df.cost_usd <= df.budget_usd).all()
+    assert df.predicted_loss.is_monotonic_decreasing and (df.cost_usd <= df["constraints.budget_usd"]).all()
 
 
 def test_parallel_rung_build_equals_sequential(monkeypatch):

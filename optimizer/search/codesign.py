@@ -39,7 +39,6 @@ from __future__ import annotations
 import math
 import time as _time
 from dataclasses import dataclass, field
-from functools import lru_cache
 
 import numpy as np
 import pandas as pd
@@ -197,39 +196,9 @@ _TOKEN_SCALED = ("budget", "deadline")
 
 
 def _reprice(table: Table, scenario, spec) -> Table:
-    """tables.reprice at the scenario's tokens, passing the rung's spec where reprice takes one
-    (pricing that needs the model, e.g. checkpoint sizes, must not call scenario.spec())."""
-    import inspect
-
-    if "spec" in inspect.signature(reprice).parameters:
-        return reprice(table, scenario, spec=spec)
-    return reprice(table, scenario)
-
-
-@lru_cache(maxsize=512)
-def _rung_table_cached(spec_json: str, scenario_json: str, gpus_key: tuple, efficiency_scale: float):
-    from optimizer.model.spec import ModelSpec
-    from optimizer.scenario import Scenario
-
-    spec = ModelSpec.model_validate_json(spec_json)
-    scen = Scenario.model_validate_json(scenario_json)
-    return build_table(spec, scen, list(_GPUS_BY_KEY[gpus_key]), efficiency_scale)
-
-
-_GPUS_BY_KEY: dict[tuple, tuple] = {}
-
-
-def rung_table(spec, scenario, gpus, efficiency_scale: float = 1.0) -> Table:
-    """build_table for one rung at a nominal token count (estimator columns do not depend on
-    tokens), cached across solves of the same scenario (sweeps over budget reuse it)."""
-    key = tuple((g.name, g.usd_per_gpu_hour, g.gpus_per_instance, g.available) for g in gpus)
-    _GPUS_BY_KEY[key] = tuple(gpus)
-    nominal = _with_tokens(scenario, 1e12)
-    # budget and deadline only set flags that _rung_parts recomputes per token value: leaving them
-    # out of the key lets sweeps over them reuse the tables
-    nominal = nominal.model_copy(update={"constraints": nominal.constraints.model_copy(
-        update={"budget_usd": None, "deadline_days": None})})
-    return _rung_table_cached(spec.model_dump_json(), nominal.model_dump_json(), key, efficiency_scale)
+    """tables.reprice at the scenario's tokens with the rung's spec (pricing that needs the model,
+    e.g. checkpoint sizes, must not call scenario.spec(): a co-design scenario has no one model)."""
+    return reprice(table, scenario, spec=spec)
 
 
 def _reduce_rung(tab: Table, k: int) -> tuple[int, Table | None]:
@@ -289,7 +258,7 @@ def rung_subsets(specs, scenario, gpus, efficiency_scale: float, k: int) -> list
             pass
     for i in missing:
         if keys[i] not in _SUBSET_CACHE:
-            _SUBSET_CACHE[keys[i]] = _reduce_rung(rung_table(specs[i], scenario, gpus, efficiency_scale), k)
+            _SUBSET_CACHE[keys[i]] = _rung_subset_job(keys[i][0], sc_json, tuple(gpus), efficiency_scale, k)
     return [_SUBSET_CACHE[key] for key in keys]
 
 
@@ -663,24 +632,3 @@ def _explain(data: CodesignData, rows, scenario, objective: str, law, notes: lis
                            "in the ladder and token range")
     out["reasons"] = reasons
     return out
-
-
-def budget_frontier(scenario, budgets, *, objective: str = "loss", catalog=None) -> pd.DataFrame:
-    """Best plan per budget (the loss-against-budget frontier of ``clusteropt sweep
-    constraints.budget_usd --plot``): one row per budget with its status, GPU type (the plot's
-    colour), model, tokens, predicted loss and costs. Rung tables are built once and reused."""
-    from optimizer.scenario import load_scenario
-
-    base = load_scenario(scenario)
-    recs = []
-    for b in budgets:
-        res = solve_codesign(base.with_overrides({"constraints.budget_usd": float(b)}), top_k=1,
-                             objective=objective, catalog=catalog)
-        rec = {"budget_usd": float(b), "status": res.status}
-        if len(res.configs):
-            row = res.configs.iloc[0]
-            rec.update({k: row[k] for k in ("gpu", "n_gpus", "model", "model_params", "train_tokens",
-                                            "tokens_per_param", "predicted_loss", "cost_usd",
-                                            "lifetime_cost_usd", "wall_clock_days")})
-        recs.append(rec)
-    return pd.DataFrame.from_records(recs)
