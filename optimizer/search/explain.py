@@ -83,20 +83,31 @@ def _ok_except(table: Table, skip: set[str]) -> np.ndarray:
     return ok
 
 
-def minimal_conflicts(table: Table) -> list[list[str]]:
-    fams = _active_families(table)
+def minimal_subsets_failing(check, families: list[str]) -> list[list[str]]:
+    """Every minimal set S of ``families`` with ``check(S)`` False (nothing meets all of S), by
+    increasing size; a superset of a set already found is skipped. Each list keeps the order of
+    ``families``. Shared by the training and serving explanations."""
     conflicts: list[set[str]] = []
-    for size in range(1, len(fams) + 1):
-        for combo in itertools.combinations(fams, size):
+    for size in range(1, len(families) + 1):
+        for combo in itertools.combinations(families, size):
             s = set(combo)
             if any(c <= s for c in conflicts):
                 continue
-            ok = np.ones(len(table), dtype=bool)
-            for f in combo:
-                ok &= ~table.violations[f]
-            if not ok.any():
+            if not check(s):
                 conflicts.append(s)
-    return [sorted(c, key=LIMIT_FAMILIES.index) for c in conflicts]
+    return [sorted(c, key=families.index) for c in conflicts]
+
+
+def minimal_conflicts(table: Table) -> list[list[str]]:
+    """Minimal sets of limit families that no row of the table meets together."""
+    def some_row_meets(fams) -> bool:
+        ok = np.ones(len(table), dtype=bool)
+        for f in fams:
+            ok &= ~table.violations[f]
+        return bool(ok.any())
+
+    fams = _active_families(table)
+    return minimal_subsets_failing(some_row_meets, fams)
 
 
 def relaxations(table: Table, scenario) -> dict:

@@ -24,11 +24,11 @@ families dropped:
 from __future__ import annotations
 
 import dataclasses
-import itertools
 
 import numpy as np
 
 from optimizer.search import fleet as fm
+from optimizer.search.explain import minimal_subsets_failing
 from optimizer.units import GB
 
 _HUMAN = {"memory": "memory per GPU", "ttft": "TTFT p99 SLO", "itl": "ITL p99 SLO", "budget": "budget per hour",
@@ -158,18 +158,6 @@ def _fleet_relaxations(problem: fm.FleetProblem, table) -> dict:
     return out
 
 
-def _minimal_conflicts(check, families: list[str]) -> list[list[str]]:
-    conflicts: list[set[str]] = []
-    for size in range(1, len(families) + 1):
-        for combo in itertools.combinations(families, size):
-            s = set(combo)
-            if any(cf <= s for cf in conflicts):
-                continue
-            if not check(s):
-                conflicts.append(s)
-    return [sorted(cf, key=families.index) for cf in conflicts]
-
-
 def explain_infeasible(table, rows, problem: fm.FleetProblem, scenario) -> dict:
     """A structured explanation with one-line sentences under 'lines' (module docstring)."""
     slo, cons = scenario.serve.slo, scenario.constraints
@@ -185,7 +173,7 @@ def explain_infeasible(table, rows, problem: fm.FleetProblem, scenario) -> dict:
         c = table.cols
         flags = {"memory": c["ok_memory"] & (c["capacity_units"] > 0), "ttft": c["ok_ttft"], "itl": c["ok_itl"],
                  "offer": c["ok_offer"], "quality": _ok_quality(table)}
-        conflicts = _minimal_conflicts(lambda s: bool(np.logical_and.reduce([flags[f] for f in s]).any()),
+        conflicts = minimal_subsets_failing(lambda s: bool(np.logical_and.reduce([flags[f] for f in s]).any()),
                                        ["memory", "ttft", "itl", "offer", "quality"])
         for cf in conflicts:
             lines.append("conflict: no replica option meets " + " + ".join(_HUMAN[f] for f in cf))
@@ -200,7 +188,7 @@ def explain_infeasible(table, rows, problem: fm.FleetProblem, scenario) -> dict:
         binding = sorted({f for cf in conflicts for f in cf}, key=["memory", "ttft", "itl", "offer", "quality"].index)
     else:
         families = _active(problem)
-        conflicts = _minimal_conflicts(lambda s: _feasible(problem, s), families)
+        conflicts = minimal_subsets_failing(lambda s: _feasible(problem, s), families)
         if not conflicts and problem.spares > 0:
             conflicts = [["redundancy"]]
         for cf in conflicts:
