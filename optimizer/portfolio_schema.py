@@ -35,7 +35,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from optimizer.errors import ClusteroptError, did_you_mean, from_pydantic, unknown_name
 from optimizer.formulas.cost import (TYPICAL_HOSTING_USD_PER_KW_MONTH, TYPICAL_MAINTENANCE_PCT_PER_YEAR,
                                      TYPICAL_PUE, TYPICAL_USD_PER_KWH)
-from optimizer.scenario import Constraints, SearchSpace, ServeSpec, TrainSpec, Scenario, load_scenario
+from optimizer.scenario import (Constraints, SearchSpace, ServeSpec, TrainSpec, Scenario, load_scenario,
+                                non_negative_values)
 
 PortfolioObjective = Literal["total_cost", "makespan", "gpus"]
 RentMode = Literal["on_demand", "spot", "reserved"]
@@ -69,10 +70,7 @@ class BuySpec(_Strict):
     @field_validator("server_usd_per_node")
     @classmethod
     def _non_negative(cls, v):
-        for k, x in v.items():
-            if x < 0:
-                raise ValueError(f"server_usd_per_node[{k}] = {x}; must be >= 0")
-        return v
+        return non_negative_values("server_usd_per_node", v)
 
 
 class RentSpec(_Strict):
@@ -93,10 +91,7 @@ class FleetSpec(_Strict):
     @field_validator("available")
     @classmethod
     def _stock(cls, v):
-        for k, n in v.items():
-            if n < 0:
-                raise ValueError(f"available[{k}] = {n}; stock must be >= 0")
-        return v
+        return non_negative_values("available", v, "stock must be >= 0")
 
 
 class JobSpec(_Strict):

@@ -193,10 +193,15 @@ class Constraints(_Strict):
     @field_validator("available")
     @classmethod
     def _non_negative(cls, v):
-        for k, n in v.items():
-            if n < 0:
-                raise ValueError(f"available[{k}] = {n}; stock must be >= 0")
-        return v
+        return non_negative_values("available", v, "stock must be >= 0")
+
+
+def non_negative_values(name: str, mapping: dict, rule: str = "must be >= 0") -> dict:
+    """A field validator's check that every value of a per-GPU mapping is >= 0."""
+    for k, x in mapping.items():
+        if x < 0:
+            raise ValueError(f"{name}[{k}] = {x}; {rule}")
+    return mapping
 
 
 class Pricing(_Strict):
