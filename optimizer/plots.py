@@ -7,7 +7,6 @@ what its caption (the figure title) says from figures the search returned, write
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 import matplotlib
@@ -32,6 +31,14 @@ def _fmt(objective: str, x: float) -> str:
     if objective in ("cost", "cost_per_mtoken"):
         return _money(x)
     return f"{x:,.3g}"
+
+
+def _save(fig, path) -> Path:
+    """Lay out, write the PNG and free the figure (every chart ends here)."""
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return Path(path)
 
 
 def _gpu_colours(names) -> dict:
@@ -75,10 +82,7 @@ def tornado(sens: dict, path, *, scenario: str = "") -> Path:
     ax.set_xlim(lo_all - pad * 0.2, hi_all + pad)
     if objective in ("cost", "cost_per_mtoken"):
         ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: _money(v)))
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return Path(path)
+    return _save(fig, path)
 
 
 def fleet_pareto(configs, front, path, *, scenario: str = "") -> Path:
@@ -102,10 +106,7 @@ def fleet_pareto(configs, front, path, *, scenario: str = "") -> Path:
     ax.set_title(f"Fleet cost against p99 time to first token{' - ' + scenario if scenario else ''}", fontsize=10)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return Path(path)
+    return _save(fig, path)
 
 
 def loss_pareto(configs, front, path, *, scenario: str = "") -> Path:
@@ -132,10 +133,7 @@ def loss_pareto(configs, front, path, *, scenario: str = "") -> Path:
     ax.set_title(f"Predicted loss against cost{' - ' + scenario if scenario else ''}", fontsize=10)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return Path(path)
+    return _save(fig, path)
 
 
 def pareto(configs, front, path, *, scenario: str = "") -> Path:
@@ -168,10 +166,7 @@ def pareto(configs, front, path, *, scenario: str = "") -> Path:
                  fontsize=10)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="best")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return Path(path)
+    return _save(fig, path)
 
 
 def frontier(df, path, *, x_axis: str | None = None, scenario: str = "") -> Path:
@@ -219,13 +214,4 @@ def frontier(df, path, *, x_axis: str | None = None, scenario: str = "") -> Path
     ax.grid(alpha=0.3)
     if len(ok):
         ax.legend(fontsize=8, title="GPU type / sweep line")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return Path(path)
-
-
-def png_ok(path) -> bool:
-    """True when ``path`` is a PNG file (signature check; tests)."""
-    p = Path(path)
-    return p.is_file() and p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and not math.isnan(p.stat().st_size)
+    return _save(fig, path)
