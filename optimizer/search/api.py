@@ -239,15 +239,8 @@ def solve(scenario, *, top_k: int | None = None, objective: str | None = None,
     if scenario.train is None:                       # a serving scenario: the fleet planner (issue 6)
         from optimizer.search.serving import solve_serving
 
-        res = solve_serving(scenario, top_k=top_k, objective=objective, time_limit_s=time_limit_s,
-                            catalog=catalog)
-        if res.status not in ("optimal", "feasible", "infeasible"):
-            # CONTRACTS.md: 'feasible' when a limit stopped the search (here before any fleet was found)
-            res.status = "feasible"
-            res.explanation = {"reason": "time limit", "lines": [
-                f"the CP-SAT time limit ({time_limit_s:g} s) was reached before any fleet was found or "
-                "proven impossible; raise --time-limit"], "notes": res.explanation.get("notes", [])}
-        return res
+        return solve_serving(scenario, top_k=top_k, objective=objective, time_limit_s=time_limit_s,
+                             catalog=catalog)
     if scenario.train.model is not None:             # model size chosen with the cluster (issue 9)
         from optimizer.search.codesign import solve_codesign
 

@@ -729,10 +729,17 @@ def solve_serving(scenario, *, top_k: int | None = None, objective: str | None =
     res = fm.solve_fleets(problem, k, time_limit_s=time_limit_s)
     records = [fleet_record(table, rows, f, scenario, objective) for f in res.fleets]
     _verify(spec, scenario, table, records)
-    status = res.status if records else ("infeasible" if res.status in ("optimal", "infeasible") else "unknown")
+    # CONTRACTS.md: 'feasible' when a limit stopped the search - also when the time limit came
+    # before any fleet was found (nothing was proven impossible, so no conflict is explained)
+    timed_out = not records and res.status not in ("optimal", "infeasible")
+    status = res.status if records else ("feasible" if timed_out else "infeasible")
     from optimizer.search import serving_explain as sx
 
-    if not explain:
+    if timed_out:
+        explanation = {"reason": "time limit", "lines": [
+            f"the CP-SAT time limit ({time_limit_s:g} s) was reached before any fleet was found or "
+            "proven impossible; raise --time-limit"]}
+    elif not explain:
         explanation = {"reason": "feasible" if records else status, "lines": []}
     elif records:
         explanation = sx.binding_summary(table, rows, problem, res.fleets[0], scenario)
