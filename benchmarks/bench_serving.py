@@ -20,7 +20,7 @@ from optimizer.search.serving import solve_serving
 
 
 def _serving_names() -> list[str]:
-    return [n for n in list_scenarios() if load_scenario(n).serve is not None and load_scenario(n).train is None]
+    return [n for n in list_scenarios() if load_scenario(n).workload == "serve"]
 
 
 def main(names: list[str]) -> None:

@@ -57,7 +57,7 @@ def training_scenarios() -> list[str]:
     out = []
     for name in list_scenarios():
         sc = optimizer.load_scenario(name)
-        if sc.train is not None and sc.train.model is None:
+        if sc.workload == "train":
             out.append(name)
     return out
 

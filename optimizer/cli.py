@@ -217,7 +217,7 @@ def solve(
     if scenario is None:
         print(f"no scenario given: solving the built-in default '{DEFAULT_SCENARIO}'", file=sys.stderr)
     sc = optimizer.load_scenario(scenario)
-    if sensitivity and sc.train is not None and sc.train.model is not None:
+    if sensitivity and sc.workload == "codesign":
         raise ClusteroptError("--sensitivity", "not available for co-design scenarios",
                               "training and serving scenarios; for co-design use 'clusteropt sweep' over "
                               "constraints.budget_usd or train.inference.tokens")
@@ -226,7 +226,7 @@ def solve(
     cat = _catalog(catalog)
     result = _solve(sc, top_k=top, objective=objective, time_limit_s=time_limit, catalog=cat)
     sens = None
-    if sensitivity or (report_md is not None and (_is_training(result) or sc.train is None)):
+    if sensitivity or (report_md is not None and sc.workload != "codesign"):
         sens = _sensitivity(result, sc, swing_pct, range_pct)
         if sensitivity:
             result.sensitivity = sens
@@ -245,21 +245,13 @@ def solve(
     _emit(text, out)
 
 
-def _is_training(result) -> bool:
-    return "recompute" in result.configs.columns and "predicted_loss" not in result.configs.columns
-
-
 def _sensitivity(result, sc, swing_pct: float, range_pct: float) -> dict:
     from optimizer.search.sensitivity import sensitivity as _sens
     from optimizer.search.serving_analysis import serving_sensitivity
 
-    if "replicas" in result.configs.columns or (sc.train is None and not len(result.configs)):
+    if sc.workload == "serve":
         print("sensitivity: re-planning the fleet for each input up and down...", file=sys.stderr)
         return serving_sensitivity(result, sc, swing_pct=swing_pct, range_pct=range_pct)
-    if not _is_training(result):
-        raise ClusteroptError("--sensitivity", "not available for co-design scenarios",
-                              "training and serving scenarios; for co-design use 'clusteropt sweep' over "
-                              "constraints.budget_usd or train.inference.tokens")
     print("sensitivity: re-solving each input up and down...", file=sys.stderr)
     return _sens(result, sc, swing_pct=swing_pct, range_pct=range_pct)
 
@@ -272,8 +264,7 @@ def _plot_solve(result, sc, sens, path: Path) -> None:
     elif len(result.configs):
         plots.pareto(result.configs, result.pareto, path, scenario=sc.name)
     else:
-        raise ClusteroptError("--plot", "nothing to draw: no feasible configuration" if not len(result.configs)
-                              else "serving fleets have no cost/time front", "a feasible training scenario")
+        raise ClusteroptError("--plot", "nothing to draw: no feasible configuration", "a feasible scenario")
     print(f"wrote {path}", file=sys.stderr)
 
 
@@ -287,7 +278,7 @@ def _write_report(result, sc, sens, path: Path, cat) -> None:
     memory = None
     with tempfile.TemporaryDirectory() as tmp:
         pareto_png = tornado_png = None
-        if len(result.configs) and _is_training(result):
+        if len(result.configs) and sc.workload == "train":
             top = result.configs.iloc[0]
             ev = evaluate(sc, {k: top[k] for k in CONFIG_KEYS}, catalog=cat)
             from optimizer.formulas.memory import MEMORY_PARTS

@@ -105,13 +105,7 @@ def solve_json(result, scenario=None) -> dict:
 
 
 def _workload(scenario) -> str:
-    if scenario is None:
-        return "train"
-    train = getattr(scenario, "train", None)
-    if train is None:
-        return "serve"
-    model = getattr(train, "model", None)
-    return "codesign" if model is not None and not isinstance(model, str) else "train"
+    return "train" if scenario is None else scenario.workload
 
 
 def explanation_lines(expl: dict) -> list[str]:

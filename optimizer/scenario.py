@@ -332,6 +332,14 @@ class Scenario(_Strict):
         return self
 
     # -- derived -------------------------------------------------------------------------
+    @property
+    def workload(self) -> Literal["train", "serve", "codesign"]:
+        """Which planner solves it: 'serve' (no train block), 'codesign' (train.model is a family
+        whose size the search picks), else 'train'."""
+        if self.train is None:
+            return "serve"
+        return "codesign" if self.train.model is not None else "train"
+
     def spec(self):
         """The resolved ModelSpec (preset name, config.json path, architecture YAML or inline)."""
         from optimizer.model import load_model

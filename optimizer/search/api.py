@@ -236,12 +236,12 @@ def solve(scenario, *, top_k: int | None = None, objective: str | None = None,
     from optimizer.scenario import load_scenario
 
     scenario = load_scenario(scenario)
-    if scenario.train is None:                       # a serving scenario: the fleet planner (issue 6)
+    if scenario.workload == "serve":                 # the fleet planner (issue 6)
         from optimizer.search.serving import solve_serving
 
         return solve_serving(scenario, top_k=top_k, objective=objective, time_limit_s=time_limit_s,
                              catalog=catalog)
-    if scenario.train.model is not None:             # model size chosen with the cluster (issue 9)
+    if scenario.workload == "codesign":              # model size chosen with the cluster (issue 9)
         from optimizer.search.codesign import solve_codesign
 
         return solve_codesign(scenario, top_k=top_k, objective=objective, time_limit_s=time_limit_s,

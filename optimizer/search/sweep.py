@@ -149,14 +149,14 @@ def _solve_group(base_dict: dict, points: list[dict], objective, top_k) -> list[
     table = None
     for p in points:
         sc = base.with_overrides(p["values"])
-        if sc.train is None:                  # serving: one replica table per group (TABLE_FREE paths)
+        if sc.workload == "serve":            # one replica table per group (TABLE_FREE paths)
             from optimizer.search.serving import solve_serving
 
             res = solve_serving(sc, objective=objective, top_k=top_k, table=table, pareto=False)
             table = res.table if res.table is not None else table
             out.append((p["index"], _point_row(p["values"], res)))
             continue
-        if sc.train.model is not None:        # co-design keeps its own rung-table cache
+        if sc.workload == "codesign":         # co-design keeps its own rung-table cache
             res = solve(sc, objective=objective, top_k=top_k)
             out.append((p["index"], _point_row(p["values"], res)))
             continue
@@ -186,7 +186,7 @@ def sweep(scenario, vary: dict[str, Any], *, objective: str | None = None, top_k
         scenario.with_overrides(p["values"])          # validate early: one-line error, no worker traceback
     base_dict = scenario.model_dump(mode="python")
     base_dict["base_dir"] = scenario.base_dir
-    if scenario.train is None:
+    if scenario.workload == "serve":
         from optimizer.search.serving_analysis import TABLE_FREE
 
         table_paths = [n for n in names if not any(n == t or n.startswith(t + ".") for t in TABLE_FREE)]
