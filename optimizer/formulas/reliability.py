@@ -105,7 +105,8 @@ def job_mtbi_s(n_gpus, n_nodes, rates: FailureRates):
     per_hour = g * rates.per_gpu_hour + nodes * rates.per_node_hour
     if np.any(per_hour <= 0):
         raise ClusteroptError("failure_rates", "give a positive GPU or node failure rate", "allowed: > 0 per hour")
-    return _out(SECONDS_PER_HOUR / per_hour)
+    with np.errstate(over="ignore"):         # a vanishing rate: MTBI inf, i.e. no failures (goodput 1)
+        return _out(SECONDS_PER_HOUR / per_hour)
 
 
 def expected_interruptions(wall_clock_s, mtbi_s):
