@@ -70,13 +70,9 @@ def train_dict(spec, hw, layout, *, tokens=None, offer=None, pricing="on_demand"
         hours = train_s / SECONDS_PER_HOUR
         out["train_days"] = train_s / SECONDS_PER_DAY
         out["gpu_hours"] = hours * layout.n_gpus
+        out["cost_usd"] = None                   # billed on wall-clock hours by _add_system
         if offer is not None:
-            gpi = offer.gpus_per_instance
-            instances = -(-layout.n_gpus // gpi)
-            out["cost_usd"] = instances * offer.usd_per_gpu_hour(pricing) * gpi * hours
             out["offer"] = f"{offer.provider} {offer.instance_type} ({pricing})"
-        else:
-            out["cost_usd"] = None
     return out
 
 
@@ -138,10 +134,12 @@ def _add_system(train: dict, spec, gid: str, layout, tokens: float, offer, prici
                            train["tokens_per_s"], tokens, pricing_mode=pricing)
     train.update(report.plain(sysd))
     if offer is not None:
+        from optimizer.formulas.cost import rented_cost_usd
+
         hours = train["wall_clock_days"] * SECONDS_PER_DAY / SECONDS_PER_HOUR
-        instances = -(-layout.n_gpus // offer.gpus_per_instance)
         storage = float(train["system"]["storage"].get("storage_usd") or 0.0)
-        train["cost_usd"] = instances * offer.usd_per_gpu_hour(pricing) * offer.gpus_per_instance * hours + storage
+        train["cost_usd"] = float(rented_cost_usd(layout.n_gpus, hours, offer.usd_per_hour(pricing),
+                                                  offer.gpus_per_instance)) + storage
 
 
 def _check_layout(spec, tp, pp, dp, cp, ep) -> None:
