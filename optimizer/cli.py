@@ -170,7 +170,9 @@ def estimate(
 @app.command()
 def scaling(compute: Optional[float] = typer.Option(None, "--compute", min=1, help="Training FLOPs budget."),
             params: Optional[float] = typer.Option(None, "--params", min=1, help="Model parameters."),
-            law: str = typer.Option("hoffmann2022", "--law", help="hoffmann2022 | besiroglu2024 | kaplan2020"),
+            law: str = typer.Option("besiroglu2024", "--law",
+                                    help="besiroglu2024 (default: the corrected refit of Chinchilla approach 3) | "
+                                         "hoffmann2022 | hoffmann2022_tex | kaplan2020"),
             json_out: bool = typer.Option(False, "--json")):
     """The compute-optimal plan: parameters and tokens for a FLOP budget (or tokens for a size)."""
 

@@ -101,7 +101,7 @@ class TrainSpec(_Strict):
 
     tokens: Union[Annotated[float, Field(gt=0)], Literal["auto"], TokenRange]
     model: Optional[ModelFamilyChoice] = None              # co-design: size chosen by the search
-    scaling_law: str = "hoffmann2022"                      # formulas/scaling.LAWS
+    scaling_law: str = "besiroglu2024"                     # formulas/scaling.LAWS (corrected refit)
     target_loss: Optional[float] = Field(default=None, gt=0)
     inference: Optional[InferenceDemand] = None
     seq_len: int = Field(gt=0)

@@ -110,7 +110,7 @@ def plan(portfolio: Union[str, Path, dict, Portfolio], *, top_k: Optional[int] =
 
 
 def scaling_plan(*, compute: Optional[float] = None, params: Optional[float] = None,
-                 law: str = "hoffmann2022") -> dict:
+                 law: str = "besiroglu2024") -> dict:
     """The compute-optimal parameters and tokens for a FLOP budget (or tokens for a size) by ``law``."""
     return _estimate_mod.scaling_plan(compute=compute, params=params, law=law)
 

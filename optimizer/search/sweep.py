@@ -128,6 +128,8 @@ def _point_row(values: dict, result) -> dict:
     (training, co-design or serving fleet alike) and the explanation."""
     row = dict(values)
     row["status"] = result.status
+    if getattr(result, "scaling_law", None):          # co-design: the law behind predicted_loss
+        row["scaling_law"] = result.scaling_law
     lines = "; ".join(result.explanation.get("lines", []))
     if len(result.configs):
         best = result.configs.iloc[0].to_dict()

@@ -67,7 +67,7 @@ def solve_codesign(scenario, *, top_k: int | None = None, objective: str | None 
     ``objective``: loss (least predicted loss within budget and deadline), cost / time (cheapest
     or fastest reaching ``train.target_loss``), or lifetime_flop (least 6ND + 2N D_inf reaching
     ``target_loss``: Sardana et al. 2024's objective, used to check that paper's example).
-    ``token_step``: spacing of the token grid (default: the ladder's step). ``compute_budget_flop``:
+    ``token_step``: spacing of the token grid (default: space.TOKEN_STEP, 0.2%). ``compute_budget_flop``:
     an extra limit 6 N D <= C (the approach-3 check). Columns: train.frame.LAYOUT_COLUMNS + EXTRA_COLUMNS; the
     result's ``scaling_law`` attribute and ``explanation['scaling_law']`` name the law.
     """

@@ -11,7 +11,7 @@ from optimizer.formulas import scaling as sc
 from optimizer.formulas.params import count_params
 from optimizer.model.spec import ModelSpec
 from optimizer.scenario import Scenario
-from optimizer.search.codesign.space import (FLOP_UNIT, LOSS_UNITS_PER_NAT, ServingChoice, rungs_of,
+from optimizer.search.codesign.space import (FLOP_UNIT, LOSS_UNITS_PER_NAT, TOKEN_STEP, ServingChoice, rungs_of,
                                              serve_params, serving_usd_per_token, token_grid)
 from optimizer.search.core import cpsat
 from optimizer.search.core.scales import MONEY_UNITS_PER_USD
@@ -230,7 +230,7 @@ def build_codesign_table(scenario, gpus, *, k: int, objective: str = "loss", eff
     train_flop, inference_cost_usd, lifetime_cost_usd, lifetime_flop and their integer views."""
     train = scenario.train
     law = sc.law_by_name(train.scaling_law, "train.scaling_law")
-    step = token_step or train.model.step
+    step = token_step or TOKEN_STEP
     specs = rungs_of(train)
     d_inf = train.inference.tokens if train.inference is not None else 0.0
     serve_args = serve_params(train)
