@@ -282,7 +282,7 @@ class SearchSpace(_Strict):
 class SystemSpec(_Strict):
     """The rest of the data centre (issue 10): storage tier, node type, fabric, failures,
     checkpoints and TCO extras. Names refer to catalog/{storage_tiers,hosts,switches}.csv ids.
-    Every default is documented in optimizer/search/system.py."""
+    Every default is documented in optimizer/search/train/system.py."""
 
     storage_tier: str = "auto"                  # a tier id, or auto: the best durable tier per row
     storage_units: float = Field(default=1.0, gt=0)   # multiples of a fixed-bandwidth tier (appliances)

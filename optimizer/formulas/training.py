@@ -355,7 +355,7 @@ def _evaluate(spec, hw, num: dict, cat: dict, efficiency_scale: float,
         logits = parts["logits"]
         if memory_cap_bytes is not None:
             # time and throughput only for the layouts that fit (memory_units <= cap, as
-            # search.tables.violation_flags compares them)
+            # search.train.table.violation_flags compares them)
             keep = np.ceil(worst["total"]).astype(np.int64) <= memory_cap_bytes
             if not keep.any():
                 continue

@@ -52,7 +52,7 @@ _TOKEN_SCALED = ("budget", "deadline")
 
 
 def _reprice(table: Table, scenario, spec) -> Table:
-    """tables.reprice at the scenario's tokens with the rung's spec (pricing that needs the model,
+    """train.table.reprice at the scenario's tokens with the rung's spec (pricing that needs the model,
     e.g. checkpoint sizes, must not call scenario.spec(): a co-design scenario has no one model)."""
     return reprice(table, scenario, spec=spec)
 
@@ -277,7 +277,7 @@ def codesign_keys(table: Table, objective: str) -> list[np.ndarray]:
 
 
 def codesign_limits(table: Table, scenario, data_inference: bool, compute_budget_flop) -> list[cpsat.Limit]:
-    """api.solver_limits, with the budget on lifetime cost when there is inference demand, plus the
+    """train.solve.solver_limits, with the budget on lifetime cost when there is inference demand, plus the
     target loss and the optional FLOP budget."""
     out = [lim for lim in solver_limits(table, scenario) if not (data_inference and lim.family == "budget")]
     c = table.cols
@@ -293,7 +293,7 @@ def codesign_limits(table: Table, scenario, data_inference: bool, compute_budget
 
 
 def candidates(table: Table, keys: list[np.ndarray], k: int) -> np.ndarray:
-    """Feasible rows not worse on the primary key than the k-th best feasible row (api.candidate_rows)."""
+    """Feasible rows not worse on the primary key than the k-th best feasible row (train.solve.candidate_rows)."""
     feas = np.nonzero(table.feasible)[0]
     if len(feas) <= k:
         return feas
