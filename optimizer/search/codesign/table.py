@@ -174,17 +174,21 @@ def _rung_parts(sub: Table, scenario, spec, m: int, n: float, grid: np.ndarray, 
             cache[i] = Table(t.gpus, c, _codesign_flags(c, t.violations, scenario, d_inf, compute_budget_flop))
         return cache[i]
 
-    def loss_ok(i: int) -> bool:
-        tl = scenario.train.target_loss
-        return tl is None or math.ceil(float(sc.predicted_loss(law, n, grid[i])) * LOSS_UNITS_PER_NAT) <= \
-            math.floor(tl * LOSS_UNITS_PER_NAT)
+    # target_loss over the whole (fine) grid at once: the same integer comparison as the CP-SAT
+    # limit, ceil(loss x units) <= floor(target x units)
+    tl = scenario.train.target_loss
+    if tl is None:
+        ok_loss = np.ones(len(grid), dtype=bool)
+    else:
+        ok_loss = np.ceil(np.asarray(sc.predicted_loss(law, n, grid), dtype=float) * LOSS_UNITS_PER_NAT) \
+            <= math.floor(tl * LOSS_UNITS_PER_NAT)
 
     def any_feasible(i: int) -> bool:
         return bool(block(i).feasible.any())
 
     if objective == "loss":
         # feasible set is an interval [lo, hi] of indices: loss_ok rises with d, the rest falls
-        first = next((i for i in range(len(grid)) if loss_ok(i)), None)
+        first = int(np.argmax(ok_loss)) if ok_loss.any() else None
         if first is None or not any_feasible(first):
             return [block(first if first is not None else len(grid) - 1)]
         lo, hi = first, len(grid) - 1            # lo feasible; find the largest feasible index
@@ -197,9 +201,8 @@ def _rung_parts(sub: Table, scenario, spec, m: int, n: float, grid: np.ndarray, 
         idx = range(max(first, lo - k + 1), lo + 1)
     else:
         idx, kept = [], 0
-        for i in range(len(grid)):
-            if not loss_ok(i):
-                continue
+        for i in np.nonzero(ok_loss)[0]:
+            i = int(i)
             idx.append(i)
             if not any_feasible(i):
                 break
