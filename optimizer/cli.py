@@ -28,6 +28,17 @@ class Fmt(str, Enum):
     markdown = "markdown"
 
 
+class ExportFormat(str, Enum):
+    megatron = "megatron"
+    nemo = "nemo"
+    torchtitan = "torchtitan"
+    deepspeed = "deepspeed"
+    vllm = "vllm"
+    sglang = "sglang"
+    skypilot = "skypilot"
+    slurm = "slurm"
+
+
 class Recompute(str, Enum):
     none = "none"
     selective = "selective"
@@ -200,6 +211,10 @@ def solve(
                                     help="Thresholds: search for a switch within +-this percentage."),
     plot: Optional[Path] = typer.Option(None, "--plot", help="Draw the tornado chart (with --sensitivity) or the Pareto front to FILE.png."),
     report_md: Optional[Path] = typer.Option(None, "--report", help="Write a self-contained Markdown report to FILE.md."),
+    export_to: Optional[ExportFormat] = typer.Option(
+        None, "--export", help="Print (or --out) the launch configuration of the --rank configuration in this format "
+                               "instead of the table."),
+    rank: int = typer.Option(1, "--rank", min=1, help="With --export: which ranked configuration."),
     catalog: Optional[List[Path]] = CatalogOpt,
 ):
     """Find the best layouts of a scenario (training, serving fleet or co-design): ranked top-K, Pareto front, explanations."""
@@ -234,8 +249,11 @@ def solve(
         _plot_solve(result, sc, sens, plot)
     if report_md is not None:
         _write_report(result, sc, sens, report_md, cat)
+    if export_to is not None:
+        _emit_export(report.solve_json(result, sc, cat), rank, export_to.value, out)
+        return
     if fmt is Fmt.json:
-        text = report.dumps(report.solve_json(result, sc))
+        text = report.dumps(report.solve_json(result, sc, cat))
     elif fmt is Fmt.csv:
         text = report.solve_csv(result)
     else:
@@ -243,6 +261,15 @@ def solve(
         if sensitivity and sens is not None:
             text += "\n" + report.sensitivity_text(sens, markdown=fmt is Fmt.markdown)
     _emit(text, out)
+
+
+def _emit_export(doc: dict, rank: int, fmt: str, out: Optional[Path]) -> None:
+    from optimizer import export as ex
+
+    launch = ex.export(report.plain(doc), rank, fmt)
+    for note in launch.notes:
+        print(f"note: {note}", file=sys.stderr)
+    _emit(launch.text, out)
 
 
 def _sensitivity(result, sc, swing_pct: float, range_pct: float) -> dict:
@@ -294,6 +321,33 @@ def _write_report(result, sc, sens, path: Path, cat) -> None:
                                    tornado_png=tornado_png)
     path.write_text(text)
     print(f"wrote {path}", file=sys.stderr)
+
+
+# ----------------------------------------------------------------------------------------
+# export
+# ----------------------------------------------------------------------------------------
+
+@app.command("export")
+def export_cmd(
+    result: Path = typer.Argument(..., help="A result document: clusteropt solve SCENARIO --format json --out RESULT.json."),
+    to: ExportFormat = typer.Option(..., "--to", help="Training: megatron, nemo, torchtitan, deepspeed; serving: vllm, "
+                                                      "sglang; both: skypilot, slurm."),
+    rank: int = typer.Option(1, "--rank", min=1, help="Which ranked configuration."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Write the launch file to FILE instead of stdout."),
+):
+    """Write the launch configuration (parallel sizes, batches, precision, recomputation, ZeRO/FSDP,
+    engine caps, instance type and node count) of one ranked configuration for the tool that runs it."""
+    import json
+
+    try:
+        doc = json.loads(result.read_text())
+    except json.JSONDecodeError as exc:
+        raise ClusteroptError(str(result), f"not JSON ({exc.msg} at line {exc.lineno})",
+                              "a document from 'clusteropt solve --format json'") from None
+    if not isinstance(doc, dict) or doc.get("kind") != "solve":
+        raise ClusteroptError(str(result), "is not a solve result document",
+                              "a document from 'clusteropt solve --format json'")
+    _emit_export(doc, rank, to.value, out)
 
 
 # ----------------------------------------------------------------------------------------

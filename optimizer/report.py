@@ -82,7 +82,46 @@ def solve_rows(df: pd.DataFrame) -> list[list[str]]:
     return out
 
 
-def solve_json(result, scenario=None) -> dict:
+def launch_context(scenario, result=None, catalog=None) -> dict | None:
+    """What ``clusteropt export`` needs beside a configuration row to write a launch file: the
+    model's architecture, the sequence length and tokens (training), the longest request (serving),
+    the pricing mode and the GPUs per instance of the offers the rows are priced on. None for
+    co-design (the model differs per row)."""
+    if scenario is None or scenario.workload == "codesign":
+        return None
+    spec = scenario.spec()
+    moe = spec.moe
+    model = {"name": spec.name, "family": spec.family, "source": spec.source, "num_layers": spec.num_layers,
+             "hidden_size": spec.hidden_size, "ffn_size": spec.ffn_size, "num_heads": spec.num_heads,
+             "num_kv_heads": spec.kv_heads, "head_dim": spec.head_size, "vocab_size": spec.vocab_size,
+             "max_position_embeddings": spec.max_position_embeddings, "norm_kind": spec.norm_kind,
+             "ffn_kind": spec.ffn_kind, "activation": spec.activation, "position": spec.position,
+             "tie_word_embeddings": spec.tie_word_embeddings, "qkv_bias": spec.qkv_bias, "ffn_bias": spec.ffn_bias,
+             "moe": None if moe is None else {"num_experts": moe.num_experts, "experts_per_token": moe.experts_per_token,
+                                              "expert_ffn_size": moe.expert_ffn_size,
+                                              "shared_ffn_size": moe.shared_ffn_size}}
+    out = {"model": model, "pricing_mode": scenario.pricing.mode}
+    if scenario.workload == "train":
+        tokens = scenario.train.tokens
+        out.update(seq_len=scenario.train.seq_len, tokens=tokens if isinstance(tokens, (int, float)) else None)
+    else:
+        s = scenario.serve
+        out.update(max_prompt_tokens=int(s.prompt_tokens.p99 or s.prompt_tokens.mean),
+                   max_output_tokens=int(s.output_tokens.p99 or s.output_tokens.mean))
+    if result is not None and len(result.configs):
+        if catalog is None:
+            from optimizer.catalog import load_catalog
+
+            catalog = load_catalog()
+        used = set(result.configs["offer"]) if "offer" in result.configs.columns else set()
+        for reps in (result.configs["replicas"] if "replicas" in result.configs.columns else []):
+            used |= {r.get("offer") for r in reps}
+        out["gpus_per_instance"] = {f"{o.provider} {o.instance_type}": o.gpus_per_instance
+                                    for o in catalog.offers() if f"{o.provider} {o.instance_type}" in used}
+    return out
+
+
+def solve_json(result, scenario=None, catalog=None) -> dict:
     out = {
         "schema_version": SCHEMA_VERSION,
         "kind": "solve",
@@ -101,6 +140,9 @@ def solve_json(result, scenario=None) -> dict:
     extra = getattr(result, "sensitivity", None)
     if extra is not None:
         out["sensitivity"] = plain(extra)
+    launch = launch_context(scenario, result, catalog)
+    if launch is not None:
+        out["launch"] = plain(launch)
     return out
 
 
