@@ -55,6 +55,43 @@ def markdown_table(headers: list[str], rows: Iterable[list[str]]) -> str:
     return "\n".join(out)
 
 
+def csv_table(headers: list[str], rows: Iterable[list]) -> str:
+    """The same cells as CSV (the standard library's quoting)."""
+    import csv
+    import io
+
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(headers)
+    w.writerows(rows)
+    return buf.getvalue()
+
+
+def shorten(text: str, width: int) -> str:
+    """Text cut to ``width`` at a word boundary with ' ...' (never in the middle of a number)."""
+    import textwrap
+
+    text = " ".join(str(text).split())
+    return text if len(text) <= width else textwrap.shorten(text, width, placeholder=" ...")
+
+
+def flat_rows(data: Any, prefix: str = "") -> list[list[str]]:
+    """A nested document as [dotted key, value] rows (lists as JSON)."""
+    rows: list[list[str]] = []
+    for k, v in plain(data).items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            rows += flat_rows(v, key + ".")
+        else:
+            rows.append([key, json.dumps(v) if isinstance(v, list) else ("" if v is None else v)])
+    return rows
+
+
+def figures_text(data: dict) -> str:
+    """``key: value`` lines (floats to 4 significant digits, nested keys dotted)."""
+    return "\n".join(f"{k}: {v:.4g}" if isinstance(v, float) else f"{k}: {v}" for k, v in flat_rows(data)) + "\n"
+
+
 def gbytes(x: float) -> str:
     return f"{x / GB:.1f} GB"
 

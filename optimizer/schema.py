@@ -212,3 +212,52 @@ def validate(kind: str, doc: dict) -> BaseModel:
     """Validate an emitted document against its model (tests; planners may use it too)."""
     model = {"result": SolveResult, "sweep": SweepResult}[kind]
     return model.model_validate(doc)
+
+
+def property_rows(schema: dict) -> list[list[str]]:
+    """Every property of a JSON Schema as [dotted path, type, description], ``$ref``s followed
+    (list items as ``path[]``, a mapping's values as ``path.*``; each definition expanded once
+    per path, recursion cut)."""
+    defs = schema.get("$defs", {})
+
+    def resolve(node: dict) -> dict:
+        while "$ref" in node:
+            node = defs[node["$ref"].split("/")[-1]]
+        return node
+
+    def type_of(node: dict) -> str:
+        node = resolve(node)
+        if "anyOf" in node:
+            return " | ".join(dict.fromkeys(type_of(n) for n in node["anyOf"]))
+        if "enum" in node:
+            return " | ".join(map(str, node["enum"]))
+        if "const" in node:
+            return repr(node["const"])
+        t = node.get("type", "object" if "properties" in node else "any")
+        if t == "array":
+            return f"list of {type_of(node.get('items', {}))}"
+        return t
+
+    rows: list[list[str]] = []
+
+    def walk(node: dict, path: str, seen: tuple) -> None:
+        ref = node.get("$ref")
+        if ref:
+            if ref in seen:
+                return
+            seen, node = seen + (ref,), resolve(node)
+        for alt in node.get("anyOf", []):
+            walk(alt, path, seen)
+        if node.get("type") == "array":
+            walk(node.get("items", {}), path + "[]", seen)
+        for name, sub in node.get("properties", {}).items():
+            p = f"{path}.{name}" if path else name
+            desc = sub.get("description") or resolve(sub).get("description", "")
+            rows.append([p, type_of(sub), " ".join(str(desc).split())])
+            walk(sub, p, seen)
+        if isinstance(node.get("additionalProperties"), dict):
+            walk(node["additionalProperties"], path + ".*", seen)
+
+    walk(schema, "", ())
+    seen_rows: set = set()
+    return [r for r in rows if not (tuple(r) in seen_rows or seen_rows.add(tuple(r)))]
