@@ -316,8 +316,8 @@ def solve(
         sens = _sensitivity(result, sc, swing_pct, range_pct)
         if sensitivity:
             result.sensitivity = sens
-    if plot is not None:
-        _plot_solve(result, sc, sens, plot)
+    if plot is not None:                       # the tornado only when asked for; --report alone keeps the front
+        _plot_solve(result, sc, sens if sensitivity else None, plot)
     if report_md is not None:
         _write_report(result, sc, sens, report_md, cat)
     if export_to is not None:

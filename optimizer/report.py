@@ -310,22 +310,40 @@ def _slack(key: str, v) -> str:
     return f"{key} {v:,.4g}" if isinstance(v, float) else f"{key} {v}"
 
 
+def _reoptimised_ends(e: dict) -> tuple:
+    """The re-optimised best objective at -X% and +X% (an input with a note keeps the base)."""
+    if "note" in e:
+        return e["low"], e["high"]
+    return e["reoptimised"]["down"].get("best_objective"), e["reoptimised"]["up"].get("best_objective")
+
+
+def _reoptimised_swing(e: dict) -> float | None:
+    lo, hi = _reoptimised_ends(e)
+    return None if lo is None or hi is None else abs(hi - lo)
+
+
 def sensitivity_text(sens: dict, markdown: bool = False) -> str:
     """The tornado (sorted by swing), the switching thresholds and the slack at the optimum."""
     obj = sens.get("objective", "cost")
     if not sens.get("tornado"):
         return f"sensitivity: {sens.get('note', 'nothing to analyse')}\n"
     x = sens["swing_pct"]
+    fleet = "base_fleet" in sens
     rows = []
-    for e in sens["tornado"]:
+    for e in sorted(sens["tornado"], key=lambda e: -(_reoptimised_swing(e) or 0.0)):
+        lo, hi = _reoptimised_ends(e)
         flips = [d for d in ("down", "up") if e["reoptimised"][d]["changes"]]
-        rows.append([e["input"], _objective_value(obj, e["low"]), _objective_value(obj, e["high"]),
-                     _objective_value(obj, e["swing"]), ", ".join(flips) or ("-" if "note" not in e else e["note"])])
-    h = ["input", f"-{x:g}%", f"+{x:g}%", "swing", "best changes at"]
+        row = [e["input"], _objective_value(obj, lo), _objective_value(obj, hi),
+               "-" if _reoptimised_swing(e) is None else _objective_value(obj, _reoptimised_swing(e)),
+               ", ".join(flips) or ("-" if "note" not in e else e["note"])]
+        if not fleet:                    # what keeping the base configuration would give at each end
+            row.append("-" if not flips else f"{_objective_value(obj, e['low'])} / {_objective_value(obj, e['high'])}")
+        rows.append(row)
+    h = ["input", f"-{x:g}%", f"+{x:g}%", "swing", "best changes at"] + ([] if fleet else ["base kept -/+"])
     table = markdown_table if markdown else text_table
-    what = "re-optimised best fleet's" if "base_fleet" in sens else "chosen configuration's"
-    parts = [f"Sensitivity of the {what} {obj} (base {_objective_value(obj, sens['base_objective'])}):",
-             "", table(h, rows), "",
+    what = "best fleet" if fleet else "best configuration"
+    parts = [f"Sensitivity of the re-optimised {what}'s {obj} (base {_objective_value(obj, sens['base_objective'])}); "
+             f"each input at -{x:g}% and +{x:g}%, re-solved:", "", table(h, rows), "",
              f"Switching thresholds (within +-{sens['range_pct']:g}%, to {sens['tolerance_pct']:g} percentage points):", ""]
     trows = []
     for t in sens["thresholds"]:
@@ -380,7 +398,7 @@ def sweep_rows(df: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
         cells = [(usd(r[v]) if v.endswith("_usd") else (f"{r[v]:g}" if isinstance(r[v], float) else str(r[v])))
                  for v in varied]
         if r["status"] == "infeasible":
-            cells += ["infeasible", (r.get("explanation") or "")[:70]] + ["-"] * (len(tail) - 2)
+            cells += ["infeasible", shorten(r.get("explanation") or "", 70)] + ["-"] * (len(tail) - 2)
         elif serving:
             cells += [r["status"], r.get("fleet", r.get("gpu", "")), f"{int(r['n_gpus'])}", usd(r["usd_per_hour"]),
                       usd(r["usd_per_mtoken"]), f"{r['worst_ttft_s'] * 1e3:.0f} ms"]
