@@ -25,6 +25,42 @@ _HUMAN = {"memory": "memory per GPU", "budget": "budget", "deadline": "deadline"
           "max_gpus": "GPU count limit", "min_gpus": "minimum GPU count", "host_memory": "host memory per node"}
 
 
+#: The slack key of each limit family (binding_summary's 'slack'; serving: serving_explain).
+_SLACK_KEY = {"memory": "memory_bytes", "budget": "budget_usd", "deadline": "deadline_days", "max_gpus": "max_gpus",
+              "stock": "stock", "max_types": "max_replica_types"}
+
+
+def binding_line(name: str, slack, what: str = "layout") -> str:
+    """'binding: deadline ...' in one line that says why a limit with slack still binds: the
+    chosen answer is well inside it, but every better answer lies beyond it."""
+    left = _slack_words(slack)
+    if left is None:
+        return f"binding: {name} (without it the optimum would improve)"
+    return (f"binding: {name} - the chosen {what} has {left} of slack, but every better {what} breaks it "
+            f"(without it the optimum would improve)")
+
+
+def _slack_words(slack) -> str | None:
+    """Slack in words ('23.2 days', '$51.17M', '47.7 GB', '3 GPUs'); None when none is left or the
+    value is not one number (per-GPU stock)."""
+    if not isinstance(slack, dict) or len(slack) != 1:
+        return None
+    (key, v), = slack.items()
+    if not isinstance(v, (int, float)) or v <= 0:
+        return None
+    if key.endswith("_bytes"):
+        return f"{v / GB:,.1f} GB"
+    if key.endswith("_usd_per_hour"):
+        return f"${v:,.2f}/hour"
+    if key.endswith("_usd"):
+        return _usd(v)
+    if key.endswith("_days"):
+        return f"{v:,.1f} days"
+    if key == "max_replica_types":
+        return f"{int(v)} replica type(s)"
+    return f"{int(v):,d} GPUs"
+
+
 def _usd(x: float) -> str:
     return f"${x / 1e6:,.2f}M" if x >= 1e6 else f"${x:,.0f}"
 
@@ -238,7 +274,8 @@ def binding_summary(table: Table, scenario, r: int) -> dict:
         alt = lex_best(table, np.nonzero(_ok_except(table, {f}))[0], objective)
         if alt is not None and tuple(int(k[alt]) for k in keys[:-1]) < best:
             binding.append(f)
-    lines = [f"binding: {_HUMAN[f]} (without it the optimum would improve)" for f in binding]
+    lines = [binding_line(_HUMAN[f], {k: slack[k]} if (k := _SLACK_KEY.get(f, f)) in slack else None)
+             for f in binding]
     if not binding:
         lines.append("no limit binds: the optimum is the best layout regardless of the limits")
     return {"reason": "feasible", "binding": binding, "slack": slack, "lines": lines}

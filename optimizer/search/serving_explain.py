@@ -28,7 +28,7 @@ import dataclasses
 import numpy as np
 
 from optimizer.search import fleet as fm
-from optimizer.search.explain import minimal_subsets_failing
+from optimizer.search.explain import binding_line, minimal_subsets_failing
 from optimizer.units import GB
 
 _HUMAN = {"memory": "memory per GPU", "ttft": "TTFT p99 SLO", "itl": "ITL p99 SLO", "budget": "budget per hour",
@@ -319,7 +319,9 @@ def binding_summary(table, rows, problem: fm.FleetProblem, best: fm.Fleet, scena
         alt = fm.solve_fleets(_problem_for(table, loose, scenario, problem.objective), 1, time_limit_s=10.0)
         if alt.fleets and alt.fleets[0].key < best.key:
             binding.append(rule)
-    lines = [f"binding: {_HUMAN[f]} (without it the optimum would improve)" for f in binding]
+    keys = {"budget": "budget_usd_per_hour", "max_gpus": "max_gpus", "max_types": "max_replica_types"}
+    lines = [binding_line(_HUMAN[f], {keys[f]: slack[keys[f]]} if keys.get(f) in slack else None, "fleet")
+             for f in binding]
     if not binding:
         lines.append("no limit binds: the optimum is the cheapest fleet regardless of the limits")
     return {"reason": "feasible", "binding": binding, "slack": slack, "lines": lines,
