@@ -472,7 +472,7 @@ def sweep(
     doc = report.sweep_json(df, sc.name, vary_values, objective or sc.objective)
     if out is not None:
         suffix = out.suffix.lower()
-        text = (df.drop(columns=[]).to_csv(index=False) if suffix == ".csv" else
+        text = (report.frame_csv(df) if suffix == ".csv" else
                 report.dumps(doc) if suffix == ".json" else
                 report.sweep_text(df, markdown=True, title=f"# Sweep of {sc.name}"))
         _emit(text, out)
@@ -484,7 +484,7 @@ def sweep(
     if fmt is Fmt.json:
         _emit(report.dumps(doc))
     elif fmt is Fmt.csv:
-        _emit(df.to_csv(index=False))
+        _emit(report.frame_csv(df))
     else:
         _emit(report.sweep_text(df, markdown=fmt is Fmt.markdown))
 

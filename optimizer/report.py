@@ -277,7 +277,17 @@ def solve_text(result, markdown: bool = False) -> str:
 
 
 def solve_csv(result) -> str:
-    return result.configs.to_csv(index=False)
+    """The ranked table as CSV; nested columns (a fleet's replicas, the system breakdown) as JSON
+    text in their cell, not Python reprs."""
+    return frame_csv(result.configs)
+
+
+def frame_csv(df: pd.DataFrame) -> str:
+    df = df.copy()
+    for col in df.columns:
+        if df[col].dtype == object and df[col].map(lambda v: isinstance(v, (dict, list, tuple))).any():
+            df[col] = df[col].map(lambda v: json.dumps(plain(v)) if isinstance(v, (dict, list, tuple)) else v)
+    return df.to_csv(index=False)
 
 
 # ----------------------------------------------------------------------------------------
