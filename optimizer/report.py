@@ -36,23 +36,27 @@ def dumps(obj: Any) -> str:
 # ----------------------------------------------------------------------------------------
 
 def text_table(headers: list[str], rows: Iterable[list[str]], align: str | None = None) -> str:
+    """A plain-text table (tabulate's 'simple' format): columns two spaces apart, a dashed rule
+    under the headers, ``align`` one 'l'/'r' per column (default: first left, rest right)."""
+    import tabulate as tb
+
     rows = [list(map(str, r)) for r in rows]
-    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(headers)]
     align = align or ("l" + "r" * (len(headers) - 1))
-
-    def fmt(cells):
-        return "  ".join(c.ljust(w) if a == "l" else c.rjust(w) for c, w, a in zip(cells, widths, align)).rstrip()
-
-    out = [fmt(headers), "  ".join("-" * w for w in widths)]
-    out += [fmt(r) for r in rows]
-    return "\n".join(out)
+    saved, tb.MIN_PADDING = tb.MIN_PADDING, 0          # column width = its widest cell, as before
+    try:
+        text = tb.tabulate(rows, headers=headers, tablefmt="simple", disable_numparse=True,
+                           colalign=[{"l": "left", "r": "right"}[a] for a in align])
+    finally:
+        tb.MIN_PADDING = saved
+    return "\n".join(line.rstrip() for line in text.splitlines())
 
 
 def markdown_table(headers: list[str], rows: Iterable[list[str]]) -> str:
-    rows = [list(map(str, r)) for r in rows]
-    out = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
-    out += ["| " + " | ".join(r) + " |" for r in rows]
-    return "\n".join(out)
+    """A GitHub-flavoured Markdown table (tabulate's 'github' format; cells escaped of '|')."""
+    from tabulate import tabulate
+
+    rows = [[str(c).replace("|", "\\|") for c in r] for r in rows]
+    return tabulate(rows, headers=headers, tablefmt="github", disable_numparse=True)
 
 
 def csv_table(headers: list[str], rows: Iterable[list]) -> str:
