@@ -14,17 +14,15 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from optimizer.formatting import usd  # noqa: E402
+
 _OBJECTIVE_LABEL = {"cost": "cost (USD)", "time": "wall-clock days", "gpus": "GPUs",
                     "cost_per_mtoken": "USD per million tokens", "loss": "predicted loss"}
 
 
 def _money(x: float) -> str:
-    """'$1.23M' with the dollar sign escaped (matplotlib reads a pair of '$' as mathtext)."""
-    if abs(x) >= 1e6:
-        return f"\\${x / 1e6:,.2f}M"
-    if abs(x) >= 1e3:
-        return f"\\${x / 1e3:,.0f}k"
-    return f"\\${x:,.2f}"
+    """formatting.usd with the '$' escaped (matplotlib reads a pair of '$' as mathtext)."""
+    return usd(x, tex=True)
 
 
 def _fmt(objective: str, x: float) -> str:
@@ -34,11 +32,8 @@ def _fmt(objective: str, x: float) -> str:
 
 
 def _money_tick(x: float) -> str:
-    """A money tick label with three significant digits ($100, $2.5k, $1.2M), '$' escaped."""
-    for scale, unit in ((1e6, "M"), (1e3, "k")):
-        if abs(x) >= scale:
-            return f"\\${x / scale:,.3g}{unit}"
-    return f"\\${x:,.3g}"
+    """A money tick label with three significant digits ($100, $2.5k, $1.2M)."""
+    return usd(x, significant=3, tex=True)
 
 
 def _money_axis(axis, log: bool = False) -> None:

@@ -19,6 +19,7 @@ import itertools
 import numpy as np
 
 from optimizer.search.tables import LIMIT_FAMILIES, Table, lex_best, limits_of
+from optimizer.formatting import usd
 from optimizer.units import GB, GIB
 
 _HUMAN = {"memory": "memory per GPU", "budget": "budget", "deadline": "deadline", "stock": "GPU stock",
@@ -62,7 +63,7 @@ def _slack_words(slack) -> str | None:
 
 
 def _usd(x: float) -> str:
-    return f"${x / 1e6:,.2f}M" if x >= 1e6 else f"${x:,.0f}"
+    return usd(x)
 
 
 def describe_violation(table: Table, r: int, scenario, family: str) -> str:
