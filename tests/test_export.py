@@ -349,3 +349,10 @@ def test_export_errors_are_one_line(capsys, tmp_path, argv, start):
 def test_export_of_a_codesign_plan_says_what_to_do():
     with pytest.raises(ClusteroptError, match="co-design"):
         ex.export({"workload": "codesign", "configs": [{"rank": 1, "predicted_loss": 2.0}]}, 1, "megatron")
+
+
+def test_readme_export_example_matches_the_real_output(capsys):
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    block = readme.split("$ clusteropt solve llama3-8b-aws-mixed --export vllm\n", 1)[1].split("```", 1)[0]
+    code, out, _ = run(capsys, "solve", "llama3-8b-aws-mixed", "--export", "vllm")
+    assert code == 0 and out.strip() == block.strip()
