@@ -44,8 +44,14 @@ def _money_axis(axis, log: bool = False) -> None:
 
 
 def _log_ticks(axis, fmt=None) -> None:
-    """A log axis ticked at 1, 2, 3 and 5 of each decade, labelled in plain numbers (``fmt``)."""
-    axis.set_major_locator(matplotlib.ticker.LogLocator(base=10, subs=(1.0, 2.0, 3.0, 5.0)))
+    """A log axis ticked at 1, 2, 3 and 5 of each decade (1, 2, 5 past 1.5 decades; 1 past 3, so
+    labels never crowd), labelled in plain numbers (``fmt``)."""
+    import math
+
+    lo, hi = axis.get_data_interval()
+    decades = math.log10(hi / lo) if lo > 0 and hi > lo else 1.0
+    subs = (1.0, 2.0, 3.0, 5.0) if decades < 1.5 else (1.0, 2.0, 5.0) if decades < 3 else (1.0,)
+    axis.set_major_locator(matplotlib.ticker.LogLocator(base=10, subs=subs))
     axis.set_minor_formatter(matplotlib.ticker.NullFormatter())
     if fmt is not None:
         axis.set_major_formatter(matplotlib.ticker.FuncFormatter(fmt))
@@ -120,7 +126,7 @@ def tornado(sens: dict, path, *, scenario: str = "") -> Path:
                  + ("" if fleet else "; black tick: the base configuration kept"), fontsize=10)
     allv = [v for e in rows for v in ends[e["input"]] + (e["low"], e["high"]) if v is not None]
     lo_all, hi_all = min([base] + allv), max([base] + allv)
-    pad = (hi_all - lo_all) * 0.45 or abs(base) * 0.1 or 1.0
+    pad = (hi_all - lo_all) * 0.6 or abs(base) * 0.1 or 1.0     # room for the end labels
     ax.set_xlim(lo_all - pad * 0.2, hi_all + pad)
     if objective in ("cost", "cost_per_mtoken"):
         _money_axis(ax.xaxis)
