@@ -20,6 +20,14 @@ from optimizer.formulas.scaling import LAWS
 
 Law = Enum("Law", {k: k for k in LAWS}, type=str)
 
+try:                                   # the Click that Typer runs on: its vendored copy (Typer >= 0.2x)
+    from typer._click.exceptions import NoArgsIsHelpError as _NoArgsIsHelp
+except ImportError:                    # pragma: no cover - older Typer on Click itself
+    try:
+        from click.exceptions import NoArgsIsHelpError as _NoArgsIsHelp
+    except ImportError:                # Click < 8.2 shows the help through Exit(0)
+        _NoArgsIsHelp = ()
+
 app = typer.Typer(add_completion=True, no_args_is_help=True, rich_markup_mode=None,
                   context_settings={"help_option_names": ["-h", "--help"]},
                   help="Plan GPU clusters for LLM training and serving (exact estimators + OR-Tools CP-SAT).")
@@ -580,9 +588,10 @@ def schema(kind: SchemaKind = typer.Argument(..., help="Which document."),
 def main(argv: Optional[list[str]] = None) -> None:
     """Run the CLI: results on stdout; bad input -> one line on stderr and exit 2.
 
-    Typer's parser errors are recognised by their shape (``format_message`` and
-    ``exit_code``), not by class, because recent Typer releases vendor their own copy of
-    Click.
+    Typer's exit, abort and no-arguments-help signals are recognised by class: typer.Exit and
+    typer.Abort (public in every Typer), NoArgsIsHelpError from the Click that Typer runs on
+    (its vendored copy since Typer 0.2x, Click itself before). Parser errors by their shape
+    (``format_message`` and ``exit_code``).
     """
     try:
         rv = app(args=argv, standalone_mode=False, prog_name="clusteropt")
@@ -600,12 +609,12 @@ def main(argv: Optional[list[str]] = None) -> None:
         sys.exit(2)
     except Exception as exc:                      # parser errors from Typer/Click
         name = type(exc).__name__
-        if name == "NoArgsIsHelpError":
+        if isinstance(exc, _NoArgsIsHelp):
             print(exc.ctx.get_help())
             sys.exit(0)
-        if name == "Exit":
+        if isinstance(exc, typer.Exit):
             sys.exit(getattr(exc, "exit_code", 0))
-        if name == "Abort":
+        if isinstance(exc, typer.Abort):
             print("error: aborted", file=sys.stderr)
             sys.exit(1)
         if hasattr(exc, "format_message") and getattr(exc, "exit_code", None) == 2:
