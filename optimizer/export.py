@@ -197,6 +197,8 @@ def megatron_args(row: dict, launch: dict) -> tuple[list[str], list[str]]:
         a += ["--position-embedding-type", "rope"]
         if m.get("rope_theta"):
             a += ["--rotary-base", int(m["rope_theta"])]
+        else:
+            notes.append("megatron: the model's RoPE base is unknown here: set --rotary-base to its rope_theta")
     if not m["tie_word_embeddings"]:
         a.append("--untie-embeddings-and-output-weights")
     if not (m["qkv_bias"] or m["ffn_bias"]):
@@ -309,6 +311,9 @@ def nemo_config(row: dict, launch: dict) -> tuple[dict, list[str]]:
         "activations_checkpoint_method": "uniform" if row["recompute"] == "full" else None,
         "activations_checkpoint_num_layers": 1 if row["recompute"] == "full" else None,
     }
+    if m.get("rope_theta") and m["position"] == "rope":      # NeMo's code reads it (default 10000)
+        model["rotary_base"] = int(m["rope_theta"])
+        notes.append("nemo: model.rotary_base is not in the shipped YAML: pass it as a '+' override")
     if int(row["cp"]) > 1:             # read by NeMo's code, absent from the shipped YAML
         model["context_parallel_size"] = row["cp"]
         notes.append("nemo: model.context_parallel_size is not in the shipped YAML: pass it as a '+' override")

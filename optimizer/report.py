@@ -141,6 +141,9 @@ def launch_context(scenario, result=None, catalog=None) -> dict | None:
              "moe": None if moe is None else {"num_experts": moe.num_experts, "experts_per_token": moe.experts_per_token,
                                               "expert_ffn_size": moe.expert_ffn_size,
                                               "shared_ffn_size": moe.shared_ffn_size}}
+    theta = getattr(spec, "rope_theta", None) or _preset_config(spec.name).get("rope_theta")
+    if theta:
+        model["rope_theta"] = float(theta)
     out = {"model": model, "pricing_mode": scenario.pricing.mode}
     if scenario.workload == "train":
         tokens = scenario.train.tokens
@@ -160,6 +163,18 @@ def launch_context(scenario, result=None, catalog=None) -> dict | None:
         out["gpus_per_instance"] = {f"{o.provider} {o.instance_type}": o.gpus_per_instance
                                     for o in catalog.offers() if f"{o.provider} {o.instance_type}" in used}
     return out
+
+
+def _preset_config(name: str) -> dict:
+    """The published config.json of a preset (what the spec does not keep, e.g. rope_theta); {}
+    for a model that is not a preset."""
+    from optimizer.model import registry
+
+    try:
+        key = registry._index().get(name.lower())
+        return dict(registry._raw_presets()[key]["config"]) if key else {}
+    except (AttributeError, KeyError):              # a registry without the preset table
+        return {}
 
 
 def solve_json(result, scenario=None, catalog=None) -> dict:

@@ -106,6 +106,7 @@ NEMO_CODE_KEYS = {
     "model.context_parallel_size": "nemo/collections/nlp/models/language_modeling/megatron_base_model.py:207",
     "model.num_moe_experts": "nemo/collections/nlp/models/language_modeling/megatron_gpt_model.py:2263",
     "model.moe_router_topk": "nemo/collections/nlp/models/language_modeling/megatron_gpt_model.py:2265",
+    "model.rotary_base": "nemo/collections/nlp/models/language_modeling/megatron_gpt_model.py:510",
 }
 
 
