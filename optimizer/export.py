@@ -615,16 +615,36 @@ def _skypilot_train(row: dict, launch: dict, name: str) -> Export:
     return Export("skypilot", head + _yaml(task), tuple(notes + n2))
 
 
+def _instance_gpus(row: dict, rep: dict) -> int | None:
+    """GPUs per instance of the offer a replica group is priced on (the fleet's 'instances')."""
+    for inst in row.get("instances") or []:
+        if inst.get("gpu") == rep["gpu"] and inst.get("offer") == rep.get("offer"):
+            return int(inst["gpus_per_instance"])
+    return None
+
+
 def _skypilot_serve(row: dict, launch: dict, name: str) -> Export:
+    """SkyServe services, one per replica group. A SkyServe replica is one machine; where the
+    group is priced on whole multi-GPU instances (8-GPU p5), one replica is one instance running
+    instance-GPUs / replica-GPUs engine copies (vLLM ``--data-parallel-size``, which balances
+    requests over them), as the fleet was priced."""
     docs, notes = [], []
     for i, rep in enumerate(row["replicas"]):
         per_replica = int(rep["tp"]) * int(rep.get("pp", 1))
-        res, n = _skypilot_resources(rep["gpu"], per_replica, rep, launch)
+        gpi = _instance_gpus(row, rep)
+        copies = gpi // per_replica if gpi and gpi > per_replica and gpi % per_replica == 0 else 1
+        machines = math.ceil(int(rep["count"]) / copies)
+        res, n = _skypilot_resources(rep["gpu"], per_replica * copies, rep, launch)
         res["ports"] = SERVE_PORT
         cmd, n2 = _engine_cmd("vllm", rep, launch)
+        if copies > 1:
+            cmd += ["--data-parallel-size", str(copies)]
+            if machines * copies != int(rep["count"]):
+                notes.append(f"skypilot: group {i + 1}'s {rep['count']} replicas fill {machines} whole instances "
+                             f"of {gpi} GPUs: {machines * copies} engine copies run (the GPUs are paid either way)")
         notes += [x for x in n + n2 if x not in notes]
         docs.append({"name": f"{name}-group{i + 1}",
-                     "service": {"readiness_probe": "/v1/models", "replicas": int(rep["count"])},
+                     "service": {"readiness_probe": "/v1/models", "replicas": machines},
                      "resources": res, "run": _lines(cmd) + "\n"})
     head = (f"# clusteropt export {name}: SkyServe, one service per replica group ({len(docs)}); save each\n"
             "# document to its own file and `sky serve up` it (a multi-document file is a pipeline to SkyPilot)\n")

@@ -270,20 +270,27 @@ def test_skypilot_tasks_validate_against_skypilots_schema(docs, scenario):
             _sky_valid(t)
             _bash_ok(t["run"])
         if "replicas" in row:
-            assert [t["service"]["replicas"] for t in tasks] == [r["count"] for r in row["replicas"]]
-            assert sum(int(t["resources"]["accelerators"].split(":")[1]) * t["service"]["replicas"]
-                       for t in tasks) == sum(r["count"] * r["tp"] * r.get("pp", 1) for r in row["replicas"])
+            for t, r in zip(tasks, row["replicas"]):
+                per_machine = int(t["resources"]["accelerators"].split(":")[1])
+                copies = per_machine // (r["tp"] * r.get("pp", 1))      # engine copies per machine (DP)
+                assert per_machine % (r["tp"] * r.get("pp", 1)) == 0
+                assert copies * t["service"]["replicas"] >= r["count"] > copies * (t["service"]["replicas"] - 1)
+                assert ("--data-parallel-size" in t["run"]) == (copies > 1)
         else:
             (t,) = tasks
             n = int(t["resources"]["accelerators"].split(":")[1])
             assert n * t["num_nodes"] == row["n_gpus"]
 
 
-def test_skypilot_names_the_instance_when_it_matches_the_node(docs):
+def test_skypilot_serves_whole_instances_as_the_fleet_was_priced(docs):
+    """8 tp1 replicas on AWS p5.48xlarge (8 GPUs) and on p4de.24xlarge: one machine each, running
+    8 engine copies (vLLM data parallel), with SkyPilot's accelerator names and the instance type."""
     doc = docs["llama3-8b-aws-mixed"]
     tasks = list(yaml.safe_load_all(ex.export(doc, 1, "skypilot").text))
-    assert [t["resources"]["accelerators"] for t in tasks] == ["H100:1", "A100-80GB:1"]   # SkyPilot's names
-    assert all(t["resources"]["cloud"] == "aws" for t in tasks)
+    assert [t["resources"]["accelerators"] for t in tasks] == ["H100:8", "A100-80GB:8"]   # SkyPilot's names
+    assert [t["resources"].get("instance_type") for t in tasks] == ["p5.48xlarge", "p4de.24xlarge"]
+    assert [t["service"]["replicas"] for t in tasks] == [1, 1]
+    assert all(t["resources"]["cloud"] == "aws" and "--data-parallel-size 8" in t["run"] for t in tasks)
 
 
 def test_skypilot_rejects_what_its_schema_rejects():
