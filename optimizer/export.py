@@ -568,15 +568,14 @@ def skypilot_names() -> dict[str, str]:
     """catalog/skypilot_accelerators.csv: SkyPilot's accelerator name of each catalog GPU id."""
     import csv
 
-    from optimizer.catalog import data_dir, load_catalog
+    from optimizer.catalog import data_dir
 
-    known = {a.id for a in load_catalog().accelerators}
     out = {}
     with open(data_dir() / "skypilot_accelerators.csv", newline="") as f:
         for i, r in enumerate(csv.DictReader(f), start=2):
-            if r["gpu"] not in known or not r["skypilot_accelerator"] or not r["source"]:
-                raise ClusteroptError(f"skypilot_accelerators.csv:row {i}", f"gpu {r['gpu']!r}",
-                                      "a catalog accelerator id with a SkyPilot name and a source")
+            if not r.get("gpu") or not r.get("skypilot_accelerator") or not r.get("source"):
+                raise ClusteroptError(f"skypilot_accelerators.csv:row {i}", f"gpu {r.get('gpu')!r}",
+                                      "an accelerator id with a SkyPilot name and a source")
             out[r["gpu"]] = r["skypilot_accelerator"]
     return out
 

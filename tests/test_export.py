@@ -363,3 +363,10 @@ def test_readme_export_example_matches_the_real_output(capsys):
     block = readme.split("$ clusteropt solve llama3-8b-aws-mixed --export vllm\n", 1)[1].split("```", 1)[0]
     code, out, _ = run(capsys, "solve", "llama3-8b-aws-mixed", "--export", "vllm")
     assert code == 0 and out.strip() == block.strip()
+
+
+def test_skypilot_names_are_catalog_accelerators():
+    from optimizer.catalog import load_catalog
+
+    known = {a.id for a in load_catalog().accelerators}
+    assert set(ex.skypilot_names()) <= known and ex.skypilot_names()["A100-SXM4-40GB"] == "A100"

@@ -14,12 +14,14 @@ All answers are exact over the candidate table (the same rows CP-SAT chooses fro
 
 from __future__ import annotations
 
-import itertools
 
 import numpy as np
 
-from optimizer.search.tables import LIMIT_FAMILIES, Table, lex_best, limits_of
+from optimizer.search.core.conflicts import minimal_subsets_failing
+from optimizer.search.train.system import host_memory_parts
+from optimizer.search.train.table import LIMIT_FAMILIES, Table, lex_best, limits_of, objective_keys
 from optimizer.formatting import usd
+from optimizer.search.core.conflicts import binding_line
 from optimizer.units import GB, GIB
 
 _HUMAN = {"memory": "memory per GPU", "budget": "budget", "deadline": "deadline", "stock": "GPU stock",
@@ -29,37 +31,6 @@ _HUMAN = {"memory": "memory per GPU", "budget": "budget", "deadline": "deadline"
 #: The slack key of each limit family (binding_summary's 'slack'; serving: serving_explain).
 _SLACK_KEY = {"memory": "memory_bytes", "budget": "budget_usd", "deadline": "deadline_days", "max_gpus": "max_gpus",
               "stock": "stock", "max_types": "max_replica_types"}
-
-
-def binding_line(name: str, slack, what: str = "layout") -> str:
-    """'binding: deadline ...' in one line that says why a limit with slack still binds: the
-    chosen answer is well inside it, but every better answer lies beyond it."""
-    left = _slack_words(slack)
-    if left is None:
-        return f"binding: {name} (without it the optimum would improve)"
-    return (f"binding: {name} - the chosen {what} has {left} of slack, but every better {what} breaks it "
-            f"(without it the optimum would improve)")
-
-
-def _slack_words(slack) -> str | None:
-    """Slack in words ('23.2 days', '$51.17M', '47.7 GB', '3 GPUs'); None when none is left or the
-    value is not one number (per-GPU stock)."""
-    if not isinstance(slack, dict) or len(slack) != 1:
-        return None
-    (key, v), = slack.items()
-    if not isinstance(v, (int, float)) or v <= 0:
-        return None
-    if key.endswith("_bytes"):
-        return f"{v / GB:,.1f} GB"
-    if key.endswith("_usd_per_hour"):
-        return f"${v:,.2f}/hour"
-    if key.endswith("_usd"):
-        return _usd(v)
-    if key.endswith("_days"):
-        return f"{v:,.1f} days"
-    if key == "max_replica_types":
-        return f"{int(v)} replica type(s)"
-    return f"{int(v):,d} GPUs"
 
 
 def _usd(x: float) -> str:
@@ -93,7 +64,6 @@ def describe_violation(table: Table, r: int, scenario, family: str) -> str:
 
 def _describe_host_memory(table: Table, r: int, scenario) -> str:
     """What a node's host RAM must hold (issue 10) against what the node type has."""
-    from optimizer.search.system import host_memory_parts
 
     c = table.cols
     g = table.gpus[int(c["gpu"][r])]
@@ -118,21 +88,6 @@ def _ok_except(table: Table, skip: set[str]) -> np.ndarray:
         if f not in skip:
             ok &= ~table.violations[f]
     return ok
-
-
-def minimal_subsets_failing(check, families: list[str]) -> list[list[str]]:
-    """Every minimal set S of ``families`` with ``check(S)`` False (nothing meets all of S), by
-    increasing size; a superset of a set already found is skipped. Each list keeps the order of
-    ``families``. Shared by the training and serving explanations."""
-    conflicts: list[set[str]] = []
-    for size in range(1, len(families) + 1):
-        for combo in itertools.combinations(families, size):
-            s = set(combo)
-            if any(c <= s for c in conflicts):
-                continue
-            if not check(s):
-                conflicts.append(s)
-    return [sorted(c, key=families.index) for c in conflicts]
 
 
 def minimal_conflicts(table: Table) -> list[list[str]]:
@@ -266,7 +221,6 @@ def binding_summary(table: Table, scenario, r: int) -> dict:
     if g.available is not None:
         slack["stock"] = int(g.available - c["n_gpus"][r])
     objective = scenario.objective
-    from optimizer.search.tables import objective_keys
 
     keys = objective_keys(table, objective)
     best = tuple(int(k[r]) for k in keys[:-1])
