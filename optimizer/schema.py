@@ -291,81 +291,92 @@ def property_rows(schema: dict) -> list[list[str]]:
 # ----------------------------------------------------------------------------------------
 
 class FleetEntry(_Open):
-    gpu: str
-    nodes: int = Field(ge=0)
-    gpus: int = Field(ge=0)
+    """Owned nodes of one GPU type in the fleet to buy."""
+
+    gpu: str = _d("accelerator id")
+    nodes: int = _d("nodes to buy", ge=0)
+    gpus: int = _d("GPUs in them", ge=0)
     purchase_usd: float = Field(description="capex of these nodes (what fleet.buy.budget_usd caps)")
     capex_share_usd: float = Field(description="the horizon's straight-line share of the capex")
-    hosting_usd: float
-    maintenance_usd: float
+    hosting_usd: float = _d("hosting over the horizon, USD")
+    maintenance_usd: float = _d("maintenance over the horizon, USD")
     it_power_kw: float = Field(description="provisioned IT power (TDP x server overhead), before PUE")
     utilization: float = Field(description="fraction of the owned GPU-days over the horizon that run jobs")
 
 
 class RentEntry(_Open):
-    job: str
-    gpu: str
-    n_gpus: int = Field(ge=1)
-    start_day: float
-    end_day: float
-    hours: float
-    usd: float
-    offer: Optional[str] = None
-    usd_per_gpu_hour: float
+    """Rented GPUs for one job."""
+
+    job: str = _d("the job they run")
+    gpu: str = _d("accelerator id")
+    n_gpus: int = _d("GPUs rented", ge=1)
+    start_day: float = _d("first day of the rental (day 0 = the horizon's start)")
+    end_day: float = _d("last day of the rental")
+    hours: float = _d("hours billed")
+    usd: float = _d("rent paid, USD")
+    offer: Optional[str] = Field(default=None, description="the offer rented: 'provider instance_type'")
+    usd_per_gpu_hour: float = _d("price per GPU-hour, USD")
 
 
 class ScheduleEntry(_Open):
-    job: str
-    kind: Literal["train", "serve"]
-    gpu: str
-    source: Literal["owned", "rented"]
-    n_gpus: int = Field(ge=1)
-    n_nodes: int = Field(ge=1)
-    start_day: float
+    """When and where one job runs."""
+
+    job: str = _d("the job's name in the portfolio")
+    kind: Literal["train", "serve"] = _d("training run or serving deployment")
+    gpu: str = _d("accelerator id")
+    source: Literal["owned", "rented"] = _d("on owned or rented GPUs")
+    n_gpus: int = _d("GPUs it uses", ge=1)
+    n_nodes: int = _d("nodes it uses", ge=1)
+    start_day: float = _d("day it starts (day 0 = the horizon's start)")
     end_day: float = Field(description="start + the exact duration (the grid reserves up to grid_end_day)")
-    duration_days: float
-    deadline_days: Optional[float] = None
+    duration_days: float = _d("how long it runs, days (wall-clock for training)")
+    deadline_days: Optional[float] = Field(default=None, description="training: the job's deadline, days")
     cost_usd: float = Field(description="power (owned) or rent (rented) of this job's run")
     config: Optional[dict[str, Any]] = Field(default=None, description="training: the 12-key configuration")
     layout: Optional[str] = Field(default=None, description="serving: the replica fleet")
 
 
 class CostSplit(_Open):
+    """The plan's cost over the horizon, by kind."""
+
     capex_usd: float = Field(description="capex share over the horizon")
     opex_usd: float = Field(description="power + hosting + maintenance")
-    rent_usd: float
+    rent_usd: float = _d("rent paid, USD")
     total_usd: float = Field(description="capex_usd + opex_usd + rent_usd")
-    purchase_usd: float
-    power_usd: float
-    hosting_usd: float
-    maintenance_usd: float
+    purchase_usd: float = _d("purchase price of the fleet to buy, USD (capex before the horizon's share)")
+    power_usd: float = _d("electricity of owned GPUs over the horizon, USD")
+    hosting_usd: float = _d("hosting of owned nodes over the horizon, USD")
+    maintenance_usd: float = _d("maintenance of owned nodes over the horizon, USD")
 
 
 class PlanBody(_Open):
-    rank: int = Field(ge=1)
-    fleet: list[FleetEntry]
-    rent: list[RentEntry]
-    schedule: list[ScheduleEntry]
-    cost: CostSplit
-    owned_gpus: int
-    owned_power_kw: float
-    utilization: dict[str, Optional[float]]
-    makespan_days: float
-    binding: list[str]
+    """One plan: the fleet to buy, what to rent, each job's schedule and the cost."""
+
+    rank: int = _d("1 = best", ge=1)
+    fleet: list[FleetEntry] = _d("owned nodes to buy, per GPU type")
+    rent: list[RentEntry] = _d("rentals, per job")
+    schedule: list[ScheduleEntry] = _d("each job's start, duration and GPUs")
+    cost: CostSplit = _d("the cost split over the horizon")
+    owned_gpus: int = _d("GPUs bought")
+    owned_power_kw: float = _d("provisioned IT power of the owned fleet, kW")
+    utilization: dict[str, Optional[float]] = _d("per GPU type, the fraction of owned GPU-days that run jobs")
+    makespan_days: float = _d("day the last job ends")
+    binding: list[str] = _d("limits that bind (without them the optimum would improve)")
     objective_units: list[int] = Field(description="the objective in the model's integer units (cents; slots)")
 
 
 class PlanDocument(_Open):
     """``clusteropt plan --format json``: the best fleet and schedule, ranked alternatives, explanation."""
 
-    schema_version: str = SCHEMA_VERSION
-    kind: Literal["plan"] = "plan"
-    portfolio: str
-    status: Literal["optimal", "feasible", "infeasible"]
-    objective: Literal["total_cost", "makespan", "gpus"]
-    plan: Optional[PlanBody]
-    alternatives: list[PlanBody]
-    explanation: dict[str, Any]
-    stats: dict[str, Any] = Field(default_factory=dict)
+    schema_version: str = Field(default=SCHEMA_VERSION, description="major.minor; a minor bump only adds keys")
+    kind: Literal["plan"] = Field(default="plan", description="the document kind")
+    portfolio: str = _d("the portfolio's name")
+    status: Literal["optimal", "feasible", "infeasible"] = _d("optimal (proven), feasible (a limit stopped the "
+                                                              "search) or infeasible")
+    objective: Literal["total_cost", "makespan", "gpus"] = _d("what was minimised")
+    plan: Optional[PlanBody] = _d("the best plan; null when infeasible")
+    alternatives: list[PlanBody] = _d("the next-best distinct fleets, ranked")
+    explanation: dict[str, Any] = _d("why: binding limits and slack, or the conflicts when infeasible")
+    stats: dict[str, Any] = Field(default_factory=dict, description="search statistics (variables, seconds)")
     sensitivity: Optional[Union[dict[str, Any], list[dict[str, Any]]]] = Field(
         default=None, description="tornado (total cost re-planned at -X%/+X% of each input) and thresholds")
