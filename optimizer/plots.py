@@ -99,7 +99,8 @@ def tornado(sens: dict, path, *, scenario: str = "") -> Path:
     fig, ax = plt.subplots(figsize=(9, 0.5 * max(len(rows), 3) + 1.8))
     for i, e in enumerate(reversed(rows)):
         lo, hi = ends[e["input"]]
-        for val, colour, key, kept in ((lo, "#4477aa", "down", e["low"]), (hi, "#cc6677", "up", e["high"])):
+        kept_lo, kept_hi = (e["reoptimised"][d].get("objective") for d in ("down", "up"))   # base config kept
+        for val, colour, key, kept in ((lo, "#4477aa", "down", kept_lo), (hi, "#cc6677", "up", kept_hi)):
             if val is None:                      # no feasible answer at that end
                 ax.text(base, i, ("infeasible  " if key == "down" else "  infeasible"), va="center",
                         ha="right" if key == "down" else "left", fontsize=8, color=colour)
@@ -112,7 +113,7 @@ def tornado(sens: dict, path, *, scenario: str = "") -> Path:
         vals = [v for v in (lo, hi) if v is not None]
         if vals:
             switch = [d for d in ("down", "up") if e["reoptimised"][d]["changes"]]
-            ax.text(max(vals + [base] + [v for v in (e["low"], e["high"]) if v is not None]), i,
+            ax.text(max(vals + [base] + [v for v in (kept_lo, kept_hi) if v is not None]), i,
                     "  " + _fmt(objective, min(vals)) + " .. " + _fmt(objective, max(vals))
                     + (f"  (switch at {'/'.join('-' if d == 'down' else '+' for d in switch)}{x:g}%)" if switch else ""),
                     va="center", fontsize=8)
@@ -124,7 +125,8 @@ def tornado(sens: dict, path, *, scenario: str = "") -> Path:
     ax.set_title(f"Sensitivity{' of ' + scenario if scenario else ''}: each input at -{x:g}% (blue) "
                  f"and +{x:g}% (red), re-solved\nhatched: the best configuration switches there"
                  + ("" if fleet else "; black tick: the base configuration kept"), fontsize=10)
-    allv = [v for e in rows for v in ends[e["input"]] + (e["low"], e["high"]) if v is not None]
+    allv = [v for e in rows for v in ends[e["input"]] + tuple(e["reoptimised"][d].get("objective")
+                                                               for d in ("down", "up")) if v is not None]
     lo_all, hi_all = min([base] + allv), max([base] + allv)
     pad = (hi_all - lo_all) * 0.6 or abs(base) * 0.1 or 1.0     # room for the end labels
     ax.set_xlim(lo_all - pad * 0.2, hi_all + pad)

@@ -377,7 +377,8 @@ def sensitivity_text(sens: dict, markdown: bool = False) -> str:
                "-" if _reoptimised_swing(e) is None else _objective_value(obj, _reoptimised_swing(e)),
                ", ".join(flips) or ("-" if "note" not in e else e["note"])]
         if not fleet:                    # what keeping the base configuration would give at each end
-            row.append("-" if not flips else f"{_objective_value(obj, e['low'])} / {_objective_value(obj, e['high'])}")
+            kept = [e["reoptimised"][d].get("objective") for d in ("down", "up")]
+            row.append("-" if not flips else f"{_objective_value(obj, kept[0])} / {_objective_value(obj, kept[1])}")
         rows.append(row)
     h = ["input", f"-{x:g}%", f"+{x:g}%", "swing", "best changes at"] + ([] if fleet else ["base kept -/+"])
     table = markdown_table if markdown else text_table

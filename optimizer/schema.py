@@ -119,7 +119,8 @@ class TornadoEnd(_Open):
     """One end (-X% or +X%) of a tornado bar."""
 
     factor: float = _d("the input's multiplier at this end (1 - X/100 or 1 + X/100)")
-    objective: Optional[float] = Field(default=None, description="training: the chosen configuration's objective at this end")
+    objective: Optional[float] = Field(default=None, description="training: the base configuration's own objective "
+                                                                 "at this end (what keeping it would give)")
     best: Optional[Union[dict[str, Any], list[dict[str, Any]]]] = Field(
         description="the re-optimised best: a 12-key configuration, a serving fleet (replica groups), or null")
     best_objective: Optional[float] = _d("the re-optimised best's objective at this end; null when infeasible")
@@ -130,8 +131,8 @@ class TornadoEntry(_Open):
     """One input of the tornado."""
 
     input: str = _d("dotted scenario path or named input (price.<GPU>, efficiency, inter_node_bandwidth)")
-    low: Optional[float] = Field(description="objective at -X% (training: the chosen configuration; serving: the "
-                                             "re-planned fleet); null when nothing is feasible there")
+    low: Optional[float] = Field(description="the re-optimised best objective at -X% (training: re-solved; serving: "
+                                             "the re-planned fleet); null when nothing is feasible there")
     high: Optional[float] = _d("objective at +X%, as for low")
     swing: Optional[float] = Field(description="|high - low|; null when an end is infeasible")
     base: float = _d("the objective at the base scenario")
