@@ -94,6 +94,25 @@ class ExportOutput(str, Enum):
     json = "json"
 
 
+class RentalMode(str, Enum):
+    on_demand = "on_demand"
+    spot = "spot"
+    reserved = "reserved"
+
+
+class WeightFormat(str, Enum):
+    bf16 = "bf16"
+    fp8 = "fp8"
+    int8 = "int8"
+    int4 = "int4"
+
+
+class KvFormat(str, Enum):
+    bf16 = "bf16"
+    fp8 = "fp8"
+    int8 = "int8"
+
+
 class Recompute(str, Enum):
     none = "none"
     selective = "selective"
@@ -218,10 +237,10 @@ def estimate(
     inter_node_gbps: Optional[float] = typer.Option(None, "--inter-node-gbps", min=0.001,
                                                     help="Override inter-node bandwidth per GPU, Gbit/s."),
     tokens: Optional[float] = typer.Option(None, "--tokens", min=1, help="Training tokens: adds days, GPU-hours, cost."),
-    pricing: str = typer.Option("on_demand", "--pricing", help="on_demand | spot | reserved (for --tokens cost)."),
+    pricing: RentalMode = typer.Option(RentalMode.on_demand, "--pricing", help="How --tokens' GPU-hours are billed."),
     serve: bool = typer.Option(False, "--serve", help="Serving estimate instead of training."),
-    weights: str = typer.Option("bf16", "--weights", help="bf16 | fp8 | int8 | int4"),
-    kv: str = typer.Option("bf16", "--kv", help="bf16 | fp8 | int8"),
+    weights: WeightFormat = typer.Option(WeightFormat.bf16, "--weights", help="Serving: the weight format."),
+    kv: KvFormat = typer.Option(KvFormat.bf16, "--kv", help="Serving: the KV-cache format."),
     batch: int = typer.Option(1, "--batch", min=1, help="Sequences in flight on one replica."),
     prompt_len: int = typer.Option(1024, "--prompt-len", min=1),
     output_len: int = typer.Option(256, "--output-len", min=1),
@@ -233,7 +252,7 @@ def estimate(
     opts = dict(seq_len=seq_len, gpu=gpu, tp=tp, pp=pp, dp=dp, cp=cp, ep=ep, zero=zero, micro_batch=micro_batch,
                 global_batch=global_batch, recompute=recompute.value, precision=precision.value,
                 sequence_parallel=sequence_parallel, interleave=interleave, inter_node_gbps=inter_node_gbps,
-                tokens=tokens, pricing=pricing, serve=serve, weights=weights, kv=kv, batch=batch,
+                tokens=tokens, pricing=pricing.value, serve=serve, weights=weights.value, kv=kv.value, batch=batch,
                 prompt_len=prompt_len, output_len=output_len, gpu_memory_utilization=gpu_memory_utilization)
     data = optimizer.estimate(model, catalog=_catalog(catalog), **opts)
     _emit(_figures(data, _fmt(fmt, json_out), report.estimate_text))

@@ -58,7 +58,8 @@ def test_fixed_choices_are_listed_in_help(capsys, command):
     """Options whose values form a fixed set show the set, not <str>, in --help."""
     code, out, _ = run(capsys, command, "-h")
     assert code == 0
-    fixed = ("--format", "--objective", "--to", "--law", "--executor")
+    fixed = ("--format", "--objective", "--to", "--law", "--executor", "--pricing", "--weights", "--kv", "--recompute",
+             "--precision")
     for line in out.splitlines():
         m = re.match(r"\s+(--[\w-]+) <([^>]+)>", line)
         if m and m.group(1) in fixed:
