@@ -127,15 +127,10 @@ class RuleBreak:
     allowed: str
 
 
-def structural_rules(spec, tp: int, pp: int, dp: int, cp: int, ep: int) -> list[RuleBreak]:
-    """The rules no framework runs a layout without, on the model's shape (Megatron-LM's checks in
-    megatron/training/arguments.py and megatron/core/transformer): TP divides the attention heads;
-    KV heads divide by TP, or TP is a multiple of them and each TP rank holds a replica
-    (Megatron-Core itself requires num_query_groups % TP == 0; replication is what
-    Megatron-DeepSpeed/NeMo and inference engines do); PP <= layers (uneven stages are allowed);
-    EP = 1 for dense models, else EP divides the routed experts and DP x CP (expert data
-    parallelism). ``training.layout_violations`` (hence ``evaluate``) lists them and ``estimate``
-    rejects them; the search space enumerates only layouts that pass them."""
+def tp_rules(spec, tp: int) -> list[RuleBreak]:
+    """TP divides the attention heads; KV heads divide by TP, or TP is a multiple of them and each
+    TP rank holds a replica (Megatron-Core itself requires num_query_groups % TP == 0; replication
+    is what Megatron-DeepSpeed/NeMo and inference engines do, and the search allows it)."""
     out = []
     if spec.num_heads % tp:
         out.append(RuleBreak("tp", f"tp={tp} does not divide the {spec.num_heads} attention heads",
@@ -144,17 +139,46 @@ def structural_rules(spec, tp: int, pp: int, dp: int, cp: int, ep: int) -> list[
     if spec.attention == "mha" and kv % tp and tp % kv:
         out.append(RuleBreak("tp", f"tp={tp} neither divides the {kv} KV heads nor is a multiple of them",
                              f"divisors or multiples of {kv}"))
+    return out
+
+
+def pp_rule(spec, pp: int) -> RuleBreak | None:
+    """PP <= layers: every stage holds at least one layer (uneven stages are allowed, as in
+    Megatron-LM's ``--decoder-first/last-pipeline-num-layers``)."""
     layers = spec.total_layers
     if pp > layers:
-        out.append(RuleBreak("pp", f"pp={pp} exceeds the {layers} layers", f"at most {layers}"))
+        return RuleBreak("pp", f"pp={pp} exceeds the {layers} layers", f"at most {layers}")
+    return None
+
+
+def experts_rule(spec, ep: int) -> RuleBreak | None:
+    """EP = 1 for dense models; otherwise EP divides the routed experts (each EP rank holds the
+    same number of experts, Megatron-Core's ``num_moe_experts % expert_model_parallel_size``)."""
     if spec.moe is None:
         if ep != 1:
-            out.append(RuleBreak("ep", f"ep={ep} on a dense model (no experts); use ep=1",
-                                 "1 (expert parallelism needs a MoE model)"))
-    else:
-        if spec.moe.num_experts % ep:
-            out.append(RuleBreak("ep", f"ep={ep} does not divide the {spec.moe.num_experts} routed experts",
-                                 f"divisors of {spec.moe.num_experts}"))
-        if (dp * cp) % ep:
-            out.append(RuleBreak("ep", f"ep={ep} does not divide dp x cp = {dp * cp}", "EP divides DP x CP"))
+            return RuleBreak("ep", f"ep={ep} on a dense model (no experts); use ep=1",
+                             "1 (expert parallelism needs a MoE model)")
+    elif spec.moe.num_experts % ep:
+        return RuleBreak("ep", f"ep={ep} does not divide the {spec.moe.num_experts} routed experts",
+                         f"divisors of {spec.moe.num_experts}")
+    return None
+
+
+def ep_divides_data_parallel(dp, cp: int, ep: int):
+    """Expert data parallelism: the EP group is carved out of the DP x CP ranks, so EP divides
+    DP x CP (Megatron-Core's parallel_state). Elementwise over numpy arrays of ``dp``."""
+    return (np.asarray(dp) * cp) % ep == 0 if np.ndim(dp) else (dp * cp) % ep == 0
+
+
+def structural_rules(spec, tp: int, pp: int, dp: int, cp: int, ep: int) -> list[RuleBreak]:
+    """The rules no framework runs a layout without, on the model's shape (Megatron-LM's checks in
+    megatron/training/arguments.py and megatron/core): ``tp_rules``, ``pp_rule``, ``experts_rule``
+    and ``ep_divides_data_parallel``. ``training.layout_violations`` (hence ``evaluate``) lists
+    them, ``estimate`` rejects them (uneven PP stages and TP spanning nodes pass), and the search
+    space enumerates only layouts that pass them (``tp_values``, ``pp_values``, ``ep_values``
+    and the EP x DP mask call the same functions)."""
+    out = tp_rules(spec, tp)
+    out += [r for r in (pp_rule(spec, pp), experts_rule(spec, ep)) if r is not None]
+    if spec.moe is not None and not ep_divides_data_parallel(dp, cp, ep):
+        out.append(RuleBreak("ep", f"ep={ep} does not divide dp x cp = {dp * cp}", "EP divides DP x CP"))
     return out

@@ -3,7 +3,8 @@
 Every row is one configuration (the 12 keys of CONTRACTS.md: gpu, n_gpus, tp, pp, dp,
 cp, ep, zero, precision, micro_batch, recompute, sequence_parallel) plus the derived
 grad_accum and global batch. A row exists only if it passes the *hard rules*, the rules
-no framework can run without:
+no framework can run without (the heads, PP and EP rules are ``formulas.layout.structural_rules``'
+parts, the functions ``evaluate`` reports and ``estimate`` rejects with):
 
 - TP divides the attention heads; KV heads divide by TP or are replicated (TP % kv == 0).
 - PP <= layers (uneven stages allowed unless ``search.allow_uneven_pp`` is false).
@@ -39,7 +40,8 @@ import itertools
 
 import numpy as np
 
-from optimizer.formulas.layout import canonical_recompute, canonical_zero, sequence_parallel_rule
+from optimizer.formulas.layout import (canonical_recompute, canonical_zero, ep_divides_data_parallel, experts_rule,
+                                      pp_rule, sequence_parallel_rule)
 from optimizer.pricing import GpuOption
 from optimizer.search.core.space import pow2_upto, tp_values
 
@@ -57,7 +59,7 @@ def pp_values(spec, search) -> list[int]:
         cand = {p for p in range(1, min(n_layers, MAX_PP) + 1) if n_layers % p == 0}
         if search.allow_uneven_pp:
             cand |= set(pow2_upto(min(n_layers, MAX_PP)))
-    out = [p for p in cand if p <= n_layers and (search.allow_uneven_pp or n_layers % p == 0)]
+    out = [p for p in cand if pp_rule(spec, p) is None and (search.allow_uneven_pp or n_layers % p == 0)]
     return sorted(set(out))
 
 
@@ -72,7 +74,7 @@ def ep_values(spec, search) -> list[int]:
         return [1] if search.ep is None or 1 in search.ep else []
     n_exp = spec.moe.num_experts
     cand = search.ep if search.ep is not None else pow2_upto(min(n_exp, 64))
-    return sorted({e for e in cand if n_exp % e == 0})
+    return sorted({e for e in cand if experts_rule(spec, e) is None})
 
 
 def batch_choices(train, micro_batches, dp_pins) -> list[tuple[int, int, int]]:
@@ -142,7 +144,7 @@ def enumerate_layouts(spec, scenario, gpus: list[GpuOption], *, gpu_count_limits
         for tp, pp, cp, ep in itertools.product(tp_values(spec, search, hw.intra_node_domain), pps, cps, eps):
             n = tp * pp * cp * dp_a
             ok = ((n <= node) | (n % node == 0)) & (n <= n_hi) & (n >= n_lo)
-            ok &= ((dp_a * cp) % ep == 0)
+            ok &= ep_divides_data_parallel(dp_a, cp, ep)
             if search.n_gpus is not None:
                 ok &= np.isin(n, search.n_gpus)
             if not ok.any():
