@@ -147,6 +147,21 @@ def estimate(
     prompt_len: int = typer.Option(1024, "--prompt-len", min=1),
     output_len: int = typer.Option(256, "--output-len", min=1),
     gpu_memory_utilization: float = typer.Option(0.9, "--gpu-memory-utilization", min=0.01, max=1.0),
+    request_rate: Optional[float] = typer.Option(None, "--request-rate", min=0.0, help="Serving: requests/s arriving (Poisson unless --arrival-cv; inf = offline); adds simulated p50/p99 TTFT, ITL, E2E."),
+    engine: str = typer.Option("vllm", "--engine", help="Serving engine: vllm | sglang | trtllm (scheduler, defaults, overheads)."),
+    arrival_cv: float = typer.Option(1.0, "--arrival-cv", min=0.01, help="Coefficient of variation of inter-arrival gaps (1 = Poisson, > 1 bursty)."),
+    prompt_p99: Optional[float] = typer.Option(None, "--prompt-p99", min=1, help="p99 prompt length (lognormal with mean --prompt-len)."),
+    output_p99: Optional[float] = typer.Option(None, "--output-p99", min=1, help="p99 output length (lognormal with mean --output-len)."),
+    max_num_batched_tokens: Optional[int] = typer.Option(None, "--max-num-batched-tokens", min=1, help="Engine token budget per pass (default: the engine's)."),
+    max_num_seqs: Optional[int] = typer.Option(None, "--max-num-seqs", min=1, help="Engine cap on running sequences (default: the engine's)."),
+    requests: Optional[int] = typer.Option(None, "--requests", min=10, help="Requests simulated (default 2000)."),
+    seed: int = typer.Option(0, "--seed", min=0, help="Simulation seed."),
+    spec_draft: Optional[str] = typer.Option(None, "--spec-draft", help="Speculative decoding: draft model preset."),
+    spec_k: int = typer.Option(4, "--spec-k", min=1, max=16, help="Speculative tokens per pass."),
+    spec_acceptance: float = typer.Option(0.7, "--spec-acceptance", min=0.0, max=0.999, help="Per-token acceptance rate."),
+    prefix_hit_rate: float = typer.Option(0.0, "--prefix-hit-rate", min=0.0, max=1.0, help="Prefix caching: share of requests hitting the shared prefix."),
+    prefix_tokens: int = typer.Option(0, "--prefix-tokens", min=0, help="Prefix caching: shared prefix length, tokens."),
+    gqa_shared_decode: Optional[bool] = typer.Option(None, "--gqa-shared-decode/--no-gqa-shared-decode", help="Decode attention shares KV heads across GQA query heads (default: the engine's)."),
     catalog: Optional[List[Path]] = CatalogOpt,
 ):
     """Parameters, FLOPs and (with --gpu) the training or serving estimate of one layout."""
@@ -156,7 +171,11 @@ def estimate(
                 global_batch=global_batch, recompute=recompute.value, precision=precision.value,
                 sequence_parallel=sequence_parallel, interleave=interleave, inter_node_gbps=inter_node_gbps,
                 tokens=tokens, pricing=pricing, serve=serve, weights=weights, kv=kv, batch=batch,
-                prompt_len=prompt_len, output_len=output_len, gpu_memory_utilization=gpu_memory_utilization)
+                prompt_len=prompt_len, output_len=output_len, gpu_memory_utilization=gpu_memory_utilization,
+                request_rate=request_rate, engine=engine, arrival_cv=arrival_cv, prompt_p99=prompt_p99,
+                output_p99=output_p99, max_num_batched_tokens=max_num_batched_tokens, max_num_seqs=max_num_seqs,
+                n_requests=requests, seed=seed, spec_draft=spec_draft, spec_k=spec_k, spec_acceptance=spec_acceptance,
+                prefix_hit_rate=prefix_hit_rate, prefix_tokens=prefix_tokens, gqa_shared_decode=gqa_shared_decode)
     data = est.estimate(model, catalog=_catalog(catalog), **opts)
     _emit(report.dumps(data) if json_out else est.estimate_text(data))
 

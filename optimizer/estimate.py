@@ -80,7 +80,10 @@ def estimate(model_ref: str, *, catalog, seq_len=None, gpu=None, tp=1, pp=1, dp=
              micro_batch=1, global_batch=None, recompute="selective", precision="bf16", sequence_parallel=False,
              interleave=1, inter_node_gbps=None, tokens=None, pricing="on_demand", serve=False,
              weights="bf16", kv="bf16", batch=1, prompt_len=1024, output_len=256,
-             gpu_memory_utilization=0.9) -> dict:
+             gpu_memory_utilization=0.9, request_rate=None, engine="vllm", arrival_cv=1.0,
+             prompt_p99=None, output_p99=None, max_num_batched_tokens=None, max_num_seqs=None,
+             n_requests=None, seed=0, spec_draft=None, spec_k=4, spec_acceptance=0.7,
+             prefix_hit_rate=0.0, prefix_tokens=0, gqa_shared_decode=None) -> dict:
     from optimizer.formulas.layout import TrainLayout
     from optimizer.model import load_model
 
@@ -96,14 +99,14 @@ def estimate(model_ref: str, *, catalog, seq_len=None, gpu=None, tp=1, pp=1, dp=
     if inter_node_gbps is not None:
         hw = hw.with_inter_node_bytes_per_s(inter_node_gbps * GIGABIT)
     if serve:
-        from optimizer.formulas.serving import estimate_serving
-
-        e = estimate_serving(spec, hw, tp=tp, pp=pp, weights=weights, kv=kv, batch=batch, prompt_len=prompt_len,
-                             output_len=output_len, gpu_memory_utilization=gpu_memory_utilization)
-        sv = report.plain(e)
-        sv["memory_per_gpu_bytes"] = sv.pop("memory_per_gpu")     # CONTRACTS.md key, parts sum to total
-        sv["gpu"] = gid
-        data["serve"] = sv
+        data["serve"] = serve_dict(spec, hw, catalog.accelerator(gid).vendor, gid, tp=tp, pp=pp, weights=weights,
+                                   kv=kv, batch=batch, prompt_len=prompt_len, output_len=output_len,
+                                   gpu_memory_utilization=gpu_memory_utilization, request_rate=request_rate,
+                                   engine=engine, arrival_cv=arrival_cv, prompt_p99=prompt_p99, output_p99=output_p99,
+                                   max_num_batched_tokens=max_num_batched_tokens, max_num_seqs=max_num_seqs,
+                                   n_requests=n_requests, seed=seed, spec_draft=spec_draft, spec_k=spec_k,
+                                   spec_acceptance=spec_acceptance, prefix_hit_rate=prefix_hit_rate,
+                                   prefix_tokens=prefix_tokens, gqa_shared_decode=gqa_shared_decode)
         return data
     _check_layout(spec, tp, pp, dp, cp, ep)
     gb = global_batch or micro_batch * dp
@@ -121,6 +124,83 @@ def estimate(model_ref: str, *, catalog, seq_len=None, gpu=None, tp=1, pp=1, dp=
     if tokens is not None:
         _add_system(data["train"], spec, gid, layout, tokens, offer, pricing)
     return data
+
+
+def engine_settings(engine: str, vendor: str, memory_bytes: float, *, max_num_batched_tokens=None,
+                    max_num_seqs=None, gqa_shared_decode=None, field: str = "--engine") -> dict:
+    """The engine's scheduler defaults on a GPU of that memory and the vendor stack's efficiencies
+    (catalog/serving_engines.csv, catalog/serving_vendors.csv), explicit settings winning."""
+    from optimizer.catalog import serving_engine, serving_vendor
+
+    e = serving_engine(engine, field)
+    tokens, seqs = e.defaults_for(memory_bytes)
+    return dict(engine=e.engine, policy=e.policy, max_num_batched_tokens=int(max_num_batched_tokens or tokens),
+                max_num_seqs=int(max_num_seqs or seqs), request_overhead_s=e.request_overhead_s,
+                step_overhead_s=e.step_overhead_s,
+                gqa_shared_decode=e.gqa_shared_decode if gqa_shared_decode is None else bool(gqa_shared_decode),
+                efficiencies=serving_vendor(vendor).efficiencies(), stack=serving_vendor(vendor).stack)
+
+
+def serve_dict(spec, hw, vendor: str, gid: str, *, tp, pp, weights, kv, batch, prompt_len, output_len,
+               gpu_memory_utilization, request_rate=None, engine="vllm", arrival_cv=1.0, prompt_p99=None,
+               output_p99=None, max_num_batched_tokens=None, max_num_seqs=None, n_requests=None, seed=0,
+               spec_draft=None, spec_k=4, spec_acceptance=0.7, prefix_hit_rate=0.0, prefix_tokens=0,
+               gqa_shared_decode=None) -> dict:
+    """``estimate --serve``: the fixed-concurrency figures (CONTRACTS.md 'Serving') and, with a
+    request rate, the simulated ones at that load (formulas/serving_load.py): ``ttft_s`` and
+    ``itl_s`` then become means over the simulated requests, beside their p50/p99 and
+    ``e2e_p99_s``; the simulation's other figures are under ``load``."""
+    import math
+
+    from optimizer.formulas import serving_sim as ss
+    from optimizer.formulas.serving import estimate_serving
+    from optimizer.formulas.serving_load import SpecDecode, simulate_serving
+    from optimizer.model import load_model
+
+    es = engine_settings(engine, vendor, hw.memory_bytes, max_num_batched_tokens=max_num_batched_tokens,
+                         max_num_seqs=max_num_seqs, gqa_shared_decode=gqa_shared_decode)
+    e = estimate_serving(spec, hw, tp=tp, pp=pp, weights=weights, kv=kv, batch=batch, prompt_len=prompt_len,
+                         output_len=output_len, gpu_memory_utilization=gpu_memory_utilization,
+                         kv_read_per_query_head=not es["gqa_shared_decode"], **es["efficiencies"])
+    sv = report.plain(e)
+    sv["memory_per_gpu_bytes"] = sv.pop("memory_per_gpu")     # CONTRACTS.md key, parts sum to total
+    sv["gpu"] = gid
+    sv["engine"] = es["engine"]
+    sv["software_stack"] = es["stack"]
+    if request_rate is None:
+        return sv
+    if not (request_rate > 0):
+        raise ClusteroptError("--request-rate", f"{request_rate!r}", "requests/s > 0 (inf for offline)")
+    for name, v, mean in (("--prompt-p99", prompt_p99, prompt_len), ("--output-p99", output_p99, output_len)):
+        if v is not None and v < mean:
+            raise ClusteroptError(name, f"{v:g} is below the mean {mean:g}", "a 99th percentile >= the mean length")
+    spec_dec = None
+    if spec_draft is not None:
+        spec_dec = SpecDecode(load_model(spec_draft), k=int(spec_k), acceptance=float(spec_acceptance))
+    n = n_requests or ss.DEFAULT_REQUESTS
+    le = simulate_serving(spec, hw, tp=tp, pp=pp, weights=weights, kv=kv,
+                          prompt=ss.LengthDist(float(prompt_len), prompt_p99),
+                          output=ss.LengthDist(float(output_len), output_p99), requests_per_s=float(request_rate),
+                          cv=float(arrival_cv), n_requests=int(n), seed=int(seed),
+                          max_num_batched_tokens=es["max_num_batched_tokens"], max_num_seqs=es["max_num_seqs"],
+                          policy=es["policy"], request_overhead_s=es["request_overhead_s"],
+                          step_overhead_s=es["step_overhead_s"], gqa_shared_decode=es["gqa_shared_decode"],
+                          gpu_memory_utilization=gpu_memory_utilization, efficiencies=es["efficiencies"],
+                          speculative=spec_dec, prefix_hit_rate=float(prefix_hit_rate), prefix_tokens=int(prefix_tokens))
+    r = le.sim
+    sv.update({"request_rate": float(request_rate) if math.isfinite(request_rate) else None,
+               "ttft_s": r.ttft_s, "ttft_p50_s": r.ttft_p50_s, "ttft_p99_s": r.ttft_p99_s,
+               "itl_s": r.itl_s, "itl_p50_s": r.itl_p50_s, "itl_p99_s": r.itl_p99_s, "tpot_s": r.tpot_s,
+               "e2e_s": r.e2e_s, "e2e_p99_s": r.e2e_p99_s})
+    sv["load"] = {"requests_simulated": r.n_requests, "seed": int(seed), "arrival_cv": float(arrival_cv),
+                  "policy": es["policy"], "max_num_batched_tokens": es["max_num_batched_tokens"],
+                  "max_num_seqs": es["max_num_seqs"], "request_overhead_s": es["request_overhead_s"],
+                  "requests_per_s": r.requests_per_s, "output_tokens_per_s": r.output_tokens_per_s,
+                  "mean_running_seqs": r.mean_running, "stable": r.stable, "decode_pass_s": r.decode_pass_s,
+                  "max_pass_s": r.max_pass_s, "kv_capacity_tokens": le.kv_capacity_tokens,
+                  "draft_weights_bytes": le.draft_weights_bytes,
+                  "speculative_tokens_per_pass": le.spec_tokens_per_pass}
+    return sv
 
 
 def _add_system(train: dict, spec, gid: str, layout, tokens: float, offer, pricing: str) -> None:
@@ -186,7 +266,9 @@ def estimate_text(data: dict) -> str:
     if "serve" in data:
         s = data["serve"]
         lines += ["", f"serving on {s['gpu']}"]
-        lines += [f"{k}: {v}" for k, v in s.items() if k != "gpu"]
+        lines += [f"{k}: {v}" for k, v in s.items() if k not in ("gpu", "load")]
+        if "load" in s:
+            lines += ["", "simulated load (one replica)"] + [f"{k}: {v}" for k, v in s["load"].items()]
     return "\n".join(lines) + "\n"
 
 

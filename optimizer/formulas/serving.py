@@ -159,6 +159,13 @@ class _Replica:
         self.pp_link_latency = np.where(pp_inter, st.ALLREDUCE_LATENCY_INTER_NODE_S, allreduce_latency_s)
         self.link_eff = link_efficiency
         self.layers_per_stage = max(hi - lo for lo, hi in sm.pp_stage_layers(spec.num_layers, pp))
+        # without sliding-window layers the KV read and the decode attention FLOPs are linear in
+        # the context (block_size None: no paging round-up), so one token's figures scale exactly
+        self.linear_context = not any(sm.is_sliding_layer(spec, i) for i in range(spec.num_layers))
+        if self.linear_context:
+            self.kv_read_per_token = self.kv_read_factor * sm.kv_cache_bytes_per_seq(
+                spec, 1.0, kv=kv, tp=tp, pp=pp, block_size=None)
+            self.decode_attn_per_token = decode_attention_flops(spec, 1.0)
 
     def pass_time_s(self, prefill_tokens, prefill_attn_flops, prompts_done, decode_seqs, context_len):
         """One pass of one virtual engine (all of the replica when PP = 1): ``prefill_tokens``
@@ -173,11 +180,16 @@ class _Replica:
             frac = st.expected_experts_touched(spec.moe.num_experts, spec.moe.experts_per_token, tokens) \
                 / spec.moe.num_experts
             experts = experts * frac
-        kv_read = self.kv_read_factor * sm.kv_cache_bytes_per_seq(spec, context_len, kv=self.kv, tp=self.tp,
-                                                                  pp=pp, block_size=None)
+        if self.linear_context:
+            kv_read = self.kv_read_per_token * np.asarray(context_len, dtype=float)
+            decode_attn = self.decode_attn_per_token * np.asarray(context_len, dtype=float)
+        else:
+            kv_read = self.kv_read_factor * sm.kv_cache_bytes_per_seq(spec, context_len, kv=self.kv, tp=self.tp,
+                                                                      pp=pp, block_size=None)
+            decode_attn = decode_attention_flops(spec, context_len)
         bytes_read = self.dense_read + experts + decode_seqs * kv_read          # per GPU, one stage
         n_split = np.asarray(self.tp, dtype=float) * pp
-        attn = prefill_attn_flops + decode_seqs * decode_attention_flops(spec, context_len)
+        attn = prefill_attn_flops + decode_seqs * decode_attn
         matmul = tokens * self.body_flops / self.sparse_speedup + (prompts_done + decode_seqs) * self.head_flops
         compute_s = (matmul / n_split / (self.peak_lin * self.eff_lin)              # per GPU, one stage
                      + attn / n_split / (self.peak_attn * self.eff["compute_efficiency"]))
