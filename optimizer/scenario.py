@@ -138,8 +138,70 @@ class TrainSpec(_Strict):
 
 
 class LengthDist(_Strict):
+    """Token lengths: ``mean`` alone (fixed), ``mean`` and ``p99`` (a lognormal through both), or
+    ``histogram``: a CSV file with columns ``tokens`` and ``weight`` (relative frequency), read
+    relative to the scenario file; the mean is then the histogram's."""
+
     mean: float = Field(gt=0)
     p99: Optional[float] = Field(default=None, gt=0)
+    histogram: Optional[str] = None
+
+    @model_validator(mode="after")
+    def _p99_above_mean(self):
+        if self.p99 is not None and self.p99 < self.mean:
+            raise ValueError(f"p99 {self.p99:g} is below the mean {self.mean:g}; a 99th percentile >= the mean")
+        return self
+
+
+class Arrivals(_Strict):
+    """How requests arrive (issue 16): ``poisson`` (exponential gaps) or ``bursty`` (gamma gaps
+    with coefficient of variation ``cv`` > 1; vLLM's benchmark 'burstiness' is 1 / cv^2)."""
+
+    process: Literal["poisson", "bursty"] = "poisson"
+    cv: float = Field(default=1.0, gt=0)
+
+    @model_validator(mode="after")
+    def _cv_matches(self):
+        if self.process == "poisson" and self.cv != 1.0:
+            raise ValueError(f"cv {self.cv:g} with process 'poisson' (cv 1); use process: bursty")
+        return self
+
+
+class EngineSpec(_Strict):
+    """The serving engine (catalog/serving_engines.csv) and its scheduler knobs; None = the
+    engine's default on the GPU."""
+
+    name: Literal["vllm", "sglang", "trtllm"] = "vllm"
+    max_num_batched_tokens: Optional[int] = Field(default=None, ge=1)
+    max_num_seqs: Optional[int] = Field(default=None, ge=1)
+
+
+class Speculative(_Strict):
+    """Speculative decoding: the draft model (a preset), tokens proposed per pass, and the
+    per-token acceptance rate measured for this model pair on this traffic."""
+
+    draft: str
+    k: int = Field(default=4, ge=1, le=16)
+    acceptance: float = Field(ge=0, lt=1)
+
+
+class PrefixCache(_Strict):
+    """Prefix caching: the share of requests that start with a cached shared prefix of
+    ``prefix_tokens`` tokens (system prompt, few-shot examples, RAG template)."""
+
+    hit_rate: float = Field(ge=0, le=1)
+    prefix_tokens: int = Field(ge=0)
+
+
+class Disaggregation(_Strict):
+    """Whether fleets may split prefill and decode into separate pools (DistServe, Dynamo,
+    llm-d), with which GPU types and TP degrees for each pool (None: the search's own)."""
+
+    allow: bool = True
+    prefill_gpus: Optional[list[str]] = None
+    decode_gpus: Optional[list[str]] = None
+    prefill_tp: Optional[list[int]] = None
+    decode_tp: Optional[list[int]] = None
 
 
 class SLO(_Strict):
@@ -169,6 +231,12 @@ class ServeSpec(_Strict):
     max_replica_types: Optional[int] = Field(default=3, ge=1)
     quality: Optional[Quality] = None
     horizon_days: float = Field(default=365.0, gt=0)
+    # issue 16: load as it arrives, the engine, and the serving options
+    arrivals: Arrivals = Arrivals()
+    engine: EngineSpec = EngineSpec()
+    speculative: Optional[Speculative] = None
+    prefix_cache: Optional[PrefixCache] = None
+    disaggregation: Optional[Disaggregation] = None
 
     @field_validator("redundancy")
     @classmethod

@@ -32,6 +32,7 @@ token (it is part of the first gap, so the decode side's ITL quantiles include i
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 from typing import Optional
@@ -236,3 +237,90 @@ def disaggregated_latency(spec: ModelSpec, prefill_hw: Hardware, decode_hw: Hard
                           arrive_prefilled=True, prefilled_gap_s=xfer, **engine).sim
     return DisaggLatency(ttft_s=pf.ttft_s, ttft_p99_s=pf.ttft_p99_s, itl_s=dc.itl_s, itl_p99_s=dc.itl_p99_s,
                          kv_transfer_s=xfer, prefill=pf, decode=dc)
+
+
+@dataclass(frozen=True)
+class SloCapacity:
+    """Largest request rate one replica carries with both p99 targets met (requests/s), the
+    p99 figures simulated there, and how many simulations the search ran."""
+
+    requests_per_s: float
+    ttft_p99_s: float
+    itl_p99_s: float
+    simulations: int
+
+
+def max_rate_at_slo(run, *, ttft_p99_s: Optional[float], itl_p99_s: Optional[float], upper_requests_per_s: float,
+                    steps: int = 6, low_fraction: float = 0.05) -> SloCapacity:
+    """Bisection (in log rate) for the largest Poisson rate at which ``run(rate)`` (a
+    ``simulate_serving`` call returning its SimResult) is stable and meets the p99 targets,
+    between ``low_fraction`` x and 1 x ``upper_requests_per_s`` (the replica's offline
+    throughput bounds any sustainable rate). 0 when even the lowest rate misses a target (an ITL
+    target below the decode pass, a TTFT target below one prefill). p99 figures grow with the
+    rate (queueing), so the feasible rates form an interval from 0. Units: requests/s, seconds."""
+    if not upper_requests_per_s > 0:
+        return SloCapacity(0.0, math.inf, math.inf, 0)
+
+    def ok(r: ss.SimResult) -> bool:
+        return (r.stable and (ttft_p99_s is None or r.ttft_p99_s <= ttft_p99_s)
+                and (itl_p99_s is None or r.itl_p99_s <= itl_p99_s))
+
+    lo, hi = math.log(low_fraction * upper_requests_per_s), math.log(upper_requests_per_s)
+    n = 1
+    r_lo = run(math.exp(lo))
+    if not ok(r_lo):
+        return SloCapacity(0.0, r_lo.ttft_p99_s, r_lo.itl_p99_s, n)
+    r_hi = run(math.exp(hi))
+    n += 1
+    if ok(r_hi):
+        return SloCapacity(math.exp(hi), r_hi.ttft_p99_s, r_hi.itl_p99_s, n)
+    best = r_lo
+    for _ in range(steps):
+        mid = 0.5 * (lo + hi)
+        r = run(math.exp(mid))
+        n += 1
+        if ok(r):
+            lo, best = mid, r
+        else:
+            hi = mid
+    return SloCapacity(math.exp(lo), best.ttft_p99_s, best.itl_p99_s, n)
+
+
+@functools.lru_cache(maxsize=4096)
+def slo_capacity(spec: ModelSpec, hw: Hardware, tp: int, pp: int, weights: str, kv: str, prompt: ss.LengthDist,
+                 output: ss.LengthDist, ttft_p99_s: Optional[float], itl_p99_s: Optional[float], *,
+                 max_num_batched_tokens: int = sm.DEFAULT_MAX_BATCHED_TOKENS,
+                 max_num_seqs: int = sm.DEFAULT_MAX_NUM_SEQS, policy: str = "decode_first",
+                 request_overhead_s: float = 0.0, step_overhead_s: float = 0.0, gqa_shared_decode: bool = True,
+                 gpu_memory_utilization: float = sm.DEFAULT_GPU_MEMORY_UTILIZATION,
+                 efficiencies: tuple = (), cv: float = 1.0, n_requests: int = 600,
+                 seed: int = ss.DEFAULT_SEED) -> SloCapacity:
+    """One replica option's capacity at the p99 SLOs, from the simulation (``max_rate_at_slo``),
+    cached per option (all arguments hashable; ``efficiencies`` as sorted (key, value) pairs),
+    so a planner that meets the same option again - another pool, another solve of a sweep -
+    does not simulate it twice. The upper bound is the option's closed-form throughput with its
+    KV pool full at the mean lengths (``estimate_serving``)."""
+    from optimizer.formulas.serving import estimate_serving
+
+    eff = dict(efficiencies)
+    cap_b, cap_tok, _ = kv_pool(spec, hw, tp=tp, pp=pp, weights=weights, kv=kv,
+                                gpu_memory_utilization=gpu_memory_utilization,
+                                max_num_batched_tokens=max_num_batched_tokens, max_num_seqs=max_num_seqs)
+    if cap_tok <= 0:
+        return SloCapacity(0.0, math.inf, math.inf, 0)
+    batch = int(max(1, min(max_num_seqs, cap_tok // (prompt.mean + output.mean))))
+    est = estimate_serving(spec, hw, tp=tp, pp=pp, weights=weights, kv=kv, batch=batch,
+                           prompt_len=max(1, int(round(prompt.mean))), output_len=max(1, int(round(output.mean))),
+                           gpu_memory_utilization=gpu_memory_utilization, max_batched_tokens=max_num_batched_tokens,
+                           kv_read_per_query_head=not gqa_shared_decode, **eff)
+    upper = float(est.requests_per_s)
+
+    def run(rate: float) -> ss.SimResult:
+        return simulate_serving(spec, hw, tp=tp, pp=pp, weights=weights, kv=kv, prompt=prompt, output=output,
+                                requests_per_s=rate, cv=cv, n_requests=n_requests, seed=seed,
+                                max_num_batched_tokens=max_num_batched_tokens, max_num_seqs=max_num_seqs,
+                                policy=policy, request_overhead_s=request_overhead_s,
+                                step_overhead_s=step_overhead_s, gqa_shared_decode=gqa_shared_decode,
+                                gpu_memory_utilization=gpu_memory_utilization, efficiencies=eff).sim
+
+    return max_rate_at_slo(run, ttft_p99_s=ttft_p99_s, itl_p99_s=itl_p99_s, upper_requests_per_s=upper)

@@ -11,7 +11,8 @@ Load. Open loop: ``n`` requests whose inter-arrival gaps are gamma distributed w
 ``benchmark_serving.py`` and of ``trtllm-serve`` benchmarks; cv > 1: bursty, the 'burstiness'
 knob of vLLM's benchmark is 1 / cv^2, the gamma shape). Closed loop (``concurrency=N``): N
 clients each sending its next request as soon as the last one finished (AIConfigurator's
-'concurrency' rows, ``benchmark_serving --max-concurrency``). Offline (rate = inf): every request
+'concurrency' rows, ``benchmark_serving --max-concurrency``), their first requests spread
+uniformly over one request's unloaded life (so they are not in lockstep). Offline (rate = inf): every request
 queued at t = 0 (``trtllm-bench``, ``vllm bench throughput``). Prompt and output lengths are
 fixed, lognormal from (mean, p99), or drawn from a histogram.
 
@@ -191,6 +192,10 @@ class Workload:
     #: with ``arrive_prefilled``: time between the first token (made elsewhere) and the arrival
     #: here (the KV transfer); it is part of the request's first gap
     prefilled_gap_s: float = 0.0
+    #: closed loop: 'spread' (first requests spread over one request's life: the steady state of
+    #: a long-running service) or 'together' (all clients start at t = 0, as benchmark tools do;
+    #: with identical lengths they then stay in cohorts)
+    closed_start: str = "spread"
 
 
 @dataclass(frozen=True)
@@ -247,13 +252,24 @@ def simulate(pass_time: PassTime, prompt_attention: PromptAttention, engine: Eng
         if not load.concurrency >= 1:
             raise ClusteroptError("concurrency", f"{load.concurrency!r}", "an integer >= 1")
         arrival = np.full(n, np.inf)
-        arrival[: min(int(load.concurrency), n)] = 0.0
+        c0 = min(int(load.concurrency), n)
+        # clients start spread over one request's unloaded life (prefill alone + output decode
+        # passes at the full concurrency): with identical lengths, clients started together would
+        # stay in lockstep forever (each cohort prefilled in one pass), which real clients, whose
+        # timing drifts, do not; spread starts persist, as every request's cycle is the same
+        life = float(pass_time(float(prompt.mean()), float(prompt_attention(float(prompt.mean()))), 1.0, 0.0, 1.0)) \
+            + float(output.mean()) * float(pass_time(0.0, 0.0, 0.0, float(c0), float(prompt.mean() + output.mean() / 2)))
+        if load.closed_start not in ("spread", "together"):
+            raise ClusteroptError("closed_start", f"unknown {load.closed_start!r}", "allowed: spread, together")
+        spread = load.closed_start == "spread" and c0 > 1
+        arrival[:c0] = np.sort(rng.uniform(0.0, life, size=c0)) if spread else 0.0
     else:
         arrival = arrival_times(load.requests_per_s, n, rng, load.cv)
     budget = int(engine.max_num_batched_tokens)
     max_seqs = int(engine.max_num_seqs)
     kv_cap = engine.kv_capacity_tokens if engine.kv_capacity_tokens is not None else math.inf
     first = np.full(n, np.nan)          # time of first token (engine side)
+    admit = np.full(n, np.nan)          # time the request got a seat
     done_t = np.full(n, np.nan)
     prefilled = cached.copy()           # prompt tokens prefilled so far (a cached prefix counts)
     last_tok = np.zeros(n)              # time of the request's latest token
@@ -333,6 +349,7 @@ def simulate(pass_time: PassTime, prompt_attention: PromptAttention, engine: Eng
                 break
             waiting.pop(0)
             reserved += need
+            admit[i] = t
             if load.arrive_prefilled:
                 first[i] = arrival[i] - load.prefilled_gap_s
                 last_tok[i] = arrival[i] - load.prefilled_gap_s
@@ -453,7 +470,8 @@ def simulate(pass_time: PassTime, prompt_attention: PromptAttention, engine: Eng
     span = max(t1 - t0, 1e-12)
     # offered load stable: the queue at the end is not much longer than mid-run (the last
     # measured requests waited no longer than twice the median wait + a pass)
-    waits = first[ok] - arrival[ok]
+    # a prefilled arrival's wait is for a seat; otherwise until its first token
+    waits = (admit[ok] - arrival[ok]) if load.arrive_prefilled else (first[ok] - arrival[ok])
     tail = waits[-max(1, waits.size // 10):]
     stable = bool(np.median(tail) <= 2.0 * np.median(waits) + 2.0 * max_pass + 1e-9)
     return SimResult(
