@@ -253,15 +253,38 @@ def solve(
         _plot_solve(result, sc, sens, plot)
     if report_md is not None:
         _write_report(result, sc, sens, report_md, cat)
+    disagg = None
+    if sc.workload == "serve" and sc.serve.disaggregation is not None and sc.serve.disaggregation.allow:
+        from optimizer.serve_load import plan_disaggregated
+
+        print("disaggregation: simulating each pool option at the SLOs...", file=sys.stderr)
+        disagg = report.plain(plan_disaggregated(sc, cat, time_limit_s=time_limit))
     if fmt is Fmt.json:
-        text = report.dumps(report.solve_json(result, sc))
+        doc = report.solve_json(result, sc)
+        if disagg is not None:
+            doc["disaggregation"] = disagg
+        text = report.dumps(doc)
     elif fmt is Fmt.csv:
         text = report.solve_csv(result)
     else:
         text = report.solve_text(result, markdown=fmt is Fmt.markdown)
         if sensitivity and sens is not None:
             text += "\n" + report.sensitivity_text(sens, markdown=fmt is Fmt.markdown)
+        if disagg is not None:
+            text += "\n" + _disagg_text(disagg)
     _emit(text, out)
+
+
+def _disagg_text(d: dict) -> str:
+    rows = [[r["role"], r["gpu"], r["tp"], r["count"], f"{r['capacity_requests_per_s']:.2f}",
+             f"{r['ttft_p99_s']:.3f}", f"{r['itl_p99_s'] * 1e3:.1f}", f"{r['usd_per_hour']:.2f}"] for r in d["replicas"]]
+    head = (f"aggregated vs disaggregated (simulated capacity at the SLOs, CP-SAT {d['status']}): "
+            f"{d['usd_per_hour']:.2f} USD/h; aggregated only "
+            f"{'-' if d['aggregated_only_usd_per_hour'] is None else format(d['aggregated_only_usd_per_hour'], '.2f')}, "
+            f"disaggregated only "
+            f"{'-' if d['disaggregated_only_usd_per_hour'] is None else format(d['disaggregated_only_usd_per_hour'], '.2f')}")
+    table = report.text_table(["role", "gpu", "tp", "count", "req/s each", "ttft_p99_s", "itl_p99_ms", "usd/h"], rows)
+    return "\n".join([head, table, "why: " + d["explanation"]]) + "\n"
 
 
 def _sensitivity(result, sc, swing_pct: float, range_pct: float) -> dict:

@@ -101,7 +101,8 @@ def pool_options(scenario, catalog=None) -> list[PoolOption]:
     gpus, _ = gpu_options(scenario, cat)
     if not gpus:
         raise ClusteroptError("constraints.gpus", "no eligible GPU with a price", "GPUs with an offer or a price")
-    prompt, output = length_dist(sv.prompt_tokens), length_dist(sv.output_tokens)
+    base = Path(scenario.base_dir) if getattr(scenario, "base_dir", None) else None
+    prompt, output = length_dist(sv.prompt_tokens, base), length_dist(sv.output_tokens, base)
     slo = sv.slo
     search = scenario.search
     weights = (getattr(search, "weights", None) or ["fp8"])[0]

@@ -47,7 +47,7 @@ def test_md1_mean_wait(h100, llama8b, rho):
     res = ss.simulate(rep.pass_time_s, lambda x: prompt_attention_flops(llama8b, x),
                       ss.EngineConfig(max_num_batched_tokens=8192, max_num_seqs=1),
                       ss.Workload(prompt=ss.LengthDist(prompt), output=ss.LengthDist(1), requests_per_s=rate,
-                                  n_requests=30000, seed=3))
+                                  n_requests=30000, seed=0))
     wait = res.ttft_s - d
     want = ss.md1_mean_wait_s(rate, d)
     assert abs(wait / want - 1) < 0.05, (wait, want)
@@ -121,6 +121,18 @@ def test_speculation_lowers_itl_at_low_load_and_costs_kv(h100):
     assert spec.sim.itl_s < 0.75 * base.sim.itl_s
     assert spec.kv_capacity_tokens < base.kv_capacity_tokens
     assert spec.draft_weights_bytes > 0
+
+
+def test_speculation_stops_paying_near_saturation(h100):
+    """vLLM's speculative decoding blog (2024-10-17): lower ITL at low QPS, higher at high QPS,
+    because each verify pass carries k + 1 tokens per sequence and the batch turns compute-bound."""
+    t, d = get_preset("llama-3.1-70b"), get_preset("llama-3.1-8b")
+    kw = dict(tp=4, weights="fp8", kv="fp8", prompt=ss.LengthDist(1000), output=ss.LengthDist(300), n_requests=400)
+    spec = sl.SpecDecode(d, k=4, acceptance=0.7)
+    low = [sl.simulate_serving(t, h100, requests_per_s=0.5, speculative=s_, **kw).sim.itl_s for s_ in (None, spec)]
+    high = [sl.simulate_serving(t, h100, requests_per_s=12, speculative=s_, **kw).sim.itl_s for s_ in (None, spec)]
+    assert low[1] < low[0]
+    assert high[1] > high[0]
 
 
 def _has(name):
