@@ -188,3 +188,29 @@ def test_estimate_request_rate_keys_and_errors(capsys):
                         "--engine", "sglng", "--request-rate", "4")
     assert code == 2
     assert "did you mean 'sglang'" in err and len(err.strip().splitlines()) == 1
+
+
+def test_engine_and_vendor_rows():
+    """vLLM's defaults differ by GPU memory (arg_utils get_batch_defaults: 8192 tokens / 1024
+    seqs on >= 70 GiB GPUs, 2048 / 256 below); SGLang schedules prefill first; MI300X runs on the
+    ROCm row, whose batch-1 decode (weights / HBM share + two all-reduces per layer) is slower
+    than the CUDA constants would make it."""
+    from optimizer.catalog import serving_engine, serving_vendor
+    from optimizer.estimate import engine_settings
+
+    v = serving_engine("vllm")
+    assert v.defaults_for(80 * 2**30) == (8192, 1024)
+    assert v.defaults_for(40 * 2**30) == (2048, 256)
+    assert serving_engine("SGLang").policy == "prefill_first"
+    rocm, cuda = serving_vendor("AMD"), serving_vendor("NVIDIA")
+    assert rocm.stack == "rocm" and cuda.stack == "cuda"
+    assert serving_vendor("Google") == cuda
+    cat = load_catalog()
+    hw = cat.hardware("MI300X")
+    spec = get_preset("llama-3.1-70b")
+    from optimizer.formulas.serving import estimate_serving
+
+    kw = dict(tp=8, weights="fp8", kv="fp8", batch=1, prompt_len=128, output_len=256)
+    on_rocm = estimate_serving(spec, hw, **kw, **engine_settings("vllm", "AMD", hw.memory_bytes)["efficiencies"])
+    on_cuda = estimate_serving(spec, hw, **kw)
+    assert on_rocm.itl_s > 1.3 * on_cuda.itl_s
