@@ -131,7 +131,8 @@ def _eff(row: Row, c: dict) -> dict:
              low_precision_compute_efficiency=c["low_precision_compute_efficiency"])
     if row.vendor == "AMD":
         e.update(hbm_efficiency=c["amd_hbm_efficiency"], allreduce_latency_s=c["amd_allreduce_latency_s"],
-                 low_precision_compute_efficiency=c["amd_low_precision_compute_efficiency"])
+                 low_precision_compute_efficiency=c["amd_low_precision_compute_efficiency"],
+                 seq_overhead_s=c["amd_seq_overhead_s"])
     else:
         e["allreduce_latency_s"] = st.ALLREDUCE_LATENCY_S
     return e
@@ -192,15 +193,15 @@ def fit_overhead(rows: list[Row], c: dict) -> float:
     return float(np.clip(np.median([r.measured - predict(r, c0) for r in ttft]), 0.0, MAX_REQUEST_OVERHEAD_S))
 
 
-def fit_amd(rows: list[Row], c: dict) -> tuple[float, float, float]:
-    """(HBM share, all-reduce latency, FP8 compute share) of the ROCm stack, staged by physics:
-    the first two on the memory/latency-bound rows given (static batches of <= 8 sequences:
-    weight reads + two all-reduces per layer per token), then the FP8 share on the remaining
-    (compute-heavier) rows with those two fixed. Grids 0.05, 5 us, 0.05."""
+def fit_amd(rows: list[Row], c: dict) -> tuple[float, float, float, float]:
+    """(HBM share, all-reduce latency, FP8 compute share, host time per sequence per pass) of the
+    ROCm stack, staged by physics: the first two on the memory/latency-bound rows given (static
+    batches of <= 8 sequences: weight reads + two all-reduces per layer per token), then the last
+    two on the remaining large-batch rows with those fixed. Grids 0.05, 5 us, 0.05, 10 us."""
     amd = [r for r in rows if r.vendor == "AMD"]
     v = serving_vendor("AMD")
     if not amd:
-        return v.hbm_efficiency, v.allreduce_latency_s, v.low_precision_compute_efficiency
+        return v.hbm_efficiency, v.allreduce_latency_s, v.low_precision_compute_efficiency, v.seq_overhead_s
     small = [r for r in amd if r.mode == "static" and r.kwargs["batch"] <= 8]
     rest = [r for r in amd if r not in small]
 
@@ -211,18 +212,21 @@ def fit_amd(rows: list[Row], c: dict) -> tuple[float, float, float]:
     for hbm in np.round(np.arange(0.30, 0.801, 0.05), 2):
         for lat in np.arange(5e-6, 60.1e-6, 5e-6):
             cc = dict(c, amd_hbm_efficiency=float(hbm), amd_allreduce_latency_s=float(lat),
-                      amd_low_precision_compute_efficiency=v.low_precision_compute_efficiency)
+                      amd_low_precision_compute_efficiency=v.low_precision_compute_efficiency,
+                      amd_seq_overhead_s=v.seq_overhead_s)
             e = err(small, cc) if small else 0.0
             if best is None or e < best[0]:
                 best = (e, float(hbm), float(lat))
     hbm, lat = best[1], best[2]
     low_best = None
     for low in np.round(np.arange(0.10, 0.601, 0.05), 2):
-        cc = dict(c, amd_hbm_efficiency=hbm, amd_allreduce_latency_s=lat, amd_low_precision_compute_efficiency=float(low))
-        e = err(rest, cc) if rest else 0.0
-        if low_best is None or e < low_best[0]:
-            low_best = (e, float(low))
-    return hbm, lat, low_best[1]
+        for seq in np.arange(0.0, 100.1e-6, 10e-6):
+            cc = dict(c, amd_hbm_efficiency=hbm, amd_allreduce_latency_s=lat,
+                      amd_low_precision_compute_efficiency=float(low), amd_seq_overhead_s=float(seq))
+            e = err(rest, cc) if rest else 0.0
+            if low_best is None or e < low_best[0]:
+                low_best = (e, float(low), float(seq))
+    return hbm, lat, low_best[1], low_best[2]
 
 
 def constants_without(rows: list[Row], held: str) -> dict:
@@ -230,7 +234,8 @@ def constants_without(rows: list[Row], held: str) -> dict:
     nv = [r for r in rest if r.vendor == "NVIDIA"]
     c = fit_efficiencies(nv)
     c["request_overhead_s"] = 0.0
-    c["amd_hbm_efficiency"], c["amd_allreduce_latency_s"], c["amd_low_precision_compute_efficiency"] = fit_amd(rest, c)
+    (c["amd_hbm_efficiency"], c["amd_allreduce_latency_s"], c["amd_low_precision_compute_efficiency"],
+     c["amd_seq_overhead_s"]) = fit_amd(rest, c)
     # the server's per-request overhead is the catalog's (not fitted on these rows)
     c["request_overhead_s"] = serving_engine("trtllm").request_overhead_s
     return c
@@ -270,7 +275,7 @@ def main() -> int:
         print(f"  without {s[:60]:<60} hbm={c['hbm_efficiency']} comp={c['compute_efficiency']} "
               f"fp8={c['low_precision_compute_efficiency']} overhead={c['request_overhead_s'] * 1e3:.1f} ms "
               f"rocm_hbm={c['amd_hbm_efficiency']} rocm_allreduce={c['amd_allreduce_latency_s'] * 1e6:.0f} us "
-              f"rocm_fp8={c['amd_low_precision_compute_efficiency']}")
+              f"rocm_fp8={c['amd_low_precision_compute_efficiency']} rocm_seq={c['amd_seq_overhead_s'] * 1e6:.0f} us")
         for i, r in enumerate(rows):
             if r.source == s:
                 preds[i] = predict(r, c)

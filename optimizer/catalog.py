@@ -618,9 +618,9 @@ class ServingEngine(BaseModel):
 
 
 class ServingVendor(BaseModel):
-    """Achievable shares of the datasheet peaks and the all-reduce latency of one vendor's
-    software stack (``catalog/serving_vendors.csv``; ROCm on MI300X/MI325X apart from CUDA).
-    Fractions in (0, 1]; seconds."""
+    """Achievable shares of the datasheet peaks, the all-reduce latency and the host time per
+    sequence per engine pass of one vendor's software stack (``catalog/serving_vendors.csv``;
+    ROCm on MI300X/MI325X apart from CUDA). Fractions in (0, 1]; seconds."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -630,6 +630,7 @@ class ServingVendor(BaseModel):
     compute_efficiency: float = Field(gt=0, le=1)
     low_precision_compute_efficiency: float = Field(gt=0, le=1)
     allreduce_latency_s: float = Field(ge=0)
+    seq_overhead_s: float = Field(ge=0)
     source: str = Field(min_length=1)
     as_of: str = Field(min_length=4)
     notes: str = ""
@@ -638,7 +639,7 @@ class ServingVendor(BaseModel):
         """Keyword arguments of ``formulas.serving.estimate_serving``."""
         return dict(hbm_efficiency=self.hbm_efficiency, compute_efficiency=self.compute_efficiency,
                     low_precision_compute_efficiency=self.low_precision_compute_efficiency,
-                    allreduce_latency_s=self.allreduce_latency_s)
+                    allreduce_latency_s=self.allreduce_latency_s, seq_overhead_s=self.seq_overhead_s)
 
 
 @functools.lru_cache(maxsize=1)

@@ -116,7 +116,8 @@ class _Replica:
 
     def __init__(self, spec: ModelSpec, hw: Hardware, *, tp, pp, weights, kv, group_size,
                  hbm_efficiency, compute_efficiency, link_efficiency, allreduce_latency_s, pass_overhead_s,
-                 kv_read_per_query_head=False, low_precision_compute_efficiency=None, sparse_2_4=False):
+                 kv_read_per_query_head=False, low_precision_compute_efficiency=None, sparse_2_4=False,
+                 seq_overhead_s=0.0):
         self.spec, self.hw, self.tp, self.pp, self.kv = spec, hw, tp, pp, kv
         # a decode kernel without GQA reuse loads each KV head once per query head it serves
         # (per GPU: num_heads/TP query heads over ceil(kv_heads/TP) KV heads)
@@ -142,6 +143,9 @@ class _Replica:
         self.eff_lin = low_precision_compute_efficiency if native else compute_efficiency
         self.eff = dict(hbm_efficiency=hbm_efficiency, compute_efficiency=compute_efficiency)
         self.overhead = pass_overhead_s
+        # host time per sequence in a pass (scheduling, input preparation, sampling,
+        # detokenisation in the engine loop): grows with the batch, not hidden by CUDA graphs
+        self.seq_overhead = seq_overhead_s
         # TP groups fill a scale-up domain first; a TP group larger than the domain, and stage
         # hand-offs once the replica spans domains, cross the scale-out network
         t = np.asarray(tp)
@@ -199,7 +203,8 @@ class _Replica:
             message, self.tp, self.link_bw, latency_s=self.link_latency, link_efficiency=self.link_eff)
         handoff_s = ((pp - 1) * (self.pp_link_latency + message / (self.pp_link_bw * self.link_eff))
                      if pp > 1 else 0.0)
-        return pp * (np.maximum(mem_s, compute_s) + comm_s) + handoff_s + self.overhead
+        host_s = self.overhead + self.seq_overhead * (np.asarray(decode_seqs, dtype=float) + prompts_done)
+        return pp * (np.maximum(mem_s, compute_s) + comm_s) + handoff_s + host_s
 
 
 def sparse_2_4_weight_bytes(w: sm.WeightBytes, weights: str = "bf16",
@@ -234,7 +239,7 @@ def estimate_serving(spec: ModelSpec, hw: Hardware, *, tp=1, pp: int = 1, weight
                      pass_overhead_s: float = st.PASS_OVERHEAD_S,
                      kv_read_per_query_head: bool = False,
                      runtime_memory_fraction: float = sm.RUNTIME_VISIBLE_FRACTION,
-                     sparse_2_4: bool = False) -> ServeEstimate:
+                     sparse_2_4: bool = False, seq_overhead_s: float = 0.0) -> ServeEstimate:
     """Memory, latency and throughput of one replica serving ``batch`` sequences in flight, each
     with ``prompt_len`` prompt and ``output_len`` output tokens.
 
@@ -275,7 +280,8 @@ def estimate_serving(spec: ModelSpec, hw: Hardware, *, tp=1, pp: int = 1, weight
                    hbm_efficiency=hbm_efficiency, compute_efficiency=compute_efficiency,
                    link_efficiency=link_efficiency, allreduce_latency_s=allreduce_latency_s,
                    pass_overhead_s=pass_overhead_s, kv_read_per_query_head=kv_read_per_query_head,
-                   low_precision_compute_efficiency=low_precision_compute_efficiency, sparse_2_4=sparse_2_4)
+                   low_precision_compute_efficiency=low_precision_compute_efficiency, sparse_2_4=sparse_2_4,
+                   seq_overhead_s=seq_overhead_s)
     n_gpus = np.asarray(tp) * pp
 
     # ---- memory

@@ -103,7 +103,8 @@ def _replica(spec, hw, *, tp, pp, weights, kv, eff: dict, step_overhead_s: float
                     allreduce_latency_s=eff.get("allreduce_latency_s", st.ALLREDUCE_LATENCY_S),
                     pass_overhead_s=step_overhead_s, kv_read_per_query_head=not gqa_shared_decode,
                     low_precision_compute_efficiency=eff.get("low_precision_compute_efficiency",
-                                                             st.LOW_PRECISION_COMPUTE_EFFICIENCY))
+                                                             st.LOW_PRECISION_COMPUTE_EFFICIENCY),
+                    seq_overhead_s=eff.get("seq_overhead_s", 0.0))
 
 
 def kv_pool(spec, hw, *, tp, pp, weights, kv, gpu_memory_utilization, max_num_batched_tokens, max_num_seqs,
