@@ -32,7 +32,7 @@ from typing import Optional
 
 from optimizer.errors import ClusteroptError
 from optimizer.formulas import serving_sim as ss
-from optimizer.formulas.serving_load import (SloCapacity, kv_pool, kv_transfer_time_s, max_rate_at_slo, simulate_serving,
+from optimizer.formulas.serving_load import (SloCapacity, SpecDecode, kv_pool, kv_transfer_time_s, max_rate_at_slo, simulate_serving,
                                              slo_capacity)
 
 MILLI = 1000
@@ -142,19 +142,30 @@ def option_capacity(spec, hw, gpu_id, tp, weights, kv, role, prompt, output, slo
                   policy=es["policy"], request_overhead_s=es["request_overhead_s"],
                   step_overhead_s=es["step_overhead_s"], gqa_shared_decode=es["gqa_shared_decode"],
                   gpu_memory_utilization=1.0 - scenario.constraints.memory_headroom, cv=sv.arrivals.cv)
+    spec_dec = None
+    if sv.speculative is not None:
+        from optimizer.model import load_model
+
+        try:
+            draft = load_model(sv.speculative.draft)
+        except ClusteroptError as e:
+            raise ClusteroptError("serve.speculative.draft", e.problem, e.allowed) from None
+        spec_dec = SpecDecode(draft, k=sv.speculative.k, acceptance=sv.speculative.acceptance)
+    prefix = (dict(prefix_hit_rate=sv.prefix_cache.hit_rate, prefix_tokens=sv.prefix_cache.prefix_tokens)
+              if sv.prefix_cache is not None else {})
     try:
         if role == "aggregated":
             return slo_capacity(spec, hw, tp, 1, weights, kv, prompt, output, slo.ttft_p99_s, slo.itl_p99_s,
-                                efficiencies=eff, n_requests=PROBE_REQUESTS, **common)
+                                efficiencies=eff, n_requests=PROBE_REQUESTS, speculative=spec_dec, **prefix, **common)
         if role == "prefill":
             return slo_capacity(spec, hw, tp, 1, weights, kv, prompt, ss.LengthDist(1.0), slo.ttft_p99_s, None,
-                                efficiencies=eff, n_requests=PROBE_REQUESTS, **common)
-        return _decode_capacity(spec, hw, tp, weights, kv, prompt, output, slo.itl_p99_s, eff, common)
+                                efficiencies=eff, n_requests=PROBE_REQUESTS, **prefix, **common)
+        return _decode_capacity(spec, hw, tp, weights, kv, prompt, output, slo.itl_p99_s, eff, common, spec_dec)
     except ClusteroptError:
         return SloCapacity(0.0, math.inf, math.inf, 0)
 
 
-def _decode_capacity(spec, hw, tp, weights, kv, prompt, output, itl_p99_s, eff, common) -> SloCapacity:
+def _decode_capacity(spec, hw, tp, weights, kv, prompt, output, itl_p99_s, eff, common, spec_dec=None) -> SloCapacity:
     xfer = float(kv_transfer_time_s(spec, prompt.mean, kv=kv, tp=tp, link_bytes_per_s=hw.inter_node_bytes_per_s,
                                     n_links=tp))
     cv = common.pop("cv")
@@ -168,7 +179,7 @@ def _decode_capacity(spec, hw, tp, weights, kv, prompt, output, itl_p99_s, eff, 
     def run(rate):
         return simulate_serving(spec, hw, tp=tp, weights=weights, kv=kv, prompt=prompt, output=output,
                                 requests_per_s=rate, cv=cv, n_requests=n, arrive_prefilled=True,
-                                prefilled_gap_s=xfer, efficiencies=dict(eff), **common).sim
+                                prefilled_gap_s=xfer, efficiencies=dict(eff), speculative=spec_dec, **common).sim
 
     # upper bound (Little's law): every seat decoding at the pure decode pass of a full batch
     probe = run(1.0)
