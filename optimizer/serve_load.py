@@ -233,7 +233,18 @@ def _solve(options: list[PoolOption], demand: float, use_agg: bool, use_dis: boo
     if st not in (cp_model.OPTIMAL, cp_model.FEASIBLE):
         return None
     chosen = [(o, int(s.Value(x))) for o, x in xs.items() if s.Value(x) > 0]
+    _verify(chosen, demand)
     return ("optimal" if st == cp_model.OPTIMAL else "feasible", s.ObjectiveValue() / MILLI, chosen, s.Value(f) / MILLI)
+
+
+def _verify(chosen, demand: float) -> None:
+    """Recompute the decoded fleet's capacity from the options' own figures (not the solver's
+    integers) and fail loudly if it does not carry the demand."""
+    total = {role: sum(o.capacity.requests_per_s * n for o, n in chosen if o.role == role)
+             for role in ("aggregated", "prefill", "decode")}
+    carried = total["aggregated"] + min(total["prefill"], total["decode"])
+    if carried < demand * (1 - 1e-9):
+        raise RuntimeError(f"decoded fleet carries {carried:.3f} req/s < demand {demand:g}: solver/evaluate disagree")
 
 
 def plan_disaggregated(scenario, catalog=None, time_limit_s: float = 10.0) -> DisaggPlan:
