@@ -214,3 +214,29 @@ def test_engine_and_vendor_rows():
     on_rocm = estimate_serving(spec, hw, **kw, **engine_settings("vllm", "AMD", hw.memory_bytes)["efficiencies"])
     on_cuda = estimate_serving(spec, hw, **kw)
     assert on_rocm.itl_s > 1.3 * on_cuda.itl_s
+
+
+def test_max_rate_at_slo_bisects_to_the_threshold():
+    """A synthetic replica whose p99 TTFT grows like an M/D/1 wait (service 0.1 s): the largest
+    rate meeting a 1 s target is where D + rho D / (2 (1 - rho)) = 1 s, rho = 0.947 (9.47 req/s);
+    the search lands within its ~5% step."""
+    d = 0.1
+
+    def run(rate):
+        rho = rate * d
+        ttft = d + (rho * d / (2 * (1 - rho)) if rho < 1 else math.inf)
+        return ss.SimResult(100, ttft, ttft, ttft, 0.01, 0.01, 0.01, 0.01, 1.0, 1.0, rate, rate, 1.0, rho < 1, d, d)
+
+    cap = sl.max_rate_at_slo(run, ttft_p99_s=1.0, itl_p99_s=None, upper_requests_per_s=10.0)
+    want = 9.4737
+    assert want * 0.95 <= cap.requests_per_s <= want
+    assert sl.max_rate_at_slo(run, ttft_p99_s=0.05, itl_p99_s=None, upper_requests_per_s=10.0).requests_per_s == 0.0
+
+
+def test_slo_capacity_is_cached(h100, llama8b):
+    sl.slo_capacity.cache_clear()
+    args = (llama8b, h100, 1, 1, "bf16", "bf16", ss.LengthDist(500), ss.LengthDist(100), 1.0, 0.1)
+    a = sl.slo_capacity(*args, n_requests=200)
+    b = sl.slo_capacity(*args, n_requests=200)
+    assert a is b and sl.slo_capacity.cache_info().hits == 1
+    assert a.requests_per_s > 0
