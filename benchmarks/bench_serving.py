@@ -6,7 +6,7 @@ vectorised estimator call per GPU/format/TP/PP group), the CP-SAT top-K time, th
 ``solve_serving`` call (explanation and Pareto front included; warm process), the best fleet's
 $/hour and, for comparison, the cheapest fleet of a single GPU type (each type solved alone).
 Then, for scenarios with ``serve.disaggregation`` (issue 16): the aggregated/disaggregated
-fleet of ``serve_load.plan_disaggregated`` from a cold option cache (every pool option simulated
+fleet of ``search.serve.disaggregation.plan_disaggregated`` from a cold option cache (every pool option simulated
 at the SLOs), its wall and CPU seconds, the simulations run, and the verdict.
 
 Run: python benchmarks/bench_serving.py [scenario ...]
@@ -19,7 +19,7 @@ import sys
 import time
 
 from optimizer.scenario import list_scenarios, load_scenario
-from optimizer.search.serving import solve_serving
+from optimizer.search.serve.solve import solve_serving
 
 
 def _serving_names() -> list[str]:
@@ -52,7 +52,7 @@ def main(names: list[str]) -> None:
 
 def disaggregation(names: list[str]) -> None:
     from optimizer.formulas.serving_load import slo_capacity
-    from optimizer.serve_load import plan_disaggregated, pool_options
+    from optimizer.search.serve.disaggregation import plan_disaggregated, pool_options
 
     print(f"\n{'scenario (disaggregation)':34s} {'options':>7s} {'sims':>5s} {'wall_s':>7s} {'cpu_s':>7s} "
           f"{'usd_per_h':>9s} {'agg_only':>9s} {'disagg_only':>11s}")

@@ -1,4 +1,4 @@
-"""Fleets sized by simulated capacity at the SLOs (optimizer/serve_load.py): the two shipped
+"""Fleets sized by simulated capacity at the SLOs (optimizer/search/serve/disaggregation.py): the two shipped
 disaggregation scenarios reach opposite verdicts for the reasons their intents state, and the
 scenario blocks of issue 16 validate their inputs."""
 
@@ -8,7 +8,7 @@ import pytest
 
 import optimizer
 from optimizer.errors import ClusteroptError
-from optimizer.serve_load import length_dist, plan_disaggregated
+from optimizer.search.serve.disaggregation import length_dist, plan_disaggregated
 
 
 def test_rag_70b_disaggregated_is_cheaper():

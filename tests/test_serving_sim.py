@@ -196,7 +196,7 @@ def test_engine_and_vendor_rows():
     ROCm row, whose batch-1 decode (weights / HBM share + two all-reduces per layer) is slower
     than the CUDA constants would make it."""
     from optimizer.catalog import serving_engine, serving_vendor
-    from optimizer.estimate import engine_settings
+    from optimizer.search.estimate import engine_settings
 
     v = serving_engine("vllm")
     assert v.defaults_for(80 * 2**30) == (8192, 1024)

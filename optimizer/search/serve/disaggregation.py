@@ -1,7 +1,7 @@
 """Serving fleets sized by simulated capacity at the SLOs, aggregated and disaggregated (issue 16).
 
-This module sits at the search level (it reads the scenario, the catalog and the GPU options of
-``search.api``) and is to move under ``search/serve/`` with the planner restructure. It answers:
+Part of the serving planner (``search/serve/``): it reads the scenario, the catalog and the GPU
+options of ``optimizer.pricing``. It answers:
 which is cheaper for this traffic - aggregated replicas (prefill and decode on the same GPUs), a
 disaggregated pair of pools (prefill replicas and decode replicas, possibly on different GPU
 types and TP degrees, KV moved between them), or a mix - and why.
@@ -76,7 +76,7 @@ class PoolOption:
 
 
 def _engine(scenario, gpu_id: str, hw, catalog) -> dict:
-    from optimizer.estimate import engine_settings
+    from optimizer.search.estimate import engine_settings
 
     e = scenario.serve.engine
     return engine_settings(e.name, catalog.accelerator(gpu_id).vendor, hw.memory_bytes,
@@ -91,7 +91,7 @@ def pool_options(scenario, catalog=None) -> list[PoolOption]:
     dividing the heads; formats: the first of search.weights and search.kv (default fp8/fp8)."""
     from optimizer.catalog import load_catalog
     from optimizer.model import load_model
-    from optimizer.search.api import gpu_options
+    from optimizer.pricing import gpu_options
 
     cat = catalog or load_catalog()
     sv = scenario.serve
