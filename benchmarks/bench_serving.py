@@ -51,8 +51,11 @@ def main(names: list[str]) -> None:
 
 
 def disaggregation(names: list[str]) -> None:
+    from optimizer.catalog import load_catalog
     from optimizer.formulas.serving_load import slo_capacity
     from optimizer.search.serve.disaggregation import plan_disaggregated, pool_options
+
+    cat = load_catalog()
 
     print(f"\n{'scenario (disaggregation)':34s} {'options':>7s} {'sims':>5s} {'wall_s':>7s} {'cpu_s':>7s} "
           f"{'usd_per_h':>9s} {'agg_only':>9s} {'disagg_only':>11s}")
@@ -62,9 +65,9 @@ def disaggregation(names: list[str]) -> None:
             continue
         slo_capacity.cache_clear()
         w0, c0 = time.perf_counter(), time.process_time()
-        p = plan_disaggregated(sc)
+        p = plan_disaggregated(sc, cat)
         wall, cpu = time.perf_counter() - w0, time.process_time() - c0
-        opts = pool_options(sc)                                   # cached now: counts only
+        opts = pool_options(sc, cat)                              # cached now: counts only
         sims = sum(o.capacity.simulations for o in opts)
         fmt = lambda x: f"{x:9.2f}" if x is not None else f"{'-':>9s}"  # noqa: E731
         print(f"{name:34s} {len(opts):7d} {sims:5d} {wall:7.2f} {cpu:7.2f} {p.usd_per_hour:9.2f} "

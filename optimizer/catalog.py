@@ -663,3 +663,16 @@ def serving_vendor(vendor: str) -> ServingVendor:
     row of their own (Google, Intel, ...) use the NVIDIA row, the only one fitted on them all."""
     _, ven = _serving_tables()
     return ven.get(str(vendor).upper(), ven["NVIDIA"])
+
+
+def engine_settings(engine: str, vendor: str, memory_bytes: float, *, max_num_batched_tokens=None,
+                    max_num_seqs=None, gqa_shared_decode=None, field: str = "--engine") -> dict:
+    """The engine's scheduler defaults on a GPU of that memory and the vendor stack's efficiencies
+    (catalog/serving_engines.csv, catalog/serving_vendors.csv), explicit settings winning."""
+    e = serving_engine(engine, field)
+    tokens, seqs = e.defaults_for(memory_bytes)
+    return dict(engine=e.engine, policy=e.policy, max_num_batched_tokens=int(max_num_batched_tokens or tokens),
+                max_num_seqs=int(max_num_seqs or seqs), request_overhead_s=e.request_overhead_s,
+                step_overhead_s=e.step_overhead_s,
+                gqa_shared_decode=e.gqa_shared_decode if gqa_shared_decode is None else bool(gqa_shared_decode),
+                efficiencies=serving_vendor(vendor).efficiencies(), stack=serving_vendor(vendor).stack)

@@ -252,10 +252,8 @@ def solve(
         _write_report(result, sc, sens, report_md, cat)
     disagg = None
     if sc.workload == "serve" and sc.serve.disaggregation is not None and sc.serve.disaggregation.allow:
-        from optimizer.search.serve.disaggregation import plan_disaggregated
-
         print("disaggregation: simulating each pool option at the SLOs...", file=sys.stderr)
-        disagg = report.plain(plan_disaggregated(sc, cat, time_limit_s=time_limit))
+        disagg = plain(optimizer.disaggregation(sc, catalog=cat, time_limit_s=time_limit))
     if fmt is Fmt.json:
         doc = report.solve_json(result, sc)
         if disagg is not None:

@@ -8,11 +8,11 @@ import pytest
 
 import optimizer
 from optimizer.errors import ClusteroptError
-from optimizer.search.serve.disaggregation import length_dist, plan_disaggregated
+from optimizer.search.serve.disaggregation import length_dist
 
 
 def test_rag_70b_disaggregated_is_cheaper():
-    p = plan_disaggregated(optimizer.load_scenario("llama31-70b-rag-disaggregated"))
+    p = optimizer.disaggregation("llama31-70b-rag-disaggregated")
     assert p.status == "optimal"
     assert p.disaggregated_only_usd_per_hour < p.aggregated_only_usd_per_hour
     roles = {r["role"] for r in p.replicas}
@@ -27,7 +27,7 @@ def test_rag_70b_disaggregated_is_cheaper():
 
 
 def test_short_chat_8b_aggregated_is_cheaper():
-    p = plan_disaggregated(optimizer.load_scenario("llama31-8b-chat-aggregated"))
+    p = optimizer.disaggregation("llama31-8b-chat-aggregated")
     assert p.aggregated_only_usd_per_hour < p.disaggregated_only_usd_per_hour
     assert {r["role"] for r in p.replicas} == {"aggregated"}
     assert p.usd_per_hour == pytest.approx(p.aggregated_only_usd_per_hour)

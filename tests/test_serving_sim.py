@@ -16,7 +16,7 @@ from optimizer.cli import main
 from optimizer.errors import ClusteroptError
 from optimizer.formulas import serving_load as sl
 from optimizer.formulas import serving_sim as ss
-from optimizer.formulas.serving import _Replica, prompt_attention_flops
+from optimizer.formulas.serving import Replica, prompt_attention_flops
 from optimizer.model import get_preset
 
 
@@ -31,7 +31,7 @@ def llama8b():
 
 
 def _replica(spec, hw, tp=1):
-    return _Replica(spec, hw, tp=tp, pp=1, weights="bf16", kv="bf16", group_size=128, hbm_efficiency=0.6,
+    return Replica(spec, hw, tp=tp, pp=1, weights="bf16", kv="bf16", group_size=128, hbm_efficiency=0.6,
                     compute_efficiency=0.7, link_efficiency=0.8, allreduce_latency_s=10e-6, pass_overhead_s=0.0)
 
 
@@ -196,7 +196,7 @@ def test_engine_and_vendor_rows():
     ROCm row, whose batch-1 decode (weights / HBM share + two all-reduces per layer) is slower
     than the CUDA constants would make it."""
     from optimizer.catalog import serving_engine, serving_vendor
-    from optimizer.search.estimate import engine_settings
+    from optimizer.catalog import engine_settings
 
     v = serving_engine("vllm")
     assert v.defaults_for(80 * 2**30) == (8192, 1024)

@@ -111,7 +111,7 @@ def prompt_attention_flops(spec: ModelSpec, prompt_len):
     return per_key * ((spec.num_layers - n_win) * full + n_win * win)
 
 
-class _Replica:
+class Replica:
     """Per-GPU quantities of one (model, GPU, TP, PP, formats) replica and its pass-time model."""
 
     def __init__(self, spec: ModelSpec, hw: Hardware, *, tp, pp, weights, kv, group_size,
@@ -276,7 +276,7 @@ def estimate_serving(spec: ModelSpec, hw: Hardware, *, tp=1, pp: int = 1, weight
                     ("link_efficiency", link_efficiency)):
         if not 0 < v <= 1:
             raise ClusteroptError(name, f"{v!r} is outside (0, 1]", "a fraction")
-    rep = _Replica(spec, hw, tp=tp, pp=pp, weights=weights, kv=kv, group_size=group_size,
+    rep = Replica(spec, hw, tp=tp, pp=pp, weights=weights, kv=kv, group_size=group_size,
                    hbm_efficiency=hbm_efficiency, compute_efficiency=compute_efficiency,
                    link_efficiency=link_efficiency, allreduce_latency_s=allreduce_latency_s,
                    pass_overhead_s=pass_overhead_s, kv_read_per_query_head=kv_read_per_query_head,

@@ -1,7 +1,7 @@
 """One replica under arriving load, and the serving options that change it: speculative
 decoding, prefix caching, disaggregated prefill and decode pools.
 
-``simulate_serving`` builds the replica's pass-time model (``serving._Replica``, the same
+``simulate_serving`` builds the replica's pass-time model (``serving.Replica``, the same
 roofline as the fixed-concurrency ``estimate_serving``), sizes its KV pool the way the engine
 does (``serving_memory``) and runs the discrete-event simulation of ``serving_sim``. All
 figures per replica; units in the names (seconds, bytes, tokens, requests/s).
@@ -44,7 +44,7 @@ from optimizer.formulas import serving_memory as sm
 from optimizer.formulas import serving_sim as ss
 from optimizer.formulas import serving_time as st
 from optimizer.formulas.hardware import Hardware
-from optimizer.formulas.serving import _Replica, prompt_attention_flops
+from optimizer.formulas.serving import Replica, prompt_attention_flops
 from optimizer.model.spec import ModelSpec
 
 #: Latency of one point-to-point KV transfer (RDMA setup + completion), seconds: NIXL/UCX
@@ -96,7 +96,7 @@ class LoadEstimate:
 
 
 def _replica(spec, hw, *, tp, pp, weights, kv, eff: dict, step_overhead_s: float, gqa_shared_decode: bool):
-    return _Replica(spec, hw, tp=tp, pp=pp, weights=weights, kv=kv, group_size=sm.DEFAULT_GROUP_SIZE,
+    return Replica(spec, hw, tp=tp, pp=pp, weights=weights, kv=kv, group_size=sm.DEFAULT_GROUP_SIZE,
                     hbm_efficiency=eff.get("hbm_efficiency", st.HBM_EFFICIENCY),
                     compute_efficiency=eff.get("compute_efficiency", st.COMPUTE_EFFICIENCY),
                     link_efficiency=eff.get("link_efficiency", st.LINK_EFFICIENCY),

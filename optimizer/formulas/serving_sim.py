@@ -2,7 +2,7 @@
 with chunked prefill, per-request TTFT and per-token inter-token latency, their quantiles.
 
 Pure and deterministic: numpy only, a seeded ``numpy.random.default_rng``; the pass time comes
-from a caller-given function (``serving._Replica.pass_time_s``, the same roofline the
+from a caller-given function (``serving.Replica.pass_time_s``, the same roofline the
 fixed-concurrency estimate uses), so the simulation and the closed-form figures never disagree
 on what one engine pass costs. Units: seconds, tokens, requests/s.
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 
 from optimizer.formatting import plain
+from optimizer.catalog import engine_settings
 from optimizer.errors import ClusteroptError
 from optimizer.formulas import flops, scaling
 from optimizer.formulas.cost import rented_cost_usd
@@ -124,21 +125,6 @@ def estimate(model_ref: str, *, catalog, seq_len=None, gpu=None, tp=1, pp=1, dp=
     if tokens is not None:
         _add_system(data["train"], spec, gid, layout, tokens, offer, pricing, catalog)
     return data
-
-
-def engine_settings(engine: str, vendor: str, memory_bytes: float, *, max_num_batched_tokens=None,
-                    max_num_seqs=None, gqa_shared_decode=None, field: str = "--engine") -> dict:
-    """The engine's scheduler defaults on a GPU of that memory and the vendor stack's efficiencies
-    (catalog/serving_engines.csv, catalog/serving_vendors.csv), explicit settings winning."""
-    from optimizer.catalog import serving_engine, serving_vendor
-
-    e = serving_engine(engine, field)
-    tokens, seqs = e.defaults_for(memory_bytes)
-    return dict(engine=e.engine, policy=e.policy, max_num_batched_tokens=int(max_num_batched_tokens or tokens),
-                max_num_seqs=int(max_num_seqs or seqs), request_overhead_s=e.request_overhead_s,
-                step_overhead_s=e.step_overhead_s,
-                gqa_shared_decode=e.gqa_shared_decode if gqa_shared_decode is None else bool(gqa_shared_decode),
-                efficiencies=serving_vendor(vendor).efficiencies(), stack=serving_vendor(vendor).stack)
 
 
 def serve_dict(spec, hw, vendor: str, gid: str, *, tp, pp, weights, kv, batch, prompt_len, output_len,

@@ -76,7 +76,7 @@ class PoolOption:
 
 
 def _engine(scenario, gpu_id: str, hw, catalog) -> dict:
-    from optimizer.search.estimate import engine_settings
+    from optimizer.catalog import engine_settings
 
     e = scenario.serve.engine
     return engine_settings(e.name, catalog.accelerator(gpu_id).vendor, hw.memory_bytes,
@@ -84,16 +84,15 @@ def _engine(scenario, gpu_id: str, hw, catalog) -> dict:
                            field="serve.engine.name")
 
 
-def pool_options(scenario, catalog=None) -> list[PoolOption]:
+def pool_options(scenario, catalog) -> list[PoolOption]:
     """Every (role, GPU, TP) option of the scenario with its simulated capacity at the SLOs.
     GPUs: constraints.gpus (or disaggregation.prefill_gpus / decode_gpus per role); TP:
     search.tp or the disaggregation lists, else 1, 2, 4, 8 within the GPU's scale-up domain and
     dividing the heads; formats: the first of search.weights and search.kv (default fp8/fp8)."""
-    from optimizer.catalog import load_catalog
     from optimizer.model import load_model
     from optimizer.pricing import gpu_options
 
-    cat = catalog or load_catalog()
+    cat = catalog
     sv = scenario.serve
     if sv is None:
         raise ClusteroptError("serve", "missing", "a serving scenario")
@@ -247,7 +246,7 @@ def _verify(chosen, demand: float) -> None:
         raise RuntimeError(f"decoded fleet carries {carried:.3f} req/s < demand {demand:g}: solver/evaluate disagree")
 
 
-def plan_disaggregated(scenario, catalog=None, time_limit_s: float = 10.0) -> DisaggPlan:
+def plan_disaggregated(scenario, catalog, time_limit_s: float = 10.0) -> DisaggPlan:
     """The cheapest fleet mixing aggregated replicas and disaggregated pools (CP-SAT), with the
     aggregated-only and disaggregated-only optima beside it, and why one wins."""
     opts = pool_options(scenario, catalog)
