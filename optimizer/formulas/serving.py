@@ -264,6 +264,10 @@ def estimate_serving(spec: ModelSpec, hw: Hardware, *, tp=1, pp: int = 1, weight
     bytes held and read per pass); their matmuls run at twice the dense peak only where
     ``hw.sparse_2_4`` (sparse tensor cores, catalog column ``sparse_2_4``). Default False: dense.
 
+    ``seq_overhead_s``: host time per sequence per pass (scheduling, input preparation,
+    sampling) that the engine does not overlap with the GPU; 0 on the CUDA stack, 40 us on
+    ROCm vLLM (catalog/serving_vendors.csv, fitted on the MI300X rows).
+
     Numeric arguments (tp, batch, lengths) may be numpy arrays; the result then holds arrays.
     """
     sm.check_decoder(spec)
