@@ -265,7 +265,7 @@ def estimate_serving(spec: ModelSpec, hw: Hardware, *, tp=1, pp: int = 1, weight
     ``hw.sparse_2_4`` (sparse tensor cores, catalog column ``sparse_2_4``). Default False: dense.
 
     ``seq_overhead_s``: host time per sequence per pass (scheduling, input preparation,
-    sampling) that the engine does not overlap with the GPU; 0 on the CUDA stack, 40 us on
+    sampling) that the engine does not overlap with the GPU; 0 on the CUDA stack, 90 us on
     ROCm vLLM (catalog/serving_vendors.csv, fitted on the MI300X rows).
 
     Numeric arguments (tp, batch, lengths) may be numpy arrays; the result then holds arrays.
