@@ -418,8 +418,7 @@ def test_tp_groups_fit_in_one_rented_instance(name):
 def test_vectorised_table_rows_equal_scalar_estimates(data):
     """Each row of the table (one vectorised estimator call per group) equals a scalar
     estimate_serving call at the documented lengths: mean lengths for throughput and memory,
-    p99 lengths for TTFT and ITL, batch cap = max_num_seqs, memory cap = 1 - memory_headroom,
-    the GPU vendor's software-stack efficiencies."""
+    p99 lengths for TTFT and ITL, batch cap = max_num_seqs, memory cap = 1 - memory_headroom."""
     from optimizer.formulas.serving import estimate_serving
     from optimizer.pricing import gpu_options
 
@@ -429,13 +428,9 @@ def test_vectorised_table_rows_equal_scalar_estimates(data):
     r = data.draw(st.integers(0, len(t) - 1))
     c, g = t.cols, gpus[int(t.cols["gpu"][r])]
     L = t.lengths
-    from optimizer.catalog import serving_vendor
-
-    # the GPU's software stack (issue 16: ROCm on AMD parts, CUDA otherwise)
     kw = dict(tp=int(c["tp"][r]), pp=int(c["pp"][r]), weights=str(c["weights"][r]), kv=str(c["kv"][r]),
               batch=int(c["batch"][r]), max_num_seqs=int(c["batch"][r]),
-              gpu_memory_utilization=1 - sc.constraints.memory_headroom,
-              **serving_vendor(g.accelerator.vendor).efficiencies())
+              gpu_memory_utilization=1 - sc.constraints.memory_headroom)
     mean = estimate_serving(sc.spec(), g.hardware, prompt_len=L["prompt_mean"], output_len=L["output_mean"], **kw)
     tail = estimate_serving(sc.spec(), g.hardware, prompt_len=L["prompt_p99"], output_len=L["output_p99"], **kw)
     assert c["requests_per_s"][r] == pytest.approx(mean.requests_per_s, rel=1e-12)

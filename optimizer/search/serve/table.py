@@ -114,19 +114,13 @@ def batch_ladder(search) -> list[int]:
     return out
 
 
-def _efficiencies(scale: float, g: GpuOption | None = None) -> dict:
-    """The achievable fractions of the GPU's software stack (catalog/serving_vendors.csv: ROCm on
-    AMD parts, CUDA otherwise; issue 16) scaled by ``scale`` (sensitivity's 'efficiency' input),
-    each capped at 1, with the stack's all-reduce latency and host time per sequence per pass.
-    The CUDA row holds serving_time's fitted constants, so NVIDIA options are unchanged."""
-    from optimizer.catalog import serving_vendor
+def _efficiencies(scale: float) -> dict:
+    """The estimator's achievable fractions scaled by ``scale`` (sensitivity's 'efficiency'
+    input), each capped at 1."""
 
-    vendor = getattr(getattr(g, "accelerator", None), "vendor", None) or "NVIDIA"
-    v = serving_vendor(vendor)
-    return {"hbm_efficiency": min(1.0, v.hbm_efficiency * scale),
-            "compute_efficiency": min(1.0, v.compute_efficiency * scale),
-            "low_precision_compute_efficiency": min(1.0, v.low_precision_compute_efficiency * scale),
-            "allreduce_latency_s": v.allreduce_latency_s, "seq_overhead_s": v.seq_overhead_s}
+    return {"hbm_efficiency": min(1.0, st.HBM_EFFICIENCY * scale),
+            "compute_efficiency": min(1.0, st.COMPUTE_EFFICIENCY * scale),
+            "low_precision_compute_efficiency": min(1.0, st.LOW_PRECISION_COMPUTE_EFFICIENCY * scale)}
 
 
 def evaluate_group(spec, g: GpuOption, *, tp, pp, weights, kv, batches, lengths, gmu, efficiency_scale=1.0,
@@ -142,7 +136,7 @@ def evaluate_group(spec, g: GpuOption, *, tp, pp, weights, kv, batches, lengths,
     output = np.concatenate([np.full(n, lengths["output_mean"]), np.full(n, lengths["output_p99"])])
     e = estimate_serving(spec, g.hardware, tp=tp, pp=pp, weights=weights, kv=kv, batch=bb, prompt_len=prompt,
                          output_len=output, gpu_memory_utilization=gmu, max_num_seqs=bb, sparse_2_4=sparse_2_4,
-                         **_efficiencies(efficiency_scale, g))
+                         **_efficiencies(efficiency_scale))
     mean, tail = slice(0, n), slice(n, 2 * n)
     arr = lambda v: np.broadcast_to(np.asarray(v, dtype=float), (2 * n,))  # noqa: E731
     n_gpus = tp * pp
