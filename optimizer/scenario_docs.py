@@ -48,6 +48,33 @@ DESCRIPTIONS: dict[str, dict[str, str]] = {
     "LengthDist": {
         "mean": "Mean length, tokens.",
         "p99": "99th-percentile length, tokens (memory and the longest request are sized by it; default: the mean).",
+        "histogram": "CSV file (columns tokens, weight) with the length distribution, relative to the scenario file; "
+                     "the simulation draws lengths from it instead of the lognormal through mean and p99.",
+    },
+    "Arrivals": {
+        "process": "How requests arrive: 'poisson' (exponential gaps) or 'bursty' (gamma gaps with coefficient of variation cv).",
+        "cv": "Coefficient of variation of the inter-arrival gaps (1 = Poisson; > 1 bursty).",
+    },
+    "EngineSpec": {
+        "name": "Serving engine whose scheduler and overheads are simulated: vllm, sglang or trtllm (catalog/serving_engines.csv).",
+        "max_num_batched_tokens": "Token budget of one engine pass (prompt chunks + decodes); null = the engine's default on the GPU.",
+        "max_num_seqs": "Most sequences running on one replica; null = the engine's default on the GPU.",
+    },
+    "Speculative": {
+        "draft": "Draft model preset proposing tokens (speculative decoding).",
+        "k": "Tokens the draft proposes per verify pass.",
+        "acceptance": "Per-token acceptance rate of the draft's proposals, [0, 1).",
+    },
+    "PrefixCache": {
+        "hit_rate": "Share of requests whose shared prefix is already cached, [0, 1].",
+        "prefix_tokens": "Length of the shared prefix, tokens.",
+    },
+    "Disaggregation": {
+        "allow": "Whether fleets may split prefill and decode into separate pools (solve prints the comparison).",
+        "prefill_gpus": "GPU types allowed for the prefill pool; null = constraints.gpus.",
+        "decode_gpus": "GPU types allowed for the decode pool; null = constraints.gpus.",
+        "prefill_tp": "TP degrees for prefill replicas; null = search.tp or 1, 2, 4, 8.",
+        "decode_tp": "TP degrees for decode replicas; null = search.tp or 1, 2, 4, 8.",
     },
     "SLO": {
         "ttft_p99_s": "Target 99th-percentile time to first token, seconds.",
@@ -66,6 +93,11 @@ DESCRIPTIONS: dict[str, dict[str, str]] = {
         "max_replica_types": "Most distinct replica options (GPU, TP, PP, formats, batch) in one fleet; null = no limit.",
         "quality": "Quality limit on lossy formats and compression; none given: lossy formats carry their loss unlimited.",
         "horizon_days": "Days over which one-off compression costs (calibration, distillation) are spread.",
+        "arrivals": "How requests arrive (issue 16): Poisson or bursty.",
+        "engine": "Serving engine and its scheduler knobs (issue 16).",
+        "speculative": "Speculative decoding: draft model, tokens per pass, acceptance rate; null = none.",
+        "prefix_cache": "Prefix caching: hit rate and shared prefix length; null = none.",
+        "disaggregation": "Prefill/decode disaggregation: allowed pools; null = aggregated replicas only.",
     },
     "Constraints": {
         "deadline_days": "Latest wall-clock finish of the training run, days (failures and restarts included).",
