@@ -39,6 +39,18 @@ class TrainPrecision(str, Enum):
     fp8 = "fp8"
 
 
+class Framework(str, Enum):
+    auto = "auto"
+    megatron = "megatron"
+    fsdp2 = "fsdp2"
+    deepspeed = "deepspeed"
+
+
+class GradPrecision(str, Enum):
+    fp32 = "fp32"
+    bf16 = "bf16"
+
+
 #: Every objective any workload accepts (each planner checks its own subset).
 OBJECTIVES = ("cost", "time", "gpus", "cost_per_mtoken", "loss", "lifetime_flop")
 
@@ -147,6 +159,17 @@ def estimate(
     prompt_len: int = typer.Option(1024, "--prompt-len", min=1),
     output_len: int = typer.Option(256, "--output-len", min=1),
     gpu_memory_utilization: float = typer.Option(0.9, "--gpu-memory-utilization", min=0.01, max=1.0),
+    framework: Framework = typer.Option(Framework.auto, "--framework",
+                                        help="Training framework (auto: Megatron with model parallelism, else FSDP2)."),
+    grad_precision: GradPrecision = typer.Option(GradPrecision.fp32, "--grad-precision",
+                                                 help="Gradient precision kept between backward and step."),
+    fp8_params: bool = typer.Option(False, "--fp8-params", help="fp8 parameters / fp8 all-gather (with fp8)."),
+    dropout: bool = typer.Option(False, "--dropout", help="Count dropout masks (models trained with dropout)."),
+    fused_cross_entropy: Optional[bool] = typer.Option(None, "--fused-cross-entropy/--unfused-cross-entropy",
+                                                       help="Loss kernel; default: the framework's."),
+    offload_activations: bool = typer.Option(False, "--offload-activations", help="Activations in host memory."),
+    calibration: Optional[Path] = typer.Option(None, "--calibration",
+                                               help="Profile from 'clusteropt calibrate': rescales time, memory, intervals."),
     catalog: Optional[List[Path]] = CatalogOpt,
 ):
     """Parameters, FLOPs and (with --gpu) the training or serving estimate of one layout."""
@@ -156,7 +179,10 @@ def estimate(
                 global_batch=global_batch, recompute=recompute.value, precision=precision.value,
                 sequence_parallel=sequence_parallel, interleave=interleave, inter_node_gbps=inter_node_gbps,
                 tokens=tokens, pricing=pricing, serve=serve, weights=weights, kv=kv, batch=batch,
-                prompt_len=prompt_len, output_len=output_len, gpu_memory_utilization=gpu_memory_utilization)
+                prompt_len=prompt_len, output_len=output_len, gpu_memory_utilization=gpu_memory_utilization,
+                framework=framework.value, grad_precision=grad_precision.value, fp8_params=fp8_params,
+                dropout=dropout, fused_cross_entropy=fused_cross_entropy, offload_activations=offload_activations,
+                calibration=calibration)
     data = est.estimate(model, catalog=_catalog(catalog), **opts)
     _emit(report.dumps(data) if json_out else est.estimate_text(data))
 
@@ -415,6 +441,20 @@ class SchemaKind(str, Enum):
     scenario = "scenario"
     sweep = "sweep"
     plan = "plan"
+
+
+@app.command()
+def calibrate(
+    runs: Path = typer.Argument(..., help="CSV of your measured runs, columns of training_runs_public.csv."),
+    out: Path = typer.Option(..., "--out", help="Where to write the profile (YAML)."),
+    json_out: bool = typer.Option(False, "--json"),
+    catalog: Optional[List[Path]] = CatalogOpt,
+):
+    """Fit compute, network and overlap scale factors and a memory reserve to your own runs."""
+    from optimizer.calibration import calibrate_file
+
+    data = calibrate_file(runs, out, _catalog(catalog))
+    _emit(report.dumps(data) if json_out else report.calibration_text(data))
 
 
 @app.command()

@@ -405,3 +405,41 @@ def solve_report(result, scenario, *, sensitivity: dict | None = None, memory: d
         parts += ["## Binding constraints and explanation", ""] + [f"- {ln}" for ln in lines] + [""]
     parts += [f"_clusteropt {__import__('optimizer').__version__}, result schema {SCHEMA_VERSION}_", ""]
     return "\n".join(parts)
+
+
+def with_range(value, p10=None, p90=None, unit: str = "", digits: int = 4) -> str:
+    """'13.9 d (12.6-15.8)': a figure with its 80% interval (CONTRACTS.md 'Estimates with a
+    range'); the figure alone when it has no interval."""
+    fmt = lambda x: f"{x:.{digits}g}"  # noqa: E731
+    u = f" {unit}" if unit else ""
+    if p10 is None or p90 is None:
+        return f"{fmt(value)}{u}"
+    return f"{fmt(value)}{u} ({fmt(p10)}-{fmt(p90)})"
+
+
+def calibration_text(data: dict) -> str:
+    """``clusteropt calibrate`` as text: the factors with their uncertainty, the error on the
+    user's rows before and after, on held-out rows when there are enough, and the interval."""
+    import math
+
+    pr = data["profile"]
+    lines = [f"calibration profile written to {data['out']} ({data['n_runs']} runs with measured throughput)", ""]
+    rows = []
+    for k in ("compute", "network", "overlap"):
+        v, sd = pr[f"{k}_scale"], pr[f"{k}_scale_sd_log"]
+        rows.append([f"{k}_scale", f"{v:.3f}", f"{v * math.exp(-sd):.3f}-{v * math.exp(sd):.3f}"])
+    if pr["n_memory_runs"]:
+        rows.append(["memory_reserve_bytes", f"{pr['memory_reserve_bytes'] / 1e9:+.2f} GB",
+                     f"+/- {pr['memory_reserve_sd_bytes'] / 1e9:.2f} GB ({pr['n_memory_runs']} runs)"])
+    lines.append(text_table(["factor", "value", "1-sd range"], rows))
+    lines += ["", f"throughput error on your rows: before {data['error_before_pct']:.1f}%  after "
+                  f"{data['error_after_pct']:.1f}%"]
+    if "held_out_error_before_pct" in data:
+        lines.append(f"on held-out rows {data['held_out_rows']} (fitted without them): before "
+                     f"{data['held_out_error_before_pct']:.1f}%  after {data['held_out_error_after_pct']:.1f}%")
+    if "memory_error_before_pct" in data:
+        lines.append(f"peak-memory error: before {data['memory_error_before_pct']:.1f}%  after "
+                     f"{data['memory_error_after_pct']:.1f}%")
+    lines.append(f"80% interval of measured/predicted after calibration: x{math.exp(pr['log_ratio_p10']):.3f}"
+                 f"-x{math.exp(pr['log_ratio_p90']):.3f}")
+    return "\n".join(lines) + "\n"
