@@ -377,7 +377,8 @@ def _evaluate(spec, hw, num: dict, cat: dict, efficiency_scale: float,
             res[f"memory_{part}_bytes"] = worst[part]
         for k, val in res.items():
             out[k][idx] = val
-        logits = parts["logits"]
+        # the loss's element-wise traffic (time), Korthikanti's 6 bytes per logit whatever the framework keeps
+        logits = np.broadcast_to(st.has_head * M.logits_bytes(s, b, spec.vocab_size, tp, cp), parts["total"].shape)
         if memory_cap_bytes is not None:
             # time and throughput only for the layouts that fit (memory_units <= cap, as
             # search.tables.violation_flags compares them)
