@@ -313,3 +313,23 @@ def calibrate_file(runs_csv, out, catalog) -> dict:
     report["profile"] = profile.model_dump()
     report["out"] = str(out)
     return report
+
+
+def apply_to_columns(res: dict, profile: Profile) -> dict:
+    """The profile applied to ``training.estimate_training_batch`` columns (numpy arrays, NaN
+    where not computed): the calibrated step time, throughput and utilisation, and the
+    memory reserve. Returns the changed columns (the search's tables use the same formula
+    as ``apply_to_estimate``)."""
+    c, n, o = np.exp(profile.log_factors)
+    step = (res["compute_time_s"] + res["bubble_time_s"]) / c
+    for k in COMM_KINDS:
+        tot, exp_ = res[f"comm_{k}_s"], res[f"comm_{k}_exposed_s"]
+        step = step + np.maximum(0.0, tot / n - o * np.maximum(tot - exp_, 0.0) / c)
+    ratio = res["step_time_s"] / step
+    out = {"step_time_s": step, "tokens_per_s": res["tokens_per_s"] * ratio}
+    for k in ("mfu", "hfu", "model_tflops_per_gpu", "hardware_tflops_per_gpu"):
+        if k in res:
+            out[k] = res[k] * ratio
+    out["memory_reserve_bytes"] = res["memory_reserve_bytes"] + profile.memory_reserve_bytes
+    out["memory_per_gpu_bytes"] = res["memory_per_gpu_bytes"] + profile.memory_reserve_bytes
+    return out

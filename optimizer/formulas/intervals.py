@@ -258,3 +258,56 @@ def interval_keys(*, tokens_per_s: float, interval: Interval, train_days: float 
         out.update(cost_usd_p10=cost_usd / hi, cost_usd_p90=cost_usd / lo)
     out["interval_regime"] = interval.regime
     return out
+
+
+def regimes_of(*, params_total: float, tp, pp, cp, ep, zero, fp8, moe: bool):
+    """``regime_of`` for arrays of layouts (numpy arrays of equal length; ``fp8`` boolean):
+    an array of regime names."""
+    import numpy as np
+
+    tp, pp, cp, ep, zero = (np.asarray(x) for x in (tp, pp, cp, ep, zero))
+    fp8 = np.asarray(fp8, dtype=bool)
+    n = np.broadcast_shapes(tp.shape, pp.shape, cp.shape, ep.shape, zero.shape, fp8.shape)
+    out = np.full(n, "other", dtype=object)
+    conds = [(cp > 1, "cp"), ((ep > 1) | bool(moe), "moe"), (zero >= 3, "zero3_fsdp"), (fp8, "fp8"),
+             ((params_total > 100e9) & (tp > 1) & (pp > 1), "3d_gt100b"),
+             (np.full(n, params_total < 10e9), "small_lt10b")]
+    done = np.zeros(n, dtype=bool)
+    for cond, name in conds:
+        hit = np.broadcast_to(cond, n) & ~done
+        out[hit] = name
+        done |= hit
+    return out
+
+
+def interval_columns(cols: dict, regimes, intervals: dict, *, profile_interval: Interval | None = None,
+                     confidence: float | None = None) -> dict:
+    """Per row (numpy arrays): the ``_p10``/``_p90`` columns of tokens_per_s, train_days,
+    wall_clock_days and cost_usd, the regime name, and with ``confidence`` the wall-clock days
+    and cost that hold at that quantile (``wall_clock_days_at_confidence``,
+    ``cost_usd_at_confidence``; the search's deadline and budget compare these). A profile's
+    interval replaces every regime's."""
+    import numpy as np
+
+    regimes = np.asarray(regimes, dtype=object)
+    names = sorted(set(regimes.tolist())) if regimes.size else []
+    lo = np.zeros(regimes.shape)
+    hi = np.zeros(regimes.shape)
+    slow = np.ones(regimes.shape)
+    for name in names:
+        iv = profile_interval or intervals[name]
+        m = regimes == name
+        lo[m], hi[m] = iv.log_ratio_p10, iv.log_ratio_p90
+        if confidence is not None:
+            slow[m] = slow_factor(iv, confidence)
+    flo, fhi = np.exp(lo), np.exp(hi)
+    out = {"interval_regime": np.where(regimes == regimes, "calibrated", regimes) if profile_interval else regimes,
+           "tokens_per_s_p10": cols["tokens_per_s"] * flo, "tokens_per_s_p90": cols["tokens_per_s"] * fhi}
+    for k in ("train_days", "wall_clock_days", "cost_usd"):
+        if k in cols:
+            out[f"{k}_p10"] = cols[k] / fhi
+            out[f"{k}_p90"] = cols[k] / flo
+    if confidence is not None:
+        out["wall_clock_days_at_confidence"] = cols["wall_clock_days"] * slow
+        out["cost_usd_at_confidence"] = cols["cost_usd"] * slow
+    return out
