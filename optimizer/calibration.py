@@ -22,9 +22,10 @@ not determine - network on compute-bound rows - stay near 1 instead of wandering
 uncertainty from the curvature at the optimum (Laplace approximation). Fitted by Nelder-Mead
 on the analytic formula above, one model estimate per row.
 
-Intervals. A calibrated estimate's 80% interval is the spread of the user's residuals after
-the fit plus the factors' uncertainty, ``log_ratio_p10/p90``; it replaces the regime's
-interval of catalog/step_time_intervals.csv.
+Intervals. A calibrated estimate's 80% interval combines the spread of the user's residuals
+after the fit (with few runs, shrunk toward the public within-source spread
+``PUBLIC_WITHIN_SOURCE_SD_LOG``) and the factors' uncertainty, ``log_ratio_p10/p90``; it
+replaces the regime's interval of catalog/step_time_intervals.csv.
 """
 
 from __future__ import annotations
@@ -47,6 +48,16 @@ NOISE_SD_LOG = 0.05
 """Measurement noise of one run's tokens/s (step-to-step and run-to-run spread, ~5%)."""
 MIN_INTERVAL_SD_LOG = 0.03
 """Floor of a calibrated interval's sd: even a perfect fit leaves run-to-run spread."""
+PUBLIC_WITHIN_SOURCE_SD_LOG = 0.17
+"""Spread of the step-time model's residuals *within* one source of published runs (one
+framework and cluster; the source's own bias removed): sqrt of the within-source variance of
+tests/data/step_time_loso_residuals.csv (0.174 when written; tests/test_calibrate.py checks it
+against the file). It is the prior of what a calibration, which removes the user's bias,
+leaves for layouts the user has not measured."""
+PRIOR_RESIDUAL_DOF = 5.0
+"""Weight of that prior in pseudo-runs: with few runs the interval stays near the public
+within-source spread; with many, the user's own residual spread takes over (a conjugate
+prior on the residual variance)."""
 HOLD_OUT_MIN_ROWS = 6
 """With at least this many rows, every third row (1-based row % 3 == 0) is held out of a
 second fit and its error reported before and after."""
@@ -257,9 +268,11 @@ def calibrate(runs, *, source: str = "") -> tuple[Profile, dict]:
     fit = fit_factors(parts, meas)
     after = np.array([calibrated_tokens_per_s(p, fit.log_factors) for p in parts])
     n = len(timed)
-    # the interval after calibration: residual spread (dof-corrected) and the factors' uncertainty
-    dof = max(n - 1, 1)
-    resid_var = float(np.sum(fit.residuals ** 2) / dof)
+    # the interval after calibration: residual variance (the user's residuals, shrunk toward the
+    # public within-source spread by PRIOR_RESIDUAL_DOF pseudo-runs) and the factors' uncertainty
+    dof = max(n - 3, 0)
+    resid_var = float((np.sum(fit.residuals ** 2) + PRIOR_RESIDUAL_DOF * PUBLIC_WITHIN_SOURCE_SD_LOG ** 2)
+                      / (dof + PRIOR_RESIDUAL_DOF))
     grads = np.array([[(np.log(calibrated_tokens_per_s(p, fit.log_factors + 1e-4 * np.eye(3)[i]))
                         - np.log(calibrated_tokens_per_s(p, fit.log_factors - 1e-4 * np.eye(3)[i]))) / 2e-4
                        for i in range(3)] for p in parts])

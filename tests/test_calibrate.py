@@ -68,8 +68,10 @@ def test_three_runs_of_a_source_lower_the_error_on_its_other_runs(tmp_path, caps
     before = mape_pct(meas, [e.tokens_per_s for e in ests])
     after = mape_pct(meas, [apply_to_estimate(e, profile) for e in ests])
     assert after < before
-    # and the calibrated interval is narrower than the regime intervals of the uncalibrated model
-    assert profile.interval.width < 0.5
+    # and the calibrated interval is narrower than the pooled interval of the uncalibrated model
+    from optimizer.formulas.intervals import POOLED, load_intervals
+
+    assert profile.interval.width < load_intervals()[POOLED].width
 
 
 def test_calibration_narrows_the_estimate_interval(tmp_path, capsys):
@@ -150,3 +152,12 @@ def test_self_contradicting_profile_is_one_error_line(tmp_path, capsys, edit, ne
     assert err.count("\n") == 1 and err.startswith("error: --calibration") and needle in err
     with pytest.raises(ClusteroptError):
         load_profile(tmp_path / "bad.yaml")
+
+
+def test_public_within_source_spread_matches_the_residuals():
+    # the prior of a calibrated interval is the within-source spread of the shipped residuals
+    from optimizer.calibration import PUBLIC_WITHIN_SOURCE_SD_LOG
+    from optimizer.formulas.intervals import _source_components, read_residuals
+
+    _, _, within = _source_components(read_residuals(ROOT / "tests" / "data" / "step_time_loso_residuals.csv"))
+    assert PUBLIC_WITHIN_SOURCE_SD_LOG == pytest.approx(within ** 0.5, abs=0.02)
