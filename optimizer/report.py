@@ -76,10 +76,29 @@ def solve_rows(df: pd.DataFrame) -> list[list[str]]:
             f"{r['tp']}/{r['pp']}/{r['dp']}/{r['cp']}/{r['ep']}", r["zero"], r["precision"],
             r["micro_batch"], r["grad_accum"], r["recompute"], "y" if r["sequence_parallel"] else "n",
             f"{gbytes(r['memory_per_gpu_bytes'])} ({r['memory_headroom']:.0%})",
-            f"{r['mfu']:.1%}", f"{r['train_days']:.1f}", _goodput(r), f"{r['wall_clock_days']:.1f}",
-            usd(r["cost_usd"]),
+            f"{r['mfu']:.1%}", _days(r, "train_days"), _goodput(r), _days(r, "wall_clock_days"),
+            _usd_range(r),
         ])
     return out
+
+
+def _finite(x) -> bool:
+    return x is not None and not (isinstance(x, float) and math.isnan(x))
+
+
+def _days(r: dict, key: str) -> str:
+    """'13.9 d (12.6-15.8)': days with the 80% interval when the row has one."""
+    lo, hi = r.get(f"{key}_p10"), r.get(f"{key}_p90")
+    if _finite(lo) and _finite(hi):
+        return f"{r[key]:.1f} d ({lo:.1f}-{hi:.1f})"
+    return f"{r[key]:.1f}"
+
+
+def _usd_range(r: dict) -> str:
+    lo, hi = r.get("cost_usd_p10"), r.get("cost_usd_p90")
+    if _finite(lo) and _finite(hi):
+        return f"{usd(r['cost_usd'])} ({usd(lo)}-{usd(hi)})"
+    return usd(r["cost_usd"])
 
 
 def solve_json(result, scenario=None) -> dict:

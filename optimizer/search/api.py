@@ -22,8 +22,8 @@ from optimizer.search import cpsat
 from optimizer.search.explain import explain_infeasible, binding_summary
 from optimizer.search.pareto import pareto_front
 from optimizer.search.space import PRECISIONS, RECOMPUTES, GpuOption
-from optimizer.search.tables import (CONFIG_KEYS, LIMIT_FAMILIES, Table, build_table, complete_table,
-                                     limits_of, objective_keys, OBJECTIVE_COLUMN_BY_NAME)
+from optimizer.search.tables import (CONFIG_KEYS, INTERVAL_REGIMES, LIMIT_FAMILIES, Table, build_table,
+                                     complete_table, limits_of, objective_keys, OBJECTIVE_COLUMN_BY_NAME)
 
 #: Column order of the configs DataFrame (and of the JSON configs), defined once.
 COLUMNS = ("rank", "objective", "gpu", "n_gpus", "n_nodes", "tp", "pp", "dp", "cp", "ep", "zero",
@@ -31,13 +31,17 @@ COLUMNS = ("rank", "objective", "gpu", "n_gpus", "n_nodes", "tp", "pp", "dp", "c
            "sequence_parallel", "memory_per_gpu_bytes", "memory_capacity_bytes", "memory_headroom",
            "mfu", "hfu", "step_time_s", "tokens_per_s", "train_days", "wall_clock_days",
            "gpu_hours", "usd_per_gpu_hour", "cost_usd", "cost_per_mtoken_usd", "offer",
+           "tokens_per_s_p10", "tokens_per_s_p90", "train_days_p10", "train_days_p90", "wall_clock_days_p10",
+           "wall_clock_days_p90", "cost_usd_p10", "cost_usd_p90", "interval_regime", "framework",
            "goodput", "expected_interruptions", "job_mtbi_s", "checkpoint_bytes", "checkpoint_write_s",
            "checkpoint_interval_s", "storage_tier", "system")
 
 #: Float columns copied from the table row as they are (system columns: tables.SYSTEM_COLUMNS).
 _FLOAT_COLUMNS = ("mfu", "hfu", "step_time_s", "tokens_per_s", "train_days", "wall_clock_days", "gpu_hours",
                   "usd_per_gpu_hour", "cost_usd", "cost_per_mtoken_usd", "goodput", "expected_interruptions",
-                  "job_mtbi_s", "checkpoint_bytes", "checkpoint_write_s", "checkpoint_interval_s")
+                  "job_mtbi_s", "checkpoint_bytes", "checkpoint_write_s", "checkpoint_interval_s",
+                  "tokens_per_s_p10", "tokens_per_s_p90", "train_days_p10", "train_days_p90", "wall_clock_days_p10",
+                  "wall_clock_days_p90", "cost_usd_p10", "cost_usd_p90")
 
 OBJECTIVE_COLUMN = OBJECTIVE_COLUMN_BY_NAME
 
@@ -201,9 +205,9 @@ def _limits(table: Table, scenario) -> list[cpsat.Limit]:
     c = table.cols
     out = [cpsat.Limit("memory", c["memory_units"] - lim["memory_cap"][c["gpu"]], 0)]
     if lim["budget"] is not None:
-        out.append(cpsat.Limit("budget", c["cost_units"], lim["budget"]))
+        out.append(cpsat.Limit("budget", c["budget_units"], lim["budget"]))
     if lim["deadline"] is not None:
-        out.append(cpsat.Limit("deadline", c["time_units"], lim["deadline"]))
+        out.append(cpsat.Limit("deadline", c["deadline_units"], lim["deadline"]))
     for g in table.gpus:
         if g.available is not None:
             out.append(cpsat.Limit("stock", np.where(c["gpu"] == g.index, c["n_gpus"], 0), g.available, g.name))
@@ -278,7 +282,7 @@ def solve(scenario, *, top_k: int | None = None, objective: str | None = None,
         full = full_table if full_table is not None else build_table(
             spec, scenario, table.gpus, efficiency_scale, gpu_count_limits=False)
         explanation = explain_infeasible(full, scenario, spec)
-    explanation["notes"] = notes + explanation.get("notes", [])
+    explanation["notes"] = notes + explanation.get("notes", []) + confidence_note(table, scenario, objective, chosen)
     return SolveResult(
         scenario=scenario.name, status=status, objective=objective, configs=configs,
         pareto=frame(table, pareto_front(table), scenario, objective, ranked=False),
@@ -333,6 +337,8 @@ def frame(table: Table, rows, scenario, objective: str, ranked: bool = True, row
         for k in _FLOAT_COLUMNS:
             rec[k] = float(c[k][r])
         rec["storage_tier"] = _tier_name(int(c["storage_tier"][r]))
+        rec["interval_regime"] = INTERVAL_REGIMES[int(c["interval_regime_code"][r])]
+        rec["framework"] = _framework_of(scenario, rec)
         r_spec, r_scenario = row_context(r)
         rec["system"] = _plain(system_breakdown(r_spec, r_scenario, g, {k: v[r] for k, v in c.items()}))
         recs.append(rec)
@@ -340,6 +346,46 @@ def frame(table: Table, rows, scenario, objective: str, ranked: bool = True, row
     if not ranked:
         df = df.drop(columns=["rank"])
     return df
+
+
+def _framework_of(scenario, rec: dict) -> str:
+    from optimizer.formulas.training import resolve_framework
+
+    fw = scenario.train.framework if scenario.train is not None else "auto"
+    return str(resolve_framework(fw, tp=rec["tp"], pp=rec["pp"], cp=rec["cp"], ep=rec["ep"]))
+
+
+def confidence_note(table: Table, scenario, objective: str, chosen) -> list[str]:
+    """With ``constraints.confidence``: whether it binds - configurations that meet the deadline
+    and budget at the central estimate but not at the confidence quantile, and whether the
+    best of those would otherwise have ranked first."""
+    q = scenario.constraints.confidence
+    if q is None or not len(table):
+        return []
+    lim = limits_of(scenario, table.gpus)
+    c = table.cols
+    excl = np.zeros(len(table), dtype=bool)
+    for fam, central, at_q in (("budget", "cost_units", "budget_units"), ("deadline", "time_units", "deadline_units")):
+        if lim[fam] is not None:
+            excl |= (c[central] <= lim[fam]) & (c[at_q] > lim[fam])
+    others = np.ones(len(table), dtype=bool)
+    for fam, v in table.violations.items():
+        if fam not in ("budget", "deadline"):
+            others &= ~v
+    excl &= others
+    if not excl.any():
+        return [f"confidence {q:g}: does not bind (every configuration meeting the deadline and budget at the "
+                "central estimate meets them at that quantile too)"]
+    cand = np.nonzero(excl | table.feasible)[0]
+    keys = [k[cand] for k in objective_keys(table, objective)]
+    best = int(cand[np.lexsort(keys[::-1])[0]])
+    line = (f"confidence {q:g} binds: {int(excl.sum())} configuration(s) meet the deadline and budget at the central "
+            f"estimate but not at the {q:g} quantile")
+    if excl[best]:
+        line += (f"; without it the best would be {table.gpus[int(c['gpu'][best])].name} x{int(c['n_gpus'][best])} "
+                 f"(wall-clock {float(c['wall_clock_days'][best]):.1f} d, "
+                 f"{float(c['wall_clock_days_p90'][best]):.1f} d at p90)")
+    return [line]
 
 
 def _verify(scenario, table: Table, rows, spec, efficiency_scale: float) -> None:
