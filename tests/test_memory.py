@@ -180,10 +180,13 @@ def test_uneven_stages_take_ceil_first():
 # --- the breakdown on the most loaded GPU ----------------------------------------------------
 
 def _mem(spec, **kw):
+    # one framework throughout (the invariants below hold per framework; 'auto' would switch
+    # from FSDP2 to Megatron as soon as a layout uses model parallelism)
+    framework = kw.pop("framework", "megatron")
     base = dict(seq_len=4096, global_batch=256, tp=2, pp=4, dp=8, micro_batch=1, zero=1,
                 sequence_parallel=True, recompute="selective")
     base.update(kw)
-    return estimate_training(spec, hw(), TrainLayout(**base)).memory
+    return estimate_training(spec, hw(), TrainLayout(**base), framework=framework).memory
 
 
 def test_parts_sum_to_total():
