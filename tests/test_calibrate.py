@@ -161,3 +161,23 @@ def test_public_within_source_spread_matches_the_residuals():
 
     _, _, within = _source_components(read_residuals(ROOT / "tests" / "data" / "step_time_loso_residuals.csv"))
     assert PUBLIC_WITHIN_SOURCE_SD_LOG == pytest.approx(within ** 0.5, abs=0.02)
+
+
+def test_scenario_calibration_reaches_the_search(tmp_path, capsys):
+    # calibration: profile.yaml in a scenario rescales every configuration's throughput and
+    # gives it the profile's interval
+    from optimizer import load_scenario, solve
+
+    rows = _source_rows("Megatron-Bridge")
+    _write(tmp_path / "runs.csv", rows[:3])
+    assert run(capsys, "calibrate", tmp_path / "runs.csv", "--out", tmp_path / "p.yaml")[0] == 0
+    sc = load_scenario(ROOT / "scenarios" / "llama3-8b-pretrain.yaml").with_overrides({"top_k": 2})
+    plain = solve(sc).configs.iloc[0]
+    cal = solve(sc.with_overrides({"calibration": str(tmp_path / "p.yaml")})).configs
+    assert (cal["interval_regime"] == "calibrated").all()
+    same = cal[(cal["gpu"] == plain["gpu"]) & (cal["n_gpus"] == plain["n_gpus"]) & (cal["tp"] == plain["tp"])]
+    assert len(cal) == 2
+    assert abs(cal.iloc[0]["tokens_per_s"] / plain["tokens_per_s"] - 1.0) > 0.01 or len(same) == 0
+    bad = sc.with_overrides({"calibration": str(tmp_path / "missing.yaml")})
+    with pytest.raises(ClusteroptError, match="calibration"):
+        solve(bad)
