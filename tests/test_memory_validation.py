@@ -54,16 +54,27 @@ def test_named_misses_of_the_issue_fit(checks, row, what):
     assert c.fits, f"{what}: {c.predicted_bytes / GB:.1f} GB > {c.capacity_bytes / GB:.1f} GB"
 
 
+#: Published peaks the model misses by more than 10%, each with what it does not model.
+KNOWN_PEAK_MISSES = {
+    # Trainy's June-2025 torchtitan (e7c0cae) runs float8 linears through torch._scaled_mm,
+    # which is not in op-level checkpointing's save list (aten.mm only), so those matmul
+    # outputs are recomputed instead of kept: ~40% less than predicted. The December-2024
+    # float8 rows of the same table save as much as bf16 (within 4%), so the model cannot
+    # take the difference from the precision alone.
+    31: "torchao float8 + op-level SAC (June 2025)",
+    32: "torchao float8 + op-level SAC (June 2025)",
+}
+
+
 def test_published_peaks_within_10_percent(checks):
-    # torchtitan publishes the caching allocator's reserved peak (max over ranks). Rows whose
-    # recomputation is not published (Trainy's toml default, checked with full recompute) only
-    # have to fit; every other published peak must be within 10%.
-    rows, _ = vm.published_rows()
-    unconfirmed = {i for i, r in rows if "unconfirmed" in (r.get("activation_checkpointing") or "").lower()}
-    scored = [c for c in checks if c.published_bytes is not None and c.row not in unconfirmed]
-    assert len(scored) >= 18
-    off = [(c.row, round(100 * c.peak_error, 1)) for c in scored if abs(c.peak_error) > vm.PEAK_TOLERANCE]
-    assert off == []
+    # torchtitan publishes the caching allocator's reserved peak (max over ranks). Every
+    # published peak must be within 10%, except the known misses above (which must still fit
+    # and stay over-predicted: the safe side for a fits decision).
+    scored = [c for c in checks if c.published_bytes is not None]
+    assert len(scored) == 20
+    off = {c.row: round(100 * c.peak_error, 1) for c in scored if abs(c.peak_error) > vm.PEAK_TOLERANCE}
+    assert set(off) <= set(KNOWN_PEAK_MISSES), off
+    assert all(v > 0 for v in off.values())
 
 
 def test_zero1_llama2_7b_bf16_gradients_is_the_zero_paper_figure():
