@@ -607,7 +607,7 @@ def main(argv=None) -> int:
     ap.add_argument("--loso", action="store_true", help="also run the leave-one-source-out refits (~1 min)")
     ap.add_argument("--speed", action="store_true", help="also time the vectorised estimator on 1e5 layouts")
     ap.add_argument("--write-intervals", action="store_true",
-                    help="write catalog/step_time_intervals.csv from leave-one-source-out residuals (~1 min)")
+                    help="write catalog/step_time_intervals.csv from leave-one-source-out residuals (several minutes)")
     args = ap.parse_args(argv)
     constants = CALIBRATED
     if args.fit:
