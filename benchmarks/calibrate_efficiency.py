@@ -567,6 +567,23 @@ def loso_residuals(file=sys.stdout) -> list[tuple[str, str, float, str]]:
     return out
 
 
+def intervals_from_file(residuals_path, path=None, file=sys.stdout) -> dict:
+    """catalog/step_time_intervals.csv recomputed from a residuals file (no refits): this
+    issue's tests/data/step_time_loso_residuals.csv or issue 14's tests/data/loso_results.csv."""
+    import datetime
+
+    from optimizer.formulas import intervals as IV
+
+    rows = IV.read_residuals(residuals_path)
+    ivs = IV.intervals_from_residuals(rows, method="random-effects normal over sources of leave-one-source-out "
+                                                    f"residuals ({Path(residuals_path).name})",
+                                      as_of=datetime.date.today().isoformat())
+    IV.write_intervals(ivs, path or IV.INTERVALS_FILE)
+    cov, n = IV.nested_coverage(rows)
+    print(f"80% interval coverage on held-out sources: {100 * cov:.1f}% of {n} runs", file=file)
+    return {"coverage": cov, "runs": n}
+
+
 def write_intervals(path=None, residuals_path=DATA / "step_time_loso_residuals.csv", file=sys.stdout) -> dict:
     """Write catalog/step_time_intervals.csv from ``loso_residuals`` (and the residuals themselves
     to tests/data, which the interval test reads) and print the per-regime table and the nested
@@ -606,6 +623,8 @@ def main(argv=None) -> int:
                     help="refit the fp8 GEMM efficiency ratio on the calibration bf16/fp8 pairs")
     ap.add_argument("--loso", action="store_true", help="also run the leave-one-source-out refits (~1 min)")
     ap.add_argument("--speed", action="store_true", help="also time the vectorised estimator on 1e5 layouts")
+    ap.add_argument("--intervals-from", metavar="CSV", default=None,
+                    help="recompute catalog/step_time_intervals.csv from a residuals CSV (no refits)")
     ap.add_argument("--write-intervals", action="store_true",
                     help="write catalog/step_time_intervals.csv from leave-one-source-out residuals (several minutes)")
     args = ap.parse_args(argv)
@@ -627,6 +646,8 @@ def main(argv=None) -> int:
         batch_speed()
     if args.write_intervals:
         write_intervals()
+    if args.intervals_from:
+        intervals_from_file(args.intervals_from)
     return 0
 
 

@@ -143,9 +143,15 @@ def intervals_from_residuals(rows, *, method: str, as_of: str) -> dict[str, Inte
 
 
 def read_residuals(path) -> list[tuple[str, str, float]]:
-    """(regime, source, log_ratio) rows of a residuals CSV (tests/data/step_time_loso_residuals.csv)."""
+    """(regime, source, log_ratio) rows of a residuals CSV: columns regime, source, log_ratio
+    (tests/data/step_time_loso_residuals.csv), or regime, source, loso_err_pct - the signed
+    percentage error of the predicted throughput, 100 (predicted/measured - 1) - as issue 14's
+    benchmark stores them (tests/data/loso_results.csv)."""
     with open(path, newline="") as f:
-        return [(r["regime"], r["source"], float(r["log_ratio"])) for r in csv.DictReader(f)]
+        rows = list(csv.DictReader(f))
+    if rows and "log_ratio" in rows[0]:
+        return [(r["regime"], r["source"], float(r["log_ratio"])) for r in rows]
+    return [(r["regime"], r["source"], -math.log1p(float(r["loso_err_pct"]) / 100.0)) for r in rows]
 
 
 def nested_coverage(rows) -> tuple[float, int]:
