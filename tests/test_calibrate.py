@@ -159,7 +159,9 @@ def test_public_within_source_spread_matches_the_residuals():
     from optimizer.calibration import PUBLIC_WITHIN_SOURCE_SD_LOG
     from optimizer.formulas.intervals import _source_components, read_residuals
 
-    _, _, within = _source_components(read_residuals(ROOT / "tests" / "data" / "step_time_loso_residuals.csv"))
+    data = ROOT / "tests" / "data"
+    path = data / "loso_results.csv" if (data / "loso_results.csv").exists() else data / "step_time_loso_residuals.csv"
+    _, _, within = _source_components(read_residuals(path))
     assert PUBLIC_WITHIN_SOURCE_SD_LOG == pytest.approx(within ** 0.5, abs=0.02)
 
 
