@@ -215,7 +215,7 @@ def solve_text(result, markdown: bool = False) -> str:
             else:
                 parts += ["", "Pareto front (cost vs wall-clock days):"]
                 prow = [[r["gpu"], r["n_gpus"], f"{r['tp']}/{r['pp']}/{r['dp']}/{r['cp']}/{r['ep']}",
-                         _goodput(r), f"{r['wall_clock_days']:.1f}", usd(r["cost_usd"])]
+                         _goodput(r), _days(r, "wall_clock_days"), _usd_range(r)]
                         for r in result.pareto.to_dict(orient="records")]
                 h = ["gpu", "gpus", "tp/pp/dp/cp/ep", "goodput", "wall days", "cost"]
                 parts.append(markdown_table(h, prow) if markdown else text_table(h, prow))

@@ -121,3 +121,25 @@ def test_memory_options_move_memory_the_way_physics_says():
     bf16 = estimate_training(spec, hw, TrainLayout(**{**lay.__dict__, "precision": "bf16"}),
                              framework="megatron").memory
     assert base.activations < bf16.activations
+
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+
+@settings(max_examples=30, deadline=None)
+@given(tp=st.sampled_from([1, 2, 4, 8]), pp=st.sampled_from([1, 2, 4]), dp=st.sampled_from([2, 8, 32]),
+       zero=st.integers(0, 3), fw=st.sampled_from(["megatron", "fsdp2", "deepspeed"]),
+       prec=st.sampled_from(["bf16", "fp8"]), rc=st.sampled_from(["none", "selective", "full"]))
+def test_memory_options_never_move_memory_the_wrong_way(tp, pp, dp, zero, fw, prec, rc):
+    # bf16 gradients, fp8 parameters, a fused loss kernel, activation offload and no dropout
+    # masks can only lower the total; each option changes only its own part
+    spec = load_model("llama-3-8b")
+    hw = load_catalog().hardware("H100-SXM5-80GB")
+    lay = TrainLayout(seq_len=4096, global_batch=8 * dp, tp=tp, pp=pp, dp=dp, zero=zero, micro_batch=1,
+                      recompute=rc, sequence_parallel=tp > 1, precision=prec)
+    base = estimate_training(spec, hw, lay, framework=fw, dropout=True).memory
+    for opt in ({"grad_precision": "bf16"}, {"fp8_params": True}, {"fused_cross_entropy": True},
+                {"offload_activations": True}, {"dropout": False}):
+        m = estimate_training(spec, hw, lay, framework=fw, **{"dropout": True, **opt}).memory
+        assert m.total <= base.total * (1 + 1e-9), opt
