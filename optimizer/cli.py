@@ -124,6 +124,18 @@ class TrainPrecision(str, Enum):
     fp8 = "fp8"
 
 
+class Framework(str, Enum):
+    auto = "auto"
+    megatron = "megatron"
+    fsdp2 = "fsdp2"
+    deepspeed = "deepspeed"
+
+
+class GradPrecision(str, Enum):
+    fp32 = "fp32"
+    bf16 = "bf16"
+
+
 #: Every objective any workload accepts (each planner checks its own subset).
 OBJECTIVES = ("cost", "time", "gpus", "cost_per_mtoken", "loss", "lifetime_flop")
 Objective = Enum("Objective", {o: o for o in OBJECTIVES}, type=str)
@@ -260,6 +272,17 @@ def estimate(
     prefix_hit_rate: float = typer.Option(0.0, "--prefix-hit-rate", min=0.0, max=1.0, help="Prefix caching: share of requests hitting the shared prefix."),
     prefix_tokens: int = typer.Option(0, "--prefix-tokens", min=0, help="Prefix caching: shared prefix length, tokens."),
     gqa_shared_decode: Optional[bool] = typer.Option(None, "--gqa-shared-decode/--no-gqa-shared-decode", help="Decode attention shares KV heads across GQA query heads (default: the engine's)."),
+    framework: Framework = typer.Option(Framework.auto, "--framework",
+                                        help="Training framework (auto: Megatron with model parallelism, else FSDP2)."),
+    grad_precision: GradPrecision = typer.Option(GradPrecision.fp32, "--grad-precision",
+                                                 help="Gradient precision kept between backward and step."),
+    fp8_params: bool = typer.Option(False, "--fp8-params", help="fp8 parameters / fp8 all-gather (with fp8)."),
+    dropout: bool = typer.Option(False, "--dropout", help="Count dropout masks (models trained with dropout)."),
+    fused_cross_entropy: Optional[bool] = typer.Option(None, "--fused-cross-entropy/--unfused-cross-entropy",
+                                                       help="Loss kernel; default: the framework's."),
+    offload_activations: bool = typer.Option(False, "--offload-activations", help="Activations in host memory."),
+    calibration: Optional[Path] = typer.Option(None, "--calibration",
+                                               help="Profile from 'clusteropt calibrate': rescales time, memory, intervals."),
     catalog: Optional[List[Path]] = CatalogOpt,
 ):
     """Parameters, FLOPs and (with --gpu) the training or serving estimate of one layout."""
@@ -272,7 +295,10 @@ def estimate(
                 request_rate=request_rate, engine=engine, arrival_cv=arrival_cv, prompt_p99=prompt_p99,
                 output_p99=output_p99, max_num_batched_tokens=max_num_batched_tokens, max_num_seqs=max_num_seqs,
                 n_requests=requests, seed=seed, spec_draft=spec_draft, spec_k=spec_k, spec_acceptance=spec_acceptance,
-                prefix_hit_rate=prefix_hit_rate, prefix_tokens=prefix_tokens, gqa_shared_decode=gqa_shared_decode)
+                prefix_hit_rate=prefix_hit_rate, prefix_tokens=prefix_tokens, gqa_shared_decode=gqa_shared_decode,
+                framework=framework.value, grad_precision=grad_precision.value, fp8_params=fp8_params,
+                dropout=dropout, fused_cross_entropy=fused_cross_entropy, offload_activations=offload_activations,
+                calibration=calibration)
     data = optimizer.estimate(model, catalog=_catalog(catalog), **opts)
     _emit(_figures(data, _fmt(fmt, json_out), report.estimate_text))
 
@@ -593,6 +619,20 @@ class SchemaKind(str, Enum):
     scenario = "scenario"
     sweep = "sweep"
     plan = "plan"
+
+
+@app.command()
+def calibrate(
+    runs: Path = typer.Argument(..., help="CSV of your measured runs, columns of training_runs_public.csv."),
+    out: Path = typer.Option(..., "--out", help="Where to write the profile (YAML)."),
+    json_out: bool = JsonOpt,
+    catalog: Optional[List[Path]] = CatalogOpt,
+):
+    """Fit compute, network and overlap scale factors and a memory reserve to your own runs."""
+    from optimizer.calibration import calibrate_file
+
+    data = calibrate_file(runs, out, _catalog(catalog))
+    _emit(report.dumps(data) if json_out else report.calibration_text(data))
 
 
 @app.command()

@@ -111,6 +111,22 @@ class TrainSpec(_Strict):
     optimizer: Literal["adam", "sgd", "adam8bit", "adafactor"] = "adam"
     flash_attention: bool = True
     interleave: int = Field(default=1, ge=1)
+    # the framework that schedules the step (formulas/training.py FRAMEWORKS; auto: Megatron for
+    # model-parallel layouts, FSDP2 otherwise) and its overlap switches
+    framework: Literal["auto", "megatron", "fsdp2", "deepspeed"] = "auto"
+    tp_comm_overlap: bool = False
+    overlap_grad_reduce: bool = True
+    # what the framework allocates (formulas/memory.py MEMORY_FIELDS)
+    grad_precision: Literal["fp32", "bf16"] = "fp32"
+    fp8_params: bool = False
+    dropout: bool = False
+    fused_cross_entropy: Optional[bool] = None
+    offload_activations: bool = False
+
+    def memory_options(self) -> dict:
+        """The memory options of formulas/memory.py MEMORY_FIELDS, as the estimators take them."""
+        return {"grad_precision": self.grad_precision, "fp8_params": self.fp8_params, "dropout": self.dropout,
+                "fused_cross_entropy": self.fused_cross_entropy, "offload_activations": self.offload_activations}
 
     @model_validator(mode="after")
     def _one_batch(self):
@@ -255,6 +271,9 @@ class Constraints(_Strict):
     gpus: Optional[list[str]] = None            # default: every catalog GPU of the deployment class
     available: dict[str, int] = Field(default_factory=dict)
     memory_headroom: float = Field(default=0.10, ge=0, lt=1)
+    # deadline and budget hold at this quantile of the throughput the layout really reaches
+    # (formulas/intervals.py; 0.9: met even if the cluster is as slow as the 90th-percentile miss)
+    confidence: Optional[float] = Field(default=None, ge=0.5, lt=1)
     deployment: Literal["cloud", "on_premise", "edge"] = "cloud"
     max_power_w_per_device: Optional[float] = Field(default=None, gt=0)   # GPUs whose tdp_w exceeds it are left out
 
@@ -389,6 +408,7 @@ class Scenario(_Strict):
     system: SystemSpec = SystemSpec()
     objective: Objective = "cost"
     top_k: int = Field(default=10, ge=1, le=1000)
+    calibration: Optional[str] = None        # a profile from 'clusteropt calibrate' (path)
     base_dir: Optional[str] = Field(default=None, exclude=True)   # where relative paths resolve
 
     @model_validator(mode="after")
@@ -423,6 +443,18 @@ class Scenario(_Strict):
                 if cand.exists():
                     ref = str(cand)
         return _load_model_cached(ref) if isinstance(ref, str) else load_model(ref)
+
+    def calibration_profile(self):
+        """The calibration profile (``optimizer.calibration.Profile``) or None; a relative path
+        resolves against the scenario's folder."""
+        if self.calibration is None:
+            return None
+        from optimizer.calibration import load_profile
+
+        p = Path(self.calibration)
+        if not p.is_absolute() and self.base_dir and (Path(self.base_dir) / p).exists():
+            p = Path(self.base_dir) / p
+        return load_profile(p, field="calibration")
 
     def with_overrides(self, overrides: dict[str, Any]) -> "Scenario":
         """A new validated scenario with dotted-path fields replaced (the sweep's mechanism)."""

@@ -44,6 +44,17 @@ DESCRIPTIONS: dict[str, dict[str, str]] = {
         "optimizer": "Optimizer whose state is kept per parameter (adam: 12 bytes of fp32 state per parameter).",
         "flash_attention": "Whether attention keeps no score matrix in memory (FlashAttention).",
         "interleave": "Virtual pipeline chunks per stage (interleaved 1F1B); 1 = plain 1F1B.",
+        "framework": "Training framework whose schedule and allocations the estimates assume: auto (Megatron for "
+                     "model-parallel layouts, FSDP2 otherwise), megatron, fsdp2 or deepspeed.",
+        "tp_comm_overlap": "Tensor-parallel communication overlapped with the GEMMs (Transformer Engine userbuffers).",
+        "overlap_grad_reduce": "Data-parallel gradient reduction overlapped with the backward pass.",
+        "grad_precision": "Precision of the gradients kept between backward and optimizer step: fp32 (Megatron's "
+                          "default main_grad) or bf16 (the ZeRO paper's 2 bytes).",
+        "fp8_params": "With fp8: parameters held in fp8 (fp8 parameter all-gather), no bf16 copy of the linear weights.",
+        "dropout": "Count dropout masks in the activations (models trained with dropout; Llama-style: none).",
+        "fused_cross_entropy": "Loss kernel: true = fused in-place cross entropy (2 bytes per logit); default the "
+                               "framework's own.",
+        "offload_activations": "Activations of all but two layers kept in host memory.",
     },
     "LengthDist": {
         "mean": "Mean length, tokens.",
@@ -108,6 +119,8 @@ DESCRIPTIONS: dict[str, dict[str, str]] = {
         "gpus": "Accelerator ids (catalog) the search may use; default: every catalog GPU of the deployment class.",
         "available": "GPUs in stock per accelerator id: the job may use at most this many of that type.",
         "memory_headroom": "Fraction of each GPU's memory kept free (allocator fragmentation, buffers), [0, 1).",
+        "confidence": "Probability in [0.5, 1) with which the deadline and budget must hold: they are compared with "
+                      "the wall-clock days and cost at that quantile of the throughput interval.",
         "deployment": "Where the job runs: cloud, on_premise or edge (selects the catalog's device classes).",
         "max_power_w_per_device": "Leave out accelerators whose TDP exceeds this, watts.",
     },
@@ -180,6 +193,8 @@ DESCRIPTIONS: dict[str, dict[str, str]] = {
         "system": "Storage, nodes, fabric, failures, checkpoints and TCO extras of the data centre.",
         "objective": "What to minimise: cost, time, gpus (training); cost, cost_per_mtoken, gpus (serving); loss (co-design).",
         "top_k": "How many distinct configurations to rank (1-1000).",
+        "calibration": "Path of a profile written by 'clusteropt calibrate' (scale factors and interval from your "
+                       "own runs), relative to the scenario file.",
         "base_dir": "Folder relative paths in the scenario resolve against (set by the loader, not written by users).",
     },
 }

@@ -42,34 +42,50 @@ def flops_dict(spec, seq_len: int) -> dict:
     }
 
 
-def train_dict(spec, hw, layout, *, tokens=None, offer=None, pricing="on_demand") -> dict:
-    e = estimate_training(spec, hw, layout)
+def train_dict(spec, hw, layout, *, tokens=None, offer=None, pricing="on_demand", options=None,
+               profile=None) -> dict:
+    """The training figures of one layout. ``options``: framework and memory options
+    (``training.FRAMEWORK_FIELDS``, ``memory.MEMORY_FIELDS``); ``profile``: a calibration
+    profile (``optimizer.calibration``) that rescales the step time and the memory reserve."""
+    options = dict(options or {})
+    e = estimate_training(spec, hw, layout, **options)
     mem = plain(e.memory)
     stage = mem.pop("stage", None)          # which pipeline stage is the most loaded: not bytes
+    tokens_per_s = float(e.tokens_per_s)
+    ratio = 1.0                              # calibrated / modelled throughput
+    if profile is not None:
+        from optimizer.calibration import apply_to_estimate
+
+        ratio = apply_to_estimate(e, profile) / tokens_per_s
+        tokens_per_s *= ratio
+        mem["reserve"] = mem["reserve"] + profile.memory_reserve_bytes
+        mem["total"] = mem["total"] + profile.memory_reserve_bytes
     out = {
         "layout": {"tp": layout.tp, "pp": layout.pp, "dp": layout.dp, "cp": layout.cp, "ep": layout.ep,
                    "zero": layout.zero, "micro_batch": layout.micro_batch, "global_batch": layout.global_batch,
                    "grad_accum": layout.grad_accum, "n_gpus": layout.n_gpus, "recompute": layout.recompute,
                    "precision": layout.precision, "sequence_parallel": layout.sequence_parallel,
                    "interleave": layout.interleave},
+        "framework": _framework_name(options.get("framework", "auto"), layout),
         "memory_per_gpu_bytes": mem,
         "memory_stage": stage,
         "memory_capacity_bytes": hw.memory_bytes,
-        "fits": bool(e.memory.total <= hw.memory_bytes),
+        "fits": bool(mem["total"] <= hw.memory_bytes),
         "warnings": list(layout_violations(spec, hw, layout)),
-        "step_time_s": float(e.step_time_s),
+        "step_time_s": float(e.step_time_s) / ratio,
         "compute_time_s": float(e.compute_time_s),
         "exposed_comm_time_s": float(e.exposed_comm_time_s),
         "bubble_time_s": float(e.bubble_time_s),
-        "tokens_per_s": float(e.tokens_per_s),
-        "tokens_per_s_per_gpu": float(e.tokens_per_s) / layout.n_gpus,
-        "mfu": float(e.mfu),
-        "hfu": float(e.hfu),
-        "model_tflops_per_gpu": float(e.model_tflops_per_gpu),
-        "hardware_tflops_per_gpu": float(e.hardware_tflops_per_gpu),
+        "tokens_per_s": tokens_per_s,
+        "tokens_per_s_per_gpu": tokens_per_s / layout.n_gpus,
+        "mfu": float(e.mfu) * ratio,
+        "hfu": float(e.hfu) * ratio,
+        "model_tflops_per_gpu": float(e.model_tflops_per_gpu) * ratio,
+        "hardware_tflops_per_gpu": float(e.hardware_tflops_per_gpu) * ratio,
+        "calibrated": profile is not None,
     }
     if tokens is not None:
-        train_s = tokens / e.tokens_per_s
+        train_s = tokens / tokens_per_s
         hours = train_s / SECONDS_PER_HOUR
         out["train_days"] = train_s / SECONDS_PER_DAY
         out["gpu_hours"] = hours * layout.n_gpus
@@ -79,6 +95,34 @@ def train_dict(spec, hw, layout, *, tokens=None, offer=None, pricing="on_demand"
     return out
 
 
+def _framework_name(framework: str, layout) -> str:
+    from optimizer.formulas.training import resolve_framework
+
+    return str(resolve_framework(framework, tp=layout.tp, pp=layout.pp, cp=layout.cp, ep=layout.ep))
+
+
+def interval_for(spec, layout, profile=None):
+    """The throughput interval of a layout: the calibration profile's, else its regime's
+    (catalog/step_time_intervals.csv)."""
+    if profile is not None:
+        return profile.interval
+    from optimizer.formulas.intervals import load_intervals, regime_of
+    from optimizer.formulas.params import count_params
+
+    reg = regime_of(params_total=count_params(spec).total, tp=layout.tp, pp=layout.pp, cp=layout.cp,
+                    ep=layout.ep, zero=layout.zero, precision=layout.precision, moe=spec.moe is not None)
+    return load_intervals()[reg]
+
+
+def add_intervals(train: dict, spec, layout, profile=None) -> None:
+    """``<figure>_p10/_p90`` keys (CONTRACTS.md 'Estimates with a range') beside the figures."""
+    from optimizer.formulas.intervals import interval_keys
+
+    train.update(interval_keys(tokens_per_s=train["tokens_per_s"], interval=interval_for(spec, layout, profile),
+                               train_days=train.get("train_days"), wall_clock_days=train.get("wall_clock_days"),
+                               cost_usd=train.get("cost_usd")))
+
+
 def estimate(model_ref: str, *, catalog, seq_len=None, gpu=None, tp=1, pp=1, dp=1, cp=1, ep=1, zero=1,
              micro_batch=1, global_batch=None, recompute="selective", precision="bf16", sequence_parallel=False,
              interleave=1, inter_node_gbps=None, tokens=None, pricing="on_demand", serve=False,
@@ -86,7 +130,9 @@ def estimate(model_ref: str, *, catalog, seq_len=None, gpu=None, tp=1, pp=1, dp=
              gpu_memory_utilization=0.9, request_rate=None, engine="vllm", arrival_cv=1.0,
              prompt_p99=None, output_p99=None, max_num_batched_tokens=None, max_num_seqs=None,
              n_requests=None, seed=0, spec_draft=None, spec_k=4, spec_acceptance=0.7,
-             prefix_hit_rate=0.0, prefix_tokens=0, gqa_shared_decode=None) -> dict:
+             prefix_hit_rate=0.0, prefix_tokens=0, gqa_shared_decode=None,
+             framework="auto", grad_precision="fp32", fp8_params=False,
+             dropout=False, fused_cross_entropy=None, offload_activations=False, calibration=None) -> dict:
 
     spec = load_model(model_ref)
     s = seq_len or spec.max_position_embeddings
@@ -120,10 +166,20 @@ def estimate(model_ref: str, *, catalog, seq_len=None, gpu=None, tp=1, pp=1, dp=
                          micro_batch=micro_batch, recompute=recompute, sequence_parallel=sequence_parallel,
                          precision=precision, interleave=interleave)
     offer = catalog.cheapest_offer(gid, pricing) if tokens is not None else None
-    data["train"] = train_dict(spec, hw, layout, tokens=tokens, offer=offer, pricing=pricing)
+    profile = None
+    if calibration is not None:
+        from optimizer.calibration import load_profile
+
+        profile = load_profile(calibration, field="--calibration")
+    options = {"framework": framework, "grad_precision": grad_precision, "fp8_params": fp8_params,
+               "dropout": dropout, "fused_cross_entropy": fused_cross_entropy,
+               "offload_activations": offload_activations}
+    data["train"] = train_dict(spec, hw, layout, tokens=tokens, offer=offer, pricing=pricing, options=options,
+                               profile=profile)
     data["train"]["gpu"] = gid
     if tokens is not None:
         _add_system(data["train"], spec, gid, layout, tokens, offer, pricing, catalog)
+    add_intervals(data["train"], spec, layout, profile)
     return data
 
 
