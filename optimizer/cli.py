@@ -7,6 +7,7 @@ carries only the result (CONTRACTS.md).
 
 from __future__ import annotations
 
+import re
 import sys
 from enum import Enum
 from pathlib import Path
@@ -450,6 +451,12 @@ def main(argv: Optional[list[str]] = None) -> None:
                    else "an existing file, or an output path in an existing folder")
         print(f"error: {where}: {exc.strerror or exc}; {allowed}", file=sys.stderr)
         sys.exit(2)
+    except RecursionError:
+        print("error: input: nested too deeply to read; at most 64 levels of lists and mappings", file=sys.stderr)
+        sys.exit(2)
+    except MemoryError:
+        print("error: input: too large to hold in memory; a smaller input", file=sys.stderr)
+        sys.exit(2)
     except Exception as exc:                      # parser errors from Typer/Click
         name = type(exc).__name__
         if name == "NoArgsIsHelpError":
@@ -461,10 +468,57 @@ def main(argv: Optional[list[str]] = None) -> None:
             print("error: aborted", file=sys.stderr)
             sys.exit(1)
         if hasattr(exc, "format_message") and getattr(exc, "exit_code", None) == 2:
-            msg = " ".join(exc.format_message().split())
-            param = getattr(exc, "param", None)
-            pname = getattr(param, "opts", None) or ([getattr(param, "name", "")] if param is not None else [])
-            field = pname[0] if pname and pname[0] else "usage"
-            print(f"error: {field}: {msg}", file=sys.stderr)
+            print(f"error: {parser_error_line(exc)}", file=sys.stderr)
             sys.exit(2)
         raise
+
+
+def parser_error_line(exc) -> str:
+    """A Typer/Click parser error as ``<option>: <what is wrong>; <what is allowed>``.
+
+    Typer checks option types and bounds with pydantic (the error's ``__cause__``), so the
+    allowed part comes from that error; an unknown option gets 'did you mean', a wrong command
+    the list of commands."""
+    from optimizer.errors import _allowed_from_error, did_you_mean
+
+    name = type(exc).__name__
+    msg = " ".join(str(getattr(exc, "message", "") or exc.format_message()).split())
+    param = getattr(exc, "param", None)
+    opts = [o for o in (getattr(param, "opts", None) or []) if o.startswith("--")] or getattr(param, "opts", None) or []
+    field = opts[0] if opts else (getattr(param, "name", "") or "")
+    cmd = getattr(exc, "cmd", None)
+    cmd_name = getattr(cmd, "name", None) or ""
+    helptext = f"see 'clusteropt {cmd_name} --help'".replace("  ", " ") if cmd_name else "see 'clusteropt --help'"
+    if name == "NoSuchOption":
+        option = getattr(exc, "option_name", "") or "option"
+        poss = list(getattr(exc, "possibilities", None) or [])
+        allowed = ("did you mean " + ", ".join(poss[:3]) + "?") if poss else helptext
+        return f"{option}: no such option; {allowed}"
+    if name == "BadOptionUsage":
+        option = getattr(exc, "option_name", "") or "usage"
+        return f"{option}: {msg.rstrip('.')}; give a value after {option}, e.g. {option} 2"
+    if name == "MissingParameter":
+        what = field.upper() if field and not field.startswith("-") else field
+        return f"{field or 'usage'}: required {'argument' if not field.startswith('-') else 'option'} missing; " \
+               f"give {what} ({helptext})"
+    m = re.match(r"No such command '(.+)'\.?$", msg)
+    if m:
+        known = sorted(getattr(cmd, "commands", {}) or {})
+        return f"command: unknown command {m.group(1)!r}; {did_you_mean(m.group(1), known)}"
+    cause = exc.__cause__
+    if field and cause is not None and hasattr(cause, "errors"):
+        err = cause.errors()[0]
+        m = re.match(r"(?:Value error, )?(.+) is not one of (.+?)\.?$", str(err.get("msg", "")))
+        if m:
+            return f"{field}: {m.group(1)} is not a choice; one of {m.group(2)}"
+        allowed = _allowed_from_error(err)
+        if "int" in str(getattr(cause, "title", "")) and allowed.startswith("a number"):
+            allowed = "an integer" + allowed[len("a number"):]
+        shown = err.get("input")
+        got = f" (got {shown!r})" if isinstance(shown, str) else ""
+        problem = " ".join(str(err.get("msg", msg)).split())
+        problem = problem[:1].lower() + problem[1:]
+        return f"{field}: {problem}{got}; allowed: {allowed}"
+    if field:
+        return f"{field}: {msg.rstrip('.')}; {helptext}"
+    return f"usage: {msg.rstrip('.')}; {helptext}"

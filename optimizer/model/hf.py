@@ -23,7 +23,6 @@ classes instantiated on PyTorch's meta device):
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any, Callable
 
@@ -471,10 +470,7 @@ def from_hf_config(path: str | Path | dict, name: str = "") -> ModelSpec:
     p = Path(path)
     if p.is_dir():
         p = p / "config.json"
-    try:
-        cfg = json.loads(p.read_text())
-    except FileNotFoundError:
-        raise ClusteroptError("model", f"no such file {str(p)!r}") from None
-    except (OSError, json.JSONDecodeError) as exc:
-        raise ClusteroptError("model", f"cannot read {str(p)!r} as JSON ({exc})") from None
+    from optimizer.inputs import load_json, read_text
+
+    cfg = load_json(read_text(p, "model", "Hugging Face config.json"), "model", str(p))
     return spec_from_hf_dict(cfg, name=name or p.parent.name or p.stem, source=str(p), where=p.name)

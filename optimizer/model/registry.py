@@ -19,6 +19,7 @@ import yaml
 from pydantic import ValidationError
 
 from optimizer.errors import ClusteroptError, from_pydantic, unknown_name
+from optimizer.inputs import load_json, load_yaml, read_text
 from optimizer.model.hf import from_hf_config, spec_from_hf_dict
 from optimizer.model.spec import ModelSpec
 
@@ -115,14 +116,11 @@ def _load_path(path: Path) -> ModelSpec:
     if path.is_dir():
         return from_hf_config(path)
     suffix = path.suffix.lower()
-    try:
-        text = path.read_text()
-    except OSError as exc:
-        raise ClusteroptError("model", f"cannot read {str(path)!r} ({exc.strerror})") from None
-    try:
-        data = json.loads(text) if suffix == ".json" else yaml.safe_load(text)
-    except (json.JSONDecodeError, yaml.YAMLError) as exc:
-        raise ClusteroptError("model", f"cannot parse {str(path)!r} ({str(exc).splitlines()[0]})") from None
+    text = read_text(path, "model", "config.json or architecture YAML")
+    if suffix == ".json":
+        data = load_json(text, "model", str(path))
+    else:
+        data = load_yaml(text, "model", str(path), "model")
     return spec_from_dict(data, where=path.name, name=path.stem if path.stem != "config" else path.parent.name)
 
 
