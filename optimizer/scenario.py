@@ -137,17 +137,22 @@ Count = Annotated[int, Field(gt=0, le=NO_LIMIT_COUNT)]
 
 
 def pick_global_batch(target_sequences: float, tolerance: float) -> int:
-    """The sequence count within +-tolerance of the target with the largest power-of-two factor,
-    then the most divisors, then the closest to the target (see TrainSpec.target_batch_sequences)."""
+    """The sequence count within +-tolerance of the target with the largest power-of-two factor
+    (see TrainSpec.target_batch_sequences).
+
+    That count is unique: two multiples of 2^k in a range always enclose a multiple of
+    2^(k+1), so the range holds exactly one multiple of its largest power of two and no
+    further tie-break is ever needed. Found in O(log n) steps (from the largest power of two
+    down), so any batch size answers at once.
+    """
     lo = max(1, int(np.ceil(target_sequences * (1 - tolerance) - 1e-9)))
     hi = max(lo, int(np.floor(target_sequences * (1 + tolerance) + 1e-9)))
-
-    def score(n: int):
-        twos = (n & -n).bit_length() - 1
-        divisors = sum(1 for d in range(1, int(n ** 0.5) + 1) if n % d == 0 for _ in ((d, n // d) if d * d != n else (d,)))
-        return (-twos, -divisors, abs(n - target_sequences), n)
-
-    return min(range(lo, hi + 1), key=score)
+    for k in range(hi.bit_length(), -1, -1):
+        step = 1 << k
+        first = -(-lo // step) * step             # the smallest multiple of 2^k >= lo
+        if first <= hi:
+            return first
+    return lo                                     # unreachable: k = 0 always succeeds
 
 
 class TokenRange(_Strict):
@@ -220,6 +225,10 @@ class TrainSpec(_Strict):
             raise ValueError("give exactly one of global_batch (sequences) or global_batch_tokens")
         if self.model is None and not isinstance(self.tokens, (int, float)):
             raise ValueError("tokens 'auto' or {min, max} needs train.model with a family (co-design)")
+        if self.global_batch_tokens is not None and self.global_batch_tokens / self.seq_len > MAX_BATCH_SEQUENCES:
+            raise ValueError(f"global_batch_tokens: {self.global_batch_tokens:g} tokens of {self.seq_len} is "
+                             f"{self.global_batch_tokens / self.seq_len:.3g} sequences; at most "
+                             f"{MAX_BATCH_SEQUENCES:,} sequences per batch (global_batch_tokens / seq_len)")
         return self
 
     def target_batch_sequences(self) -> float:
