@@ -7,8 +7,10 @@ carries only the result (CONTRACTS.md).
 
 from __future__ import annotations
 
+import os
 import re
 import sys
+import traceback
 from enum import Enum
 from pathlib import Path
 from typing import List, Optional
@@ -475,7 +477,20 @@ def main(argv: Optional[list[str]] = None) -> None:
         if hasattr(exc, "format_message") and getattr(exc, "exit_code", None) == 2:
             print(f"error: {parser_error_line(exc)}", file=sys.stderr)
             sys.exit(2)
-        raise
+        if name == "ValidationError" and hasattr(exc, "errors"):    # a pydantic model below the loaders
+            from optimizer.errors import from_pydantic
+
+            print(f"error: {from_pydantic(exc, root=str(getattr(exc, 'title', 'input')))}", file=sys.stderr)
+            sys.exit(2)
+        if os.environ.get("CLUSTEROPT_DEBUG"):
+            raise
+        # a defect, not bad input: still one line (exit 1, not 2); CLUSTEROPT_DEBUG=1 shows the traceback
+        where = traceback.extract_tb(exc.__traceback__)[-1] if exc.__traceback__ else None
+        at = f" at {Path(where.filename).name}:{where.lineno}" if where else ""
+        text = " ".join(str(exc).split())[:200]
+        print(f"error: internal: {name}{at}: {text}; this is a clusteropt bug - please report it with the input "
+              "(CLUSTEROPT_DEBUG=1 shows the traceback)", file=sys.stderr)
+        sys.exit(1)
 
 
 def parser_error_line(exc) -> str:

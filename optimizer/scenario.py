@@ -125,13 +125,18 @@ def _limit_doc(ceiling: float, unit: str) -> str:
     return f"a limit; {ceiling:g} {unit} or more (or .inf) means no limit"
 
 
-LimitUSD = Annotated[Optional[float], _no_limit_above(NO_LIMIT_USD), Field(gt=0, description=_limit_doc(NO_LIMIT_USD, "USD"))]
-LimitDays = Annotated[Optional[float], _no_limit_above(NO_LIMIT_DAYS), Field(gt=0, description=_limit_doc(NO_LIMIT_DAYS, "days"))]
-LimitCount = Annotated[Optional[int], _no_limit_above(NO_LIMIT_COUNT), Field(gt=0, description=_limit_doc(NO_LIMIT_COUNT, ""))]
-LimitCount0 = Annotated[Optional[int], _no_limit_above(NO_LIMIT_COUNT), Field(ge=0, description=_limit_doc(NO_LIMIT_COUNT, ""))]
-LimitW = Annotated[Optional[float], _no_limit_above(NO_LIMIT_W), Field(gt=0, description=_limit_doc(NO_LIMIT_W, "W"))]
-LimitKW = Annotated[Optional[float], _no_limit_above(NO_LIMIT_W / 1e3), Field(gt=0, description=_limit_doc(NO_LIMIT_W / 1e3, "kW"))]
-LimitS = Annotated[Optional[float], _no_limit_above(NO_LIMIT_S), Field(gt=0, description=_limit_doc(NO_LIMIT_S, "s"))]
+def _limit(ceiling: float, unit: str, kind=float, ge0: bool = False):
+    inner = Annotated[kind, Field(ge=0) if ge0 else Field(gt=0)]
+    return Annotated[Optional[inner], _no_limit_above(ceiling), Field(description=_limit_doc(ceiling, unit))]
+
+
+LimitUSD = _limit(NO_LIMIT_USD, "USD")
+LimitDays = _limit(NO_LIMIT_DAYS, "days")
+LimitCount = _limit(NO_LIMIT_COUNT, "", int)
+LimitCount0 = _limit(NO_LIMIT_COUNT, "", int, ge0=True)
+LimitW = _limit(NO_LIMIT_W, "W")
+LimitKW = _limit(NO_LIMIT_W / 1e3, "kW")
+LimitS = _limit(NO_LIMIT_S, "s")
 #: A count that must be reached (GPUs, sequences, tokens): finite and below the 'no limit' scale.
 Count = Annotated[int, Field(gt=0, le=NO_LIMIT_COUNT)]
 
