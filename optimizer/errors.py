@@ -21,10 +21,13 @@ class ClusteroptError(ValueError):
         self.field = field
         self.problem = problem
         self.allowed = allowed
-        msg = f"{field}: {problem}" if field else problem
-        if allowed:
-            msg += f"; {allowed}"
-        super().__init__(msg)
+        # the contract's line always says what is allowed; a caller that has nothing more
+        # specific points at the documentation of the inputs
+        allowed = allowed or "see 'clusteropt schema scenario' and 'clusteropt COMMAND --help'"
+        self.allowed = allowed
+        field = field or "input"
+        self.field = field
+        super().__init__(f"{field}: {problem}; {allowed}")
 
 
 def did_you_mean(name: str, known: Iterable[str], n: int = 3) -> str:

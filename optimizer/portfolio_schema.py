@@ -226,7 +226,7 @@ class Portfolio(_Strict):
             for k in keys[:-1]:
                 cur = cur[int(k)] if isinstance(cur, list) else cur.setdefault(k, {})
                 if cur is None:
-                    raise ClusteroptError(path, "parent is not set")
+                    raise ClusteroptError(path, "parent is not set", "a path to a field of a block that exists")
             last = keys[-1]
             if isinstance(cur, list):
                 cur[int(last)] = value

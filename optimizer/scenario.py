@@ -288,7 +288,7 @@ class ServeSpec(_Strict):
     prompt_tokens: LengthDist
     output_tokens: LengthDist
     slo: SLO = SLO()
-    redundancy: Union[Literal["none", "n+1"], int] = "none"
+    redundancy: Union[Literal["none", "n+1"], Annotated[int, Field(le=10**6)]] = "none"   # spare replicas
     max_utilization: float = Field(default=0.8, gt=0, le=1)
     # most distinct replica options (GPU, TP, PP, formats, batch) in one fleet; None = no limit
     max_replica_types: LimitCount = 3
@@ -525,12 +525,12 @@ def _set_dotted(data: dict, path: str, value: Any) -> None:
     cur = data
     for i, k in enumerate(keys[:-1]):
         if not isinstance(cur, dict):
-            raise ClusteroptError(path, f"'{'.'.join(keys[:i])}' is not a mapping")
+            raise ClusteroptError(path, f"'{'.'.join(keys[:i])}' is not a mapping", "a dotted path to a scenario field")
         if cur.get(k) is None:
             cur[k] = {}
         cur = cur[k]
     if not isinstance(cur, dict):
-        raise ClusteroptError(path, "parent is not a mapping")
+        raise ClusteroptError(path, "parent is not a mapping", "a dotted path to a scenario field")
     cur[keys[-1]] = value
 
 

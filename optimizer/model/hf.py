@@ -177,7 +177,7 @@ class _Config:
 
     def _positive(self, key: str, value: Any) -> int:
         if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-            raise ClusteroptError(f"{self.where}.{key}", f"must be a positive integer (got {value!r})")
+            raise ClusteroptError(f"{self.where}.{key}", f"must be a positive integer (got {value!r})", "an integer > 0")
         return value
 
 
@@ -433,7 +433,8 @@ def spec_from_hf_dict(cfg: dict, name: str = "", source: str = "", where: str = 
                       **overrides: Any) -> ModelSpec:
     """A ModelSpec from a Hugging Face config dict (see the module docstring)."""
     if not isinstance(cfg, dict):
-        raise ClusteroptError(where, f"expected a JSON object, got {type(cfg).__name__}")
+        raise ClusteroptError(where, f"expected a JSON object, got {type(cfg).__name__}",
+                              "a Hugging Face config.json object ({...})")
     model_type = cfg.get("model_type")
     if model_type not in _BUILDERS:
         raise ClusteroptError(f"{where}.model_type", f"unsupported model_type {model_type!r}",

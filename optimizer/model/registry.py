@@ -95,7 +95,8 @@ def _spec_fields() -> set[str]:
 def spec_from_dict(data: dict, where: str = "model", name: str = "") -> ModelSpec:
     """A dict of ModelSpec fields, or a Hugging Face-like config with ``model_type``."""
     if not isinstance(data, dict):
-        raise ClusteroptError(where, f"expected a mapping of model fields, got {type(data).__name__}")
+        raise ClusteroptError(where, f"expected a mapping of model fields, got {type(data).__name__}",
+                              "a mapping of ModelSpec fields or a config.json with model_type")
     keys = set(data)
     if "model_type" in data and not keys <= _spec_fields():
         return spec_from_hf_dict(data, name=name, where=where, source=where)
@@ -109,7 +110,7 @@ def spec_from_dict(data: dict, where: str = "model", name: str = "") -> ModelSpe
     except ValidationError as exc:
         raise from_pydantic(exc, prefix=where) from None
     except TypeError as exc:
-        raise ClusteroptError(where, str(exc)) from None
+        raise ClusteroptError(where, " ".join(str(exc).split()), "ModelSpec fields only") from None
 
 
 def _load_path(path: Path) -> ModelSpec:
@@ -137,10 +138,12 @@ def load_model(ref: Any) -> ModelSpec:
         return spec_from_dict(ref)
     if isinstance(ref, Path):
         if not ref.exists():
-            raise ClusteroptError("model", f"no such file {str(ref)!r}")
+            raise ClusteroptError("model", f"no such file {str(ref)!r}",
+                                  "an existing config.json or architecture YAML, or a preset name")
         return _load_path(ref)
     if not isinstance(ref, str) or not ref.strip():
-        raise ClusteroptError("model", f"expected a preset name, a file path or a mapping, got {ref!r}")
+        raise ClusteroptError("model", f"expected a preset name, a file path or a mapping, got {ref!r}",
+                              "e.g. llama-3-8b (clusteropt models), path/to/config.json")
     key = _index().get(ref.strip().lower())
     if key is not None:
         return _preset_spec(key)
