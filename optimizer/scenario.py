@@ -471,9 +471,10 @@ class Scenario(_Strict):
         for block, keys in (("search", _TRAIN_ONLY_SEARCH if self.train is None else _SERVE_ONLY_SEARCH),
                             ("constraints", _TRAIN_ONLY_CONSTRAINTS if self.train is None else ()),
                             ("system", tuple(SystemSpec.model_fields) if self.train is None else ())):
-            given = getattr(self, block).model_fields_set
+            obj = getattr(self, block)
             for k in keys:
-                if k in given:
+                # set to something other than its default (with_overrides dumps every key)
+                if k in obj.model_fields_set and getattr(obj, k) != type(obj).model_fields[k].default:
                     other = "training" if planner == "serving" else "serving"
                     raise ValueError(f"{block}.{k}: applies to {other} scenarios, not to this {planner} one; "
                                      f"remove it (the {planner} planner would ignore it)")
