@@ -61,10 +61,10 @@ class BuySpec(_Strict):
     allowed: bool = True
     budget_usd: LimitUSD = None                                       # capex cap (purchase)
     years: float = Field(default=4.0, gt=0, le=100)                          # straight-line amortisation life
-    usd_per_kwh: float = Field(default=TYPICAL_USD_PER_KWH, ge=0)
-    pue: float = Field(default=TYPICAL_PUE, ge=1)
-    hosting_usd_per_kw_month: float = Field(default=TYPICAL_HOSTING_USD_PER_KW_MONTH, ge=0)
-    maintenance_pct_per_year: float = Field(default=TYPICAL_MAINTENANCE_PCT_PER_YEAR, ge=0)
+    usd_per_kwh: float = Field(default=TYPICAL_USD_PER_KWH, ge=0, le=100)
+    pue: float = Field(default=TYPICAL_PUE, ge=1, le=10)
+    hosting_usd_per_kw_month: float = Field(default=TYPICAL_HOSTING_USD_PER_KW_MONTH, ge=0, le=1e6)
+    maintenance_pct_per_year: float = Field(default=TYPICAL_MAINTENANCE_PCT_PER_YEAR, ge=0, le=100)
     server_usd_per_node: dict[str, Annotated[float, Field(le=1e9)]] = Field(default_factory=dict)   # extra capex per node by GPU id
     max_power_kw: LimitKW = None                                      # IT power of the owned fleet
     max_nodes: LimitCount0 = None

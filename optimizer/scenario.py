@@ -337,8 +337,8 @@ class Pricing(_Strict):
     # explicit price per GPU id: finite and > 0 (a negative price would make a plan earn money)
     usd_per_gpu_hour: dict[str, Annotated[float, Field(gt=0, le=1e6)]] = Field(default_factory=dict)
     years: float = Field(default=4.0, gt=0, le=100)     # owned: amortisation period
-    usd_per_kwh: float = Field(default=0.10, ge=0)
-    pue: float = Field(default=1.3, ge=1)
+    usd_per_kwh: float = Field(default=0.10, ge=0, le=100)
+    pue: float = Field(default=1.3, ge=1, le=10)
     utilization: float = Field(default=0.8, gt=0, le=1)   # owned: busy fraction over the life
 
 
@@ -411,28 +411,29 @@ class SystemSpec(_Strict):
     Every default is documented in optimizer/search/system.py."""
 
     storage_tier: str = "auto"                  # a tier id, or auto: the best durable tier per row
-    storage_units: float = Field(default=1.0, gt=0)   # multiples of a fixed-bandwidth tier (appliances)
-    storage_write_gb_per_s: Optional[float] = Field(default=None, gt=0)  # override the tier's aggregate
+    storage_units: float = Field(default=1.0, gt=0, le=1e6)   # multiples of a fixed-bandwidth tier (appliances)
+    storage_write_gb_per_s: Optional[float] = Field(default=None, ge=1e-3, le=1e9)  # override the tier's aggregate
     host: Optional[str] = None                  # node type id; default: the GPU's default node
-    failure_rate_per_gpu_hour: Optional[float] = Field(default=None, ge=0)
-    failure_rate_per_node_hour: Optional[float] = Field(default=None, ge=0)
-    failure_rate_scale: float = Field(default=1.0, ge=0)
+    # rates per hour: 1 (a failure every hour on every GPU) is ~10^5 times the published rates
+    failure_rate_per_gpu_hour: Optional[float] = Field(default=None, ge=0, le=1)
+    failure_rate_per_node_hour: Optional[float] = Field(default=None, ge=0, le=1)
+    failure_rate_scale: float = Field(default=1.0, ge=0, le=1e4)
     checkpoint: Literal["blocking", "async"] = "blocking"
-    checkpoint_interval_s: Optional[float] = Field(default=None, gt=0)   # default: Daly 2006 optimum
-    retained_checkpoints: int = Field(default=3, ge=1)
-    bytes_per_token: Optional[float] = Field(default=None, gt=0)         # default: by vocabulary size
-    restart_detect_s: Optional[float] = Field(default=None, ge=0)
-    restart_reschedule_s: Optional[float] = Field(default=None, ge=0)
-    restart_warmup_s: Optional[float] = Field(default=None, ge=0)
+    checkpoint_interval_s: Optional[float] = Field(default=None, ge=1, le=NO_LIMIT_S)   # default: Daly 2006 optimum
+    retained_checkpoints: int = Field(default=3, ge=1, le=10**4)
+    bytes_per_token: Optional[float] = Field(default=None, gt=0, le=1e3)         # default: by vocabulary size
+    restart_detect_s: Optional[float] = Field(default=None, ge=0, le=1e7)
+    restart_reschedule_s: Optional[float] = Field(default=None, ge=0, le=1e7)
+    restart_warmup_s: Optional[float] = Field(default=None, ge=0, le=1e7)
     offload_optimizer: bool = False             # ZeRO-Offload: optimizer states in host RAM
     host_memory_headroom: float = Field(default=0.10, ge=0, lt=1)
-    data_workers_per_gpu: int = Field(default=2, ge=0)
+    data_workers_per_gpu: int = Field(default=2, ge=0, le=1024)
     switch: str = "qm9700"
-    oversubscription: float = Field(default=1.0, ge=1)
+    oversubscription: float = Field(default=1.0, ge=1, le=1e3)
     rail_optimized: bool = True
-    hosting_usd_per_kw_month: Optional[float] = Field(default=None, ge=0)
-    maintenance_pct_per_year: Optional[float] = Field(default=None, ge=0)
-    server_usd_per_node: Optional[float] = Field(default=None, ge=0)
+    hosting_usd_per_kw_month: Optional[float] = Field(default=None, ge=0, le=1e6)
+    maintenance_pct_per_year: Optional[float] = Field(default=None, ge=0, le=100)
+    server_usd_per_node: Optional[float] = Field(default=None, ge=0, le=1e9)
 
 
 #: Fields that one planner reads and the other does not: giving them to the other is an error,

@@ -405,3 +405,18 @@ def test_api_raises_the_clis_message():
     with pytest.raises(ClusteroptError) as e:
         optimizer.load_scenario({"name": "x", "model": "llama-3-8b", "train": deep})
     assert "nests deeper" in str(e.value)
+
+
+@pytest.mark.parametrize("field, value", [
+    ("failure_rate_per_gpu_hour", 1e300), ("failure_rate_scale", 1e300), ("restart_detect_s", 1e300),
+    ("failure_rate_per_node_hour", 1e10), ("bytes_per_token", 1e300), ("storage_write_gb_per_s", 1e-300),
+    ("checkpoint_interval_s", 1e-300),
+])
+def test_system_extremes_are_range_errors_not_arrays_or_warnings(tmp_path, field, value):
+    """A failure rate of 1e300 printed a numpy array of inf; 1e300 bytes/token a RuntimeWarning."""
+    doc = yaml.safe_load((FUZZ / "budget_1e15.yaml").read_text())
+    doc["system"] = {field: value}
+    path = tmp_path / "s.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    line = assert_contract(*_solve(path))
+    assert line.startswith(f"error: system.{field}: ") and "array" not in line, line
