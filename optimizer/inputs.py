@@ -227,3 +227,43 @@ def load_json(text: str, field: str, shown: str) -> Any:
                               f"at most {MAX_DEPTH} levels of lists and objects") from None
     check_depth(data, field)
     return data
+
+
+# ----------------------------------------------------------------------------------------
+# Python API arguments
+# ----------------------------------------------------------------------------------------
+
+def integer(field: str, value: Any, lo: int = 1, hi: int | None = None) -> int:
+    """An integer argument of the Python API: a whole number (``2.0`` is 2; ``1.5``, True,
+    NaN or a string are errors, never rounded) within [lo, hi]."""
+    rng = f"an integer >= {lo}" + (f" and <= {hi}" if hi is not None else "")
+    if isinstance(value, bool) or not isinstance(value, (int, float)) and not hasattr(value, "__index__"):
+        raise ClusteroptError(field, f"{value!r} is not an integer", rng)
+    if isinstance(value, float):
+        if not value.is_integer():
+            raise ClusteroptError(field, f"{value!r} is not a whole number", rng)
+        value = int(value)
+    value = int(value)
+    if value < lo or (hi is not None and value > hi):
+        raise ClusteroptError(field, f"{value} is out of range", rng)
+    return value
+
+
+def number(field: str, value: Any, *, gt: float | None = None, ge: float | None = None,
+           le: float | None = None, allow_inf: bool = False) -> float:
+    """A real argument of the Python API: finite (or +inf where ``allow_inf`` says it means
+    'no limit') and within the bounds."""
+    parts = [f"> {gt:g}" if gt is not None else "", f">= {ge:g}" if ge is not None else "",
+             f"<= {le:g}" if le is not None else ""]
+    rng = "a number " + " and ".join(p for p in parts if p) if any(parts) else "a number"
+    if allow_inf:
+        rng += " (or inf: no limit)"
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ClusteroptError(field, f"{value!r} is not a number", rng)
+    value = float(value)
+    if value != value or value == -float("inf") or (value == float("inf") and not allow_inf):
+        raise ClusteroptError(field, f"{value} is not a finite number", rng)
+    if (gt is not None and not value > gt) or (ge is not None and not value >= ge) or \
+            (le is not None and value > le and value != float("inf")):
+        raise ClusteroptError(field, f"{value:g} is out of range", rng)
+    return value
