@@ -122,7 +122,7 @@ def _no_limit_above(ceiling: float):
 
 
 def _limit_doc(ceiling: float, unit: str) -> str:
-    return f"a limit; {ceiling:g} {unit} or more (or .inf) means no limit"
+    return f"a limit; {ceiling:g}{' ' + unit if unit else ''} or more (or .inf) means no limit"
 
 
 def _limit(ceiling: float, unit: str, kind=float, ge0: bool = False):
