@@ -198,7 +198,12 @@ def solve(
     top: Optional[int] = typer.Option(None, "--top", min=1, max=1000, help="How many configurations to rank."),
     objective: Optional[str] = typer.Option(None, "--objective",
                                             help="cost | time | gpus (training); cost | cost_per_mtoken | gpus (serving); loss (co-design)."),
-    time_limit: float = typer.Option(30.0, "--time-limit", min=0.01, help="CP-SAT time limit, seconds."),
+    time_limit: float = typer.Option(30.0, "--time-limit", min=0.01,
+                                     help="CP-SAT time limit, seconds (wall clock; with --deterministic, CP-SAT's "
+                                          "deterministic time). The result's stats say whether it stopped the search."),
+    deterministic: bool = typer.Option(False, "--deterministic",
+                                       help="Bound the search by CP-SAT's deterministic time on one worker instead "
+                                            "of the wall clock: the same answer on a busy or an idle machine (training)."),
     fmt: Fmt = typer.Option(Fmt.table, "--format"),
     out: Optional[Path] = typer.Option(None, "--out", help="Write the result to FILE instead of stdout."),
     sensitivity: bool = typer.Option(False, "--sensitivity",
@@ -232,7 +237,8 @@ def solve(
     from optimizer.search.api import solve as _solve
 
     cat = _catalog(catalog)
-    result = _solve(sc, top_k=top, objective=objective, time_limit_s=time_limit, catalog=cat)
+    result = _solve(sc, top_k=top, objective=objective, time_limit_s=time_limit, catalog=cat,
+                    deterministic=deterministic)
     sens = None
     if sensitivity or (report_md is not None and sc.workload != "codesign"):
         sens = _sensitivity(result, sc, swing_pct, range_pct)

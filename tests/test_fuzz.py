@@ -420,3 +420,162 @@ def test_system_extremes_are_range_errors_not_arrays_or_warnings(tmp_path, field
     path.write_text(yaml.safe_dump(doc))
     line = assert_contract(*_solve(path))
     assert line.startswith(f"error: system.{field}: ") and "array" not in line, line
+
+
+def test_limits_beyond_any_plan_mean_no_limit_and_the_schema_says_so():
+    """budget_usd: 1e15, .inf or max_gpus: 10**30 ended in OverflowError / OR-Tools TypeError."""
+    from optimizer.schema import json_schema
+    from optimizer.scenario import NO_LIMIT_USD
+
+    for name in ("budget_1e15.yaml", "budget_inf.yaml"):
+        assert optimizer.load_scenario(str(FUZZ / name)).constraints.budget_usd is None
+    assert optimizer.load_scenario(str(FUZZ / "max_gpus_1e30.yaml")).constraints.max_gpus is None
+    below = optimizer.load_scenario(str(FUZZ / "budget_1e15.yaml")).with_overrides(
+        {"constraints.budget_usd": NO_LIMIT_USD / 10})
+    assert below.constraints.budget_usd == NO_LIMIT_USD / 10           # a real limit is kept as given
+    props = json_schema("scenario")["$defs"]["Constraints"]["properties"]
+    assert "means no limit" in props["budget_usd"]["description"]
+    assert "means no limit" in props["max_gpus"]["description"]
+
+
+# ----------------------------------------------------------------------------------------
+# the search: limits that were ignored, bounded work, time limits
+# ----------------------------------------------------------------------------------------
+
+H100_8 = dict(gpu="H100-SXM5-80GB", tp=1, pp=1, cp=1, ep=1, zero=1, precision="bf16", micro_batch=1,
+              recompute="none", sequence_parallel=False)
+
+
+def test_budget_per_hour_applies_to_training():
+    """128 H100 at $344/h passed a $100/h limit: the limit was read by serving only."""
+    from optimizer.search.api import evaluate, solve
+
+    sc = optimizer.load_scenario(str(FUZZ / "budget_per_hour_train.yaml")).with_overrides(
+        {"constraints.max_gpus": 1024})
+    res = solve(sc, top_k=5)
+    assert res.status == "optimal" and len(res.configs)
+    assert all(r.n_gpus * r.usd_per_gpu_hour <= 100 for r in res.configs.itertuples())
+    ev = evaluate(sc, dict(H100_8, n_gpus=128, dp=128))
+    assert not ev.feasible and any(v.startswith("budget_per_hour: 128 x H100") for v in ev.violations)
+    tight = solve(sc.with_overrides({"constraints.budget_usd_per_hour": 1.0}))
+    assert tight.status == "infeasible"
+    assert any("relax budget_usd_per_hour" in ln for ln in tight.explanation["lines"])
+
+
+@pytest.mark.parametrize("call, field", [
+    (lambda sc, api: api.solve(sc, top_k=-1), "top_k"),            # reported a feasible scenario infeasible
+    (lambda sc, api: api.solve(sc, top_k=0), "top_k"),             # silently meant the default
+    (lambda sc, api: api.solve(sc, time_limit_s=float("nan")), "time_limit_s"),
+    (lambda sc, api: api.evaluate(sc, dict(H100_8, n_gpus=8, dp=1.5)), "config.dp"),   # evaluated dp=1
+    (lambda sc, api: api.evaluate(sc, dict(H100_8, n_gpus=8, dp=8, zero=True)), "config.zero"),
+])
+def test_api_arguments_are_validated(call, field):
+    from optimizer.search import api
+
+    sc = optimizer.load_scenario(str(FUZZ / "budget_1e15.yaml"))
+    with pytest.raises(ClusteroptError) as e:
+        call(sc, api)
+    assert e.value.field == field and e.value.allowed
+
+
+def test_sensitivity_grid_zero_is_an_error_not_zero_division():
+    from optimizer.search.api import solve
+    from optimizer.search.sensitivity import sensitivity
+
+    sc = optimizer.load_scenario(str(FUZZ / "budget_1e15.yaml"))
+    with pytest.raises(ClusteroptError) as e:
+        sensitivity(solve(sc, top_k=2), sc, grid=0)
+    assert e.value.field == "sensitivity.grid"
+
+
+@pytest.mark.parametrize("overrides", [
+    {"constraints.budget_usd": 9.99e14},             # 9.99e18 money units: past int64 in the solver
+    {"constraints.deadline_days": 999_999},
+    {"constraints.max_gpus": 99_999_999},
+    {"train.seq_len": 1},                            # 4M sequences per batch: the dp loop took minutes
+])
+def test_large_but_valid_training_inputs_solve(overrides):
+    from optimizer.search.api import solve
+
+    sc = optimizer.load_scenario(str(FUZZ / "budget_1e15.yaml")).with_overrides(overrides)
+    with _time_bound(TIME_BOUND_S):
+        res = solve(sc, top_k=2, time_limit_s=10)
+    assert res.status in ("optimal", "feasible") and len(res.configs)
+    assert_sane({"configs": res.configs.drop(columns=["system"]).to_dict("records")})
+
+
+@pytest.mark.parametrize("mutate", [
+    lambda d: d["search"].update(tp=[3]),                                     # KeyError 'ttft_s'
+    lambda d: d["constraints"].update(budget_usd_per_hour=9.99e14, max_gpus=99_999_999),  # OR-Tools TypeError
+])
+def test_serving_edge_inputs_answer(tmp_path, mutate):
+    doc = {"name": "s", "model": "llama-3-8b", "search": {}, "constraints": {"gpus": ["H100-SXM5-80GB"]},
+           "serve": {"requests_per_s": 5, "prompt_tokens": {"mean": 800}, "output_tokens": {"mean": 200}}}
+    mutate(doc)
+    path = tmp_path / "s.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    assert assert_contract(*_solve(path)) == "ok"
+
+
+@given(st.floats(min_value=1, max_value=5000), st.sampled_from([0.0, 0.01, 0.05, 0.2, 0.5]))
+@settings(max_examples=200, deadline=None, derandomize=True, database=None)
+def test_global_batch_picker_is_the_brute_force_choice(target, tol):
+    """The O(log n) picker returns what scanning the range for the largest power-of-two factor
+    returns (the old picker, super-linear: 1e11 tokens of seq_len 1 hung)."""
+    from optimizer.scenario import pick_global_batch
+
+    lo = max(1, math.ceil(target * (1 - tol) - 1e-9))
+    hi = max(lo, math.floor(target * (1 + tol) + 1e-9))
+    best = max(range(lo, hi + 1), key=lambda n: ((n & -n), -n))
+    assert pick_global_batch(target, tol) == best
+    assert pick_global_batch(1e11, 0.05) == 3 * 2**35 and lo <= pick_global_batch(target, tol) <= hi
+
+
+def test_a_limited_search_says_so_and_deterministic_mode_ignores_the_clock(monkeypatch):
+    """A wall-clock limit that binds returns 'feasible' and says the limit stopped it; with
+    deterministic=True the limit is CP-SAT's work, so a machine whose clock races (a busy one,
+    here simulated: every clock read jumps 100 s) gives the same answer as an idle one."""
+    from optimizer.search import api, cpsat
+
+    sc = optimizer.load_scenario(str(FUZZ / "budget_1e15.yaml"))
+    idle = api.solve(sc, top_k=3, deterministic=True)
+    assert idle.status == "optimal" and idle.stats["time_limit_reached"] is False
+    assert idle.stats["deterministic"] is True
+
+    clock = iter(range(0, 10**9, 100))
+    monkeypatch.setattr(cpsat.time, "perf_counter", lambda: float(next(clock)))
+    busy = api.solve(sc, top_k=3, deterministic=True)
+    assert busy.status == idle.status
+    assert busy.configs[list(api.COLUMNS[:17])].equals(idle.configs[list(api.COLUMNS[:17])])
+    wall = api.solve(sc, top_k=3)                    # the wall-clock limit: stopped by the racing clock
+    assert wall.status == "feasible" and wall.stats["time_limit_reached"] is True
+    assert any("time limit" in n for n in wall.explanation["notes"])
+
+
+def test_cli_deterministic_flag(capsys):
+    code, out, err = cli("solve", str(FUZZ / "budget_1e15.yaml"), "--format", "json", "--top", "2",
+                         "--deterministic", "--time-limit", "10")
+    assert assert_contract(code, out, err) == "ok"
+    stats = json.loads(out)["stats"]
+    assert stats["deterministic"] is True and stats["time_limit_reached"] is False
+
+
+def test_sweep_error_starts_on_its_own_line(monkeypatch):
+    """An error after progress was printed landed on the progress-bar line."""
+    from optimizer.search import sweep as sw
+
+    real = sw._solve_group
+    calls = []
+
+    def flaky(base, group, objective, top_k):
+        calls.append(1)
+        if len(calls) > 1:
+            raise ClusteroptError("train.seq_len", "simulated failure of the second group", "anything")
+        return real(base, group, objective, top_k)
+
+    monkeypatch.setattr(sw, "_solve_group", flaky)
+    code, out, err = cli("sweep", str(FUZZ / "budget_1e15.yaml"), "--vary", "train.seq_len=4096,8192",
+                         "--workers", "1")
+    assert code == 2
+    assert err.splitlines()[-1].startswith("error: train.seq_len: simulated failure"), err
+    assert "sweep [" in err                          # the bar was drawn, then its line ended

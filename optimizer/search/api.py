@@ -202,6 +202,8 @@ def _limits(table: Table, scenario) -> list[cpsat.Limit]:
     out = [cpsat.Limit("memory", c["memory_units"] - lim["memory_cap"][c["gpu"]], 0)]
     if lim["budget"] is not None:
         out.append(cpsat.Limit("budget", c["cost_units"], lim["budget"]))
+    if lim["budget_per_hour"] is not None:
+        out.append(cpsat.Limit("budget_per_hour", c["rate_units"], lim["budget_per_hour"]))
     if lim["deadline"] is not None:
         out.append(cpsat.Limit("deadline", c["time_units"], lim["deadline"]))
     for g in table.gpus:
@@ -226,16 +228,28 @@ def candidate_rows(table: Table, objective: str, k: int) -> np.ndarray:
 
 def solve(scenario, *, top_k: int | None = None, objective: str | None = None,
           time_limit_s: float = 30.0, catalog=None, efficiency_scale: float = 1.0,
-          table: Table | None = None, full_table: Table | None = None) -> SolveResult:
+          table: Table | None = None, full_table: Table | None = None,
+          deterministic: bool = False) -> SolveResult:
     """Rank the K best distinct feasible configurations of a training scenario, proven by CP-SAT.
 
     ``table`` (optional): a candidate table already built for this scenario (sweeps re-price one
     table for many points). ``full_table``: the same with every GPU count (``build_table(...,
     gpu_count_limits=False)``), which explanations of infeasibility need; built when missing.
+    ``time_limit_s``: seconds of wall clock (inf: none); with ``deterministic`` (training) the
+    same number bounds CP-SAT's deterministic time instead, so the answer does not depend on
+    the machine's load. ``stats`` says whether the limit stopped the search.
     """
+    from optimizer.inputs import integer, number
     from optimizer.scenario import load_scenario
 
     scenario = load_scenario(scenario)
+    if top_k is not None:
+        top_k = integer("top_k", top_k, 1, 1000)
+    time_limit_s = min(number("time_limit_s", time_limit_s, gt=0, allow_inf=True), cpsat._WALL_GUARD_S)
+    efficiency_scale = number("efficiency_scale", efficiency_scale, gt=0, le=10)
+    if deterministic and scenario.workload != "train":
+        raise ClusteroptError("deterministic", f"not available for {scenario.workload} scenarios",
+                              "training scenarios (serving and co-design searches are bounded by wall clock)")
     if scenario.workload == "serve":                 # the fleet planner (issue 6)
         from optimizer.search.serving import solve_serving
 
@@ -249,7 +263,7 @@ def solve(scenario, *, top_k: int | None = None, objective: str | None = None,
     objective = objective or scenario.objective
     if objective not in OBJECTIVE_COLUMN:
         raise ClusteroptError("objective", f"{objective!r} is not a training objective", "allowed: cost, time, gpus")
-    k = top_k or scenario.top_k
+    k = scenario.top_k if top_k is None else top_k
     spec = scenario.spec()
     notes: list[str] = []
     if table is None:
@@ -257,7 +271,8 @@ def solve(scenario, *, top_k: int | None = None, objective: str | None = None,
         table = build_table(spec, scenario, gpus, efficiency_scale)
     rows = candidate_rows(table, objective, k)
     sub = table.subset(rows)
-    res = cpsat.solve_top_k(objective_keys(sub, objective), k, _limits(sub, scenario), time_limit_s=time_limit_s)
+    res = cpsat.solve_top_k(objective_keys(sub, objective), k, _limits(sub, scenario), time_limit_s=time_limit_s,
+                            deterministic=deterministic)
     chosen = rows[res.rows] if res.rows else np.zeros(0, dtype=np.int64)
     status = res.status if len(chosen) else "infeasible"
     if res.status == "unknown" or (len(chosen) < min(k, len(rows)) and res.status != "optimal"):
@@ -267,8 +282,14 @@ def solve(scenario, *, top_k: int | None = None, objective: str | None = None,
         order = rows[np.lexsort(keys[::-1])]
         chosen = np.concatenate([chosen, order[~np.isin(order, chosen)]])[:k]
         status = "feasible" if len(chosen) else "infeasible"
-        notes.append(f"CP-SAT time limit ({time_limit_s:g} s) reached before the ranking was proven; the "
-                     "configurations are the best by sorting the candidate table (status 'feasible', not proven)")
+        notes.append(f"CP-SAT {'deterministic ' if deterministic else ''}time limit ({time_limit_s:g} s) reached "
+                     "before the ranking was proven; the configurations are the best by sorting the candidate "
+                     "table (status 'feasible', not proven)")
+    elif res.limit_reached:
+        notes.append(f"CP-SAT {'deterministic ' if deterministic else ''}time limit ({time_limit_s:g} s) reached "
+                     "before every solve was proven (status 'feasible')" + (
+                         "" if deterministic else "; on a busy machine the ranking may differ run to run "
+                         "(--deterministic bounds CP-SAT's work instead of the wall clock)"))
     configs = frame(table, chosen, scenario, objective)
     _verify(scenario, table, chosen, spec, efficiency_scale)
     if len(chosen):
@@ -284,7 +305,10 @@ def solve(scenario, *, top_k: int | None = None, objective: str | None = None,
         pareto=frame(table, pareto_front(table), scenario, objective, ranked=False),
         explanation=explanation,
         stats={"rows": len(table), "feasible_rows": int(table.feasible.sum()), "cpsat_rows": len(rows),
-               "cpsat_solves": res.n_solves, "cpsat_time_s": res.solve_time_s},
+               "cpsat_solves": res.n_solves, "cpsat_time_s": res.solve_time_s,
+               "time_limit_s": time_limit_s, "deterministic": bool(deterministic),
+               "time_limit_reached": bool(res.limit_reached or res.status == "unknown"),
+               "cpsat_deterministic_time": res.deterministic_time},
         table=table)
 
 
@@ -385,12 +409,15 @@ def _config_rows(spec, scenario, gpus: list[GpuOption], config: Mapping[str, Any
         raise ClusteroptError("config.precision", f"{config['precision']!r}", f"allowed: {', '.join(PRECISIONS)}")
     if config["recompute"] not in RECOMPUTES:
         raise ClusteroptError("config.recompute", f"{config['recompute']!r}", f"allowed: {', '.join(RECOMPUTES)}")
-    ints = {k: int(config[k]) for k in ("n_gpus", "tp", "pp", "dp", "cp", "ep", "zero", "micro_batch")}
-    for k, v in ints.items():
-        if v < (0 if k == "zero" else 1):
-            raise ClusteroptError(f"config.{k}", f"{v}", "must be >= 1" if k != "zero" else "must be 0-3")
-    if ints["zero"] > 3:
-        raise ClusteroptError("config.zero", f"{ints['zero']}", "allowed: 0, 1, 2, 3")
+    from optimizer.inputs import integer
+
+    # whole numbers only: dp=1.5 is an error, never dp=1 (int() would truncate it)
+    ints = {k: integer(f"config.{k}", config[k], 0 if k == "zero" else 1, 3 if k == "zero" else 10**8)
+            for k in ("n_gpus", "tp", "pp", "dp", "cp", "ep", "zero", "micro_batch")}
+    if config.get("grad_accum") is not None:
+        integer("config.grad_accum", config["grad_accum"], 1, 10**9)
+    if not isinstance(config["sequence_parallel"], (bool, np.bool_)):
+        raise ClusteroptError("config.sequence_parallel", f"{config['sequence_parallel']!r}", "true or false")
     train = scenario.train
     target = train.target_batch_sequences()
     tol = train.batch_tolerance_effective()
