@@ -50,6 +50,23 @@ DEFAULT_HORIZON_DAYS = 365.0
 DEFAULT_MAX_GPUS_PER_JOB = 16384
 #: Longest planning horizon (days): 100 years, beyond any hardware's life (pricing.years <= 100).
 MAX_HORIZON_DAYS = 36500.0
+#: Grid steps the automatic rule picks from (days): 1 h, 2 h, 6 h, 12 h, 1, 2, 7, 14, 30 days.
+GRID_STEPS_DAYS = (1 / 24, 2 / 24, 6 / 24, 12 / 24, 1.0, 2.0, 7.0, 14.0, 30.0)
+#: The automatic grid is the finest step giving at most this many slots over the horizon.
+MAX_SLOTS = 200
+#: Most slots a given ``time_step_days`` may make (the schedule model has variables per slot).
+MAX_GIVEN_SLOTS = 2000
+
+
+def choose_step_days(horizon_days: float, given: Optional[float] = None) -> float:
+    """The schedule grid: ``time_step_days`` if given, else the finest of GRID_STEPS_DAYS
+    with at most MAX_SLOTS slots over the horizon (60 days -> 6 h, 180 days -> 1 day, 365 days -> 2 days)."""
+    if given is not None:
+        return float(given)
+    for step in GRID_STEPS_DAYS:
+        if horizon_days / step <= MAX_SLOTS + 1e-9:
+            return step
+    return horizon_days / MAX_SLOTS
 
 
 _Strict = StrictModel
@@ -200,6 +217,20 @@ class Portfolio(_Strict):
             if j.deadline_days is not None and j.deadline_days <= j.from_day:
                 raise ClusteroptError(f"jobs[{i}].deadline_days", f"{j.deadline_days:g} is not after from_day {j.from_day:g}",
                                       "a job needs time to run")
+        step = choose_step_days(h, self.time_step_days)
+        if h / step > MAX_GIVEN_SLOTS:
+            raise ClusteroptError("time_step_days", f"{step:g}-day slots over {h:g} days are {h / step:,.0f} slots",
+                                  f"at most {MAX_GIVEN_SLOTS:,} slots: a longer time_step_days or a shorter horizon")
+        for i, j in enumerate(self.jobs):
+            # a window shorter than one slot can never hold the job (deadlines round down to the
+            # grid): a 45-day deadline in a 100-year horizon's 182.5-day slots turned a feasible
+            # plan infeasible (issue 20)
+            if j.deadline_days is not None and j.deadline_days - j.from_day < step:
+                given = "time_step_days" if self.time_step_days is not None else "the automatic grid"
+                raise ClusteroptError(f"jobs[{i}].deadline_days",
+                                      f"a {j.deadline_days - j.from_day:g}-day window is shorter than one "
+                                      f"{step:g}-day slot of {given} over {h:g} days",
+                                      "a shorter horizon_days or a time_step_days within the window")
         return self
 
     def horizon(self) -> float:

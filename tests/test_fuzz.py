@@ -219,6 +219,8 @@ def test_config_json_corpus(name, expected):
 PORTFOLIO_CASES = [
     ("portfolio_alias_bomb.yaml", r"expands to over 100,000 YAML values"),
     ("portfolio_horizon_1e5.yaml", r"^error: horizon_days: .*36500"),   # 500-day slots made it infeasible
+    # the automatic grid of a 100-year horizon has 182.5-day slots: a 45-day job never fits
+    ("portfolio_long_horizon_short_deadline.yaml", r"^error: jobs\[0\].deadline_days: a 45-day window"),
 ]
 
 

@@ -94,15 +94,13 @@ from ortools.sat.python import cp_model
 from pydantic import BaseModel, ConfigDict, Field
 
 from optimizer.errors import ClusteroptError
+# the schedule grid is a rule of the portfolio document (checked where it is read)
+from optimizer.portfolio_schema import GRID_STEPS_DAYS, MAX_SLOTS, choose_step_days  # noqa: F401
 from optimizer.units import SECONDS_PER_DAY, SECONDS_PER_HOUR
 
 #: Integer money unit of the model: cents.
 MONEY_UNITS_PER_USD = 100
 HOURS_PER_DAY = SECONDS_PER_DAY / SECONDS_PER_HOUR
-#: Grid steps the automatic rule picks from (days): 1 h, 2 h, 6 h, 12 h, 1, 2, 7, 14, 30 days.
-GRID_STEPS_DAYS = (1 / 24, 2 / 24, 6 / 24, 12 / 24, 1.0, 2.0, 7.0, 14.0, 30.0)
-#: The automatic grid is the finest step giving at most this many slots over the horizon.
-MAX_SLOTS = 200
 INT64_SAFE = 2**62
 OBJECTIVES = ("total_cost", "makespan", "gpus")
 #: Most seconds the binding-limit analysis may take after the plan is proven (limits left
@@ -207,17 +205,6 @@ def interval_of(inst: Instance, j: int, o: Option, start: int) -> tuple[int, int
 # ----------------------------------------------------------------------------------------
 # data: from a portfolio to an instance
 # ----------------------------------------------------------------------------------------
-
-def choose_step_days(horizon_days: float, given: Optional[float] = None) -> float:
-    """The schedule grid: ``time_step_days`` if given, else the finest of GRID_STEPS_DAYS
-    with at most MAX_SLOTS slots over the horizon (60 days -> 6 h, 180 days -> 1 day, 365 days -> 2 days)."""
-    if given is not None:
-        return float(given)
-    for step in GRID_STEPS_DAYS:
-        if horizon_days / step <= MAX_SLOTS + 1e-9:
-            return step
-    return horizon_days / MAX_SLOTS
-
 
 def slots_up(days: float, step: float) -> int:
     return max(1, int(math.ceil(days / step - 1e-9)))
@@ -1366,7 +1353,10 @@ def plan(portfolio, *, top_k: Optional[int] = None, objective: Optional[str] = N
     objective = objective or p.objective
     if objective not in OBJECTIVES:
         raise ClusteroptError("objective", f"unknown objective {objective!r}", "allowed: " + ", ".join(OBJECTIVES))
-    k = top_k or p.top_k
+    from optimizer.inputs import integer, number
+
+    k = p.top_k if top_k is None else integer("top_k", top_k, 1, 100)
+    time_limit_s = min(number("time_limit_s", time_limit_s, gt=0, allow_inf=True), 86400.0)
     t0 = time.perf_counter()
     inst = build_instance(p, catalog=catalog, prices=prices)
     t_build = time.perf_counter() - t0

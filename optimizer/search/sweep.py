@@ -183,7 +183,17 @@ def sweep(scenario, vary: dict[str, Any], *, objective: str | None = None, top_k
     """Solve the grid of ``vary`` (path -> list of values, or a 'start:stop:n:log' string)."""
     from optimizer.scenario import load_scenario
 
+    from optimizer.inputs import integer
+
     scenario = load_scenario(scenario)
+    if not isinstance(vary, dict) or not vary:
+        raise ClusteroptError("vary", f"expected a mapping of paths to values, got {vary!r}",
+                              "e.g. {'constraints.budget_usd': '1e6:1e8:5:log'}")
+    top_k = integer("top_k", top_k, 1, 1000)
+    if workers is not None:
+        workers = integer("workers", workers, 1, 1024)
+    if executor not in ("process", "ray"):
+        raise ClusteroptError("executor", f"unknown executor {executor!r}", "allowed: process, ray")
     axes = {}
     for path, vals in vary.items():
         p = resolve_path(scenario, path)
