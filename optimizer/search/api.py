@@ -388,6 +388,9 @@ def _config_rows(spec, scenario, gpus: list[GpuOption], config: Mapping[str, Any
     from optimizer.formulas.layout import TrainLayout
     from optimizer.formulas.training import layout_violations
 
+    if not isinstance(config, Mapping):
+        raise ClusteroptError("config", f"expected a mapping, got {type(config).__name__}",
+                              f"a configuration with the 12 keys {', '.join(CONFIG_KEYS)}")
     missing = [k for k in CONFIG_KEYS if k not in config]
     if missing:
         raise ClusteroptError("config", f"missing keys {missing}", f"a configuration has the 12 keys {', '.join(CONFIG_KEYS)}")
