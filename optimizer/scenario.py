@@ -91,8 +91,8 @@ class StrictModel(BaseModel):
                 if f is not None and _bool_where_number(f.annotation, value):
                     from optimizer.errors import describe
 
-                    raise ValueError(f"{key}: true/false is not {describe(f.annotation, f.metadata)}; "
-                                     f"allowed: {describe(f.annotation, f.metadata)}")
+                    raise ValueError(f"{key}: got true/false where no boolean is allowed (YAML reads "
+                                     f"yes/no/on/off as booleans); allowed: {describe(f.annotation, f.metadata)}")
         return data
 
 

@@ -146,7 +146,7 @@ SCENARIO_CASES = [
     ("utf8_bom.yaml", "ok"),                                             # a UTF-8 BOM is still UTF-8
     # Limits silently ignored
     ("duplicate_key.yaml", r"duplicate key 'seq_len'"),                  # PyYAML kept the last
-    ("max_gpus_yes.yaml", r"^error: constraints.max_gpus: true/false"),  # was max_gpus = 1
+    ("max_gpus_yes.yaml", r"^error: constraints.max_gpus: got true/false"),  # was max_gpus = 1
     ("p99_below_mean.yaml", r"^error: serve.prompt_tokens.p99: 300 is below the mean 800"),
     ("train_and_serve.yaml", r"^error: serve: .*not both"),              # serve: was dropped
     ("serve_block_fields_in_train.yaml", r"^error: search.weights: applies to serving"),
