@@ -77,7 +77,7 @@ class BuySpec(_Strict):
 
     allowed: bool = True
     budget_usd: LimitUSD = None                                       # capex cap (purchase)
-    years: float = Field(default=4.0, gt=0, le=100)                          # straight-line amortisation life
+    years: float = Field(default=4.0, ge=0.1, le=100)                          # straight-line amortisation life
     usd_per_kwh: float = Field(default=TYPICAL_USD_PER_KWH, ge=0, le=100)
     pue: float = Field(default=TYPICAL_PUE, ge=1, le=10)
     hosting_usd_per_kw_month: float = Field(default=TYPICAL_HOSTING_USD_PER_KW_MONTH, ge=0, le=1e6)

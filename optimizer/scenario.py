@@ -336,7 +336,7 @@ class Pricing(_Strict):
     provider: Optional[str] = None              # restrict rental offers to one provider
     # explicit price per GPU id: finite and > 0 (a negative price would make a plan earn money)
     usd_per_gpu_hour: dict[str, Annotated[float, Field(gt=0, le=1e6)]] = Field(default_factory=dict)
-    years: float = Field(default=4.0, gt=0, le=100)     # owned: amortisation period
+    years: float = Field(default=4.0, ge=0.1, le=100)     # owned: amortisation period
     usd_per_kwh: float = Field(default=0.10, ge=0, le=100)
     pue: float = Field(default=1.3, ge=1, le=10)
     utilization: float = Field(default=0.8, gt=0, le=1)   # owned: busy fraction over the life

@@ -347,6 +347,45 @@ def test_fuzz_serving_scenarios(tmp_path, mutations):
     _fuzz_scenario(tmp_path, SERVE, mutations)
 
 
+PORTFOLIO = {"name": "fuzz-portfolio", "fleet": {"gpus": ["H100-SXM5-80GB"]},
+             "jobs": [{"name": "pretrain", "model": "llama-3-8b",
+                       "train": {"tokens": 1e11, "seq_len": 4096, "global_batch": 256}, "deadline_days": 60}]}
+PORTFOLIO_PATHS = ["horizon_days", "time_step_days", "top_k", "objective", "fleet.buy.budget_usd",
+                   "fleet.buy.max_power_kw", "fleet.buy.max_nodes", "fleet.buy.years", "fleet.buy.usd_per_kwh",
+                   "fleet.rent.max_gpus", "fleet.rent.mode", "fleet.available", "fleet.gpus"]
+
+
+@settings(max_examples=15, deadline=None, derandomize=True, database=None,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@given(st.lists(st.tuples(st.sampled_from(PORTFOLIO_PATHS), NASTY), min_size=1, max_size=2))
+def test_fuzz_portfolios(tmp_path, mutations):
+    doc = PORTFOLIO
+    for path, value in mutations:
+        doc = _set(doc, path, value)
+    path = Path(tmp_path) / "p.yaml"
+    path.write_text(yaml.safe_dump(doc, allow_unicode=True))
+    assert_contract(*cli("plan", str(path), "--format", "json", "--time-limit", "5"))
+
+
+OFFER_HEADER = ("provider,instance_type,gpu,gpus_per_instance,on_demand_usd_per_hour,spot_usd_per_hour,"
+                "reserved_usd_per_hour,region,as_of,source,notes")
+OFFER_ROW = ["fuzz", "f.8x", "H100-SXM5-80GB", "8", "10", "", "", "us", "2025-01", "fuzz corpus", ""]
+CELLS = st.one_of(st.sampled_from(["", "0", "-1", "nan", "inf", "1e308", "1e-308", "x", "8.5", "true", "\"",
+                                   "H100", "99999999999999999999"]), st.text(max_size=6))
+
+
+@settings(max_examples=60, deadline=None, derandomize=True, database=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.lists(st.tuples(st.integers(0, len(OFFER_ROW) - 1), CELLS), min_size=1, max_size=3))
+def test_fuzz_catalog_cells(tmp_path, edits):
+    row = list(OFFER_ROW)
+    for i, v in edits:
+        row[i] = v
+    path = Path(tmp_path) / "offers.csv"
+    path.write_text(OFFER_HEADER + "\n" + ",".join(row) + "\n", encoding="utf-8")
+    assert_contract(*cli("catalog", "--json", "--catalog", str(path)))
+
+
 ESTIMATE_FLAGS = ["--tp", "--pp", "--dp", "--cp", "--zero", "--micro-batch", "--global-batch", "--seq-len",
                   "--recompute", "--precision", "--interleave", "--inter-node-gbps", "--tokens", "--pricing",
                   "--weights", "--kv", "--batch", "--prompt-len", "--output-len", "--gpu-memory-utilization",
