@@ -520,8 +520,7 @@ def test_api_arguments_are_validated(call, field):
 
 
 def test_sensitivity_grid_zero_is_an_error_not_zero_division():
-    from optimizer.search.api import solve
-    from optimizer.search.sensitivity import sensitivity
+    from optimizer.search.api import sensitivity, solve
 
     sc = optimizer.load_scenario(str(FUZZ / "budget_1e15.yaml"))
     with pytest.raises(ClusteroptError) as e:
@@ -576,7 +575,9 @@ def test_a_limited_search_says_so_and_deterministic_mode_ignores_the_clock(monke
     """A wall-clock limit that binds returns 'feasible' and says the limit stopped it; with
     deterministic=True the limit is CP-SAT's work, so a machine whose clock races (a busy one,
     here simulated: every clock read jumps 100 s) gives the same answer as an idle one."""
-    from optimizer.search import api, cpsat
+    from optimizer.search import api
+    from optimizer.search.core import cpsat
+    from optimizer.search.train.frame import LAYOUT_COLUMNS
 
     sc = optimizer.load_scenario(str(FUZZ / "budget_1e15.yaml"))
     idle = api.solve(sc, top_k=3, deterministic=True)
@@ -587,7 +588,7 @@ def test_a_limited_search_says_so_and_deterministic_mode_ignores_the_clock(monke
     monkeypatch.setattr(cpsat.time, "perf_counter", lambda: float(next(clock)))
     busy = api.solve(sc, top_k=3, deterministic=True)
     assert busy.status == idle.status
-    assert busy.configs[list(api.COLUMNS[:17])].equals(idle.configs[list(api.COLUMNS[:17])])
+    assert busy.configs[list(LAYOUT_COLUMNS[:17])].equals(idle.configs[list(LAYOUT_COLUMNS[:17])])
     wall = api.solve(sc, top_k=3)                    # the wall-clock limit: stopped by the racing clock
     assert wall.status == "feasible" and wall.stats["time_limit_reached"] is True
     assert any("time limit" in n for n in wall.explanation["notes"])
@@ -608,11 +609,11 @@ def test_sweep_error_starts_on_its_own_line(monkeypatch):
     real = sw._solve_group
     calls = []
 
-    def flaky(base, group, objective, top_k):
+    def flaky(base, group, objective, top_k, catalog):
         calls.append(1)
         if len(calls) > 1:
             raise ClusteroptError("train.seq_len", "simulated failure of the second group", "anything")
-        return real(base, group, objective, top_k)
+        return real(base, group, objective, top_k, catalog)
 
     monkeypatch.setattr(sw, "_solve_group", flaky)
     code, out, err = cli("sweep", str(FUZZ / "budget_1e15.yaml"), "--vary", "train.seq_len=4096,8192",

@@ -27,6 +27,8 @@ at build time that every sum the model can form stays below 2^62.
 from __future__ import annotations
 
 import time
+
+
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -125,7 +127,7 @@ def _build(n_rows: int, limits: list[Limit]):
 
 #: CP-SAT's wall-clock limit when the search is bounded by deterministic time only: a guard
 #: against a stalled solver, not a limit that is expected to bind (24 hours).
-_WALL_GUARD_S = 86400.0
+WALL_GUARD_S = 86400.0
 
 
 def solve_top_k(keys: list[np.ndarray], k: int, limits: list[Limit] = (), *,
@@ -176,7 +178,7 @@ def solve_top_k(keys: list[np.ndarray], k: int, limits: list[Limit] = (), *,
             solver = cp_model.CpSolver()
             if deterministic:
                 solver.parameters.max_deterministic_time = remaining
-                solver.parameters.max_time_in_seconds = _WALL_GUARD_S
+                solver.parameters.max_time_in_seconds = WALL_GUARD_S
             else:
                 solver.parameters.max_time_in_seconds = remaining
             solver.parameters.num_workers = workers
