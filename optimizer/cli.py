@@ -480,7 +480,7 @@ def parser_error_line(exc) -> str:
     Typer checks option types and bounds with pydantic (the error's ``__cause__``), so the
     allowed part comes from that error; an unknown option gets 'did you mean', a wrong command
     the list of commands."""
-    from optimizer.errors import _allowed_from_error, did_you_mean
+    from optimizer.errors import allowed_from_error, did_you_mean
 
     name = type(exc).__name__
     msg = " ".join(str(getattr(exc, "message", "") or exc.format_message()).split())
@@ -512,7 +512,7 @@ def parser_error_line(exc) -> str:
         m = re.match(r"(?:Value error, )?(.+) is not one of (.+?)\.?$", str(err.get("msg", "")))
         if m:
             return f"{field}: {m.group(1)} is not a choice; one of {m.group(2)}"
-        allowed = _allowed_from_error(err)
+        allowed = allowed_from_error(err)
         if "int" in str(getattr(cause, "title", "")) and allowed.startswith("a number"):
             allowed = "an integer" + allowed[len("a number"):]
         shown = err.get("input")

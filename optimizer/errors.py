@@ -282,7 +282,7 @@ def _join_or(items: list[str]) -> str:
     return ", ".join(items[:-1]) + " or " + items[-1]
 
 
-def _allowed_from_error(err: dict) -> str:
+def allowed_from_error(err: dict) -> str:
     """What is allowed, from pydantic's error type and context (when the schema is unknown)."""
     ctx = err.get("ctx") or {}
     t = err.get("type", "")
@@ -379,7 +379,7 @@ def from_pydantic(exc, prefix: str = "", model: Any = None, root: str = "") -> C
     elif at is not None:
         allowed = "allowed: " + describe(at, meta, ns)
     else:
-        allowed = "allowed: " + _allowed_from_error(err)
+        allowed = "allowed: " + allowed_from_error(err)
 
     if isinstance(ctx_err, ClusteroptError):
         return ClusteroptError(_join_path(prefix, path, ctx_err.field) or root, ctx_err.problem,
