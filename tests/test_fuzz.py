@@ -621,3 +621,23 @@ def test_sweep_error_starts_on_its_own_line(monkeypatch):
     assert code == 2
     assert err.splitlines()[-1].startswith("error: train.seq_len: simulated failure"), err
     assert "sweep [" in err                          # the bar was drawn, then its line ended
+
+
+@pytest.mark.parametrize("argv", [
+    ["--seq-len", "1048576", "--cp", "8", "--tp", "8"],        # MFU 0.99-1.03 at 1M context with CP
+    ["--seq-len", "1048576", "--cp", "64", "--tp", "8"],
+    ["--seq-len", "131072", "--cp", "16", "--recompute", "full"],
+])
+def test_long_context_mfu_is_at_most_hfu_and_one(argv):
+    code, out, err = cli("estimate", "llama-3-8b", "--gpu", "h100", "--json", *argv)
+    assert assert_contract(code, out, err) == "ok"
+    t = json.loads(out)["train"]
+    assert t["mfu"] <= t["hfu"] <= 1 and t["model_tflops_per_gpu"] <= t["hardware_tflops_per_gpu"]
+
+
+def test_kv_pool_is_never_negative():
+    """DeepSeek-V3 on 8 H100 reported kv_cache_capacity_bytes = -96 GB."""
+    code, out, err = cli("estimate", "deepseek-v3", "--gpu", "h100", "--serve", "--tp", "8", "--json")
+    assert assert_contract(code, out, err) == "ok"
+    sv = json.loads(out)["serve"]
+    assert sv["kv_cache_capacity_bytes"] == 0 and sv["fits"] is False and sv["max_concurrent_seqs"] == 0
