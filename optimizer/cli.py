@@ -233,6 +233,9 @@ def solve(
         raise ClusteroptError("--sensitivity", "not available for co-design scenarios",
                               "training and serving scenarios; for co-design use 'clusteropt sweep' over "
                               "constraints.budget_usd or train.inference.tokens")
+    if deterministic and sc.workload != "train":
+        raise ClusteroptError("--deterministic", f"not available for {sc.workload} scenarios",
+                              "training scenarios (serving and co-design searches are bounded by wall clock)")
     cat = _catalog(catalog)
     result = optimizer.solve(sc, top_k=top, objective=objective, time_limit_s=time_limit, catalog=cat,
                              deterministic=deterministic)
