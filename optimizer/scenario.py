@@ -16,7 +16,6 @@ import functools
 from pathlib import Path
 from typing import Annotated, Any, Literal, Optional, Union
 
-import math
 import types
 import typing
 

@@ -15,7 +15,6 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Optional
 
-import yaml
 from pydantic import ValidationError
 
 from optimizer.errors import ClusteroptError, from_pydantic, unknown_name
