@@ -121,7 +121,7 @@ def _no_limit_above(ceiling: float):
 
 
 def _limit_doc(ceiling: float, unit: str) -> str:
-    return f"a limit; {ceiling:g}{' ' + unit if unit else ''} or more (or .inf) means no limit"
+    return f"Values of {ceiling:g}{' ' + unit if unit else ''} or more (or .inf) mean no limit."
 
 
 def _limit(ceiling: float, unit: str, kind=float, ge0: bool = False):
@@ -605,3 +605,9 @@ def load_scenario(source: Union[str, Path, dict, None] = None) -> Scenario:
     if source is None:
         source = DEFAULT_SCENARIO
     return _validate(read_document(source, "scenario", scenario_dir(), list_scenarios()))
+
+
+# Every field's description (the scenario JSON Schema's), kept in scenario_docs.py.
+from optimizer import scenario_docs as _docs  # noqa: E402
+
+_docs.attach(globals())

@@ -475,8 +475,8 @@ def test_limits_beyond_any_plan_mean_no_limit_and_the_schema_says_so():
         {"constraints.budget_usd": NO_LIMIT_USD / 10})
     assert below.constraints.budget_usd == NO_LIMIT_USD / 10           # a real limit is kept as given
     props = json_schema("scenario")["$defs"]["Constraints"]["properties"]
-    assert "means no limit" in props["budget_usd"]["description"]
-    assert "means no limit" in props["max_gpus"]["description"]
+    assert "mean no limit" in props["budget_usd"]["description"]
+    assert "mean no limit" in props["max_gpus"]["description"]
 
 
 # ----------------------------------------------------------------------------------------
@@ -620,7 +620,7 @@ def test_sweep_error_starts_on_its_own_line(monkeypatch):
                          "--workers", "1")
     assert code == 2
     assert err.splitlines()[-1].startswith("error: train.seq_len: simulated failure"), err
-    assert "sweep [" in err                          # the bar was drawn, then its line ended
+    assert err.startswith("sweep ") and "1/2" in err   # the bar was drawn, then its line ended
 
 
 @pytest.mark.parametrize("argv", [
