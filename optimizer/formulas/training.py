@@ -35,24 +35,46 @@ from optimizer.errors import ClusteroptError
 from optimizer.formulas import comm as C
 from optimizer.formulas import memory as M
 from optimizer.formulas import time as T
-from optimizer.formulas.efficiency import CALIBRATED, EfficiencyConstants, gemm_efficiency
+from optimizer.formulas import operators as O
+from optimizer.formulas.efficiency import CALIBRATED, EfficiencyConstants, linear_gemm_efficiency_ratio
 from optimizer.formulas.layout import OPTIMIZERS, RECOMPUTE_MODES, TRAIN_PRECISIONS, TrainLayout
 from optimizer.units import SECONDS_PER_DAY, SECONDS_PER_HOUR, TERA
 
 NUMERIC_FIELDS = ("seq_len", "global_batch", "tp", "pp", "dp", "cp", "ep", "micro_batch", "interleave")
 CATEGORICAL_FIELDS = ("zero", "recompute", "sequence_parallel", "precision", "optimizer",
                       "offload_optimizer", "flash_attention")
-FRAMEWORK_FIELDS = ("overlap_grad_reduce", "tp_comm_overlap")
+FRAMEWORK_FIELDS = ("overlap_grad_reduce", "tp_comm_overlap", "framework")
 """Framework options beyond TrainLayout (accepted in ``categorical`` and as keywords):
 ``overlap_grad_reduce`` - bucketed DP gradient reduction overlapped with the backward
 (PyTorch DDP/FSDP default, Megatron ``--overlap-grad-reduce``; default True);
 ``tp_comm_overlap`` - TP all-gather/reduce-scatter overlapped with the adjacent GEMMs
 (Transformer Engine userbuffers, Megatron ``--tp-comm-overlap``; default False: TP
-communication exposed)."""
+communication exposed); ``framework`` - ``FRAMEWORKS``: which framework schedules the
+step (``resolve_framework``)."""
+
+FRAMEWORKS = ("auto", "megatron", "fsdp2", "deepspeed")
+"""Training frameworks the step-time model knows. ``megatron`` (Megatron-LM/-Core, NeMo):
+Transformer Engine's fused attention (cuDNN / FlashAttention-3 class on Hopper), TP
+communication overlap available, distributed optimizer with overlapped gradient reduce and
+parameter gather. ``fsdp2`` (PyTorch FSDP2 / torchtitan / llm-foundry) and ``deepspeed``
+(ZeRO): FlashAttention-2 through PyTorch, per-layer parameter prefetch under ZeRO-3, no TP
+overlap. ``auto``: what users run for the layout - Megatron when it uses model parallelism
+(TP, PP, CP or EP > 1), FSDP2 otherwise."""
+
+
+def resolve_framework(framework: str, *, tp, pp, cp, ep):
+    """The framework per layout: ``framework`` itself, or for ``auto`` 'megatron' where
+    TP x PP x CP x EP > 1 and 'fsdp2' elsewhere (numpy array of str when the degrees are
+    arrays)."""
+    if framework != "auto":
+        return np.full(np.shape(np.asarray(tp) * pp * cp * ep), framework, dtype=object) \
+            if np.ndim(np.asarray(tp) * pp * cp * ep) else framework
+    mp = np.asarray(tp) * pp * cp * ep > 1
+    return np.where(mp, "megatron", "fsdp2") if np.ndim(mp) else ("megatron" if mp else "fsdp2")
 CATEGORICAL_DEFAULTS = {"zero": 0, "recompute": "selective", "sequence_parallel": False,
                         "precision": "bf16", "optimizer": "adam", "offload_optimizer": False,
                         "flash_attention": True, "overlap_grad_reduce": True,
-                        "tp_comm_overlap": False}
+                        "tp_comm_overlap": False, "framework": "auto"}
 COMM_PARTS = ("tp", "ep", "cp", "dp", "pp")
 _PER_LAYOUT_CATEGORICAL = ("zero", "sequence_parallel")
 """Categorical fields ``estimate_training_batch`` also takes as one value per layout (arrays
@@ -139,8 +161,12 @@ def _check_categorical(cat: dict) -> dict:
     if out["optimizer"] not in OPTIMIZERS:
         raise ClusteroptError("optimizer", f"unknown optimizer {out['optimizer']!r}",
                               "allowed: " + ", ".join(OPTIMIZERS))
+    if out["framework"] not in FRAMEWORKS:
+        raise ClusteroptError("framework", f"unknown framework {out['framework']!r}",
+                              "allowed: " + ", ".join(FRAMEWORKS))
     out["zero"] = out["zero"].astype(np.int64) if np.ndim(out["zero"]) else int(out["zero"])
-    for k in ("sequence_parallel", "offload_optimizer", "flash_attention", *FRAMEWORK_FIELDS):
+    for k in ("sequence_parallel", "offload_optimizer", "flash_attention", "overlap_grad_reduce",
+              "tp_comm_overlap"):
         out[k] = out[k].astype(bool) if np.ndim(out[k]) else bool(out[k])
     return out
 
@@ -176,21 +202,28 @@ class _StageFlops:
     linear_per_token: np.ndarray       # (pp,) forward linear FLOPs per token of the stage's layers
     head_per_token: np.ndarray         # (pp,) LM-head forward FLOPs per token (last stage)
     layers: np.ndarray                 # (pp,) layers per stage (attention cores)
+    attn_per_token: np.ndarray         # (pp,) of linear_per_token: attention projections
+    mlp_per_token: np.ndarray          # (pp,) of linear_per_token: dense FFNs
+    moe_per_token: np.ndarray          # (pp,) of linear_per_token: routers, active routed and shared experts
 
 
 @lru_cache(maxsize=512)
 def _stage_flops(spec, pp: int) -> _StageFlops:
     layers = M.param_counts(spec).layers
     counts = M.stage_layer_counts(len(layers), pp)
-    lin = np.zeros(pp)
+    lin, att, mlp, moe = (np.zeros(pp) for _ in range(4))
     start = 0
     for i, c in enumerate(counts):
         for lp in layers[start:start + c]:
             lin[i] += 2.0 * (lp.active - lp.norm)
+            att[i] += 2.0 * lp.attention
+            mlp[i] += 2.0 * lp.ffn_dense
+            moe[i] += 2.0 * (lp.active - lp.norm - lp.attention - lp.ffn_dense)
         start += c
     head = np.zeros(pp)
     head[-1] = T.lm_head_forward_flops_per_token(spec)
-    return _StageFlops(linear_per_token=lin, head_per_token=head, layers=counts.astype(float))
+    return _StageFlops(linear_per_token=lin, head_per_token=head, layers=counts.astype(float),
+                       attn_per_token=att, mlp_per_token=mlp, moe_per_token=moe)
 
 
 def _per_unique(values, fn):
@@ -224,16 +257,15 @@ def _hardware_flops_one(spec, seq_len: int, recompute: str, flash_attention: boo
     from optimizer.formulas.flops import hardware_train_flops_per_token
 
     return float(hardware_train_flops_per_token(spec, seq_len, recompute, flash_attention=flash_attention,
-                                                causal=flash_attention))
+                                                causal=False))
 
 
 def hardware_flops_per_token(spec, seq_len, *, recompute: str, flash_attention: bool = True):
     """FLOPs the GPUs execute per trained token, the HFU numerator:
     ``flops.hardware_train_flops_per_token`` (model FLOPs + the chosen recomputation +
-    flash's QK^T recompute in the backward), counting the attention the kernel computes:
-    the causal half with flash attention (``causal=True``), the full s x s score GEMMs
-    without it (``causal=False``, Narayanan et al. 2021 eq. 3). With flash at long context
-    HFU can therefore fall below MFU, whose convention counts s x s. Units: FLOPs/token."""
+    flash's QK^T recompute in the backward), in MFU's convention for the attention scores
+    (the full s x s count, Narayanan et al. 2021 eq. 3), so that HFU = MFU + recomputation
+    >= MFU on every layout (by definition; Korthikanti et al. 2022 Sec. 5). Units: FLOPs/token."""
     return _per_unique(seq_len, lambda s: _hardware_flops_one(spec, s, recompute, bool(flash_attention)))
 
 
@@ -253,7 +285,8 @@ def hardware_flops_per_token(spec, seq_len, *, recompute: str, flash_attention: 
 
 _STRUCTURE_FIELDS = ("n_layers", "n_dense", "n_moe", "tp_params", "replicated_params", "expert_params",
                      "linear_params", "has_embedding", "has_head")
-_FLOPS_FIELDS = ("linear_per_token", "head_per_token", "layers")
+_FLOPS_FIELDS = ("linear_per_token", "head_per_token", "layers", "attn_per_token", "mlp_per_token",
+                 "moe_per_token")
 
 
 @lru_cache(maxsize=512)
@@ -323,6 +356,8 @@ def _evaluate(spec, hw, num: dict, cat: dict, efficiency_scale: float,
     n_attn_per_layer = 2 if spec.arch == "encoder_decoder" else 1
     kv_width = M.attention_widths(spec)["kv_width"]
     top_k = spec.moe.experts_per_token if spec.moe is not None else 0
+    shapes = O.layer_shapes(spec)
+    prof = O.profile_of(hw)
 
     groups = _stage_groups_compact(spec, num["pp"]) if compact_stages else _stage_groups_plain(spec, num["pp"])
     for idx, p, st, sf, stage in groups:
@@ -371,27 +406,48 @@ def _evaluate(spec, hw, num: dict, cat: dict, efficiency_scale: float,
                                           max_layer_expert_params=st.max_layer_expert_params)
                     sf = _StageFlops(**{f: getattr(sf, f)[keep] for f in _FLOPS_FIELDS})
 
-        # compute per micro-batch on every stage
+        # compute per micro-batch on every stage: every GEMM at its own shape (operators.py)
+        megatron = resolve_framework(cat["framework"], tp=tp, pp=np.reshape(p1, (-1, 1)), cp=cp, ep=ep) == "megatron"
         tokens = b * s / cp                                   # tokens of a micro-batch on one GPU
+        eta_max = O.gemm_eta_max(hw, constants) * efficiency_scale
+        rate_lin = peak_lin * eta_max * linear_gemm_efficiency_ratio(precision, constants)
+        gt = O.linear_gemm_times_s(shapes, tokens, tp, ep, prof, constants.k0, rate_lin)
+        gf = O.linear_gemm_flops(shapes, tokens, tp, ep)
+        nf = 2.0 if recompute == "full" else 1.0          # forward passes of the layers (+ recompute)
+        lin_tok = tokens / tp
+
+        def kind_time(kind, per_token, passes_fwd):
+            if kind not in gt:                            # the model has no such GEMMs (0 FLOPs)
+                return 0.0 * per_token * lin_tok
+            f, bk = gt[kind]
+            return per_token * lin_tok * (passes_fwd * f + bk) / gf[kind]
+
+        t_lin = (kind_time("attn", sf.attn_per_token, nf) + kind_time("mlp", sf.mlp_per_token, nf)
+                 + kind_time("moe" if "moe" in gt else "mlp", sf.moe_per_token, nf)
+                 + kind_time("head", sf.head_per_token, 1.0))       # the LM head is not recomputed
         ctx = T.attention_context(spec, s, causal_skip=flash)
-        # layers: forward + backward (+ forward again under full recompute); the LM head is
-        # not checkpointed, so it always costs 3 forwards
-        f_lin = (sf.linear_per_token * T.LINEAR_PASSES[recompute] + 3.0 * sf.head_per_token) * tokens / tp
-        f_att = (sf.layers * n_attn_per_layer * 2.0 * ctx * (qk_w + v_w) * tokens / tp
-                 * T.ATTENTION_PASSES[flash][recompute])
-        eta = gemm_efficiency(peak_bf16, tokens, constants)
-        t_gemm = T.gemm_time_s(f_lin, f_att, peak_linear_flop_per_s=peak_lin,
-                               peak_bf16_flop_per_s=peak_bf16, tokens=tokens,
-                               efficiency_scale=efficiency_scale, constants=constants,
-                               precision=precision)
-        t_att = f_att / peak_bf16 / (eta * efficiency_scale)
+        f_att = sf.layers * n_attn_per_layer * 2.0 * ctx * (qk_w + v_w) * tokens / tp   # forward FLOPs
+        if flash:
+            att_fwd = T.ATTENTION_PASSES[True][recompute] - 2.5        # backward = 2.5 forwards (Dao 2022)
+            ef_f, ef_b = O.flash_attention_efficiency(prof, ctx / cp, shapes.head_dim, "fused")
+            ea_f, ea_b = O.flash_attention_efficiency(prof, ctx / cp, shapes.head_dim, "fa2")
+            e_f, e_b = np.where(megatron, ef_f, ea_f), np.where(megatron, ef_b, ea_b)
+            t_att = f_att * (att_fwd / e_f + 2.5 / e_b) / (peak_bf16 * efficiency_scale)
+        else:
+            e_u = O.unfused_attention_efficiency(prof, s / cp, shapes.head_dim, b * spec.num_heads / tp,
+                                                 constants.k0)
+            t_att = f_att * T.ATTENTION_PASSES[False][recompute] / (peak_bf16 * eta_max * e_u)
         flags = dict(sequence_parallel=sp, flash_attention=flash)
         a_dense = M.layer_activation_bytes(spec, s, b, tp, cp, recompute="none", moe=False, **flags)
         a_moe = M.layer_activation_bytes(spec, s, b, tp, cp, recompute="none", moe=True, **flags)
         act = st.n_dense * a_dense + st.n_moe * a_moe + logits
         t_elem = T.elementwise_time_s(act, hw.hbm_bytes_per_s, recompute=recompute,
                                       efficiency_scale=efficiency_scale, constants=constants)
-        t_comp = t_gemm + t_elem                                          # (k, p)
+        t_kern = ((st.n_dense * O.KERNELS_PER_LAYER["dense"] + st.n_moe * O.KERNELS_PER_LAYER["moe"])
+                  * (nf + 2.0) * constants.kernel_s)
+        t_comp = t_lin + t_att + t_elem + t_kern                          # (k, p)
+        f_lin_exec = (sf.linear_per_token * T.LINEAR_PASSES[recompute] + 3.0 * sf.head_per_token) * tokens / tp
+        eta = f_lin_exec / peak_lin / np.maximum(t_lin, 1e-30)          # reported: achieved linear-GEMM fraction
 
         # per-micro-batch communication on every stage
         tp_mb = C.tp_comm_per_microbatch_s(hw, seq_len=s, micro_batch=b, hidden=spec.hidden_size,
@@ -401,11 +457,10 @@ def _evaluate(spec, hw, num: dict, cat: dict, efficiency_scale: float,
                                            recompute=recompute, sequence_parallel=sp)
         cp_raw = C.cp_comm_per_microbatch_s(hw, seq_len=s, micro_batch=b, kv_width=kv_width, tp=tp,
                                             cp=cp, n_layers=st.n_layers, recompute=recompute)
-        cp_mb = T.exposed_s(cp_raw, t_att)
+        cp_mb = T.exposed_s(cp_raw, t_att)              # the ring hides only behind the attention core
         tp_raw = tp_mb
         if cat["tp_comm_overlap"]:
-            t_lin = f_lin / peak_lin / (eta * efficiency_scale)
-            tp_mb = T.exposed_s(tp_mb, t_lin)
+            tp_mb = np.where(megatron, T.exposed_s(tp_mb, t_lin), tp_mb)   # TE userbuffers: Megatron only
         t_mb = t_comp + tp_mb + ep_mb + cp_mb
         crit = np.argmax(t_mb, axis=1)
         rows = np.arange(len(idx))
@@ -414,10 +469,11 @@ def _evaluate(spec, hw, num: dict, cat: dict, efficiency_scale: float,
         # data-parallel synchronisation, per stage, exposed by its excess over compute windows
         dense_gpu = st.tp_params / tp + st.replicated_params
         exp_gpu = st.expert_params / (ep * tp)
-        red, gat = C.dp_grad_sync_s(hw, params_on_gpu=dense_gpu, expert_params_on_gpu=exp_gpu,
-                                    tp=tp, cp=cp, dp=dp, ep=ep, zero=zero,
-                                    grad_bytes=M.GRAD_BYTES_PER_PARAM,
-                                    weight_bytes=M.WEIGHT_BYTES_PER_PARAM)
+        sync = dict(params_on_gpu=dense_gpu, expert_params_on_gpu=exp_gpu, tp=tp, cp=cp, dp=dp, ep=ep,
+                    grad_bytes=M.GRAD_BYTES_PER_PARAM, weight_bytes=M.WEIGHT_BYTES_PER_PARAM)
+        buckets = np.maximum(np.ceil((dense_gpu + exp_gpu) * M.GRAD_BYTES_PER_PARAM / M.DDP_BUCKET_BYTES), 1.0)
+        red, gat = C.dp_grad_sync_s(hw, zero=zero, chunks=buckets, **sync)
+        red3, gat3 = C.dp_grad_sync_s(hw, zero=3, chunks=np.maximum(st.n_layers, 1.0), **sync)
         passes = T.LINEAR_PASSES[recompute]
         fwd_win = t_comp / passes
         bwd_win = t_comp * (passes - 1) / passes
@@ -425,9 +481,10 @@ def _evaluate(spec, hw, num: dict, cat: dict, efficiency_scale: float,
         if not cat["overlap_grad_reduce"]:
             fwd_win = bwd_win = 0.0 * t_comp
         # the last bucket cannot overlap: at least its own reduction stays exposed
-        last = np.minimum(red, C.allreduce_time_s(float(M.DDP_BUCKET_BYTES), dp * cp,
-                                                  *C.group_link(hw, dp * cp, tp)))
+        last = np.minimum(red, red / buckets)
         gat_fwd = T.exposed_s(gat, fwd_win)
+        n_l = np.maximum(st.n_layers, 1.0)
+        later = (n_l - 1.0) / n_l
 
         def dp_sync(z):
             if z <= 2:
@@ -435,7 +492,11 @@ def _evaluate(spec, hw, num: dict, cat: dict, efficiency_scale: float,
                 if z <= 1:
                     return red_bwd + gat_fwd, red + gat
                 return mm * red_bwd + gat_fwd, mm * red + gat
-            return mm * (gat_fwd + T.exposed_s(gat + red, bwd_win)), mm * (red + 2.0 * gat)
+            # ZeRO-3 / FSDP: per layer, the next layer's gather is prefetched behind this layer's
+            # compute; the first gather and the last reduce-scatter stay exposed (FSDP2, DeepSpeed)
+            e_f = gat3 / n_l + later * T.exposed_s(gat3, fwd_win)
+            e_b = later * T.exposed_s(gat3 + red3, bwd_win) + red3 / n_l
+            return mm * (e_f + e_b), mm * (red3 + 2.0 * gat3)
 
         if np.ndim(zero) == 0:
             dp_exp, dp_raw = dp_sync(zero)
@@ -450,25 +511,33 @@ def _evaluate(spec, hw, num: dict, cat: dict, efficiency_scale: float,
         dp_exp_step = np.max(np.broadcast_to(dp_exp, t_mb.shape), axis=1)
         dp_raw_step = np.max(np.broadcast_to(dp_raw, t_mb.shape), axis=1)
 
-        # pipeline point-to-point: fill and drain exposed
+        # pipeline point-to-point: every chunk boundary sends (v per stage); fill and drain exposed
         p2p = C.pp_p2p_per_microbatch_s(hw, seq_len=s, micro_batch=b, hidden=spec.hidden_size,
                                         tp=tp, cp=cp, pp=p, n_gpus=n_gpus,
                                         sequence_parallel=sp)[:, 0]
         pp_exp = 2.0 * (p1 - 1) * p2p
-        pp_raw = 2.0 * m[:, 0] * p2p                       # every micro-batch: one send forward, one back
+        pp_raw = 2.0 * m[:, 0] * g["interleave"] * p2p     # every micro-batch: one send forward, one back per chunk
 
         # optimizer step (runs on every stage at once: the slowest sets the time)
         opt_params = (dense_gpu / M._pick(zero >= 1, dp * cp, 1.0)
                       + exp_gpu / M._pick(zero >= 1, np.maximum(dp * cp / ep, 1.0), 1.0))
-        t_opt = T.optimizer_step_time_s(opt_params, hw.hbm_bytes_per_s, optimizer_bytes=k_opt,
-                                        grad_bytes=M.GRAD_BYTES_PER_PARAM,
-                                        weight_bytes=M.WEIGHT_BYTES_PER_PARAM)
-        t_opt = np.max(np.broadcast_to(t_opt, t_mb.shape), axis=1) * (0.0 if cat["offload_optimizer"] else 1.0)
+        if cat["offload_optimizer"]:
+            t_opt = T.offload_step_time_s(opt_params, optimizer_bytes=k_opt, grad_bytes=M.GRAD_BYTES_PER_PARAM,
+                                          weight_bytes=M.WEIGHT_BYTES_PER_PARAM,
+                                          pcie_bytes_per_s=hw.pcie_bytes_per_s)
+        else:
+            t_opt = T.optimizer_step_time_s(opt_params, hw.hbm_bytes_per_s, optimizer_bytes=k_opt,
+                                            grad_bytes=M.GRAD_BYTES_PER_PARAM,
+                                            weight_bytes=M.WEIGHT_BYTES_PER_PARAM)
+        t_opt = np.max(np.broadcast_to(t_opt, t_mb.shape), axis=1)
 
         m1 = m[:, 0]
-        compute = m1 * pick(t_comp) + t_opt
         tp_e, ep_e, cp_e = m1 * pick(tp_mb), m1 * pick(ep_mb), m1 * pick(cp_mb)
         exposed = tp_e + ep_e + cp_e + dp_exp_step + pp_exp
+        # communication hidden behind compute still slows it (NCCL kernels take SMs and HBM)
+        hidden = (m1 * pick(tp_raw - tp_mb) + m1 * pick(cp_raw - cp_mb) + (dp_raw_step - dp_exp_step)
+                  + np.maximum(pp_raw - pp_exp, 0.0))
+        compute = m1 * pick(t_comp) + t_opt + constants.overlap_slowdown * hidden
         bubble = T.pipeline_bubble_fraction(p1, g["interleave"], m1) * m1 * pick(t_mb)
         step = compute + exposed + bubble
 
@@ -483,7 +552,7 @@ def _evaluate(spec, hw, num: dict, cat: dict, efficiency_scale: float,
             "step_time_s": step, "compute_time_s": compute, "exposed_comm_time_s": exposed,
             "bubble_time_s": bubble, "tokens_per_s": tps, "mfu": mf / peak_lin, "hfu": hf / peak_lin,
             "model_tflops_per_gpu": mf / TERA, "hardware_tflops_per_gpu": hf / TERA,
-            "gemm_efficiency": np.broadcast_to(eta, (len(idx), 1))[:, 0],
+            "gemm_efficiency": pick(eta),
             "comm_tp_s": m1 * pick(tp_raw), "comm_ep_s": ep_e, "comm_cp_s": m1 * pick(cp_raw),
             "comm_dp_s": dp_raw_step, "comm_pp_s": pp_raw,
             "comm_tp_exposed_s": tp_e, "comm_ep_exposed_s": ep_e, "comm_cp_exposed_s": cp_e,
@@ -532,6 +601,7 @@ def estimate_training_batch(spec, hw, layout_arrays: dict, categorical: dict | N
 
 def estimate_training(spec, hw, layout: TrainLayout, *, efficiency_scale: float = 1.0,
                       overlap_grad_reduce: bool = True, tp_comm_overlap: bool = False,
+                      framework: str = "auto",
                       constants: EfficiencyConstants = CALIBRATED) -> TrainEstimate:
     """Memory, time and throughput of one layout (see the module docstring;
     ``FRAMEWORK_FIELDS`` for the two overlap options). ``efficiency_scale`` multiplies the
@@ -540,7 +610,7 @@ def estimate_training(spec, hw, layout: TrainLayout, *, efficiency_scale: float 
     efficiency constants (benchmarks/calibrate_efficiency.py passes trial values)."""
     num = {k: getattr(layout, k) for k in NUMERIC_FIELDS}
     cat = {k: getattr(layout, k) for k in CATEGORICAL_FIELDS}
-    cat.update(overlap_grad_reduce=overlap_grad_reduce, tp_comm_overlap=tp_comm_overlap)
+    cat.update(overlap_grad_reduce=overlap_grad_reduce, tp_comm_overlap=tp_comm_overlap, framework=framework)
     r = estimate_training_batch(spec, hw, num, cat, efficiency_scale=efficiency_scale,
                                 constants=constants)
     f = {k: float(v[0]) for k, v in r.items()}
