@@ -37,10 +37,12 @@ def flops_dict(spec, seq_len: int) -> dict:
     }
 
 
-def train_dict(spec, hw, layout, *, tokens=None, offer=None, pricing="on_demand") -> dict:
-    from optimizer.formulas.training import estimate_training, layout_violations
+def train_dict(spec, hw, layout, *, tokens=None, offer=None, pricing="on_demand", framework="auto",
+               tp_comm_overlap=False, overlap_grad_reduce=True) -> dict:
+    from optimizer.formulas.training import estimate_training, layout_violations, resolve_framework
 
-    e = estimate_training(spec, hw, layout)
+    e = estimate_training(spec, hw, layout, framework=framework, tp_comm_overlap=tp_comm_overlap,
+                          overlap_grad_reduce=overlap_grad_reduce)
     mem = report.plain(e.memory)
     stage = mem.pop("stage", None)          # which pipeline stage is the most loaded: not bytes
     out = {
@@ -48,7 +50,11 @@ def train_dict(spec, hw, layout, *, tokens=None, offer=None, pricing="on_demand"
                    "zero": layout.zero, "micro_batch": layout.micro_batch, "global_batch": layout.global_batch,
                    "grad_accum": layout.grad_accum, "n_gpus": layout.n_gpus, "recompute": layout.recompute,
                    "precision": layout.precision, "sequence_parallel": layout.sequence_parallel,
-                   "interleave": layout.interleave},
+                   "interleave": layout.interleave, "flash_attention": layout.flash_attention,
+                   "offload_optimizer": layout.offload_optimizer},
+        "framework": str(resolve_framework(framework, tp=layout.tp, pp=layout.pp, cp=layout.cp, ep=layout.ep)),
+        "tp_comm_overlap": tp_comm_overlap,
+        "overlap_grad_reduce": overlap_grad_reduce,
         "memory_per_gpu_bytes": mem,
         "memory_stage": stage,
         "memory_capacity_bytes": hw.memory_bytes,
@@ -79,6 +85,8 @@ def train_dict(spec, hw, layout, *, tokens=None, offer=None, pricing="on_demand"
 def estimate(model_ref: str, *, catalog, seq_len=None, gpu=None, tp=1, pp=1, dp=1, cp=1, ep=1, zero=1,
              micro_batch=1, global_batch=None, recompute="selective", precision="bf16", sequence_parallel=False,
              interleave=1, inter_node_gbps=None, tokens=None, pricing="on_demand", serve=False,
+             framework="auto", flash_attention=True, tp_comm_overlap=False, overlap_grad_reduce=True,
+             offload_optimizer=False, oversubscription=1.0,
              weights="bf16", kv="bf16", batch=1, prompt_len=1024, output_len=256,
              gpu_memory_utilization=0.9) -> dict:
     from optimizer.formulas.layout import TrainLayout
@@ -106,6 +114,20 @@ def estimate(model_ref: str, *, catalog, seq_len=None, gpu=None, tp=1, pp=1, dp=
         data["serve"] = sv
         return data
     _check_layout(spec, tp, pp, dp, cp, ep)
+    from dataclasses import replace
+
+    from optimizer.formulas.training import FRAMEWORKS, interleave_ok
+
+    if framework not in FRAMEWORKS:
+        from optimizer.errors import did_you_mean
+        raise ClusteroptError("--framework", f"unknown framework {framework!r}",
+                              did_you_mean(framework, list(FRAMEWORKS)))
+    if not interleave_ok(spec.total_layers, pp, interleave):
+        raise ClusteroptError("--interleave", f"{interleave} chunks per stage with pp={pp} and "
+                              f"{spec.total_layers} layers", "1, or pp > 1 with layers divisible by pp x interleave")
+    if not oversubscription >= 1:
+        raise ClusteroptError("--oversubscription", f"{oversubscription}", "a ratio >= 1 (1 = non-blocking)")
+    hw = replace(hw, network_oversubscription=float(oversubscription))
     gb = global_batch or micro_batch * dp
     if gb % (micro_batch * dp):
         raise ClusteroptError("--global-batch", f"{gb} is not a multiple of micro_batch x dp = {micro_batch * dp}",
@@ -114,9 +136,11 @@ def estimate(model_ref: str, *, catalog, seq_len=None, gpu=None, tp=1, pp=1, dp=
         raise ClusteroptError("--pricing", f"{pricing!r}", "allowed: on_demand, spot, reserved")
     layout = TrainLayout(seq_len=s, global_batch=gb, tp=tp, pp=pp, dp=dp, cp=cp, ep=ep, zero=zero,
                          micro_batch=micro_batch, recompute=recompute, sequence_parallel=sequence_parallel,
-                         precision=precision, interleave=interleave)
+                         precision=precision, interleave=interleave, flash_attention=flash_attention,
+                         offload_optimizer=offload_optimizer)
     offer = catalog.cheapest_offer(gid, pricing) if tokens is not None else None
-    data["train"] = train_dict(spec, hw, layout, tokens=tokens, offer=offer, pricing=pricing)
+    data["train"] = train_dict(spec, hw, layout, tokens=tokens, offer=offer, pricing=pricing, framework=framework,
+                               tp_comm_overlap=tp_comm_overlap, overlap_grad_reduce=overlap_grad_reduce)
     data["train"]["gpu"] = gid
     if tokens is not None:
         _add_system(data["train"], spec, gid, layout, tokens, offer, pricing)

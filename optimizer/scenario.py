@@ -111,6 +111,11 @@ class TrainSpec(_Strict):
     optimizer: Literal["adam", "sgd", "adam8bit", "adafactor"] = "adam"
     flash_attention: bool = True
     interleave: int = Field(default=1, ge=1)
+    # the framework that schedules the step (formulas/training.py FRAMEWORKS; auto: Megatron for
+    # model-parallel layouts, FSDP2 otherwise) and its overlap switches
+    framework: Literal["auto", "megatron", "fsdp2", "deepspeed"] = "auto"
+    tp_comm_overlap: bool = False
+    overlap_grad_reduce: bool = True
 
     @model_validator(mode="after")
     def _one_batch(self):
@@ -250,6 +255,9 @@ class SearchSpace(_Strict):
     recompute: Optional[list[Literal["none", "selective", "full"]]] = None
     sequence_parallel: Optional[list[bool]] = None
     n_gpus: Optional[list[int]] = None
+    # training framework and interleaving chosen per layout (the best step time) instead of train.*
+    framework: Optional[list[Literal["auto", "megatron", "fsdp2", "deepspeed"]]] = None
+    interleave: Optional[list[int]] = None
     # serving (issue 6)
     weights: Optional[list[Literal["bf16", "fp8", "int8", "int4"]]] = None
     kv: Optional[list[Literal["bf16", "fp8", "int8"]]] = None
@@ -267,7 +275,7 @@ class SearchSpace(_Strict):
             _check_compression_name(e if isinstance(e, str) else e.option)
         return v
 
-    @field_validator("tp", "pp", "dp", "cp", "ep", "micro_batch", "n_gpus", "batch")
+    @field_validator("tp", "pp", "dp", "cp", "ep", "micro_batch", "n_gpus", "batch", "interleave")
     @classmethod
     def _positive(cls, v):
         if v is not None:

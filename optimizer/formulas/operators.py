@@ -98,7 +98,9 @@ class ComputeConstants:
     ``kernel_s``: fixed cost per kernel, seconds; ``elementwise_passes``: HBM traffic of the
     non-GEMM work per stored activation byte (time.py); ``overlap_slowdown``: compute lost
     per second of communication running beside it (NCCL kernels occupy SMs and HBM bandwidth;
-    fraction); ``fp8_gemm_ratio``: fp8 GEMM efficiency relative to bf16's (efficiency.py)."""
+    fraction); ``fp8_gemm_ratio``: fp8 GEMM efficiency relative to bf16's (efficiency.py);
+    ``network_efficiency``: the fraction of the NICs' aggregate bandwidth that collectives
+    leaving the node reach (congestion, NCCL channel count, the framework's process groups)."""
 
     gemm_eta_ampere: float
     gemm_eta_hopper: float
@@ -107,6 +109,7 @@ class ComputeConstants:
     elementwise_passes: float
     overlap_slowdown: float
     fp8_gemm_ratio: float = 0.77
+    network_efficiency: float = 1.0
 
 
 def profile_of(hw: Hardware) -> KernelProfile:

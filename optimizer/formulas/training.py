@@ -15,10 +15,12 @@ alpha-beta, hierarchy), time.py (overlap model, bubble, FLOP accounting), effici
 (achievable compute, calibration).
 
 MFU = model FLOPs per token x tokens/s / (n_gpus x dense peak of the layout's precision),
-model FLOPs per token from ``formulas.flops.train_flops_per_token(causal=False)``: 3 x
-forward, the full s x s attention score count, no recomputation (the convention of
-Narayanan et al. 2021 eq. (3), Korthikanti et al. 2022 Sec. 5 and PaLM App. B, so MFU
-compares with published figures). HFU's FLOPs are the FLOPs the kernels execute,
+model FLOPs per token from ``formulas.flops.train_flops_per_token(causal=True)``: 3 x
+forward, the causal half of the attention scores for decoders (the FLOPs a causal model
+needs), no recomputation. Narayanan et al. 2021 eq. (3), Korthikanti et al. 2022 Sec. 5 and
+PaLM App. B count the full s x s scores; at 2-8K tokens the two differ by 1-5%, at 128K+
+the s x s count exceeds what any kernel executes and would put MFU above HFU and above 1
+(issues 14 and 20), hence the causal count. HFU's FLOPs are the FLOPs the kernels execute,
 ``flops.hardware_train_flops_per_token``: model FLOPs plus the chosen recomputation (and
 flash's QK^T recompute), with the causal half of the scores under flash attention - the
 same count the time model runs at the achievable rate (time.py).
@@ -26,7 +28,7 @@ same count the time model runs at the achievable rate (time.py).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache
 
 import numpy as np
@@ -239,9 +241,9 @@ def _per_unique(values, fn):
 
 def model_flops_per_token(spec, seq_len):
     """Model FLOPs per trained token, the MFU numerator: ``flops.train_flops_per_token``
-    with ``causal=False`` (full s x s attention count, as Narayanan et al. 2021 eq. 3,
-    Korthikanti et al. 2022 and PaLM App. B do, so MFU compares with published figures).
-    ``seq_len`` may be an array. Units: FLOPs/token."""
+    with ``causal=True`` (the causal half of the attention scores; see the module docstring
+    for why not the s x s count of Narayanan et al. 2021 eq. 3). ``seq_len`` may be an array.
+    Units: FLOPs/token."""
     return _per_unique(seq_len, lambda s: _model_flops_one(spec, s))
 
 
@@ -249,7 +251,7 @@ def model_flops_per_token(spec, seq_len):
 def _model_flops_one(spec, seq_len: int) -> float:
     from optimizer.formulas.flops import train_flops_per_token
 
-    return float(train_flops_per_token(spec, seq_len, causal=False))
+    return float(train_flops_per_token(spec, seq_len, causal=True))
 
 
 @lru_cache(maxsize=4096)
@@ -257,15 +259,17 @@ def _hardware_flops_one(spec, seq_len: int, recompute: str, flash_attention: boo
     from optimizer.formulas.flops import hardware_train_flops_per_token
 
     return float(hardware_train_flops_per_token(spec, seq_len, recompute, flash_attention=flash_attention,
-                                                causal=False))
+                                                causal=flash_attention))
 
 
 def hardware_flops_per_token(spec, seq_len, *, recompute: str, flash_attention: bool = True):
     """FLOPs the GPUs execute per trained token, the HFU numerator:
     ``flops.hardware_train_flops_per_token`` (model FLOPs + the chosen recomputation +
-    flash's QK^T recompute in the backward), in MFU's convention for the attention scores
-    (the full s x s count, Narayanan et al. 2021 eq. 3), so that HFU = MFU + recomputation
-    >= MFU on every layout (by definition; Korthikanti et al. 2022 Sec. 5). Units: FLOPs/token."""
+    flash's QK^T recompute in the backward), counting the attention the kernel computes:
+    the causal half with flash attention, the full s x s score GEMMs without it (Narayanan et
+    al. 2021 eq. 3). MFU counts the causal half (what a causal model needs), so HFU >= MFU on
+    every layout (by definition; Korthikanti et al. 2022 Sec. 5) and neither exceeds 1 at long
+    context. Units: FLOPs/token."""
     return _per_unique(seq_len, lambda s: _hardware_flops_one(spec, s, recompute, bool(flash_attention)))
 
 
@@ -358,6 +362,8 @@ def _evaluate(spec, hw, num: dict, cat: dict, efficiency_scale: float,
     top_k = spec.moe.experts_per_token if spec.moe is not None else 0
     shapes = O.layer_shapes(spec)
     prof = O.profile_of(hw)
+    # collectives that leave the node reach ``network_efficiency`` of the NICs' aggregate (fitted)
+    hw = replace(hw, inter_node_bytes_per_s=hw.inter_node_bytes_per_s * constants.network_efficiency)
 
     groups = _stage_groups_compact(spec, num["pp"]) if compact_stages else _stage_groups_plain(spec, num["pp"])
     for idx, p, st, sf, stage in groups:
@@ -460,7 +466,7 @@ def _evaluate(spec, hw, num: dict, cat: dict, efficiency_scale: float,
         cp_mb = T.exposed_s(cp_raw, t_att)              # the ring hides only behind the attention core
         tp_raw = tp_mb
         if cat["tp_comm_overlap"]:
-            tp_mb = np.where(megatron, T.exposed_s(tp_mb, t_lin), tp_mb)   # TE userbuffers: Megatron only
+            tp_mb = T.exposed_s(tp_mb, t_lin)      # TE userbuffers (Megatron), async TP (torchtitan)
         t_mb = t_comp + tp_mb + ep_mb + cp_mb
         crit = np.argmax(t_mb, axis=1)
         rows = np.arange(len(idx))
@@ -645,6 +651,16 @@ def gpu_hours(est: TrainEstimate, tokens: float) -> float:
 
 # ---- structural rules -----------------------------------------------------------------------
 
+def interleave_ok(n_layers, pp, interleave):
+    """Megatron's interleaved schedule: v > 1 virtual chunks per stage need PP > 1 and the
+    layers divisible by PP x v (each chunk holds whole, equal layers). v = 1 is always
+    allowed. The one rule that the search space, ``layout_violations`` and ``estimate``
+    share. Arrays broadcast."""
+    pp = np.asarray(pp)
+    ok = (np.asarray(interleave) == 1) | ((pp > 1) & (np.asarray(n_layers) % (pp * np.asarray(interleave)) == 0))
+    return bool(ok) if np.ndim(ok) == 0 else ok
+
+
 SEARCH_RULE_PREFIX = "search rule: "
 
 
@@ -675,7 +691,7 @@ def layout_violations(spec, hw, layout: TrainLayout, *, n_gpus: int | None = Non
         out.append(f"tp={tp} neither divides the {kv} KV heads nor is a multiple of them")
     if pp > layers:
         out.append(f"pp={pp} exceeds the {layers} layers")
-    if layout.interleave > 1 and (pp == 1 or layers % (pp * layout.interleave)):
+    if not interleave_ok(layers, pp, layout.interleave):
         out.append(f"interleave={layout.interleave} needs pp > 1 and layers ({layers}) divisible by "
                    f"pp x interleave = {pp * layout.interleave}")
     if layout.global_batch % (layout.micro_batch * dp):

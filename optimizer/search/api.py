@@ -28,7 +28,7 @@ from optimizer.search.tables import (CONFIG_KEYS, LIMIT_FAMILIES, Table, build_t
 #: Column order of the configs DataFrame (and of the JSON configs), defined once.
 COLUMNS = ("rank", "objective", "gpu", "n_gpus", "n_nodes", "tp", "pp", "dp", "cp", "ep", "zero",
            "precision", "micro_batch", "grad_accum", "global_batch", "recompute",
-           "sequence_parallel", "memory_per_gpu_bytes", "memory_capacity_bytes", "memory_headroom",
+           "sequence_parallel", "framework", "interleave", "memory_per_gpu_bytes", "memory_capacity_bytes", "memory_headroom",
            "mfu", "hfu", "step_time_s", "tokens_per_s", "train_days", "wall_clock_days",
            "gpu_hours", "usd_per_gpu_hour", "cost_usd", "cost_per_mtoken_usd", "offer",
            "goodput", "expected_interruptions", "job_mtbi_s", "checkpoint_bytes", "checkpoint_write_s",
@@ -302,6 +302,13 @@ def _plain(x):
     return x.item() if hasattr(x, "item") else x
 
 
+def _framework_name(c, r: int) -> str | None:
+    """The framework whose schedule timed row r (training.FRAMEWORKS), None where not recorded."""
+    from optimizer.formulas.training import FRAMEWORKS
+
+    return FRAMEWORKS[int(c["framework_index"][r])] if "framework_index" in c else None
+
+
 def frame(table: Table, rows, scenario, objective: str, ranked: bool = True, row_context=None) -> pd.DataFrame:
     """One row per configuration, fixed column order (COLUMNS), raw numbers; ``system`` holds the
     storage, hosts, fabric, TCO and reliability breakdown (search/system.py).
@@ -329,6 +336,8 @@ def frame(table: Table, rows, scenario, objective: str, ranked: bool = True, row
             "memory_capacity_bytes": int(g.hardware.memory_bytes),
             "memory_headroom": 1.0 - float(c["memory_per_gpu_bytes"][r]) / g.hardware.memory_bytes,
             "offer": g.offer,
+            "framework": _framework_name(c, r),
+            "interleave": int(c["interleave"][r]) if "interleave" in c else scenario.train.interleave,
         })
         for k in _FLOAT_COLUMNS:
             rec[k] = float(c[k][r])
