@@ -152,7 +152,7 @@ def test_zero3_pure_fsdp_degrades_with_scale_and_shows_exposed_comm(cat):
         e = estimate_training(spec, hw, lay, framework="deepspeed")
         assert e.exposed_comm_time_s > 0.05 * e.step_time_s
         tf.append(e.hardware_tflops_per_gpu)
-    assert tf[0] > tf[1] > tf[2]
+    assert tf[1] < 0.95 * tf[0] and tf[2] < 0.9 * tf[1]
 
 
 @settings(max_examples=40, deadline=None)

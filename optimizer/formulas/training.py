@@ -64,6 +64,11 @@ overlap. ``auto``: what users run for the layout - Megatron when it uses model p
 (TP, PP, CP or EP > 1), FSDP2 otherwise."""
 
 
+DEEPSPEED_PREFETCH_PARAMS = 5e7
+"""DeepSpeed ZeRO-3's ``stage3_prefetch_bucket_size`` default (parameters gathered ahead of use;
+DeepSpeed configuration docs, 'ZeRO optimizations')."""
+
+
 def resolve_framework(framework: str, *, tp, pp, cp, ep):
     """The framework per layout: ``framework`` itself, or for ``auto`` 'megatron' where
     TP x PP x CP x EP > 1 and 'fsdp2' elsewhere (numpy array of str when the degrees are
@@ -477,7 +482,14 @@ def _evaluate(spec, hw, num: dict, cat: dict, efficiency_scale: float,
         exp_gpu = st.expert_params / (ep * tp)
         sync = dict(params_on_gpu=dense_gpu, expert_params_on_gpu=exp_gpu, tp=tp, cp=cp, dp=dp, ep=ep,
                     grad_bytes=M.GRAD_BYTES_PER_PARAM, weight_bytes=M.WEIGHT_BYTES_PER_PARAM)
-        buckets = np.maximum(np.ceil((dense_gpu + exp_gpu) * M.GRAD_BYTES_PER_PARAM / M.DDP_BUCKET_BYTES), 1.0)
+        # gradient buckets as each framework sizes them: Megatron-Core's DDP max(40M, 1M x DP)
+        # parameters (distributed_data_parallel_config.bucket_size), DeepSpeed's reduce_bucket_size
+        # 5e8 elements, PyTorch DDP 25 MiB (FSDP2 at ZeRO-3 goes per layer, below)
+        grad_b = (dense_gpu + exp_gpu) * M.GRAD_BYTES_PER_PARAM
+        deepspeed = resolve_framework(cat["framework"], tp=tp, pp=np.reshape(p1, (-1, 1)), cp=cp, ep=ep) == "deepspeed"
+        bucket_b = np.where(megatron, np.maximum(40e6, 1e6 * dp * cp) * M.GRAD_BYTES_PER_PARAM,
+                            np.where(deepspeed, 5e8 * M.GRAD_BYTES_PER_PARAM, float(M.DDP_BUCKET_BYTES)))
+        buckets = np.maximum(np.ceil(grad_b / bucket_b), 1.0)
         red, gat = C.dp_grad_sync_s(hw, zero=zero, chunks=buckets, **sync)
         red3, gat3 = C.dp_grad_sync_s(hw, zero=3, chunks=np.maximum(st.n_layers, 1.0), **sync)
         passes = T.LINEAR_PASSES[recompute]
@@ -491,6 +503,8 @@ def _evaluate(spec, hw, num: dict, cat: dict, efficiency_scale: float,
         gat_fwd = T.exposed_s(gat, fwd_win)
         n_l = np.maximum(st.n_layers, 1.0)
         later = (n_l - 1.0) / n_l
+        pref = np.where(deepspeed, np.minimum(1.0, DEEPSPEED_PREFETCH_PARAMS / np.maximum((dense_gpu + exp_gpu) / n_l, 1.0)),
+                        1.0)
 
         def dp_sync(z):
             if z <= 2:
@@ -499,9 +513,12 @@ def _evaluate(spec, hw, num: dict, cat: dict, efficiency_scale: float,
                     return red_bwd + gat_fwd, red + gat
                 return mm * red_bwd + gat_fwd, mm * red + gat
             # ZeRO-3 / FSDP: per layer, the next layer's gather is prefetched behind this layer's
-            # compute; the first gather and the last reduce-scatter stay exposed (FSDP2, DeepSpeed)
-            e_f = gat3 / n_l + later * T.exposed_s(gat3, fwd_win)
-            e_b = later * T.exposed_s(gat3 + red3, bwd_win) + red3 / n_l
+            # compute; the first gather and the last reduce-scatter stay exposed. FSDP2 prefetches
+            # the whole next layer; DeepSpeed prefetches stage3_prefetch_bucket_size = 5e7
+            # parameters ahead (its default), so of a larger layer only that share can hide.
+            g_hide, g_open = gat3 * pref, gat3 * (1.0 - pref)
+            e_f = gat3 / n_l + later * (T.exposed_s(g_hide, fwd_win) + g_open)
+            e_b = later * (T.exposed_s(g_hide + red3, bwd_win) + g_open) + red3 / n_l
             return mm * (e_f + e_b), mm * (red3 + 2.0 * gat3)
 
         if np.ndim(zero) == 0:
@@ -541,8 +558,8 @@ def _evaluate(spec, hw, num: dict, cat: dict, efficiency_scale: float,
         tp_e, ep_e, cp_e = m1 * pick(tp_mb), m1 * pick(ep_mb), m1 * pick(cp_mb)
         exposed = tp_e + ep_e + cp_e + dp_exp_step + pp_exp
         # communication hidden behind compute still slows it (NCCL kernels take SMs and HBM)
-        hidden = (m1 * pick(tp_raw - tp_mb) + m1 * pick(cp_raw - cp_mb) + (dp_raw_step - dp_exp_step)
-                  + np.maximum(pp_raw - pp_exp, 0.0))
+        # (the collectives' kernels; point-to-point sends use few SMs and are left out)
+        hidden = m1 * pick(tp_raw - tp_mb) + m1 * pick(cp_raw - cp_mb) + (dp_raw_step - dp_exp_step)
         compute = m1 * pick(t_comp) + t_opt + constants.overlap_slowdown * hidden
         bubble = T.pipeline_bubble_fraction(p1, g["interleave"], m1) * m1 * pick(t_mb)
         step = compute + exposed + bubble
