@@ -168,3 +168,55 @@ def test_hfu_at_least_mfu_on_every_layout(tp, pp, cp, mb, zero, rec, flash, seq,
     e = estimate_training(get_preset(model), cat.hardware("H100-SXM5-80GB"), lay)
     assert e.hfu >= e.mfu > 0
     assert e.hfu <= 1.0
+
+
+# ---- what the calibration uses is expressible on the command line ---------------------------
+
+def _cli(capsys, *argv):
+    import json
+
+    from optimizer.cli import main
+
+    with pytest.raises(SystemExit) as e:
+        main(list(argv))
+    out, err = capsys.readouterr()
+    return e.value.code, (json.loads(out) if e.value.code == 0 else None), err
+
+
+def test_estimate_framework_and_switches_on_the_cli(capsys):
+    base = ("estimate", "gpt-3-175b", "--gpu", "A100-SXM4-80GB", "--dp", "384", "--zero", "3", "--micro-batch", "4",
+            "--global-batch", "1536", "--seq-len", "2048", "--recompute", "full", "--json")
+    code, a, _ = _cli(capsys, *base, "--framework", "deepspeed")
+    assert code == 0 and a["train"]["framework"] == "deepspeed"
+    code, b, _ = _cli(capsys, *base, "--framework", "deepspeed", "--no-flash-attention")
+    assert code == 0 and b["train"]["layout"]["flash_attention"] is False
+    assert b["train"]["step_time_s"] > a["train"]["step_time_s"]
+    code, c, _ = _cli(capsys, *base, "--framework", "deepspeed", "--oversubscription", "4")
+    assert c["train"]["step_time_s"] > a["train"]["step_time_s"]
+    code, d, _ = _cli(capsys, *base, "--framework", "deepspeed", "--offload-optimizer")
+    assert d["train"]["step_time_s"] > a["train"]["step_time_s"]
+    code, _, err = _cli(capsys, *base, "--framework", "fsdp3")
+    assert code == 2 and err.strip().startswith("error: --framework: unknown framework 'fsdp3'; did you mean")
+    code, _, err = _cli(capsys, *base, "--interleave", "2")
+    assert code == 2 and err.strip().startswith("error: --interleave:") and err.count("\n") == 1
+
+
+def test_solve_with_interleave_and_searched_framework():
+    # issue 20: train.interleave: 2 crashed every training solve (the solver picked pp = 1)
+    import optimizer
+
+    sc = optimizer.load_scenario("llama3-8b-pretrain").with_overrides(
+        {"train.interleave": 2, "constraints.gpus": ["H100-SXM5-80GB"]})
+    res = optimizer.solve(sc, top_k=3)
+    assert res.status == "optimal"
+    assert (res.configs["pp"] > 1).all() and (res.configs["interleave"] == 2).all()
+    sc = optimizer.load_scenario("llama3-8b-pretrain").with_overrides(
+        {"search.framework": ["megatron", "fsdp2"], "search.interleave": [1, 2],
+         "constraints.gpus": ["H100-SXM5-80GB"]})
+    res = optimizer.solve(sc, top_k=3)
+    assert set(res.configs["framework"]) <= {"megatron", "fsdp2"}
+    for _, row in res.configs.iterrows():
+        ev = optimizer.evaluate(sc, {k: row[k] for k in ("gpu", "n_gpus", "tp", "pp", "dp", "cp", "ep", "zero",
+                                                          "precision", "micro_batch", "recompute",
+                                                          "sequence_parallel")})
+        assert ev.feasible and ev.step_time_s == pytest.approx(row["step_time_s"])

@@ -33,7 +33,8 @@ Efficiency of one GEMM (fraction of the dense peak):
   (tm, tn), (tm, tn/2), (tm/2, tn/2) is taken.
 * padding: M N / (padded M x padded N): the tile's unused rows and columns.
 * K / (K + k0): the main loop's prologue and epilogue per tile (loading the first
-  operand stages, writing the output), worth k0 elements of K. ``k0`` is fitted.
+  operand stages, writing the output), worth k0 = 64 elements of K (one K block of the
+  CUTLASS main loop; set, not fitted).
 * eta_max(arch): what the library's large square GEMMs reach of the datasheet peak on
   that generation (clocks under the power cap). Fitted for Ampere and Hopper (the
   generations with public training runs); others take the value of the nearer peak
@@ -41,6 +42,10 @@ Efficiency of one GEMM (fraction of the dense peak):
 
 Each kernel also costs ``kernel_s`` (launch, tail and framework dispatch; fitted), for
 ``KERNELS_PER_LAYER`` kernels per layer and pass.
+
+Fitted constants (``ComputeConstants``; benchmarks/calibrate_efficiency.py): the large-GEMM
+ceilings of Ampere and Hopper, ``kernel_s``, ``elementwise_passes``, ``overlap_slowdown`` and
+``fp8_gemm_ratio`` - six numbers for every GPU generation, framework and model.
 
 Attention core (flash attention, Dao et al. 2022/2023, Shah et al. 2024): FLOPs at a
 fraction of the bf16 peak read from published kernel benchmarks (``FLASH_ATTENTION``,

@@ -418,11 +418,20 @@ def _evaluate(spec, hw, num: dict, cat: dict, efficiency_scale: float,
                     sf = _StageFlops(**{f: getattr(sf, f)[keep] for f in _FLOPS_FIELDS})
 
         # compute per micro-batch on every stage: every GEMM at its own shape (operators.py)
-        megatron = resolve_framework(cat["framework"], tp=tp, pp=np.reshape(p1, (-1, 1)), cp=cp, ep=ep) == "megatron"
+        fw = cat["framework"]
+        megatron = (tp * cp * ep * np.reshape(p1, (-1, 1)) > 1) if fw == "auto" else (fw == "megatron")
+        deepspeed = fw == "deepspeed"
         tokens = b * s / cp                                   # tokens of a micro-batch on one GPU
         eta_max = O.gemm_eta_max(hw, constants) * efficiency_scale
         rate_lin = peak_lin * eta_max * linear_gemm_efficiency_ratio(precision, constants)
-        gt = O.linear_gemm_times_s(shapes, tokens, tp, ep, prof, constants.k0, rate_lin)
+        # the GEMM shapes depend on (tokens, tp, ep) only: time the distinct ones, map back
+        t_c, tp_c, ep_c = (np.broadcast_to(x, (len(idx), 1))[:, 0] for x in (tokens, tp, ep))
+        key = (t_c * 4096.0 + tp_c) * 4096.0 + ep_c          # exact: integers far below 2^53
+        _, first, inv = np.unique(key, return_index=True, return_inverse=True)
+        inv = inv.reshape(-1)
+        gt_u = O.linear_gemm_times_s(shapes, t_c[first, None], tp_c[first, None], ep_c[first, None], prof,
+                                     constants.k0, rate_lin)
+        gt = {k: (f[inv], bk[inv]) for k, (f, bk) in gt_u.items()}
         gf = O.linear_gemm_flops(shapes, tokens, tp, ep)
         nf = 2.0 if recompute == "full" else 1.0          # forward passes of the layers (+ recompute)
         lin_tok = tokens / tp
@@ -486,7 +495,6 @@ def _evaluate(spec, hw, num: dict, cat: dict, efficiency_scale: float,
         # parameters (distributed_data_parallel_config.bucket_size), DeepSpeed's reduce_bucket_size
         # 5e8 elements, PyTorch DDP 25 MiB (FSDP2 at ZeRO-3 goes per layer, below)
         grad_b = (dense_gpu + exp_gpu) * M.GRAD_BYTES_PER_PARAM
-        deepspeed = resolve_framework(cat["framework"], tp=tp, pp=np.reshape(p1, (-1, 1)), cp=cp, ep=ep) == "deepspeed"
         bucket_b = np.where(megatron, np.maximum(40e6, 1e6 * dp * cp) * M.GRAD_BYTES_PER_PARAM,
                             np.where(deepspeed, 5e8 * M.GRAD_BYTES_PER_PARAM, float(M.DDP_BUCKET_BYTES)))
         buckets = np.maximum(np.ceil(grad_b / bucket_b), 1.0)

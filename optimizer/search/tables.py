@@ -114,7 +114,7 @@ def estimate_rows(spec, scenario, gpus: list[GpuOption], cols: dict[str, np.ndar
         return out
     from dataclasses import replace
 
-    from optimizer.formulas.training import FRAMEWORKS, interleave_ok, resolve_framework
+    from optimizer.formulas.training import FRAMEWORKS, interleave_ok
 
     train = scenario.train
     caps = limits_of(scenario, gpus)["memory_cap"] if fit_only else None
@@ -163,9 +163,9 @@ def estimate_rows(spec, scenario, gpus: list[GpuOption], cols: dict[str, np.ndar
                                            efficiency_scale=efficiency_scale, compact_stages=not reference,
                                            memory_cap_bytes=cap)
             r_fv["interleave"] = arrays["interleave"].astype(float)
-            r_fv["framework_index"] = np.asarray(
-                [FRAMEWORKS.index(x) for x in np.atleast_1d(resolve_framework(
-                    fw, tp=arrays["tp"], pp=arrays["pp"], cp=arrays["cp"], ep=arrays["ep"]))], dtype=float)
+            mp = arrays["tp"] * arrays["pp"] * arrays["cp"] * arrays["ep"] > 1      # training.resolve_framework
+            r_fv["framework_index"] = (np.where(mp, FRAMEWORKS.index("megatron"), FRAMEWORKS.index("fsdp2"))
+                                       if fw == "auto" else np.full(len(idx), FRAMEWORKS.index(fw))).astype(float)
             if mem_cap is None:
                 res = r_fv
                 continue
