@@ -570,7 +570,8 @@ def load_extra_runs() -> tuple[list[Run], list[tuple[int, str, str]]]:
         layout = TrainLayout(seq_len=int(r["seq_len"]), global_batch=int(_num(r["global_batch"])), tp=tp, pp=pp,
                              dp=dp, cp=cp, ep=ep, micro_batch=int(_num(r["micro_batch"]) or 1), zero=zero,
                              recompute=recompute, sequence_parallel=r["sequence_parallel"] == "yes" and tp > 1,
-                             precision=precision, interleave=v, flash_attention=True)
+                             precision=precision, interleave=v,
+                             flash_attention=not r["source"].startswith("Narayanan2021"))   # 2021: no flash
         tp_overlap = fw == "megatron" or "async tp" in r["model_name"].lower()
         meas = _num(r["tokens_per_sec"]) / n
         runs.append(Run(index=i, source=source_key(r["source"]), name=r["model_name"], spec=spec, hw=hw,

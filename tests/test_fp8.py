@@ -31,7 +31,7 @@ cal = importlib.util.module_from_spec(_spec)
 sys.modules[_spec.name] = cal
 _spec.loader.exec_module(cal)
 
-SPEEDUP_MAPE_BOUND = 4.0            # percent, every pair's fp8/bf16 speed-up; measured 3.5 (9.3 with ratio 1)
+SPEEDUP_MAPE_BOUND = 4.5            # percent, every pair's fp8/bf16 speed-up; measured 3.9 (9.2 with ratio 1)
 UNCORRECTED = replace(CALIBRATED, fp8_gemm_ratio=1.0)   # fp8 GEMMs as efficient as bf16's (before)
 
 

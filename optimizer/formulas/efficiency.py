@@ -14,11 +14,11 @@ network_efficiency are set) on every public run - 281 runs of 12 sources, at mos
 source in the fit - by minimising the mean absolute percentage error of tokens/s per GPU.
 
 Validation, LEAVE-ONE-SOURCE-OUT (each source predicted by constants fitted without it;
-``--loso``, stored per run in tests/data/loso_results.csv): 18.1% over all 281 runs; by
-regime 3D > 100B 7.1% (26 runs), fp8 7.8% (42), other 11.9% (47), CP 12.6% (45), < 10B 14.9%
-(25), ZeRO-3/FSDP 25.5% (81; torchtitan's eager and fp8-rowwise rows and DeepSpeed's 2021
-ZeRO-3 over-predicted), MoE 67.0% (15, one source, over-predicted); by generation Ampere 14.1%,
-Hopper 18.5%, Blackwell 49.3% (9, mostly MoE). In-sample (shipped constants) 15.9%.
+``--loso``, stored per run in tests/data/loso_results.csv): 18.0% over all 281 runs; by
+regime fp8 6.3% (42 runs), 3D > 100B 8.0% (26), other 12.1% (47), CP 13.0% (45), < 10B 14.2%
+(25), ZeRO-3/FSDP 25.8% (81; torchtitan's eager and fp8-rowwise rows and DeepSpeed's 2021
+ZeRO-3 over-predicted), MoE 65.7% (15, one source, over-predicted); by generation Ampere 14.6%,
+Hopper 18.2%, Blackwell 48.8% (9, mostly MoE). In-sample (shipped constants) 15.7%.
 """
 
 from __future__ import annotations
@@ -27,10 +27,10 @@ from dataclasses import replace  # noqa: F401  (re-exported for callers that var
 
 from optimizer.formulas.operators import ComputeConstants
 
-FP8_GEMM_EFFICIENCY_RATIO = 0.8625
+FP8_GEMM_EFFICIENCY_RATIO = 0.8815
 """Achieved fp8 linear-GEMM efficiency relative to bf16's at the same GEMM shape (dimensionless):
-under fp8 the linear layers run at 0.8625 x their bf16 efficiency of the fp8 dense peak, i.e.
-2 x 0.8625 = 1.7x the bf16 GEMM rate on a device whose fp8 peak is twice its bf16 peak (H100).
+under fp8 the linear layers run at 0.8815 x their bf16 efficiency of the fp8 dense peak, i.e.
+2 x 0.8815 = 1.76x the bf16 GEMM rate on a device whose fp8 peak is twice its bf16 peak (H100).
 
 What it stands for (Transformer Engine / torchao fp8 recipes, per-tensor scaling; NVIDIA
 Transformer Engine user guide, 'Using FP8 with Transformer Engine'): every fp8 GEMM needs its
@@ -49,18 +49,18 @@ EfficiencyConstants = ComputeConstants
 """The fitted constants (formulas/operators.py documents each)."""
 
 CALIBRATED = ComputeConstants(
-    gemm_eta_ampere=0.8005,
-    gemm_eta_hopper=0.7256,
+    gemm_eta_ampere=0.8040,
+    gemm_eta_hopper=0.7251,
     k0=64.0,
-    kernel_s=6.878e-6,
-    elementwise_passes=10.46,
-    overlap_slowdown=0.8122,
+    kernel_s=7.812e-6,
+    elementwise_passes=10.73,
+    overlap_slowdown=0.7913,
     fp8_gemm_ratio=FP8_GEMM_EFFICIENCY_RATIO,
     network_efficiency=1.0,
 )
 """Fitted by ``benchmarks/calibrate_efficiency.py --fit --iters 100`` on every public run
 (at most 12 per source, evenly spaced; k0 and network_efficiency set, not fitted): in-sample
-MAPE 15.9% over 281 runs of 12 sources. The validation figure is the leave-one-source-out
+MAPE 15.7% over 281 runs of 12 sources. The validation figure is the leave-one-source-out
 error printed by the same script (tests/data/loso_results.csv, tests/test_calibration.py)."""
 
 
