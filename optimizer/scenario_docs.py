@@ -44,6 +44,10 @@ DESCRIPTIONS: dict[str, dict[str, str]] = {
         "optimizer": "Optimizer whose state is kept per parameter (adam: 12 bytes of fp32 state per parameter).",
         "flash_attention": "Whether attention keeps no score matrix in memory (FlashAttention).",
         "interleave": "Virtual pipeline chunks per stage (interleaved 1F1B); 1 = plain 1F1B.",
+        "framework": ("Training framework whose kernels and overlap time the step: megatron, fsdp2, deepspeed, "
+                      "or auto (Megatron for model-parallel layouts, FSDP2 otherwise)."),
+        "tp_comm_overlap": "TP collectives overlapped with the GEMMs (Megatron --tp-comm-overlap, torchtitan async TP).",
+        "overlap_grad_reduce": "Data-parallel gradient reduction overlapped with the backward (bucketed).",
     },
     "LengthDist": {
         "mean": "Mean length, tokens.",
@@ -104,6 +108,8 @@ DESCRIPTIONS: dict[str, dict[str, str]] = {
         "recompute": "Activation recomputation modes to search (none, selective, full).",
         "sequence_parallel": "Sequence-parallel settings to search (with TP > 1).",
         "n_gpus": "GPU counts to search.",
+        "framework": "Frameworks to choose from per layout (the fastest step wins; the result names it).",
+        "interleave": "Virtual pipeline chunks per stage to choose from per layout (the fastest valid one wins).",
         "weights": "Serving weight formats to search (bf16, fp8, int8, int4).",
         "kv": "Serving KV-cache formats to search (bf16, fp8, int8).",
         "batch": "Serving batch caps to search, sequences in flight per replica.",
