@@ -17,6 +17,9 @@ import time
 
 from optimizer.scenario import list_scenarios, load_scenario
 from optimizer.search.serve.solve import solve_serving
+from optimizer.catalog import load_catalog  # noqa: E402
+
+CATALOG = load_catalog()          # the planners take the caller's catalog (issue 18)
 
 
 def _serving_names() -> list[str]:
@@ -28,16 +31,16 @@ def main(names: list[str]) -> None:
           f"{'cpsat_s':>7s} {'solve_s':>7s} {'usd_per_h':>10s} {'single_usd_per_h':>16s}  best fleet")
     for name in names:
         sc = load_scenario(name)
-        solve_serving(sc, top_k=1)                          # warm caches (model, catalog)
+        solve_serving(sc, top_k=1, catalog=CATALOG)                          # warm caches (model, catalog)
         t0 = time.perf_counter()
-        res = solve_serving(sc)
+        res = solve_serving(sc, catalog=CATALOG)
         total = time.perf_counter() - t0
         s = res.stats
         best = res.configs.iloc[0] if len(res.configs) else None
         single = math.inf
         if best is not None and sc.constraints.gpus:
             for g in sc.constraints.gpus:
-                r = solve_serving(sc.with_overrides({"constraints.gpus": [g]}), top_k=1)
+                r = solve_serving(sc.with_overrides({"constraints.gpus": [g]}), top_k=1, catalog=CATALOG)
                 if len(r.configs):
                     single = min(single, float(r.configs["usd_per_hour"].iloc[0]))
         usd = f"{best['usd_per_hour']:10.2f}" if best is not None else f"{'-':>10s}"

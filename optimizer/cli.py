@@ -279,7 +279,9 @@ def estimate(
 @app.command()
 def scaling(compute: Optional[float] = typer.Option(None, "--compute", min=1, help="Training FLOPs budget."),
             params: Optional[float] = typer.Option(None, "--params", min=1, help="Model parameters."),
-            law: Law = typer.Option("hoffmann2022", "--law", help="The scaling law (formulas/scaling.py LAWS)."),
+            law: Law = typer.Option("besiroglu2024", "--law",
+                                    help="The scaling law (formulas/scaling.py LAWS); default besiroglu2024, "
+                                         "the corrected refit of Chinchilla approach 3."),
             fmt: Fmt = FormatOpt,
             json_out: bool = JsonOpt):
     """The compute-optimal plan: parameters and tokens for a FLOP budget (or tokens for a size)."""

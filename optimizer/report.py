@@ -495,7 +495,9 @@ def solve_report(result, scenario, *, sensitivity: dict | None = None, memory: d
     parts = [f"# clusteropt report: {result.scenario}", "",
              f"Status **{result.status}** (objective: {result.objective}); "
              f"{len(result.configs)} configuration(s) ranked; {result.stats.get('rows', '?')} candidate layouts, "
-             f"{result.stats.get('feasible_rows', '?')} feasible.", "",
+             f"{result.stats.get('feasible_rows', '?')} feasible."
+             + (f" Predicted losses by the scaling law **{result.scaling_law}**."
+                if getattr(result, "scaling_law", None) else ""), "",
              "## Inputs", "", "```yaml", yaml.safe_dump(doc, sort_keys=False).rstrip(), "```", ""]
     if getattr(scenario, "description", ""):
         parts[-1:-1] = [scenario.description, ""]

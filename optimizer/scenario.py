@@ -101,7 +101,7 @@ class TrainSpec(_Strict):
 
     tokens: Union[Annotated[float, Field(gt=0)], Literal["auto"], TokenRange]
     model: Optional[ModelFamilyChoice] = None              # co-design: size chosen by the search
-    scaling_law: str = "hoffmann2022"                      # formulas/scaling.LAWS
+    scaling_law: str = "besiroglu2024"                     # formulas/scaling.LAWS (corrected refit)
     target_loss: Optional[float] = Field(default=None, gt=0)
     inference: Optional[InferenceDemand] = None
     seq_len: int = Field(gt=0)
@@ -290,7 +290,7 @@ class SearchSpace(_Strict):
 class SystemSpec(_Strict):
     """The rest of the data centre (issue 10): storage tier, node type, fabric, failures,
     checkpoints and TCO extras. Names refer to catalog/{storage_tiers,hosts,switches}.csv ids.
-    Every default is documented in optimizer/search/system.py."""
+    Every default is documented in optimizer/search/train/system.py."""
 
     storage_tier: str = "auto"                  # a tier id, or auto: the best durable tier per row
     storage_units: float = Field(default=1.0, gt=0)   # multiples of a fixed-bandwidth tier (appliances)

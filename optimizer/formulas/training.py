@@ -39,7 +39,8 @@ from optimizer.formulas import memory as M
 from optimizer.formulas import time as T
 from optimizer.formulas import operators as O
 from optimizer.formulas.efficiency import CALIBRATED, EfficiencyConstants, linear_gemm_efficiency_ratio
-from optimizer.formulas.layout import OPTIMIZERS, RECOMPUTE_MODES, TRAIN_PRECISIONS, TrainLayout
+from optimizer.formulas.layout import (OPTIMIZERS, RECOMPUTE_MODES, TRAIN_PRECISIONS, TrainLayout,
+                                       sequence_parallel_rule)
 from optimizer.units import SECONDS_PER_DAY, SECONDS_PER_HOUR, TERA
 
 NUMERIC_FIELDS = ("seq_len", "global_batch", "tp", "pp", "dp", "cp", "ep", "micro_batch", "interleave")
@@ -400,7 +401,7 @@ def _evaluate(spec, hw, num: dict, cat: dict, efficiency_scale: float,
         logits = parts["logits"]
         if memory_cap_bytes is not None:
             # time and throughput only for the layouts that fit (memory_units <= cap, as
-            # search.tables.violation_flags compares them)
+            # search.train.table.violation_flags compares them)
             keep = np.ceil(worst["total"]).astype(np.int64) <= memory_cap_bytes
             if not keep.any():
                 continue
@@ -701,7 +702,9 @@ def layout_violations(spec, hw, layout: TrainLayout, *, n_gpus: int | None = Non
     PP <= layers; interleaving needs PP > 1 and layers divisible by PP x v; the global batch
     divides into micro_batch x DP x accumulation; EP divides the routed experts and DP x CP
     (EP = 1 for dense models); CP > 1 splits the sequence into 2 x CP equal chunks
-    (ring attention's causal load balance). Search rule (prefixed ``'search rule: '``):
+    (ring attention's causal load balance); sequence parallelism needs tp > 1
+    (``layout.sequence_parallel_rule``, the rule the search space applies too). Search rule
+    (prefixed ``'search rule: '``):
     TP inside one NVLink domain (``hw.intra_node_domain``).
     """
     out: list[str] = []
@@ -734,6 +737,9 @@ def layout_violations(spec, hw, layout: TrainLayout, *, n_gpus: int | None = Non
         out.append(f"seq_len {layout.seq_len} is not divisible by 2 x cp = {2 * cp}")
     if layout.zero not in (0, 1, 2, 3):
         out.append(f"zero={layout.zero} is not a ZeRO stage (0-3)")
+    sp_rule = sequence_parallel_rule(tp, layout.sequence_parallel)
+    if sp_rule is not None:
+        out.append(sp_rule)
     if search_rules and tp > hw.intra_node_domain:
         out.append(f"{SEARCH_RULE_PREFIX}tp={tp} spans more than one NVLink domain "
                    f"({hw.intra_node_domain} GPUs on {hw.name})")

@@ -181,7 +181,7 @@ def _check_layout(spec, tp, pp, dp, cp, ep) -> None:
         raise ClusteroptError("--ep", f"{ep} does not divide dp x cp = {dp * cp}", "EP divides DP x CP")
 
 
-def scaling_plan(*, compute=None, params=None, law="hoffmann2022") -> dict:
+def scaling_plan(*, compute=None, params=None, law="besiroglu2024") -> dict:
     if (compute is None) == (params is None):
         raise ClusteroptError("--compute/--params", "give exactly one", "e.g. --compute 1e24 or --params 70e9")
     lw = scaling.law_by_name(law, field="--law")

@@ -19,7 +19,7 @@ LAYOUT_COLUMNS = ("rank", "objective", "gpu", "n_gpus", "n_nodes", "tp", "pp", "
            "goodput", "expected_interruptions", "job_mtbi_s", "checkpoint_bytes", "checkpoint_write_s",
            "checkpoint_interval_s", "storage_tier", "system")
 
-#: Float columns copied from the table row as they are (system columns: tables.SYSTEM_COLUMNS).
+#: Float columns copied from the table row as they are (system columns: table.SYSTEM_COLUMNS).
 _FLOAT_COLUMNS = ("mfu", "hfu", "step_time_s", "tokens_per_s", "train_days", "wall_clock_days", "gpu_hours",
                   "usd_per_gpu_hour", "cost_usd", "cost_per_mtoken_usd", "goodput", "expected_interruptions",
                   "job_mtbi_s", "checkpoint_bytes", "checkpoint_write_s", "checkpoint_interval_s")
@@ -48,7 +48,7 @@ def _framework_name(c, r: int) -> str | None:
 
 def layout_frame(table: Table, rows, scenario, objective: str, ranked: bool = True, row_context=None) -> pd.DataFrame:
     """One row per configuration, fixed column order (LAYOUT_COLUMNS), raw numbers; ``system`` holds the
-    storage, hosts, fabric, TCO and reliability breakdown (search/system.py).
+    storage, hosts, fabric, TCO and reliability breakdown (train/system.py).
 
     ``row_context(r) -> (spec, scenario)``: the model and scenario of row r where they vary by
     row (co-design: each rung and token count); default the scenario's own."""

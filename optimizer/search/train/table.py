@@ -43,7 +43,7 @@ LIMIT_FAMILIES = ("memory", "budget", "deadline", "stock", "max_gpus", "min_gpus
 
 #: Per-row system columns (issue 10) the solve output and evaluate() must carry: goodput is a
 #: fraction, wall_clock_days includes failures, expected_interruptions is over the whole run,
-#: checkpoint_bytes counts all ranks together. Computed by optimizer.search.system.
+#: checkpoint_bytes counts all ranks together. Computed by optimizer.search.train.system.
 SYSTEM_COLUMNS = ("goodput", "wall_clock_days", "expected_interruptions", "job_mtbi_s", "checkpoint_bytes",
                   "checkpoint_write_s", "checkpoint_interval_s")
 
@@ -196,7 +196,7 @@ def price_rows(scenario, gpus: list[GpuOption], cols: dict[str, np.ndarray], spe
     """Wall-clock (including failures), GPU-hours and cost of each row's whole run.
 
     Failure-free time train_s = tokens / tokens_per_s; wall-clock = train_s / goodput, with
-    goodput from optimizer.search.system (Daly 2006 with the row's MTBI, checkpoint write to
+    goodput from optimizer.search.train.system (Daly 2006 with the row's MTBI, checkpoint write to
     the storage tier and restart time). Everything is billed on wall-clock hours, lost time
     included:
       Rented: whole instances (ceil(n_gpus / gpus_per_instance)) x $/instance-hour x hours
