@@ -196,7 +196,7 @@ def test_estimate_framework_and_switches_on_the_cli(capsys):
     code, d, _ = _cli(capsys, *base, "--framework", "deepspeed", "--offload-optimizer")
     assert d["train"]["step_time_s"] > a["train"]["step_time_s"]
     code, _, err = _cli(capsys, *base, "--framework", "fsdp3")
-    assert code == 2 and err.strip().startswith("error: --framework: unknown framework 'fsdp3'; did you mean")
+    assert code == 2 and err.strip().startswith("error: --framework:") and "fsdp3" in err and err.count("\n") == 1
     code, _, err = _cli(capsys, *base, "--interleave", "2")
     assert code == 2 and err.strip().startswith("error: --interleave:") and err.count("\n") == 1
 

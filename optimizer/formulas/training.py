@@ -79,10 +79,12 @@ def resolve_framework(framework: str, *, tp, pp, cp, ep):
             if np.ndim(np.asarray(tp) * pp * cp * ep) else framework
     mp = np.asarray(tp) * pp * cp * ep > 1
     return np.where(mp, "megatron", "fsdp2") if np.ndim(mp) else ("megatron" if mp else "fsdp2")
+
+
 CATEGORICAL_DEFAULTS = {"zero": 0, "recompute": "selective", "sequence_parallel": False,
                         "precision": "bf16", "optimizer": "adam", "offload_optimizer": False,
                         "flash_attention": True, "overlap_grad_reduce": True,
-                        "tp_comm_overlap": False, "framework": "auto"}
+                        "tp_comm_overlap": False, "framework": "auto", **M.MEMORY_DEFAULTS}
 COMM_PARTS = ("tp", "ep", "cp", "dp", "pp")
 _PER_LAYOUT_CATEGORICAL = ("zero", "sequence_parallel")
 """Categorical fields ``estimate_training_batch`` also takes as one value per layout (arrays
@@ -148,11 +150,15 @@ BATCH_KEYS = (
 
 def _check_categorical(cat: dict) -> dict:
     out = dict(CATEGORICAL_DEFAULTS)
-    unknown = set(cat) - set(CATEGORICAL_FIELDS) - set(FRAMEWORK_FIELDS)
+    unknown = set(cat) - set(CATEGORICAL_FIELDS) - set(FRAMEWORK_FIELDS) - set(M.MEMORY_FIELDS)
     if unknown:
         raise ClusteroptError("layout", f"unknown field(s) {sorted(unknown)}",
-                              "allowed: " + ", ".join(CATEGORICAL_FIELDS + FRAMEWORK_FIELDS))
+                              "allowed: " + ", ".join(CATEGORICAL_FIELDS + FRAMEWORK_FIELDS + M.MEMORY_FIELDS))
     out.update(cat)
+    if out["framework"] not in FRAMEWORKS:
+        raise ClusteroptError("framework", f"unknown framework {out['framework']!r}",
+                              "allowed: " + ", ".join(FRAMEWORKS))
+    out.update(M.check_memory_options(out))
     for k in _PER_LAYOUT_CATEGORICAL:                # given per layout: numpy arrays
         if np.ndim(out[k]):
             out[k] = np.asarray(out[k]).reshape(-1)
@@ -389,7 +395,9 @@ def _evaluate(spec, hw, num: dict, cat: dict, efficiency_scale: float,
             spec, st, stage, p, seq_len=s, micro_batch=b, tp=tp, dp=dp, cp=cp, ep=ep, interleave=v,
             micro_batches=m, zero=zero, recompute=recompute, sequence_parallel=sp,
             precision=precision, optimizer=cat["optimizer"],
-            offload_optimizer=cat["offload_optimizer"], flash_attention=flash)
+            offload_optimizer=cat["offload_optimizer"], flash_attention=flash,
+            framework=resolve_framework(cat["framework"], tp=tp, pp=np.reshape(p1, (-1, 1)), cp=cp, ep=ep),
+            **{k: cat[k] for k in M.MEMORY_FIELDS})
         worst = M.worst_stage(parts)
         worst["stage"] = np.broadcast_to(stage, parts["total"].shape)[np.arange(len(idx)), worst["stage"]]
         res = {"memory_per_gpu_bytes": worst["total"], "memory_stage": worst["stage"].astype(float),
@@ -398,7 +406,8 @@ def _evaluate(spec, hw, num: dict, cat: dict, efficiency_scale: float,
             res[f"memory_{part}_bytes"] = worst[part]
         for k, val in res.items():
             out[k][idx] = val
-        logits = parts["logits"]
+        # the loss's element-wise traffic (time), Korthikanti's 6 bytes per logit whatever the framework keeps
+        logits = np.broadcast_to(st.has_head * M.logits_bytes(s, b, spec.vocab_size, tp, cp), parts["total"].shape)
         if memory_cap_bytes is not None:
             # time and throughput only for the layouts that fit (memory_units <= cap, as
             # search.train.table.violation_flags compares them)
@@ -633,8 +642,8 @@ def estimate_training_batch(spec, hw, layout_arrays: dict, categorical: dict | N
 
 def estimate_training(spec, hw, layout: TrainLayout, *, efficiency_scale: float = 1.0,
                       overlap_grad_reduce: bool = True, tp_comm_overlap: bool = False,
-                      framework: str = "auto",
-                      constants: EfficiencyConstants = CALIBRATED) -> TrainEstimate:
+                      constants: EfficiencyConstants = CALIBRATED, framework: str = "auto",
+                      **memory_options) -> TrainEstimate:
     """Memory, time and throughput of one layout (see the module docstring;
     ``FRAMEWORK_FIELDS`` for the two overlap options). ``efficiency_scale`` multiplies the
     achievable compute rate (GEMM efficiency and the non-GEMM memory rate; a sensitivity
@@ -643,6 +652,7 @@ def estimate_training(spec, hw, layout: TrainLayout, *, efficiency_scale: float 
     num = {k: getattr(layout, k) for k in NUMERIC_FIELDS}
     cat = {k: getattr(layout, k) for k in CATEGORICAL_FIELDS}
     cat.update(overlap_grad_reduce=overlap_grad_reduce, tp_comm_overlap=tp_comm_overlap, framework=framework)
+    cat.update(memory_options)
     r = estimate_training_batch(spec, hw, num, cat, efficiency_scale=efficiency_scale,
                                 constants=constants)
     f = {k: float(v[0]) for k, v in r.items()}

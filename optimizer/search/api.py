@@ -34,6 +34,18 @@ def _catalog(catalog: Optional[Catalog]) -> Catalog:
     return catalog if catalog is not None else load_catalog()
 
 
+def disaggregation(scenario: ScenarioLike, *, catalog: Optional[Catalog] = None, time_limit_s: float = 10.0):
+    """A serving scenario's cheapest fleet of aggregated replicas and disaggregated prefill/decode
+    pools, each option's capacity simulated at the p99 SLOs (search/serve/disaggregation.py), with
+    the aggregated-only and disaggregated-only optima and why one wins."""
+    from optimizer.search.serve.disaggregation import plan_disaggregated
+
+    sc = load_scenario(scenario)
+    if sc.serve is None:
+        raise ClusteroptError("serve", "missing", "a serving scenario")
+    return plan_disaggregated(sc, _catalog(catalog), time_limit_s=time_limit_s)
+
+
 def solve(scenario: ScenarioLike, *, top_k: Optional[int] = None, objective: Optional[str] = None,
           time_limit_s: float = 30.0, catalog: Optional[Catalog] = None, efficiency_scale: float = 1.0) -> SolveResult:
     """Rank the K best distinct feasible configurations of a scenario (training layouts, serving

@@ -122,6 +122,9 @@ def estimate_rows(spec, scenario, gpus: list[GpuOption], cols: dict[str, np.ndar
     caps = limits_of(scenario, gpus)["memory_cap"] if fit_only else None
     choices = [(fw, v) for fw in (scenario.search.framework or [train.framework])
                for v in (scenario.search.interleave or [train.interleave])]
+    profile = scenario.calibration_profile()
+    if profile is not None:
+        from optimizer.calibration import apply_to_columns
     # The fast path evaluates every ZeRO stage and sequence-parallel setting of a small group in
     # one call (estimate_training_batch takes them per layout: fewer calls, less Python overhead);
     # groups above _MERGED_GROUP_ROWS, and the reference path, take one value per call (a scalar
@@ -152,6 +155,7 @@ def estimate_rows(spec, scenario, gpus: list[GpuOption], cols: dict[str, np.ndar
             "offload_optimizer": scenario.system.offload_optimizer,
             "overlap_grad_reduce": train.overlap_grad_reduce,
             "tp_comm_overlap": train.tp_comm_overlap,
+            **train.memory_options(),
         }
         # the fabric's oversubscription slows every collective that leaves the node (comm.group_link)
         hw = replace(g.hardware, network_oversubscription=float(scenario.system.oversubscription))
@@ -180,6 +184,8 @@ def estimate_rows(spec, scenario, gpus: list[GpuOption], cols: dict[str, np.ndar
             better = key < best_key
             res = {k: np.where(better, r_fv[k], res[k]) for k in res}
             best_key = np.minimum(key, best_key)
+        if profile is not None:                          # the user's calibration (optimizer/calibration.py)
+            res.update(apply_to_columns(res, profile))
         for k, v in res.items():
             if k in ("grad_accum", "n_gpus"):       # the layout's own integer columns stay
                 continue
@@ -228,7 +234,31 @@ def price_rows(scenario, gpus: list[GpuOption], cols: dict[str, np.ndarray], spe
         "usd_per_gpu_hour": rate,
         "cost_per_mtoken_usd": cost / (tokens / 1e6),
     })
+    out.update(interval_rows(spec, scenario, {**cols, **out}))
     return out
+
+
+def interval_rows(spec, scenario, cols: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The 80% intervals of each row (formulas/intervals.py): ``<figure>_p10/_p90`` of
+    tokens/s, days and cost, ``interval_regime_code`` (index in INTERVAL_REGIMES) and, with
+    ``constraints.confidence``, the wall-clock days and cost that hold at that quantile."""
+    from optimizer.formulas import intervals as IV
+    from optimizer.formulas.params import count_params
+
+    regimes = IV.regimes_of(params_total=count_params(spec).total, tp=cols["tp"], pp=cols["pp"], cp=cols["cp"],
+                            ep=cols["ep"], zero=cols["zero"], fp8=cols["precision"] == PRECISIONS.index("fp8"),
+                            moe=spec.moe is not None)
+    profile = scenario.calibration_profile()
+    out = IV.interval_columns(cols, regimes, IV.load_intervals(),
+                              profile_interval=profile.interval if profile is not None else None,
+                              confidence=scenario.constraints.confidence)
+    names = out.pop("interval_regime")
+    out["interval_regime_code"] = np.array([INTERVAL_REGIMES.index(x) for x in names], dtype=np.int64)
+    return out
+
+
+#: Names of ``interval_regime_code``: the regimes of formulas/intervals.py, then 'calibrated'.
+INTERVAL_REGIMES = ("cp", "moe", "zero3_fsdp", "fp8", "3d_gt100b", "small_lt10b", "other", "calibrated")
 
 
 #: Ceiling of the cost and time integer views. A row whose failures make its expected wall-clock
@@ -244,11 +274,17 @@ def _units(x: np.ndarray) -> np.ndarray:
 
 def integer_columns(cols: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     """The integer views CP-SAT sees (rounded up: a limit is never met by rounding)."""
-    return {
+    out = {
         "cost_units": _units(cols["cost_usd"] * MONEY_UNITS_PER_USD),
         "time_units": _units(cols["wall_clock_days"] * SECONDS_PER_DAY * TIME_UNITS_PER_S),
         "memory_units": np.ceil(cols["memory_per_gpu_bytes"]).astype(np.int64),
     }
+    # what the budget and the deadline compare: the figures at constraints.confidence when set
+    out["budget_units"] = _units(cols["cost_usd_at_confidence"] * MONEY_UNITS_PER_USD) \
+        if "cost_usd_at_confidence" in cols else out["cost_units"]
+    out["deadline_units"] = _units(cols["wall_clock_days_at_confidence"] * SECONDS_PER_DAY * TIME_UNITS_PER_S) \
+        if "wall_clock_days_at_confidence" in cols else out["time_units"]
+    return out
 
 
 def limits_of(scenario, gpus: list[GpuOption]) -> dict:
@@ -272,8 +308,8 @@ def violation_flags(cols: dict[str, np.ndarray], lim: dict) -> dict[str, np.ndar
     stock = np.array([s if s is not None else np.iinfo(np.int64).max for s in lim["stock"]], dtype=np.int64)
     return {
         "memory": cols["memory_units"] > lim["memory_cap"][cols["gpu"]],
-        "budget": none if lim["budget"] is None else cols["cost_units"] > lim["budget"],
-        "deadline": none if lim["deadline"] is None else cols["time_units"] > lim["deadline"],
+        "budget": none if lim["budget"] is None else cols["budget_units"] > lim["budget"],
+        "deadline": none if lim["deadline"] is None else cols["deadline_units"] > lim["deadline"],
         "stock": cols["n_gpus"] > stock[cols["gpu"]],
         "max_gpus": none if lim["max_gpus"] is None else cols["n_gpus"] > lim["max_gpus"],
         "min_gpus": cols["n_gpus"] < lim["min_gpus"],
@@ -334,8 +370,12 @@ def reprice(table: Table, scenario, gpus: list[GpuOption] | None = None, *, spec
                   *SYSTEM_COLUMNS, "checkpoint_blocking_s", "restart_s", "storage_usd", "tco_usd_per_gpu_hour",
                   "host_memory_bytes", "host_memory_capacity_bytes"):
             cols.setdefault(k, np.zeros(0))
-        for k in ("cost_units", "time_units", "memory_units", "storage_tier"):
+        for k in ("cost_units", "time_units", "memory_units", "storage_tier", "budget_units", "deadline_units",
+                  "interval_regime_code"):
             cols[k] = np.zeros(0, dtype=np.int64)
+        for k in ("tokens_per_s", "train_days", "wall_clock_days", "cost_usd"):
+            for q in ("_p10", "_p90"):
+                cols.setdefault(k + q, np.zeros(0))
         viol = {f: np.zeros(0, dtype=bool) for f in LIMIT_FAMILIES}
     return Table(gpus, cols, viol)
 
