@@ -665,21 +665,16 @@ def loso_table(result: dict, file=sys.stdout) -> dict:
 
 
 def write_intervals(result: dict, path: Path, as_of: str) -> None:
-    """catalog/step_time_intervals.csv for issue 15: per regime, the 10th and 90th percentiles
-    of log(measured / predicted tokens/s) under leave-one-source-out constants."""
-    pairs = [(r, e) for _, errs in result.values() for r, e in errs]
-    rows = []
-    for reg in REGIMES + ("all",):
-        sub = [(r, e) for r, e in pairs if reg == "all" or regime_of(r) == reg]
-        if not sub:
-            continue
-        lr = np.log(1.0 / (1.0 + np.array([e for _, e in sub]) / 100.0))
-        rows.append([reg, len(sub), len({r.source for r, _ in sub}), f"{np.quantile(lr, 0.1):.4f}",
-                     f"{np.quantile(lr, 0.9):.4f}", "leave-one-source-out residuals (calibrate_efficiency.py)", as_of])
-    with open(path, "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["regime", "n_runs", "n_sources", "log_ratio_p10", "log_ratio_p90", "method", "as_of"])
-        w.writerows(rows)
+    """catalog/step_time_intervals.csv for issue 15 from the stored leave-one-source-out errors
+    (tests/data/loso_results.csv, written by ``save_loso`` first), by issue 15's method
+    (``optimizer.formulas.intervals.intervals_from_residuals``: log(measured / predicted) per
+    regime, random effects over sources)."""
+    from optimizer.formulas import intervals as IV
+
+    rows = IV.read_residuals(LOSO_RESULTS)
+    IV.write_intervals(IV.intervals_from_residuals(
+        rows, method="random-effects normal over sources of leave-one-source-out residuals "
+                     "(benchmarks/calibrate_efficiency.py --loso --write-intervals)", as_of=as_of), path)
 
 
 def batch_speed(n: int = 100_000, file=sys.stdout) -> float:
