@@ -159,6 +159,8 @@ def load_runs() -> tuple[list[Run], list[tuple[int, str, str]]]:
         fw = {"overlap_grad_reduce": rule["overlap_grad_reduce"] == "yes",
               "tp_comm_overlap": rule["tp_comm_overlap"] == "yes",
               "framework": SOURCE_FRAMEWORK[src]}
+        if rule.get("fused_cross_entropy") == "yes":       # the loss kernel's logits (issue 15's memory)
+            fw["fused_cross_entropy"] = True
         runs.append(Run(index=i, source=src, name=r["model_name"], spec=spec, hw=hw, layout=layout,
                         framework=fw,
                         measured_tokens_per_gpu_s=meas, held_out=i % HELD_OUT_MOD == HELD_OUT_REM,
