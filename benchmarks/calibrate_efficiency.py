@@ -536,6 +536,8 @@ def load_extra_runs() -> tuple[list[Run], list[tuple[int, str, str]]]:
     runs, skipped = [], []
     with open(DATA / "training_runs_extra.csv") as f:
         rows = list(csv.DictReader(f))
+    with open(DATA / "training_runs_zero3.csv") as f:      # Narayanan 2021 Table 2 (t14; same columns)
+        rows += list(csv.DictReader(f))
     for i, r in enumerate(rows):
         gpu_word = r["gpu_type"].split()[0]
         key = next((v for k, v in EXTRA_GPU.items() if gpu_word.startswith(k)), None)
