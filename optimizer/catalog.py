@@ -117,6 +117,8 @@ class Accelerator(BaseModel):
             inter_node_bytes_per_s=self.inter_node_gbit_per_s * GIGABIT,
             tdp_w=self.tdp_w or 0.0,
             sparse_2_4=self.sparse_2_4,
+            kernels=gpu_kernel_profiles().get(_norm(self.id)),
+            pcie_bytes_per_s=(self.pcie_gb_per_s or 0.0) * GB,
         )
 
     def to_record(self) -> dict:
@@ -342,6 +344,35 @@ def _build(files: Sequence[Path]) -> Catalog:
             checked.append((line, off.model_copy(update={"gpu": gpu_id})))
         _merge(offers, checked, lambda o: o.key, path.name, "offer (provider, instance_type, region)")
     return Catalog(list(accs.values()), list(offers.values()))
+
+
+GPU_KERNELS_FILE = "gpu_kernels.csv"
+
+
+class GpuKernelRow(BaseModel):
+    """A row of catalog/gpu_kernels.csv: SMs and GEMM tile of an accelerator
+    (``formulas.hardware.KernelProfile``), with its source."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    id: str = Field(min_length=1)
+    arch: Literal["volta", "turing", "ampere", "ada", "hopper", "blackwell", "cdna2", "cdna3", "other"]
+    sm_count: int = Field(ge=1)
+    tile_m: int = Field(ge=16)
+    tile_n: int = Field(ge=16)
+    source: str = Field(min_length=1)
+    as_of: str = Field(min_length=4)
+    notes: str = ""
+
+
+@functools.lru_cache(maxsize=1)
+def gpu_kernel_profiles() -> dict:
+    """{normalised accelerator id: KernelProfile} from catalog/gpu_kernels.csv (validated)."""
+    from optimizer.formulas.hardware import KernelProfile
+
+    rows = _read_rows(data_dir() / GPU_KERNELS_FILE, GpuKernelRow)
+    return {_norm(r.id): KernelProfile(arch=r.arch, sm_count=r.sm_count, tile_m=r.tile_m, tile_n=r.tile_n)
+            for _, r in rows}
 
 
 @functools.lru_cache(maxsize=1)

@@ -453,6 +453,9 @@ class SearchSpace(_Strict):
     recompute: Optional[list[Literal["none", "selective", "full"]]] = None
     sequence_parallel: Optional[list[bool]] = None
     n_gpus: Optional[list[int]] = None
+    # training framework and interleaving chosen per layout (the best step time) instead of train.*
+    framework: Optional[list[Literal["auto", "megatron", "fsdp2", "deepspeed"]]] = None
+    interleave: Optional[list[int]] = None
     # serving (issue 6)
     weights: Optional[list[Literal["bf16", "fp8", "int8", "int4"]]] = None
     kv: Optional[list[Literal["bf16", "fp8", "int8"]]] = None
@@ -470,7 +473,7 @@ class SearchSpace(_Strict):
             _check_compression_name(e if isinstance(e, str) else e.option)
         return v
 
-    @field_validator("tp", "pp", "dp", "cp", "ep", "micro_batch", "n_gpus", "batch")
+    @field_validator("tp", "pp", "dp", "cp", "ep", "micro_batch", "n_gpus", "batch", "interleave")
     @classmethod
     def _positive(cls, v):
         if v is not None:

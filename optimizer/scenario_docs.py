@@ -149,6 +149,8 @@ DESCRIPTIONS: dict[str, dict[str, str]] = {
         "recompute": "Activation recomputation modes to search (none, selective, full).",
         "sequence_parallel": "Sequence-parallel settings to search (with TP > 1).",
         "n_gpus": "GPU counts to search.",
+        "framework": "Frameworks to choose from per layout (the fastest step wins; the result names it).",
+        "interleave": "Virtual pipeline chunks per stage to choose from per layout (the fastest valid one wins).",
         "weights": "Serving weight formats to search (bf16, fp8, int8, int4).",
         "kv": "Serving KV-cache formats to search (bf16, fp8, int8).",
         "batch": "Serving batch caps to search, sequences in flight per replica.",

@@ -56,7 +56,8 @@ def test_group_across_nodes_eight_ranks_per_node_uses_eight_nics():
     # reports for multi-node all-reduce on 8 x HDR DGX A100 clusters
     bw, alpha = C.group_link(dgx_a100(), 16, 1)
     assert bw == pytest.approx(200 * GB * C.BUS_EFFICIENCY)
-    assert alpha == C.ALPHA_INTER_S
+    # per ring step: of every 8 steps one crosses the network, 7 stay on NVLink
+    assert alpha == pytest.approx((C.ALPHA_INTER_S + 7 * C.ALPHA_INTRA_S) / 8)
 
 
 def test_tp_collectives_per_layer():
@@ -101,4 +102,5 @@ def test_allreduce_monotone_in_bytes_and_ranks(b, n, bw):
     t = C.allreduce_time_s(b, n, bw, 1e-6)
     assert C.allreduce_time_s(b * 2, n, bw, 1e-6) >= t
     assert C.allreduce_time_s(b, n + 1, bw, 1e-6) >= t
-    assert t >= C.reduce_scatter_time_s(b, n, bw, 1e-6)
+    # NCCL's tree may beat a reduce-scatter's ring latency, never the bandwidth term it shares
+    assert t >= (n - 1) / n * b / bw

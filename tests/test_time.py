@@ -7,9 +7,7 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from optimizer.formulas import time as T
-from optimizer.formulas.efficiency import (CALIBRATED, REFERENCE_PEAK_HIGH_FLOP_PER_S,
-                                           REFERENCE_PEAK_LOW_FLOP_PER_S, gemm_efficiency,
-                                           gemm_efficiency_max)
+from optimizer.formulas.flops import train_flops_per_token
 from optimizer.formulas.training import hardware_flops_per_token, model_flops_per_token
 from optimizer.model.spec import ModelSpec
 from optimizer.units import TERA
@@ -68,36 +66,9 @@ def test_with_flash_mfu_counts_the_causal_half_and_never_exceeds_hfu(s):
         assert causal <= float(hardware_flops_per_token(spec, s, recompute=rec, flash_attention=True))
 
 
-def test_gemm_efficiency_saturates_in_tokens():
-    lo = gemm_efficiency(312 * TERA, 256)
-    hi = gemm_efficiency(312 * TERA, 65536)
-    assert lo < hi < CALIBRATED.eta_max_low_peak
-    assert gemm_efficiency(312 * TERA, CALIBRATED.tokens_half) == pytest.approx(CALIBRATED.eta_max_low_peak / 2)
-
-
-def test_gemm_efficiency_max_interpolates_between_reference_devices():
-    c = CALIBRATED
-    assert gemm_efficiency_max(REFERENCE_PEAK_LOW_FLOP_PER_S) == pytest.approx(c.eta_max_low_peak)
-    assert gemm_efficiency_max(REFERENCE_PEAK_HIGH_FLOP_PER_S) == pytest.approx(c.eta_max_high_peak)
-    assert gemm_efficiency_max(100 * TERA) == pytest.approx(c.eta_max_low_peak)      # held outside
-    assert gemm_efficiency_max(2250 * TERA) == pytest.approx(c.eta_max_high_peak)
-    mid = gemm_efficiency_max(np.sqrt(312 * 989.4) * TERA)                             # geometric middle
-    assert mid == pytest.approx((c.eta_max_low_peak + c.eta_max_high_peak) / 2)
-
-
 def test_exposed_is_excess_over_window():
     assert T.exposed_s(3.0, 1.0) == 2.0
     assert T.exposed_s(1.0, 3.0) == 0.0
-
-
-def test_gemm_time_fp8_runs_linear_layers_at_fp8_peak():
-    kw = dict(peak_bf16_flop_per_s=989e12, tokens=4096)
-    bf16 = T.gemm_time_s(1e12, 0.0, peak_linear_flop_per_s=989e12, **kw)
-    fp8 = T.gemm_time_s(1e12, 0.0, peak_linear_flop_per_s=1978e12, **kw)
-    assert fp8 == pytest.approx(bf16 * 989 / 1978)
-    # attention stays at the bf16 peak
-    att = T.gemm_time_s(0.0, 1e12, peak_linear_flop_per_s=1978e12, **kw)
-    assert att == pytest.approx(bf16)
 
 
 def test_attention_context_causal_flash_halves():

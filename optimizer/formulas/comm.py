@@ -46,10 +46,22 @@ ALPHA_INTER_S = 8e-6
 order of 5-10 microseconds)."""
 
 
-def allreduce_time_s(nbytes, n, bw_bytes_per_s, alpha_s=0.0):
-    """Ring all-reduce of ``nbytes`` over ``n`` ranks: 2(n-1)/n B/W + 2(n-1) alpha. 0 for n = 1."""
+TREE_BUS_EFFICIENCY = 0.85
+"""Bandwidth of NCCL's double binary tree relative to the ring for large all-reduces
+(ASSUMPTION; nccl-tests shows the tree a little below the ring at large sizes and far
+ahead at small sizes on many nodes: Sanders et al. 2009, 'Two-tree algorithms')."""
+
+
+def allreduce_time_s(nbytes, n, bw_bytes_per_s, alpha_s=0.0, alpha_tree_s=None):
+    """All-reduce of ``nbytes`` over ``n`` ranks: the faster of NCCL's ring,
+    2(n-1)/n B/W + 2(n-1) alpha, and its double binary tree, 2(n-1)/n B/(0.85 W) +
+    2 log2(n) alpha_tree (``alpha_tree_s``: the per-level latency, default alpha). 0 for n = 1."""
     n = np.asarray(n, dtype=float)
-    return 2.0 * (n - 1) / n * nbytes / bw_bytes_per_s + 2.0 * (n - 1) * alpha_s
+    ring = 2.0 * (n - 1) / n * nbytes / bw_bytes_per_s + 2.0 * (n - 1) * alpha_s
+    at = alpha_s if alpha_tree_s is None else alpha_tree_s
+    tree = (2.0 * (n - 1) / n * nbytes / (bw_bytes_per_s * TREE_BUS_EFFICIENCY)
+            + 2.0 * np.log2(np.maximum(n, 1.0)) * at)
+    return np.minimum(ring, tree)
 
 
 def reduce_scatter_time_s(nbytes, n, bw_bytes_per_s, alpha_s=0.0):
@@ -89,19 +101,40 @@ def group_link(hw, size, stride=1):
     Across domains, NCCL on multi-rail servers (one NIC per GPU) runs one ring channel per
     NIC, each crossing the network at a different NIC, so the network share of a ring is
     carried by the k NICs that the group's k ranks in each node own: bus bandwidth
-    min(NVLink, k x per-GPU network), k = min(size, domain / stride) >= 1. (Derivation:
-    each rank forwards 2(n-1)/n of the buffer; with k channels per node boundary each NIC
-    carries 1/k of it.) A group with one rank per node (DP under TP = 8) gets one NIC.
-    Both times ``BUS_EFFICIENCY``."""
+    min(NVLink, k x per-GPU network / oversubscription), k = min(size, domain / stride) >= 1.
+    (Derivation: each rank forwards 2(n-1)/n of the buffer; with k channels per node
+    boundary each NIC carries 1/k of it.) A group with one rank per node (DP under TP = 8)
+    gets one NIC. ``hw.network_oversubscription`` (the fabric's leaf down:up ratio) divides
+    the network share: a ring across leaves runs at the uplinks' share. Both times
+    ``BUS_EFFICIENCY``.
+
+    alpha is the mean latency per ring step: of the ring's n steps, one per node crosses the
+    network (``ALPHA_INTER_S``), the others stay on NVLink (``ALPHA_INTRA_S``)."""
     size = np.asarray(size, dtype=float)
     stride = np.asarray(stride, dtype=float)
     inside = size * stride <= hw.intra_node_domain
     intra = hw.intra_node_bytes_per_s if hw.intra_node_bytes_per_s > 0 else hw.inter_node_bytes_per_s
     k = np.clip(np.floor(hw.intra_node_domain / stride), 1.0, np.maximum(size, 1.0))
-    cross = np.minimum(intra, k * hw.inter_node_bytes_per_s)
+    net = hw.inter_node_bytes_per_s / max(getattr(hw, "network_oversubscription", 1.0), 1.0)
+    cross = np.minimum(intra, k * net)
     bw = np.where(inside, intra, cross) * BUS_EFFICIENCY
-    alpha = np.where(inside, ALPHA_INTRA_S, ALPHA_INTER_S)
+    alpha_cross = (ALPHA_INTER_S + (k - 1.0) * ALPHA_INTRA_S) / k
+    alpha = np.where(inside, ALPHA_INTRA_S, alpha_cross)
     return bw, alpha
+
+
+def tree_alpha(hw, size, stride=1):
+    """Per-level latency of a tree over the group: the network's once it leaves the domain."""
+    size = np.asarray(size, dtype=float)
+    return np.where(size * np.asarray(stride, dtype=float) <= hw.intra_node_domain, ALPHA_INTRA_S, ALPHA_INTER_S)
+
+
+def bucketed_s(collective, nbytes, n, bw, alpha, bucket_bytes):
+    """A buffer of ``nbytes`` synchronised in buckets of ``bucket_bytes`` (PyTorch DDP's
+    and Megatron's gradient buckets, 25-40 MB): ceil(nbytes / bucket) collectives, each
+    paying its own latency. Seconds."""
+    nb = np.maximum(np.ceil(np.asarray(nbytes, dtype=float) / bucket_bytes), 1.0)
+    return nb * collective(np.asarray(nbytes, dtype=float) / nb, n, bw, alpha)
 
 
 # ---- per-step communication of a training layout ----------------------------------------
@@ -172,7 +205,7 @@ def pp_p2p_per_microbatch_s(hw, *, seq_len, micro_batch, hidden, tp, cp, pp, n_g
 
 
 def dp_grad_sync_s(hw, *, params_on_gpu, expert_params_on_gpu, tp, cp, dp, ep, zero: int,
-                   grad_bytes: float, weight_bytes: float):
+                   grad_bytes: float, weight_bytes: float, chunks=1.0):
     """Data-parallel synchronisation of one GPU's parameters, split by kind:
     returns (reduce_s, gather_s) - the gradient reduction and the parameter all-gather.
 
@@ -182,7 +215,10 @@ def dp_grad_sync_s(hw, *, params_on_gpu, expert_params_on_gpu, tp, cp, dp, ep, z
     2020, Sec. 7). ZeRO-3: the same reduce-scatter, and an all-gather of the weights before
     each use (forward and backward, counted by the caller per micro-batch). Dense
     parameters synchronise over DP x CP, routed experts over DP x CP / EP (Megatron's
-    expert-data-parallel group). Units: seconds (per synchronisation)."""
+    expert-data-parallel group). ``chunks``: the buffer goes as that many equal collectives
+    (gradient buckets, or one per layer under ZeRO-3), each paying its own latency; the
+    all-reduce over many nodes takes NCCL's tree when faster. Units: seconds (per
+    synchronisation)."""
     n_dense = np.asarray(dp) * cp
     n_exp = np.maximum(n_dense / ep, 1)
     bw_d, a_d = group_link(hw, n_dense, np.asarray(tp) * 1.0)
@@ -191,11 +227,19 @@ def dp_grad_sync_s(hw, *, params_on_gpu, expert_params_on_gpu, tp, cp, dp, ep, z
     # without expert parameters the expert term is has_exp (False) x a finite time (bandwidth > 0)
     any_exp = bool(np.any(has_exp)) or not bool(np.all(bw_e > 0))
 
+    ch = np.maximum(np.asarray(chunks, dtype=float), 1.0)
+    tree_d = tree_alpha(hw, n_dense, np.asarray(tp) * 1.0)
+    tree_e = tree_alpha(hw, n_exp, np.asarray(tp) * ep)
+
     def both(collective, nbytes_per_param):
-        dense = collective(nbytes_per_param * params_on_gpu, n_dense, bw_d, a_d)
+        def one(nb, n, bw, a, at):
+            if collective is allreduce_time_s:
+                return ch * allreduce_time_s(nb / ch, n, bw, a, at)
+            return ch * collective(nb / ch, n, bw, a)
+        dense = one(nbytes_per_param * params_on_gpu, n_dense, bw_d, a_d, tree_d)
         if not any_exp:     # +0.0 everywhere: the same sum as below, without the expert collective
             return dense + 0.0 * has_exp
-        return dense + has_exp * collective(nbytes_per_param * expert_params_on_gpu, n_exp, bw_e, a_e)
+        return dense + has_exp * one(nbytes_per_param * expert_params_on_gpu, n_exp, bw_e, a_e, tree_e)
 
     one_stage = np.ndim(zero) == 0                      # one ZeRO stage for all (else one per layout)
     if not one_stage or zero == 0:

@@ -11,6 +11,22 @@ from dataclasses import dataclass, replace
 
 
 @dataclass(frozen=True)
+class KernelProfile:
+    """What the operator-level compute model (formulas/operators.py) needs beyond the
+    datasheet peaks, from catalog/gpu_kernels.csv (one row per accelerator, with source).
+
+    ``arch``: GPU generation key (``ampere``, ``ada``, ``hopper``, ``blackwell``, ``volta``,
+    ``cdna2``, ``cdna3``, ``other``); ``sm_count``: streaming multiprocessors (AMD: compute
+    units) that GEMM tiles are scheduled on; ``tile_m`` x ``tile_n``: the output tile of the
+    library's large bf16 GEMM kernels on that generation."""
+
+    arch: str
+    sm_count: int
+    tile_m: int
+    tile_n: int
+
+
+@dataclass(frozen=True)
 class Hardware:
     name: str
     memory_bytes: int                 # device memory capacity (datasheet '80 GB' HBM = 80 GiB)
@@ -26,6 +42,9 @@ class Hardware:
     inter_node_bytes_per_s: float     # per GPU, one direction, scale-out network (NIC share)
     tdp_w: float                      # board power
     sparse_2_4: bool = False          # 2:4 sparse tensor cores (matmul at 2x the dense peak)
+    kernels: KernelProfile | None = None   # SMs and tiles (None: formulas/operators.py's default by peak)
+    pcie_bytes_per_s: float = 0.0     # host link per GPU, one direction (0: not stated; offload assumes Gen4 x16)
+    network_oversubscription: float = 1.0   # the fabric's leaf down:up ratio (scenario system.oversubscription)
 
     def peak_flop_per_s(self, precision: str) -> float:
         """Dense peak for the matmul precision of a training or serving layout.

@@ -3,9 +3,10 @@ the communication that compute does not hide, plus the pipeline bubble.
 
     step = compute + exposed_comm + bubble
 
-* compute: m micro-batches through the slowest pipeline stage (GEMM FLOPs at
-  ``efficiency.gemm_efficiency`` of the dense peak, plus memory-bound non-GEMM traffic
-  at HBM bandwidth; ``formulas/efficiency.py``), plus the optimizer step (memory-bound:
+* compute: m micro-batches through the slowest pipeline stage (every GEMM at its own
+  shape's efficiency and the attention core at flash-attention throughput,
+  ``formulas/operators.py``; memory-bound non-GEMM traffic at HBM bandwidth; a fixed cost
+  per kernel), plus the optimizer step (memory-bound:
   it streams the GPU's optimizer shard once).
 * exposed communication (one model, Megatron-LM's overlap behaviour):
   - TP and EP collectives sit on the critical path between GEMMs: fully exposed.
@@ -35,8 +36,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from optimizer.formulas.efficiency import (CALIBRATED, EfficiencyConstants, gemm_efficiency,
-                                           linear_gemm_efficiency_ratio)
+from optimizer.formulas.efficiency import CALIBRATED, EfficiencyConstants
 
 LINEAR_PASSES = {"none": 3.0, "selective": 3.0, "full": 4.0}
 """Forward-equivalents of linear-layer FLOPs per step: forward 1 + backward 2 (+1 forward
@@ -113,22 +113,6 @@ def pipeline_bubble_fraction(pp, interleave, micro_batches):
     return (pp - 1) / (np.asarray(interleave, dtype=float) * np.maximum(micro_batches, 1))
 
 
-def gemm_time_s(flops_linear, flops_attention, *, peak_linear_flop_per_s, peak_bf16_flop_per_s,
-                tokens, efficiency_scale=1.0, constants: EfficiencyConstants = CALIBRATED,
-                precision: str = "bf16"):
-    """GEMM time of a micro-batch: linear FLOPs at the precision's peak, attention-core
-    FLOPs at the bf16 peak (flash kernels run bf16 under fp8 training), both at the
-    achievable fraction ``efficiency.gemm_efficiency`` x ``efficiency_scale``; under fp8 the
-    linear GEMMs reach only ``efficiency.linear_gemm_efficiency_ratio`` of that fraction
-    (Transformer Engine's casts, amax/scale updates and transposes around every fp8 GEMM,
-    and fp8 GEMMs' lower share of their own peak; calibrated on published bf16/fp8 pairs,
-    tests/data/fp8_training_pairs.md). ``precision`` is the linear layers' precision
-    (``peak_linear_flop_per_s`` its dense peak). Seconds."""
-    eta = gemm_efficiency(peak_bf16_flop_per_s, tokens, constants) * efficiency_scale
-    eta_linear = eta * linear_gemm_efficiency_ratio(precision, constants)
-    return flops_linear / peak_linear_flop_per_s / eta_linear + flops_attention / peak_bf16_flop_per_s / eta
-
-
 def elementwise_time_s(activation_bytes, hbm_bytes_per_s, *, recompute: str,
                        efficiency_scale=1.0, constants: EfficiencyConstants = CALIBRATED):
     """Memory-bound non-GEMM time of a micro-batch: kappa x stored-activation bytes
@@ -147,3 +131,23 @@ def optimizer_step_time_s(params_in_optimizer, hbm_bytes_per_s, *, optimizer_byt
 def exposed_s(comm_s, window_s):
     """Communication overlapped with a compute window of ``window_s``: its excess. Seconds."""
     return np.maximum(comm_s - window_s, 0.0)
+
+
+HOST_OPTIMIZER_BYTES_PER_S = 25e9
+"""Host memory bandwidth one GPU's CPU optimizer step gets under ZeRO-Offload (bytes/s):
+a dual-socket server's ~200 GB/s of DDR4/DDR5 shared by its 8 GPUs (ASSUMPTION: the
+CPU Adam of Ren et al. 2021, 'ZeRO-Offload', Sec. 4.2, is memory-bound like the GPU's)."""
+
+PCIE_DEFAULT_BYTES_PER_S = 25e9
+"""Host link per GPU when the catalog states none: PCIe Gen4 x16, 32 GB/s one way at ~0.8."""
+
+
+def offload_step_time_s(params_in_optimizer, *, optimizer_bytes: float, grad_bytes: float,
+                        weight_bytes: float, pcie_bytes_per_s: float):
+    """ZeRO-Offload optimizer step of the GPU's shard (Ren et al. 2021): gradients to the
+    host over PCIe, the update on the CPU (fp32 master weights and states read and written,
+    gradient read) at ``HOST_OPTIMIZER_BYTES_PER_S``, updated bf16 weights back over PCIe.
+    Exposed (not overlapped with the GPU's compute). Seconds."""
+    link = pcie_bytes_per_s if pcie_bytes_per_s > 0 else PCIE_DEFAULT_BYTES_PER_S
+    cpu = params_in_optimizer * (2.0 * optimizer_bytes + grad_bytes) / HOST_OPTIMIZER_BYTES_PER_S
+    return cpu + params_in_optimizer * (grad_bytes + weight_bytes) / link

@@ -15,10 +15,12 @@ alpha-beta, hierarchy), time.py (overlap model, bubble, FLOP accounting), effici
 (achievable compute, calibration).
 
 MFU = model FLOPs per token x tokens/s / (n_gpus x dense peak of the layout's precision),
-model FLOPs per token from ``formulas.flops.train_flops_per_token(causal=False)``: 3 x
-forward, the full s x s attention score count, no recomputation (the convention of
-Narayanan et al. 2021 eq. (3), Korthikanti et al. 2022 Sec. 5 and PaLM App. B, so MFU
-compares with published figures). HFU's FLOPs are the FLOPs the kernels execute,
+model FLOPs per token from ``formulas.flops.train_flops_per_token(causal=True)``: 3 x
+forward, the causal half of the attention scores for decoders (the FLOPs a causal model
+needs), no recomputation. Narayanan et al. 2021 eq. (3), Korthikanti et al. 2022 Sec. 5 and
+PaLM App. B count the full s x s scores; at 2-8K tokens the two differ by 1-5%, at 128K+
+the s x s count exceeds what any kernel executes and would put MFU above HFU and above 1
+(issues 14 and 20), hence the causal count. HFU's FLOPs are the FLOPs the kernels execute,
 ``flops.hardware_train_flops_per_token``: model FLOPs plus the chosen recomputation (and
 flash's QK^T recompute), with the causal half of the scores under flash attention - the
 same count the time model runs at the achievable rate (time.py).
@@ -26,7 +28,7 @@ same count the time model runs at the achievable rate (time.py).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache
 
 import numpy as np
@@ -35,7 +37,8 @@ from optimizer.errors import ClusteroptError
 from optimizer.formulas import comm as C
 from optimizer.formulas import memory as M
 from optimizer.formulas import time as T
-from optimizer.formulas.efficiency import CALIBRATED, EfficiencyConstants, gemm_efficiency
+from optimizer.formulas import operators as O
+from optimizer.formulas.efficiency import CALIBRATED, EfficiencyConstants, linear_gemm_efficiency_ratio
 from optimizer.formulas.layout import (OPTIMIZERS, RECOMPUTE_MODES, TRAIN_PRECISIONS, TrainLayout,
                                        sequence_parallel_rule, structural_rules)
 from optimizer.units import SECONDS_PER_DAY, SECONDS_PER_HOUR, TERA
@@ -53,10 +56,18 @@ communication exposed); ``framework`` - ``FRAMEWORKS``: which framework schedule
 step (``resolve_framework``)."""
 
 FRAMEWORKS = ("auto", "megatron", "fsdp2", "deepspeed")
-"""Training frameworks the model knows. ``megatron`` (Megatron-LM/-Core, NeMo), ``fsdp2``
-(PyTorch FSDP2 / torchtitan / llm-foundry), ``deepspeed`` (ZeRO). ``auto``: what users run
-for the layout - Megatron when it uses model parallelism (TP, PP, CP or EP > 1), FSDP2
-otherwise. What each allocates: ``memory.stage_memory_parts``."""
+"""Training frameworks the step-time model knows. ``megatron`` (Megatron-LM/-Core, NeMo):
+Transformer Engine's fused attention (cuDNN / FlashAttention-3 class on Hopper), TP
+communication overlap available, distributed optimizer with overlapped gradient reduce and
+parameter gather. ``fsdp2`` (PyTorch FSDP2 / torchtitan / llm-foundry) and ``deepspeed``
+(ZeRO): FlashAttention-2 through PyTorch, per-layer parameter prefetch under ZeRO-3, no TP
+overlap. ``auto``: what users run for the layout - Megatron when it uses model parallelism
+(TP, PP, CP or EP > 1), FSDP2 otherwise."""
+
+
+DEEPSPEED_PREFETCH_PARAMS = 5e7
+"""DeepSpeed ZeRO-3's ``stage3_prefetch_bucket_size`` default (parameters gathered ahead of use;
+DeepSpeed configuration docs, 'ZeRO optimizations')."""
 
 
 def resolve_framework(framework: str, *, tp, pp, cp, ep):
@@ -164,8 +175,12 @@ def _check_categorical(cat: dict) -> dict:
     if out["optimizer"] not in OPTIMIZERS:
         raise ClusteroptError("optimizer", f"unknown optimizer {out['optimizer']!r}",
                               "allowed: " + ", ".join(OPTIMIZERS))
+    if out["framework"] not in FRAMEWORKS:
+        raise ClusteroptError("framework", f"unknown framework {out['framework']!r}",
+                              "allowed: " + ", ".join(FRAMEWORKS))
     out["zero"] = out["zero"].astype(np.int64) if np.ndim(out["zero"]) else int(out["zero"])
-    for k in ("sequence_parallel", "offload_optimizer", "flash_attention", "overlap_grad_reduce", "tp_comm_overlap"):
+    for k in ("sequence_parallel", "offload_optimizer", "flash_attention", "overlap_grad_reduce",
+              "tp_comm_overlap"):
         out[k] = out[k].astype(bool) if np.ndim(out[k]) else bool(out[k])
     return out
 
@@ -201,21 +216,28 @@ class _StageFlops:
     linear_per_token: np.ndarray       # (pp,) forward linear FLOPs per token of the stage's layers
     head_per_token: np.ndarray         # (pp,) LM-head forward FLOPs per token (last stage)
     layers: np.ndarray                 # (pp,) layers per stage (attention cores)
+    attn_per_token: np.ndarray         # (pp,) of linear_per_token: attention projections
+    mlp_per_token: np.ndarray          # (pp,) of linear_per_token: dense FFNs
+    moe_per_token: np.ndarray          # (pp,) of linear_per_token: routers, active routed and shared experts
 
 
 @lru_cache(maxsize=512)
 def _stage_flops(spec, pp: int) -> _StageFlops:
     layers = M.param_counts(spec).layers
     counts = M.stage_layer_counts(len(layers), pp)
-    lin = np.zeros(pp)
+    lin, att, mlp, moe = (np.zeros(pp) for _ in range(4))
     start = 0
     for i, c in enumerate(counts):
         for lp in layers[start:start + c]:
             lin[i] += 2.0 * (lp.active - lp.norm)
+            att[i] += 2.0 * lp.attention
+            mlp[i] += 2.0 * lp.ffn_dense
+            moe[i] += 2.0 * (lp.active - lp.norm - lp.attention - lp.ffn_dense)
         start += c
     head = np.zeros(pp)
     head[-1] = T.lm_head_forward_flops_per_token(spec)
-    return _StageFlops(linear_per_token=lin, head_per_token=head, layers=counts.astype(float))
+    return _StageFlops(linear_per_token=lin, head_per_token=head, layers=counts.astype(float),
+                       attn_per_token=att, mlp_per_token=mlp, moe_per_token=moe)
 
 
 def _per_unique(values, fn):
@@ -283,7 +305,8 @@ def hardware_flops_per_token(spec, seq_len, *, recompute: str, flash_attention: 
 
 _STRUCTURE_FIELDS = ("n_layers", "n_dense", "n_moe", "tp_params", "replicated_params", "expert_params",
                      "linear_params", "has_embedding", "has_head")
-_FLOPS_FIELDS = ("linear_per_token", "head_per_token", "layers")
+_FLOPS_FIELDS = ("linear_per_token", "head_per_token", "layers", "attn_per_token", "mlp_per_token",
+                 "moe_per_token")
 
 
 @lru_cache(maxsize=512)
@@ -353,6 +376,10 @@ def _evaluate(spec, hw, num: dict, cat: dict, efficiency_scale: float,
     n_attn_per_layer = 2 if spec.arch == "encoder_decoder" else 1
     kv_width = M.attention_widths(spec)["kv_width"]
     top_k = spec.moe.experts_per_token if spec.moe is not None else 0
+    shapes = O.layer_shapes(spec)
+    prof = O.profile_of(hw)
+    # collectives that leave the node reach ``network_efficiency`` of the NICs' aggregate (fitted)
+    hw = replace(hw, inter_node_bytes_per_s=hw.inter_node_bytes_per_s * constants.network_efficiency)
 
     groups = _stage_groups_compact(spec, num["pp"]) if compact_stages else _stage_groups_plain(spec, num["pp"])
     for idx, p, st, sf, stage in groups:
@@ -404,27 +431,57 @@ def _evaluate(spec, hw, num: dict, cat: dict, efficiency_scale: float,
                                           max_layer_expert_params=st.max_layer_expert_params)
                     sf = _StageFlops(**{f: getattr(sf, f)[keep] for f in _FLOPS_FIELDS})
 
-        # compute per micro-batch on every stage
+        # compute per micro-batch on every stage: every GEMM at its own shape (operators.py)
+        fw = cat["framework"]
+        megatron = (tp * cp * ep * np.reshape(p1, (-1, 1)) > 1) if fw == "auto" else (fw == "megatron")
+        deepspeed = fw == "deepspeed"
         tokens = b * s / cp                                   # tokens of a micro-batch on one GPU
+        eta_max = O.gemm_eta_max(hw, constants) * efficiency_scale
+        rate_lin = peak_lin * eta_max * linear_gemm_efficiency_ratio(precision, constants)
+        # the GEMM shapes depend on (tokens, tp, ep) only: time the distinct ones, map back
+        t_c, tp_c, ep_c = (np.broadcast_to(x, (len(idx), 1))[:, 0] for x in (tokens, tp, ep))
+        key = (t_c * 4096.0 + tp_c) * 4096.0 + ep_c          # exact: integers far below 2^53
+        _, first, inv = np.unique(key, return_index=True, return_inverse=True)
+        inv = inv.reshape(-1)
+        gt_u = O.linear_gemm_times_s(shapes, t_c[first, None], tp_c[first, None], ep_c[first, None], prof,
+                                     constants.k0, rate_lin)
+        gt = {k: (f[inv], bk[inv]) for k, (f, bk) in gt_u.items()}
+        gf = O.linear_gemm_flops(shapes, tokens, tp, ep)
+        nf = 2.0 if recompute == "full" else 1.0          # forward passes of the layers (+ recompute)
+        lin_tok = tokens / tp
+
+        def kind_time(kind, per_token, passes_fwd):
+            if kind not in gt:                            # the model has no such GEMMs (0 FLOPs)
+                return 0.0 * per_token * lin_tok
+            f, bk = gt[kind]
+            return per_token * lin_tok * (passes_fwd * f + bk) / gf[kind]
+
+        t_lin = (kind_time("attn", sf.attn_per_token, nf) + kind_time("mlp", sf.mlp_per_token, nf)
+                 + kind_time("moe" if "moe" in gt else "mlp", sf.moe_per_token, nf)
+                 + kind_time("head", sf.head_per_token, 1.0))       # the LM head is not recomputed
         ctx = T.attention_context(spec, s, causal_skip=flash)
-        # layers: forward + backward (+ forward again under full recompute); the LM head is
-        # not checkpointed, so it always costs 3 forwards
-        f_lin = (sf.linear_per_token * T.LINEAR_PASSES[recompute] + 3.0 * sf.head_per_token) * tokens / tp
-        f_att = (sf.layers * n_attn_per_layer * 2.0 * ctx * (qk_w + v_w) * tokens / tp
-                 * T.ATTENTION_PASSES[flash][recompute])
-        eta = gemm_efficiency(peak_bf16, tokens, constants)
-        t_gemm = T.gemm_time_s(f_lin, f_att, peak_linear_flop_per_s=peak_lin,
-                               peak_bf16_flop_per_s=peak_bf16, tokens=tokens,
-                               efficiency_scale=efficiency_scale, constants=constants,
-                               precision=precision)
-        t_att = f_att / peak_bf16 / (eta * efficiency_scale)
+        f_att = sf.layers * n_attn_per_layer * 2.0 * ctx * (qk_w + v_w) * tokens / tp   # forward FLOPs
+        if flash:
+            att_fwd = T.ATTENTION_PASSES[True][recompute] - 2.5        # backward = 2.5 forwards (Dao 2022)
+            ef_f, ef_b = O.flash_attention_efficiency(prof, ctx / cp, shapes.head_dim, "fused")
+            ea_f, ea_b = O.flash_attention_efficiency(prof, ctx / cp, shapes.head_dim, "fa2")
+            e_f, e_b = np.where(megatron, ef_f, ea_f), np.where(megatron, ef_b, ea_b)
+            t_att = f_att * (att_fwd / e_f + 2.5 / e_b) / (peak_bf16 * efficiency_scale)
+        else:
+            e_u = O.unfused_attention_efficiency(prof, s / cp, shapes.head_dim, b * spec.num_heads / tp,
+                                                 constants.k0)
+            t_att = f_att * T.ATTENTION_PASSES[False][recompute] / (peak_bf16 * eta_max * e_u)
         flags = dict(sequence_parallel=sp, flash_attention=flash)
         a_dense = M.layer_activation_bytes(spec, s, b, tp, cp, recompute="none", moe=False, **flags)
         a_moe = M.layer_activation_bytes(spec, s, b, tp, cp, recompute="none", moe=True, **flags)
         act = st.n_dense * a_dense + st.n_moe * a_moe + logits
         t_elem = T.elementwise_time_s(act, hw.hbm_bytes_per_s, recompute=recompute,
                                       efficiency_scale=efficiency_scale, constants=constants)
-        t_comp = t_gemm + t_elem                                          # (k, p)
+        t_kern = ((st.n_dense * O.KERNELS_PER_LAYER["dense"] + st.n_moe * O.KERNELS_PER_LAYER["moe"])
+                  * (nf + 2.0) * constants.kernel_s)
+        t_comp = t_lin + t_att + t_elem + t_kern                          # (k, p)
+        f_lin_exec = (sf.linear_per_token * T.LINEAR_PASSES[recompute] + 3.0 * sf.head_per_token) * tokens / tp
+        eta = f_lin_exec / peak_lin / np.maximum(t_lin, 1e-30)          # reported: achieved linear-GEMM fraction
 
         # per-micro-batch communication on every stage
         tp_mb = C.tp_comm_per_microbatch_s(hw, seq_len=s, micro_batch=b, hidden=spec.hidden_size,
@@ -434,11 +491,10 @@ def _evaluate(spec, hw, num: dict, cat: dict, efficiency_scale: float,
                                            recompute=recompute, sequence_parallel=sp)
         cp_raw = C.cp_comm_per_microbatch_s(hw, seq_len=s, micro_batch=b, kv_width=kv_width, tp=tp,
                                             cp=cp, n_layers=st.n_layers, recompute=recompute)
-        cp_mb = T.exposed_s(cp_raw, t_att)
+        cp_mb = T.exposed_s(cp_raw, t_att)              # the ring hides only behind the attention core
         tp_raw = tp_mb
         if cat["tp_comm_overlap"]:
-            t_lin = f_lin / peak_lin / (eta * efficiency_scale)
-            tp_mb = T.exposed_s(tp_mb, t_lin)
+            tp_mb = T.exposed_s(tp_mb, t_lin)      # TE userbuffers (Megatron), async TP (torchtitan)
         t_mb = t_comp + tp_mb + ep_mb + cp_mb
         crit = np.argmax(t_mb, axis=1)
         rows = np.arange(len(idx))
@@ -447,10 +503,17 @@ def _evaluate(spec, hw, num: dict, cat: dict, efficiency_scale: float,
         # data-parallel synchronisation, per stage, exposed by its excess over compute windows
         dense_gpu = st.tp_params / tp + st.replicated_params
         exp_gpu = st.expert_params / (ep * tp)
-        red, gat = C.dp_grad_sync_s(hw, params_on_gpu=dense_gpu, expert_params_on_gpu=exp_gpu,
-                                    tp=tp, cp=cp, dp=dp, ep=ep, zero=zero,
-                                    grad_bytes=M.GRAD_BYTES_PER_PARAM,
-                                    weight_bytes=M.WEIGHT_BYTES_PER_PARAM)
+        sync = dict(params_on_gpu=dense_gpu, expert_params_on_gpu=exp_gpu, tp=tp, cp=cp, dp=dp, ep=ep,
+                    grad_bytes=M.GRAD_BYTES_PER_PARAM, weight_bytes=M.WEIGHT_BYTES_PER_PARAM)
+        # gradient buckets as each framework sizes them: Megatron-Core's DDP max(40M, 1M x DP)
+        # parameters (distributed_data_parallel_config.bucket_size), DeepSpeed's reduce_bucket_size
+        # 5e8 elements, PyTorch DDP 25 MiB (FSDP2 at ZeRO-3 goes per layer, below)
+        grad_b = (dense_gpu + exp_gpu) * M.GRAD_BYTES_PER_PARAM
+        bucket_b = np.where(megatron, np.maximum(40e6, 1e6 * dp * cp) * M.GRAD_BYTES_PER_PARAM,
+                            np.where(deepspeed, 5e8 * M.GRAD_BYTES_PER_PARAM, float(M.DDP_BUCKET_BYTES)))
+        buckets = np.maximum(np.ceil(grad_b / bucket_b), 1.0)
+        red, gat = C.dp_grad_sync_s(hw, zero=zero, chunks=buckets, **sync)
+        red3, gat3 = C.dp_grad_sync_s(hw, zero=3, chunks=np.maximum(st.n_layers, 1.0), **sync)
         passes = T.LINEAR_PASSES[recompute]
         fwd_win = t_comp / passes
         bwd_win = t_comp * (passes - 1) / passes
@@ -458,9 +521,12 @@ def _evaluate(spec, hw, num: dict, cat: dict, efficiency_scale: float,
         if not cat["overlap_grad_reduce"]:
             fwd_win = bwd_win = 0.0 * t_comp
         # the last bucket cannot overlap: at least its own reduction stays exposed
-        last = np.minimum(red, C.allreduce_time_s(float(M.DDP_BUCKET_BYTES), dp * cp,
-                                                  *C.group_link(hw, dp * cp, tp)))
+        last = np.minimum(red, red / buckets)
         gat_fwd = T.exposed_s(gat, fwd_win)
+        n_l = np.maximum(st.n_layers, 1.0)
+        later = (n_l - 1.0) / n_l
+        pref = np.where(deepspeed, np.minimum(1.0, DEEPSPEED_PREFETCH_PARAMS / np.maximum((dense_gpu + exp_gpu) / n_l, 1.0)),
+                        1.0)
 
         def dp_sync(z):
             if z <= 2:
@@ -468,7 +534,14 @@ def _evaluate(spec, hw, num: dict, cat: dict, efficiency_scale: float,
                 if z <= 1:
                     return red_bwd + gat_fwd, red + gat
                 return mm * red_bwd + gat_fwd, mm * red + gat
-            return mm * (gat_fwd + T.exposed_s(gat + red, bwd_win)), mm * (red + 2.0 * gat)
+            # ZeRO-3 / FSDP: per layer, the next layer's gather is prefetched behind this layer's
+            # compute; the first gather and the last reduce-scatter stay exposed. FSDP2 prefetches
+            # the whole next layer; DeepSpeed prefetches stage3_prefetch_bucket_size = 5e7
+            # parameters ahead (its default), so of a larger layer only that share can hide.
+            g_hide, g_open = gat3 * pref, gat3 * (1.0 - pref)
+            e_f = gat3 / n_l + later * (T.exposed_s(g_hide, fwd_win) + g_open)
+            e_b = later * (T.exposed_s(g_hide + red3, bwd_win) + g_open) + red3 / n_l
+            return mm * (e_f + e_b), mm * (red3 + 2.0 * gat3)
 
         if np.ndim(zero) == 0:
             dp_exp, dp_raw = dp_sync(zero)
@@ -483,25 +556,33 @@ def _evaluate(spec, hw, num: dict, cat: dict, efficiency_scale: float,
         dp_exp_step = np.max(np.broadcast_to(dp_exp, t_mb.shape), axis=1)
         dp_raw_step = np.max(np.broadcast_to(dp_raw, t_mb.shape), axis=1)
 
-        # pipeline point-to-point: fill and drain exposed
+        # pipeline point-to-point: every chunk boundary sends (v per stage); fill and drain exposed
         p2p = C.pp_p2p_per_microbatch_s(hw, seq_len=s, micro_batch=b, hidden=spec.hidden_size,
                                         tp=tp, cp=cp, pp=p, n_gpus=n_gpus,
                                         sequence_parallel=sp)[:, 0]
         pp_exp = 2.0 * (p1 - 1) * p2p
-        pp_raw = 2.0 * m[:, 0] * p2p                       # every micro-batch: one send forward, one back
+        pp_raw = 2.0 * m[:, 0] * g["interleave"] * p2p     # every micro-batch: one send forward, one back per chunk
 
         # optimizer step (runs on every stage at once: the slowest sets the time)
         opt_params = (dense_gpu / M._pick(zero >= 1, dp * cp, 1.0)
                       + exp_gpu / M._pick(zero >= 1, np.maximum(dp * cp / ep, 1.0), 1.0))
-        t_opt = T.optimizer_step_time_s(opt_params, hw.hbm_bytes_per_s, optimizer_bytes=k_opt,
-                                        grad_bytes=M.GRAD_BYTES_PER_PARAM,
-                                        weight_bytes=M.WEIGHT_BYTES_PER_PARAM)
-        t_opt = np.max(np.broadcast_to(t_opt, t_mb.shape), axis=1) * (0.0 if cat["offload_optimizer"] else 1.0)
+        if cat["offload_optimizer"]:
+            t_opt = T.offload_step_time_s(opt_params, optimizer_bytes=k_opt, grad_bytes=M.GRAD_BYTES_PER_PARAM,
+                                          weight_bytes=M.WEIGHT_BYTES_PER_PARAM,
+                                          pcie_bytes_per_s=hw.pcie_bytes_per_s)
+        else:
+            t_opt = T.optimizer_step_time_s(opt_params, hw.hbm_bytes_per_s, optimizer_bytes=k_opt,
+                                            grad_bytes=M.GRAD_BYTES_PER_PARAM,
+                                            weight_bytes=M.WEIGHT_BYTES_PER_PARAM)
+        t_opt = np.max(np.broadcast_to(t_opt, t_mb.shape), axis=1)
 
         m1 = m[:, 0]
-        compute = m1 * pick(t_comp) + t_opt
         tp_e, ep_e, cp_e = m1 * pick(tp_mb), m1 * pick(ep_mb), m1 * pick(cp_mb)
         exposed = tp_e + ep_e + cp_e + dp_exp_step + pp_exp
+        # communication hidden behind compute still slows it (NCCL kernels take SMs and HBM)
+        # (the collectives' kernels; point-to-point sends use few SMs and are left out)
+        hidden = m1 * pick(tp_raw - tp_mb) + m1 * pick(cp_raw - cp_mb) + (dp_raw_step - dp_exp_step)
+        compute = m1 * pick(t_comp) + t_opt + constants.overlap_slowdown * hidden
         bubble = T.pipeline_bubble_fraction(p1, g["interleave"], m1) * m1 * pick(t_mb)
         step = compute + exposed + bubble
 
@@ -516,7 +597,7 @@ def _evaluate(spec, hw, num: dict, cat: dict, efficiency_scale: float,
             "step_time_s": step, "compute_time_s": compute, "exposed_comm_time_s": exposed,
             "bubble_time_s": bubble, "tokens_per_s": tps, "mfu": mf / peak_lin, "hfu": hf / peak_lin,
             "model_tflops_per_gpu": mf / TERA, "hardware_tflops_per_gpu": hf / TERA,
-            "gemm_efficiency": np.broadcast_to(eta, (len(idx), 1))[:, 0],
+            "gemm_efficiency": pick(eta),
             "comm_tp_s": m1 * pick(tp_raw), "comm_ep_s": ep_e, "comm_cp_s": m1 * pick(cp_raw),
             "comm_dp_s": dp_raw_step, "comm_pp_s": pp_raw,
             "comm_tp_exposed_s": tp_e, "comm_ep_exposed_s": ep_e, "comm_cp_exposed_s": cp_e,
@@ -610,6 +691,16 @@ def gpu_hours(est: TrainEstimate, tokens: float) -> float:
 
 # ---- structural rules -----------------------------------------------------------------------
 
+def interleave_ok(n_layers, pp, interleave):
+    """Megatron's interleaved schedule: v > 1 virtual chunks per stage need PP > 1 and the
+    layers divisible by PP x v (each chunk holds whole, equal layers). v = 1 is always
+    allowed. The one rule that the search space, ``layout_violations`` and ``estimate``
+    share. Arrays broadcast."""
+    pp = np.asarray(pp)
+    ok = (np.asarray(interleave) == 1) | ((pp > 1) & (np.asarray(n_layers) % (pp * np.asarray(interleave)) == 0))
+    return bool(ok) if np.ndim(ok) == 0 else ok
+
+
 SEARCH_RULE_PREFIX = "search rule: "
 
 
@@ -636,7 +727,7 @@ def layout_violations(spec, hw, layout: TrainLayout, *, n_gpus: int | None = Non
     if n_gpus is not None and layout.n_gpus != n_gpus:
         out.append(f"dp x tp x pp x cp = {dp} x {tp} x {pp} x {cp} = {layout.n_gpus}, not the {n_gpus} GPUs")
     out += [r.message for r in structural_rules(spec, tp, pp, dp, cp, ep)]
-    if layout.interleave > 1 and (pp == 1 or layers % (pp * layout.interleave)):
+    if not interleave_ok(layers, pp, layout.interleave):
         out.append(f"interleave={layout.interleave} needs pp > 1 and layers ({layers}) divisible by "
                    f"pp x interleave = {pp * layout.interleave}")
     if layout.global_batch % (layout.micro_batch * dp):

@@ -16,7 +16,7 @@ from optimizer.formulas.cost import rented_cost_usd
 from optimizer.formulas.layout import TrainLayout, structural_rules
 from optimizer.formulas.params import count_params
 from optimizer.formulas.serving import estimate_serving
-from optimizer.formulas.training import estimate_training, layout_violations
+from optimizer.formulas.training import estimate_training, layout_violations, resolve_framework
 from optimizer.model import load_model
 from optimizer.search.train.system import estimate_system
 from optimizer.units import GIGABIT, SECONDS_PER_DAY, SECONDS_PER_HOUR
@@ -66,8 +66,11 @@ def train_dict(spec, hw, layout, *, tokens=None, offer=None, pricing="on_demand"
                    "zero": layout.zero, "micro_batch": layout.micro_batch, "global_batch": layout.global_batch,
                    "grad_accum": layout.grad_accum, "n_gpus": layout.n_gpus, "recompute": layout.recompute,
                    "precision": layout.precision, "sequence_parallel": layout.sequence_parallel,
-                   "interleave": layout.interleave},
+                   "interleave": layout.interleave, "flash_attention": layout.flash_attention,
+                   "offload_optimizer": layout.offload_optimizer},
         "framework": _framework_name(options.get("framework", "auto"), layout),
+        "tp_comm_overlap": bool(options.get("tp_comm_overlap", False)),
+        "overlap_grad_reduce": bool(options.get("overlap_grad_reduce", True)),
         "memory_per_gpu_bytes": mem,
         "memory_stage": stage,
         "memory_capacity_bytes": hw.memory_bytes,
@@ -145,8 +148,6 @@ def _integral(name: str, value):
 
 
 def _framework_name(framework: str, layout) -> str:
-    from optimizer.formulas.training import resolve_framework
-
     return str(resolve_framework(framework, tp=layout.tp, pp=layout.pp, cp=layout.cp, ep=layout.ep))
 
 
@@ -176,6 +177,8 @@ def estimate(model_ref: str, *, catalog, seq_len=None, gpu=None, tp=None, pp=Non
              micro_batch=None, global_batch=None, recompute=None, precision=None, sequence_parallel=None,
              interleave=None, inter_node_gbps=None, tokens=None, pricing=None, serve=False,
              weights=None, kv=None, batch=None, prompt_len=None, output_len=None,
+             flash_attention=True, tp_comm_overlap=False, overlap_grad_reduce=True,
+             offload_optimizer=False, oversubscription=1.0,
              gpu_memory_utilization=None, request_rate=None, engine="vllm", arrival_cv=1.0,
              prompt_p99=None, output_p99=None, max_num_batched_tokens=None, max_num_seqs=None,
              n_requests=None, seed=0, spec_draft=None, spec_k=4, spec_acceptance=0.7,
@@ -230,6 +233,20 @@ def estimate(model_ref: str, *, catalog, seq_len=None, gpu=None, tp=None, pp=Non
                                    prefix_tokens=prefix_tokens, gqa_shared_decode=gqa_shared_decode)
         return data
     _check_layout(spec, tp, pp, dp, cp, ep)
+    from dataclasses import replace
+
+    from optimizer.formulas.training import FRAMEWORKS, interleave_ok
+
+    if framework not in FRAMEWORKS:
+        from optimizer.errors import did_you_mean
+        raise ClusteroptError("--framework", f"unknown framework {framework!r}",
+                              did_you_mean(framework, list(FRAMEWORKS)))
+    if not interleave_ok(spec.total_layers, pp, interleave):
+        raise ClusteroptError("--interleave", f"{interleave} chunks per stage with pp={pp} and "
+                              f"{spec.total_layers} layers", "1, or pp > 1 with layers divisible by pp x interleave")
+    if not oversubscription >= 1:
+        raise ClusteroptError("--oversubscription", f"{oversubscription}", "a ratio >= 1 (1 = non-blocking)")
+    hw = replace(hw, network_oversubscription=float(oversubscription))
     gb = global_batch or micro_batch * dp
     if gb % (micro_batch * dp):
         raise ClusteroptError("--global-batch", f"{gb} is not a multiple of micro_batch x dp = {micro_batch * dp}",
@@ -238,7 +255,8 @@ def estimate(model_ref: str, *, catalog, seq_len=None, gpu=None, tp=None, pp=Non
         raise ClusteroptError("--pricing", f"{pricing!r}", "allowed: on_demand, spot, reserved")
     layout = TrainLayout(seq_len=s, global_batch=gb, tp=tp, pp=pp, dp=dp, cp=cp, ep=ep, zero=zero,
                          micro_batch=micro_batch, recompute=recompute, sequence_parallel=sequence_parallel,
-                         precision=precision, interleave=interleave)
+                         precision=precision, interleave=interleave, flash_attention=flash_attention,
+                         offload_optimizer=offload_optimizer)
     offer = catalog.cheapest_offer(gid, pricing) if tokens is not None else None
     profile = None
     if calibration is not None:
@@ -247,7 +265,8 @@ def estimate(model_ref: str, *, catalog, seq_len=None, gpu=None, tp=None, pp=Non
         profile = load_profile(calibration, field="--calibration")
     options = {"framework": framework, "grad_precision": grad_precision, "fp8_params": fp8_params,
                "dropout": dropout, "fused_cross_entropy": fused_cross_entropy,
-               "offload_activations": offload_activations}
+               "offload_activations": offload_activations, "tp_comm_overlap": tp_comm_overlap,
+               "overlap_grad_reduce": overlap_grad_reduce}
     data["train"] = train_dict(spec, hw, layout, tokens=tokens, offer=offer, pricing=pricing, options=options,
                                profile=profile)
     data["train"]["gpu"] = gid

@@ -12,11 +12,12 @@ from optimizer.search.train.table import INTERVAL_REGIMES, OBJECTIVE_COLUMN_BY_N
 #: Column order of the configs DataFrame (and of the JSON configs), defined once.
 LAYOUT_COLUMNS = ("rank", "objective", "gpu", "n_gpus", "n_nodes", "tp", "pp", "dp", "cp", "ep", "zero",
            "precision", "micro_batch", "grad_accum", "global_batch", "recompute",
-           "sequence_parallel", "memory_per_gpu_bytes", "memory_capacity_bytes", "memory_headroom",
+           "sequence_parallel", "framework", "interleave", "memory_per_gpu_bytes", "memory_capacity_bytes",
+           "memory_headroom",
            "mfu", "hfu", "step_time_s", "tokens_per_s", "train_days", "wall_clock_days",
            "gpu_hours", "usd_per_gpu_hour", "cost_usd", "cost_per_mtoken_usd", "offer",
            "tokens_per_s_p10", "tokens_per_s_p90", "train_days_p10", "train_days_p90", "wall_clock_days_p10",
-           "wall_clock_days_p90", "cost_usd_p10", "cost_usd_p90", "interval_regime", "framework",
+           "wall_clock_days_p90", "cost_usd_p10", "cost_usd_p90", "interval_regime",
            "goodput", "expected_interruptions", "job_mtbi_s", "checkpoint_bytes", "checkpoint_write_s",
            "checkpoint_interval_s", "storage_tier", "system")
 
@@ -50,6 +51,13 @@ def _plain(x):
     return x.item() if hasattr(x, "item") else x
 
 
+def _framework_name(c, r: int) -> str | None:
+    """The framework whose schedule timed row r (training.FRAMEWORKS), None where not recorded."""
+    from optimizer.formulas.training import FRAMEWORKS
+
+    return FRAMEWORKS[int(c["framework_index"][r])] if "framework_index" in c else None
+
+
 def layout_frame(table: Table, rows, scenario, objective: str, ranked: bool = True, row_context=None) -> pd.DataFrame:
     """One row per configuration, fixed column order (LAYOUT_COLUMNS), raw numbers; ``system`` holds the
     storage, hosts, fabric, TCO and reliability breakdown (train/system.py).
@@ -76,12 +84,15 @@ def layout_frame(table: Table, rows, scenario, objective: str, ranked: bool = Tr
             "memory_capacity_bytes": int(g.hardware.memory_bytes),
             "memory_headroom": 1.0 - float(c["memory_per_gpu_bytes"][r]) / g.hardware.memory_bytes,
             "offer": g.offer,
+            "framework": _framework_name(c, r),
+            "interleave": int(c["interleave"][r]) if "interleave" in c else scenario.train.interleave,
         })
         for k in _FLOAT_COLUMNS:
             rec[k] = float(c[k][r])
         rec["storage_tier"] = _tier_name(int(c["storage_tier"][r]))
         rec["interval_regime"] = INTERVAL_REGIMES[int(c["interval_regime_code"][r])]
-        rec["framework"] = _framework_of(scenario, rec)
+        if rec["framework"] is None:                     # a table without the per-row choice
+            rec["framework"] = _framework_of(scenario, rec)
         r_spec, r_scenario = row_context(r)
         rec["system"] = _plain(system_breakdown(r_spec, r_scenario, g, {k: v[r] for k, v in c.items()}))
         recs.append(rec)

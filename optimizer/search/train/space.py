@@ -143,7 +143,11 @@ def enumerate_layouts(spec, scenario, gpus: list[GpuOption], *, gpu_count_limits
     seq_len = train.seq_len
     mbs = search.micro_batch or list(DEFAULT_MICRO_BATCHES)
     triples = np.array(batch_choices(train, mbs, search.dp), dtype=np.int64).reshape(-1, 3)
-    pps = pp_values(spec, search)
+    from optimizer.formulas.training import interleave_ok
+
+    # train.interleave > 1 needs PP > 1 and layers divisible by PP x v (the rule evaluate() checks)
+    vs = search.interleave or [train.interleave]
+    pps = [p for p in pp_values(spec, search) if any(interleave_ok(spec.total_layers, p, v) for v in vs)]
     cps = cp_values(spec, search, seq_len)
     eps = ep_values(spec, search)
     zeros = sorted(search.zero if search.zero is not None else [0, 1, 2, 3])

@@ -114,8 +114,14 @@ def estimate_rows(spec, scenario, gpus: list[GpuOption], cols: dict[str, np.ndar
     out: dict[str, np.ndarray] = {}
     if n == 0:
         return out
+    from dataclasses import replace
+
+    from optimizer.formulas.training import FRAMEWORKS, interleave_ok
+
     train = scenario.train
     caps = limits_of(scenario, gpus)["memory_cap"] if fit_only else None
+    choices = [(fw, v) for fw in (scenario.search.framework or [train.framework])
+               for v in (scenario.search.interleave or [train.interleave])]
     profile = scenario.calibration_profile()
     if profile is not None:
         from optimizer.calibration import apply_to_columns
@@ -139,7 +145,6 @@ def estimate_rows(spec, scenario, gpus: list[GpuOption], cols: dict[str, np.ndar
         g = gpus[int(cols["gpu"][r0])]
         arrays = {k: cols[k][idx] for k in ("tp", "pp", "dp", "cp", "ep", "micro_batch", "global_batch")}
         arrays["seq_len"] = np.full(len(idx), train.seq_len, dtype=np.int64)
-        arrays["interleave"] = np.full(len(idx), train.interleave, dtype=np.int64)
         categorical = {
             "zero": cols["zero"][idx] if merged else int(cols["zero"][r0]),
             "precision": PRECISIONS[int(cols["precision"][r0])],
@@ -148,11 +153,37 @@ def estimate_rows(spec, scenario, gpus: list[GpuOption], cols: dict[str, np.ndar
             "optimizer": train.optimizer,
             "flash_attention": train.flash_attention,
             "offload_optimizer": scenario.system.offload_optimizer,
-            "framework": train.framework, **train.memory_options(),
+            "overlap_grad_reduce": train.overlap_grad_reduce,
+            "tp_comm_overlap": train.tp_comm_overlap,
+            **train.memory_options(),
         }
-        res = estimate_training_batch(spec, g.hardware, arrays, categorical,
-                                      efficiency_scale=efficiency_scale, compact_stages=not reference,
-                                      memory_cap_bytes=None if caps is None else int(caps[g.index]))
+        # the fabric's oversubscription slows every collective that leaves the node (comm.group_link)
+        hw = replace(g.hardware, network_oversubscription=float(scenario.system.oversubscription))
+        cap = int(caps[g.index]) if caps is not None else None
+        mem_cap = float(limits_of(scenario, gpus)["memory_cap"][g.index]) if len(choices) > 1 else None
+        res = best_key = None
+        for fw, v in choices:          # framework and interleaving: given, or the best per row
+            arrays["interleave"] = np.full(len(idx), v, dtype=np.int64)
+            categorical["framework"] = fw
+            r_fv = estimate_training_batch(spec, hw, arrays, categorical,
+                                           efficiency_scale=efficiency_scale, compact_stages=not reference,
+                                           memory_cap_bytes=cap)
+            r_fv["interleave"] = arrays["interleave"].astype(float)
+            mp = arrays["tp"] * arrays["pp"] * arrays["cp"] * arrays["ep"] > 1      # training.resolve_framework
+            r_fv["framework_index"] = (np.where(mp, FRAMEWORKS.index("megatron"), FRAMEWORKS.index("fsdp2"))
+                                       if fw == "auto" else np.full(len(idx), FRAMEWORKS.index(fw))).astype(float)
+            if mem_cap is None:
+                res = r_fv
+                continue
+            ok = interleave_ok(spec.total_layers, arrays["pp"], v)
+            key = np.where(ok, np.nan_to_num(r_fv["step_time_s"], nan=np.inf)
+                           + np.where(r_fv["memory_per_gpu_bytes"] <= mem_cap, 0.0, 1e30), np.inf)
+            if res is None:
+                res, best_key = r_fv, key
+                continue
+            better = key < best_key
+            res = {k: np.where(better, r_fv[k], res[k]) for k in res}
+            best_key = np.minimum(key, best_key)
         if profile is not None:                          # the user's calibration (optimizer/calibration.py)
             res.update(apply_to_columns(res, profile))
         for k, v in res.items():
