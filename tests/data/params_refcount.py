@@ -25,8 +25,9 @@ def ref_count(cfg: dict):
         model = cls(conf)
     total = sum(p.numel() for p in model.parameters())
     routed = sum(p.numel() for n, p in model.named_parameters() if ".experts." in n and "shared" not in n)
-    E = getattr(conf, "num_local_experts", None) or getattr(conf, "n_routed_experts", None) or getattr(conf, "num_experts", None)
-    k = getattr(conf, "num_experts_per_tok", None)
+    tc = conf.get_text_config() if hasattr(conf, "get_text_config") else conf   # nested text_config (Gemma 3, Llama 4)
+    E = getattr(tc, "num_local_experts", None) or getattr(tc, "n_routed_experts", None) or getattr(tc, "num_experts", None)
+    k = getattr(tc, "num_experts_per_tok", None)
     active = None
     if routed:
         assert routed % E == 0
