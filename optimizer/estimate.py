@@ -19,6 +19,7 @@ def params_dict(spec) -> dict:
         "total": p.total, "active": p.active, "embedding": p.embedding, "position": p.position,
         "attention": p.attention, "ffn": p.ffn, "norm": p.norm, "lm_head": p.lm_head, "pooler": p.pooler,
         **({"projection": p.projection} if getattr(p, "projection", 0) else {}),
+        **({"vision": p.vision} if getattr(p, "vision", 0) else {}),     # image encoder + projector
     }
 
 
@@ -44,6 +45,7 @@ def train_dict(spec, hw, layout, *, tokens=None, offer=None, pricing="on_demand"
     mem = report.plain(e.memory)
     stage = mem.pop("stage", None)          # which pipeline stage is the most loaded: not bytes
     out = {
+        "fits": bool(e.memory.total <= hw.memory_bytes),      # first: figures of a layout that does not fit
         "layout": {"tp": layout.tp, "pp": layout.pp, "dp": layout.dp, "cp": layout.cp, "ep": layout.ep,
                    "zero": layout.zero, "micro_batch": layout.micro_batch, "global_batch": layout.global_batch,
                    "grad_accum": layout.grad_accum, "n_gpus": layout.n_gpus, "recompute": layout.recompute,
@@ -52,7 +54,6 @@ def train_dict(spec, hw, layout, *, tokens=None, offer=None, pricing="on_demand"
         "memory_per_gpu_bytes": mem,
         "memory_stage": stage,
         "memory_capacity_bytes": hw.memory_bytes,
-        "fits": bool(e.memory.total <= hw.memory_bytes),
         "warnings": list(layout_violations(spec, hw, layout)),
         "step_time_s": float(e.step_time_s),
         "compute_time_s": float(e.compute_time_s),
@@ -84,14 +85,24 @@ def estimate(model_ref: str, *, catalog, seq_len=None, gpu=None, tp=1, pp=1, dp=
     from optimizer.formulas.layout import TrainLayout
     from optimizer.model import load_model
 
+    from optimizer.model.training_length import family_train_seq_len
+
     spec = load_model(model_ref)
-    s = seq_len or spec.max_position_embeddings
-    data = {"model": spec.name, "params": params_dict(spec), "flops_per_token": flops_dict(spec, s)}
+    if seq_len:
+        s, s_source = seq_len, "--seq-len"
+    else:
+        tl = family_train_seq_len(spec)
+        s, s_source = tl.seq_len, tl.source
+    data = {"model": spec.name, "seq_len": s, "seq_len_source": s_source, "params": params_dict(spec),
+            "flops_per_token": flops_dict(spec, s)}
     if gpu is None:
         if serve:
             raise ClusteroptError("--gpu", "a serving estimate needs a GPU", "e.g. --gpu H100-SXM5-80GB")
         return data
     gid = catalog.resolve_gpu_id(gpu)
+    notes = catalog.name_notes(gpu) if hasattr(catalog, "name_notes") else []
+    if notes:
+        data["notes"] = notes
     hw = catalog.hardware(gid)
     if inter_node_gbps is not None:
         hw = hw.with_inter_node_bytes_per_s(inter_node_gbps * GIGABIT)
@@ -103,7 +114,7 @@ def estimate(model_ref: str, *, catalog, seq_len=None, gpu=None, tp=1, pp=1, dp=
         sv = report.plain(e)
         sv["memory_per_gpu_bytes"] = sv.pop("memory_per_gpu")     # CONTRACTS.md key, parts sum to total
         sv["gpu"] = gid
-        data["serve"] = sv
+        data["serve"] = {"fits": sv.pop("fits"), **sv}            # whether it fits comes first
         return data
     _check_layout(spec, tp, pp, dp, cp, ep)
     gb = global_batch or micro_batch * dp
@@ -164,7 +175,14 @@ def _check_layout(spec, tp, pp, dp, cp, ep) -> None:
 
 def estimate_text(data: dict) -> str:
     p = data["params"]
-    lines = [f"model {data['model']}", ""]
+    lines = []
+    for part in ("train", "serve"):
+        if part in data and not data[part]["fits"]:
+            lines.append("fits: false")            # before any figure of a layout that does not fit
+    lines += [f"model {data['model']}",
+              f"seq_len {data['seq_len']}: {data['seq_len_source']}" if "seq_len_source" in data else ""]
+    lines += [f"note: {n}" for n in data.get("notes", [])]
+    lines.append("")
     rows = [[k, f"{v:,}"] for k, v in p.items()]
     lines.append(report.text_table(["parameters", "count"], rows))
     f = data["flops_per_token"]
@@ -173,20 +191,20 @@ def estimate_text(data: dict) -> str:
     if "train" in data:
         t = data["train"]
         m = t["memory_per_gpu_bytes"]
-        lines += ["", f"training on {t['gpu']}: {t['layout']['n_gpus']} GPUs, fits: {t['fits']}",
+        lines += ["", f"training on {t['gpu']}: {t['layout']['n_gpus']} GPUs, fits: {str(t['fits']).lower()}",
                   report.text_table(["memory per GPU", "GB"], [[k, f"{v / GB:.2f}"] for k, v in m.items()
                                                                if isinstance(v, (int, float))])]
         keys = ["step_time_s", "compute_time_s", "exposed_comm_time_s", "bubble_time_s", "tokens_per_s", "mfu",
                 "hfu", "model_tflops_per_gpu", "hardware_tflops_per_gpu", "train_days", "goodput", "wall_clock_days",
                 "expected_interruptions", "checkpoint_interval_s", "gpu_hours", "cost_usd"]
-        lines.append(report.text_table(["figure", "value"], [[k, f"{t[k]:.4g}"] for k in keys
-                                                             if t.get(k) is not None]))
+        lines.append(report.text_table(["figure", "value"], [["fits", str(t["fits"]).lower()]]
+                                       + [[k, f"{t[k]:.4g}"] for k in keys if t.get(k) is not None]))
         for w in t.get("warnings", []):
             lines.append(f"warning: {w}")
     if "serve" in data:
         s = data["serve"]
         lines += ["", f"serving on {s['gpu']}"]
-        lines += [f"{k}: {v}" for k, v in s.items() if k != "gpu"]
+        lines += [f"{k}: {str(v).lower() if isinstance(v, bool) else v}" for k, v in s.items() if k != "gpu"]
     return "\n".join(lines) + "\n"
 
 
