@@ -766,6 +766,18 @@ def spec_from_hf_dict(cfg: dict, name: str = "", source: str = "", where: str = 
         raise from_pydantic(exc, prefix=where) from None
 
 
+def decode_utf8(raw: bytes, path: Path, field: str, allowed: str) -> str:
+    """File bytes as UTF-8 text (a BOM is dropped); binary or other encodings are one error."""
+    if b"\x00" in raw:
+        raise ClusteroptError(field, f"{str(path)!r} is not UTF-8 text (binary: it holds NUL bytes; "
+                              "UTF-16 files do too)", allowed)
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise ClusteroptError(field, f"{str(path)!r} is not UTF-8 text (byte {exc.start}: "
+                              f"0x{raw[exc.start]:02x})", allowed) from None
+
+
 def read_json_file(path: Path, field: str = "model") -> Any:
     """A JSON file read as UTF-8 (clear one-line errors for missing, unreadable, non-UTF-8 or
     malformed files; never a traceback)."""
@@ -776,11 +788,7 @@ def read_json_file(path: Path, field: str = "model") -> Any:
                               "a preset name (clusteropt models), a config.json or an architecture YAML") from None
     except OSError as exc:
         raise ClusteroptError(field, f"cannot read {str(path)!r} ({exc.strerror or exc})") from None
-    try:
-        text = raw.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        raise ClusteroptError(field, f"{str(path)!r} is not UTF-8 text (byte {exc.start})",
-                              "a UTF-8 JSON file") from None
+    text = decode_utf8(raw, path, field, "a UTF-8 JSON file")
     try:
         return json.loads(text)
     except (json.JSONDecodeError, RecursionError) as exc:
