@@ -287,3 +287,10 @@ def test_bad_moe_fields_in_a_config_file_exit_2(tmp_path, capsys):
         main(["estimate", str(path)])
     _, err = capsys.readouterr()
     assert e.value.code == 2 and err.count("\n") == 1 and err.startswith("error: config.json")
+
+
+@pytest.mark.parametrize("preset", ["gemma-3-27b", "llama-4-scout", "jamba-v0.1", "gpt-oss-20b"])
+def test_serving_weights_hold_every_parameter_once(preset):
+    # bf16, one GPU: 2 bytes for each parameter the reference class holds, vision tower included
+    spec = get_preset(preset)
+    assert SM.weight_bytes_per_gpu(spec).total == 2 * PRESET_REF[preset]["total"]

@@ -388,6 +388,7 @@ def stage_structure(spec, pp: int) -> StageStructure:
         start += c
     # stage 0: token embedding (vocab-parallel), learned positions and OPT projections
     tp_p[0] += pc.embedding + pc.projection
+    tp_p[0] += getattr(pc, "vision", 0)        # image encoder of an image-text checkpoint (runs before layer 0)
     rep_p[0] += pc.position
     # last stage: final norm(s), LM head (a copy of the tied embedding when pp > 1), pooler
     head = pc.lm_head if pc.lm_head else (pc.embedding if (pp > 1 and spec.lm_head) else 0)

@@ -208,7 +208,8 @@ def stage_weight_bytes(spec: ModelSpec, *, tp=1, pp: int = 1, weights: str = "bf
         embedding = 0.0
         lm_head = 0.0
         if s == 0:
-            embedding = (counts.embedding + counts.position) / tp * u + (counts.projection + counts.pooler) * u
+            embedding = (counts.embedding + counts.position + counts.vision) / tp * u \
+                + (counts.projection + counts.pooler) * u          # vision: an image encoder, kept in 16 bits
         if s == len(stages) - 1:
             norm = norm + (counts.norm - sum(lp.norm for lp in counts.layers)) * u   # final norm(s)
             head = counts.lm_head if counts.lm_head else (counts.embedding if pp > 1 else 0)
