@@ -24,6 +24,7 @@ throughput is pp times one engine's.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Literal
 
 import numpy as np
@@ -85,12 +86,17 @@ def _num(x):
     return float(a) if a.ndim == 0 else a
 
 
-def _layer_kind_counts(spec: ModelSpec) -> dict:
-    """Decoder layers by kind (ModelSpec.layer_kind): full, sliding, chunked, mamba."""
+@lru_cache(maxsize=256)
+def _layer_kind_tuple(spec: ModelSpec) -> tuple[tuple[str, int], ...]:
     counts = {"full_attention": 0, "sliding_attention": 0, "chunked_attention": 0, "mamba": 0}
     for i in range(spec.num_layers):
         counts[spec.layer_kind(i)] += 1
-    return counts
+    return tuple(counts.items())
+
+
+def _layer_kind_counts(spec: ModelSpec) -> dict:
+    """Decoder layers by kind (ModelSpec.layer_kind): full, sliding, chunked, mamba."""
+    return dict(_layer_kind_tuple(spec))
 
 
 def decode_attention_flops(spec: ModelSpec, context_len):

@@ -19,6 +19,24 @@ classes instantiated on PyTorch's meta device):
   is not read by the transformers classes); V3's ``e_score_correction_bias`` is a buffer.
 * OPT: the learned position table has 2 extra rows; ``word_embed_proj_dim`` (default:
   ``hidden_size``) different from ``hidden_size`` adds ``project_in``/``project_out``.
+* Per-layer kinds come from the file's ``layer_types`` when it has one, else from the type's
+  rule as its config class derives them: Qwen3 sliding from ``max_window_layers`` on (only
+  with ``use_sliding_window``), Gemma 3 every layer but each ``sliding_window_pattern``-th
+  (6), gpt-oss alternating sliding/full from layer 0, Llama 4 chunked on its RoPE layers
+  (``no_rope_layers``; every 4th layer is global), Jamba attention where
+  ``layer % attn_layer_period == attn_layer_offset`` and Mamba elsewhere.
+* MoE placement: Qwen3-MoE as Qwen2-MoE; Llama 4 ``moe_layers`` or every
+  ``interleave_moe_layer_step``-th layer, with one shared expert of ``intermediate_size``
+  (dense layers use ``intermediate_size_mlp``); Jamba where
+  ``layer % expert_layer_period == expert_layer_offset`` (no MoE with ``num_experts`` 1).
+* Image-text checkpoints (``gemma3``, ``llama4``): the language model from ``text_config``,
+  the image encoder and projector from ``vision_config`` (class defaults for missing keys),
+  counted whole as ``vision`` like the ForConditionalGeneration class holds them.
+* gpt-oss: biased q/k/v/o, one sink logit per head, a biased router and biased experts.
+  OLMo 2, OLMoE and Cohere normalise q and k over all heads (OLMo: RMSNorm; Cohere's
+  LayerNorm has no bias and is parallel-block with one norm); Qwen3 and Gemma 3 per head.
+* Inconsistent or mistyped values (e.g. ``num_experts_per_tok`` > experts, a non-string in
+  ``architectures``) are one ClusteroptError naming the key, never a pydantic traceback.
 """
 
 from __future__ import annotations
