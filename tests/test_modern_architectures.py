@@ -294,3 +294,18 @@ def test_serving_weights_hold_every_parameter_once(preset):
     # bf16, one GPU: 2 bytes for each parameter the reference class holds, vision tower included
     spec = get_preset(preset)
     assert SM.weight_bytes_per_gpu(spec).total == 2 * PRESET_REF[preset]["total"]
+
+
+def test_special_and_huge_model_files_are_refused(tmp_path):
+    import os
+
+    fifo = tmp_path / "config.json"
+    os.mkfifo(fifo)                                   # reading it would block forever
+    with pytest.raises(ClusteroptError, match="not a regular file"):
+        load_model(str(fifo))
+    big = tmp_path / "big.json"
+    big.write_bytes(b" " * (5 * 2**20))
+    with pytest.raises(ClusteroptError, match="at most"):
+        load_model(str(big))
+    with pytest.raises(ClusteroptError, match="not a regular file"):
+        load_model("/dev/zero")

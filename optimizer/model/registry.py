@@ -20,7 +20,7 @@ import yaml
 from pydantic import ValidationError
 
 from optimizer.errors import ClusteroptError, did_you_mean, from_pydantic, unknown_name
-from optimizer.model.hf import decode_utf8, from_hf_config, spec_from_hf_dict
+from optimizer.model.hf import decode_utf8, from_hf_config, read_model_bytes, spec_from_hf_dict
 from optimizer.model.spec import ModelSpec
 
 PRESETS_DIR = Path(__file__).parent / "presets"
@@ -132,10 +132,7 @@ def _load_path(path: Path) -> ModelSpec:
     if path.is_dir():
         return from_hf_config(path)
     suffix = path.suffix.lower()
-    try:
-        raw = path.read_bytes()
-    except OSError as exc:
-        raise ClusteroptError("model", f"cannot read {str(path)!r} ({exc.strerror})") from None
+    raw = read_model_bytes(path, "model")
     text = decode_utf8(raw, path, "model", "a UTF-8 config.json or architecture YAML")
     try:
         data = json.loads(text) if suffix == ".json" else yaml.safe_load(text)
