@@ -309,3 +309,27 @@ def test_special_and_huge_model_files_are_refused(tmp_path):
         load_model(str(big))
     with pytest.raises(ClusteroptError, match="not a regular file"):
         load_model("/dev/zero")
+
+
+def test_mamba_layers_keep_their_own_activations():
+    from optimizer.formulas.memory import activation_bytes_per_layer, layer_activation_bytes
+    from optimizer.formulas.ssm import mamba_activation_bytes_per_token
+
+    j = get_preset("jamba-v0.1")
+    s, b = 4096, 1
+    flags = dict(sequence_parallel=False, recompute="selective", flash_attention=True)
+    # Mamba mixer: x,z (2E) + conv out (E) + x_proj out (R + 2N) + Delta (E) + y (E), bf16;
+    # E = 8192, R = 256, N = 16 -> 2 (5 x 8192 + 256 + 32) = 82,496 bytes per token
+    assert mamba_activation_bytes_per_token(j.mamba) == 82496
+    # attention layer of the same shapes (Korthikanti Table 2 terms): Q, K, V, out-proj input
+    # 2sb(4096 + 1024 + 1024 + 4096) and flash's log-sum-exp 4asb
+    attn_part = 2 * s * b * (4096 + 1024 + 1024 + 4096) + 4 * 32 * s * b
+    plain = activation_bytes_per_layer(s, b, 4096, 32, 1, q_width=4096, kv_width=1024, v_width=1024,
+                                       kv_heads=8, ffn_size=14336, gated_ffn=True, recompute="selective",
+                                       flash_attention=True)
+    # dense layers: 12 of 16 are Mamba (attention at 4, 12, 20, 28); MoE layers: all 16
+    dense = layer_activation_bytes(j, s, b, 1, 1, moe=False, **flags)
+    assert dense == pytest.approx(plain + 12 / 16 * (82496 * s * b - attn_part))
+    moe = layer_activation_bytes(j, s, b, 1, 1, moe=True, **flags)
+    moe_attn = layer_activation_bytes(get_preset("mixtral-8x7b"), s, b, 1, 1, moe=True, **flags)
+    assert moe > moe_attn                     # a Mamba mixer keeps more than GQA attention here

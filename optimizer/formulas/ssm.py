@@ -58,3 +58,15 @@ def mamba_state_bytes_per_seq(m: MambaSpec, bytes_per_element: float, tp=1):
     (3 + 16) x 8192 x 2 = 311,296 bytes per layer. Units: bytes."""
     per_gpu_channels = m.d_inner / np.asarray(tp, dtype=float)
     return ((m.d_conv - 1) + m.d_state) * per_gpu_channels * bytes_per_element
+
+
+def mamba_activation_bytes_per_token(m: MambaSpec, bytes_per_element: float = 2.0) -> float:
+    """Activations one Mamba layer's mixer keeps for the backward pass, per token, on one GPU
+    before TP: the in_proj output (x and z, 2E), the conv output u (E), the x_proj output
+    (R + 2N: Delta's low-rank input, B, C), Delta (E) and the gated scan output y (E, the
+    out_proj input); 16-bit each. The selective-scan kernel does not store the E x N hidden
+    states: it recomputes them in the backward pass (Gu & Dao 2023, Sec. 3.3.2,
+    'Recomputation'). Units: bytes per token.
+    """
+    e = m.d_inner
+    return bytes_per_element * (5.0 * e + m.dt_rank + 2.0 * m.d_state)
