@@ -125,7 +125,8 @@ def catalog_cmd(gpu: Optional[str] = typer.Argument(None, help="One accelerator 
 def estimate(
     model: str = typer.Argument(..., help="Preset name, path to a config.json, or an architecture YAML."),
     json_out: bool = typer.Option(False, "--json"),
-    seq_len: Optional[int] = typer.Option(None, "--seq-len", min=1, help="Default: the model family's pre-training length (seq_len_source says which)."),
+    seq_len: Optional[int] = typer.Option(None, "--seq-len", min=1,
+                                          help="Default: the family's pre-training length (seq_len_source)."),
     gpu: Optional[str] = typer.Option(None, "--gpu", help="Accelerator id: adds the training (or --serve) estimate."),
     tp: int = typer.Option(1, "--tp", min=1), pp: int = typer.Option(1, "--pp", min=1),
     dp: int = typer.Option(1, "--dp", min=1), cp: int = typer.Option(1, "--cp", min=1),
