@@ -448,7 +448,8 @@ def _layer_types(c: _Config, n_layers: int, default: Callable[[int], str]) -> tu
         kinds = tuple(default(i) for i in range(n_layers))
     else:
         if not isinstance(given, list) or len(given) != n_layers:
-            raise ClusteroptError(f"{c.where}.layer_types", f"must list one kind per layer ({n_layers}); got {given!r}"[:200],
+            got = f"must list one kind per layer ({n_layers}); got {given!r}"[:200]
+            raise ClusteroptError(f"{c.where}.layer_types", got,
                                   "a list of " + ", ".join(_LAYER_KIND_NAMES))
         for i, kind in enumerate(given):
             if kind not in _LAYER_KIND_NAMES:
