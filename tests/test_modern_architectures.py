@@ -17,7 +17,7 @@ import pytest
 from optimizer.catalog import load_catalog
 from optimizer.cli import main
 from optimizer.errors import ClusteroptError
-from optimizer.estimate import estimate
+from optimizer.search.estimate import estimate
 from optimizer.formulas import flops as F
 from optimizer.formulas import serving as S
 from optimizer.formulas import serving_memory as SM
@@ -233,7 +233,7 @@ def test_a_layout_that_does_not_fit_says_so_first(capsys):
 
 def test_serving_without_a_quality_limit_searches_lossless_formats():
     from optimizer.scenario import Quality, load_scenario
-    from optimizer.search.serving_compression import compression_plan
+    from optimizer.search.serve.compression import compression_plan
 
     sc = load_scenario("llama3-8b-api")
     assert sc.serve.quality is None
