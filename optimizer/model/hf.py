@@ -4,7 +4,7 @@ Each supported ``model_type`` maps its own key names onto ModelSpec fields. Stru
 sizes (hidden size, layers, attention heads, vocabulary) must be present; a missing one is
 an error naming it (CONTRACTS.md, 'Models'). Every other key takes the default of that
 model type's configuration class in the reference implementation, Hugging Face
-transformers 5.24 (``_DEFAULTS`` below lists them), so that the parameter count of the
+transformers 5.24 (hf_defaults.py lists them), so that the parameter count of the
 spec equals the count of the real model class built from the same file.
 
 Reference-implementation behaviours that decide a count (all checked in tests against
@@ -41,7 +41,6 @@ classes instantiated on PyTorch's meta device):
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 from typing import Any, Callable
@@ -49,111 +48,9 @@ from typing import Any, Callable
 from pydantic import ValidationError
 
 from optimizer.errors import ClusteroptError, from_pydantic
+from optimizer.model.files import read_json_file
+from optimizer.model.hf_defaults import DEFAULTS as _DEFAULTS
 from optimizer.model.spec import MambaSpec, MLASpec, MoESpec, ModelSpec, VisionSpec
-
-# Defaults of the transformers 5.24 configuration classes for the keys read below
-# (structural sizes have none here: they are required).
-_DEFAULTS: dict[str, dict[str, Any]] = {
-    "gpt2": {"n_positions": 1024, "n_inner": None, "activation_function": "gelu_new",
-             "tie_word_embeddings": True},
-    "gptj": {"n_positions": 2048, "n_inner": None, "activation_function": "gelu_new",
-             "tie_word_embeddings": False},
-    "gpt_neox": {"intermediate_size": 24576, "hidden_act": "gelu", "max_position_embeddings": 2048,
-                 "use_parallel_residual": True, "attention_bias": True, "tie_word_embeddings": False},
-    "opt": {"ffn_dim": 3072, "max_position_embeddings": 2048, "do_layer_norm_before": True,
-            "_remove_final_layer_norm": False, "word_embed_proj_dim": None, "activation_function": "relu",
-            "enable_bias": True, "layer_norm_elementwise_affine": True, "tie_word_embeddings": True},
-    "bloom": {"tie_word_embeddings": True},
-    "falcon": {"num_kv_heads": None, "alibi": False, "new_decoder_architecture": False,
-               "multi_query": True, "parallel_attn": True, "bias": False, "num_ln_in_parallel_attn": None,
-               "max_position_embeddings": 2048, "ffn_hidden_size": None, "activation": "gelu",
-               "tie_word_embeddings": True},
-    "llama": {"intermediate_size": 11008, "num_key_value_heads": None, "head_dim": None,
-              "hidden_act": "silu", "max_position_embeddings": 2048, "attention_bias": False,
-              "mlp_bias": False, "tie_word_embeddings": False},
-    "mistral": {"intermediate_size": 14336, "num_key_value_heads": 8, "head_dim": None,
-                "hidden_act": "silu", "max_position_embeddings": 131072, "sliding_window": 4096,
-                "tie_word_embeddings": False},
-    "mixtral": {"intermediate_size": 14336, "num_key_value_heads": 8, "head_dim": None,
-                "hidden_act": "silu", "max_position_embeddings": 131072, "sliding_window": None,
-                "num_local_experts": 8, "num_experts_per_tok": 2, "tie_word_embeddings": False},
-    "qwen2": {"intermediate_size": 22016, "num_key_value_heads": 32, "head_dim": None,
-              "hidden_act": "silu", "max_position_embeddings": 32768, "use_sliding_window": False,
-              "sliding_window": None, "tie_word_embeddings": False},
-    "qwen2_moe": {"intermediate_size": 5632, "num_key_value_heads": 16, "head_dim": None,
-                  "hidden_act": "silu", "max_position_embeddings": 32768, "use_sliding_window": False,
-                  "sliding_window": None, "decoder_sparse_step": 1, "moe_intermediate_size": 1408,
-                  "shared_expert_intermediate_size": 5632, "num_experts_per_tok": 4, "num_experts": 60,
-                  "mlp_only_layers": [], "qkv_bias": True, "tie_word_embeddings": False},
-    "gemma": {"intermediate_size": 24576, "num_key_value_heads": 16, "head_dim": 256,
-              "hidden_act": "gelu_pytorch_tanh", "max_position_embeddings": 8192,
-              "attention_bias": False, "tie_word_embeddings": True},
-    "gemma2": {"intermediate_size": 9216, "num_key_value_heads": 4, "head_dim": 256,
-               "hidden_activation": "gelu_pytorch_tanh", "max_position_embeddings": 8192,
-               "attention_bias": False, "sliding_window": 4096, "tie_word_embeddings": True},
-    "phi": {"intermediate_size": 8192, "num_key_value_heads": None, "head_dim": None,
-            "hidden_act": "gelu_new", "max_position_embeddings": 2048, "qk_layernorm": False,
-            "tie_word_embeddings": False},
-    "phi3": {"intermediate_size": 8192, "num_key_value_heads": None, "head_dim": None,
-             "hidden_act": "silu", "max_position_embeddings": 4096, "sliding_window": None,
-             "tie_word_embeddings": False},
-    "qwen3": {"intermediate_size": 22016, "num_key_value_heads": 32, "head_dim": 128, "hidden_act": "silu",
-              "max_position_embeddings": 32768, "attention_bias": False, "use_sliding_window": False,
-              "sliding_window": 4096, "max_window_layers": 28, "tie_word_embeddings": False},
-    "qwen3_moe": {"intermediate_size": 6144, "num_key_value_heads": 4, "head_dim": None, "hidden_act": "silu",
-                  "max_position_embeddings": 32768, "attention_bias": False, "use_sliding_window": False,
-                  "sliding_window": 4096, "decoder_sparse_step": 1, "moe_intermediate_size": 768,
-                  "num_experts_per_tok": 8, "num_experts": 128, "mlp_only_layers": [],
-                  "tie_word_embeddings": False},
-    "gemma3_text": {"intermediate_size": 9216, "num_key_value_heads": 4, "head_dim": 256,
-                    "hidden_activation": "gelu_pytorch_tanh", "max_position_embeddings": 131072,
-                    "attention_bias": False, "sliding_window": 4096, "sliding_window_pattern": 6,
-                    "tie_word_embeddings": True},
-    "olmo2": {"intermediate_size": 11008, "num_key_value_heads": None, "head_dim": None, "hidden_act": "silu",
-              "max_position_embeddings": 2048, "attention_bias": False, "tie_word_embeddings": False},
-    "olmoe": {"intermediate_size": 2048, "num_key_value_heads": None, "head_dim": None, "hidden_act": "silu",
-              "max_position_embeddings": 4096, "attention_bias": False, "num_experts": 64,
-              "num_experts_per_tok": 8, "tie_word_embeddings": False},
-    "phimoe": {"intermediate_size": 6400, "num_key_value_heads": 8, "head_dim": None, "hidden_act": "silu",
-               "max_position_embeddings": 131072, "attention_bias": False, "lm_head_bias": False,
-               "num_local_experts": 16, "num_experts_per_tok": 2, "sliding_window": None,
-               "tie_word_embeddings": False},
-    "gpt_oss": {"intermediate_size": 2880, "num_key_value_heads": 8, "head_dim": 64, "hidden_act": "silu",
-                "max_position_embeddings": 131072, "attention_bias": True, "num_local_experts": 128,
-                "num_experts_per_tok": 4, "sliding_window": 128, "tie_word_embeddings": False},
-    "llama4_text": {"intermediate_size": 8192, "intermediate_size_mlp": 16384, "num_key_value_heads": 8,
-                    "head_dim": 128, "hidden_act": "silu", "max_position_embeddings": 131072,
-                    "attention_bias": False, "num_local_experts": 16, "num_experts_per_tok": 1,
-                    "interleave_moe_layer_step": 1, "moe_layers": None, "attention_chunk_size": 8192,
-                    "no_rope_layers": None, "no_rope_layer_interval": 4, "tie_word_embeddings": False},
-    "cohere": {"intermediate_size": 22528, "num_key_value_heads": None, "head_dim": None, "hidden_act": "silu",
-               "max_position_embeddings": 8192, "attention_bias": False, "use_qk_norm": False,
-               "tie_word_embeddings": True},
-    "granite": {"intermediate_size": 11008, "num_key_value_heads": None, "head_dim": None, "hidden_act": "silu",
-                "max_position_embeddings": 2048, "attention_bias": False, "mlp_bias": False,
-                "tie_word_embeddings": False},
-    "jamba": {"intermediate_size": 14336, "num_key_value_heads": 8, "hidden_act": "silu",
-              "max_position_embeddings": 262144, "num_experts": 16, "num_experts_per_tok": 2,
-              "expert_layer_period": 2, "expert_layer_offset": 1, "attn_layer_period": 8,
-              "attn_layer_offset": 4, "mamba_d_state": 16, "mamba_d_conv": 4, "mamba_expand": 2,
-              "mamba_dt_rank": "auto", "mamba_conv_bias": True, "mamba_proj_bias": False,
-              "tie_word_embeddings": False},
-    "t5": {"d_kv": 64, "d_ff": 2048, "num_decoder_layers": None, "feed_forward_proj": "relu",
-           "is_gated_act": None, "relative_attention_num_buckets": 32, "n_positions": 512},
-    "bert": {"intermediate_size": 3072, "hidden_act": "gelu", "max_position_embeddings": 512,
-             "type_vocab_size": 2},
-    "deepseek_v2": {"intermediate_size": 11008, "moe_intermediate_size": 1407, "n_routed_experts": 64,
-                    "n_shared_experts": 2, "num_experts_per_tok": None, "first_k_dense_replace": 0,
-                    "kv_lora_rank": 512, "q_lora_rank": 1536, "qk_nope_head_dim": 128,
-                    "qk_rope_head_dim": 64, "v_head_dim": 128, "attention_bias": False,
-                    "mlp_bias": False, "hidden_act": "silu", "max_position_embeddings": 2048,
-                    "tie_word_embeddings": False},
-    "deepseek_v3": {"intermediate_size": 18432, "moe_intermediate_size": 2048, "n_routed_experts": 256,
-                    "n_shared_experts": 1, "num_experts_per_tok": 8, "first_k_dense_replace": 3,
-                    "kv_lora_rank": 512, "q_lora_rank": 1536, "qk_nope_head_dim": 128,
-                    "qk_rope_head_dim": 64, "v_head_dim": 128, "attention_bias": False,
-                    "hidden_act": "silu", "max_position_embeddings": 4096, "tie_word_embeddings": False},
-}
 
 SUPPORTED_MODEL_TYPES: tuple[str, ...] = tuple(sorted(set(_DEFAULTS) | {"gemma3", "llama4"}))
 
@@ -783,57 +680,6 @@ def spec_from_hf_dict(cfg: dict, name: str = "", source: str = "", where: str = 
         return ModelSpec(**fields)
     except ValidationError as exc:
         raise from_pydantic(exc, prefix=where) from None
-
-
-def decode_utf8(raw: bytes, path: Path, field: str, allowed: str) -> str:
-    """File bytes as UTF-8 text (a BOM is dropped); binary or other encodings are one error."""
-    if b"\x00" in raw:
-        raise ClusteroptError(field, f"{str(path)!r} is not UTF-8 text (binary: it holds NUL bytes; "
-                              "UTF-16 files do too)", allowed)
-    try:
-        return raw.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        raise ClusteroptError(field, f"{str(path)!r} is not UTF-8 text (byte {exc.start}: "
-                              f"0x{raw[exc.start]:02x})", allowed) from None
-
-
-#: Largest model file read (a config.json is a few kB; the biggest nested ones ~20 kB).
-MAX_MODEL_FILE_BYTES = 4 * 2**20
-
-
-def read_model_bytes(path: Path, field: str = "model") -> bytes:
-    """The bytes of a model file: a regular file (not a pipe or device, which could block or
-    never end) of at most MAX_MODEL_FILE_BYTES. One-line errors otherwise."""
-    try:
-        st = path.stat()
-    except FileNotFoundError:
-        raise ClusteroptError(field, f"no such file {str(path)!r}",
-                              "a preset name (clusteropt models), a config.json or an architecture YAML") from None
-    except OSError as exc:
-        raise ClusteroptError(field, f"cannot read {str(path)!r} ({exc.strerror or exc})") from None
-    import stat as _stat
-
-    if not _stat.S_ISREG(st.st_mode):
-        raise ClusteroptError(field, f"{str(path)!r} is not a regular file", "a config.json or YAML file")
-    if st.st_size > MAX_MODEL_FILE_BYTES:
-        raise ClusteroptError(field, f"{str(path)!r} has {st.st_size:,} bytes",
-                              f"a model file of at most {MAX_MODEL_FILE_BYTES:,} bytes")
-    try:
-        return path.read_bytes()
-    except OSError as exc:
-        raise ClusteroptError(field, f"cannot read {str(path)!r} ({exc.strerror or exc})") from None
-
-
-def read_json_file(path: Path, field: str = "model") -> Any:
-    """A JSON file read as UTF-8 (clear one-line errors for missing, unreadable, non-regular,
-    oversized, non-UTF-8 or malformed files; never a traceback)."""
-    raw = read_model_bytes(path, field)
-    text = decode_utf8(raw, path, field, "a UTF-8 JSON file")
-    try:
-        return json.loads(text)
-    except (json.JSONDecodeError, RecursionError) as exc:
-        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise ClusteroptError(field, f"cannot read {str(path)!r} as JSON ({first})", "a JSON object") from None
 
 
 def from_hf_config(path: str | Path | dict, name: str = "") -> ModelSpec:

@@ -20,7 +20,8 @@ import yaml
 from pydantic import ValidationError
 
 from optimizer.errors import ClusteroptError, did_you_mean, from_pydantic, unknown_name
-from optimizer.model.hf import decode_utf8, from_hf_config, read_model_bytes, spec_from_hf_dict
+from optimizer.model.files import decode_utf8, read_model_bytes
+from optimizer.model.hf import from_hf_config, spec_from_hf_dict
 from optimizer.model.spec import ModelSpec
 
 PRESETS_DIR = Path(__file__).parent / "presets"
