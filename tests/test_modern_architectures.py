@@ -227,6 +227,7 @@ def test_a_layout_that_does_not_fit_says_so_first(capsys):
     with pytest.raises(SystemExit):
         main(["estimate", "llama-3-70b", "--gpu", "A100", "--json"])
     data = json.loads(capsys.readouterr()[0])
+    assert list(data)[0] == "fits" and data["fits"] is False                   # first in csv/markdown too
     assert list(data["train"])[0] == "fits" and data["train"]["fits"] is False
     assert data["train"]["gpu"] == "A100-SXM4-40GB" and data["notes"]
 

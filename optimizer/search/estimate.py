@@ -111,7 +111,7 @@ def estimate(model_ref: str, *, catalog, seq_len=None, gpu=None, tp=1, pp=1, dp=
         sv["memory_per_gpu_bytes"] = sv.pop("memory_per_gpu")     # CONTRACTS.md key, parts sum to total
         sv["gpu"] = gid
         data["serve"] = {"fits": sv.pop("fits"), **sv}            # whether it fits comes first
-        return data
+        return {"fits": data["serve"]["fits"], **data}
     _check_layout(spec, tp, pp, dp, cp, ep)
     gb = global_batch or micro_batch * dp
     if gb % (micro_batch * dp):
@@ -127,7 +127,7 @@ def estimate(model_ref: str, *, catalog, seq_len=None, gpu=None, tp=1, pp=1, dp=
     data["train"]["gpu"] = gid
     if tokens is not None:
         _add_system(data["train"], spec, gid, layout, tokens, offer, pricing, catalog)
-    return data
+    return {"fits": data["train"]["fits"], **data}        # first in every format (csv, markdown too)
 
 
 def _add_system(train: dict, spec, gid: str, layout, tokens: float, offer, pricing: str, catalog) -> None:
