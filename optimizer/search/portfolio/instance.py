@@ -38,7 +38,7 @@ uses fully at linearization level 2): each owned job alone fits, n[o] x[o] <= gp
 and the owned GPU-slots of the jobs that must end by D fit, sum n[o] d[o] x[o] <= gpn[g] N[g] D,
 for D = every deadline and the horizon (behind the literals that put those jobs inside D).
 
-Serving jobs: per GPU type, the fewest-GPU fleet that ``search.serving.solve_serving`` proves
+Serving jobs: per GPU type, the fewest-GPU fleet that ``search.serve.solve.solve_serving`` proves
 meets the request rate, SLOs and redundancy (single-type fleets; see ``serving_fleets``).
 
 Cost conventions (state and test them):
@@ -306,7 +306,7 @@ def _server_usd_per_node(name: str, acc, given: Mapping[str, float], syscat) -> 
     ``fleet.buy.server_usd_per_node`` when given; 0 when the catalog purchase price includes
     the server; else the host row's ``server_usd_excl_gpus`` (catalog/hosts.csv), else the
     TCO parameter ``server_usd_excl_gpus_per_node`` (catalog/tco_parameters.csv, an assumption
-    there), as the owned-cluster TCO of search/system.py does.
+    there), as the owned-cluster TCO of search/train/system.py does.
     """
     if name in given:
         return float(given[name]), ""
@@ -554,7 +554,7 @@ _SERVE_CACHE: LRUCache = LRUCache(maxsize=256)
 
 def serving_fleets(scenario, gpu_opts, types: list[GpuType], catalog: Catalog) -> list[tuple[int, int, dict]]:
     """(GPU index, GPUs, detail) per GPU type: the fewest-GPU fleet of that type that the serving
-    planner (``search.serving.solve_serving``) proves carries the request rate under the SLOs
+    planner (``search.serve.solve.solve_serving``) proves carries the request rate under the SLOs
     and the redundancy rule.
 
     Every GPU of a serving fleet is busy for the whole horizon, so on one GPU type the fleet
