@@ -229,19 +229,24 @@ def _per_unique(values, fn):
     return out
 
 
-def model_flops_per_token(spec, seq_len):
+def model_flops_per_token(spec, seq_len, flash_attention: bool = True):
     """Model FLOPs per trained token, the MFU numerator: ``flops.train_flops_per_token``
-    with ``causal=False`` (full s x s attention count, as Narayanan et al. 2021 eq. 3,
-    Korthikanti et al. 2022 and PaLM App. B do, so MFU compares with published figures).
-    ``seq_len`` may be an array. Units: FLOPs/token."""
-    return _per_unique(seq_len, lambda s: _model_flops_one(spec, s))
+    counting the attention the model needs under the kernel's convention. Without flash
+    attention the score GEMMs are computed in full, s x s (Narayanan et al. 2021 eq. 3,
+    Korthikanti et al. 2022 and PaLM App. B count so, and MFU then compares with their
+    figures). With a causal flash kernel only the causal half exists to be computed (Dao 2023,
+    FlashAttention-2, Sec. 3.1.1 skips the masked blocks), so counting s x s would credit work
+    never done: at 1M tokens of context the attention dominates and MFU reached 1.03 of peak,
+    above HFU (issue 20). Counting the same half keeps MFU <= HFU <= 1 by construction (HFU adds
+    only recomputation to these FLOPs). ``seq_len`` may be an array. Units: FLOPs/token."""
+    return _per_unique(seq_len, lambda s: _model_flops_one(spec, s, bool(flash_attention)))
 
 
 @lru_cache(maxsize=4096)
-def _model_flops_one(spec, seq_len: int) -> float:
+def _model_flops_one(spec, seq_len: int, flash_attention: bool = True) -> float:
     from optimizer.formulas.flops import train_flops_per_token
 
-    return float(train_flops_per_token(spec, seq_len, causal=False))
+    return float(train_flops_per_token(spec, seq_len, causal=flash_attention))
 
 
 @lru_cache(maxsize=4096)
@@ -257,8 +262,8 @@ def hardware_flops_per_token(spec, seq_len, *, recompute: str, flash_attention: 
     ``flops.hardware_train_flops_per_token`` (model FLOPs + the chosen recomputation +
     flash's QK^T recompute in the backward), counting the attention the kernel computes:
     the causal half with flash attention (``causal=True``), the full s x s score GEMMs
-    without it (``causal=False``, Narayanan et al. 2021 eq. 3). With flash at long context
-    HFU can therefore fall below MFU, whose convention counts s x s. Units: FLOPs/token."""
+    without it (``causal=False``, Narayanan et al. 2021 eq. 3) - the same convention as
+    model_flops_per_token, so HFU >= MFU. Units: FLOPs/token."""
     return _per_unique(seq_len, lambda s: _hardware_flops_one(spec, s, recompute, bool(flash_attention)))
 
 
@@ -503,7 +508,7 @@ def _evaluate(spec, hw, num: dict, cat: dict, efficiency_scale: float,
         tokens_step = g["global_batch"] * g["seq_len"]
         tps = tokens_step / step
         n_g = n_gpus[:, 0]
-        mf = model_flops_per_token(spec, g["seq_len"]) * tps / n_g
+        mf = model_flops_per_token(spec, g["seq_len"], flash_attention=flash) * tps / n_g
         hf = hardware_flops_per_token(spec, g["seq_len"], recompute=recompute,
                                       flash_attention=flash) * tps / n_g
 

@@ -48,7 +48,6 @@ from typing import Any, Callable
 from pydantic import ValidationError
 
 from optimizer.errors import ClusteroptError, from_pydantic
-from optimizer.model.files import read_json_file
 from optimizer.model.hf_defaults import DEFAULTS as _DEFAULTS
 from optimizer.model.spec import MambaSpec, MLASpec, MoESpec, ModelSpec, VisionSpec
 
@@ -159,7 +158,7 @@ class _Config:
 
     def _positive(self, key: str, value: Any) -> int:
         if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-            raise ClusteroptError(f"{self.where}.{key}", f"must be a positive integer (got {value!r})")
+            raise ClusteroptError(f"{self.where}.{key}", f"must be a positive integer (got {value!r})", "an integer > 0")
         return value
 
 
@@ -661,7 +660,8 @@ def spec_from_hf_dict(cfg: dict, name: str = "", source: str = "", where: str = 
                       **overrides: Any) -> ModelSpec:
     """A ModelSpec from a Hugging Face config dict (see the module docstring)."""
     if not isinstance(cfg, dict):
-        raise ClusteroptError(where, f"expected a JSON object, got {type(cfg).__name__}")
+        raise ClusteroptError(where, f"expected a JSON object, got {type(cfg).__name__}",
+                              "a Hugging Face config.json object ({...})")
     model_type = cfg.get("model_type")
     if not isinstance(model_type, str) or (model_type not in _BUILDERS and model_type not in _NESTED):
         raise ClusteroptError(f"{where}.model_type", f"unsupported model_type {model_type!r}"[:200],
@@ -693,5 +693,7 @@ def from_hf_config(path: str | Path | dict, name: str = "") -> ModelSpec:
     p = Path(path)
     if p.is_dir():
         p = p / "config.json"
-    cfg = read_json_file(p)
+    from optimizer.inputs import load_json, read_text
+
+    cfg = load_json(read_text(p, "model", "Hugging Face config.json"), "model", str(p))
     return spec_from_hf_dict(cfg, name=name or p.parent.name or p.stem, source=str(p), where=p.name)

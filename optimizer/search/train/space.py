@@ -34,6 +34,7 @@ import itertools
 
 import numpy as np
 
+from optimizer.errors import ClusteroptError
 from optimizer.formulas.layout import sequence_parallel_rule
 from optimizer.pricing import GpuOption
 from optimizer.search.core.space import pow2_upto, tp_values
@@ -70,22 +71,53 @@ def ep_values(spec, search) -> list[int]:
     return sorted({e for e in cand if n_exp % e == 0})
 
 
+def _divisors(n: int) -> list[int]:
+    """The divisors of n, ascending, in O(sqrt n)."""
+    small, large = [], []
+    d = 1
+    while d * d <= n:
+        if n % d == 0:
+            small.append(d)
+            if d * d != n:
+                large.append(n // d)
+        d += 1
+    return small + large[::-1]
+
+
+#: Most (micro_batch, dp, grad_accum) triples or layout rows enumerated before the search
+#: says the space is too large (each row costs ~1 kB through the estimators).
+MAX_BATCH_TRIPLES = 100_000
+MAX_LAYOUT_ROWS = 5_000_000
+
+
 def batch_choices(train, micro_batches, dp_pins) -> list[tuple[int, int, int]]:
-    """(micro_batch, dp, grad_accum) triples meeting the global-batch rule."""
+    """(micro_batch, dp, grad_accum) triples meeting the global-batch rule, dp ascending.
+
+    With an exact batch (tolerance 0) dp runs over the divisors of batch / micro_batch only,
+    O(sqrt(batch)) per micro-batch, so a batch of 4M sequences (seq_len 1) answers at once."""
     target = train.target_batch_sequences()
     tol = train.batch_tolerance_effective()
     out = []
     for mb in micro_batches:
         dp_max = int(np.floor(target * (1 + tol) / mb + 1e-9))
+        if tol == 0:
+            if int(target) % mb:
+                continue
+            q = int(target) // mb
+            dps = _divisors(q) if dp_pins is None else sorted(d for d in set(dp_pins) if q % d == 0)
+            out += [(mb, dp, q // dp) for dp in dps]
+            continue
+        if dp_pins is None and dp_max > MAX_BATCH_TRIPLES:
+            raise ClusteroptError("train.batch_tolerance", f"{dp_max:,} data-parallel sizes to try for a batch of "
+                                  f"{target:,.0f} sequences", "a smaller batch, tolerance 0, or search.dp pins")
         dps = range(1, dp_max + 1) if dp_pins is None else [d for d in dp_pins if d <= dp_max]
         for dp in dps:
-            if tol == 0:
-                if int(target) % (mb * dp) == 0:
-                    out.append((mb, dp, int(target) // (mb * dp)))
-                continue
             ga = max(1, int(round(target / (mb * dp))))
             if abs(mb * dp * ga - target) <= tol * target + 1e-9:
                 out.append((mb, dp, ga))
+    if len(out) > MAX_BATCH_TRIPLES:
+        raise ClusteroptError("train.global_batch", f"{len(out):,} ways to split the batch",
+                              f"at most {MAX_BATCH_TRIPLES:,}: pin search.micro_batch or search.dp")
     return out
 
 
@@ -158,6 +190,10 @@ def enumerate_layouts(spec, scenario, gpus: list[GpuOption], *, gpu_count_limits
                     continue
                 block_scalars.append((g.index, tp, pp, cp, ep, zero, prec, rec, bool(sp), node))
                 block_sel.append(sel)
+        if sum(len(x) for x in block_sel) > MAX_LAYOUT_ROWS:
+            raise ClusteroptError("search", f"over {MAX_LAYOUT_ROWS:,} layouts to evaluate",
+                                  "narrow the space: constraints.max_gpus or constraints.gpus, or pin "
+                                  "search.tp/pp/dp/micro_batch")
     if not block_sel:
         return {k: np.zeros(0, dtype=np.int64) for k in keys}
     lengths = np.array([len(x) for x in block_sel], dtype=np.int64)
