@@ -37,7 +37,7 @@ from optimizer.formulas import memory as M
 from optimizer.formulas import time as T
 from optimizer.formulas.efficiency import CALIBRATED, EfficiencyConstants, gemm_efficiency
 from optimizer.formulas.layout import (OPTIMIZERS, RECOMPUTE_MODES, TRAIN_PRECISIONS, TrainLayout,
-                                       sequence_parallel_rule)
+                                       sequence_parallel_rule, structural_rules)
 from optimizer.units import SECONDS_PER_DAY, SECONDS_PER_HOUR, TERA
 
 NUMERIC_FIELDS = ("seq_len", "global_batch", "tp", "pp", "dp", "cp", "ep", "micro_batch", "interleave")
@@ -635,27 +635,13 @@ def layout_violations(spec, hw, layout: TrainLayout, *, n_gpus: int | None = Non
     layers = spec.total_layers
     if n_gpus is not None and layout.n_gpus != n_gpus:
         out.append(f"dp x tp x pp x cp = {dp} x {tp} x {pp} x {cp} = {layout.n_gpus}, not the {n_gpus} GPUs")
-    if spec.num_heads % tp:
-        out.append(f"tp={tp} does not divide the {spec.num_heads} attention heads")
-    kv = spec.kv_heads
-    if spec.attention == "mha" and kv % tp and tp % kv:
-        out.append(f"tp={tp} neither divides the {kv} KV heads nor is a multiple of them")
-    if pp > layers:
-        out.append(f"pp={pp} exceeds the {layers} layers")
+    out += [r.message for r in structural_rules(spec, tp, pp, dp, cp, ep)]
     if layout.interleave > 1 and (pp == 1 or layers % (pp * layout.interleave)):
         out.append(f"interleave={layout.interleave} needs pp > 1 and layers ({layers}) divisible by "
                    f"pp x interleave = {pp * layout.interleave}")
     if layout.global_batch % (layout.micro_batch * dp):
         out.append(f"global batch {layout.global_batch} is not divisible by micro_batch x dp = "
                    f"{layout.micro_batch} x {dp}")
-    if spec.moe is None:
-        if ep != 1:
-            out.append(f"ep={ep} on a dense model (no experts); use ep=1")
-    else:
-        if spec.moe.num_experts % ep:
-            out.append(f"ep={ep} does not divide the {spec.moe.num_experts} routed experts")
-        if (dp * cp) % ep:
-            out.append(f"ep={ep} does not divide dp x cp = {dp * cp}")
     if cp > 1 and layout.seq_len % (2 * cp):
         out.append(f"seq_len {layout.seq_len} is not divisible by 2 x cp = {2 * cp}")
     if layout.zero not in (0, 1, 2, 3):

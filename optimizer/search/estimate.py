@@ -13,7 +13,7 @@ from optimizer.catalog import engine_settings
 from optimizer.errors import ClusteroptError
 from optimizer.formulas import flops, scaling
 from optimizer.formulas.cost import rented_cost_usd
-from optimizer.formulas.layout import TrainLayout
+from optimizer.formulas.layout import TrainLayout, structural_rules
 from optimizer.formulas.params import count_params
 from optimizer.formulas.serving import estimate_serving
 from optimizer.formulas.training import estimate_training, layout_violations
@@ -345,23 +345,12 @@ def _add_system(train: dict, spec, gid: str, layout, tokens: float, offer, prici
 
 
 def _check_layout(spec, tp, pp, dp, cp, ep) -> None:
-    """Impossible layouts are errors (CONTRACTS.md); layouts that merely do not fit are not."""
-    if spec.num_heads % tp:
-        raise ClusteroptError("--tp", f"{tp} does not divide the {spec.num_heads} attention heads",
-                              f"divisors of {spec.num_heads}")
-    kv = spec.kv_heads
-    if spec.attention == "mha" and kv % tp and tp % kv:
-        raise ClusteroptError("--tp", f"{tp} neither divides nor is a multiple of the {kv} KV heads",
-                              f"divisors or multiples of {kv}")
-    if pp > spec.total_layers:
-        raise ClusteroptError("--pp", f"{pp} stages for {spec.total_layers} layers", f"at most {spec.total_layers}")
-    if spec.moe is None and ep != 1:
-        raise ClusteroptError("--ep", f"{ep} for a dense model", "1 (expert parallelism needs a MoE model)")
-    if spec.moe is not None and spec.moe.num_experts % ep:
-        raise ClusteroptError("--ep", f"{ep} does not divide {spec.moe.num_experts} experts",
-                              f"divisors of {spec.moe.num_experts}")
-    if (dp * cp) % ep:
-        raise ClusteroptError("--ep", f"{ep} does not divide dp x cp = {dp * cp}", "EP divides DP x CP")
+    """Impossible layouts are errors (CONTRACTS.md); layouts that merely do not fit are not. The
+    rules are ``formulas.layout.structural_rules``, the ones ``evaluate`` reports; uneven PP stages
+    and TP spanning nodes pass them."""
+    broken = structural_rules(spec, tp, pp, dp, cp, ep)
+    if broken:
+        raise ClusteroptError(f"--{broken[0].field}", broken[0].message, broken[0].allowed)
 
 
 def scaling_plan(*, compute=None, params=None, law="besiroglu2024") -> dict:

@@ -8,7 +8,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from optimizer.errors import ClusteroptError
-from optimizer.formulas.layout import TrainLayout
+from optimizer.formulas.layout import TrainLayout, same_layout_rules
 from optimizer.formulas.memory import MEMORY_PARTS
 from optimizer.formulas.training import layout_violations
 from optimizer.pricing import resolve_gpu_name, GpuOption, gpu_options
@@ -116,7 +116,7 @@ def _config_rows(spec, scenario, gpus: list[GpuOption], config: Mapping[str, Any
                          recompute=config["recompute"], sequence_parallel=bool(config["sequence_parallel"]),
                          precision=config["precision"], interleave=train.interleave,
                          optimizer=train.optimizer, flash_attention=train.flash_attention)
-    violations += list(layout_violations(spec, g.hardware, layout))
+    violations += list(layout_violations(spec, g.hardware, layout)) + same_layout_rules(layout)
     node = max(g.hardware.gpus_per_node, 1)
     n = ints["n_gpus"]
     if n > node and n % node:
