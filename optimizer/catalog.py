@@ -202,12 +202,43 @@ class Catalog:
         return self.accelerator(name, field).id
 
     def accelerator(self, name: str, field: str = "gpu") -> Accelerator:
-        acc = self._by_key.get(_norm(str(name)))
+        """An accelerator by id or alias (case, spaces, '-', '_' ignored), also in SkyPilot's
+        ``NAME:COUNT`` form (``H100:8``; the count is not part of the name) and as nvidia-smi /
+        rocm-smi print it (``NVIDIA H100 80GB HBM3``: catalog aliases, or the name without its
+        vendor word). Unknown names suggest the closest known ones."""
+        acc = self._lookup(str(name), field)
         if acc is None:
             known = [a.id for a in self._accelerators]
             suggestion = did_you_mean(str(name), known + [al for a in self._accelerators for al in a.aliases])
             raise ClusteroptError(field, f"unknown GPU {name!r}", self._canonical_suggestion(suggestion))
         return acc
+
+    def _lookup(self, name: str, field: str) -> Optional[Accelerator]:
+        base, count = name.strip(), None
+        m = re.fullmatch(r"(.+?)\s*:\s*(\S*)", base)
+        if m:
+            base, count = m.group(1), m.group(2)
+            if not count.isdigit() or int(count) < 1:
+                raise ClusteroptError(field, f"{name!r}: the count after ':' must be a positive integer",
+                                      "NAME or NAME:COUNT as SkyPilot writes it, e.g. H100:8")
+        acc = self._by_key.get(_norm(base))
+        if acc is None:
+            bare = re.sub(r"^(?:(?:nvidia|amd|intel|tesla|geforce|instinct)\s+)+", "", base.strip(), flags=re.I)
+            acc = self._by_key.get(_norm(bare)) if bare != base.strip() else None
+        return acc
+
+    def name_notes(self, name: str) -> list[str]:
+        """What a GPU name resolved to when the spelling is ambiguous between tools (one line
+        each): SkyPilot's ``A100`` is the 40 GB card; a ``:COUNT`` suffix names a count, not a GPU."""
+        out = []
+        text = str(name).strip()
+        base = text.split(":", 1)[0]
+        if _norm(base) == "a100":
+            out.append(f"gpu {text!r}: A100 means the 40 GB card (A100-SXM4-40GB), as in SkyPilot; "
+                       "write A100-80GB for the 80 GB one")
+        if ":" in text:
+            out.append(f"gpu {text!r}: the count after ':' is ignored here; the layout sets the GPU count")
+        return out
 
     def _canonical_suggestion(self, text: str) -> str:
         """Rewrite suggested aliases as their catalog ids ('h100-sxm' -> 'H100-SXM5-80GB')."""

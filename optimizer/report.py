@@ -686,7 +686,14 @@ def plan_text(result: PlanResult, markdown: bool = False) -> str:
 
 def estimate_text(data: dict) -> str:
     p = data["params"]
-    lines = [f"model {data['model']}", ""]
+    lines = []
+    for part in ("train", "serve"):
+        if part in data and not data[part]["fits"]:
+            lines.append("fits: false")            # before any figure of a layout that does not fit
+    lines += [f"model {data['model']}",
+              f"seq_len {data['seq_len']}: {data['seq_len_source']}" if "seq_len_source" in data else ""]
+    lines += [f"note: {n}" for n in data.get("notes", [])]
+    lines.append("")
     rows = [[k, f"{v:,}"] for k, v in p.items()]
     lines.append(text_table(["parameters", "count"], rows))
     f = data["flops_per_token"]
@@ -695,15 +702,16 @@ def estimate_text(data: dict) -> str:
     if "train" in data:
         t = data["train"]
         m = t["memory_per_gpu_bytes"]
-        lines += ["", f"training on {t['gpu']}: {t['layout']['n_gpus']} GPUs, fits: {t['fits']}",
+        lines += ["", f"training on {t['gpu']}: {t['layout']['n_gpus']} GPUs, fits: {str(t['fits']).lower()}",
                   text_table(["memory per GPU", "GB"], [[k, f"{v / GB:.2f}"] for k, v in m.items()
                                                                if isinstance(v, (int, float))])]
         keys = ["step_time_s", "compute_time_s", "exposed_comm_time_s", "bubble_time_s", "tokens_per_s", "mfu",
                 "hfu", "model_tflops_per_gpu", "hardware_tflops_per_gpu", "train_days", "goodput", "wall_clock_days",
                 "expected_interruptions", "checkpoint_interval_s", "gpu_hours", "cost_usd"]
         lines.append(text_table(["figure", "value (80% interval)"],
-                                [[k, with_range(t[k], t.get(f"{k}_p10"), t.get(f"{k}_p90"))]
-                                 for k in keys if t.get(k) is not None]))
+                                [["fits", str(t["fits"]).lower()]]
+                                + [[k, with_range(t[k], t.get(f"{k}_p10"), t.get(f"{k}_p90"))]
+                                   for k in keys if t.get(k) is not None]))
         if t.get("calibrated"):
             lines.append("80% intervals: from your runs (clusteropt calibrate)")
         elif t.get("interval_regime"):
@@ -714,7 +722,8 @@ def estimate_text(data: dict) -> str:
     if "serve" in data:
         s = data["serve"]
         lines += ["", f"serving on {s['gpu']}"]
-        lines += [f"{k}: {v}" for k, v in s.items() if k not in ("gpu", "load")]
+        lines += [f"{k}: {str(v).lower() if isinstance(v, bool) else v}" for k, v in s.items()
+                  if k not in ("gpu", "load")]
         if "load" in s:
             lines += ["", "simulated load (one replica)"] + [f"{k}: {v}" for k, v in s["load"].items()]
     return "\n".join(lines) + "\n"

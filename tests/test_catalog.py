@@ -39,6 +39,7 @@ ISSUE_3_AND_9_IDS = [
     "H100-SXM5-80GB", "H100-PCIe-80GB", "H100-NVL-94GB", "H200-SXM-141GB", "B200-SXM-180GB", "RTX-4090",
     "MI250X", "MI300X", "MI325X", "Gaudi3", "TPU-v5e", "TPU-v5p",
     "T4", "RTX-A6000", "RTX-6000-Ada", "Jetson-AGX-Orin-64GB",
+    "A10", "GH200-96GB",                      # issue 19: SkyPilot/nvidia-smi names A10 and GH200
 ]
 
 
@@ -143,7 +144,7 @@ def test_device_without_fp8_falls_back_to_bf16(cat):
 
 @pytest.mark.parametrize("name, expected", [
     ("h100", "H100-SXM5-80GB"), ("H100", "H100-SXM5-80GB"), ("h100 sxm5 80gb", "H100-SXM5-80GB"),
-    ("a100", "A100-SXM4-80GB"), ("h200", "H200-SXM-141GB"), ("b200", "B200-SXM-180GB"),
+    ("a100", "A100-SXM4-40GB"), ("h200", "H200-SXM-141GB"), ("b200", "B200-SXM-180GB"),
     ("mi300x", "MI300X"), ("MI325X", "MI325X"), ("v5e", "TPU-v5e"), ("4090", "RTX-4090"),
     # gpu_type spellings used in shared/validation/training_runs_public.csv and serving_public.csv
     ("A100-SXM-80GB", "A100-SXM4-80GB"), ("A100-SXM-40GB", "A100-SXM4-40GB"),
@@ -152,6 +153,45 @@ def test_device_without_fp8_falls_back_to_bf16(cat):
 def test_aliases(cat, name, expected):
     assert cat.resolve_gpu_id(name) == expected
     assert cat.hardware(name).name == expected
+
+
+# Issue 19: the names other tools print. SkyPilot accelerator names (sky show-gpus; 'A100' is
+# the 40 GB card there, 'A100-80GB' the 80 GB one) with an optional ':COUNT', and nvidia-smi /
+# rocm-smi product names ('nvidia-smi --query-gpu=name').
+@pytest.mark.parametrize("name, expected", [
+    ("H100:8", "H100-SXM5-80GB"), ("H100", "H100-SXM5-80GB"), ("A100", "A100-SXM4-40GB"),
+    ("A100:8", "A100-SXM4-40GB"), ("A100-80GB", "A100-SXM4-80GB"), ("A100-80GB:4", "A100-SXM4-80GB"),
+    ("H200:8", "H200-SXM-141GB"), ("L4:1", "L4"), ("A10G:4", "A10G"), ("A10", "A10"), ("A10:1", "A10"),
+    ("GH200", "GH200-96GB"), ("T4", "T4"), ("V100-32GB", "V100-SXM2-32GB"), ("MI300X:8", "MI300X"),
+    ("NVIDIA H100 80GB HBM3", "H100-SXM5-80GB"), ("NVIDIA H100 PCIe", "H100-PCIe-80GB"),
+    ("NVIDIA H100 NVL", "H100-NVL-94GB"), ("NVIDIA A100-SXM4-80GB", "A100-SXM4-80GB"),
+    ("NVIDIA A100-SXM4-40GB", "A100-SXM4-40GB"), ("NVIDIA A100 80GB PCIe", "A100-PCIe-80GB"),
+    ("NVIDIA H200", "H200-SXM-141GB"), ("NVIDIA B200", "B200-SXM-180GB"), ("NVIDIA A10G", "A10G"),
+    ("NVIDIA A10", "A10"), ("NVIDIA L4", "L4"), ("NVIDIA L40S", "L40S"), ("Tesla T4", "T4"),
+    ("Tesla V100-SXM2-32GB", "V100-SXM2-32GB"), ("NVIDIA GeForce RTX 4090", "RTX-4090"),
+    ("NVIDIA RTX A6000", "RTX-A6000"), ("NVIDIA RTX 6000 Ada Generation", "RTX-6000-Ada"),
+    ("NVIDIA GH200 480GB", "GH200-96GB"), ("AMD Instinct MI300X", "MI300X"),
+])
+def test_skypilot_and_nvidia_smi_names(cat, name, expected):
+    assert cat.resolve_gpu_id(name) == expected
+
+
+def test_ambiguous_names_carry_a_note(cat):
+    notes = cat.name_notes("A100")
+    assert len(notes) == 1 and "40 GB" in notes[0] and "A100-80GB" in notes[0]
+    assert cat.name_notes("A100-80GB") == [] and cat.name_notes("H100") == []
+    assert any("count" in n for n in cat.name_notes("H100:8"))
+
+
+@pytest.mark.parametrize("name", ["H100:0", "H100:x", "H100:"])
+def test_bad_count_suffix_is_an_error(cat, name):
+    with pytest.raises(ClusteroptError, match="count after ':'"):
+        cat.resolve_gpu_id(name)
+
+
+def test_unknown_vendor_prefixed_name_still_suggests(cat):
+    with pytest.raises(ClusteroptError, match="did you mean"):
+        cat.resolve_gpu_id("NVIDIA H300 80GB")
 
 
 def test_unknown_gpu_suggests_the_closest(cat):

@@ -283,14 +283,18 @@ def test_skypilot_tasks_validate_against_skypilots_schema(docs, scenario):
 
 
 def test_skypilot_serves_whole_instances_as_the_fleet_was_priced(docs):
-    """8 tp1 replicas on AWS p5.48xlarge (8 GPUs) and on p4de.24xlarge: one machine each, running
-    8 engine copies (vLLM data parallel), with SkyPilot's accelerator names and the instance type."""
+    """The lossless (bf16) fleet of llama3-8b-aws-mixed: 8 tp2 H100 replicas on two AWS
+    p5.48xlarge (8 GPUs each, 4 engine copies per machine), 2 tp4 A100 replicas on one
+    p4de.24xlarge (2 copies) and 4 tp2 L40S replicas on two g6e.12xlarge (4 GPUs, 2 copies):
+    one SkyServe replica per machine running instance-GPUs / replica-GPUs engine copies (vLLM
+    data parallel), with SkyPilot's accelerator names and the instance type."""
     doc = docs["llama3-8b-aws-mixed"]
     tasks = list(yaml.safe_load_all(ex.export(doc, 1, "skypilot").text))
-    assert [t["resources"]["accelerators"] for t in tasks] == ["H100:8", "A100-80GB:8"]   # SkyPilot's names
-    assert [t["resources"].get("instance_type") for t in tasks] == ["p5.48xlarge", "p4de.24xlarge"]
-    assert [t["service"]["replicas"] for t in tasks] == [1, 1]
-    assert all(t["resources"]["cloud"] == "aws" and "--data-parallel-size 8" in t["run"] for t in tasks)
+    assert [t["resources"]["accelerators"] for t in tasks] == ["H100:8", "A100-80GB:8", "L40S:4"]   # SkyPilot's
+    assert [t["resources"].get("instance_type") for t in tasks] == ["p5.48xlarge", "p4de.24xlarge", "g6e.12xlarge"]
+    assert [t["service"]["replicas"] for t in tasks] == [2, 1, 2]
+    assert all(t["resources"]["cloud"] == "aws" for t in tasks)
+    assert [re.search(r"--data-parallel-size (\d+)", t["run"]).group(1) for t in tasks] == ["4", "2", "2"]
 
 
 def test_skypilot_rejects_what_its_schema_rejects():

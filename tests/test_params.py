@@ -32,7 +32,8 @@ def _all_specs():
 def test_parts_sum_to_totals(spec):
     c = count_params(spec)
     assert c.total == (c.embedding + c.position + c.projection + c.attention + c.ffn + c.norm
-                       + c.lm_head + c.pooler)
+                       + c.lm_head + c.pooler + c.vision)
+    assert (c.vision > 0) == (spec.vision is not None)
     assert len(c.layers) == spec.num_layers + spec.num_encoder_layers
     for lp in c.layers:
         assert lp.total == lp.attention + lp.ffn_dense + lp.experts_routed + lp.experts_shared + lp.router + lp.norm

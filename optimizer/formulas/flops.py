@@ -21,6 +21,12 @@ Conventions (units: FLOPs, i.e. floating-point operations, not FLOP/s):
   Chinchilla (Hoffmann et al. 2022, App. F); published MFU/HFU figures use it. Encoder
   self-attention and cross-attention always see the full sequence. A sliding window
   ``w`` caps the context of the layers it applies to.
+* **Per-layer kinds** (``ModelSpec.layer_kind``): a sliding layer sees at most the last
+  ``w`` keys; a chunked layer (Llama 4's local attention) sees only the keys of its own
+  chunk of ``attention_chunk_size`` tokens, so query ``j`` of a chunk sees ``j`` keys; a
+  Mamba layer (Jamba) has no QK^T/AV: its projections count as matmuls and its conv +
+  selective scan, constant per token, count under ``attention`` (the token mixer;
+  formulas/ssm.py, Gu & Dao 2023).
 * **Encoder-decoder** (T5): a "token" is one source token through the encoder plus one
   target token through the decoder, with source and target both ``seq_len`` long.
 * Training: backward = 2 x forward (Kaplan et al. 2020, Sec. 2.1; Narayanan et al. 2021,
@@ -33,6 +39,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from optimizer.errors import ClusteroptError
+from optimizer.formulas.ssm import mamba_matmul_weights, mamba_mixer_flops_per_token
 from optimizer.model.spec import ModelSpec
 
 Recompute = Literal["none", "selective", "full"]
@@ -88,7 +95,10 @@ def _ffn_weights(spec: ModelSpec, intermediate: int) -> int:
 def layer_matmul_weights(spec: ModelSpec, layer: int, encoder: bool = False) -> int:
     """Active linear weights of one layer for one token (routed experts: the used ones)."""
     h = spec.hidden_size
-    w = _attn_proj_weights(spec)
+    if not encoder and spec.layer_kind(layer) == "mamba":
+        w = mamba_matmul_weights(spec.mamba, h)
+    else:
+        w = _attn_proj_weights(spec)
     if spec.arch == "encoder_decoder" and not encoder:
         w *= 2                                   # cross-attention has the same shapes (T5)
     if not encoder and spec.is_moe_layer(layer):
@@ -128,10 +138,47 @@ def _qk_v_dims(spec: ModelSpec) -> tuple[int, int]:
     return spec.head_size, spec.head_size
 
 
-def _is_windowed(spec: ModelSpec, layer: int, encoder: bool) -> bool:
-    """Sliding-window layers: every layer (Mistral) or every n-th from layer 0 (Gemma-2)."""
-    return (spec.sliding_window is not None and not encoder
-            and layer % spec.sliding_window_every == 0)
+def mean_chunked_context(seq_len: int, causal: bool, chunk: int) -> float:
+    """Mean keys per query when attention stays within chunks of ``chunk`` tokens (Llama 4's
+    chunked local attention): s = q c + r tokens; causal: query j of a chunk sees j keys,
+    mean = (q c (c + 1) / 2 + r (r + 1) / 2) / s; not causal: each query sees its whole chunk.
+    Units: tokens."""
+    s, c = seq_len, chunk
+    q, r = divmod(s, c)
+    if not causal:
+        return (q * c * c + r * r) / s
+    return (q * c * (c + 1) / 2 + r * (r + 1) / 2) / s
+
+
+def _layer_mixer_flops(spec: ModelSpec, layer: int, encoder: bool, seq_len: int, causal: bool,
+                       qk_only: bool = False) -> float:
+    """Token-mixing FLOPs of one token in one layer beyond its weight matmuls: QK^T + AV over
+    the layer kind's mean context, or a Mamba layer's conv + scan (0 with ``qk_only``)."""
+    kind = "full_attention" if encoder else spec.layer_kind(layer)
+    if kind == "mamba":
+        return 0.0 if qk_only else mamba_mixer_flops_per_token(spec.mamba)
+    causal = causal and not encoder
+    if kind == "sliding_attention":
+        ctx = mean_context(seq_len, causal, spec.sliding_window)
+    elif kind == "chunked_attention":
+        ctx = mean_chunked_context(seq_len, causal, spec.attention_chunk_size)
+    else:
+        ctx = mean_context(seq_len, causal)
+    return attention_score_flops(spec, ctx, qk_only=qk_only)
+
+
+def decode_context(spec: ModelSpec, layer: int, context_len: int) -> int:
+    """Keys a new token at position ``context_len`` attends to in decoder layer ``layer``:
+    the context, capped by a sliding window, or the tokens of its chunk so far (chunked);
+    0 for a Mamba layer. Units: tokens."""
+    kind = spec.layer_kind(layer)
+    if kind == "mamba":
+        return 0
+    if kind == "sliding_attention":
+        return min(context_len, spec.sliding_window)
+    if kind == "chunked_attention":
+        return (context_len - 1) % spec.attention_chunk_size + 1
+    return context_len
 
 
 def mean_context(seq_len: int, causal: bool, window: int | None = None) -> float:
@@ -161,9 +208,7 @@ def attention_score_flops(spec: ModelSpec, context: float, layer: int = 0, encod
 def _attention_flops(spec: ModelSpec, seq_len: int, causal: bool, qk_only: bool = False) -> float:
     total = 0.0
     for i, enc in _layers(spec):
-        window = spec.sliding_window if _is_windowed(spec, i, enc) else None
-        ctx = mean_context(seq_len, causal and not enc, window)
-        total += attention_score_flops(spec, ctx, qk_only=qk_only)
+        total += _layer_mixer_flops(spec, i, enc, seq_len, causal, qk_only=qk_only)
         if spec.arch == "encoder_decoder" and not enc:
             total += attention_score_flops(spec, float(seq_len), qk_only=qk_only)   # cross-attention
     return total
@@ -259,8 +304,10 @@ def decode_flops_per_token(spec: ModelSpec, context_len: int) -> float:
     mw = matmul_weights(spec)
     flops = 2.0 * (w + mw.lm_head + mw.projection)
     for i, _ in dec:
-        ctx = min(context_len, spec.sliding_window) if _is_windowed(spec, i, False) else context_len
-        flops += attention_score_flops(spec, ctx)
+        if spec.layer_kind(i) == "mamba":
+            flops += mamba_mixer_flops_per_token(spec.mamba)
+            continue
+        flops += attention_score_flops(spec, decode_context(spec, i, context_len))
         if spec.arch == "encoder_decoder":
             flops += attention_score_flops(spec, context_len)
     return flops

@@ -477,6 +477,7 @@ def stage_structure(spec, pp: int) -> StageStructure:
         start += c
     # stage 0: token embedding (vocab-parallel), learned positions and OPT projections
     tp_p[0] += pc.embedding + pc.projection
+    tp_p[0] += getattr(pc, "vision", 0)        # image encoder of an image-text checkpoint (runs before layer 0)
     rep_p[0] += pc.position
     # last stage: final norm(s), LM head (a copy of the tied embedding when pp > 1), pooler
     head = pc.lm_head if pc.lm_head else (pc.embedding if (pp > 1 and spec.lm_head) else 0)
@@ -527,8 +528,29 @@ def layer_activation_bytes(spec, seq_len, micro_batch, tp, cp, *, sequence_paral
         m = spec.moe
         kw.update(moe_top_k=m.experts_per_token, expert_ffn_size=m.expert_ffn_size,
                   num_experts=m.num_experts, shared_ffn_size=m.shared_ffn_size)
-    return activation_bytes_per_layer(seq_len, micro_batch, spec.hidden_size, spec.num_heads,
+    base = activation_bytes_per_layer(seq_len, micro_batch, spec.hidden_size, spec.num_heads,
                                       tp, **kw)
+    return base + _mamba_activation_shift(spec, seq_len, micro_batch, tp, cp, kw, moe, recompute)
+
+
+def _mamba_activation_shift(spec, seq_len, micro_batch, tp, cp, kw, moe: bool, recompute: str):
+    """Hybrid models (Jamba): the share of this layer kind's layers (dense or MoE) that mix
+    tokens with Mamba instead of attention keep the Mamba mixer's activations
+    (formulas/ssm.py) instead of attention's Q, K, V, out-proj input and core; averaged over
+    the kind's layers (exact for the model's total, per stage up to the mix). Units: bytes."""
+    if spec.mamba is None or recompute == "full":
+        return 0.0
+    layers = [i for i in range(spec.num_layers) if spec.is_moe_layer(i) == bool(moe and spec.moe is not None)]
+    frac = sum(spec.layer_kind(i) == "mamba" for i in layers) / len(layers) if layers else 0.0
+    if frac == 0.0:
+        return 0.0
+    from optimizer.formulas.ssm import mamba_activation_bytes_per_token
+
+    no_attn = dict(kw, q_width=0, kv_width=0, v_width=0, kv_heads=None)
+    attention_part = (activation_bytes_per_layer(seq_len, micro_batch, spec.hidden_size, spec.num_heads, tp, **kw)
+                      - activation_bytes_per_layer(seq_len, micro_batch, spec.hidden_size, 0, tp, **no_attn))
+    mamba_part = mamba_activation_bytes_per_token(spec.mamba) * (seq_len / cp) * micro_batch / tp
+    return frac * (mamba_part - attention_part)
 
 
 MEMORY_FIELDS = ("grad_precision", "fp8_params", "dropout", "fused_cross_entropy", "offload_activations")

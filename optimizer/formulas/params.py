@@ -27,6 +27,21 @@ Conventions (units: parameters, i.e. scalar weights):
   affine. Per layer: ``norms_per_layer`` (+1 in a decoder layer of an encoder-decoder model
   for cross-attention), ``2 * head_dim`` more with ``qk_norm``; one final norm per stack;
   one embedding norm (BLOOM, BERT).
+* QK-norm: ``head`` shape (Qwen3, Gemma 3, Phi): one norm over ``head_dim`` for q and one
+  for k; ``proj`` shape (OLMo 2, OLMoE, Cohere): a norm over all heads' q features
+  (``heads * head_dim``) and one over k's (``kv_heads * head_dim``).
+* Attention sinks (gpt-oss): one learned logit per head and layer, counted under attention.
+* Per-layer kinds (``ModelSpec.layer_kind``): sliding, chunked and full attention layers
+  hold the same weights; a ``mamba`` layer (Jamba) holds a Mamba mixer instead of
+  attention (counted under ``attention``, the token mixer): in_proj ``h -> 2 d_inner``,
+  a depthwise conv ``d_inner x d_conv`` (+ bias), x_proj ``d_inner -> dt_rank + 2 N``,
+  dt_proj ``dt_rank -> d_inner`` with bias, A_log ``d_inner x N``, D ``d_inner``, out_proj
+  ``d_inner -> h`` (Gu & Dao 2023, Sec. 3.4, Fig. 3; Algorithm 2 for the parameters
+  A, D, Delta, B, C), and Jamba's dt/B/C RMSNorms (``dt_rank + 2 N``, under ``norm``;
+  Lieber et al. 2024, Sec. 6.4).
+* Routed experts with biases (gpt-oss): ``2 f + h`` more per expert.
+* A vision encoder and projector (Gemma 3, Llama 4 image-text checkpoints) is counted
+  whole under ``vision`` (see ``vision_params``); text tokens do not pass through it.
 * Position: a learned table of ``max_position_embeddings + position_offset`` rows of
   ``hidden`` (GPT-2, OPT with its offset of 2, BERT), BERT's token-type table, and T5's
   relative-bias table ``buckets x heads`` in the first layer of each stack. RoPE and
@@ -64,7 +79,7 @@ class LayerParams:
 @dataclass(frozen=True)
 class ParamCounts:
     """Parameters of the whole model by part; the parts sum to ``total``:
-    embedding + position + projection + attention + ffn + norm + lm_head + pooler.
+    embedding + position + projection + attention + ffn + norm + lm_head + pooler + vision.
 
     ``ffn`` = dense FFN + routed experts + shared experts + routers, all layers;
     ``experts_routed`` is the routed-expert share of it (sharded by expert parallelism).
@@ -85,6 +100,7 @@ class ParamCounts:
     experts_routed: int
     layers: tuple[LayerParams, ...]
     lm_head_tied: bool = False   # the output projection shares the embedding weight (counted once)
+    vision: int = 0              # image encoder + projector of a vision-language checkpoint
 
     @property
     def non_expert(self) -> int:
@@ -104,8 +120,57 @@ def norm_params(spec: ModelSpec, width: int) -> int:
     return width * (2 if spec.norm_kind == "layernorm" and spec.norm_bias else 1)
 
 
+def mamba_params(spec: ModelSpec) -> int:
+    """One Mamba mixer without its inner norms (module docstring; Gu & Dao 2023, Sec. 3.4).
+    Units: parameters."""
+    m = spec.mamba
+    h, d = spec.hidden_size, m.d_inner
+    conv = d * m.d_conv + (d if m.conv_bias else 0)
+    return (_linear(h, 2 * d, m.proj_bias) + conv + _linear(d, m.dt_rank + 2 * m.d_state, False)
+            + _linear(m.dt_rank, d, True) + d * m.d_state + d + _linear(d, h, m.proj_bias))
+
+
+def mixer_params(spec: ModelSpec, layer: int) -> int:
+    """The token mixer of decoder layer ``layer``: attention, or a Mamba mixer. Units: parameters."""
+    if spec.layer_kind(layer) == "mamba":
+        return mamba_params(spec)
+    return attention_params(spec)
+
+
+def vision_params(spec: ModelSpec) -> int:
+    """The image encoder + projector of ``spec.vision`` (0 without one). Units: parameters.
+
+    siglip (Gemma 3; SigLIP, Zhai et al. 2023, a ViT of Dosovitskiy et al. 2021): conv patch
+    embedding ``C p^2 d + d``, learned positions ``(image / p)^2 d``, per layer two biased
+    LayerNorms, four biased ``d x d`` projections and a biased MLP ``d -> f -> d``, a post
+    LayerNorm, optionally the attention-pooling head (probe, biased in/out projections,
+    LayerNorm, MLP); Gemma 3's projector: an RMSNorm over d and a ``d x hidden`` matrix.
+    llama4: linear patch embedding ``C p^2 d`` (no bias), class token ``d``, positions
+    ``((image / p)^2 + 1) d``, pre and post LayerNorms, the same biased layers, the
+    pixel-shuffle adapter MLP ``f -> projector_input -> projector_output`` (no biases) and
+    the projector ``output_dim x hidden`` (no bias).
+    """
+    v = spec.vision
+    if v is None:
+        return 0
+    d, f = v.hidden_size, v.intermediate_size
+    patches = (v.image_size // v.patch_size) ** 2
+    layer = 2 * 2 * d + 4 * _linear(d, d, True) + _linear(d, f, True) + _linear(f, d, True)
+    n = v.num_layers * layer
+    if v.kind == "siglip":
+        n += v.num_channels * v.patch_size ** 2 * d + d + patches * d + 2 * d
+        if v.use_head:
+            n += d + _linear(d, 3 * d, True) + _linear(d, d, True) + 2 * d + _linear(d, f, True) + _linear(f, d, True)
+        n += d + d * spec.hidden_size
+    else:
+        n += v.num_channels * v.patch_size ** 2 * d + d + (patches + 1) * d + 2 * 2 * d
+        n += f * v.projector_input_dim + v.projector_output_dim * v.projector_output_dim
+        n += v.output_dim * spec.hidden_size
+    return n
+
+
 def attention_params(spec: ModelSpec) -> int:
-    """One self-attention block's projections (no norms). Units: parameters."""
+    """One self-attention block's projections (no norms; gpt-oss sinks included). Units: parameters."""
     h = spec.hidden_size
     if spec.attention == "mla":
         m = spec.mla
@@ -122,19 +187,31 @@ def attention_params(spec: ModelSpec) -> int:
     q_dim = spec.num_heads * spec.head_size
     kv_dim = spec.kv_heads * spec.head_size
     return (_linear(h, q_dim, spec.qkv_bias) + 2 * _linear(h, kv_dim, spec.qkv_bias)
-            + _linear(q_dim, h, spec.attn_out_bias))
+            + _linear(q_dim, h, spec.attn_out_bias) + (spec.num_heads if spec.attention_sinks else 0))
 
 
-def _attention_norm_params(spec: ModelSpec) -> int:
-    """Norms inside the attention block: MLA's q_a/kv_a RMSNorms, per-head qk norms."""
+def _attention_norm_params(spec: ModelSpec, layer: int = 0) -> int:
+    """Norms inside the token mixer: MLA's q_a/kv_a RMSNorms, qk norms, Jamba's dt/B/C norms."""
+    if spec.layer_kind(layer) == "mamba":
+        m = spec.mamba
+        return (m.dt_rank + 2 * m.d_state) if m.inner_norms else 0
     n = 0
     if spec.attention == "mla":
         if spec.mla.q_lora_rank is not None:
             n += spec.mla.q_lora_rank          # q_a_layernorm (RMSNorm, weight only)
         n += spec.mla.kv_lora_rank             # kv_a_layernorm
-    if spec.qk_norm:
+    if spec.qk_norm and spec.qk_norm_shape == "proj":
+        n += norm_params(spec, spec.num_heads * spec.head_size) + norm_params(spec, spec.kv_heads * spec.head_size)
+    elif spec.qk_norm:
         n += 2 * norm_params(spec, spec.head_size)
     return n
+
+
+def expert_params(spec: ModelSpec) -> int:
+    """One routed expert: a gated FFN with ``expert_ffn_size`` units (+ biases, gpt-oss)."""
+    moe = spec.moe
+    h, f = spec.hidden_size, moe.expert_ffn_size
+    return _gated_ffn(h, f) + ((2 * f + h) if moe.expert_bias else 0)
 
 
 def ffn_params(spec: ModelSpec, intermediate: int, bias: bool | None = None) -> int:
@@ -153,21 +230,21 @@ def _gated_ffn(h: int, intermediate: int) -> int:
 def layer_params(spec: ModelSpec, layer: int, encoder: bool = False) -> LayerParams:
     """Parameters of decoder layer ``layer`` (0-based), or of an encoder layer when ``encoder``."""
     h = spec.hidden_size
-    attn = attention_params(spec)
+    attn = attention_params(spec) if encoder else mixer_params(spec, layer)
     n_norms = spec.norms_per_layer
     if spec.arch == "encoder_decoder" and not encoder:
         attn *= 2                               # self-attention + cross-attention (same shapes in T5)
         n_norms += 1
-    norm = n_norms * norm_params(spec, h) + _attention_norm_params(spec)
+    norm = n_norms * norm_params(spec, h) + _attention_norm_params(spec, 0 if encoder else layer)
     moe = spec.moe
     if not encoder and spec.is_moe_layer(layer):
-        routed = moe.num_experts * _gated_ffn(h, moe.expert_ffn_size)
+        routed = moe.num_experts * expert_params(spec)
         shared = ffn_params(spec, moe.shared_ffn_size) if moe.shared_ffn_size else 0
         router = h * moe.num_experts + (moe.num_experts if moe.router_bias else 0)
         if moe.shared_expert_gate:
             router += h
         dense = 0
-        used = moe.experts_per_token * _gated_ffn(h, moe.expert_ffn_size)
+        used = moe.experts_per_token * expert_params(spec)
         is_moe = True
     else:
         routed = shared = router = used = 0
@@ -225,9 +302,10 @@ def count_params(spec: ModelSpec) -> ParamCounts:
     attention = sum(lp.attention for lp in layers)
     ffn = sum(lp.ffn_dense + lp.experts_routed + lp.experts_shared + lp.router for lp in layers)
     experts_routed = sum(lp.experts_routed for lp in layers)
-    total = embedding + position + projection + attention + ffn + norm + lm_head + pooler
+    vision = vision_params(spec)
+    total = embedding + position + projection + attention + ffn + norm + lm_head + pooler + vision
     active = total - sum(lp.total - lp.active for lp in layers)
     return ParamCounts(embedding=embedding, position=position, projection=projection,
                        attention=attention, ffn=ffn, norm=norm, lm_head=lm_head, pooler=pooler,
                        total=total, active=active, experts_routed=experts_routed, layers=layers,
-                       lm_head_tied=spec.lm_head and spec.tie_word_embeddings)
+                       lm_head_tied=spec.lm_head and spec.tie_word_embeddings, vision=vision)

@@ -24,6 +24,7 @@ throughput is pp times one engine's.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Literal
 
 import numpy as np
@@ -34,6 +35,7 @@ from optimizer.formulas import serving_memory as sm
 from optimizer.formulas import serving_time as st
 from optimizer.formulas.flops import attention_score_flops, matmul_weights
 from optimizer.formulas.hardware import Hardware
+from optimizer.formulas.ssm import mamba_mixer_flops_per_token
 from optimizer.model.spec import ModelSpec
 
 SCHEDULING = ("continuous", "static")
@@ -84,31 +86,55 @@ def _num(x):
     return float(a) if a.ndim == 0 else a
 
 
+@lru_cache(maxsize=256)
+def _layer_kind_tuple(spec: ModelSpec) -> tuple[tuple[str, int], ...]:
+    counts = {"full_attention": 0, "sliding_attention": 0, "chunked_attention": 0, "mamba": 0}
+    for i in range(spec.num_layers):
+        counts[spec.layer_kind(i)] += 1
+    return tuple(counts.items())
+
+
+def _layer_kind_counts(spec: ModelSpec) -> dict:
+    """Decoder layers by kind (ModelSpec.layer_kind): full, sliding, chunked, mamba."""
+    return dict(_layer_kind_tuple(spec))
+
+
 def decode_attention_flops(spec: ModelSpec, context_len):
-    """QK^T and AV FLOPs of one decoded token over ``context_len`` keys, all decoder layers
-    (flops.py conventions; a sliding window caps its layers' context). Vectorised form of the
-    attention part of ``flops.decode_flops_per_token``. Units: FLOPs."""
+    """Token-mixing FLOPs of one decoded token over ``context_len`` keys, all decoder layers:
+    QK^T and AV (flops.py conventions; a sliding window caps its layers' context, a chunked
+    layer sees its chunk so far) and a Mamba layer's constant conv + scan (formulas/ssm.py).
+    Vectorised form of the mixer part of ``flops.decode_flops_per_token``. Units: FLOPs."""
     c = np.asarray(context_len, dtype=float)
     per_key = attention_score_flops(spec, 1.0)
-    n_win = sum(sm.is_sliding_layer(spec, i) for i in range(spec.num_layers))
-    win = np.minimum(c, spec.sliding_window) if n_win else 0.0
-    return per_key * ((spec.num_layers - n_win) * c + n_win * win)
+    n = _layer_kind_counts(spec)
+    keys = n["full_attention"] * c
+    if n["sliding_attention"]:
+        keys = keys + n["sliding_attention"] * np.minimum(c, spec.sliding_window)
+    if n["chunked_attention"]:
+        keys = keys + n["chunked_attention"] * (np.mod(c - 1.0, spec.attention_chunk_size) + 1.0)
+    mamba = n["mamba"] * mamba_mixer_flops_per_token(spec.mamba) if n["mamba"] else 0.0
+    return per_key * keys + mamba
 
 
 def prompt_attention_flops(spec: ModelSpec, prompt_len):
-    """Causal QK^T and AV FLOPs of prefilling a whole prompt: query i sees min(i, w) keys
-    (flops.py causal convention). Vectorised form of the attention part of
-    ``flops.prefill_flops``. Units: FLOPs."""
+    """Causal token-mixing FLOPs of prefilling a whole prompt: query i sees i keys, min(i, w)
+    in a sliding layer, its position within the chunk in a chunked layer (flops.py causal
+    convention); a Mamba layer costs its constant mixer FLOPs per token. Vectorised form of
+    the mixer part of ``flops.prefill_flops``. Units: FLOPs."""
     s_ = np.asarray(prompt_len, dtype=float)
     per_key = attention_score_flops(spec, 1.0)
-    n_win = sum(sm.is_sliding_layer(spec, i) for i in range(spec.num_layers))
+    n = _layer_kind_counts(spec)
     full = s_ * (s_ + 1.0) / 2.0
-    if n_win:
+    keys = n["full_attention"] * full
+    if n["sliding_attention"]:
         w = float(spec.sliding_window)
-        win = np.where(s_ <= w, full, w * (w + 1.0) / 2.0 + (s_ - w) * w)
-    else:
-        win = 0.0
-    return per_key * ((spec.num_layers - n_win) * full + n_win * win)
+        keys = keys + n["sliding_attention"] * np.where(s_ <= w, full, w * (w + 1.0) / 2.0 + (s_ - w) * w)
+    if n["chunked_attention"]:
+        ck = float(spec.attention_chunk_size)
+        q, r = np.floor(s_ / ck), np.mod(s_, ck)
+        keys = keys + n["chunked_attention"] * (q * ck * (ck + 1.0) / 2.0 + r * (r + 1.0) / 2.0)
+    mamba = n["mamba"] * mamba_mixer_flops_per_token(spec.mamba) * s_ if n["mamba"] else 0.0
+    return per_key * keys + mamba
 
 
 class Replica:

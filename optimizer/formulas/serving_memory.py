@@ -28,6 +28,7 @@ import numpy as np
 
 from optimizer.errors import ClusteroptError
 from optimizer.formulas.params import attention_params, count_params
+from optimizer.formulas.ssm import mamba_state_bytes_per_seq
 from optimizer.model.spec import ModelSpec
 from optimizer.units import BYTES_PER, GIB
 
@@ -207,7 +208,8 @@ def stage_weight_bytes(spec: ModelSpec, *, tp=1, pp: int = 1, weights: str = "bf
         embedding = 0.0
         lm_head = 0.0
         if s == 0:
-            embedding = (counts.embedding + counts.position) / tp * u + (counts.projection + counts.pooler) * u
+            embedding = (counts.embedding + counts.position + counts.vision) / tp * u \
+                + (counts.projection + counts.pooler) * u          # vision: an image encoder, kept in 16 bits
         if s == len(stages) - 1:
             norm = norm + (counts.norm - sum(lp.norm for lp in counts.layers)) * u   # final norm(s)
             head = counts.lm_head if counts.lm_head else (counts.embedding if pp > 1 else 0)
@@ -272,8 +274,27 @@ def _layer_kv_bytes_per_token(spec: ModelSpec, kv: str, tp):
 
 def is_sliding_layer(spec: ModelSpec, layer: int) -> bool:
     """Whether decoder layer ``layer`` attends over a sliding window (Mistral: all layers;
-    Gemma-2: layers with an even index, ``sliding_window_every`` = 2)."""
-    return spec.sliding_window is not None and layer % spec.sliding_window_every == 0
+    Gemma-2: layers with an even index, ``sliding_window_every`` = 2; Gemma 3, gpt-oss:
+    their ``layer_types``)."""
+    return spec.layer_kind(layer) == "sliding_attention"
+
+
+def layer_kv_window(spec: ModelSpec, layer: int):
+    """Most tokens decoder layer ``layer`` keeps K/V for: the sliding window, the chunk of
+    a chunked layer (Llama 4: keys never reach back past the chunk start), None for full
+    attention (the whole context). Units: tokens."""
+    kind = spec.layer_kind(layer)
+    if kind == "sliding_attention":
+        return spec.sliding_window
+    if kind == "chunked_attention":
+        return spec.attention_chunk_size
+    return None
+
+
+def _state_element_bytes(kv: str) -> float:
+    """A Mamba layer's conv/SSM state is kept in the model dtype (vLLM's default
+    ``mamba_ssm_cache_dtype='auto'``), not quantised like the KV cache: 2 bytes (bf16)."""
+    return float(UNQUANTISED_BYTES)
 
 
 def tokens_held(context_len, window=None, block_size=None):
@@ -294,18 +315,25 @@ def tokens_held(context_len, window=None, block_size=None):
     return blocks * block_size
 
 
-def _stage_kv_bytes(spec: ModelSpec, context_len, kv: str, tp, pp: int, block_size):
-    """KV bytes of one sequence on one GPU of each pipeline stage (list over stages)."""
+def _stage_kv_bytes(spec: ModelSpec, context_len, kv: str, tp, pp: int, block_size,
+                    include_state: bool = True):
+    """KV bytes of one sequence on one GPU of each pipeline stage (list over stages): K/V of
+    the tokens each attention layer keeps (``layer_kv_window``) and, with ``include_state``,
+    the fixed conv + SSM state of each Mamba layer (formulas/ssm.py)."""
     per_layer = _layer_kv_bytes_per_token(spec, kv, tp)
-    full = tokens_held(context_len, None, block_size)
-    windowed = tokens_held(context_len, spec.sliding_window, block_size) if spec.sliding_window else None
+    held = {}
     out = []
     for lo, hi in pp_stage_layers(spec.num_layers, pp):
-        n_sliding = sum(is_sliding_layer(spec, i) for i in range(lo, hi))
-        n_full = (hi - lo) - n_sliding
-        b = n_full * per_layer * full
-        if n_sliding:
-            b = b + n_sliding * per_layer * windowed
+        b = 0.0
+        for i in range(lo, hi):
+            if spec.layer_kind(i) == "mamba":
+                if include_state:
+                    b = b + mamba_state_bytes_per_seq(spec.mamba, _state_element_bytes(kv), tp)
+                continue
+            window = layer_kv_window(spec, i)
+            if window not in held:
+                held[window] = tokens_held(context_len, window, block_size)
+            b = b + per_layer * held[window]
         out.append(b)
     return out
 
@@ -317,7 +345,7 @@ def kv_cache_bytes_per_token(spec: ModelSpec, *, kv: str = "bf16", tp=1, pp: int
     """
     check_decoder(spec)
     check_tp(spec, tp)
-    stages = _stage_kv_bytes(spec, 1, kv, tp, pp, None)
+    stages = _stage_kv_bytes(spec, 1, kv, tp, pp, None, include_state=False)
     return np.max(np.stack([np.asarray(s, dtype=float) for s in stages]), axis=0)
 
 

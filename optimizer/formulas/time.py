@@ -74,17 +74,27 @@ def attention_widths_flops(spec) -> tuple[float, float]:
 
 
 def attention_context(spec, seq_len, *, causal_skip: bool):
-    """Mean keys per query that the attention core computes against. Decoder layers with
-    a kernel that skips the masked half (flash) see ~s/2; a dense score GEMM sees s. A
-    sliding window of w caps it (layers with the window: 1 in ``sliding_window_every``)."""
+    """Mean keys per query that the attention core computes against, averaged over the
+    decoder layers. Decoder layers with a kernel that skips the masked half (flash) see
+    ~s/2; a dense score GEMM sees s. A sliding window of w caps its layers (min(., w)); a
+    chunked layer of c tokens computes within its chunk (min(., c/2) with the skip, else
+    min(., c)); a Mamba layer has no attention core (0; its scan is linear in s)."""
     s = np.asarray(seq_len, dtype=float)
     causal = spec.arch != "encoder"
     full = s / 2.0 if (causal and causal_skip) else s
-    if spec.sliding_window is None:
+    if spec.arch == "encoder" or (spec.sliding_window is None and not spec.layer_types):
         return full
-    win = np.minimum(full, float(spec.sliding_window))
-    frac = 1.0 / spec.sliding_window_every
-    return frac * win + (1.0 - frac) * full
+    total = 0.0
+    for i in range(spec.num_layers):
+        kind = spec.layer_kind(i)
+        if kind == "sliding_attention":
+            total = total + np.minimum(full, float(spec.sliding_window))
+        elif kind == "chunked_attention":
+            c = float(spec.attention_chunk_size)
+            total = total + np.minimum(full, c / 2.0 if causal_skip else c)
+        elif kind != "mamba":
+            total = total + full
+    return total / spec.num_layers
 
 
 def layer_forward_flops_per_token(spec, layer_params, seq_len, *, causal_skip: bool):

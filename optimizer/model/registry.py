@@ -10,6 +10,7 @@ class on the meta device; tests check that our count equals it.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -17,7 +18,7 @@ from typing import Any, Optional
 
 from pydantic import ValidationError
 
-from optimizer.errors import ClusteroptError, from_pydantic, unknown_name
+from optimizer.errors import ClusteroptError, did_you_mean, from_pydantic, unknown_name
 from optimizer.inputs import load_json, load_yaml, read_text
 from optimizer.model.hf import from_hf_config, spec_from_hf_dict
 from optimizer.model.spec import ModelSpec
@@ -48,15 +49,31 @@ def _raw_presets() -> dict[str, dict]:
     return out
 
 
+#: A Hugging Face Hub repository id: ``owner/name`` (letters, digits, '-', '_', '.').
+HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
+_SOURCE_HUB_ID = re.compile(r"Hugging Face repo ([A-Za-z0-9][\w.-]*/[\w.-]+)")
+
+
 @lru_cache(maxsize=1)
 def _index() -> dict[str, str]:
-    """Lower-case name or alias -> canonical lower-case name."""
+    """Lower-case name, alias or Hub id -> canonical lower-case name. A preset answers to the Hub
+    repository its ``source`` cites ('Hugging Face repo meta-llama/Meta-Llama-3-8B, config.json')
+    as well as to its aliases, so a Hub id resolves offline to the same published config."""
     idx: dict[str, str] = {}
     for key, data in _raw_presets().items():
         idx[key] = key
         for alias in data.get("aliases", ()):
             idx.setdefault(alias.lower(), key)
+    for key, data in _raw_presets().items():
+        for repo in _SOURCE_HUB_ID.findall(data.get("source", "")):
+            idx.setdefault(repo.rstrip(".").lower(), key)
     return idx
+
+
+def hub_ids() -> dict[str, str]:
+    """Hub repository id (as cited, lower-case) -> preset name, for every preset that cites one."""
+    names = {k: d["name"] for k, d in _raw_presets().items()}
+    return {alias: names[key] for alias, key in _index().items() if "/" in alias}
 
 
 def list_presets() -> list[PresetInfo]:
@@ -149,6 +166,14 @@ def load_model(ref: Any) -> ModelSpec:
     path = Path(ref).expanduser()
     if path.exists():
         return _load_path(path)
+    if HUB_ID.fullmatch(ref.strip()) and path.suffix.lower() not in (".json", ".yaml", ".yml"):
+        known = [r for d in _raw_presets().values() for r in _SOURCE_HUB_ID.findall(d.get("source", ""))]
+        close = did_you_mean(ref.strip(), known)
+        raise ClusteroptError("model", f"{ref!r} is not a bundled preset's Hugging Face Hub id and clusteropt "
+                              "does not download (it works offline)",
+                              "download that repo's config.json and pass its local path"
+                              + (f" ({close})" if close.startswith("did you mean") else "")
+                              + ", or give a preset (clusteropt models)")
     if "/" in ref or "\\" in ref or path.suffix.lower() in (".json", ".yaml", ".yml"):
         raise ClusteroptError("model", f"no such file {ref!r}",
                               "give a preset name (clusteropt models), a config.json or an architecture YAML")

@@ -19,6 +19,11 @@ FfnKind = Literal["mlp", "gated"]          # mlp: up+down (2 matrices); gated: g
 PositionKind = Literal["learned", "rope", "alibi", "relative_buckets", "none"]
 AttentionKind = Literal["mha", "mla"]       # mha covers MHA/GQA/MQA through num_kv_heads
 ArchKind = Literal["decoder", "encoder", "encoder_decoder"]
+LayerKind = Literal["full_attention", "sliding_attention", "chunked_attention", "mamba"]
+LAYER_KINDS = ("full_attention", "sliding_attention", "chunked_attention", "mamba")
+QkNormShape = Literal["head", "proj"]       # head: one head_dim-wide norm shared by all heads
+                                            # (Qwen3, Gemma 3, Phi); proj: over all heads' q (k)
+                                            # features (OLMo 2, OLMoE, Cohere)
 
 
 class _Frozen(BaseModel):
@@ -40,6 +45,7 @@ class MoESpec(_Frozen):
     dense_layers: tuple[int, ...] = ()             # explicit dense layers (Qwen2-MoE mlp_only_layers)
     every_n_offset: int = Field(default=0, ge=0)   # MoE when (layer + offset) % every_n == 0;
                                                    # DeepSeek (moe_layer_freq): 0, Qwen2-MoE (decoder_sparse_step): 1
+    expert_bias: bool = False                      # biases in every routed expert's projections (gpt-oss)
 
     def is_moe_layer(self, layer: int) -> bool:
         """Whether decoder layer ``layer`` (0-based) holds routed experts.
@@ -69,6 +75,47 @@ class MLASpec(_Frozen):
     v_head_dim: int = Field(gt=0)
 
 
+class MambaSpec(_Frozen):
+    """A Mamba (selective state-space) mixer layer, as used by Jamba's Mamba layers.
+
+    Shapes of Gu & Dao 2023 ('Mamba: Linear-Time Sequence Modeling with Selective State
+    Spaces', arXiv:2312.00752), Sec. 3.4 and Fig. 3, with Jamba's additions (Lieber et al.
+    2024, 'Jamba: A Hybrid Transformer-Mamba Language Model', arXiv:2403.19887, Sec. 2 and
+    Sec. 6.4: RMSNorm on the dt, B and C projections). d_inner = expand * hidden."""
+
+    d_state: int = Field(gt=0)          # N, state size per channel
+    d_conv: int = Field(gt=0)           # depthwise causal convolution width
+    d_inner: int = Field(gt=0)          # expanded channels (expand * hidden)
+    dt_rank: int = Field(gt=0)          # rank of the low-rank Delta projection
+    conv_bias: bool = True
+    proj_bias: bool = False             # biases on in_proj/out_proj
+    inner_norms: bool = False           # Jamba's dt/B/C RMSNorms (weights dt_rank + 2 N)
+
+
+class VisionSpec(_Frozen):
+    """The image encoder and projector of a vision-language checkpoint, counted so that the
+    parameter total equals the reference class's. Text FLOPs do not pass through it.
+
+    ``siglip`` (Gemma 3): SigLIP ViT (Zhai et al. 2023) with a conv patch embedding, learned
+    positions, pre-norm layers with biased projections, a post LayerNorm, optionally the
+    attention-pooling head, and Gemma 3's projector (RMSNorm + vision->text matrix).
+    ``llama4``: Llama 4's ViT (linear patch embedding without bias, class token, learned
+    positions incl. the class token, pre/post LayerNorms, biased layers), its pixel-shuffle
+    adapter MLP (no biases) and the vision->text projector (no bias)."""
+
+    kind: Literal["siglip", "llama4"]
+    hidden_size: int = Field(gt=0)
+    intermediate_size: int = Field(gt=0)
+    num_layers: int = Field(gt=0)
+    image_size: int = Field(gt=0)
+    patch_size: int = Field(gt=0)
+    num_channels: int = Field(default=3, gt=0)
+    use_head: bool = False              # siglip: attention-pooling head
+    projector_input_dim: int = Field(default=1, gt=0)    # llama4 adapter
+    projector_output_dim: int = Field(default=1, gt=0)   # llama4 adapter
+    output_dim: int = Field(default=1, gt=0)             # llama4: vision_output_dim (projector input)
+
+
 class ModelSpec(_Frozen):
     name: str
     family: str = ""
@@ -93,6 +140,12 @@ class ModelSpec(_Frozen):
     sliding_window: Optional[int] = Field(default=None, gt=0)
     sliding_window_every: int = Field(default=1, gt=0)   # 1: every layer (Mistral); 2: alternate (Gemma-2)
     qk_norm: bool = False                  # a norm over each head's q and k (Phi qk_layernorm), head_dim wide
+    qk_norm_shape: QkNormShape = "head"    # "proj": the norm spans all heads (OLMo 2, OLMoE, Cohere)
+    attention_sinks: bool = False          # one learned sink logit per head and layer (gpt-oss)
+    layer_types: tuple[LayerKind, ...] = ()   # per decoder layer; () = from sliding_window(_every)
+    attention_chunk_size: Optional[int] = Field(default=None, gt=0)   # chunked_attention layers (Llama 4)
+    mamba: Optional[MambaSpec] = None      # the mixer of 'mamba' layers (Jamba)
+    vision: Optional[VisionSpec] = None    # image encoder of a vision-language checkpoint
 
     ffn_kind: FfnKind = "gated"
     ffn_size: int = Field(gt=0)            # dense FFN intermediate size
@@ -144,6 +197,25 @@ class ModelSpec(_Frozen):
         """Width of the token embedding table (hidden_size unless OPT's word_embed_proj_dim differs)."""
         return self.embed_dim or self.hidden_size
 
+    def layer_kind(self, layer: int) -> str:
+        """What decoder layer ``layer`` (0-based) mixes tokens with: ``full_attention``,
+        ``sliding_attention`` (keys within the last ``sliding_window`` tokens),
+        ``chunked_attention`` (keys within the same ``attention_chunk_size`` chunk) or
+        ``mamba`` (a state-space layer with no KV cache). Without ``layer_types``: every
+        ``sliding_window_every``-th layer from 0 is sliding when a window is set."""
+        if self.layer_types:
+            return self.layer_types[layer]
+        if self.sliding_window is not None and layer % self.sliding_window_every == 0:
+            return "sliding_attention"
+        return "full_attention"
+
+    def attention_window(self, layer: int) -> Optional[int]:
+        """The sliding window of a decoder layer, None when it is not a sliding layer."""
+        return self.sliding_window if self.layer_kind(layer) == "sliding_attention" else None
+
+    def is_attention_layer(self, layer: int) -> bool:
+        return self.layer_kind(layer) != "mamba"
+
     def is_moe_layer(self, layer: int) -> bool:
         """Whether decoder layer ``layer`` (0-based, decoder stack) holds routed experts."""
         return self.moe is not None and self.moe.is_moe_layer(layer)
@@ -163,6 +235,15 @@ class ModelSpec(_Frozen):
                 f"num_kv_heads={self.num_kv_heads} must divide num_heads={self.num_heads}")
         if self.attention == "mla" and self.mla is None:
             raise ValueError("attention='mla' needs an 'mla' block (kv_lora_rank, head dims)")
+        if self.layer_types and len(self.layer_types) != self.num_layers:
+            raise ValueError(f"layer_types has {len(self.layer_types)} entries for {self.num_layers} layers")
+        kinds = set(self.layer_types)
+        if "sliding_attention" in kinds and self.sliding_window is None:
+            raise ValueError("layer_types has sliding_attention layers but sliding_window is not set")
+        if "chunked_attention" in kinds and self.attention_chunk_size is None:
+            raise ValueError("layer_types has chunked_attention layers but attention_chunk_size is not set")
+        if "mamba" in kinds and self.mamba is None:
+            raise ValueError("layer_types has mamba layers but no 'mamba' block (d_state, d_conv, ...)")
         if self.arch == "encoder_decoder" and self.num_encoder_layers == 0:
             raise ValueError("arch='encoder_decoder' needs num_encoder_layers > 0")
         return self

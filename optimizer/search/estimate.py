@@ -18,6 +18,7 @@ from optimizer.formulas.params import count_params
 from optimizer.formulas.serving import estimate_serving
 from optimizer.formulas.training import estimate_training, layout_violations, resolve_framework
 from optimizer.model import load_model
+from optimizer.model.training_length import family_train_seq_len
 from optimizer.search.train.system import estimate_system
 from optimizer.units import GIGABIT, SECONDS_PER_DAY, SECONDS_PER_HOUR
 
@@ -27,6 +28,7 @@ def params_dict(spec) -> dict:
         "total": p.total, "active": p.active, "embedding": p.embedding, "position": p.position,
         "attention": p.attention, "ffn": p.ffn, "norm": p.norm, "lm_head": p.lm_head, "pooler": p.pooler,
         **({"projection": p.projection} if getattr(p, "projection", 0) else {}),
+        **({"vision": p.vision} if getattr(p, "vision", 0) else {}),     # image encoder + projector
     }
 
 
@@ -62,6 +64,7 @@ def train_dict(spec, hw, layout, *, tokens=None, offer=None, pricing="on_demand"
         mem["reserve"] = mem["reserve"] + profile.memory_reserve_bytes
         mem["total"] = mem["total"] + profile.memory_reserve_bytes
     out = {
+        "fits": bool(mem["total"] <= hw.memory_bytes),        # first: figures of a layout that does not fit
         "layout": {"tp": layout.tp, "pp": layout.pp, "dp": layout.dp, "cp": layout.cp, "ep": layout.ep,
                    "zero": layout.zero, "micro_batch": layout.micro_batch, "global_batch": layout.global_batch,
                    "grad_accum": layout.grad_accum, "n_gpus": layout.n_gpus, "recompute": layout.recompute,
@@ -74,7 +77,6 @@ def train_dict(spec, hw, layout, *, tokens=None, offer=None, pricing="on_demand"
         "memory_per_gpu_bytes": mem,
         "memory_stage": stage,
         "memory_capacity_bytes": hw.memory_bytes,
-        "fits": bool(mem["total"] <= hw.memory_bytes),
         "warnings": list(layout_violations(spec, hw, layout)),
         "step_time_s": float(e.step_time_s) / ratio,
         "compute_time_s": float(e.compute_time_s),
@@ -212,26 +214,35 @@ def estimate(model_ref: str, *, catalog, seq_len=None, gpu=None, tp=None, pp=Non
         raise ClusteroptError("--tokens", f"{tokens:g} tokens", "a number > 0 and <= 1e18")
 
     spec = load_model(model_ref)
-    s = seq_len or spec.max_position_embeddings
-    data = {"model": spec.name, "params": params_dict(spec), "flops_per_token": flops_dict(spec, s)}
+    if seq_len:
+        s, s_source = seq_len, "--seq-len"
+    else:
+        tl = family_train_seq_len(spec)
+        s, s_source = tl.seq_len, tl.source
+    data = {"model": spec.name, "seq_len": s, "seq_len_source": s_source, "params": params_dict(spec),
+            "flops_per_token": flops_dict(spec, s)}
     if gpu is None:
         if serve:
             raise ClusteroptError("--gpu", "a serving estimate needs a GPU", "e.g. --gpu H100-SXM5-80GB")
         return data
     gid = catalog.resolve_gpu_id(gpu)
+    notes = catalog.name_notes(gpu)
+    if notes:
+        data["notes"] = notes
     hw = catalog.hardware(gid)
     if inter_node_gbps is not None:
         hw = hw.with_inter_node_bytes_per_s(inter_node_gbps * GIGABIT)
     if serve:
-        data["serve"] = serve_dict(spec, hw, catalog.accelerator(gid).vendor, gid, tp=tp, pp=pp, weights=weights,
-                                   kv=kv, batch=batch, prompt_len=prompt_len, output_len=output_len,
-                                   gpu_memory_utilization=gpu_memory_utilization, request_rate=request_rate,
-                                   engine=engine, arrival_cv=arrival_cv, prompt_p99=prompt_p99, output_p99=output_p99,
-                                   max_num_batched_tokens=max_num_batched_tokens, max_num_seqs=max_num_seqs,
-                                   n_requests=n_requests, seed=seed, spec_draft=spec_draft, spec_k=spec_k,
-                                   spec_acceptance=spec_acceptance, prefix_hit_rate=prefix_hit_rate,
-                                   prefix_tokens=prefix_tokens, gqa_shared_decode=gqa_shared_decode)
-        return data
+        sv = serve_dict(spec, hw, catalog.accelerator(gid).vendor, gid, tp=tp, pp=pp, weights=weights,
+                        kv=kv, batch=batch, prompt_len=prompt_len, output_len=output_len,
+                        gpu_memory_utilization=gpu_memory_utilization, request_rate=request_rate,
+                        engine=engine, arrival_cv=arrival_cv, prompt_p99=prompt_p99, output_p99=output_p99,
+                        max_num_batched_tokens=max_num_batched_tokens, max_num_seqs=max_num_seqs,
+                        n_requests=n_requests, seed=seed, spec_draft=spec_draft, spec_k=spec_k,
+                        spec_acceptance=spec_acceptance, prefix_hit_rate=prefix_hit_rate,
+                        prefix_tokens=prefix_tokens, gqa_shared_decode=gqa_shared_decode)
+        data["serve"] = {"fits": sv.pop("fits"), **sv} if "fits" in sv else sv   # whether it fits comes first
+        return {"fits": data["serve"].get("fits"), **data}
     _check_layout(spec, tp, pp, dp, cp, ep)
     from dataclasses import replace
 
@@ -273,7 +284,7 @@ def estimate(model_ref: str, *, catalog, seq_len=None, gpu=None, tp=None, pp=Non
     if tokens is not None:
         _add_system(data["train"], spec, gid, layout, tokens, offer, pricing, catalog)
     add_intervals(data["train"], spec, layout, profile)
-    return data
+    return {"fits": data["train"]["fits"], **data}        # first in every format (csv, markdown too)
 
 
 def serve_dict(spec, hw, vendor: str, gid: str, *, tp, pp, weights, kv, batch, prompt_len, output_len,

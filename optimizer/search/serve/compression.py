@@ -253,6 +253,21 @@ def _format_notes(fq: dict, family: str) -> list[str]:
     return out
 
 
+def lossless_default(variants: list[Variant]) -> tuple[list[Variant], str]:
+    """Without a quality limit (serve.quality) and without formats the user pinned
+    (search.weights / search.kv), the search keeps only the formats with no published quality
+    loss (bf16 weights and KV cache): a planner must not trade quality the scenario never
+    allowed for a lower price. Returns the kept variants and the note that says so (empty
+    when nothing was dropped)."""
+    kept = [v for v in variants if v.quality_loss_pct == 0]
+    dropped = sorted({f"{v.weights}/{v.kv} ({v.quality_loss_pct:.2f}%)" for v in variants if v.quality_loss_pct > 0})
+    if not kept or not dropped:
+        return variants, ""
+    return kept, ("no serve.quality limit: searched only lossless formats (weights/KV " +
+                  ", ".join(sorted({f"{v.weights}/{v.kv}" for v in kept})) + "); lossy ones left out: " +
+                  ", ".join(dropped) + "; set serve.quality.max_loss_pct or search.weights/search.kv to allow them")
+
+
 def compression_plan(spec, scenario, gpus, rows=None) -> CompressionPlan:
     """Models, variants and priced one-off items of a serving scenario (module docstring)."""
 
@@ -268,6 +283,9 @@ def compression_plan(spec, scenario, gpus, rows=None) -> CompressionPlan:
         variants = [_format_variant(rows, family, n, w, k, fq) for w in (search.weights or DEFAULT_WEIGHTS)
                     for k in (search.kv or DEFAULT_KV)]
         notes = _format_notes(fq, family) if limit is not None else []
+        if limit is None and search.weights is None and search.kv is None:
+            variants, note = lossless_default(variants)
+            notes += [note] if note else []
         return CompressionPlan([spec], variants, [], hours, limit, False, notes, format_quality=fq)
 
     family = cx.quality_family(spec)
