@@ -117,6 +117,25 @@ def catalog_cmd(gpu: Optional[str] = typer.Argument(None, help="One accelerator 
                                        orows, "lllrrrl"))
 
 
+@app.command("refresh-offers")
+def refresh_offers_cmd(skypilot: Path = typer.Option(..., "--skypilot", help="Local copy of skypilot-catalog's "
+                                                     "catalogs/v7 folder (one <cloud>/vms.csv per cloud)."),
+                       out: Path = typer.Option(..., "--out", help="Offers CSV to write (pass it to --catalog, "
+                                                "or write catalog/offers.csv to refresh the packaged offers)."),
+                       as_of: Optional[str] = typer.Option(None, "--as-of", help="Date of the snapshot, YYYY-MM-DD "
+                                                           "(default: today, the date it is read)."),
+                       region: Optional[List[str]] = typer.Option(None, "--region", help="Only these regions."),
+                       catalog: Optional[List[Path]] = CatalogOpt):
+    """Refresh offer prices from a local SkyPilot catalog snapshot (no network access)."""
+    from optimizer.catalog_refresh import offers_csv, refresh_offers
+
+    offers, rep = refresh_offers(skypilot, as_of=as_of, catalog=_catalog(catalog), regions=tuple(region or ()))
+    _emit(offers_csv(offers), out)
+    skipped = ", ".join(f"{k} ({v})" for k, v in rep["skipped_accelerators"].items()) or "none"
+    print(f"{rep['offers']} offers read from {len(rep['files'])} files: {rep['replaced']} replaced, "
+          f"{rep['added']} added, {rep['total']} in all; accelerators not in the catalog: {skipped}", file=sys.stderr)
+
+
 # ----------------------------------------------------------------------------------------
 # estimate
 # ----------------------------------------------------------------------------------------
