@@ -103,3 +103,25 @@ def test_spare_replicas_poisson_by_hand():
     assert P.spare_replicas(10, 0.0044, 1.0) == 1
     assert P.spare_replicas(10, 0.0, 1.0) == 0
     assert P.spare_replicas(1000, 0.0044, 1.0) > P.spare_replicas(100, 0.0044, 1.0)
+
+
+def test_owned_plan_flips_by_hand():
+    # capex 1.0M (0.8M GPUs + 0.2M rest); rent 500k/yr, power 100k/yr, hosting 50k/yr, maintenance 5% (50k),
+    # staff 0; 4 years, 8%, residual 0. Saving = 500 - 100 - 50 - 50 = 300k/yr.
+    m = I.OwnedPlanMoney(capex_gpus_usd=800_000, capex_other_usd=200_000, rent_usd_per_year=500_000,
+                         power_usd_per_year=100_000, hosting_usd_per_year=50_000, maintenance_pct_per_year=5,
+                         staff_usd_per_year=0, years=4, discount_rate=0.08)
+    f = m.figures()
+    assert f.saving_usd_per_year == pytest.approx(300_000)
+    # NPV = -1e6 + 300k x (1 - 1.08^-4) / 0.08 = -1e6 + 300k x 3.312127 = -6,361.9
+    assert f.npv_usd == pytest.approx(-6_361.92, abs=0.05)
+    flips = m.flips()
+    # utilisation: saving(k) = 400k k - 100k; NPV = 0 at 400k k - 100k = 1e6 / 3.312127 = 301,920.8 -> k = 1.004802
+    assert flips["utilization_scale"]["flip"] == pytest.approx((1e6 / 3.3121268 + 100_000) / 400_000, rel=1e-6)
+    # GPU price: capex(k) = 800k k + 200k, maintenance 5% of it; NPV = 0 at
+    # -(800k k + 200k) + (350k - 0.05 (800k k + 200k)) x 3.3121268 = 0 -> k = 0.991937
+    a = 3.3121268
+    k = (350_000 * a - 200_000 - 0.05 * 200_000 * a) / (800_000 * (1 + 0.05 * a))
+    assert flips["gpu_price_scale"]["flip"] == pytest.approx(k, rel=1e-6)
+    # IRR just under 8% (NPV slightly negative at 8%)
+    assert 0.07 < flips["discount_rate"]["flip"] < 0.08

@@ -152,3 +152,51 @@ HOURS_PER_MONTH = 30 * 24.0   # CONTRACTS.md: usd_per_month is 30 days
 def usd_per_month(usd_per_hour: float) -> float:
     """Cost of 30 days at ``usd_per_hour`` (CONTRACTS.md 'Offers and money')."""
     return usd_per_hour * HOURS_PER_MONTH
+
+
+@dataclass(frozen=True)
+class OwnedPlanMoney:
+    """What buying a plan's GPUs costs and saves a year, split so that the buy-versus-rent flip
+    points can be found (USD, USD a year, years, fractions).
+
+    ``rent_usd_per_year`` and ``power_usd_per_year`` scale with the busy hours (utilisation);
+    hosting, maintenance (``maintenance_pct_per_year`` of capex) and staff do not. The GPU part
+    of the capex is what a GPU price change moves (and with it maintenance and residual value).
+    """
+
+    capex_gpus_usd: float
+    capex_other_usd: float            # servers, fabric, storage
+    rent_usd_per_year: float          # the rented alternative of the same busy GPU-hours
+    power_usd_per_year: float
+    hosting_usd_per_year: float
+    maintenance_pct_per_year: float
+    staff_usd_per_year: float
+    years: float
+    discount_rate: float
+    residual_pct: float = 0.0
+
+    def capex(self, gpu_price_scale: float = 1.0) -> float:
+        return self.capex_gpus_usd * gpu_price_scale + self.capex_other_usd
+
+    def figures(self, *, discount_rate: Optional[float] = None, utilization_scale: float = 1.0,
+                gpu_price_scale: float = 1.0) -> BuyVsRent:
+        c = self.capex(gpu_price_scale)
+        opex = (self.power_usd_per_year * utilization_scale + self.hosting_usd_per_year
+                + self.maintenance_pct_per_year / 100.0 * c)
+        return buy_vs_rent(c, self.rent_usd_per_year * utilization_scale, opex, years=self.years,
+                           discount_rate=self.discount_rate if discount_rate is None else discount_rate,
+                           residual_pct=self.residual_pct, staff_usd_per_year=self.staff_usd_per_year)
+
+    def flips(self, *, range_factor: float = 10.0) -> dict:
+        """Where buying stops (or starts) beating renting, each with the current value:
+        ``discount_rate`` (the IRR), ``utilization_scale`` (busy hours as a multiple of the
+        plan's) and ``gpu_price_scale`` (GPU purchase price as a multiple of the catalog's);
+        None where NPV keeps its sign over the searched range (rates -99 % to 1000 %, scales
+        1/range_factor to range_factor)."""
+        return {
+            "discount_rate": {"current": self.discount_rate, "flip": self.figures().irr},
+            "utilization_scale": {"current": 1.0, "flip": find_flip(
+                lambda k: self.figures(utilization_scale=k).npv_usd, 1.0 / range_factor, range_factor)},
+            "gpu_price_scale": {"current": 1.0, "flip": find_flip(
+                lambda k: self.figures(gpu_price_scale=k).npv_usd, 1.0 / range_factor, range_factor)},
+        }
