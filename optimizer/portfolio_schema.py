@@ -66,6 +66,10 @@ class BuySpec(_Strict):
     server_usd_per_node: dict[str, float] = Field(default_factory=dict)   # extra capex per node by GPU id
     max_power_kw: Optional[float] = Field(default=None, gt=0)         # IT power of the owned fleet
     max_nodes: Optional[int] = Field(default=None, ge=0)
+    # investment figures of the owned part (formulas/investment.py; defaults as scenario Pricing)
+    discount_rate: float = Field(default=0.08, gt=-1, lt=10)
+    residual_pct: float = Field(default=0.0, ge=0, le=100)
+    staff_usd_per_year: float = Field(default=0.0, ge=0)
 
     @field_validator("server_usd_per_node")
     @classmethod
