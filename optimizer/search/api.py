@@ -31,7 +31,8 @@ COLUMNS = ("rank", "objective", "gpu", "n_gpus", "n_nodes", "tp", "pp", "dp", "c
            "sequence_parallel", "memory_per_gpu_bytes", "memory_capacity_bytes", "memory_headroom",
            "mfu", "hfu", "step_time_s", "tokens_per_s", "train_days", "wall_clock_days",
            "gpu_hours", "usd_per_gpu_hour", "cost_usd", "cost_per_mtoken_usd", "offer",
-           "goodput", "expected_interruptions", "job_mtbi_s", "checkpoint_bytes", "checkpoint_write_s",
+           "provider", "instance_type", "region", "interconnect", "offer_max_gpus", "offer_as_of", "pricing_mode",
+           "npv_usd", "payback_years", "roi_pct", "goodput", "expected_interruptions", "job_mtbi_s", "checkpoint_bytes", "checkpoint_write_s",
            "checkpoint_interval_s", "storage_tier", "system")
 
 #: Float columns copied from the table row as they are (system columns: tables.SYSTEM_COLUMNS).
@@ -116,6 +117,7 @@ def gpu_options(scenario, catalog=None) -> tuple[list[GpuOption], list[str]]:
     Returns the options and notes on GPUs left out (no offer in this pricing mode...).
     """
     from optimizer.catalog import load_catalog
+    from optimizer.offering import offer_choices
 
     cat = catalog or load_catalog()
     c, pricing = scenario.constraints, scenario.pricing
@@ -148,21 +150,23 @@ def gpu_options(scenario, catalog=None) -> tuple[list[GpuOption], list[str]]:
             continue
         if name in explicit:
             rate, gpi, offer = explicit[name], 1, "scenario price"
-        elif pricing.mode == "owned":
+        elif pricing.modes == ("owned",):
             rate = owned_rate(cat.accelerator(name), pricing)
             if rate is None:
                 notes.append(f"{name}: no purchase price in the catalog; left out of owned pricing")
                 continue
             gpi, offer = 1, "owned"
         else:
-            o = cat.cheapest_offer(name, pricing.mode, provider=pricing.provider)
-            if o is None:
-                who = f" from {pricing.provider}" if pricing.provider else ""
-                notes.append(f"{name}: no {pricing.mode} offer{who} in the catalog; left out")
-                continue
-            gpi = o.gpus_per_instance
-            rate = o.usd_per_gpu_hour(pricing.mode)
-            offer = f"{o.provider} {o.instance_type}"
+            # issue 17: one option per undominated (offer, mode), each with the offer's fabric and
+            # reach; the search prices a layout only on options that can run it
+            choices, why = offer_choices(cat, name, pricing, available.get(name))
+            notes += why
+            for ch in choices:
+                out.append(GpuOption(index=len(out), name=name, hardware=ch.hardware,
+                                     usd_per_gpu_hour=ch.usd_per_gpu_hour, gpus_per_instance=ch.gpus_per_instance,
+                                     usd_per_instance_hour=ch.usd_per_instance_hour, offer=ch.label,
+                                     available=ch.max_gpus, choice=ch))
+            continue
         out.append(GpuOption(index=len(out), name=name, hardware=hw, usd_per_gpu_hour=rate,
                              gpus_per_instance=gpi, usd_per_instance_hour=rate * gpi, offer=offer,
                              available=available.get(name)))
@@ -216,12 +220,24 @@ def _limits(table: Table, scenario) -> list[cpsat.Limit]:
 def candidate_rows(table: Table, objective: str, k: int) -> np.ndarray:
     """Rows that can be in the top-K: feasible, and not worse on the primary key than the
     K-th best feasible row (ties kept). Exact: any other row is beaten by K rows."""
-    feas = np.nonzero(table.feasible)[0]
+    feas = best_offer_rows(table, np.nonzero(table.feasible)[0], objective)
     if len(feas) <= k:
         return feas
     primary = objective_keys(table, objective)[0][feas]
     kth = np.partition(primary, k - 1)[k - 1]
     return feas[primary <= kth]
+
+
+def best_offer_rows(table: Table, rows: np.ndarray, objective: str) -> np.ndarray:
+    """Of ``rows``, each configuration's best row: the same layout on several offers (issue 17)
+    counts once, on the offer best for the objective (offering.best_per_config)."""
+    from optimizer.offering import best_per_config
+
+    names = {}
+    name_idx = np.array([names.setdefault(g.name, len(names)) for g in table.gpus], dtype=np.int64)
+    c = table.cols
+    cfg = [name_idx[c["gpu"]]] + [c[k] for k in CONFIG_KEYS if k != "gpu"]
+    return best_per_config(cfg, objective_keys(table, objective), rows)
 
 
 def solve(scenario, *, top_k: int | None = None, objective: str | None = None,
@@ -270,7 +286,7 @@ def solve(scenario, *, top_k: int | None = None, objective: str | None = None,
         notes.append(f"CP-SAT time limit ({time_limit_s:g} s) reached before the ranking was proven; the "
                      "configurations are the best by sorting the candidate table (status 'feasible', not proven)")
     configs = frame(table, chosen, scenario, objective)
-    _verify(scenario, table, chosen, spec, efficiency_scale)
+    _verify(scenario, table, chosen, spec, efficiency_scale, objective)
     if len(chosen):
         explanation = binding_summary(table, scenario, int(chosen[0]))
     else:
@@ -333,8 +349,12 @@ def frame(table: Table, rows, scenario, objective: str, ranked: bool = True, row
         for k in _FLOAT_COLUMNS:
             rec[k] = float(c[k][r])
         rec["storage_tier"] = _tier_name(int(c["storage_tier"][r]))
+        rec.update(offer_keys(g, r_scenario_mode(scenario)))
         r_spec, r_scenario = row_context(r)
         rec["system"] = _plain(system_breakdown(r_spec, r_scenario, g, {k: v[r] for k, v in c.items()}))
+        inv = (rec["system"].get("tco") or {}).get("investment") if rec["interconnect"] == "owned" else None
+        for k in ("npv_usd", "payback_years", "roi_pct"):
+            rec[k] = None if inv is None else inv[k]
         recs.append(rec)
     df = pd.DataFrame.from_records(recs, columns=list(COLUMNS))
     if not ranked:
@@ -342,11 +362,31 @@ def frame(table: Table, rows, scenario, objective: str, ranked: bool = True, row
     return df
 
 
-def _verify(scenario, table: Table, rows, spec, efficiency_scale: float) -> None:
+def r_scenario_mode(scenario) -> str:
+    modes = getattr(getattr(scenario, "pricing", None), "modes", ("on_demand",))
+    return modes[0] if len(modes) == 1 else "+".join(modes)
+
+
+def offer_keys(g: GpuOption, mode: str = "on_demand") -> dict:
+    """The flat keys naming a configuration's offer (CONTRACTS.md 'Offers and money'): provider,
+    instance_type, region, interconnect (single_gpu | node | cluster; 'owned' for owned hardware),
+    offer_max_gpus (None: no stated limit), offer_as_of, and the pricing mode it is billed in."""
+    ch = getattr(g, "choice", None)
+    if ch is not None:
+        o = ch.offer
+        return {"provider": o.provider, "instance_type": o.instance_type, "region": o.region,
+                "interconnect": o.interconnect, "offer_max_gpus": o.contiguous_max_gpus, "offer_as_of": o.as_of,
+                "pricing_mode": ch.mode}
+    owned = g.offer == "owned"
+    return {"provider": None, "instance_type": None, "region": None, "interconnect": "owned" if owned else None,
+            "offer_max_gpus": None, "offer_as_of": None, "pricing_mode": "owned" if owned else mode}
+
+
+def _verify(scenario, table: Table, rows, spec, efficiency_scale: float, objective: str = "cost") -> None:
     """Re-evaluate each chosen row through evaluate(); fail loudly on any disagreement."""
     for r in rows:
         ev = evaluate(scenario, table.config(int(r)), _gpus=table.gpus, _spec=spec,
-                      efficiency_scale=efficiency_scale)
+                      efficiency_scale=efficiency_scale, _objective=objective)
         for key in ("cost_usd", "wall_clock_days", "memory_per_gpu_bytes", "goodput"):
             a, b = float(table.cols[key][r]), float(ev[key])
             if not math.isclose(a, b, rel_tol=1e-9, abs_tol=1e-9):
@@ -370,14 +410,14 @@ def _config_rows(spec, scenario, gpus: list[GpuOption], config: Mapping[str, Any
     extra = [k for k in config if k not in CONFIG_KEYS and k not in ("grad_accum",)]
     if extra:
         raise ClusteroptError("config", f"unknown keys {extra}", f"allowed: {', '.join(CONFIG_KEYS)}")
-    names = {g.name.lower(): g for g in gpus}
     from optimizer.catalog import load_catalog
 
     try:
         gid = load_catalog().resolve_gpu_id(str(config["gpu"]))
     except ClusteroptError as e:
         raise ClusteroptError("config.gpu", e.problem, e.allowed) from None
-    g = names.get(gid.lower())
+    mine = [x for x in gpus if x.name.lower() == gid.lower()]      # every offer of that GPU (issue 17)
+    g = mine[0] if mine else None
     if g is None:
         raise ClusteroptError("config.gpu", f"{gid} is not eligible in this scenario (no price or not listed)",
                               "eligible: " + ", ".join(x.name for x in gpus))
@@ -413,14 +453,16 @@ def _config_rows(spec, scenario, gpus: list[GpuOption], config: Mapping[str, Any
     n = ints["n_gpus"]
     if n > node and n % node:
         violations.append(f"n_gpus = {n} is not a whole number of {node}-GPU nodes")
+    m = len(mine)
+    full = lambda v: np.full(m, v)  # noqa: E731
     cols = {
-        "gpu": np.array([g.index]), "tp": np.array([ints["tp"]]), "pp": np.array([ints["pp"]]),
-        "dp": np.array([dp]), "cp": np.array([ints["cp"]]), "ep": np.array([ints["ep"]]),
-        "zero": np.array([ints["zero"]]), "precision": np.array([PRECISIONS.index(config["precision"])]),
-        "micro_batch": np.array([mb]), "recompute": np.array([RECOMPUTES.index(config["recompute"])]),
-        "sequence_parallel": np.array([bool(config["sequence_parallel"])]),
-        "grad_accum": np.array([ga]), "global_batch": np.array([gb]), "n_gpus": np.array([n]),
-        "n_nodes": np.array([-(-n // node)]),
+        "gpu": np.array([x.index for x in mine]), "tp": full(ints["tp"]), "pp": full(ints["pp"]),
+        "dp": full(dp), "cp": full(ints["cp"]), "ep": full(ints["ep"]),
+        "zero": full(ints["zero"]), "precision": full(PRECISIONS.index(config["precision"])),
+        "micro_batch": full(mb), "recompute": full(RECOMPUTES.index(config["recompute"])),
+        "sequence_parallel": full(bool(config["sequence_parallel"])),
+        "grad_accum": full(ga), "global_batch": full(gb), "n_gpus": full(n),
+        "n_nodes": full(-(-n // node)),
     }
     return cols, violations
 
@@ -432,7 +474,7 @@ def _limit_messages(table: Table, r: int, scenario) -> list[str]:
 
 
 def evaluate(scenario, config: Mapping[str, Any], *, catalog=None, efficiency_scale: float = 1.0,
-             _gpus: list[GpuOption] | None = None, _spec=None) -> Evaluation:
+             _gpus: list[GpuOption] | None = None, _spec=None, _objective: str | None = None) -> Evaluation:
     """Every figure of one configuration, its feasibility and the rules it breaks."""
     from optimizer.scenario import load_scenario
 
@@ -441,11 +483,18 @@ def evaluate(scenario, config: Mapping[str, Any], *, catalog=None, efficiency_sc
     gpus = _gpus if _gpus is not None else gpu_options(scenario, catalog)[0]
     cols, violations = _config_rows(spec, scenario, gpus, config)
     table = complete_table(spec, scenario, gpus, cols, efficiency_scale)
-    violations += _limit_messages(table, 0, scenario)
-    c = {k: (v[0].item() if hasattr(v[0], "item") else v[0]) for k, v in table.cols.items()}
+    # one row per offer of the GPU: the configuration is priced on its best offer that meets
+    # every limit (as solve ranks it), else on its best offer overall, with that offer's violations
+    objective = _objective if _objective in OBJECTIVE_COLUMN else (
+        scenario.objective if scenario.objective in OBJECTIVE_COLUMN else "cost")
+    order = np.lexsort([k for k in objective_keys(table, objective)][::-1])
+    msgs = {int(i): _limit_messages(table, int(i), scenario) for i in order}
+    pick = next((int(i) for i in order if not msgs[int(i)]), int(order[0]))
+    violations += msgs[pick]
+    c = {k: (v[pick].item() if hasattr(v[pick], "item") else v[pick]) for k, v in table.cols.items()}
     g = gpus[int(c["gpu"])]
     return Evaluation(
-        config=table.config(0), feasible=not violations, violations=violations,
+        config=table.config(pick), feasible=not violations, violations=violations,
         cost_usd=c["cost_usd"], train_days=c["train_days"], wall_clock_days=c["wall_clock_days"],
         step_time_s=c["step_time_s"], memory_per_gpu_bytes=c["memory_per_gpu_bytes"],
         memory_capacity_bytes=int(g.hardware.memory_bytes), mfu=c["mfu"], hfu=c["hfu"],

@@ -52,6 +52,7 @@ class GpuOption:
     usd_per_instance_hour: float
     offer: str                       # provider/instance, or 'owned'
     available: int | None            # stock limit, None = unlimited
+    choice: object = None            # optimizer.offering.OfferChoice of a rented option (issue 17)
 
 
 def _pow2_upto(n: int) -> list[int]:
