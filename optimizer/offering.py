@@ -45,7 +45,7 @@ class OfferChoice:
     @property
     def label(self) -> str:
         """'<provider> <instance> (<region>, <mode>)' as tables show it."""
-        where = f"{self.offer.region}, " if self.offer.region else ""
+        where = f"{self.offer.region}, " if self.offer.region and not self.offer.region.startswith("(") else ""
         return f"{self.offer.provider} {self.offer.instance_type} ({where}{self.mode})"
 
     @property
@@ -136,3 +136,28 @@ def best_per_config(config_cols, keys, rows):
         same &= c[1:] == c[:-1]
     first[1:] = ~same
     return np.sort(rows[order][first])
+
+
+def commitment_notes(options) -> list[str]:
+    """For each committed (offer, mode) among ``options`` (GpuOptions or OfferChoices): the run
+    length from which the commitment costs less than the same offer on demand (whole term
+    billed; formulas.offers.commitment_break_even_hours), so a plan says when committing wins."""
+    from optimizer.formulas.offers import commitment_break_even_hours
+
+    out, seen = [], set()
+    for g in options:
+        ch = getattr(g, "choice", g)
+        if not isinstance(ch, OfferChoice) or ch.term_hours <= 0:
+            continue
+        od = ch.offer.usd_per_gpu_hour("on_demand")
+        key = (ch.offer.key, ch.mode)
+        if od is None or key in seen:
+            continue
+        seen.add(key)
+        h = float(commitment_break_even_hours(ch.term_hours, ch.usd_per_gpu_hour, od))
+        years = ch.term_hours / 8766.0
+        out.append(f"{ch.offer.provider} {ch.offer.instance_type} ({ch.offer.region}): a {years:g}-year commitment "
+                   f"at ${ch.usd_per_gpu_hour:.2f}/GPU-hour (billed for the whole {ch.term_hours / 24:,.0f} days) "
+                   f"beats ${od:.2f} on demand once the GPUs are needed for more than {h / 24:,.0f} days "
+                   f"({h / ch.term_hours:.0%} of the term)")
+    return out

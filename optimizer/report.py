@@ -60,7 +60,17 @@ def gbytes(x: float) -> str:
 
 
 SOLVE_HEADERS = ["rank", "gpu", "gpus", "nodes", "tp/pp/dp/cp/ep", "zero", "prec", "mb", "acc",
-                 "recompute", "sp", "mem/GPU (headroom)", "mfu", "days w/o failures", "goodput", "wall days", "cost"]
+                 "recompute", "sp", "mem/GPU (headroom)", "mfu", "days w/o failures", "goodput", "wall days", "cost",
+                 "offer (provider instance, region, mode; interconnect)"]
+
+
+def offer_label(r: dict) -> str:
+    """Where a configuration is bought (issue 17): provider and instance, region, pricing mode and
+    what the offer can span; 'owned' or the scenario's own price otherwise."""
+    if r.get("provider"):
+        where = f"{r['region']}, " if r.get("region") else ""
+        return f"{r['provider']} {r['instance_type']} ({where}{r.get('pricing_mode')}; {r.get('interconnect')})"
+    return str(r.get("offer", ""))
 
 
 def _goodput(r: dict) -> str:
@@ -77,7 +87,7 @@ def solve_rows(df: pd.DataFrame) -> list[list[str]]:
             r["micro_batch"], r["grad_accum"], r["recompute"], "y" if r["sequence_parallel"] else "n",
             f"{gbytes(r['memory_per_gpu_bytes'])} ({r['memory_headroom']:.0%})",
             f"{r['mfu']:.1%}", f"{r['train_days']:.1f}", _goodput(r), f"{r['wall_clock_days']:.1f}",
-            usd(r["cost_usd"]),
+            usd(r["cost_usd"]), offer_label(r),
         ])
     return out
 
@@ -114,7 +124,13 @@ def explanation_lines(expl: dict) -> list[str]:
 
 
 FLEET_HEADERS = ["rank", "fleet (replicas x gpu tp weights/kv batch)", "gpus", "$/hour", "$/M out tok",
-                 "capacity req/s", "util", "p99 TTFT", "ITL", "min headroom"]
+                 "$/1k req", "$/month", "capacity req/s", "util", "p99 TTFT", "ITL", "min headroom",
+                 "instances (count x provider instance, region, mode)"]
+
+
+def instances_label(instances) -> str:
+    """'2 x Azure Standard_NC24ads_A100_v4 (eastus, reserved)' per billing pool of a fleet."""
+    return "; ".join(f"{i['count']} x {i['offer']}" for i in instances or [])
 
 CODESIGN_HEADERS = ["rank", "model", "params", "tokens", "tok/param", "loss", "gpu", "gpus",
                     "tp/pp/dp", "prec", "days w/o failures", "goodput", "wall days", "cost", "lifetime cost"]
@@ -129,9 +145,10 @@ def fleet_rows(df: pd.DataFrame) -> list[list[str]]:
     out = []
     for r in df.to_dict(orient="records"):
         row = [r.get("rank", ""), fleet_label(r["replicas"]), r["n_gpus"], usd(r["usd_per_hour"]),
-               usd(r["usd_per_mtoken"]), f"{r['capacity_requests_per_s']:.1f}", f"{r['utilization']:.0%}",
+               usd(r["usd_per_mtoken"]), usd(r["usd_per_1k_requests"]), usd(r["usd_per_month"]),
+               f"{r['capacity_requests_per_s']:.1f}", f"{r['utilization']:.0%}",
                f"{r['worst_ttft_s'] * 1e3:.0f} ms", f"{r['worst_itl_s'] * 1e3:.1f} ms",
-               f"{r['min_memory_headroom']:.0%}"]
+               f"{r['min_memory_headroom']:.0%}", instances_label(r.get("instances"))]
         if _compressed(df):
             q, once = _num(r, "quality_loss_pct"), _num(r, "one_off_usd")
             row += ["-" if q is None else f"{q:.2f}%", "-" if not once else usd(once)]

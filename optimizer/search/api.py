@@ -111,6 +111,27 @@ class SolveResult(_Mapping):
 # GPU options: catalog rows + prices for this scenario
 # ----------------------------------------------------------------------------------------
 
+def gpu_types(options: list[GpuOption], scenario) -> list[GpuOption]:
+    """One option per GPU type (the first, i.e. cheapest, of its offers), re-indexed, with the
+    scenario's stock as its limit: for planners that bill each type through pools of their own
+    (the serving fleet's billing_pools)."""
+    from dataclasses import replace
+
+    stock = {}
+    if scenario is not None:
+        from optimizer.catalog import load_catalog
+
+        cat = load_catalog()
+        stock = {cat.resolve_gpu_id(k): v for k, v in scenario.constraints.available.items()}
+    out, seen = [], set()
+    for g in options:
+        if g.name in seen:
+            continue
+        seen.add(g.name)
+        out.append(replace(g, index=len(out), available=stock.get(g.name) if g.choice is not None else g.available))
+    return out
+
+
 def gpu_options(scenario, catalog=None) -> tuple[list[GpuOption], list[str]]:
     """Eligible GPU types with their hardware figures and the scenario's price per GPU-hour.
 
@@ -294,7 +315,9 @@ def solve(scenario, *, top_k: int | None = None, objective: str | None = None,
         full = full_table if full_table is not None else build_table(
             spec, scenario, table.gpus, efficiency_scale, gpu_count_limits=False)
         explanation = explain_infeasible(full, scenario, spec)
-    explanation["notes"] = notes + explanation.get("notes", [])
+    from optimizer.offering import commitment_notes
+
+    explanation["notes"] = notes + commitment_notes(table.gpus) + explanation.get("notes", [])
     return SolveResult(
         scenario=scenario.name, status=status, objective=objective, configs=configs,
         pareto=frame(table, pareto_front(table), scenario, objective, ranked=False),

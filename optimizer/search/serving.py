@@ -77,6 +77,7 @@ import numpy as np
 import pandas as pd
 
 from optimizer.errors import ClusteroptError
+from optimizer.formulas.investment import usd_per_1k_requests, usd_per_month
 from optimizer.search import fleet as fm
 from optimizer.search.pareto import pareto_indices
 from optimizer.search.serving_compression import CompressionPlan, Variant, amortised_usd_per_hour, compression_plan
@@ -96,7 +97,8 @@ PARETO_MAX_POINTS = 40
 PARETO_TIME_S = 5.0
 
 #: Column order of the configs DataFrame (one row per fleet), defined once.
-COLUMNS = ("rank", "objective", "usd_per_hour", "usd_per_mtoken", "gpu_usd_per_hour", "one_off_usd",
+COLUMNS = ("rank", "objective", "usd_per_hour", "usd_per_mtoken", "usd_per_1k_requests", "usd_per_month",
+           "spot_spare_replicas", "gpu_usd_per_hour", "one_off_usd",
            "one_off_usd_per_hour", "quality_loss_pct", "n_gpus", "n_gpus_used", "n_replicas",
            "gpu", "capacity_requests_per_s", "capacity_after_failures_requests_per_s", "utilization",
            "output_tokens_per_s", "worst_ttft_s", "worst_itl_s", "memory_per_gpu_bytes", "memory_capacity_bytes",
@@ -145,7 +147,7 @@ class ServingTable:
         """Row r's TP group fits in one instance of the pool (always, for owned or given prices)."""
         p = self.pools[pool]
         return (self.pool_type[pool] == int(self.cols["gpu"][r])
-                and (p.offer in NO_INSTANCE_RULE or int(self.cols["tp"][r]) <= p.gpus_per_instance))
+                and pool_fits(p, int(self.cols["tp"][r]), int(self.cols["gpus_per_replica"][r])))
 
     def replica(self, r: int, count: int = 1, pool: int | None = None) -> dict:
         c, g = self.cols, self.gpus[int(self.cols["gpu"][r])]
@@ -228,6 +230,40 @@ def _evaluate_group(spec, g: GpuOption, *, tp, pp, weights, kv, batches, lengths
     }
 
 
+def _serving_pools(sized: list[GpuOption]) -> list[GpuOption]:
+    """Replicas are independent, so a pool's fabric and reach matter only to a replica larger
+    than one instance: per instance size (and spot or not) the cheapest pool, plus the cheapest
+    cluster pool of the type when it is not that one. Every other pool costs more for the same
+    replicas. Ties: the first in offer_choices' order (price, then offer key)."""
+    best: dict[tuple, GpuOption] = {}
+    cluster = None
+    for q in sized:
+        spot = q.choice is not None and q.choice.preemptions_per_instance_hour > 0
+        k = (q.gpus_per_instance, spot)
+        if k not in best or q.usd_per_gpu_hour < best[k].usd_per_gpu_hour:
+            best[k] = q
+        if q.choice is not None and q.choice.offer.interconnect == "cluster" and (
+                cluster is None or q.usd_per_gpu_hour < cluster.usd_per_gpu_hour):
+            cluster = q
+    out = list(best.values())
+    if cluster is not None and all(cluster is not q for q in out):
+        out.append(cluster)
+    return sorted(out, key=lambda q: (q.gpus_per_instance, q.usd_per_gpu_hour, q.offer))
+
+
+def pool_fits(p: GpuOption, tp, gpus_per_replica):
+    """A replica fits a pool's offer (issue 17): its TP group inside one instance, and the whole
+    replica inside one instance unless the offer is a cluster (pipeline stages across instances
+    need its fabric). Owned GPUs and scenario prices have no instance rule. Arrays broadcast."""
+    if p.offer in NO_INSTANCE_RULE:
+        return np.ones(np.shape(tp), dtype=bool) if np.ndim(tp) else True
+    cluster = getattr(getattr(p, "choice", None), "offer", None) is not None and p.choice.offer.interconnect == "cluster"
+    ok = np.asarray(tp) <= p.gpus_per_instance
+    if not cluster:
+        ok = ok & (np.asarray(gpus_per_replica) <= p.gpus_per_instance)
+    return ok if np.ndim(ok) else bool(ok)
+
+
 def billing_pools(scenario, gpus: list[GpuOption], catalog=None) -> tuple[list[GpuOption], list[int]]:
     """The pools each GPU type is billed through (module docstring): for a rented type, the
     cheapest offer per GPU of each instance size among its offers in the scenario's pricing mode
@@ -237,25 +273,29 @@ def billing_pools(scenario, gpus: list[GpuOption], catalog=None) -> tuple[list[G
 
     from optimizer.catalog import load_catalog
 
+    from optimizer.formulas.offers import committed_billed_hours
+    from optimizer.offering import offer_choices
+
     cat = catalog or load_catalog()
-    mode, provider = scenario.pricing.mode, scenario.pricing.provider
+    pricing = scenario.pricing
+    horizon_h = scenario.serve.horizon_days * 24.0 if scenario.serve is not None else 0.0
     pools: list[GpuOption] = []
     types: list[int] = []
     for g in gpus:
-        if g.offer in NO_INSTANCE_RULE or mode == "owned":
+        if g.offer in NO_INSTANCE_RULE or pricing.modes == ("owned",):
             sized = [g]
         else:
-            best: dict[int, object] = {}
-            for o in cat.offers(g.name, provider):
-                rate = o.usd_per_gpu_hour(mode)
-                if rate is None:
-                    continue
-                cur = best.get(o.gpus_per_instance)
-                if cur is None or (rate, o.key) < (cur.usd_per_gpu_hour(mode), cur.key):
-                    best[o.gpus_per_instance] = o
-            sized = [replace(g, gpus_per_instance=o.gpus_per_instance, usd_per_gpu_hour=o.usd_per_gpu_hour(mode),
-                             usd_per_instance_hour=o.usd_per_hour(mode), offer=f"{o.provider} {o.instance_type}")
-                     for _, o in sorted(best.items())] or [g]
+            # issue 17: every undominated (offer, mode); a commitment costs its whole terms spread
+            # over the service's horizon (serve.horizon_days), spot carries its preemption rate
+            sized = []
+            for ch in offer_choices(cat, g.name, pricing)[0]:
+                share = (float(committed_billed_hours(horizon_h, ch.term_hours)) / horizon_h
+                         if ch.term_hours > 0 and horizon_h > 0 else 1.0)
+                sized.append(replace(g, gpus_per_instance=ch.gpus_per_instance,
+                                     usd_per_gpu_hour=ch.usd_per_gpu_hour * share,
+                                     usd_per_instance_hour=ch.usd_per_instance_hour * share, offer=ch.label,
+                                     choice=ch))
+            sized = _serving_pools(sized) or [g]
         for q in sized:
             pools.append(replace(q, index=len(pools)))
             types.append(g.index)
@@ -320,7 +360,7 @@ def serving_table(spec, scenario, gpus: list[GpuOption], catalog=None, efficienc
     for q, p in enumerate(pools):
         fit = (cols["gpu"] == pool_type[q]) if n else np.zeros(0, bool)
         if n and p.offer not in NO_INSTANCE_RULE:
-            fit &= cols["tp"] <= p.gpus_per_instance
+            fit &= pool_fits(p, cols["tp"], cols["gpus_per_replica"])
         ok_offer |= fit
         usd = np.where(fit, np.minimum(usd, cols["gpus_per_replica"] * p.usd_per_gpu_hour), usd) if n else usd
     cols["ok_offer"] = ok_offer
@@ -418,7 +458,30 @@ def max_types_of(serve) -> int | None:
     return v
 
 
-def fleet_problem(table: ServingTable, cand: Candidates, scenario, objective: str) -> fm.FleetProblem:
+#: Time to replace a preempted spot replica, s: reschedule + warm-up of a restart (the training
+#: defaults of formulas/reliability.py: 300 s + 120 s; ASSUMPTIONS stated there).
+SPOT_REPLACE_S = 420.0
+
+
+def spot_spares(table: ServingTable, cand: Candidates, f: fm.Fleet) -> int:
+    """Extra spare replicas a fleet keeps for the expected preemptions of its spot replicas
+    (issue 17; formulas.preemption.spare_replicas at the 99th percentile). A replica is preempted
+    when any of the instances under it is: rate x max(1, GPUs per replica / GPUs per instance)."""
+    from optimizer.formulas.preemption import spare_replicas
+
+    n, worst = 0, 0.0
+    for i, cnt in enumerate(f.counts):
+        p = table.pools[int(cand.pools[i])]
+        lam = getattr(getattr(p, "choice", None), "preemptions_per_instance_hour", 0.0)
+        if cnt and lam > 0:
+            gpr = int(table.cols["gpus_per_replica"][int(cand.rows[i])])
+            n += int(cnt)
+            worst = max(worst, lam * max(1.0, gpr / p.gpus_per_instance))
+    return spare_replicas(n, worst, SPOT_REPLACE_S / 3600.0) if n else 0
+
+
+def fleet_problem(table: ServingTable, cand: Candidates, scenario, objective: str,
+                  extra_spares: int = 0) -> fm.FleetProblem:
     c, cons, serve = table.cols, scenario.constraints, scenario.serve
     opts = tuple(fm.FleetOption(int(q), int(c["gpus_per_replica"][r]), int(c["capacity_units"][r]),
                                 _items(table, int(r)))
@@ -428,7 +491,7 @@ def fleet_problem(table: ServingTable, cand: Candidates, scenario, objective: st
                     for o in plan.one_offs) if plan is not None else ()
     return fm.FleetProblem(
         options=opts, demand=fm.demand_units(serve.requests_per_s, serve.max_utilization),
-        spares=spares_of(serve), gpi=tuple(int(p.gpus_per_instance) for p in table.pools),
+        spares=spares_of(serve) + extra_spares, gpi=tuple(int(p.gpus_per_instance) for p in table.pools),
         price=tuple(fm.usd_units(p.usd_per_instance_hour) for p in table.pools),
         available=tuple(g.available for g in table.gpus), pool_type=tuple(table.pool_type),
         max_gpus=cons.max_gpus,
@@ -468,6 +531,8 @@ def fleet_record(table: ServingTable, cand: Candidates, f: fm.Fleet, scenario, o
     rec = {
         "usd_per_hour": float(usd),
         "usd_per_mtoken": float(usd / _demand_mtokens_per_hour(serve)),
+        "usd_per_1k_requests": float(usd_per_1k_requests(usd, serve.requests_per_s)),
+        "usd_per_month": float(usd_per_month(usd)), "spot_spare_replicas": 0,
         "gpu_usd_per_hour": float(gpu_usd), "one_off_usd": float(one_off), "one_off_usd_per_hour": float(one_off_h),
         "quality_loss_pct": max(x["quality_loss_pct"] for x in replicas),
         "n_gpus": int(f.gpus), "n_gpus_used": int(f.gpus_used), "n_replicas": int(sum(f.counts)),
@@ -548,7 +613,7 @@ def evaluate_fleet(scenario, replicas: list[dict], *, catalog=None, _table: Serv
     """
     from optimizer.catalog import load_catalog
     from optimizer.scenario import load_scenario
-    from optimizer.search.api import gpu_options
+    from optimizer.search.api import gpu_options, gpu_types
 
     scenario = load_scenario(scenario)
     if scenario.serve is None:
@@ -559,7 +624,7 @@ def evaluate_fleet(scenario, replicas: list[dict], *, catalog=None, _table: Serv
         gpus, pools, pool_type, eff = _table.gpus, _table.pools, _table.pool_type, _table.efficiency_scale
         plan = _table.plan
     else:
-        gpus, _ = gpu_options(scenario, catalog)
+        gpus = gpu_types(gpu_options(scenario, catalog)[0], scenario)
         pools, pool_type = billing_pools(scenario, gpus, catalog)
         eff = 1.0
         plan = compression_plan(spec, scenario, gpus)
@@ -600,7 +665,7 @@ def evaluate_fleet(scenario, replicas: list[dict], *, catalog=None, _table: Serv
         if slo.itl_p99_s is not None and ev["itl_s"] > slo.itl_p99_s:
             violations.append(f"itl: {label} reaches {ev['itl_s'] * 1e3:.1f} ms; SLO {slo.itl_p99_s * 1e3:g} ms")
         mine = [q for q, h in enumerate(pool_type) if h == g.index
-                and (pools[q].offer in NO_INSTANCE_RULE or int(rep["tp"]) <= pools[q].gpus_per_instance)]
+                and pool_fits(pools[q], int(rep["tp"]), int(rep["tp"]) * int(rep["pp"]))]
         if rep.get("offer") is not None:
             mine = [q for q in mine if pools[q].offer == rep["offer"]]
         if not mine:
@@ -643,7 +708,9 @@ def evaluate_fleet(scenario, replicas: list[dict], *, catalog=None, _table: Serv
         violations.append(f"max_types: {types} replica options; limit is {mt}")
     capacity = sum(caps)
     return {"feasible": not violations, "violations": violations, "usd_per_hour": float(usd),
-            "usd_per_mtoken": float(usd / _demand_mtokens_per_hour(serve)), "gpu_usd_per_hour": float(gpu_usd),
+            "usd_per_mtoken": float(usd / _demand_mtokens_per_hour(serve)),
+            "usd_per_1k_requests": float(usd_per_1k_requests(usd, serve.requests_per_s)),
+            "usd_per_month": float(usd_per_month(usd)), "gpu_usd_per_hour": float(gpu_usd),
             "one_off_usd": float(one_off), "one_off_usd_per_hour": float(one_off_h),
             "quality_loss_pct": max((float(ev["quality_loss_pct"]) for ev in figs), default=0.0),
             "n_gpus": int(n_gpus),
@@ -706,7 +773,7 @@ def solve_serving(scenario, *, top_k: int | None = None, objective: str | None =
     offer, gpus_per_instance, count, usd_per_hour).
     """
     from optimizer.scenario import load_scenario
-    from optimizer.search.api import SolveResult, gpu_options
+    from optimizer.search.api import SolveResult, gpu_options, gpu_types
 
     t0 = time.perf_counter()
     scenario = load_scenario(scenario)
@@ -720,6 +787,7 @@ def solve_serving(scenario, *, top_k: int | None = None, objective: str | None =
     spec = scenario.spec()
     if table is None:
         gpus, notes = gpu_options(scenario, catalog)
+        gpus = gpu_types(gpus, scenario)
         table = serving_table(spec, scenario, gpus, catalog)
     else:
         notes = []
@@ -727,7 +795,18 @@ def solve_serving(scenario, *, top_k: int | None = None, objective: str | None =
     rows = reduce_options(table, np.nonzero(table.feasible)[0])
     problem = fleet_problem(table, rows, scenario, objective)
     res = fm.solve_fleets(problem, k, time_limit_s=time_limit_s)
-    records = [fleet_record(table, rows, f, scenario, objective) for f in res.fleets]
+    # spot (issue 17): keep spares for the expected preemptions of the best fleet's spot replicas,
+    # and plan again with them until the count settles (a fleet with them needs no more)
+    extra = 0
+    for _ in range(4):
+        need = spot_spares(table, rows, res.fleets[0]) if res.fleets else 0
+        if need <= extra:
+            break
+        extra = need
+        problem = fleet_problem(table, rows, scenario, objective, extra_spares=extra)
+        res = fm.solve_fleets(problem, k, time_limit_s=time_limit_s)
+    records = [dict(fleet_record(table, rows, f, scenario, objective), spot_spare_replicas=extra)
+               for f in res.fleets]
     _verify(spec, scenario, table, records)
     # CONTRACTS.md: 'feasible' when a limit stopped the search - also when the time limit came
     # before any fleet was found (nothing was proven impossible, so no conflict is explained)
@@ -745,7 +824,13 @@ def solve_serving(scenario, *, top_k: int | None = None, objective: str | None =
         explanation = sx.binding_summary(table, rows, problem, res.fleets[0], scenario)
     else:
         explanation = sx.explain_infeasible(table, rows, problem, scenario)
-    explanation["notes"] = notes + table.notes + explanation.get("notes", [])
+    from optimizer.offering import commitment_notes
+
+    spot_note = ([f"spot: {extra} spare replica(s) kept for the expected preemptions of the spot replicas "
+                  f"(99th percentile of the replicas down at once; {SPOT_REPLACE_S:g} s to replace one)"]
+                 if extra else [])
+    explanation["notes"] = (notes + table.notes + commitment_notes(table.pools) + spot_note
+                            + explanation.get("notes", []))
     front = (pareto_fleets(table, scenario, time_limit_s=min(PARETO_TIME_S, time_limit_s / 3)) if pareto
              else frame([], ranked=False))
     return SolveResult(
