@@ -404,7 +404,9 @@ def plan(
     if sensitivity and result.plan is not None:
         print("sensitivity: re-planning each input up and down...", file=sys.stderr)
         tornado = pf.plan_tornado(portfolio)
-        result.sensitivity = {"tornado": tornado, "thresholds": pf.plan_sensitivity(portfolio), "slack": slack}
+        result.sensitivity = {"tornado": tornado, "thresholds": pf.plan_sensitivity(portfolio), "slack": slack,
+                              "buy_vs_rent": (result.plan.get("investment") or {}).get("flips")}
+        slack = dict(slack, lines=list(slack.get("lines", [])) + pf.buy_vs_rent_lines(result))
         note = pf.sensitivity_note(portfolio, [e["input"] for e in tornado])
         if note:
             result.sensitivity["note"] = note

@@ -140,6 +140,10 @@ class GpuType:
     rent_offer: Optional[str] = None         # None: cannot be rented
     rent_usd_per_gpu_hour: float = 0.0
     rent_gpus_per_instance: int = 1
+    #: Every undominated rental offer of the type (issue 17): (USD per GPU-hour, GPUs per instance,
+    #: most GPUs one job gets (None: no stated limit), label). A job rents the cheapest that runs it.
+    rent_choices: tuple = ()
+    gpu_purchase_usd_per_node: float = 0.0   # the GPUs' part of purchase_usd_per_node
 
 
 @dataclass(frozen=True)
@@ -186,6 +190,7 @@ class Instance:
     notes: tuple[str, ...] = ()
     # the job scenarios and GPU options the options came from (for evaluate() checks)
     sources: Any = field(default=None, compare=False, repr=False)
+    buy: Any = field(default=None, compare=False, repr=False)     # fleet.buy (investment inputs)
 
     def node_fixed_units(self, g: int) -> int:
         return int(math.ceil(self.gpus[g].fixed_usd_per_node * MONEY_UNITS_PER_USD - 1e-6))
@@ -252,7 +257,11 @@ def fleet_gpu_types(portfolio, catalog=None) -> tuple[list, list[GpuType], list[
     if rent.allowed:
         rent_opts, rent_notes = gpu_options(job_scenario(p, 0, pricing_mode=rent.mode), cat)
     owned_by = {g.name: g for g in owned_opts} if buy.allowed else {}
-    rent_by = {g.name: g for g in rent_opts}
+    rent_by: dict = {}
+    rent_all: dict = {}
+    for g in rent_opts:                       # the first of a type is its cheapest offer
+        rent_by.setdefault(g.name, g)
+        rent_all.setdefault(g.name, []).append((g.usd_per_gpu_hour, g.gpus_per_instance, g.available, g.offer))
     names = [g.name for g in owned_opts] + [g.name for g in rent_opts if g.name not in {o.name for o in owned_opts}]
     available = {cat.resolve_gpu_id(k): v for k, v in p.fleet.available.items()}
     server = {cat.resolve_gpu_id(k): v for k, v in buy.server_usd_per_node.items()}
@@ -288,12 +297,13 @@ def fleet_gpu_types(portfolio, catalog=None) -> tuple[list, list[GpuType], list[
             )
             kw["fixed_usd_per_node"] = (kw["capex_share_usd_per_node"] + kw["hosting_usd_per_node"]
                                         + kw["maintenance_usd_per_node"])
+            kw["gpu_purchase_usd_per_node"] = gpn * acc.purchase_usd
         else:
             kw = dict(can_buy=False)
         if name in rent_by:
             r = rent_by[name]
             kw.update(rent_offer=r.offer, rent_usd_per_gpu_hour=r.usd_per_gpu_hour,
-                      rent_gpus_per_instance=r.gpus_per_instance)
+                      rent_gpus_per_instance=r.gpus_per_instance, rent_choices=tuple(rent_all[name]))
         types.append(GpuType(name=name, gpus_per_node=gpn, **kw))
         src = owned_by.get(name) or rent_by[name]
         options.append(GpuOption(index=len(options), name=name, hardware=hw, usd_per_gpu_hour=src.usd_per_gpu_hour,
@@ -469,7 +479,7 @@ def build_instance(portfolio, *, catalog=None, prices: Optional[Mapping[str, flo
                     horizon_days=horizon, budget_usd=buy.budget_usd if buy.allowed else None,
                     max_power_w=None if buy.max_power_kw is None else int(math.floor(buy.max_power_kw * 1000 + 1e-9)),
                     max_nodes=buy.max_nodes, max_rented_gpus=p.fleet.rent.max_gpus, notes=tuple(notes),
-                    sources={"scenarios": scenarios, "gpu_options": gpu_opts})
+                    sources={"scenarios": scenarios, "gpu_options": gpu_opts}, buy=buy)
 
 
 def _job_gpu_cap(p, types: list[GpuType]) -> Optional[int]:
@@ -494,7 +504,9 @@ def _scaled(t: GpuType, f: Mapping[str, float]) -> GpuType:
                    capex_share_usd_per_node=t.capex_share_usd_per_node * kb,
                    maintenance_usd_per_node=t.maintenance_usd_per_node * kb,
                    fixed_usd_per_node=(t.capex_share_usd_per_node + t.maintenance_usd_per_node) * kb + t.hosting_usd_per_node,
-                   rent_usd_per_gpu_hour=t.rent_usd_per_gpu_hour * kr)
+                   gpu_purchase_usd_per_node=t.gpu_purchase_usd_per_node * kb,
+                   rent_usd_per_gpu_hour=t.rent_usd_per_gpu_hour * kr,
+                   rent_choices=tuple((rate * kr, gpi, cap, label) for rate, gpi, cap, label in t.rent_choices))
 
 
 def _fits_owned(buy, t: GpuType, n: int) -> bool:
@@ -503,15 +515,30 @@ def _fits_owned(buy, t: GpuType, n: int) -> bool:
 
 
 def _run_costs(t: GpuType, n: int, hours: float) -> tuple[Optional[float], Optional[float]]:
-    """(owned power USD, rented USD) of n GPUs of type t busy for ``hours``."""
+    """(owned power USD, rented USD) of n GPUs of type t busy for ``hours``; rented on the
+    cheapest offer that can place n GPUs (``rent_offer_for``)."""
+    owned = n * hours * t.power_usd_per_gpu_hour if t.can_buy else None
+    best = rent_offer_for(t, n, hours)
+    return owned, (None if best is None else best[0])
+
+
+def rent_offer_for(t: GpuType, n: int, hours: float) -> Optional[tuple[float, str, float]]:
+    """(rented USD, offer label, USD per GPU-hour) of n GPUs of type t for ``hours`` on the cheapest
+    of its offers that can place them: within one instance, or on a cluster offer up to its
+    largest allocation (issue 17; a scenario-given price has no instance rule). None if none can."""
     from optimizer.formulas.cost import rented_cost_usd
 
-    owned = n * hours * t.power_usd_per_gpu_hour if t.can_buy else None
-    rented = None
-    if t.rent_offer is not None:
-        rented = float(rented_cost_usd(n, hours, t.rent_usd_per_gpu_hour * t.rent_gpus_per_instance,
-                                       t.rent_gpus_per_instance))
-    return owned, rented
+    if t.rent_offer is None:
+        return None
+    choices = t.rent_choices or ((t.rent_usd_per_gpu_hour, t.rent_gpus_per_instance, None, t.rent_offer),)
+    best = None
+    for rate, gpi, cap, label in choices:
+        if n > gpi and cap is not None and n > cap:
+            continue
+        usd = float(rented_cost_usd(n, hours, rate * gpi, gpi))
+        if best is None or usd < best[0]:
+            best = (usd, label, rate)
+    return best
 
 
 def _training_options(p, sc, gpu_opts, types: list[GpuType], step: float) -> tuple[list[Option], list[str]]:
@@ -1222,9 +1249,11 @@ def plan_detail(inst: Instance, sol: _Solution, binding: list[str] = ()) -> dict
             power_usd += o.cost_usd
         else:
             rent_usd += o.cost_usd
+            chosen = rent_offer_for(t, o.n_gpus, o.duration_days * HOURS_PER_DAY)
             rent.append({"job": job.name, "gpu": t.name, "n_gpus": o.n_gpus, "start_day": start_day, "end_day": end_day,
-                         "hours": o.duration_days * HOURS_PER_DAY, "usd": o.cost_usd, "offer": t.rent_offer,
-                         "usd_per_gpu_hour": t.rent_usd_per_gpu_hour})
+                         "hours": o.duration_days * HOURS_PER_DAY, "usd": o.cost_usd,
+                         "offer": chosen[1] if chosen else t.rent_offer,
+                         "usd_per_gpu_hour": chosen[2] if chosen else t.rent_usd_per_gpu_hour})
     capex_share = hosting = maint = purchase = 0.0
     power_kw = 0.0
     util = {}
@@ -1247,7 +1276,12 @@ def plan_detail(inst: Instance, sol: _Solution, binding: list[str] = ()) -> dict
     owned_gpus = sum(f["gpus"] for f in fleet)
     opex = power_usd + hosting + maint
     ends = [r["end_day"] for r in schedule if r["kind"] == "train"]
+    investment = plan_investment(inst, sol) if owned_gpus else None
     return {
+        "npv_usd": None if investment is None else investment["npv_usd"],
+        "payback_years": None if investment is None else investment["payback_years"],
+        "roi_pct": None if investment is None else investment["roi_pct"],
+        "investment": investment,
         "fleet": fleet,
         "rent": rent,
         "schedule": schedule,
@@ -1262,6 +1296,67 @@ def plan_detail(inst: Instance, sol: _Solution, binding: list[str] = ()) -> dict
         "objective_units": list(sol.objective),
         "status": sol.status,
     }
+
+
+def plan_investment(inst: Instance, sol: _Solution) -> Optional[dict]:
+    """NPV, payback, ROI and buy-versus-rent flip points of the plan's owned fleet against renting
+    the same jobs (formulas/investment.py). The horizon's owned work is taken as the fleet's
+    steady yearly load: rent of the owned jobs (each on its cheapest runnable offer), their power
+    and the fleet's hosting are scaled to a year (x 365.25 / horizon days); maintenance is a share
+    of capex; the fleet lives ``fleet.buy.years``. None when an owned job could not be rented
+    (no rented alternative to compare with)."""
+    from optimizer.formulas.investment import OwnedPlanMoney
+
+    from optimizer.portfolio_schema import BuySpec
+
+    buy = inst.buy if inst.buy is not None else BuySpec()
+    per_year = 365.25 / inst.horizon_days
+    rent_alt = power = 0.0
+    for j, job in enumerate(inst.jobs):
+        o = job.options[sol.choice[j]]
+        if not o.owned:
+            continue
+        t = inst.gpus[o.gpu]
+        alt = rent_offer_for(t, o.n_gpus, o.duration_days * HOURS_PER_DAY)
+        if alt is None:
+            return None
+        rent_alt += alt[0]
+        power += o.cost_usd
+    capex_gpus = sum(n * inst.gpus[g].gpu_purchase_usd_per_node for g, n in enumerate(sol.nodes) if n > 0)
+    capex = sum(n * inst.gpus[g].purchase_usd_per_node for g, n in enumerate(sol.nodes) if n > 0)
+    hosting = sum(n * inst.gpus[g].hosting_usd_per_node for g, n in enumerate(sol.nodes) if n > 0)
+    money = OwnedPlanMoney(capex_gpus_usd=capex_gpus, capex_other_usd=capex - capex_gpus,
+                           rent_usd_per_year=rent_alt * per_year, power_usd_per_year=power * per_year,
+                           hosting_usd_per_year=hosting * per_year,
+                           maintenance_pct_per_year=buy.maintenance_pct_per_year,
+                           staff_usd_per_year=buy.staff_usd_per_year, years=buy.years,
+                           discount_rate=buy.discount_rate, residual_pct=buy.residual_pct)
+    f = money.figures()
+    return {"npv_usd": f.npv_usd, "payback_years": f.payback_years, "roi_pct": f.roi_pct, "irr": f.irr,
+            "capex_usd": f.capex_usd, "residual_usd": f.residual_usd, "rent_usd_per_year": f.rent_usd_per_year,
+            "owned_opex_usd_per_year": f.owned_opex_usd_per_year, "staff_usd_per_year": f.staff_usd_per_year,
+            "saving_usd_per_year": f.saving_usd_per_year, "discount_rate": f.discount_rate, "years": f.years,
+            "residual_pct": buy.residual_pct, "flips": money.flips()}
+
+
+def buy_vs_rent_lines(result) -> list[str]:
+    """Where buying the plan's fleet stops beating renting (``plan --sensitivity``): one line per
+    flip point of the plan's investment figures."""
+    inv = (result.plan or {}).get("investment") if result is not None else None
+    if not inv:
+        return []
+    f = inv["flips"]
+    verdict = "beats" if inv["npv_usd"] > 0 else "does not beat"
+    out = [f"buy vs rent: buying {verdict} renting at a {inv['discount_rate']:.1%} discount rate "
+           f"(NPV {usd(inv['npv_usd'])} over {inv['years']:g} years)"]
+    r = f["discount_rate"]["flip"]
+    out.append("buy vs rent: " + (f"renting wins above a {r:.1%} discount rate (the IRR)" if r is not None
+                                  else "no discount rate between -99% and 1000% flips it"))
+    for key, what in (("utilization_scale", "the owned fleet's busy hours"), ("gpu_price_scale", "the GPU price")):
+        k = f[key]["flip"]
+        out.append(f"buy vs rent: flips at {k:.2f} x {what}" if k is not None
+                   else f"buy vs rent: {what} between 0.1x and 10x does not flip it")
+    return out
 
 
 def verify(inst: Instance, sol: _Solution) -> None:
@@ -1745,6 +1840,12 @@ class PlanBody(_Open):
     makespan_days: float
     binding: list[str]
     objective_units: list[int] = Field(description="the objective in the model's integer units (cents; slots)")
+    npv_usd: Optional[float] = Field(default=None, description="NPV of buying the owned fleet instead of renting "
+                                     "its jobs, at fleet.buy.discount_rate over fleet.buy.years (USD)")
+    payback_years: Optional[float] = Field(default=None, description="undiscounted payback; null when it never "
+                                           "pays back within fleet.buy.years")
+    roi_pct: Optional[float] = Field(default=None, description="return on the purchase over fleet.buy.years, %")
+    investment: Optional[dict[str, Any]] = None
 
 
 class PlanDocument(_Open):
@@ -1823,6 +1924,12 @@ def plan_text(result: PlanResult, markdown: bool = False) -> str:
         c = pl["cost"]
         out += ["", f"total {usd(c['total_usd'])} over the horizon = capex share {usd(c['capex_usd'])} + "
                     f"opex {usd(c['opex_usd'])} + rent {usd(c['rent_usd'])}; purchase {usd(c['purchase_usd'])}"]
+        inv = pl.get("investment")
+        if inv:
+            pb = "never" if inv["payback_years"] is None else f"{inv['payback_years']:.1f} years"
+            out.append(f"owned fleet vs renting its jobs: NPV {usd(inv['npv_usd'])} at {inv['discount_rate']:.1%}, "
+                       f"payback {pb}, ROI {inv['roi_pct']:.0f}% over {inv['years']:g} years "
+                       f"(residual {inv['residual_pct']:g}%, staff {usd(inv['staff_usd_per_year'])}/year)")
         if pl["fleet"]:
             out += ["", "fleet to buy:"]
             out.append(text_table(["gpu", "nodes", "gpus", "purchase", "IT kW", "utilization"],
