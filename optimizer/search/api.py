@@ -516,6 +516,7 @@ def evaluate(scenario, config: Mapping[str, Any], *, catalog=None, efficiency_sc
     violations += msgs[pick]
     c = {k: (v[pick].item() if hasattr(v[pick], "item") else v[pick]) for k, v in table.cols.items()}
     g = gpus[int(c["gpu"])]
+    c.update(offer_keys(g, r_scenario_mode(scenario)), offer=g.offer)
     return Evaluation(
         config=table.config(pick), feasible=not violations, violations=violations,
         cost_usd=c["cost_usd"], train_days=c["train_days"], wall_clock_days=c["wall_clock_days"],

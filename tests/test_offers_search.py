@@ -1,0 +1,131 @@
+"""Issue 17 in the planners: what each offer can run, spot, commitments, investment figures."""
+
+import math
+
+import numpy as np
+import pytest
+
+from optimizer.catalog import load_catalog
+from optimizer.formulas.offers import INTERCONNECT_CODES, offer_runs_layout
+from optimizer.report import solve_json
+from optimizer.scenario import load_scenario
+from optimizer.search.api import evaluate, solve
+
+OFFER_KEYS = ("provider", "instance_type", "interconnect", "offer_max_gpus", "offer_as_of")
+
+
+def check_offers_run_layouts(configs) -> None:
+    """Every configuration is priced on an offer that can run it (used over every shipped scenario)."""
+    cat = load_catalog()
+    by_key = {(o.provider, o.instance_type, o.region): o for o in cat.offers()}
+    for r in configs.to_dict(orient="records"):
+        if r["interconnect"] in ("owned", None):
+            continue
+        o = by_key[(r["provider"], r["instance_type"], r["region"])]
+        assert o.gpu == r["gpu"] and o.interconnect == r["interconnect"]
+        assert offer_runs_layout(r["n_gpus"], r["tp"], INTERCONNECT_CODES[o.interconnect], o.gpus_per_instance,
+                                 o.contiguous_max_gpus), r
+
+
+def test_70b_example_is_priced_on_cluster_offers():
+    res = solve("llama3-70b-pretrain")
+    assert res.status == "optimal"
+    doc = solve_json(res, load_scenario("llama3-70b-pretrain"))
+    for c in doc["configs"]:
+        assert all(k in c for k in OFFER_KEYS)
+        assert c["interconnect"] == "cluster" and c["n_gpus"] > 8, c
+        assert c["offer_as_of"] and c["provider"] and c["instance_type"]
+    check_offers_run_layouts(res.configs)
+
+
+def test_capacity_caps_gpus_per_provider():
+    sc = load_scenario("llama3-8b-pretrain").with_overrides({"pricing.capacity": {"Nebius": 64}, "top_k": 5})
+    res = solve(sc)
+    for r in res.configs.to_dict(orient="records"):
+        assert r["provider"] != "Nebius" or r["n_gpus"] <= 64, r
+    check_offers_run_layouts(res.configs)
+
+
+def test_spot_goodput_is_lower_than_the_same_plan_on_demand():
+    sc = load_scenario("llama3-8b-spot")
+    res = solve(sc)
+    top = res.configs.iloc[0]
+    assert top["pricing_mode"] == "spot"
+    cfg = {k: (v.item() if hasattr(v, "item") else v) for k, v in top.items()
+           if k in ("gpu", "n_gpus", "tp", "pp", "dp", "cp", "ep", "zero", "precision", "micro_batch",
+                    "recompute", "sequence_parallel")}
+    on_demand = evaluate(sc.with_overrides({"pricing.mode": "on_demand"}), cfg)
+    assert on_demand["pricing_mode"] == "on_demand"
+    # preemptions interrupt the spot job on top of the failures: lower goodput, more wall-clock days
+    assert top["goodput"] < on_demand["goodput"]
+    assert top["wall_clock_days"] > on_demand["wall_clock_days"]
+    assert top["expected_interruptions"] > on_demand["expected_interruptions"]
+    # the same layout, so the failure-free days are equal
+    assert top["train_days"] == pytest.approx(on_demand["train_days"], rel=1e-9)
+
+
+def test_committed_use_beats_on_demand_only_for_long_services():
+    from optimizer.search.serving import solve_serving
+
+    sc = load_scenario("llama3-8b-committed")
+    modes = {}
+    for days in (90, 1095):
+        res = solve_serving(sc.with_overrides({"serve.horizon_days": days}), pareto=False, explain=False)
+        top = res.configs.iloc[0]
+        modes[days] = {i["offer"].rsplit(", ", 1)[-1].rstrip(")") for i in top["instances"]}
+        # money per request and per month are the hourly cost re-expressed (by hand)
+        assert top["usd_per_1k_requests"] == pytest.approx(top["usd_per_hour"] / (30 * 3600) * 1000)
+        assert top["usd_per_month"] == pytest.approx(top["usd_per_hour"] * 720)
+    assert modes[90] == {"on_demand"} and modes[1095] == {"reserved_3y"}
+    # the notes say from when committing wins: Azure NC A100 v4, 3 years at 2.30 vs 3.72 on demand
+    # -> 1,095.75 days x 2.30 / 3.72 = 677 days
+    notes = " ".join(res.explanation["notes"])
+    assert "more than 677 days" in notes
+
+
+def test_owned_cluster_tco_npv_payback_roi_by_hand():
+    res = solve("owned-cluster-tco", top_k=1)
+    top = res.configs.iloc[0]
+    inv = top["system"]["tco"]["investment"]
+    tco = top["system"]["tco"]
+    n = int(top["n_gpus"])
+    # the rented alternative: the cheapest on-demand offer that runs this many GPUs of the type
+    cat = load_catalog()
+    rates = [o.usd_per_gpu_hour("on_demand") for o in cat.offers(top["gpu"])
+             if o.usd_per_gpu_hour("on_demand") is not None
+             and offer_runs_layout(n, int(top["tp"]), INTERCONNECT_CODES[o.interconnect], o.gpus_per_instance,
+                                   o.contiguous_max_gpus)]
+    rent = n * 8766 * 0.8 * min(rates)                              # busy GPU-hours a year x rate
+    assert inv["rent_usd_per_year"] == pytest.approx(rent)
+    capex = tco["capex_usd"]["total"]
+    assert inv["capex_usd"] == pytest.approx(capex)
+    per = tco["usd_per_gpu_hour"]                                   # USD per utilised GPU-hour by part
+    opex = n * 8766 * 0.8 * (per["power"] + per["hosting"] + per["maintenance"]) + 2.0e6   # + staff
+    assert inv["owned_opex_usd_per_year"] == pytest.approx(opex, rel=1e-9)
+    s = rent - opex
+    residual = 0.15 * capex
+    annuity = (1 - 1.08 ** -4) / 0.08                                # 3.312127
+    assert inv["npv_usd"] == pytest.approx(-capex + s * annuity + residual * 1.08 ** -4, rel=1e-9)
+    assert inv["payback_years"] == pytest.approx(capex / s, rel=1e-9)
+    assert inv["roi_pct"] == pytest.approx((4 * s + residual - capex) / capex * 100, rel=1e-9)
+    assert (top["npv_usd"], top["payback_years"], top["roi_pct"]) == (inv["npv_usd"], inv["payback_years"], inv["roi_pct"])
+    # the IRR is where buying stops beating renting: NPV 0 there
+    r = inv["flips"]["discount_rate"]["flip"]
+    assert -capex + s * (1 - (1 + r) ** -4) / r + residual * (1 + r) ** -4 == pytest.approx(0, abs=1.0)
+
+
+def test_plan_sensitivity_finds_the_discount_rate_where_buying_stops_beating_renting():
+    from optimizer.search import portfolio as pf
+    from optimizer.formulas.investment import npv_usd
+
+    result = pf.plan("rent-vs-buy")
+    inv = result.plan["investment"]
+    assert result.plan["npv_usd"] == inv["npv_usd"] and inv["npv_usd"] > 0
+    r = inv["flips"]["discount_rate"]["flip"]
+    assert r is not None and r > inv["discount_rate"]
+    # by hand from the plan's own yearly figures: NPV is 0 at the flip rate, positive below, negative above
+    c, s, n, res = inv["capex_usd"], inv["saving_usd_per_year"], inv["years"], inv["residual_usd"]
+    assert npv_usd(c, s, n, r, res) == pytest.approx(0, abs=1.0)
+    assert npv_usd(c, s, n, r - 0.01, res) > 0 > npv_usd(c, s, n, r + 0.01, res)
+    lines = pf.buy_vs_rent_lines(result)
+    assert any(f"{r:.1%} discount rate" in ln for ln in lines)
