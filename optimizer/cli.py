@@ -158,7 +158,7 @@ def estimate(
     inter_node_gbps: Optional[float] = typer.Option(None, "--inter-node-gbps", min=0.001,
                                                     help="Override inter-node bandwidth per GPU, Gbit/s."),
     tokens: Optional[float] = typer.Option(None, "--tokens", min=1, help="Training tokens: adds days, GPU-hours, cost."),
-    pricing: str = typer.Option("on_demand", "--pricing", help="on_demand | spot | reserved (for --tokens cost)."),
+    pricing: str = typer.Option("on_demand", "--pricing", help="on_demand | spot | reserved (1 year) | reserved_3y (for --tokens cost, on the cheapest offer that can run the layout)."),
     serve: bool = typer.Option(False, "--serve", help="Serving estimate instead of training."),
     weights: str = typer.Option("bf16", "--weights", help="bf16 | fp8 | int8 | int4"),
     kv: str = typer.Option("bf16", "--kv", help="bf16 | fp8 | int8"),

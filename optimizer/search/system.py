@@ -576,11 +576,22 @@ def estimate_system(spec, gpu: str, layout: dict, tokens_per_s: float, tokens: f
         if rate is None:
             raise ClusteroptError("pricing", f"{acc.id} has no purchase price", "use a rental mode")
     else:
-        o = cat.cheapest_offer(acc.id, pricing_mode)
-        rate, gpi, offer = ((o.usd_per_gpu_hour(pricing_mode), o.gpus_per_instance, f"{o.provider} {o.instance_type}")
-                            if o is not None else (0.0, 1, "no offer"))
+        # issue 17: the cheapest offer that can run this layout (TP inside an instance; beyond one
+        # instance a cluster offer with the reach), with that offer's fabric and preemptions
+        from optimizer.offering import offer_choices
+
+        n, tp = int(layout.get("n_gpus", 1)), int(layout.get("tp", 1))
+        runs = [ch for ch in offer_choices(cat, acc.id, pricing)[0]
+                if offer_runs_layout(n, tp, INTERCONNECT_CODES[ch.offer.interconnect], ch.gpus_per_instance,
+                                     ch.max_gpus)]
+        ch = min(runs, key=lambda c: (-(-n // c.gpus_per_instance) * c.usd_per_instance_hour, c.offer.key)) if runs else None
+        rate, gpi, offer = ((ch.usd_per_gpu_hour, ch.gpus_per_instance, ch.label) if ch is not None
+                            else (0.0, 1, "no offer can run this layout"))
+        if ch is not None:
+            hw = ch.hardware
     g = GpuOption(index=0, name=acc.id, hardware=hw, usd_per_gpu_hour=rate, gpus_per_instance=gpi,
-                  usd_per_instance_hour=rate * gpi, offer=offer, available=None)
+                  usd_per_instance_hour=rate * gpi, offer=offer, available=None,
+                  choice=None if pricing_mode == "owned" else ch)
     scen = SimpleNamespace(system=sysspec, pricing=pricing, objective="cost",
                            train=SimpleNamespace(tokens=float(tokens), optimizer=optimizer), spec=lambda: spec)
     node = max(hw.gpus_per_node, 1)
@@ -598,4 +609,12 @@ def estimate_system(spec, gpu: str, layout: dict, tokens_per_s: float, tokens: f
               "checkpoint_interval_s"):
         out[k] = _f(sc[k])
     out["system"] = system_breakdown(spec, scen, g, row)
+    # the offer it is billed on (issue 17): the estimate's cost uses the same one
+    out.update({"offer": g.offer, "gpus_per_instance": g.gpus_per_instance,
+                "usd_per_instance_hour": g.usd_per_instance_hour,
+                "term_hours": getattr(g.choice, "term_hours", 0.0) if g.choice is not None else 0.0})
+    if g.choice is not None:
+        o = g.choice.offer
+        out.update({"provider": o.provider, "instance_type": o.instance_type, "region": o.region,
+                    "interconnect": o.interconnect, "offer_max_gpus": o.contiguous_max_gpus, "offer_as_of": o.as_of})
     return out
