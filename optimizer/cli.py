@@ -97,10 +97,13 @@ def catalog_cmd(gpu: Optional[str] = typer.Argument(None, help="One accelerator 
             _emit(report.dumps(data))
         else:
             lines = [f"{k}: {v}" for k, v in data["accelerator"].items()]
-            orows = [[o["provider"], o["instance_type"], o["gpus_per_instance"], o.get("on_demand_usd_per_hour"),
-                      o.get("spot_usd_per_hour"), o.get("region")] for o in data["offers"]]
+            orows = [[o["provider"], o["instance_type"], o["gpus_per_instance"], o["interconnect"],
+                      o.get("fabric_gbit_per_s_per_gpu") or "-", o.get("max_gpus") or "-", o.get("on_demand_usd_per_hour"),
+                      o.get("spot_usd_per_hour") or "-", o.get("reserved_usd_per_hour") or "-",
+                      o.get("reserved_3y_usd_per_hour") or "-", o.get("region"), o["as_of"]] for o in data["offers"]]
             _emit("\n".join(lines) + "\n\n" + report.text_table(
-                ["provider", "instance", "gpus", "on-demand $/h", "spot $/h", "region"], orows, "llrrrl"))
+                ["provider", "instance", "gpus", "interconnect", "fabric Gb/s/GPU", "max gpus", "on-demand $/h",
+                 "spot $/h", "1y $/h", "3y $/h", "region", "as of"], orows, "llrlrrrrrrll"))
         return
     accs = [plain(a.model_dump() if hasattr(a, "model_dump") else a) for a in cat.accelerators]
     offs = [plain(o.model_dump() if hasattr(o, "model_dump") else o) for o in cat.offers()]
@@ -109,12 +112,13 @@ def catalog_cmd(gpu: Optional[str] = typer.Argument(None, help="One accelerator 
         return
     arows = [[a["id"], a.get("memory_gib"), a.get("hbm_tb_per_s"), a.get("bf16_tflops"), a.get("fp8_tflops") or "-",
               a.get("intra_node_gb_per_s"), a.get("gpus_per_node"), a.get("tdp_w")] for a in accs]
-    orows = [[o["provider"], o["instance_type"], o["gpu"], o["gpus_per_instance"], o.get("on_demand_usd_per_hour"),
-              o.get("spot_usd_per_hour") or "-", o.get("region")] for o in offs]
+    orows = [[o["provider"], o["instance_type"], o["gpu"], o["gpus_per_instance"], o["interconnect"],
+              o.get("on_demand_usd_per_hour") or "-", o.get("spot_usd_per_hour") or "-", o.get("region"), o["as_of"]]
+             for o in offs]
     _emit(report.text_table(["accelerator", "mem GiB", "HBM TB/s", "bf16 TFLOP/s", "fp8 TFLOP/s", "link GB/s",
                              "gpus/node", "TDP W"], arows)
-          + "\n\n" + report.text_table(["provider", "instance", "gpu", "gpus", "on-demand $/h", "spot $/h", "region"],
-                                       orows, "lllrrrl"))
+          + "\n\n" + report.text_table(["provider", "instance", "gpu", "gpus", "interconnect", "on-demand $/h",
+                                        "spot $/h", "region", "as of"], orows, "lllrlrrll"))
 
 
 @app.command("refresh-offers")
