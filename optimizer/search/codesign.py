@@ -442,7 +442,15 @@ def codesign_limits(table: Table, scenario, data_inference: bool, compute_budget
 
 def _candidates(table: Table, keys: list[np.ndarray], k: int) -> np.ndarray:
     """Feasible rows not worse on the primary key than the k-th best feasible row (api.candidate_rows)."""
-    feas = np.nonzero(table.feasible)[0]
+    from optimizer.offering import best_per_config
+    from optimizer.search.tables import CONFIG_KEYS
+
+    # a (model, tokens, layout) on several offers of its GPU counts once, on its best (issue 17)
+    c = table.cols
+    names: dict = {}
+    name_idx = np.array([names.setdefault(g.name, len(names)) for g in table.gpus], dtype=np.int64)
+    cfg = [name_idx[c["gpu"]], c["model_index"], c["train_tokens"]] + [c[x] for x in CONFIG_KEYS if x != "gpu"]
+    feas = best_per_config(cfg, keys, np.nonzero(table.feasible)[0])
     if len(feas) <= k:
         return feas
     primary = keys[0][feas]

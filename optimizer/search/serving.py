@@ -163,6 +163,7 @@ class ServingTable:
         if pool is not None:
             p = self.pools[pool]
             out["offer"] = p.offer
+            out.update(_offer_keys(p, None))
             out["usd_per_hour"] = float(c["gpus_per_replica"][r] * p.usd_per_gpu_hour)
         return out
 
@@ -228,6 +229,14 @@ def _evaluate_group(spec, g: GpuOption, *, tp, pp, weights, kv, batches, lengths
         "ok_memory": np.asarray(np.broadcast_to(e.fits, (2 * n,)))[mean] & (arr(e.max_concurrent_seqs)[tail] >= 1),
         "usd_per_hour": np.full(n, n_gpus * g.usd_per_gpu_hour),
     }
+
+
+def _offer_keys(p: GpuOption, scenario) -> dict:
+    """CONTRACTS.md 'Offers and money': the pool's provider, instance_type, region, interconnect,
+    offer_max_gpus, offer_as_of and pricing mode."""
+    from optimizer.search.api import offer_keys, r_scenario_mode
+
+    return offer_keys(p, r_scenario_mode(scenario) if scenario is not None else "on_demand")
 
 
 def _serving_pools(sized: list[GpuOption]) -> list[GpuOption]:
@@ -526,7 +535,7 @@ def fleet_record(table: ServingTable, cand: Candidates, f: fm.Fleet, scenario, o
     per_type = [f"{name} x{n}" for name, n in rented.items()]
     replicas = [table.replica(r, n, pool=q) for r, q, n in used]
     instances = [{"gpu": table.gpus[table.pool_type[q]].name, "offer": p.offer, "gpus_per_instance": p.gpus_per_instance,
-                  "count": int(m), "usd_per_hour": float(m * p.usd_per_instance_hour)}
+                  "count": int(m), "usd_per_hour": float(m * p.usd_per_instance_hour), **_offer_keys(p, scenario)}
                  for q, (p, m) in enumerate(zip(table.pools, f.instances)) if m]
     rec = {
         "usd_per_hour": float(usd),
