@@ -129,3 +129,31 @@ def test_plan_sensitivity_finds_the_discount_rate_where_buying_stops_beating_ren
     assert npv_usd(c, s, n, r - 0.01, res) > 0 > npv_usd(c, s, n, r + 0.01, res)
     lines = pf.buy_vs_rent_lines(result)
     assert any(f"{r:.1%} discount rate" in ln for ln in lines)
+
+
+def test_pruned_offer_choices_lose_nothing():
+    # offering.offer_choices drops dominated (offer, mode) pairs: every layout any offer can run is
+    # still runnable on a kept choice at no higher price per GPU-hour, with at least its fabric,
+    # no longer commitment and no more preemptions (so the search's optimum cannot change).
+    from optimizer.catalog import TERM_HOURS
+    from optimizer.offering import offer_choices
+    from optimizer.scenario import Pricing
+
+    cat = load_catalog()
+    pricing = Pricing(mode=["on_demand", "spot", "reserved_1y", "reserved_3y"])
+    for acc in cat.accelerators:
+        kept, _ = offer_choices(cat, acc.id, pricing)
+        every = [(o, m) for o in cat.offers(acc.id) for m in pricing.modes if o.usd_per_hour(m) is not None]
+        for n in (1, 2, 4, 8, 16, 64, 1024, 20000, 30000):
+            for tp in (1, 2, 4, 8):
+                for o, m in every:
+                    if not offer_runs_layout(n, tp, INTERCONNECT_CODES[o.interconnect], o.gpus_per_instance,
+                                             o.contiguous_max_gpus):
+                        continue
+                    fabric = cat.offer_hardware(o).inter_node_bytes_per_s if o.interconnect == "cluster" else 0.0
+                    assert any(offer_runs_layout(n, tp, INTERCONNECT_CODES[k.offer.interconnect], k.gpus_per_instance,
+                                                 k.max_gpus)
+                               and k.gpus_per_instance == o.gpus_per_instance
+                               and k.usd_per_gpu_hour <= o.usd_per_gpu_hour(m) + 1e-12
+                               and k.term_hours <= TERM_HOURS[m] and k.fabric_bytes_per_s >= fabric
+                               for k in kept), (acc.id, o.instance_type, m, n, tp)
