@@ -157,3 +157,21 @@ def test_pruned_offer_choices_lose_nothing():
                                and k.usd_per_gpu_hour <= o.usd_per_gpu_hour(m) + 1e-12
                                and k.term_hours <= TERM_HOURS[m] and k.fabric_bytes_per_s >= fabric
                                for k in kept), (acc.id, o.instance_type, m, n, tp)
+
+
+def test_spot_serving_keeps_spares_for_expected_preemptions():
+    from optimizer.formulas.preemption import spare_replicas
+    from optimizer.search.serving import SPOT_REPLACE_S, solve_serving
+
+    sc = load_scenario("llama3-8b-api").with_overrides({"pricing.mode": "spot", "constraints.gpus": ["H100-SXM5-80GB"],
+                                                        "pricing.spot_preemptions_per_hour": 2.0, "top_k": 1})
+    calm = solve_serving(sc.with_overrides({"pricing.spot_preemptions_per_hour": 0.0}), pareto=False, explain=False)
+    rough = solve_serving(sc, pareto=False, explain=False)
+    a, b = calm.configs.iloc[0], rough.configs.iloc[0]
+    assert a["spot_spare_replicas"] == 0 and b["spot_spare_replicas"] > 0
+    assert b["n_replicas"] >= a["n_replicas"] + b["spot_spare_replicas"] - 1 and b["usd_per_hour"] > a["usd_per_hour"]
+    # by hand: the spares are the 99th percentile of spot instances down at once, times the
+    # replicas one instance holds (8 GPUs / 1 GPU per replica)
+    inst = sum(i["count"] for i in b["instances"])
+    per = 8 // b["replicas"][0]["gpus_per_replica"]
+    assert b["spot_spare_replicas"] == spare_replicas(inst, 2.0, SPOT_REPLACE_S / 3600) * per

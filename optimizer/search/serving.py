@@ -473,20 +473,27 @@ SPOT_REPLACE_S = 420.0
 
 
 def spot_spares(table: ServingTable, cand: Candidates, f: fm.Fleet) -> int:
-    """Extra spare replicas a fleet keeps for the expected preemptions of its spot replicas
-    (issue 17; formulas.preemption.spare_replicas at the 99th percentile). A replica is preempted
-    when any of the instances under it is: rate x max(1, GPUs per replica / GPUs per instance)."""
+    """Extra spare replicas a fleet keeps for the expected preemptions of its spot instances
+    (issue 17). A preemption takes one instance, and with it every replica on it, so the spot
+    instances down at once are counted (formulas.preemption.spare_replicas: Poisson, 99th
+    percentile, SPOT_REPLACE_S to replace one) and each stands for the most replicas an instance
+    of those pools holds (GPUs per instance / GPUs per replica, at least 1)."""
     from optimizer.formulas.preemption import spare_replicas
 
-    n, worst = 0, 0.0
-    for i, cnt in enumerate(f.counts):
-        p = table.pools[int(cand.pools[i])]
+    instances, rate, per_instance = 0, 0.0, 1
+    for q, m in enumerate(f.instances):
+        p = table.pools[q]
         lam = getattr(getattr(p, "choice", None), "preemptions_per_instance_hour", 0.0)
-        if cnt and lam > 0:
-            gpr = int(table.cols["gpus_per_replica"][int(cand.rows[i])])
-            n += int(cnt)
-            worst = max(worst, lam * max(1.0, gpr / p.gpus_per_instance))
-    return spare_replicas(n, worst, SPOT_REPLACE_S / 3600.0) if n else 0
+        if m and lam > 0:
+            instances += int(m)
+            rate = max(rate, lam)
+            for i, cnt in enumerate(f.counts):
+                if cnt and int(cand.pools[i]) == q:
+                    gpr = int(table.cols["gpus_per_replica"][int(cand.rows[i])])
+                    per_instance = max(per_instance, p.gpus_per_instance // max(gpr, 1))
+    if not instances:
+        return 0
+    return spare_replicas(instances, rate, SPOT_REPLACE_S / 3600.0) * per_instance
 
 
 def fleet_problem(table: ServingTable, cand: Candidates, scenario, objective: str,
