@@ -18,8 +18,9 @@ import time
 
 import numpy as np
 
-from optimizer.model.families import ladder
-from optimizer.search.codesign import codesign_keys, solve_codesign
+from optimizer.formulas.sizing import ladder
+from optimizer.search.codesign.table import codesign_keys
+from optimizer.search.codesign.solve import solve_codesign
 
 GPUS = ["H100-SXM5-80GB", "H200-SXM-141GB", "A100-SXM4-80GB"]
 PINNED = {"tp": [1, 2, 4, 8], "pp": [1, 2, 4, 8, 16], "cp": [1], "micro_batch": [1], "recompute": ["selective"],

@@ -16,7 +16,8 @@ import math
 import sys
 import time
 
-from optimizer.search.portfolio import build_instance, solve_instance
+from optimizer.search.portfolio.instance import build_instance
+from optimizer.search.portfolio.model import solve_instance
 
 FLEET = ["H100-SXM5-80GB", "H200-SXM-141GB", "B200-SXM-180GB"]
 TRAIN = [  # (model, tokens, seq_len, global batch tokens)

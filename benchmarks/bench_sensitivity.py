@@ -9,7 +9,7 @@ import time
 
 import optimizer
 from optimizer.search.api import solve
-from optimizer.search.sensitivity import sensitivity
+from optimizer.search.api import sensitivity
 
 
 def bench_sensitivity(name: str = "llama3-70b-pretrain") -> None:

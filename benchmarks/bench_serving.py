@@ -16,7 +16,7 @@ import sys
 import time
 
 from optimizer.scenario import list_scenarios, load_scenario
-from optimizer.search.serving import solve_serving
+from optimizer.search.serve.solve import solve_serving
 
 
 def _serving_names() -> list[str]:

@@ -14,9 +14,11 @@ import time
 import numpy as np
 
 import optimizer
+from optimizer.catalog import load_catalog
 from optimizer.scenario import list_scenarios
-from optimizer.search.api import gpu_options, solve
-from optimizer.search.tables import build_table, objective_keys
+from optimizer.pricing import gpu_options
+from optimizer.search.api import solve
+from optimizer.search.train.table import build_table, objective_keys
 
 
 def main(names):
@@ -32,7 +34,7 @@ def main(names):
         t0 = time.perf_counter()
         res = solve(sc)
         t_solve = time.perf_counter() - t0
-        gpus, _ = gpu_options(sc)
+        gpus, _ = gpu_options(sc, load_catalog())
         t0 = time.perf_counter()
         full = build_table(sc.spec(), sc, gpus, gpu_count_limits=False)
         feas = np.nonzero(full.feasible)[0]

@@ -32,7 +32,7 @@ from datetime import date
 from pathlib import Path
 from typing import Optional, Sequence
 
-from optimizer.catalog import AS_OF_DATE, Catalog, Offer, data_dir, load_catalog
+from optimizer.catalog import AS_OF_DATE, Catalog, Offer, data_dir
 from optimizer.errors import ClusteroptError
 
 GPU_NAMES_FILE = "skypilot_gpu_names.csv"
@@ -69,7 +69,7 @@ def _read_cloud(path: Path) -> list[dict]:
         return list(reader)
 
 
-def skypilot_offers(folder: Path | str, *, as_of: str, catalog: Optional[Catalog] = None,
+def skypilot_offers(folder: Path | str, *, as_of: str, catalog: Catalog,
                     regions: Sequence[str] = ()) -> tuple[list[Offer], dict]:
     """Offers read from ``folder/<cloud>/vms.csv`` (module docstring) and a report of what was
     read and skipped: {'files', 'offers', 'skipped_accelerators'}."""
@@ -79,7 +79,7 @@ def skypilot_offers(folder: Path | str, *, as_of: str, catalog: Optional[Catalog
                               "a local copy of skypilot-catalog's catalogs/v7 folder (one sub-folder per cloud)")
     if not AS_OF_DATE.fullmatch(as_of):
         raise ClusteroptError("--as-of", f"{as_of!r} is not a date", "YYYY-MM-DD, the date of the snapshot")
-    cat = catalog or load_catalog()
+    cat = catalog
     names = _gpu_names()
     known = {(o.provider.lower(), o.instance_type.lower()): o for o in cat.offers()}
     wanted = {r.lower() for r in regions}
@@ -152,11 +152,11 @@ def skypilot_offers(folder: Path | str, *, as_of: str, catalog: Optional[Catalog
                                 "skipped_accelerators": dict(sorted(skipped.items()))}
 
 
-def refresh_offers(folder: Path | str, *, as_of: Optional[str] = None, catalog: Optional[Catalog] = None,
+def refresh_offers(folder: Path | str, *, catalog: Catalog, as_of: Optional[str] = None,
                    regions: Sequence[str] = ()) -> tuple[list[Offer], dict]:
-    """The packaged offers with rows from a SkyPilot snapshot added or replaced (module docstring);
-    ``as_of`` defaults to today (the date the local copy is read)."""
-    cat = catalog or load_catalog()
+    """The caller's catalog offers with rows from a SkyPilot snapshot added or replaced (module
+    docstring); ``as_of`` defaults to today (the date the local copy is read)."""
+    cat = catalog
     new, rep = skypilot_offers(folder, as_of=as_of or date.today().isoformat(), catalog=cat, regions=regions)
     merged = {o.key: o for o in cat.offers()}
     replaced = sum(1 for o in new if o.key in merged)

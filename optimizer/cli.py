@@ -16,6 +16,13 @@ import typer
 
 from optimizer import report
 from optimizer.errors import ClusteroptError
+from optimizer.catalog import load_catalog
+from optimizer.model import list_presets
+from optimizer.report import plain
+import optimizer
+from optimizer.scenario import DEFAULT_SCENARIO
+import tempfile
+from optimizer.schema import json_schema
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode=None,
                   help="Plan GPU clusters for LLM training and serving (exact estimators + OR-Tools CP-SAT).")
@@ -46,8 +53,6 @@ CatalogOpt = typer.Option(None, "--catalog", help="Extra catalog CSV file(s) tha
 
 
 def _catalog(files: Optional[List[Path]]):
-    from optimizer.catalog import load_catalog
-
     return load_catalog(tuple(str(f) for f in files or ()))
 
 
@@ -66,7 +71,6 @@ def _emit(text: str, out: Optional[Path] = None) -> None:
 @app.command()
 def models(json_out: bool = typer.Option(False, "--json", help="One JSON list: name, family, params_total, source.")):
     """List the model presets."""
-    from optimizer.model import list_presets
 
     presets = list_presets()
     if json_out:
@@ -87,7 +91,6 @@ def catalog_cmd(gpu: Optional[str] = typer.Argument(None, help="One accelerator 
                 catalog: Optional[List[Path]] = CatalogOpt):
     """List accelerators and cloud offers, or show one accelerator with its offers."""
     cat = _catalog(catalog)
-    from optimizer.report import plain
 
     if gpu is not None:
         acc = cat.accelerator(gpu)
@@ -173,15 +176,14 @@ def estimate(
     catalog: Optional[List[Path]] = CatalogOpt,
 ):
     """Parameters, FLOPs and (with --gpu) the training or serving estimate of one layout."""
-    from optimizer import estimate as est
 
     opts = dict(seq_len=seq_len, gpu=gpu, tp=tp, pp=pp, dp=dp, cp=cp, ep=ep, zero=zero, micro_batch=micro_batch,
                 global_batch=global_batch, recompute=recompute.value, precision=precision.value,
                 sequence_parallel=sequence_parallel, interleave=interleave, inter_node_gbps=inter_node_gbps,
                 tokens=tokens, pricing=pricing, serve=serve, weights=weights, kv=kv, batch=batch,
                 prompt_len=prompt_len, output_len=output_len, gpu_memory_utilization=gpu_memory_utilization)
-    data = est.estimate(model, catalog=_catalog(catalog), **opts)
-    _emit(report.dumps(data) if json_out else est.estimate_text(data))
+    data = optimizer.estimate(model, catalog=_catalog(catalog), **opts)
+    _emit(report.dumps(data) if json_out else report.estimate_text(data))
 
 
 # ----------------------------------------------------------------------------------------
@@ -194,9 +196,8 @@ def scaling(compute: Optional[float] = typer.Option(None, "--compute", min=1, he
             law: str = typer.Option("hoffmann2022", "--law", help="hoffmann2022 | besiroglu2024 | kaplan2020"),
             json_out: bool = typer.Option(False, "--json")):
     """The compute-optimal plan: parameters and tokens for a FLOP budget (or tokens for a size)."""
-    from optimizer import estimate as est
 
-    data = est.scaling_plan(compute=compute, params=params, law=law)
+    data = optimizer.scaling_plan(compute=compute, params=params, law=law)
     if json_out:
         _emit(report.dumps(data))
     else:
@@ -226,8 +227,6 @@ def solve(
     catalog: Optional[List[Path]] = CatalogOpt,
 ):
     """Find the best layouts of a scenario (training, serving fleet or co-design): ranked top-K, Pareto front, explanations."""
-    import optimizer
-    from optimizer.scenario import DEFAULT_SCENARIO
 
     if sensitivity and fmt is Fmt.csv:
         raise ClusteroptError("--format", "csv holds the ranked table only, not the sensitivity analysis",
@@ -244,10 +243,8 @@ def solve(
         raise ClusteroptError("--sensitivity", "not available for co-design scenarios",
                               "training and serving scenarios; for co-design use 'clusteropt sweep' over "
                               "constraints.budget_usd or train.inference.tokens")
-    from optimizer.search.api import solve as _solve
-
     cat = _catalog(catalog)
-    result = _solve(sc, top_k=top, objective=objective, time_limit_s=time_limit, catalog=cat)
+    result = optimizer.solve(sc, top_k=top, objective=objective, time_limit_s=time_limit, catalog=cat)
     sens = None
     if sensitivity or (report_md is not None and sc.workload != "codesign"):
         sens = _sensitivity(result, sc, swing_pct, range_pct)
@@ -269,14 +266,8 @@ def solve(
 
 
 def _sensitivity(result, sc, swing_pct: float, range_pct: float) -> dict:
-    from optimizer.search.sensitivity import sensitivity as _sens
-    from optimizer.search.serving_analysis import serving_sensitivity
-
-    if sc.workload == "serve":
-        print("sensitivity: re-planning the fleet for each input up and down...", file=sys.stderr)
-        return serving_sensitivity(result, sc, swing_pct=swing_pct, range_pct=range_pct)
     print("sensitivity: re-solving each input up and down...", file=sys.stderr)
-    return _sens(result, sc, swing_pct=swing_pct, range_pct=range_pct)
+    return optimizer.sensitivity(result, sc, swing_pct=swing_pct, range_pct=range_pct)
 
 
 def _plot_solve(result, sc, sens, path: Path) -> None:
@@ -292,22 +283,13 @@ def _plot_solve(result, sc, sens, path: Path) -> None:
 
 
 def _write_report(result, sc, sens, path: Path, cat) -> None:
-    import tempfile
-
     from optimizer import plots
-    from optimizer.search.api import evaluate
-    from optimizer.search.tables import CONFIG_KEYS
 
     memory = None
     with tempfile.TemporaryDirectory() as tmp:
         pareto_png = tornado_png = None
         if len(result.configs) and sc.workload == "train":
-            top = result.configs.iloc[0]
-            ev = evaluate(sc, {k: top[k] for k in CONFIG_KEYS}, catalog=cat)
-            from optimizer.formulas.memory import MEMORY_PARTS
-
-            memory = {p: float(ev.figures[f"memory_{p}_bytes"]) for p in MEMORY_PARTS}
-            memory["memory_per_gpu_bytes"] = float(ev.memory_per_gpu_bytes)
+            memory = optimizer.memory_breakdown(sc, result.configs.iloc[0].to_dict(), catalog=cat)
             pareto_png = plots.pareto(result.configs, result.pareto, Path(tmp) / "pareto.png", scenario=sc.name)
         elif len(result.configs):             # serving fleets, co-design plans
             pareto_png = plots.pareto(result.configs, result.pareto, Path(tmp) / "pareto.png", scenario=sc.name)
@@ -341,8 +323,6 @@ def sweep(
     workers: Optional[int] = typer.Option(None, "--workers", min=1, help="Worker processes (default: CPU count)."),
 ):
     """Solve a grid of scenario variants and compare them: one row per point, with days saved per extra $1M."""
-    import optimizer
-    from optimizer.search.sweep import sweep as _sweep
 
     if out is not None and out.suffix.lower() not in (".csv", ".json", ".md"):
         raise ClusteroptError("--out", f"{str(out)!r} has no known extension", "results.csv, results.json or results.md")
@@ -355,7 +335,7 @@ def sweep(
         k, vals = v.split("=", 1)
         axes[k.strip()] = vals.strip()
     sc = optimizer.load_scenario(scenario)
-    df = _sweep(sc, axes, objective=objective, workers=workers, executor=executor.value, progress=True)
+    df = optimizer.sweep(sc, axes, objective=objective, workers=workers, executor=executor.value, progress=True)
     vary_values = {c: list(dict.fromkeys(df[c].tolist())) for c in report.varied_columns(df)}
     doc = report.sweep_json(df, sc.name, vary_values, objective or sc.objective)
     if out is not None:
@@ -400,34 +380,29 @@ def plan(
     catalog: Optional[List[Path]] = CatalogOpt,
 ):
     """Plan one fleet for a portfolio of training and serving jobs: what to buy, what to rent and when."""
-    from optimizer.search import portfolio as pf
 
-    result = pf.plan(portfolio, top_k=top, objective=objective.value if objective else None,
-                     time_limit_s=time_limit, catalog=_catalog(catalog))
-    slack = pf.plan_slack(result)
+    cat = _catalog(catalog)
+    result = optimizer.plan(portfolio, top_k=top, objective=objective.value if objective else None,
+                            time_limit_s=time_limit, catalog=cat)
+    slack = result.slack
     if sensitivity and result.plan is not None:
         print("sensitivity: re-planning each input up and down...", file=sys.stderr)
-        tornado = pf.plan_tornado(portfolio)
-        result.sensitivity = {"tornado": tornado, "thresholds": pf.plan_sensitivity(portfolio), "slack": slack,
-                              "buy_vs_rent": (result.plan.get("investment") or {}).get("flips")}
-        slack = dict(slack, lines=list(slack.get("lines", [])) + pf.buy_vs_rent_lines(result))
-        note = pf.sensitivity_note(portfolio, [e["input"] for e in tornado])
-        if note:
-            result.sensitivity["note"] = note
+        result.sensitivity = optimizer.sensitivity(result, portfolio, catalog=cat)
     if fmt is Fmt.json:
-        doc = pf.plan_json(result)
+        doc = report.plan_json(result)
         doc["slack"] = report.plain(slack)
         text = report.dumps(doc)
     elif fmt is Fmt.csv:
         if sensitivity:
             raise ClusteroptError("--format", "csv holds the schedule only, not the sensitivity analysis",
                                   "--format table, markdown or json with --sensitivity")
-        text = pf.plan_csv(result)
+        text = report.plan_csv(result)
     else:
-        text = pf.plan_text(result, markdown=fmt is Fmt.markdown)
-        if sensitivity and slack.get("lines"):
+        text = report.plan_text(result, markdown=fmt is Fmt.markdown)
+        lines = (list(slack.get("lines", [])) + report.buy_vs_rent_lines(result.plan)) if sensitivity else []
+        if lines:
             text = text.rstrip("\n") + "\n" + "\n".join(("- " if fmt is Fmt.markdown else "") + ln
-                                                       for ln in slack["lines"]) + "\n"
+                                                       for ln in lines) + "\n"
     _emit(text, out)
 
 
@@ -445,7 +420,6 @@ class SchemaKind(str, Enum):
 @app.command()
 def schema(kind: SchemaKind = typer.Argument(..., help="result | scenario | sweep | plan")):
     """Print the JSON Schema of an output document (result, sweep, plan) or of the scenario input."""
-    from optimizer.schema import json_schema
 
     _emit(report.dumps(json_schema(kind.value)))
 

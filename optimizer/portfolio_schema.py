@@ -37,6 +37,8 @@ from optimizer.formulas.cost import (TYPICAL_HOSTING_USD_PER_KW_MONTH, TYPICAL_M
                                      TYPICAL_PUE, TYPICAL_USD_PER_KWH)
 from optimizer.scenario import (Constraints, SearchSpace, ServeSpec, TrainSpec, Scenario, load_scenario,
                                 non_negative_values)
+from optimizer.scenario import scenario_dir
+from optimizer.scenario import read_document
 
 PortfolioObjective = Literal["total_cost", "makespan", "gpus"]
 RentMode = Literal["on_demand", "spot", "reserved"]
@@ -263,21 +265,20 @@ def _find_cycle(graph: dict[str, list[str]]) -> list[str]:
 # loading
 # ----------------------------------------------------------------------------------------
 
-def _validate(data: dict) -> Portfolio:
+def _validate(data: dict, catalog=None) -> Portfolio:
     try:
         p = Portfolio.model_validate(data)
     except ClusteroptError:
         raise
     except ValidationError as exc:
         raise from_pydantic(exc, model=Portfolio, root="portfolio") from None
-    _check_gpus(p)
+    if catalog is not None:
+        _check_gpus(p, catalog)
     return p
 
 
-def _check_gpus(p: Portfolio) -> None:
-    from optimizer.catalog import load_catalog
-
-    cat = load_catalog()
+def _check_gpus(p: Portfolio, cat) -> None:
+    """Every GPU and provider the fleet names exists in the caller's catalog ``cat``."""
     for i, g in enumerate(p.fleet.gpus or []):
         try:
             cat.resolve_gpu_id(g)
@@ -297,8 +298,6 @@ def _check_gpus(p: Portfolio) -> None:
 
 def portfolio_dir() -> Path:
     """Built-in portfolios: ``scenarios/portfolios/`` beside the built-in scenarios."""
-    from optimizer.scenario import scenario_dir
-
     return scenario_dir() / "portfolios"
 
 
@@ -306,13 +305,16 @@ def list_portfolios() -> list[str]:
     return sorted(p.stem for p in portfolio_dir().glob("*.yaml"))
 
 
-def load_portfolio(source: Union[str, Path, dict, Portfolio]) -> Portfolio:
-    """Load and validate a portfolio from a YAML path, a built-in portfolio name, or a dict."""
-    from optimizer.scenario import read_document
+def load_portfolio(source: Union[str, Path, dict, Portfolio], catalog=None) -> Portfolio:
+    """Load and validate a portfolio from a YAML path, a built-in portfolio name, or a dict.
 
+    With ``catalog`` (the caller's: default rows plus the user's files) the GPU types and the
+    provider the fleet names are checked against it; the planner always passes its catalog."""
     if isinstance(source, Portfolio):
+        if catalog is not None:
+            _check_gpus(source, catalog)
         return source
-    return _validate(read_document(source, "portfolio", portfolio_dir(), list_portfolios()))
+    return _validate(read_document(source, "portfolio", portfolio_dir(), list_portfolios()), catalog)
 
 
 # ----------------------------------------------------------------------------------------

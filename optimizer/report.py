@@ -16,7 +16,14 @@ from optimizer.formatting import plain, usd  # noqa: F401  (re-exported: report.
 from optimizer.units import GB
 
 from optimizer.schema import SCHEMA_VERSION  # noqa: E402  (one version for every document)
+from optimizer.search.planners import planner  # noqa: E402
+from optimizer.search.portfolio.solve import PlanResult  # noqa: E402
 from optimizer.search.sweep import fleet_label  # noqa: E402
+import base64
+from pathlib import Path
+import yaml
+import csv
+import io
 
 
 # ----------------------------------------------------------------------------------------
@@ -97,7 +104,7 @@ def solve_json(result, scenario=None) -> dict:
         "schema_version": SCHEMA_VERSION,
         "kind": "solve",
         "scenario": result.scenario,
-        "workload": getattr(result, "workload", None) or _workload(scenario),
+        "workload": result.workload,
         "status": result.status,
         "objective": result.objective,
         "configs": records(result.configs),
@@ -112,10 +119,6 @@ def solve_json(result, scenario=None) -> dict:
     if extra is not None:
         out["sensitivity"] = plain(extra)
     return out
-
-
-def _workload(scenario) -> str:
-    return "train" if scenario is None else scenario.workload
 
 
 def explanation_lines(expl: dict) -> list[str]:
@@ -168,17 +171,24 @@ def codesign_rows(df: pd.DataFrame) -> list[list[str]]:
     return out
 
 
-def result_table(df: pd.DataFrame, markdown: bool = False) -> str:
-    """The ranked table of any workload: training layouts, serving fleets or co-design plans."""
-    if "replicas" in df.columns:
+def _render(df: pd.DataFrame) -> str:
+    """Which table a frame holds when no result names its planner (sweep points, Pareto fronts)."""
+    return "fleets" if "replicas" in df.columns else "models" if "predicted_loss" in df.columns else "layouts"
+
+
+def result_table(df: pd.DataFrame, markdown: bool = False, render: str | None = None) -> str:
+    """The ranked table of any workload: training layouts, serving fleets or co-design plans
+    (``render``: the planner's table kind, ``planners.Planner.render``)."""
+    render = render or _render(df)
+    if render == "fleets":
         h, rows = FLEET_HEADERS, fleet_rows(df)
         if _compressed(df):
             h = h + ["quality loss", "one-off"]
-    elif "predicted_loss" in df.columns:
+    elif render == "models":
         h, rows = CODESIGN_HEADERS, codesign_rows(df)
     else:
         h, rows = SOLVE_HEADERS, solve_rows(df)
-    align = "ll" + "r" * (len(h) - 2) if "replicas" in df.columns else None
+    align = "ll" + "r" * (len(h) - 2) if render == "fleets" else None
     if "rank" not in df.columns:
         h, rows = h[1:], [r[1:] for r in rows]
         align = align[1:] if align else None
@@ -192,13 +202,14 @@ def solve_text(result, markdown: bool = False) -> str:
     if law:
         head += f", scaling law {law}"
     parts = [head, ""]
+    render = planner(result.workload).render
     if len(result.configs):
-        parts.append(result_table(result.configs, markdown))
+        parts.append(result_table(result.configs, markdown, render))
         if len(result.pareto):
-            if "replicas" in result.pareto.columns:
-                parts += ["", "Pareto front ($/hour vs worst p99 TTFT):", result_table(result.pareto, markdown)]
-            elif "predicted_loss" in result.pareto.columns:
-                parts += ["", "Pareto front (predicted loss vs cost):", result_table(result.pareto, markdown)]
+            if render == "fleets":
+                parts += ["", "Pareto front ($/hour vs worst p99 TTFT):", result_table(result.pareto, markdown, render)]
+            elif render == "models":
+                parts += ["", "Pareto front (predicted loss vs cost):", result_table(result.pareto, markdown, render)]
             else:
                 parts += ["", "Pareto front (cost vs wall-clock days):"]
                 prow = [[r["gpu"], r["n_gpus"], f"{r['tp']}/{r['pp']}/{r['dp']}/{r['cp']}/{r['ep']}",
@@ -369,9 +380,6 @@ def sweep_json(df: pd.DataFrame, scenario: str, vary: dict, objective: str | Non
 # ----------------------------------------------------------------------------------------
 
 def _png_data_uri(path) -> str:
-    import base64
-    from pathlib import Path
-
     return "data:image/png;base64," + base64.b64encode(Path(path).read_bytes()).decode("ascii")
 
 
@@ -379,7 +387,6 @@ def solve_report(result, scenario, *, sensitivity: dict | None = None, memory: d
                  pareto_png=None, tornado_png=None) -> str:
     """A self-contained Markdown report: inputs, ranked table, memory breakdown of the top
     choice, Pareto and tornado plots (embedded as data URIs), thresholds and binding limits."""
-    import yaml
 
     doc = scenario.model_dump(mode="json", exclude_none=True, exclude_unset=True)     # as the user wrote it
     parts = [f"# clusteropt report: {result.scenario}", "",
@@ -408,8 +415,8 @@ def solve_report(result, scenario, *, sensitivity: dict | None = None, memory: d
         rows.append(["capacity", gbytes(cap), f"headroom {1 - total / cap:.0%}"])
         parts += [markdown_table(["part", "bytes", "share"], rows), ""]
     if pareto_png is not None:
-        serving = "replicas" in result.configs.columns
-        codesign = "predicted_loss" in result.configs.columns
+        render = planner(result.workload).render
+        serving, codesign = render == "fleets", render == "models"
         title = ("Cost against p99 time to first token" if serving else
                  "Predicted loss against cost" if codesign else "Cost against time")
         alt = ("Pareto front of $/hour against p99 TTFT" if serving else
@@ -429,3 +436,157 @@ def solve_report(result, scenario, *, sensitivity: dict | None = None, memory: d
         parts += ["## Binding constraints and explanation", ""] + [f"- {ln}" for ln in lines] + [""]
     parts += [f"_clusteropt {__import__('optimizer').__version__}, result schema {SCHEMA_VERSION}_", ""]
     return "\n".join(parts)
+
+
+# ----------------------------------------------------------------------------------------
+# portfolio plans (the CLI's `clusteropt plan` only calls these)
+# ----------------------------------------------------------------------------------------
+
+def plan_json(result: PlanResult) -> dict:
+    """One JSON document: schema_version, status, objective, plan, alternatives, explanation, stats."""
+    doc = {"schema_version": SCHEMA_VERSION, "kind": "plan", "portfolio": result.portfolio, "status": result.status,
+           "objective": result.objective, "plan": result.plan, "alternatives": result.alternatives,
+           "explanation": result.explanation, "stats": result.stats}
+    if result.sensitivity is not None:
+        doc["sensitivity"] = result.sensitivity
+    return plain(doc)
+
+
+SCHEDULE_COLUMNS = ("job", "kind", "gpu", "source", "n_gpus", "n_nodes", "start_day", "end_day", "duration_days",
+                    "deadline_days", "cost_usd", "layout")
+
+
+def plan_csv(result: PlanResult) -> str:
+    """The best plan's schedule, one row per job (SCHEDULE_COLUMNS); empty body when no plan."""
+
+    buf = io.StringIO()
+    w = csv.writer(buf)
+    w.writerow(SCHEDULE_COLUMNS)
+    for r in (result.plan or {}).get("schedule", []):
+        w.writerow([_layout(r) if k == "layout" else ("" if r.get(k) is None else r.get(k)) for k in SCHEDULE_COLUMNS])
+    return buf.getvalue()
+
+
+def _layout(r: dict) -> str:
+    cfg = r.get("config")
+    if cfg:
+        return (f"tp{cfg['tp']} pp{cfg['pp']} dp{cfg['dp']}" + (f" cp{cfg['cp']}" if cfg["cp"] > 1 else "")
+                + f" zero{cfg['zero']} {cfg['precision']} mb{cfg['micro_batch']} {cfg['recompute']}")
+    return r.get("layout", "")
+
+
+def _markdown(headers: list[str], rows: list[list]) -> str:
+    rows = [[str(c) for c in r] for r in rows]
+    return "\n".join(["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
+                     + ["| " + " | ".join(r) + " |" for r in rows])
+
+
+def _table(headers: list[str], rows: list[list]) -> str:
+    rows = [[str(c) for c in r] for r in rows]
+    widths = [max([len(h)] + [len(r[i]) for r in rows]) for i, h in enumerate(headers)]
+
+    def fmt(cells):
+        return "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths))).rstrip()
+
+    return "\n".join([fmt(headers), "  ".join("-" * w for w in widths)] + [fmt(r) for r in rows])
+
+
+def plan_text(result: PlanResult, markdown: bool = False) -> str:
+    """The plan as text (or Markdown): cost split, fleet to buy, schedule, alternatives, explanation."""
+    text_table = _markdown if markdown else _table
+    out = [f"portfolio {result.portfolio}: {result.status}, objective {result.objective}"]
+    pl = result.plan
+    if pl is not None:
+        c = pl["cost"]
+        out += ["", f"total {usd(c['total_usd'])} over the horizon = capex share {usd(c['capex_usd'])} + "
+                    f"opex {usd(c['opex_usd'])} + rent {usd(c['rent_usd'])}; purchase {usd(c['purchase_usd'])}"]
+        inv = pl.get("investment")
+        if inv:
+            pb = "never" if inv["payback_years"] is None else f"{inv['payback_years']:.1f} years"
+            out.append(f"owned fleet vs renting its jobs: NPV {usd(inv['npv_usd'])} at {inv['discount_rate']:.1%}, "
+                       f"payback {pb}, ROI {inv['roi_pct']:.0f}% over {inv['years']:g} years "
+                       f"(residual {inv['residual_pct']:g}%, staff {usd(inv['staff_usd_per_year'])}/year)")
+        if pl["fleet"]:
+            out += ["", "fleet to buy:"]
+            out.append(text_table(["gpu", "nodes", "gpus", "purchase", "IT kW", "utilization"],
+                                  [[f["gpu"], f["nodes"], f["gpus"], usd(f["purchase_usd"]), f"{f['it_power_kw']:,.0f}",
+                                    f"{f['utilization']:.0%}"] for f in pl["fleet"]]))
+        else:
+            out += ["", "fleet to buy: none"]
+        out += ["", "schedule:"]
+        rows = []
+        for r in pl["schedule"]:
+            rows.append([r["job"], r["kind"], r["gpu"], r["source"], r["n_gpus"], f"{r['start_day']:.1f}",
+                         f"{r['end_day']:.1f}", _layout(r), usd(r["cost_usd"])])
+        out.append(text_table(["job", "kind", "gpu", "source", "gpus", "start d", "end d", "layout", "power/rent"], rows))
+        for i, alt in enumerate(result.alternatives, start=2):
+            fl = ", ".join(f"{f['nodes']} x {f['gpu']} nodes" for f in alt["fleet"]) or "no purchase"
+            rented = sorted({r["gpu"] for r in alt["rent"]})
+            out.append(f"alternative {i}: {usd(alt['cost']['total_usd'])}; {fl}"
+                       + (f"; rents {', '.join(rented)}" if rented else ""))
+    lines = list(result.explanation.get("lines", [])) + [f"note: {n}" for n in result.explanation.get("notes", [])]
+    sens = result.sensitivity or {}
+    thresholds = sens.get("thresholds", []) if isinstance(sens, dict) else sens
+    for e in sens.get("tornado", []) if isinstance(sens, dict) else []:
+        lo, hi = (usd(e[k]) if e[k] is not None else "infeasible" for k in ("low", "high"))
+        lines.append(f"tornado: {e['input']} -{e['swing_pct']:g}%: {lo}, +{e['swing_pct']:g}%: {hi}"
+                     + (" (fleet changes)" if any(e["changes"].values()) else ""))
+    for t in thresholds:
+        if t.get("change_pct") is not None:
+            lines.append(f"sensitivity: {t['input']} {t['change_pct']:+.1f}% changes the fleet")
+    if lines:
+        out.append("")
+        out += [("- " if markdown else "") + ln for ln in lines]
+    return "\n".join(out).rstrip() + "\n"
+
+
+# ----------------------------------------------------------------------------------------
+# estimates
+# ----------------------------------------------------------------------------------------
+
+def estimate_text(data: dict) -> str:
+    p = data["params"]
+    lines = [f"model {data['model']}", ""]
+    rows = [[k, f"{v:,}"] for k, v in p.items()]
+    lines.append(text_table(["parameters", "count"], rows))
+    f = data["flops_per_token"]
+    lines += ["", text_table(["FLOPs per token (seq_len %d)" % f["seq_len"], "FLOPs"],
+                                    [[k, f"{v:.4g}"] for k, v in f.items() if k != "seq_len"])]
+    if "train" in data:
+        t = data["train"]
+        m = t["memory_per_gpu_bytes"]
+        lines += ["", f"training on {t['gpu']}: {t['layout']['n_gpus']} GPUs, fits: {t['fits']}",
+                  text_table(["memory per GPU", "GB"], [[k, f"{v / GB:.2f}"] for k, v in m.items()
+                                                               if isinstance(v, (int, float))])]
+        keys = ["step_time_s", "compute_time_s", "exposed_comm_time_s", "bubble_time_s", "tokens_per_s", "mfu",
+                "hfu", "model_tflops_per_gpu", "hardware_tflops_per_gpu", "train_days", "goodput", "wall_clock_days",
+                "expected_interruptions", "checkpoint_interval_s", "gpu_hours", "cost_usd"]
+        lines.append(text_table(["figure", "value"], [[k, f"{t[k]:.4g}"] for k in keys
+                                                             if t.get(k) is not None]))
+        for w in t.get("warnings", []):
+            lines.append(f"warning: {w}")
+    if "serve" in data:
+        s = data["serve"]
+        lines += ["", f"serving on {s['gpu']}"]
+        lines += [f"{k}: {v}" for k, v in s.items() if k != "gpu"]
+    return "\n".join(lines) + "\n"
+
+
+def buy_vs_rent_lines(plan: dict | None) -> list[str]:
+    """Where buying a plan's fleet stops beating renting its jobs (``plan --sensitivity``): one
+    line per flip point of the plan's investment figures (search.portfolio.solve.plan_investment)."""
+    inv = (plan or {}).get("investment")
+    if not inv:
+        return []
+    f = inv["flips"]
+    verdict = "beats" if inv["npv_usd"] > 0 else "does not beat"
+    out = [f"buy vs rent: buying {verdict} renting at a {inv['discount_rate']:.1%} discount rate "
+           f"(NPV {usd(inv['npv_usd'])} over {inv['years']:g} years)"]
+    r = f["discount_rate"]["flip"]
+    out.append("buy vs rent: " + (f"renting wins above a {r:.1%} discount rate (the IRR)" if r is not None
+                                  else "no discount rate between -99% and 1000% flips it"))
+    for key, what in (("utilization_scale", "the owned fleet's busy hours"), ("gpu_price_scale", "the GPU price")):
+        k = f[key]["flip"]
+        out.append(f"buy vs rent: flips at {k:.2f} x {what}" if k is not None
+                   else f"buy vs rent: {what} between 0.1x and 10x does not flip it")
+    return out

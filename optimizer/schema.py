@@ -17,6 +17,9 @@ from typing import Any, Literal, Optional, Union
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from optimizer.errors import ClusteroptError
+from optimizer.scenario import Scenario
+
 SCHEMA_VERSION = "1.0"
 
 Status = Literal["optimal", "feasible", "infeasible"]
@@ -143,7 +146,7 @@ class Sensitivity(_Open):
     slack: dict[str, Any]
 
 
-class SolveResult(_Open):
+class ResultDocument(_Open):
     """``clusteropt solve --format json``."""
 
     schema_version: str = SCHEMA_VERSION
@@ -170,7 +173,7 @@ class SweepPoint(_Open):
     days_saved_per_extra_musd: Optional[float] = None
 
 
-class SweepResult(_Open):
+class SweepDocument(_Open):
     """``clusteropt sweep --out results.json``: the varied paths and one object per point."""
 
     schema_version: str = SCHEMA_VERSION
@@ -183,21 +186,14 @@ class SweepResult(_Open):
 
 def json_schema(kind: str) -> dict:
     """The JSON Schema of one document kind: result, sweep, scenario (input), plan (portfolios)."""
-    from optimizer.errors import ClusteroptError
-
     if kind == "result":
-        model = SolveResult
+        model = ResultDocument
     elif kind == "sweep":
-        model = SweepResult
+        model = SweepDocument
     elif kind == "scenario":
-        from optimizer.scenario import Scenario
-
         model = Scenario
     elif kind == "plan":
-        try:
-            from optimizer.search.portfolio import PlanDocument as model   # noqa: N813
-        except ImportError:
-            raise ClusteroptError("schema", "plan: the portfolio planner is not available", "result, sweep, scenario") from None
+        model = PlanDocument
     else:
         raise ClusteroptError("schema", f"unknown kind {kind!r}", "allowed: result, sweep, scenario, plan")
     schema = model.model_json_schema()
@@ -210,5 +206,96 @@ def json_schema(kind: str) -> dict:
 
 def validate(kind: str, doc: dict) -> BaseModel:
     """Validate an emitted document against its model (tests; planners may use it too)."""
-    model = {"result": SolveResult, "sweep": SweepResult}[kind]
+    model = {"result": ResultDocument, "sweep": SweepDocument}[kind]
     return model.model_validate(doc)
+
+
+# ----------------------------------------------------------------------------------------
+# portfolio plans (`clusteropt plan --format json`)
+# ----------------------------------------------------------------------------------------
+
+class FleetEntry(_Open):
+    gpu: str
+    nodes: int = Field(ge=0)
+    gpus: int = Field(ge=0)
+    purchase_usd: float = Field(description="capex of these nodes (what fleet.buy.budget_usd caps)")
+    capex_share_usd: float = Field(description="the horizon's straight-line share of the capex")
+    hosting_usd: float
+    maintenance_usd: float
+    it_power_kw: float = Field(description="provisioned IT power (TDP x server overhead), before PUE")
+    utilization: float = Field(description="fraction of the owned GPU-days over the horizon that run jobs")
+
+
+class RentEntry(_Open):
+    job: str
+    gpu: str
+    n_gpus: int = Field(ge=1)
+    start_day: float
+    end_day: float
+    hours: float
+    usd: float
+    offer: Optional[str] = None
+    usd_per_gpu_hour: float
+
+
+class ScheduleEntry(_Open):
+    job: str
+    kind: Literal["train", "serve"]
+    gpu: str
+    source: Literal["owned", "rented"]
+    n_gpus: int = Field(ge=1)
+    n_nodes: int = Field(ge=1)
+    start_day: float
+    end_day: float = Field(description="start + the exact duration (the grid reserves up to grid_end_day)")
+    duration_days: float
+    deadline_days: Optional[float] = None
+    cost_usd: float = Field(description="power (owned) or rent (rented) of this job's run")
+    config: Optional[dict[str, Any]] = Field(default=None, description="training: the 12-key configuration")
+    layout: Optional[str] = Field(default=None, description="serving: the replica fleet")
+
+
+class CostSplit(_Open):
+    capex_usd: float = Field(description="capex share over the horizon")
+    opex_usd: float = Field(description="power + hosting + maintenance")
+    rent_usd: float
+    total_usd: float = Field(description="capex_usd + opex_usd + rent_usd")
+    purchase_usd: float
+    power_usd: float
+    hosting_usd: float
+    maintenance_usd: float
+
+
+class PlanBody(_Open):
+    rank: int = Field(ge=1)
+    fleet: list[FleetEntry]
+    rent: list[RentEntry]
+    schedule: list[ScheduleEntry]
+    cost: CostSplit
+    owned_gpus: int
+    owned_power_kw: float
+    utilization: dict[str, Optional[float]]
+    makespan_days: float
+    binding: list[str]
+    objective_units: list[int] = Field(description="the objective in the model's integer units (cents; slots)")
+    npv_usd: Optional[float] = Field(default=None, description="NPV of buying the owned fleet instead of renting "
+                                     "its jobs, at fleet.buy.discount_rate over fleet.buy.years (USD)")
+    payback_years: Optional[float] = Field(default=None, description="undiscounted payback; null when it never "
+                                           "pays back within fleet.buy.years")
+    roi_pct: Optional[float] = Field(default=None, description="return on the purchase over fleet.buy.years, %")
+    investment: Optional[dict[str, Any]] = None
+
+
+class PlanDocument(_Open):
+    """``clusteropt plan --format json``: the best fleet and schedule, ranked alternatives, explanation."""
+
+    schema_version: str = SCHEMA_VERSION
+    kind: Literal["plan"] = "plan"
+    portfolio: str
+    status: Literal["optimal", "feasible", "infeasible"]
+    objective: Literal["total_cost", "makespan", "gpus"]
+    plan: Optional[PlanBody]
+    alternatives: list[PlanBody]
+    explanation: dict[str, Any]
+    stats: dict[str, Any] = Field(default_factory=dict)
+    sensitivity: Optional[Union[dict[str, Any], list[dict[str, Any]]]] = Field(
+        default=None, description="tornado (total cost re-planned at -X%/+X% of each input) and thresholds")

@@ -16,7 +16,7 @@ def _by_key(offers):
 
 
 def test_snapshot_rows_become_offers():
-    offers, rep = skypilot_offers(SNAP, as_of="2026-12-01")
+    offers, rep = skypilot_offers(SNAP, as_of="2026-12-01", catalog=load_catalog())
     got = _by_key(offers)
     p5 = got[("AWS", "p5.48xlarge", "us-east-1")]
     # spot = least over the region's zones (21.50 and 20.9934); on-demand as listed
@@ -35,7 +35,7 @@ def test_snapshot_rows_become_offers():
 
 
 def test_refresh_merges_and_round_trips(tmp_path):
-    offers, rep = refresh_offers(SNAP, as_of="2026-12-01")
+    offers, rep = refresh_offers(SNAP, as_of="2026-12-01", catalog=load_catalog())
     assert rep["replaced"] >= 3 and rep["added"] >= 1
     assert rep["total"] == len(load_catalog().offers()) + rep["added"]
     path = tmp_path / "offers_refreshed.csv"
@@ -47,9 +47,9 @@ def test_refresh_merges_and_round_trips(tmp_path):
 
 def test_refresh_errors():
     with pytest.raises(ClusteroptError, match="folder not found"):
-        skypilot_offers(SNAP / "nope", as_of="2026-12-01")
+        skypilot_offers(SNAP / "nope", as_of="2026-12-01", catalog=load_catalog())
     with pytest.raises(ClusteroptError, match="not a date"):
-        skypilot_offers(SNAP, as_of="yesterday")
+        skypilot_offers(SNAP, as_of="yesterday", catalog=load_catalog())
 
 
 def test_refresh_command(tmp_path):

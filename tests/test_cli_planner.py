@@ -18,7 +18,7 @@ import yaml
 
 from optimizer.cli import main
 from optimizer.schema import SCHEMA_VERSION, validate
-from optimizer.search.tables import CONFIG_KEYS
+from optimizer.search.train.table import CONFIG_KEYS
 
 SMALL = {
     "name": "cli-8b",
@@ -190,7 +190,8 @@ def test_serving_sensitivity_and_report(capsys, tmp_path):
 
 
 def test_plan_sensitivity_json_has_tornado_and_thresholds(capsys):
-    from optimizer.search.portfolio import PlanDocument, plan
+    from optimizer.schema import PlanDocument
+    from optimizer.search.api import plan
 
     code, out, err = run(capsys, "plan", "shared-fleet", "--sensitivity", "--format", "json")
     assert code == 0, err

@@ -7,11 +7,20 @@ import math
 import numpy as np
 import pytest
 
+from optimizer.catalog import load_catalog
 from optimizer.errors import ClusteroptError
 from optimizer.formulas import scaling as sc
 from optimizer.formulas.params import count_params
 from optimizer.scenario import load_scenario, scenario_dir
-from optimizer.search.codesign import (EXTRA_COLUMNS, _k_skyline, rungs_of, solve_codesign, token_grid)
+from optimizer.search.codesign.space import EXTRA_COLUMNS, rungs_of, token_grid
+from optimizer.search.codesign.table import _k_skyline
+from optimizer.search.codesign.solve import solve_codesign
+import functools  # noqa: E402
+
+# The planners take the caller's catalog (issue 18); these tests pass the default one.
+_CAT = load_catalog()
+solve_codesign = functools.partial(solve_codesign, catalog=_CAT)
+
 
 #: A small layout space so that each rung's table is a few rows: the tests are about the choice
 #: of N and D, not the layout.
@@ -145,12 +154,12 @@ def test_shipped_codesign_scenarios_load(name):
 def test_reduction_is_exact_against_the_full_grid(objective, train, constraints, kw):
     """The top 5 equals a brute-force ranking of a table that keeps (nearly) every token value and
     layout of every rung: the per-rung reductions (skyline, token selection) lose no top row."""
-    from optimizer.search.api import gpu_options
-    from optimizer.search.codesign import build_codesign_table, codesign_keys
+    from optimizer.pricing import gpu_options
+    from optimizer.search.codesign.table import build_codesign_table, codesign_keys
 
     s = load_scenario(scen(constraints=constraints, **train))
     res = solve_codesign(s, objective=objective, top_k=5, **kw)
-    gpus, _ = gpu_options(s)
+    gpus, _ = gpu_options(s, load_catalog())
     full = build_codesign_table(s, gpus, k=500, objective="full-grid", **kw).table
     feas = np.nonzero(full.feasible)[0]
     keys = [kk[feas] for kk in codesign_keys(full, objective)][:-1]     # row order differs between tables
@@ -164,7 +173,7 @@ def test_reduction_is_exact_against_the_full_grid(objective, train, constraints,
 
 def test_budget_frontier_is_monotone():
     """The loss-against-budget frontier, as `clusteropt sweep constraints.budget_usd` draws it."""
-    from optimizer.search.sweep import sweep
+    from optimizer.search.api import sweep
 
     df = sweep(scen(scaling_law="besiroglu2024"), {"constraints.budget_usd": [1e6, 3e6, 9e6]}, objective="loss",
                workers=1)
@@ -174,9 +183,9 @@ def test_budget_frontier_is_monotone():
 
 def test_parallel_rung_build_equals_sequential(monkeypatch):
     """Rungs built in worker processes give the same reduced rows as a build in this process."""
-    import optimizer.search.codesign as cd
-    from optimizer.search.api import gpu_options
-    from optimizer.model.families import ladder
+    import optimizer.search.codesign.table as cd
+    from optimizer.pricing import gpu_options
+    from optimizer.formulas.sizing import ladder
 
     sc = load_scenario({"name": "par", "train": {
         "model": {"family": "llama-3", "params": "auto", "min_params": 1e9, "max_params": 6e9},
@@ -184,7 +193,7 @@ def test_parallel_rung_build_equals_sequential(monkeypatch):
         "constraints": {"budget_usd": 2e5, "gpus": ["H100-SXM5-80GB", "A100-SXM4-80GB"]},
         "search": {"micro_batch": [1], "zero": [1, 3]}})
     specs = ladder("llama-3", 1e9, 6e9)
-    gpus, _ = gpu_options(sc)
+    gpus, _ = gpu_options(sc, load_catalog())
     monkeypatch.setattr(cd, "_SUBSET_CACHE", {})
     monkeypatch.setattr(cd, "PARALLEL_MIN_RUNGS", 1)
     par = cd.rung_subsets(specs, sc, gpus, 1.0, 3)

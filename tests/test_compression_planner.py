@@ -20,8 +20,16 @@ from optimizer.formulas.params import count_params
 from optimizer.formulas.serving import estimate_serving
 from optimizer.model import get_preset
 from optimizer.scenario import load_scenario
-from optimizer.search.serving import evaluate_fleet, solve_serving
+from optimizer.search.serve.evaluate import evaluate_fleet
+from optimizer.search.serve.solve import solve_serving
 from optimizer.units import GIB
+import functools  # noqa: E402
+
+# The planners take the caller's catalog (issue 18); these tests pass the default one.
+_CAT = load_catalog()
+solve_serving = functools.partial(solve_serving, catalog=_CAT)
+evaluate_fleet = functools.partial(evaluate_fleet, catalog=_CAT)
+
 
 LOOSE = "llama3-70b-chat-compressed"          # max_loss_pct 2.0
 STRICT = "llama3-70b-chat-strict-quality"     # max_loss_pct 1.0
@@ -121,9 +129,9 @@ def test_unknown_option_is_a_one_line_error_with_a_suggestion():
 def _gptq_one_off_by_hand(sc) -> float:
     """GPTQ calibration: 0.0229 GPU-hours per billion parameters (4 A100-hours for 175B, Frantar et
     al. 2023) at the cheapest $/GPU-hour among the scenario's eligible GPUs."""
-    from optimizer.search.api import gpu_options
+    from optimizer.pricing import gpu_options
 
-    gpus, _ = gpu_options(sc)
+    gpus, _ = gpu_options(sc, load_catalog())
     n = count_params(sc.spec()).total
     return 0.0229 * n / 1e9 * min(g.usd_per_gpu_hour for g in gpus)
 
@@ -173,14 +181,14 @@ def test_compression_pays_for_itself_only_when_it_does():
 
 
 def test_recovery_and_distillation_one_offs_by_hand():
-    from optimizer.model.families import generate
-    from optimizer.search.api import gpu_options
-    from optimizer.search.serving_compression import compression_plan
+    from optimizer.formulas.sizing import generate
+    from optimizer.pricing import gpu_options
+    from optimizer.search.serve.compression import compression_plan
 
     sc = load_scenario(LOOSE).with_overrides({"search.compression": ["weights_fp8", "sparse_2_4",
                                                                      {"option": "prune_distill", "params": 35e9}]})
     spec = sc.spec()
-    gpus, _ = gpu_options(sc)
+    gpus, _ = gpu_options(sc, load_catalog())
     plan = compression_plan(spec, sc, gpus)
     n = count_params(spec).total
     student = generate("llama-3", 35e9)
@@ -263,10 +271,10 @@ def test_edge_scenario_picks_jetson_within_the_power_cap():
 
 
 def test_power_cap_filters_any_gpu_list():
-    from optimizer.search.api import gpu_options
+    from optimizer.pricing import gpu_options
 
     sc = load_scenario(LOOSE).with_overrides({"constraints.max_power_w_per_device": 400.0})
-    gpus, notes = gpu_options(sc)
+    gpus, notes = gpu_options(sc, load_catalog())
     assert {g.name for g in gpus} == {"L40S", "A100-SXM4-80GB"}           # H100 SXM5 is 700 W
     assert all(g.hardware.tdp_w <= 400 for g in gpus) and any("H100-SXM5-80GB" in n for n in notes)
 
@@ -337,7 +345,7 @@ def test_formats_without_compression_carry_their_published_loss():
     (review of issue 9: int4/fp8 solved as lossless without search.compression). INT4 on Llama-3:
     of GPTQ and AWQ only GPTQ has a Llama-3 row (Neural Magic w4a16, 98.9% recovery) -> 1.1%; FP8 KV:
     vLLM's conservative 94% recovery -> 6%; the two add."""
-    from optimizer.search.serving_compression import format_quality
+    from optimizer.search.serve.compression import format_quality
 
     spec = load_scenario("llama3-70b-chat").spec()
     n = count_params(spec).total

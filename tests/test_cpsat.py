@@ -3,8 +3,8 @@
 import numpy as np
 from hypothesis import given, settings, strategies as st
 
-from optimizer.search.cpsat import Limit, _combine_keys, check_int64, solve_top_k
-from optimizer.search.pareto import pareto_indices
+from optimizer.search.core.cpsat import Limit, _combine_keys, check_int64, solve_top_k
+from optimizer.search.core.pareto import pareto_indices
 
 
 @settings(max_examples=40, deadline=None)

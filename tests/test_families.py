@@ -9,8 +9,8 @@ from hypothesis import strategies as st
 from optimizer.errors import ClusteroptError
 from optimizer.formulas.params import count_params
 from optimizer.model import get_preset
-from optimizer.model.families import (FAMILIES, depth_rule, generate, get_family, ladder, llama_ffn_size,
-                                      make_spec, _fixed_and_layer)
+from optimizer.formulas.sizing import fixed_and_layer_params, generate, ladder
+from optimizer.model.families import FAMILIES, depth_rule, get_family, llama_ffn_size, make_spec
 
 # (family, preset, exact): the released models the issue names. 'exact' = the generated spec
 # must equal the released shape field by field; otherwise within 2% of its parameter count.
@@ -81,7 +81,7 @@ def test_ladder_step_sets_density():
 def test_generated_count_within_half_a_layer(n):
     """generate() picks the depth whose exact count is nearest the target at the chosen width."""
     spec = generate("llama-3", n)
-    fixed, layer = _fixed_and_layer("llama-3", spec.hidden_size)
+    fixed, layer = fixed_and_layer_params("llama-3", spec.hidden_size)
     total = count_params(spec).total
     assert total == fixed + spec.num_layers * layer
     if spec.num_layers > 1:

@@ -9,7 +9,7 @@ from optimizer.catalog import load_catalog
 from optimizer.formulas.offers import INTERCONNECT_CODES, offer_runs_layout
 from optimizer.report import solve_json
 from optimizer.scenario import load_scenario
-from optimizer.search.api import evaluate, solve
+from optimizer.search.api import evaluate, plan, solve
 
 OFFER_KEYS = ("provider", "instance_type", "interconnect", "offer_max_gpus", "offer_as_of")
 
@@ -65,12 +65,13 @@ def test_spot_goodput_is_lower_than_the_same_plan_on_demand():
 
 
 def test_committed_use_beats_on_demand_only_for_long_services():
-    from optimizer.search.serving import solve_serving
+    from optimizer.search.serve.solve import solve_serving
 
     sc = load_scenario("llama3-8b-committed")
     modes = {}
     for days in (90, 1095):
-        res = solve_serving(sc.with_overrides({"serve.horizon_days": days}), pareto=False, explain=False)
+        res = solve_serving(sc.with_overrides({"serve.horizon_days": days}), pareto=False, explain=False,
+                            catalog=load_catalog())
         top = res.configs.iloc[0]
         modes[days] = {i["offer"].rsplit(", ", 1)[-1].rstrip(")") for i in top["instances"]}
         # money per request and per month are the hourly cost re-expressed (by hand)
@@ -115,10 +116,10 @@ def test_owned_cluster_tco_npv_payback_roi_by_hand():
 
 
 def test_plan_sensitivity_finds_the_discount_rate_where_buying_stops_beating_renting():
-    from optimizer.search import portfolio as pf
     from optimizer.formulas.investment import npv_usd
+    from optimizer.report import buy_vs_rent_lines
 
-    result = pf.plan("rent-vs-buy")
+    result = plan("rent-vs-buy")
     inv = result.plan["investment"]
     assert result.plan["npv_usd"] == inv["npv_usd"] and inv["npv_usd"] > 0
     r = inv["flips"]["discount_rate"]["flip"]
@@ -127,7 +128,7 @@ def test_plan_sensitivity_finds_the_discount_rate_where_buying_stops_beating_ren
     c, s, n, res = inv["capex_usd"], inv["saving_usd_per_year"], inv["years"], inv["residual_usd"]
     assert npv_usd(c, s, n, r, res) == pytest.approx(0, abs=1.0)
     assert npv_usd(c, s, n, r - 0.01, res) > 0 > npv_usd(c, s, n, r + 0.01, res)
-    lines = pf.buy_vs_rent_lines(result)
+    lines = buy_vs_rent_lines(result.plan)
     assert any(f"{r:.1%} discount rate" in ln for ln in lines)
 
 
@@ -136,7 +137,7 @@ def test_pruned_offer_choices_lose_nothing():
     # still runnable on a kept choice at no higher price per GPU-hour, with at least its fabric,
     # no longer commitment and no more preemptions (so the search's optimum cannot change).
     from optimizer.catalog import TERM_HOURS
-    from optimizer.offering import offer_choices
+    from optimizer.pricing import offer_choices
     from optimizer.scenario import Pricing
 
     cat = load_catalog()
@@ -161,12 +162,14 @@ def test_pruned_offer_choices_lose_nothing():
 
 def test_spot_serving_keeps_spares_for_expected_preemptions():
     from optimizer.formulas.preemption import spare_replicas
-    from optimizer.search.serving import SPOT_REPLACE_S, solve_serving
+    from optimizer.search.serve.problem import SPOT_REPLACE_S
+    from optimizer.search.serve.solve import solve_serving
 
     sc = load_scenario("llama3-8b-api").with_overrides({"pricing.mode": "spot", "constraints.gpus": ["H100-SXM5-80GB"],
                                                         "pricing.spot_preemptions_per_hour": 2.0, "top_k": 1})
-    calm = solve_serving(sc.with_overrides({"pricing.spot_preemptions_per_hour": 0.0}), pareto=False, explain=False)
-    rough = solve_serving(sc, pareto=False, explain=False)
+    calm = solve_serving(sc.with_overrides({"pricing.spot_preemptions_per_hour": 0.0}), pareto=False, explain=False,
+                         catalog=load_catalog())
+    rough = solve_serving(sc, pareto=False, explain=False, catalog=load_catalog())
     a, b = calm.configs.iloc[0], rough.configs.iloc[0]
     assert a["spot_spare_replicas"] == 0 and b["spot_spare_replicas"] > 0
     assert b["n_replicas"] >= a["n_replicas"] + b["spot_spare_replicas"] - 1 and b["usd_per_hour"] > a["usd_per_hour"]

@@ -9,8 +9,10 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from optimizer.errors import ClusteroptError
-from optimizer.search.portfolio import (GpuType, Instance, Job, Option, explain_infeasible_instance, interval_of,
-                                        solve_instance, total_cost_units)
+from optimizer.search.portfolio.instance import GpuType, Instance, Job, Option, interval_of
+from optimizer.search.portfolio.explain import explain_infeasible_instance
+from optimizer.search.portfolio.model import solve_instance
+from optimizer.search.portfolio.solve import total_cost_units
 
 
 # ----------------------------------------------------------------------------------------
@@ -159,7 +161,7 @@ def relax(inst: Instance, names) -> Instance:
 
 
 def limit_names(inst: Instance) -> list[str]:
-    from optimizer.search.portfolio import _Model
+    from optimizer.search.portfolio.model import PlanModel as _Model
 
     return list(_Model(inst, "total_cost").lits)
 
@@ -208,7 +210,7 @@ def test_explanation_sets_are_minimal_sufficient_relaxations_and_cores_conflict(
                 assert not _feasible_without(inst, sub), (S, sub)
     assert len({frozenset(S) for S in ex["relax_sets"]}) == len(ex["relax_sets"])
     # with few limits, every minimal set is reported (brute force over all subsets), smallest first
-    from optimizer.search.portfolio import MAX_RELAX_SETS
+    from optimizer.search.portfolio.explain import MAX_RELAX_SETS
 
     if len(names) <= 6 and len(ex["relax_sets"]) < MAX_RELAX_SETS:
         ok = [set(s) for r in range(len(names) + 1) for s in itertools.combinations(names, r)
@@ -384,8 +386,19 @@ import copy  # noqa: E402
 import json  # noqa: E402
 
 from optimizer.portfolio_schema import job_scenario, list_portfolios, load_portfolio  # noqa: E402
-from optimizer.search.portfolio import (PlanDocument, build_instance, fleet_gpu_types, plan, plan_json,  # noqa: E402
-                                        plan_separately, plan_text)
+from optimizer.schema import PlanDocument
+from optimizer.search.portfolio.instance import build_instance, fleet_gpu_types
+from optimizer.search.api import plan
+from optimizer.report import plan_json, plan_text
+from optimizer.search.portfolio.solve import plan_separately as _plan_separately
+from optimizer.catalog import load_catalog as _load_catalog  # noqa: E402
+import functools  # noqa: E402
+
+# The planner's functions take the caller's catalog (issue 18); the tests pass the default one.
+CAT = _load_catalog()
+build_instance = functools.partial(build_instance, catalog=CAT)
+fleet_gpu_types = functools.partial(fleet_gpu_types, catalog=CAT)
+plan_separately = functools.partial(_plan_separately, catalog=CAT)
 
 TWO_JOBS = {"name": "two", "fleet": {"gpus": ["H100-SXM5-80GB"], "rent": {"allowed": False}},
             "jobs": [{"name": "a", "train": {"model": "llama-3-8b", "tokens": 2e12, "seq_len": 8192,
@@ -408,7 +421,7 @@ def test_schema_errors_name_the_field(mutate, field):
     d = copy.deepcopy(TWO_JOBS)
     mutate(d)
     with pytest.raises(ClusteroptError) as e:
-        load_portfolio(d)
+        load_portfolio(d, CAT)          # GPU names are checked against the caller's catalog
     assert str(e.value).startswith(field)
 
 
@@ -505,7 +518,10 @@ def test_replanning_with_perturbed_prices_and_inputs():
 
 
 def test_plan_sensitivity_thresholds_bracket_a_fleet_change():
-    from optimizer.search.portfolio import fleet_identity, perturbed_plan, plan_sensitivity
+    from optimizer.search.portfolio.solve import fleet_identity
+    from optimizer.search.portfolio.sensitivity import perturbed_plan, plan_sensitivity
+    perturbed_plan = functools.partial(perturbed_plan, catalog=CAT)
+    plan_sensitivity = functools.partial(plan_sensitivity, catalog=CAT)
 
     name = "rent-vs-buy"
     base = fleet_identity(plan(name, binding=False).plan)
@@ -524,8 +540,11 @@ def test_plan_sensitivity_thresholds_bracket_a_fleet_change():
 # sensitivity inputs (issue 7: GPU prices, electricity, tokens, request rate) and slack
 # ----------------------------------------------------------------------------------------
 
-from optimizer.search.portfolio import (MAX_JOB_INPUTS, job_cost_shares, plan_slack, plan_tornado,  # noqa: E402
-                                        sensitivity_inputs, sensitivity_note)
+from optimizer.search.portfolio.sensitivity import (MAX_JOB_INPUTS, job_cost_shares, plan_slack,  # noqa: E402
+                                                    sensitivity_inputs, sensitivity_note)
+from optimizer.search.portfolio.sensitivity import plan_tornado as _plan_tornado  # noqa: E402
+
+plan_tornado = functools.partial(_plan_tornado, catalog=CAT)
 
 
 def test_sensitivity_inputs_cover_prices_electricity_tokens_and_request_rate():

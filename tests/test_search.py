@@ -8,7 +8,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 import optimizer
-import optimizer.search.api
+import optimizer.pricing
+from optimizer.catalog import load_catalog
+from optimizer.search.train.evaluate import evaluate_training
+from optimizer.search.train.solve import solve_training
 from optimizer.scenario import list_scenarios
 from optimizer.errors import ClusteroptError
 from optimizer.search.api import solve
@@ -38,7 +41,7 @@ def exhaustive(scenario):
     one by one through evaluate(); feasible ones sorted by the objective's keys."""
     s, g = scenario.search, scenario.train.global_batch
     out = []
-    gpus = optimizer.search.api.gpu_options(scenario)[0]
+    gpus = optimizer.pricing.gpu_options(scenario, load_catalog())[0]
     names = list(dict.fromkeys(g.name for g in gpus))      # a GPU has one option per offer (issue 17)
     for name, tp, pp, mb, zero, rec in itertools.product(names, s.tp, s.pp, s.micro_batch, s.zero, s.recompute):
         for dp in range(1, g // mb + 1):
@@ -49,7 +52,7 @@ def exhaustive(scenario):
             cfg = {"gpu": name, "n_gpus": tp * pp * dp, "tp": tp, "pp": pp, "dp": dp, "cp": 1, "ep": 1,
                    "zero": zero, "precision": "bf16", "micro_batch": mb, "recompute": rec,
                    "sequence_parallel": tp > 1}
-            ev = optimizer.evaluate(scenario, cfg, _gpus=gpus)
+            ev = evaluate_training(scenario, cfg, gpus=gpus)
             if ev.feasible:
                 out.append(ev)
     key = {"cost": lambda e: (e.cost_usd, e.wall_clock_days, e.config["n_gpus"]),
@@ -141,11 +144,11 @@ def test_evaluate_rejects_unknown_gpu_with_suggestion():
 def test_more_memory_never_removes_a_feasible_configuration(factor):
     from dataclasses import replace
 
-    from optimizer.search.api import gpu_options
-    from optimizer.search.tables import build_table
+    from optimizer.pricing import gpu_options
+    from optimizer.search.train.table import build_table
 
     sc = small_scenario()
-    gpus, _ = gpu_options(sc)
+    gpus, _ = gpu_options(sc, load_catalog())
     big = [replace(g, hardware=replace(g.hardware, memory_bytes=int(g.hardware.memory_bytes * factor))) for g in gpus]
     t0, t1 = build_table(sc.spec(), sc, gpus), build_table(sc.spec(), sc, big)
     assert np.all(t1.feasible[t0.feasible])
@@ -156,17 +159,19 @@ def test_more_memory_never_removes_a_feasible_configuration(factor):
 def test_a_higher_price_never_lowers_a_cost(factor):
     from dataclasses import replace
 
-    from optimizer.search.api import gpu_options
-    from optimizer.search.tables import build_table, reprice
+    from optimizer.pricing import gpu_options
+    from optimizer.search.train.table import build_table, reprice
 
     sc = small_scenario()
-    gpus, _ = gpu_options(sc)
+    gpus, _ = gpu_options(sc, load_catalog())
     t0 = build_table(sc.spec(), sc, gpus)
     dear = [replace(g, usd_per_gpu_hour=g.usd_per_gpu_hour * factor,
                     usd_per_instance_hour=g.usd_per_instance_hour * factor) for g in gpus]
     t1 = reprice(t0, sc, dear)
     assert np.all(t1.cols["cost_usd"] >= t0.cols["cost_usd"] - 1e-9)
-    assert solve(sc, table=t1).configs["cost_usd"].iloc[0] >= solve(sc, table=t0).configs["cost_usd"].iloc[0] - 1e-9
+    cat = load_catalog()
+    assert (solve_training(sc, table=t1, catalog=cat).configs["cost_usd"].iloc[0]
+            >= solve_training(sc, table=t0, catalog=cat).configs["cost_usd"].iloc[0] - 1e-9)
 
 
 @pytest.mark.parametrize("name", list_scenarios())

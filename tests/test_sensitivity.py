@@ -2,7 +2,7 @@
 the contract's shape, and the exactness of the row pruning for re-estimated inputs.
 
 The independent re-solve never goes through sensitivity.Perturber: a price change scales the
-owned rate that gpu_options reads (api.owned_rate), efficiency
+owned rate that gpu_options reads (pricing.owned_rate), efficiency
 is ``solve(efficiency_scale=...)``, bandwidth a catalog whose accelerators have scaled
 inter-node links, and the scenario inputs are ``with_overrides``.
 """
@@ -17,8 +17,9 @@ import pytest
 import optimizer
 from optimizer.catalog import Catalog, load_catalog
 from optimizer.search.api import solve
-from optimizer.search.sensitivity import Perturber, sensitivity
-from optimizer.search.tables import CONFIG_KEYS, objective_keys
+from optimizer.search.train.sensitivity import Perturber
+from optimizer.search.api import sensitivity
+from optimizer.search.train.table import CONFIG_KEYS, objective_keys
 
 # owned-cluster-tco, narrowed so each re-solve is quick; its thresholds cover prices,
 # efficiency, bandwidth, tokens and the deadline (checked below: at least 6 finite ones)
@@ -52,20 +53,20 @@ def resolve_independently(sc, result, name: str, pct: float) -> dict | None:
     f = 1 + pct / 100
     if name.startswith("price."):
         # owned pricing: that GPU's total-cost-of-ownership rate scaled, everything else as is
-        from optimizer.search import api
+        from optimizer import pricing
 
         gpu = name[len("price."):]
-        orig = api.owned_rate
+        orig = pricing.owned_rate
 
         def scaled(acc, pricing):
             rate = orig(acc, pricing)
             return rate * f if acc.id == gpu else rate
 
-        api.owned_rate = scaled
+        pricing.owned_rate = scaled
         try:
             return _best(solve(sc, top_k=1))
         finally:
-            api.owned_rate = orig
+            pricing.owned_rate = orig
     if name == "efficiency":
         return _best(solve(sc, top_k=1, efficiency_scale=f))
     if name == "inter_node_bandwidth":
@@ -128,7 +129,7 @@ def test_contract_shape_every_input_both_directions(solved):
 
 def test_tornado_ends_equal_independent_evaluations(solved, monkeypatch):
     """The chosen configuration's objective at -X% and +X% of an input, as evaluate() gives it."""
-    from optimizer.search import api
+    from optimizer import pricing
 
     sc, res, sens = solved
     cfg = _best(res)
@@ -139,10 +140,10 @@ def test_tornado_ends_equal_independent_evaluations(solved, monkeypatch):
             optimizer.evaluate(sc.with_overrides({"train.tokens": sc.train.tokens * f}), cfg).cost_usd, rel=1e-9)
         assert by["efficiency"][end] == pytest.approx(optimizer.evaluate(sc, cfg, efficiency_scale=f).cost_usd,
                                                       rel=1e-9)
-        orig = api.owned_rate
-        monkeypatch.setattr(api, "owned_rate", lambda acc, pricing: orig(acc, pricing) * (f if acc.id == cfg["gpu"] else 1))
+        orig = pricing.owned_rate
+        monkeypatch.setattr(pricing, "owned_rate", lambda acc, pricing: orig(acc, pricing) * (f if acc.id == cfg["gpu"] else 1))
         assert by[f"price.{cfg['gpu']}"][end] == pytest.approx(optimizer.evaluate(sc, cfg).cost_usd, rel=1e-9)
-        monkeypatch.setattr(api, "owned_rate", orig)
+        monkeypatch.setattr(pricing, "owned_rate", orig)
     own = by[f"price.{cfg['gpu']}"]
     assert own["low"] < own["base"] < own["high"]
     others = [e for n, e in by.items() if n.startswith("price.") and n != f"price.{cfg['gpu']}"]
@@ -154,7 +155,7 @@ def test_tornado_ends_equal_independent_evaluations(solved, monkeypatch):
 def test_row_pruning_is_exact(solved, name):
     """The pruned re-estimate picks the same best as brute force over every memory-feasible row."""
     sc, res, _ = solved
-    from optimizer.search.sensitivity import _row_of
+    from optimizer.search.train.sensitivity import _row_of
 
     p = Perturber(sc.spec(), sc, res.table, "cost", span=0.5, keep_row=_row_of(res.table, _best(res)))
     for f in (0.55, 0.8, 0.97, 1.13, 1.45):

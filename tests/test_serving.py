@@ -198,9 +198,9 @@ def test_allreduce_reproduces_published_microbenchmark():
     # SGLang PR #2904, vLLM custom all-reduce on H100, TP 8: 10.1 us at 512 B, 24.1 us at 256 KiB,
     # 45.0 us at 1 MiB (the source of ALLREDUCE_LATENCY_S and LINK_EFFICIENCY_SMALL).
     for message, measured_us in ((512, 10.1), (262144, 24.1), (1048576, 45.0)):
-        got = stime.allreduce_time_s(message, 8, H100.intra_node_bytes_per_s) * 1e6
+        got = stime.piecewise_allreduce_time_s(message, 8, H100.intra_node_bytes_per_s) * 1e6
         assert got == pytest.approx(measured_us, rel=0.25)
-    assert stime.allreduce_time_s(1e6, 1, H100.intra_node_bytes_per_s) == 0
+    assert stime.piecewise_allreduce_time_s(1e6, 1, H100.intra_node_bytes_per_s) == 0
 
 
 MODELS = ["llama-3.1-8b", "llama-2-70b", "mixtral-8x7b", "deepseek-v2", "mistral-7b"]

@@ -6,9 +6,16 @@ from __future__ import annotations
 import pytest
 
 from optimizer.scenario import load_scenario
-from optimizer.search.serving import solve_serving
-from optimizer.search.serving_analysis import fleet_key, serving_sensitivity
-from optimizer.search.sweep import sweep
+from optimizer.search.serve.solve import solve_serving
+from optimizer.search.serve.sensitivity import fleet_key, serving_sensitivity
+from optimizer.search.api import sweep
+from optimizer.catalog import load_catalog  # noqa: E402
+import functools  # noqa: E402
+
+# The planners take the caller's catalog (issue 18); these tests pass the default one.
+_CAT = load_catalog()
+solve_serving = functools.partial(solve_serving, catalog=_CAT)
+
 
 NAME = "llama3-8b-aws-mixed"
 

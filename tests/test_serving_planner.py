@@ -12,10 +12,19 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from optimizer.catalog import load_catalog
 from optimizer.errors import ClusteroptError
 from optimizer.scenario import list_scenarios, load_scenario
-from optimizer.search import fleet as fm
-from optimizer.search.serving import (COLUMNS, REPLICA_KEYS, reduce_options, serving_table, solve_serving)
+from optimizer.search.serve import fleet as fm
+from optimizer.search.serve.table import FLEET_COLUMNS as COLUMNS, REPLICA_KEYS, serving_table
+from optimizer.search.serve.problem import reduce_options
+from optimizer.search.serve.solve import solve_serving
+import functools  # noqa: E402
+
+# The planners take the caller's catalog (issue 18); these tests pass the default one.
+_CAT = load_catalog()
+solve_serving = functools.partial(solve_serving, catalog=_CAT)
+
 
 
 # ----------------------------------------------------------------------------------------
@@ -337,9 +346,9 @@ def test_objectives_gpus_and_cost_per_mtoken():
 
 def test_table_flags_follow_the_documented_rules():
     sc = load_scenario("llama3-70b-chat")
-    from optimizer.search.api import gpu_options
+    from optimizer.pricing import gpu_options
 
-    gpus, _ = gpu_options(sc)
+    gpus, _ = gpu_options(sc, load_catalog())
     t = serving_table(sc.spec(), sc, gpus)
     c = t.cols
     assert np.array_equal(c["ok_ttft"], c["ttft_s"] <= sc.serve.slo.ttft_p99_s)
@@ -371,13 +380,13 @@ def test_billing_pools_one_per_instance_size():
     """Each rented GPU type is billed through the cheapest offer per GPU of each instance size
     its offers come in (catalog/offers.csv), in the scenario's mode and provider."""
     from optimizer.catalog import load_catalog
-    from optimizer.search.api import gpu_options
-    from optimizer.search.serving import billing_pools
+    from optimizer.pricing import gpu_options
+    from optimizer.search.serve.table import billing_pools
 
     cat = load_catalog()
     sc = load_scenario("llama3-70b-chat").with_overrides({"pricing.provider": "RunPod"})
-    gpus, _ = gpu_options(sc)
-    pools, types = billing_pools(sc, gpus, cat)
+    gpus, _ = gpu_options(sc, load_catalog())
+    pools, types = billing_pools(sc, gpus)
     for g in gpus:
         mine = [p for p, h in zip(pools, types) if h == g.index]
         offers = [o for o in cat.offers(g.name, "RunPod") if o.usd_per_gpu_hour("on_demand") is not None]
@@ -411,10 +420,10 @@ def test_vectorised_table_rows_equal_scalar_estimates(data):
     estimate_serving call at the documented lengths: mean lengths for throughput and memory,
     p99 lengths for TTFT and ITL, batch cap = max_num_seqs, memory cap = 1 - memory_headroom."""
     from optimizer.formulas.serving import estimate_serving
-    from optimizer.search.api import gpu_options
+    from optimizer.pricing import gpu_options
 
     sc = load_scenario("llama31-8b-rag")
-    gpus, _ = gpu_options(sc)
+    gpus, _ = gpu_options(sc, load_catalog())
     t = _table_cache(sc, gpus)
     r = data.draw(st.integers(0, len(t) - 1))
     c, g = t.cols, gpus[int(t.cols["gpu"][r])]
@@ -468,7 +477,8 @@ def test_no_single_relaxation_reports_the_unlimited_fleet():
 def test_evaluate_fleet_checks_a_given_fleet():
     """evaluate_fleet (the serving counterpart of api.evaluate) agrees with the solver on its
     fleets and names each broken rule of fleets the solver would not return."""
-    from optimizer.search.serving import evaluate_fleet
+    from optimizer.search.serve.evaluate import evaluate_fleet as _evaluate_fleet
+    evaluate_fleet = functools.partial(_evaluate_fleet, catalog=_CAT)
 
     sc = load_scenario("mixtral-stock-limited")
     best = solve_serving(sc, top_k=1).configs.iloc[0]

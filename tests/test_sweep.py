@@ -11,8 +11,9 @@ import pytest
 import optimizer
 from optimizer.errors import ClusteroptError
 from optimizer.search.api import solve
-from optimizer.search.sweep import parse_values, resolve_path, sweep
-from optimizer.search.tables import CONFIG_KEYS
+from optimizer.search.sweep import parse_values, resolve_path
+from optimizer.search.api import sweep
+from optimizer.search.train.table import CONFIG_KEYS
 
 BASE = {
     "name": "sweep-8b",

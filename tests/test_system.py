@@ -18,6 +18,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import optimizer
+from optimizer.catalog import load_catalog
 from optimizer.catalog import load_system_catalog
 from optimizer.formulas import cost as C
 from optimizer.formulas import fabric as F
@@ -25,10 +26,10 @@ from optimizer.formulas import hosts as H
 from optimizer.formulas import reliability as R
 from optimizer.formulas import storage as S
 from optimizer.formulas import tco as T
-from optimizer.search.api import gpu_options
-from optimizer.search.space import enumerate_layouts
-from optimizer.search.system import system_breakdown, system_columns
-from optimizer.search.tables import LIMIT_FAMILIES, SYSTEM_COLUMNS, estimate_rows, price_rows
+from optimizer.pricing import gpu_options
+from optimizer.search.train.space import enumerate_layouts
+from optimizer.search.train.system import system_breakdown, system_columns
+from optimizer.search.train.table import LIMIT_FAMILIES, SYSTEM_COLUMNS, estimate_rows, price_rows
 from optimizer.units import GB, GIB, SECONDS_PER_HOUR, TIB
 
 DATA = Path(__file__).parent / "data"
@@ -196,7 +197,7 @@ def _small(overrides=None):
         "search.tp": [1, 2], "search.pp": [1], "search.micro_batch": [1], "search.zero": [1],
         "search.precision": ["bf16"], "search.recompute": ["none"], "constraints.gpus": ["H100-SXM5-80GB"],
         "system.storage_tier": "fsx-lustre-p2-125", **(overrides or {})})
-    gpus, _ = gpu_options(sc)
+    gpus, _ = gpu_options(sc, load_catalog())
     cols = enumerate_layouts(sc.spec(), sc, gpus, gpu_count_limits=False)
     cols.update(estimate_rows(sc.spec(), sc, gpus, cols))
     return sc, gpus, cols
@@ -247,12 +248,12 @@ def test_solve_rows_carry_the_system_columns_and_breakdown():
         assert k in t.cols and np.all(np.isfinite(t.cols[k][res.table.feasible]))
     assert "host_memory" in LIMIT_FAMILIES
     best = res.configs.iloc[0]
-    cfg = {k: (v.item() if hasattr(v, "item") else v) for k, v in best[list(optimizer.search.tables.CONFIG_KEYS)].items()}
+    cfg = {k: (v.item() if hasattr(v, "item") else v) for k, v in best[list(optimizer.search.train.table.CONFIG_KEYS)].items()}
     ev = optimizer.evaluate(sc, cfg)
     f = ev.figures
     assert f["wall_clock_days"] == pytest.approx(f["train_days"] / f["goodput"])
     assert f["expected_interruptions"] == pytest.approx(f["wall_clock_days"] * 86400 / f["job_mtbi_s"])
-    g = next(o for o in gpu_options(sc)[0] if o.name == cfg["gpu"])
+    g = next(o for o in gpu_options(sc, load_catalog())[0] if o.name == cfg["gpu"])
     b = system_breakdown(sc.spec(), sc, g, f)
     json.dumps(b)                                               # JSON-ready
     assert set(b) >= {"storage", "hosts", "fabric", "tco"}
@@ -271,7 +272,7 @@ def test_failures_and_storage_change_the_best_plan():
     # Measured: best 512 B200 (DP512 ZeRO-3, 15.8 days, $1.17M, goodput 0.91); failure-free it
     # would be 320 B200 (TP2 PP5 DP32, 22.5 days, $1.03M), and that is also the best with a fast
     # tier (S3); with failures and the slow tier that plan takes 24.2 days and misses the deadline.
-    keys = list(optimizer.search.tables.CONFIG_KEYS)
+    keys = list(optimizer.search.train.table.CONFIG_KEYS)
     sc = optimizer.load_scenario("storage-bound-70b")
     best = optimizer.solve(sc, top_k=1).configs.iloc[0][keys].to_dict()
     free = optimizer.solve(sc.with_overrides({"system.failure_rate_scale": 0}), top_k=1).configs.iloc[0][keys].to_dict()
@@ -311,7 +312,7 @@ def test_owned_rows_pay_for_the_whole_system():
     sc1 = sc.with_overrides({"search.n_gpus": [2048], "constraints.gpus": ["H100-SXM5-80GB"]})
     res = optimizer.solve(sc1, top_k=1)
     row = res.configs.iloc[0]
-    g = next(o for o in gpu_options(sc1)[0] if o.name == "H100-SXM5-80GB")
+    g = next(o for o in gpu_options(sc1, load_catalog())[0] if o.name == "H100-SXM5-80GB")
     # the row's rate = the GPU-only owned rate + servers, fabric and storage
     assert row.usd_per_gpu_hour > g.usd_per_gpu_hour
     assert row.cost_usd == pytest.approx(row.n_gpus * row.usd_per_gpu_hour * row.wall_clock_days * 24, rel=1e-9)

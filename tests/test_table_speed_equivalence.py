@@ -16,10 +16,11 @@ import numpy as np
 import pytest
 
 import optimizer
-from optimizer.search import tables
-from optimizer.search.api import gpu_options
-from optimizer.search.space import enumerate_layouts
-from optimizer.search.tables import build_table, estimate_rows
+from optimizer.catalog import load_catalog
+from optimizer.search.train import table as tables
+from optimizer.pricing import gpu_options
+from optimizer.search.train.space import enumerate_layouts
+from optimizer.search.train.table import build_table, estimate_rows
 
 REL_TOL = 1e-12
 
@@ -63,7 +64,7 @@ def test_fast_rows_match_reference(name, merge_rows, monkeypatch):
     for all of them (every group merged)."""
     monkeypatch.setattr(tables, "_MERGED_GROUP_ROWS", merge_rows)
     sc = _scenario(name)
-    gpus, _ = gpu_options(sc)
+    gpus, _ = gpu_options(sc, load_catalog())
     spec = sc.spec()
     cols = enumerate_layouts(spec, sc, gpus, gpu_count_limits=False)
     assert len(cols["tp"]) > 0
@@ -78,7 +79,7 @@ def test_cases_cover_the_space():
     uneven = moe = False
     for name in CASES:
         sc = _scenario(name)
-        gpus, _ = gpu_options(sc)
+        gpus, _ = gpu_options(sc, load_catalog())
         spec = sc.spec()
         cols = enumerate_layouts(spec, sc, gpus, gpu_count_limits=False)
         for k in seen:
@@ -95,13 +96,13 @@ def test_cases_cover_the_space():
 def test_fast_table_matches_reference_table():
     """Whole tables (prices, integer views, limit flags) agree too."""
     sc = _scenario("moe-cp")
-    gpus, _ = gpu_options(sc)
+    gpus, _ = gpu_options(sc, load_catalog())
     spec = sc.spec()
     fast = build_table(spec, sc, gpus)
     cols = enumerate_layouts(spec, sc, gpus, gpu_count_limits=True)
     ref_cols = dict(cols)
     ref_cols.update(estimate_rows(spec, sc, gpus, cols, reference=True))
-    from optimizer.search.tables import Table, reprice
+    from optimizer.search.train.table import Table, reprice
 
     ref = reprice(Table(gpus, ref_cols), sc, gpus, spec=spec)
     _assert_same(fast.cols, ref.cols, "table")
@@ -114,7 +115,7 @@ def test_fit_only_rows_that_fit_are_unchanged(name):
     (every column); the others keep memory figures, the memory flag and the GPU-count flags,
     and have no time figures (NaN)."""
     sc = _scenario(name)
-    gpus, _ = gpu_options(sc)
+    gpus, _ = gpu_options(sc, load_catalog())
     spec = sc.spec()
     full = build_table(spec, sc, gpus, gpu_count_limits=False)
     fit_only = build_table(spec, sc, gpus, gpu_count_limits=False, fit_only=True)
@@ -137,10 +138,10 @@ def test_fit_only_rows_that_fit_are_unchanged(name):
 def test_fit_only_table_refuses_a_looser_memory_limit():
     """Repricing a fit_only table where skipped rows would fit is an error, not wrong figures."""
     from optimizer.errors import ClusteroptError
-    from optimizer.search.tables import reprice
+    from optimizer.search.train.table import reprice
 
     sc = _scenario("moe-cp").with_overrides({"constraints.memory_headroom": 0.25})
-    gpus, _ = gpu_options(sc)
+    gpus, _ = gpu_options(sc, load_catalog())
     table = build_table(sc.spec(), sc, gpus, fit_only=True)
     reprice(table, sc.with_overrides({"constraints.budget_usd": 1e6}), gpus, spec=sc.spec())   # same limit: fine
     with pytest.raises(ClusteroptError):

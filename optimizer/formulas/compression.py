@@ -242,7 +242,7 @@ def decode_step_time_s(spec: ModelSpec, hw: Hardware, *, batch, context_len, tp:
     t = np.maximum(t_bytes, t_layers_compute + t_head_compute)
     if tp > 1:
         msg = b * spec.hidden_size * sm.UNQUANTISED_BYTES
-        t = t + 2 * spec.num_layers * st.allreduce_time_s(msg, tp, hw.intra_node_bytes_per_s)
+        t = t + 2 * spec.num_layers * st.piecewise_allreduce_time_s(msg, tp, hw.intra_node_bytes_per_s)
     return float(t) if np.ndim(t) == 0 else t
 
 

@@ -183,7 +183,7 @@ class _Replica:
                      + attn / n_split / (self.peak_attn * self.eff["compute_efficiency"]))
         mem_s = np.asarray(bytes_read, dtype=float) / (self.hw.hbm_bytes_per_s * self.eff["hbm_efficiency"])
         message = tokens * spec.hidden_size * ACTIVATION_BYTES
-        comm_s = 2 * self.layers_per_stage * st.allreduce_time_s(
+        comm_s = 2 * self.layers_per_stage * st.piecewise_allreduce_time_s(
             message, self.tp, self.link_bw, latency_s=self.link_latency, link_efficiency=self.link_eff)
         handoff_s = ((pp - 1) * (self.pp_link_latency + message / (self.pp_link_bw * self.link_eff))
                      if pp > 1 else 0.0)

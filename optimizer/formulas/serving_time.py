@@ -46,7 +46,7 @@ ALLREDUCE_LATENCY_INTER_NODE_S = 25e-6
 PASS_OVERHEAD_S = 0.0
 
 
-def allreduce_time_s(message_bytes, n_gpus, link_bytes_per_s, *, latency_s=ALLREDUCE_LATENCY_S,
+def piecewise_allreduce_time_s(message_bytes, n_gpus, link_bytes_per_s, *, latency_s=ALLREDUCE_LATENCY_S,
                      link_efficiency=LINK_EFFICIENCY, small_link_efficiency=LINK_EFFICIENCY_SMALL,
                      small_bus_bytes=SMALL_MESSAGE_BUS_BYTES):
     """One all-reduce of ``message_bytes`` over ``n_gpus``: alpha-beta model on the ring bus
@@ -55,6 +55,9 @@ def allreduce_time_s(message_bytes, n_gpus, link_bytes_per_s, *, latency_s=ALLRE
     of the link (latency-optimised one/two-shot kernels), the rest at ``link_efficiency`` (NCCL
     ring). Constants and their measurements: see ALLREDUCE_LATENCY_S. 0 for one GPU.
     Units: seconds.
+
+    The serving network model (small decode messages, latency-optimised kernels); the training
+    model of large bucketed messages is ``formulas.comm.allreduce_time_s`` (plain ring alpha-beta).
     """
     p = np.asarray(n_gpus, dtype=float)
     bus = 2.0 * (p - 1.0) / np.maximum(p, 1.0) * np.asarray(message_bytes, dtype=float)

@@ -26,6 +26,15 @@ import numpy as np
 import pandas as pd
 
 from optimizer.errors import ClusteroptError
+from optimizer.pricing import gpu_options
+from optimizer.scenario import Scenario, load_scenario
+from optimizer.search.serve.sensitivity import TABLE_FREE
+from optimizer.search.serve.solve import solve_serving
+from optimizer.search.train.solve import solve_training
+from optimizer.search.planners import planner
+from optimizer.catalog import Catalog
+from optimizer.search.train.table import build_table, reprice
+
 
 #: Scenario paths that leave the estimator columns unchanged (re-price only).
 REPRICE_ONLY = ("constraints.budget_usd", "constraints.deadline_days",
@@ -72,7 +81,6 @@ def parse_values(text: str, field: str = "--vary") -> list[Any]:
 
 def resolve_path(scenario, path: str) -> str:
     """A dotted scenario path; a bare name (budget_usd) resolves to the one block that has it."""
-    from optimizer.scenario import Scenario
 
     if "." in path:
         return path
@@ -137,12 +145,9 @@ def _point_row(values: dict, result) -> dict:
     return row
 
 
-def _solve_group(base_dict: dict, points: list[dict], objective, top_k) -> list[tuple[int, dict]]:
+def _solve_group(base_dict: dict, points: list[dict], objective, top_k, catalog) -> list[tuple[int, dict]]:
     """Solve points that share one candidate table (worker-process entry point). Serving and
     co-design points are solved one by one (their planners keep their own caches)."""
-    from optimizer.scenario import load_scenario
-    from optimizer.search.api import gpu_options, solve
-    from optimizer.search.tables import build_table, reprice
 
     base = load_scenario(base_dict)
     out = []
@@ -150,30 +155,29 @@ def _solve_group(base_dict: dict, points: list[dict], objective, top_k) -> list[
     for p in points:
         sc = base.with_overrides(p["values"])
         if sc.workload == "serve":            # one replica table per group (TABLE_FREE paths)
-            from optimizer.search.serving import solve_serving
 
-            res = solve_serving(sc, objective=objective, top_k=top_k, table=table, pareto=False)
+            res = solve_serving(sc, objective=objective, top_k=top_k, catalog=catalog, table=table, pareto=False)
             table = res.table if res.table is not None else table
             out.append((p["index"], _point_row(p["values"], res)))
             continue
         if sc.workload == "codesign":         # co-design keeps its own rung-table cache
-            res = solve(sc, objective=objective, top_k=top_k)
+            res = planner(sc.workload).solve(sc, objective=objective, top_k=top_k, catalog=catalog)
             out.append((p["index"], _point_row(p["values"], res)))
             continue
-        gpus, _ = gpu_options(sc)
+        gpus, _ = gpu_options(sc, catalog)
         if table is None or [(g.name, g.offer, g.available) for g in gpus] != [(g.name, g.offer, g.available)
                                                                              for g in table.gpus]:
             table = build_table(sc.spec(), sc, gpus, gpu_count_limits=False)
         t = reprice(table, sc, gpus)
-        res = solve(sc, table=t, full_table=t, objective=objective, top_k=top_k)
+        res = solve_training(sc, table=t, full_table=t, objective=objective, top_k=top_k, catalog=catalog)
         out.append((p["index"], _point_row(p["values"], res)))
     return out
 
 
 def sweep(scenario, vary: dict[str, Any], *, objective: str | None = None, top_k: int = 1,
-          workers: int | None = None, executor: str = "process", progress: bool = False) -> pd.DataFrame:
+          workers: int | None = None, executor: str = "process", progress: bool = False,
+          catalog: Catalog) -> pd.DataFrame:
     """Solve the grid of ``vary`` (path -> list of values, or a 'start:stop:n:log' string)."""
-    from optimizer.scenario import load_scenario
 
     scenario = load_scenario(scenario)
     axes = {}
@@ -188,8 +192,6 @@ def sweep(scenario, vary: dict[str, Any], *, objective: str | None = None, top_k
     base_dict = scenario.model_dump(mode="python")
     base_dict["base_dir"] = scenario.base_dir
     if scenario.workload == "serve":
-        from optimizer.search.serving_analysis import TABLE_FREE
-
         table_paths = [n for n in names if not any(n == t or n.startswith(t + ".") for t in TABLE_FREE)]
     else:
         table_paths = [n for n in names if not _reprice_only([n])]
@@ -219,15 +221,15 @@ def sweep(scenario, vary: dict[str, Any], *, objective: str | None = None, top_k
             print(f"\rsweep [{bar:<30}] {done}/{total}", end="" if done < total else "\n", file=sys.stderr)
 
     if executor == "ray":
-        _run_ray(base_dict, list(groups.values()), objective, top_k, rows, tick)
+        _run_ray(base_dict, list(groups.values()), objective, top_k, rows, tick, catalog)
     elif len(groups) == 1 or n_workers <= 1:
         for g in groups.values():
-            for i, r in _solve_group(base_dict, g, objective, top_k):
+            for i, r in _solve_group(base_dict, g, objective, top_k, catalog):
                 rows[i] = r
             tick(len(g))
     else:
         with ProcessPoolExecutor(max_workers=min(n_workers, len(groups))) as ex:
-            futs = [ex.submit(_solve_group, base_dict, g, objective, top_k) for g in groups.values()]
+            futs = [ex.submit(_solve_group, base_dict, g, objective, top_k, catalog) for g in groups.values()]
             for f in as_completed(futs):
                 res = f.result()
                 for i, r in res:
@@ -270,7 +272,7 @@ def _add_marginal(df: pd.DataFrame, first: str | None) -> None:
             prev = i
 
 
-def _run_ray(base_dict, groups, objective, top_k, rows, tick) -> None:
+def _run_ray(base_dict, groups, objective, top_k, rows, tick, catalog) -> None:
     try:
         import ray
     except ImportError:
@@ -278,7 +280,7 @@ def _run_ray(base_dict, groups, objective, top_k, rows, tick) -> None:
     if not ray.is_initialized():
         ray.init(num_cpus=os.cpu_count() or 1, include_dashboard=False, log_to_driver=False)
     task = ray.remote(_solve_group)
-    refs = [task.remote(base_dict, g, objective, top_k) for g in groups]
+    refs = [task.remote(base_dict, g, objective, top_k, catalog) for g in groups]
     for ref in refs:
         res = ray.get(ref)
         for i, r in res:

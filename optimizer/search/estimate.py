@@ -6,14 +6,21 @@ returns dictionaries with unit-suffixed keys; ``cli.py`` only renders them.
 
 from __future__ import annotations
 
-from optimizer import report
-from optimizer.errors import ClusteroptError
-from optimizer.units import GB, GIGABIT, SECONDS_PER_DAY, SECONDS_PER_HOUR
 
+from optimizer.formatting import plain
+from optimizer.errors import ClusteroptError
+from optimizer.formulas import flops, scaling
+from optimizer.formulas.cost import rented_cost_usd
+from optimizer.formulas.offers import committed_billed_hours
+from optimizer.formulas.layout import TrainLayout
+from optimizer.formulas.params import count_params
+from optimizer.formulas.serving import estimate_serving
+from optimizer.formulas.training import estimate_training, layout_violations
+from optimizer.model import load_model
+from optimizer.search.train.system import estimate_system
+from optimizer.units import GIGABIT, SECONDS_PER_DAY, SECONDS_PER_HOUR
 
 def params_dict(spec) -> dict:
-    from optimizer.formulas.params import count_params
-
     p = count_params(spec)
     return {
         "total": p.total, "active": p.active, "embedding": p.embedding, "position": p.position,
@@ -23,8 +30,6 @@ def params_dict(spec) -> dict:
 
 
 def flops_dict(spec, seq_len: int) -> dict:
-    from optimizer.formulas import flops
-
     fwd = flops.forward_flops_per_token(spec, seq_len)
     return {
         "seq_len": seq_len,
@@ -38,10 +43,8 @@ def flops_dict(spec, seq_len: int) -> dict:
 
 
 def train_dict(spec, hw, layout, *, tokens=None, offer=None, pricing="on_demand") -> dict:
-    from optimizer.formulas.training import estimate_training, layout_violations
-
     e = estimate_training(spec, hw, layout)
-    mem = report.plain(e.memory)
+    mem = plain(e.memory)
     stage = mem.pop("stage", None)          # which pipeline stage is the most loaded: not bytes
     out = {
         "layout": {"tp": layout.tp, "pp": layout.pp, "dp": layout.dp, "cp": layout.cp, "ep": layout.ep,
@@ -81,8 +84,6 @@ def estimate(model_ref: str, *, catalog, seq_len=None, gpu=None, tp=1, pp=1, dp=
              interleave=1, inter_node_gbps=None, tokens=None, pricing="on_demand", serve=False,
              weights="bf16", kv="bf16", batch=1, prompt_len=1024, output_len=256,
              gpu_memory_utilization=0.9) -> dict:
-    from optimizer.formulas.layout import TrainLayout
-    from optimizer.model import load_model
 
     spec = load_model(model_ref)
     s = seq_len or spec.max_position_embeddings
@@ -96,11 +97,9 @@ def estimate(model_ref: str, *, catalog, seq_len=None, gpu=None, tp=1, pp=1, dp=
     if inter_node_gbps is not None:
         hw = hw.with_inter_node_bytes_per_s(inter_node_gbps * GIGABIT)
     if serve:
-        from optimizer.formulas.serving import estimate_serving
-
         e = estimate_serving(spec, hw, tp=tp, pp=pp, weights=weights, kv=kv, batch=batch, prompt_len=prompt_len,
                              output_len=output_len, gpu_memory_utilization=gpu_memory_utilization)
-        sv = report.plain(e)
+        sv = plain(e)
         sv["memory_per_gpu_bytes"] = sv.pop("memory_per_gpu")     # CONTRACTS.md key, parts sum to total
         sv["gpu"] = gid
         data["serve"] = sv
@@ -119,26 +118,22 @@ def estimate(model_ref: str, *, catalog, seq_len=None, gpu=None, tp=1, pp=1, dp=
     data["train"] = train_dict(spec, hw, layout, tokens=tokens, offer=offer, pricing=pricing)
     data["train"]["gpu"] = gid
     if tokens is not None:
-        _add_system(data["train"], spec, gid, layout, tokens, offer, pricing)
+        _add_system(data["train"], spec, gid, layout, tokens, offer, pricing, catalog)
     return data
 
 
-def _add_system(train: dict, spec, gid: str, layout, tokens: float, offer, pricing: str) -> None:
+def _add_system(train: dict, spec, gid: str, layout, tokens: float, offer, pricing: str, catalog) -> None:
     """Failures, checkpoints, storage, hosts, fabric and TCO (issue 10) for ``--tokens``: the
     same keys as solve's configurations; the cost is then billed on wall-clock hours (lost time
     included) plus rented storage, as the search bills it."""
-    from optimizer.search.system import estimate_system
 
     sysd = estimate_system(spec, gid, {"n_gpus": layout.n_gpus, "tp": layout.tp, "pp": layout.pp,
                                        "dp": layout.dp, "cp": layout.cp, "ep": layout.ep, "zero": layout.zero},
-                           train["tokens_per_s"], tokens, pricing_mode=pricing)
-    train.update(report.plain(sysd))
+                           train["tokens_per_s"], tokens, pricing_mode=pricing, catalog=catalog)
+    train.update(plain(sysd))
     if offer is not None and sysd.get("usd_per_instance_hour"):
         # billed on the cheapest offer that can run the layout (estimate_system, issue 17): whole
         # instances x $/instance-hour x wall-clock hours (a commitment: whole terms)
-        from optimizer.formulas.cost import rented_cost_usd
-        from optimizer.formulas.offers import committed_billed_hours
-
         hours = train["wall_clock_days"] * SECONDS_PER_DAY / SECONDS_PER_HOUR
         billed = float(committed_billed_hours(hours, sysd.get("term_hours", 0.0)))
         storage = float(train["system"]["storage"].get("storage_usd") or 0.0)
@@ -167,37 +162,7 @@ def _check_layout(spec, tp, pp, dp, cp, ep) -> None:
         raise ClusteroptError("--ep", f"{ep} does not divide dp x cp = {dp * cp}", "EP divides DP x CP")
 
 
-def estimate_text(data: dict) -> str:
-    p = data["params"]
-    lines = [f"model {data['model']}", ""]
-    rows = [[k, f"{v:,}"] for k, v in p.items()]
-    lines.append(report.text_table(["parameters", "count"], rows))
-    f = data["flops_per_token"]
-    lines += ["", report.text_table(["FLOPs per token (seq_len %d)" % f["seq_len"], "FLOPs"],
-                                    [[k, f"{v:.4g}"] for k, v in f.items() if k != "seq_len"])]
-    if "train" in data:
-        t = data["train"]
-        m = t["memory_per_gpu_bytes"]
-        lines += ["", f"training on {t['gpu']}: {t['layout']['n_gpus']} GPUs, fits: {t['fits']}",
-                  report.text_table(["memory per GPU", "GB"], [[k, f"{v / GB:.2f}"] for k, v in m.items()
-                                                               if isinstance(v, (int, float))])]
-        keys = ["step_time_s", "compute_time_s", "exposed_comm_time_s", "bubble_time_s", "tokens_per_s", "mfu",
-                "hfu", "model_tflops_per_gpu", "hardware_tflops_per_gpu", "train_days", "goodput", "wall_clock_days",
-                "expected_interruptions", "checkpoint_interval_s", "gpu_hours", "cost_usd"]
-        lines.append(report.text_table(["figure", "value"], [[k, f"{t[k]:.4g}"] for k in keys
-                                                             if t.get(k) is not None]))
-        for w in t.get("warnings", []):
-            lines.append(f"warning: {w}")
-    if "serve" in data:
-        s = data["serve"]
-        lines += ["", f"serving on {s['gpu']}"]
-        lines += [f"{k}: {v}" for k, v in s.items() if k != "gpu"]
-    return "\n".join(lines) + "\n"
-
-
 def scaling_plan(*, compute=None, params=None, law="hoffmann2022") -> dict:
-    from optimizer.formulas import scaling
-
     if (compute is None) == (params is None):
         raise ClusteroptError("--compute/--params", "give exactly one", "e.g. --compute 1e24 or --params 70e9")
     lw = scaling.law_by_name(law, field="--law")

@@ -6,7 +6,7 @@
 limits. ``evaluate`` builds a one-row table through this same code, so the solver and
 ``evaluate`` can never disagree.
 
-Integer scales (all in one place; cpsat.check_int64 verifies the headroom at build time):
+Integer scales (core/scales.py; cpsat.check_int64 verifies the headroom at build time):
 
     MONEY_UNITS_PER_USD = 10_000     cost in 1e-4 USD: a $10^11 run is 10^15 units
     TIME_UNITS_PER_S    = 1_000      wall-clock in ms: 100 years is 3.2e12 units
@@ -18,15 +18,19 @@ so no entry comes near 2^62 (4.6e18); sums are over exactly one row.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 
+from dataclasses import dataclass, field
 import numpy as np
 
-from optimizer.search.space import PRECISIONS, RECOMPUTES, GpuOption, enumerate_layouts
+from optimizer.errors import ClusteroptError
+from optimizer.formulas.offers import committed_billed_hours
+from optimizer.formulas.training import estimate_training_batch
+from optimizer.pricing import GpuOption
+from optimizer.search.core.scales import MONEY_UNITS_PER_USD, TIME_UNITS_PER_S
+from optimizer.search.train.space import PRECISIONS, RECOMPUTES, enumerate_layouts
+from optimizer.search.train.system import system_columns
 from optimizer.units import SECONDS_PER_DAY, SECONDS_PER_HOUR
 
-MONEY_UNITS_PER_USD = 10_000
-TIME_UNITS_PER_S = 1_000
 
 #: The 12 keys of a configuration (CONTRACTS.md, 'Search').
 CONFIG_KEYS = ("gpu", "n_gpus", "tp", "pp", "dp", "cp", "ep", "zero", "precision",
@@ -106,7 +110,6 @@ def estimate_rows(spec, scenario, gpus: list[GpuOption], cols: dict[str, np.ndar
     ``reference=True`` takes the plain path (every pipeline stage of each pp evaluated
     separately, training.estimate_training_batch's ``compact_stages=False``): the same
     figures, slower; tests/test_table_speed_equivalence.py compares the two."""
-    from optimizer.formulas.training import estimate_training_batch
 
     n = len(cols["tp"])
     out: dict[str, np.ndarray] = {}
@@ -172,8 +175,6 @@ def price_rows(scenario, gpus: list[GpuOption], cols: dict[str, np.ndarray], spe
       Owned:  n_gpus x (the GPU's owned $/GPU-hour + the rest of the cluster's TCO: servers,
               fabric sized by the row's nodes, storage; formulas/tco.py) x hours.
     """
-    from optimizer.formulas.offers import committed_billed_hours
-    from optimizer.search.system import system_columns
 
     spec = spec if spec is not None else scenario.spec()
     gi = cols["gpu"]
@@ -274,8 +275,6 @@ def _price_estimated_rows(scenario, gpus: list[GpuOption], cols: dict[str, np.nd
         return price_rows(scenario, gpus, cols, spec)
     cap = limits_of(scenario, gpus)["memory_cap"][cols["gpu"][unpriced]]
     if np.any(np.ceil(cols["memory_per_gpu_bytes"][unpriced]).astype(np.int64) <= cap):
-        from optimizer.errors import ClusteroptError
-
         raise ClusteroptError("memory_headroom", "a table built with fit_only has rows without time "
                               "figures that fit this scenario's memory limit", "rebuild the table without fit_only")
     keep = np.nonzero(~unpriced)[0]

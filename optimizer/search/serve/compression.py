@@ -45,11 +45,22 @@ listing the option in ``search.compression`` prices it.
 
 from __future__ import annotations
 
+
 from dataclasses import dataclass, field
 from functools import lru_cache
 
+from optimizer.catalog import load_compression
 from optimizer.errors import ClusteroptError
 from optimizer.formulas import compression as cx
+from optimizer.formulas.layout import TrainLayout
+from optimizer.formulas.params import count_params
+from optimizer.formulas.training import estimate_training
+from optimizer.formulas.sizing import generate
+from optimizer.model.families import get_family
+from optimizer.model.spec import ModelSpec
+
+DEFAULT_WEIGHTS = ("bf16", "fp8")
+DEFAULT_KV = ("bf16", "fp8")
 
 #: The option whose published figure a format of search.weights / search.kv carries without
 #: search.compression (module docstring). Several options: the most conservative of them.
@@ -116,7 +127,6 @@ class CompressionPlan:
         v = self.find("none", self.models[0].name, weights, kv)
         if v is not None:
             return v
-        from optimizer.catalog import load_compression
 
         spec = self.models[0]
         return _format_variant(load_compression(), cx.quality_family(spec), float(_n_params(spec)), weights, kv,
@@ -136,9 +146,6 @@ def _entries(search) -> list[tuple[str, float | None]]:
 @lru_cache(maxsize=256)
 def _achieved_train_flop_per_s(spec_json: str, hw) -> float | None:
     """Model FLOP/s per GPU the training estimator gives for one node of ``hw`` (module docstring)."""
-    from optimizer.formulas.layout import TrainLayout
-    from optimizer.formulas.training import estimate_training
-    from optimizer.model.spec import ModelSpec
 
     spec = ModelSpec.model_validate_json(spec_json)
     domain = max(1, min(hw.intra_node_domain, hw.gpus_per_node))
@@ -194,8 +201,6 @@ def _option_work(rows, option: str, family: str, n_params: float) -> tuple[float
 
 
 def _n_params(spec) -> int:
-    from optimizer.formulas.params import count_params
-
     return count_params(spec).total
 
 
@@ -250,14 +255,11 @@ def _format_notes(fq: dict, family: str) -> list[str]:
 
 def compression_plan(spec, scenario, gpus, rows=None) -> CompressionPlan:
     """Models, variants and priced one-off items of a serving scenario (module docstring)."""
-    from optimizer.search.serving import DEFAULT_KV, DEFAULT_WEIGHTS
 
     serve, search = scenario.serve, scenario.search
     limit = serve.quality.max_loss_pct if serve.quality is not None else None
     hours = serve.horizon_days * HOURS_PER_DAY
     entries = _entries(search)
-    from optimizer.catalog import load_compression
-    from optimizer.formulas.params import count_params
 
     rows = rows if rows is not None else load_compression()
     if not entries:
@@ -302,8 +304,6 @@ def compression_plan(spec, scenario, gpus, rows=None) -> CompressionPlan:
 
     add_model(0, spec, n_teacher, "", 0.0, (), ())
     for i, option, params in students:
-        from optimizer.model.families import generate, get_family
-
         try:
             fam = get_family(family, field=f"search.compression[{i}]")
         except ClusteroptError as e:
@@ -342,4 +342,3 @@ def compression_plan(spec, scenario, gpus, rows=None) -> CompressionPlan:
 def amortised_usd_per_hour(usd: float, horizon_hours: float) -> float:
     """A one-off cost spread evenly over the serving horizon. Units: USD/hour."""
     return usd / horizon_hours
-

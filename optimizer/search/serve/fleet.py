@@ -53,14 +53,16 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass, field
 
+
+from dataclasses import dataclass, field
 import numpy as np
 from ortools.sat.python import cp_model
 
+from optimizer.search.core.scales import MONEY_UNITS_PER_USD
+
 #: Integer scales of the fleet model, in one place.
 MILLI = 1000                      # requests/s -> milli-requests/s
-USD_UNITS = 10_000                # USD/hour -> 1e-4 USD/hour
 INT64_SAFE = 2**62
 FAMILIES = ("budget", "stock", "max_gpus", "max_types")
 #: CP-SAT's linearization level. 0 (no LP relaxation) proves these small integer models 2-4x
@@ -137,7 +139,7 @@ def capacity_units(requests_per_s) -> np.ndarray:
 def usd_units(usd_per_hour: float) -> int:
     """A price in 1e-4 USD/hour, rounded UP (1e-6 of a unit forgiven for float noise: 23.92 is
     239200, not 239201)."""
-    return math.ceil(usd_per_hour * USD_UNITS - 1e-6)
+    return math.ceil(usd_per_hour * MONEY_UNITS_PER_USD - 1e-6)
 
 
 def instances_needed(gpus_used: int, gpi: int) -> int:

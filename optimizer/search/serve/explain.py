@@ -25,10 +25,14 @@ from __future__ import annotations
 
 import dataclasses
 
+
 import numpy as np
 
-from optimizer.search import fleet as fm
-from optimizer.search.explain import minimal_subsets_failing
+from optimizer.search.core.conflicts import minimal_subsets_failing
+from optimizer.search.core.scales import MONEY_UNITS_PER_USD
+from optimizer.search.serve import fleet as fm
+from optimizer.search.serve.compression import amortised_usd_per_hour
+from optimizer.search.serve.problem import fleet_problem, reduce_options
 from optimizer.units import GB
 
 _HUMAN = {"memory": "memory per GPU", "ttft": "TTFT p99 SLO", "itl": "ITL p99 SLO", "budget": "budget per hour",
@@ -74,8 +78,6 @@ def _feasible(problem: fm.FleetProblem, families) -> bool:
 
 
 def _problem_for(table, rows, scenario, objective="cost") -> fm.FleetProblem:
-    from optimizer.search.serving import fleet_problem, reduce_options
-
     return fleet_problem(table, reduce_options(table, rows), scenario, objective)
 
 
@@ -133,7 +135,7 @@ def _fleet_relaxations(problem: fm.FleetProblem, table) -> dict:
     if problem.budget is not None:
         v = fm.minimise(problem, "cost", families=tuple(fams - {"budget"}))
         if v is not None:
-            out["budget_usd_per_hour"] = v / fm.USD_UNITS
+            out["budget_usd_per_hour"] = v / MONEY_UNITS_PER_USD
     if problem.max_gpus is not None:
         v = fm.minimise(problem, "gpus", families=tuple(fams - {"max_gpus"}))
         if v is not None:
@@ -205,7 +207,7 @@ def explain_infeasible(table, rows, problem: fm.FleetProblem, scenario) -> dict:
                     if m:
                         name = table.gpus[problem.type_of(q)].name
                         by_type[name] = by_type.get(name, 0) + m * problem.gpi[q]
-                rel["without_limits"] = {"usd_per_hour": f.cost / fm.USD_UNITS, "n_gpus": f.gpus,
+                rel["without_limits"] = {"usd_per_hour": f.cost / MONEY_UNITS_PER_USD, "n_gpus": f.gpus,
                                          "gpus": by_type, "replica_types": sum(1 for x in f.counts if x)}
         binding = sorted({f for cf in conflicts for f in cf})
     if slo.ttft_p99_s is not None:
@@ -283,7 +285,6 @@ def binding_summary(table, rows, problem: fm.FleetProblem, best: fm.Fleet, scena
     cons = scenario.constraints
     usd = sum(m * p.usd_per_instance_hour for p, m in zip(table.pools, best.instances))
     if table.plan is not None and table.plan.one_offs:      # amortised one-off work, as the budget counts it
-        from optimizer.search.serving_compression import amortised_usd_per_hour
 
         paid = [i for r, x in zip(rows.rows, best.counts) if x for i in table.variant(int(r)).items]
         usd += amortised_usd_per_hour(table.plan.one_off_usd(paid), table.plan.horizon_hours)

@@ -27,6 +27,8 @@ at build time that every sum the model can form stays below 2^62.
 from __future__ import annotations
 
 import time
+
+
 from dataclasses import dataclass, field
 
 import numpy as np

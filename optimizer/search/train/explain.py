@@ -14,11 +14,12 @@ All answers are exact over the candidate table (the same rows CP-SAT chooses fro
 
 from __future__ import annotations
 
-import itertools
 
 import numpy as np
 
-from optimizer.search.tables import LIMIT_FAMILIES, Table, lex_best, limits_of
+from optimizer.search.core.conflicts import minimal_subsets_failing
+from optimizer.search.train.system import host_memory_parts
+from optimizer.search.train.table import LIMIT_FAMILIES, Table, lex_best, limits_of, objective_keys
 from optimizer.units import GB, GIB
 
 _HUMAN = {"memory": "memory per GPU", "budget": "budget", "deadline": "deadline", "stock": "GPU stock",
@@ -60,7 +61,6 @@ def describe_violation(table: Table, r: int, scenario, family: str) -> str:
 
 def _describe_host_memory(table: Table, r: int, scenario) -> str:
     """What a node's host RAM must hold (issue 10) against what the node type has."""
-    from optimizer.search.system import host_memory_parts
 
     c = table.cols
     g = table.gpus[int(c["gpu"][r])]
@@ -85,21 +85,6 @@ def _ok_except(table: Table, skip: set[str]) -> np.ndarray:
         if f not in skip:
             ok &= ~table.violations[f]
     return ok
-
-
-def minimal_subsets_failing(check, families: list[str]) -> list[list[str]]:
-    """Every minimal set S of ``families`` with ``check(S)`` False (nothing meets all of S), by
-    increasing size; a superset of a set already found is skipped. Each list keeps the order of
-    ``families``. Shared by the training and serving explanations."""
-    conflicts: list[set[str]] = []
-    for size in range(1, len(families) + 1):
-        for combo in itertools.combinations(families, size):
-            s = set(combo)
-            if any(c <= s for c in conflicts):
-                continue
-            if not check(s):
-                conflicts.append(s)
-    return [sorted(c, key=families.index) for c in conflicts]
 
 
 def minimal_conflicts(table: Table) -> list[list[str]]:
@@ -237,7 +222,6 @@ def binding_summary(table: Table, scenario, r: int) -> dict:
     if g.available is not None:
         slack["stock"] = int(g.available - c["n_gpus"][r])
     objective = scenario.objective
-    from optimizer.search.tables import objective_keys
 
     keys = objective_keys(table, objective)
     best = tuple(int(k[r]) for k in keys[:-1])

@@ -24,10 +24,14 @@ fleet's objective (and whether the fleet changed).
 
 from __future__ import annotations
 
+
 import math
 from dataclasses import replace
 
-
+from optimizer.scenario import load_scenario
+from optimizer.search.core.threshold import check_ranges, find_threshold, select_inputs
+from optimizer.search.serve.solve import solve_serving
+from optimizer.search.serve.table import serving_table
 
 #: Paths whose change leaves the replica table as it is (only the fleet model is re-solved).
 TABLE_FREE = ("serve.requests_per_s", "serve.redundancy", "serve.max_utilization", "serve.max_replica_types",
@@ -65,7 +69,6 @@ class _Probe:
 
     def best(self, name: str, factor: float):
         """(fleet key or None, objective or None, compact fleet or None)."""
-        from optimizer.search.serving import solve_serving
 
         key = (name, round(factor, 9))
         if key in self.cache:
@@ -78,8 +81,6 @@ class _Probe:
                      for p in table.pools]
             table = replace(table, pools=pools)
         elif name == "efficiency":
-            from optimizer.search.serving import serving_table
-
             f = round(factor, 9)
             if f not in self.tables:
                 self.tables[f] = serving_table(sc.spec(), sc, table.gpus, efficiency_scale=factor)
@@ -110,7 +111,6 @@ def _inputs(scenario, table) -> list[tuple[str, str | None]]:
 
 def _threshold(p: _Probe, name: str, direction: str, base_key, *, range_pct: float, grid: int, tol_pct: float,
                note: str | None) -> dict:
-    from optimizer.search.sensitivity import find_threshold
 
     def best_at(f):
         key, _, fleet = p.best(name, f)
@@ -123,10 +123,8 @@ def _threshold(p: _Probe, name: str, direction: str, base_key, *, range_pct: flo
 def serving_sensitivity(result, scenario, *, swing_pct: float = 20.0, range_pct: float = 50.0, grid: int = 10,
                         tol_pct: float = 0.1, inputs: list[str] | None = None) -> dict:
     """Tornado, switching thresholds and slack for a solved serving scenario (module docstring)."""
-    from optimizer.scenario import load_scenario
 
     scenario = load_scenario(scenario)
-    from optimizer.search.sensitivity import check_ranges, select_inputs
 
     check_ranges(swing_pct, range_pct)
     if len(result.configs) == 0:

@@ -29,54 +29,18 @@ they are constraints of the CP-SAT model, so that explanations can name them.
 from __future__ import annotations
 
 import itertools
-from dataclasses import dataclass
+
 
 import numpy as np
+
+from optimizer.pricing import GpuOption
+from optimizer.search.core.space import pow2_upto, tp_values
 
 PRECISIONS = ("bf16", "fp8")
 RECOMPUTES = ("none", "selective", "full")
 DEFAULT_MICRO_BATCHES = (1, 2, 4, 8)
 MAX_PP = 128
 LONG_CONTEXT_TOKENS = 32768          # default CP search only from this sequence length on
-
-
-@dataclass(frozen=True)
-class GpuOption:
-    """One eligible GPU type with what the space and the cost need from the catalog."""
-
-    index: int
-    name: str
-    hardware: object                 # optimizer.formulas.hardware.Hardware
-    usd_per_gpu_hour: float          # effective rate for this scenario's pricing mode
-    gpus_per_instance: int           # billing granularity (1 for owned hardware)
-    usd_per_instance_hour: float
-    offer: str                       # provider/instance, or 'owned'
-    available: int | None            # stock limit, None = unlimited
-    choice: object = None            # optimizer.offering.OfferChoice of a rented option (issue 17)
-
-
-def _pow2_upto(n: int) -> list[int]:
-    out, v = [], 1
-    while v <= n:
-        out.append(v)
-        v *= 2
-    return out
-
-
-def tp_values(spec, search, domain: int) -> list[int]:
-    cand = search.tp if search.tp is not None else _pow2_upto(max(domain, 1) if not search.allow_tp_across_nodes else 64)
-    out = []
-    for tp in cand:
-        if spec.num_heads % tp:
-            continue
-        kv = spec.kv_heads
-        if spec.attention == "mha" and kv % tp and tp % kv:
-            continue
-        if not search.allow_tp_across_nodes and tp > domain:
-            continue
-        out.append(tp)
-    return sorted(set(out))
-
 
 def pp_values(spec, search) -> list[int]:
     n_layers = spec.total_layers
@@ -85,7 +49,7 @@ def pp_values(spec, search) -> list[int]:
     else:
         cand = {p for p in range(1, min(n_layers, MAX_PP) + 1) if n_layers % p == 0}
         if search.allow_uneven_pp:
-            cand |= set(_pow2_upto(min(n_layers, MAX_PP)))
+            cand |= set(pow2_upto(min(n_layers, MAX_PP)))
     out = [p for p in cand if p <= n_layers and (search.allow_uneven_pp or n_layers % p == 0)]
     return sorted(set(out))
 
@@ -100,7 +64,7 @@ def ep_values(spec, search) -> list[int]:
     if spec.moe is None:
         return [1] if search.ep is None or 1 in search.ep else []
     n_exp = spec.moe.num_experts
-    cand = search.ep if search.ep is not None else _pow2_upto(min(n_exp, 64))
+    cand = search.ep if search.ep is not None else pow2_upto(min(n_exp, 64))
     return sorted({e for e in cand if n_exp % e == 0})
 
 

@@ -42,12 +42,16 @@ memory-feasible rows are considered at all.
 from __future__ import annotations
 
 from dataclasses import replace
-
 import numpy as np
 
-from optimizer.search import cpsat
-from optimizer.search.tables import (CONFIG_KEYS, OBJECTIVE_COLUMN_BY_NAME, Table, complete_table,
-                                     objective_keys, reprice)
+from optimizer.pricing import owned_rate
+from optimizer.search.core import cpsat
+from optimizer.search.core.threshold import check_ranges, find_threshold, select_inputs
+from optimizer.search.train.explain import binding_summary
+from optimizer.search.train.solve import candidate_rows, solver_limits
+from optimizer.search.train.space import PRECISIONS, RECOMPUTES
+from optimizer.search.train.table import (CONFIG_KEYS, OBJECTIVE_COLUMN_BY_NAME, Table, complete_table,
+                                          objective_keys, reprice)
 
 #: Inputs that change estimator figures (step time); all others only re-price.
 REESTIMATE_INPUTS = ("efficiency", "inter_node_bandwidth")
@@ -181,14 +185,10 @@ class Perturber:
                     for g in t.gpus]
             return reprice(t, sc, gpus), sc
         if name == "pricing.usd_per_kwh":
-            from optimizer.catalog import load_catalog
-            from optimizer.search.api import owned_rate
-
             sc = sc.with_overrides({name: sc.pricing.usd_per_kwh * factor})
-            cat = load_catalog()
             gpus = []
             for g in t.gpus:
-                rate = owned_rate(cat.accelerator(g.name), sc.pricing) if g.offer == "owned" else g.usd_per_gpu_hour
+                rate = owned_rate(g.accelerator, sc.pricing) if g.offer == "owned" else g.usd_per_gpu_hour
                 gpus.append(replace(g, usd_per_gpu_hour=rate, usd_per_instance_hour=rate * g.gpus_per_instance))
             return reprice(t, sc, gpus), sc
         sc = sc.with_overrides({name: _get_dotted(sc, name) * factor})
@@ -214,14 +214,13 @@ class Perturber:
 
     def best(self, name: str, factor: float):
         """(best 12-key configuration or None, table, row in that table or None)."""
-        from optimizer.search.api import _limits, candidate_rows
 
         t, sc, _ = self.table_for(name, factor)
         rows = candidate_rows(t, self.objective, 1)
         if len(rows) == 0:
             return None, t, None
         sub = t.subset(rows)
-        res = cpsat.solve_top_k(objective_keys(sub, self.objective), 1, _limits(sub, sc))
+        res = cpsat.solve_top_k(objective_keys(sub, self.objective), 1, solver_limits(sub, sc))
         if not res.rows:
             return None, t, None
         r = int(rows[res.rows[0]])
@@ -231,46 +230,6 @@ class Perturber:
         t, _, rows = self.table_for(name, factor)
         pos = np.searchsorted(rows, local_row)
         return float(t.cols[self.col][pos])
-
-
-def find_threshold(best_at, base_key, name: str, direction: str, *, range_pct: float, grid: int,
-                   tol_pct: float, note: str | None = None, down_cap_pct: float = 99.9) -> dict:
-    """The smallest change (grid then bisection) at which the best answer changes.
-
-    ``best_at(factor) -> (key, payload)``: the best answer's identity and what to report as
-    ``new_best`` (a 12-key training configuration, or a serving fleet). Shared by training
-    (Perturber) and serving (serving_analysis) sensitivity.
-    """
-    sign = 1 if direction == "up" else -1
-    step = range_pct / grid
-    out = {"input": name, "direction": direction, "change_pct": None, "range_pct": range_pct,
-           "new_best": None, "unchanged_pct": None, "new_status": None,
-           "grid_step_pct": step, "tolerance_pct": tol_pct}
-    if note:
-        out["note"] = note
-        return out
-    lo, hi = 0.0, None
-    cap = range_pct if sign > 0 else min(range_pct, down_cap_pct, 99.9)
-    for i in range(1, grid + 1):
-        pct = min(step * i, cap)
-        if best_at(1 + sign * pct / 100)[0] != base_key:
-            hi = pct
-            break
-        lo = pct
-        if pct >= cap:
-            break
-    if hi is None:
-        return out
-    while hi - lo > tol_pct:
-        mid = (lo + hi) / 2
-        if best_at(1 + sign * mid / 100)[0] != base_key:
-            hi = mid
-        else:
-            lo = mid
-    key, payload = best_at(1 + sign * hi / 100)
-    out.update(change_pct=sign * hi, unchanged_pct=sign * lo, new_best=payload,
-               new_status="feasible" if key is not None else "infeasible")
-    return out
 
 
 def threshold(p: Perturber, name: str, direction: str, base_cfg: dict, *, range_pct: float, grid: int,
@@ -284,32 +243,9 @@ def threshold(p: Perturber, name: str, direction: str, base_cfg: dict, *, range_
                           note=note, down_cap_pct=100.0 * p.span)
 
 
-def check_ranges(swing_pct: float, range_pct: float) -> None:
-    """The tornado swing and the threshold range as percentages (one-line errors)."""
-    from optimizer.errors import ClusteroptError
-
-    for field, v, lo, hi in (("swing_pct", swing_pct, 0, 99.9), ("range_pct", range_pct, 0, 1000)):
-        if not lo < v <= hi:
-            raise ClusteroptError(f"sensitivity.{field}", f"{v!r}", f"a percentage in ({lo}, {hi}]")
-
-
-def select_inputs(all_inputs: list[tuple[str, str | None]], inputs: list[str] | None) -> list[tuple[str, str | None]]:
-    """The (input, note) pairs named by ``inputs`` (all when None); unknown names are an error."""
-    from optimizer.errors import ClusteroptError
-
-    if inputs is None:
-        return all_inputs
-    known = {n for n, _ in all_inputs}
-    bad = [n for n in inputs if n not in known]
-    if bad:
-        raise ClusteroptError("sensitivity.inputs", f"unknown {bad}", "allowed: " + ", ".join(sorted(known)))
-    return [(n, note) for n, note in all_inputs if n in inputs]
-
-
-def sensitivity(result, scenario, *, swing_pct: float = 20.0, range_pct: float = 50.0, grid: int = 10,
+def training_sensitivity(result, scenario, *, swing_pct: float = 20.0, range_pct: float = 50.0, grid: int = 10,
                 tol_pct: float = 0.1, inputs: list[str] | None = None, efficiency_scale: float = 1.0) -> dict:
     """Tornado, re-optimised ends, switching thresholds and slack for a solved training scenario."""
-    from optimizer.search.explain import binding_summary
 
     check_ranges(swing_pct, range_pct)
     table: Table = result.table
@@ -366,8 +302,6 @@ def sensitivity(result, scenario, *, swing_pct: float = 20.0, range_pct: float =
 def _row_of(table: Table, cfg: dict, offer: str | None = None) -> int:
     """The table row of a 12-key configuration (vectorised match), on the option of ``offer``
     when given (a layout has one row per offer of its GPU; issue 17)."""
-    from optimizer.search.space import PRECISIONS, RECOMPUTES
-
     c = table.cols
     idx = [g.index for g in table.gpus if g.name == cfg["gpu"] and (offer is None or g.offer == offer)]
     ok = np.isin(c["gpu"], idx)

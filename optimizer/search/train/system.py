@@ -28,22 +28,22 @@ the objective (wall-clock for 'time', total cost otherwise).
 
 from __future__ import annotations
 
+
 import math
 from dataclasses import dataclass
 from functools import lru_cache
-
 import numpy as np
 
+from optimizer.catalog import Catalog, load_system_catalog
 from optimizer.errors import ClusteroptError, did_you_mean
-from optimizer.formulas import fabric as F
-from optimizer.formulas import hosts as H
-from optimizer.formulas import reliability as R
-from optimizer.formulas import storage as S
-from optimizer.formulas import preemption as PRE
+from optimizer.formulas import fabric as F, hosts as H, preemption as PRE, reliability as R, storage as S, tco as T
 from optimizer.formulas.offers import INTERCONNECT_CODES, offer_runs_layout
-from optimizer.formulas import tco as T
 from optimizer.formulas.cost import SERVER_POWER_OVERHEAD
+from optimizer.formulas.params import count_params
+from optimizer.pricing import GpuOption, offer_choices, owned_rate
+from optimizer.scenario import Pricing, SystemSpec
 from optimizer.units import BYTES_PER, GB, GIB, GIGABIT, SECONDS_PER_DAY, SECONDS_PER_HOUR
+from types import SimpleNamespace
 
 DEFAULT_NODE_OPTIC = "osfp-400g-sr4"
 DEFAULT_SWITCH_OPTIC = "osfp-800g-2xsr4"
@@ -73,8 +73,8 @@ class Host:
     gpu_usd: float                    # nan when no purchase price
 
 
-def _host_for(gpu_name: str, system, syscat, cat) -> Host:
-    acc = cat.accelerator(gpu_name)
+def _host_for(gpu: GpuOption, system, syscat) -> Host:
+    acc = gpu.accelerator
     row = None
     if system.host is not None:
         named = syscat.host(system.host)
@@ -155,8 +155,6 @@ def candidate_tiers(scenario, syscat) -> list[int]:
 
 @lru_cache(maxsize=64)
 def _model_sizes(spec) -> tuple[float, float, int]:
-    from optimizer.formulas.params import count_params
-
     p = count_params(spec)
     return float(p.total), float(p.experts_routed), int(spec.vocab_size)
 
@@ -206,13 +204,12 @@ def system_columns(spec, scenario, gpus, cols: dict, *, gpu_cost_per_hour=None) 
     ``gpu_cost_per_hour``: USD per wall-clock hour of each row's GPUs at the rented rate (used
     to pick the cheapest storage tier in 'auto' mode); owned rows use the TCO rate computed here.
     """
-    from optimizer.catalog import load_catalog, load_system_catalog
 
     system = scenario.system
-    syscat, cat = load_system_catalog(), load_catalog()
+    syscat = load_system_catalog()
     n = len(cols["n_gpus"])
     gi = cols["gpu"].astype(np.int64)
-    hosts = [_host_for(g.name, system, syscat, cat) for g in gpus]
+    hosts = [_host_for(g, system, syscat) for g in gpus]
 
     extra = {"option_rate": [g.usd_per_gpu_hour for g in gpus],
              "tdp_w": [g.hardware.tdp_w for g in gpus]}
@@ -383,9 +380,8 @@ def system_breakdown(spec, scenario, gpu_option, config_row: dict) -> dict:
     a configs-frame row as a dict): it needs n_gpus, n_nodes, tp, pp, dp, cp, ep, zero and
     tokens_per_s. Everything is recomputed through ``system_columns`` on a one-row table, so
     the figures equal the row's columns."""
-    from optimizer.catalog import load_catalog, load_system_catalog
 
-    syscat, cat = load_system_catalog(), load_catalog()
+    syscat = load_system_catalog()
     system = scenario.system
     g = gpu_option
     one = {k: np.array([config_row[k]]) for k in ("n_gpus", "n_nodes", "tp", "pp", "dp", "cp", "ep", "zero")}
@@ -393,7 +389,7 @@ def system_breakdown(spec, scenario, gpu_option, config_row: dict) -> dict:
     one["gpu"] = np.array([0])
     hourly = np.array([-(-int(config_row["n_gpus"]) // g.gpus_per_instance) * g.usd_per_instance_hour])
     sc = system_columns(spec, scenario, [g], one, gpu_cost_per_hour=hourly)
-    host = _host_for(g.name, system, syscat, cat)
+    host = _host_for(g, system, syscat)
     tier = list(syscat.storage_tiers.values())[int(sc["storage_tier"][0])]
     n_params, n_exp, vocab = _sizes(spec)
     nodes = int(config_row["n_nodes"])
@@ -456,7 +452,7 @@ def system_breakdown(spec, scenario, gpu_option, config_row: dict) -> dict:
               "oversubscription": system.oversubscription, "rail_optimized": system.rail_optimized}
     fabric.update(fab.as_dict())
     fabric["capex_usd"], fabric["power_w"] = fabric.pop("capex_usd"), fabric.pop("power_w")
-    tco = _tco_dict(scenario, system, syscat, cat, g, host, int(config_row["n_gpus"]), int(config_row["tp"]), fab,
+    tco = _tco_dict(scenario, system, syscat, g, host, int(config_row["n_gpus"]), int(config_row["tp"]), fab,
                     capacity * (tier.capex_usd_per_tb if tier.capex_usd_per_tb is not None
                                 else syscat.tco_value("storage_capex_usd_per_tb")) / 1e12,
                     capacity / 1e12 * syscat.tco_value("storage_power_w_per_tb"))
@@ -472,13 +468,13 @@ def system_breakdown(spec, scenario, gpu_option, config_row: dict) -> dict:
     return {"storage": storage, "hosts": hosts, "fabric": fabric, "tco": tco, "reliability": reliability}
 
 
-def _tco_dict(scenario, system, syscat, cat, g, host: Host, n_gpus: int, tp: int, fab, storage_capex, storage_w) -> dict:
+def _tco_dict(scenario, system, syscat, g, host: Host, n_gpus: int, tp: int, fab, storage_capex, storage_w) -> dict:
     if not math.isfinite(host.gpu_usd):
         return {"available": False, "reason": f"{g.name}: no purchase price in the catalog"}
     # the rented alternative of the same plan (issue 17): the cheapest on-demand offer that can run
     # this layout (TP inside an instance; beyond one instance a cluster offer with the reach)
     rents = []
-    for o in cat.offers(g.name):
+    for o in g.offers:
         rate = o.usd_per_gpu_hour("on_demand")
         if rate is not None and offer_runs_layout(n_gpus, tp, INTERCONNECT_CODES[o.interconnect], o.gpus_per_instance,
                                                   o.contiguous_max_gpus):
@@ -533,10 +529,9 @@ def _investment(scenario, kw: dict, r, n_gpus: int, cheapest) -> dict | None:
 
 def host_memory_parts(scenario, gpu_option, layout: dict) -> tuple[str, float, dict]:
     """(node type id, host RAM bytes, host RAM need by part in bytes) for one layout (explanations)."""
-    from optimizer.catalog import load_catalog, load_system_catalog
 
     system = scenario.system
-    host = _host_for(gpu_option.name, system, load_system_catalog(), load_catalog())
+    host = _host_for(gpu_option, system, load_system_catalog())
     n_params, n_exp, _ = _sizes(scenario.spec())
     one = {k: np.array([layout[k]]) for k in ("tp", "pp", "dp", "cp", "ep", "zero")}
     _, updated = _params_per_rank(n_params, n_exp, one)
@@ -551,7 +546,8 @@ def host_memory_parts(scenario, gpu_option, layout: dict) -> tuple[str, float, d
 
 
 def estimate_system(spec, gpu: str, layout: dict, tokens_per_s: float, tokens: float, *,
-                    pricing_mode: str = "on_demand", optimizer: str = "adam", system=None) -> dict:
+                    pricing_mode: str = "on_demand", optimizer: str = "adam", system=None,
+                    catalog: Catalog) -> dict:
     """The issue-10 figures of one layout outside a scenario (``clusteropt estimate ... --tokens N``):
     the seven SYSTEM_COLUMNS keys plus ``train_days`` and the ``system`` breakdown.
 
@@ -559,14 +555,8 @@ def estimate_system(spec, gpu: str, layout: dict, tokens_per_s: float, tokens: f
     ``system`` is a SystemSpec, a dict of its fields, or None for the defaults; pricing_mode
     picks the cheapest offer (or the owned TCO) as ``solve`` does.
     """
-    from types import SimpleNamespace
 
-    from optimizer.catalog import load_catalog
-    from optimizer.scenario import Pricing, SystemSpec
-    from optimizer.search.api import owned_rate
-    from optimizer.search.space import GpuOption
-
-    cat = load_catalog()
+    cat = catalog
     acc = cat.accelerator(gpu)
     hw = cat.hardware(acc.id)
     sysspec = system if isinstance(system, SystemSpec) else SystemSpec(**(system or {}))
@@ -578,8 +568,6 @@ def estimate_system(spec, gpu: str, layout: dict, tokens_per_s: float, tokens: f
     else:
         # issue 17: the cheapest offer that can run this layout (TP inside an instance; beyond one
         # instance a cluster offer with the reach), with that offer's fabric and preemptions
-        from optimizer.offering import offer_choices
-
         n, tp = int(layout.get("n_gpus", 1)), int(layout.get("tp", 1))
         runs = [ch for ch in offer_choices(cat, acc.id, pricing)[0]
                 if offer_runs_layout(n, tp, INTERCONNECT_CODES[ch.offer.interconnect], ch.gpus_per_instance,
@@ -590,8 +578,8 @@ def estimate_system(spec, gpu: str, layout: dict, tokens_per_s: float, tokens: f
         if ch is not None:
             hw = ch.hardware
     g = GpuOption(index=0, name=acc.id, hardware=hw, usd_per_gpu_hour=rate, gpus_per_instance=gpi,
-                  usd_per_instance_hour=rate * gpi, offer=offer, available=None,
-                  choice=None if pricing_mode == "owned" else ch)
+                  usd_per_instance_hour=rate * gpi, offer=offer, available=None, accelerator=acc,
+                  offers=tuple(cat.offers(gpu=acc.id)), choice=None if pricing_mode == "owned" else ch)
     scen = SimpleNamespace(system=sysspec, pricing=pricing, objective="cost",
                            train=SimpleNamespace(tokens=float(tokens), optimizer=optimizer), spec=lambda: spec)
     node = max(hw.gpus_per_node, 1)

@@ -1,0 +1,5 @@
+"""The serving fleet planner: table, problem, solve, evaluate, explain, sensitivity, compression."""
+
+from __future__ import annotations
+
+

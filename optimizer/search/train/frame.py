@@ -1,0 +1,80 @@
+"""The training configs DataFrame: one row per configuration, fixed column order (LAYOUT_COLUMNS), raw numbers."""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from optimizer.search.core.frame import ranked_frame
+from optimizer.catalog import load_system_catalog
+from optimizer.pricing import offer_keys, scenario_mode
+from optimizer.search.train.system import system_breakdown
+from optimizer.search.train.table import OBJECTIVE_COLUMN_BY_NAME, Table
+
+#: Column order of the configs DataFrame (and of the JSON configs), defined once.
+LAYOUT_COLUMNS = ("rank", "objective", "gpu", "n_gpus", "n_nodes", "tp", "pp", "dp", "cp", "ep", "zero",
+           "precision", "micro_batch", "grad_accum", "global_batch", "recompute",
+           "sequence_parallel", "memory_per_gpu_bytes", "memory_capacity_bytes", "memory_headroom",
+           "mfu", "hfu", "step_time_s", "tokens_per_s", "train_days", "wall_clock_days",
+           "gpu_hours", "usd_per_gpu_hour", "cost_usd", "cost_per_mtoken_usd", "offer",
+           "provider", "instance_type", "region", "interconnect", "offer_max_gpus", "offer_as_of", "pricing_mode",
+           "npv_usd", "payback_years", "roi_pct", "goodput", "expected_interruptions", "job_mtbi_s", "checkpoint_bytes", "checkpoint_write_s",
+           "checkpoint_interval_s", "storage_tier", "system")
+
+#: Float columns copied from the table row as they are (system columns: tables.SYSTEM_COLUMNS).
+_FLOAT_COLUMNS = ("mfu", "hfu", "step_time_s", "tokens_per_s", "train_days", "wall_clock_days", "gpu_hours",
+                  "usd_per_gpu_hour", "cost_usd", "cost_per_mtoken_usd", "goodput", "expected_interruptions",
+                  "job_mtbi_s", "checkpoint_bytes", "checkpoint_write_s", "checkpoint_interval_s")
+
+OBJECTIVE_COLUMN = OBJECTIVE_COLUMN_BY_NAME
+
+
+def _tier_name(i: int) -> str:
+    return list(load_system_catalog().storage_tiers)[i]
+
+
+def _plain(x):
+    if isinstance(x, dict):
+        return {k: _plain(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_plain(v) for v in x]
+    return x.item() if hasattr(x, "item") else x
+
+
+def layout_frame(table: Table, rows, scenario, objective: str, ranked: bool = True, row_context=None) -> pd.DataFrame:
+    """One row per configuration, fixed column order (LAYOUT_COLUMNS), raw numbers; ``system`` holds the
+    storage, hosts, fabric, TCO and reliability breakdown (search/system.py).
+
+    ``row_context(r) -> (spec, scenario)``: the model and scenario of row r where they vary by
+    row (co-design: each rung and token count); default the scenario's own."""
+
+    if row_context is None:
+        spec = scenario.spec() if len(rows) else None
+        row_context = lambda r: (spec, scenario)  # noqa: E731
+    recs = []
+    for i, r in enumerate(rows):
+        r = int(r)
+        c = table.cols
+        g = table.gpus[int(c["gpu"][r])]
+        rec = table.config(r)
+        rec.update({
+            "rank": i + 1,
+            "objective": float(c[OBJECTIVE_COLUMN[objective]][r]),
+            "n_nodes": int(c["n_nodes"][r]),
+            "grad_accum": int(c["grad_accum"][r]),
+            "global_batch": int(c["global_batch"][r]),
+            "memory_per_gpu_bytes": float(c["memory_per_gpu_bytes"][r]),
+            "memory_capacity_bytes": int(g.hardware.memory_bytes),
+            "memory_headroom": 1.0 - float(c["memory_per_gpu_bytes"][r]) / g.hardware.memory_bytes,
+            "offer": g.offer,
+        })
+        for k in _FLOAT_COLUMNS:
+            rec[k] = float(c[k][r])
+        rec["storage_tier"] = _tier_name(int(c["storage_tier"][r]))
+        rec.update(offer_keys(g, scenario_mode(scenario)))
+        r_spec, r_scenario = row_context(r)
+        rec["system"] = _plain(system_breakdown(r_spec, r_scenario, g, {k: v[r] for k, v in c.items()}))
+        inv = (rec["system"].get("tco") or {}).get("investment") if rec["interconnect"] == "owned" else None
+        for k in ("npv_usd", "payback_years", "roi_pct"):
+            rec[k] = None if inv is None else inv[k]
+        recs.append(rec)
+    return ranked_frame(recs, LAYOUT_COLUMNS, ranked)
