@@ -133,7 +133,7 @@ def test_plan_sensitivity_finds_the_discount_rate_where_buying_stops_beating_ren
 
 
 def test_pruned_offer_choices_lose_nothing():
-    # offering.offer_choices drops dominated (offer, mode) pairs: every layout any offer can run is
+    # pricing.offer_choices drops dominated (offer, mode) pairs: every layout any offer can run is
     # still runnable on a kept choice at no higher price per GPU-hour, with at least its fabric,
     # no longer commitment and no more preemptions (so the search's optimum cannot change).
     from optimizer.catalog import TERM_HOURS

@@ -62,7 +62,8 @@ SENSITIVITY_DEFAULTS = {"swing_pct": 20.0, "range_pct": 50.0, "grid": 10, "toler
 def inputs_of(scenario, table: Table) -> list[tuple[str, str | None]]:
     """Every uncertain input of the issue, with a note when it cannot move the answer."""
     c, pricing = scenario.constraints, scenario.pricing
-    out: list[tuple[str, str | None]] = [(f"price.{g.name}", None) for g in table.gpus]
+    # one price input per GPU type, however many offers it is rented through (issue 17)
+    out: list[tuple[str, str | None]] = [(f"price.{n}", None) for n in dict.fromkeys(g.name for g in table.gpus)]
     out += [("efficiency", None), ("inter_node_bandwidth", None), ("train.tokens", None)]
     out.append(("constraints.budget_usd", None if c.budget_usd is not None else "no budget in this scenario"))
     out.append(("constraints.deadline_days",
