@@ -296,7 +296,7 @@ def sensitivity_text(sens: dict, markdown: bool = False) -> str:
     bvr = sens.get("buy_vs_rent")
     if bvr:
         r, u, g = (bvr[k]["flip"] for k in ("discount_rate", "utilization_scale", "gpu_price_scale"))
-        parts += ["", f"Buy vs rent (NPV {usd(bvr['npv_usd'])} at {bvr['discount_rate']:.1%} over {bvr['years']:g} years): "
+        parts += ["", f"Buy vs rent (NPV {usd(bvr['npv_usd'])} at {bvr['at_discount_rate']:.1%} over {bvr['years']:g} years): "
                   + ", ".join([f"renting wins above a {r:.1%} discount rate" if r is not None else "no discount rate flips it",
                                f"flips at {u:.2f} x the utilisation" if u is not None else "utilisation 0.1-10x does not flip it",
                                f"flips at {g:.2f} x the GPU price" if g is not None else "GPU price 0.1-10x does not flip it"])]

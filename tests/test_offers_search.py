@@ -178,3 +178,19 @@ def test_spot_serving_keeps_spares_for_expected_preemptions():
     inst = sum(i["count"] for i in b["instances"])
     per = 8 // b["replicas"][0]["gpus_per_replica"]
     assert b["spot_spare_replicas"] == spare_replicas(inst, 2.0, SPOT_REPLACE_S / 3600) * per
+
+
+def test_buy_vs_rent_is_rendered_in_the_sensitivity_text():
+    from optimizer.report import sensitivity_text
+
+    sens = {"objective": "cost", "swing_pct": 20.0, "base_objective": 1.0e6, "range_pct": 50.0, "tolerance_pct": 0.1,
+            "tornado": [{"input": "efficiency", "low": 9e5, "high": 1.1e6, "swing": 2e5,
+                         "reoptimised": {"down": {"changes": False}, "up": {"changes": False}}}],
+            "thresholds": [], "slack": {},
+            "buy_vs_rent": {"npv_usd": 9.2e7, "years": 4.0, "at_discount_rate": 0.08,
+                            "discount_rate": {"current": 0.08, "flip": 1.2317},
+                            "utilization_scale": {"current": 1.0, "flip": 0.337},
+                            "gpu_price_scale": {"current": 1.0, "flip": None}}}
+    text = sensitivity_text(sens)
+    assert "renting wins above a 123.2% discount rate" in text
+    assert "flips at 0.34 x the utilisation" in text and "GPU price 0.1-10x does not flip it" in text

@@ -296,8 +296,8 @@ def training_sensitivity(result, scenario, *, swing_pct: float = 20.0, range_pct
             "tornado": tornado, "thresholds": thresholds, "slack": slack,
             "monotonicity_fallbacks": sorted(set(p.fallbacks)),
             # issue 17: where buying the best configuration's cluster stops beating renting it
-            "buy_vs_rent": None if inv is None else {"npv_usd": inv["npv_usd"], "discount_rate": inv["discount_rate"],
-                                                     "years": inv["years"], **inv["flips"]}}
+            "buy_vs_rent": None if inv is None else {"npv_usd": inv["npv_usd"], "years": inv["years"],
+                                                     "at_discount_rate": inv["discount_rate"], **inv["flips"]}}
 
 
 def _row_of(table: Table, cfg: dict, offer: str | None = None) -> int:
