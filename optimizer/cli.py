@@ -22,17 +22,97 @@ from optimizer.report import plain
 import optimizer
 from optimizer.scenario import DEFAULT_SCENARIO
 import tempfile
-from optimizer.schema import json_schema
+from optimizer.schema import json_schema, property_rows
+Law = Enum("Law", {k: k for k in report.SCALING_LAWS}, type=str)
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode=None,
+try:                                   # the Click that Typer runs on: its vendored copy (Typer >= 0.2x)
+    from typer._click.exceptions import NoArgsIsHelpError as _NoArgsIsHelp
+except ImportError:                    # pragma: no cover - older Typer on Click itself
+    try:
+        from click.exceptions import NoArgsIsHelpError as _NoArgsIsHelp
+    except ImportError:                # Click < 8.2 shows the help through Exit(0)
+        _NoArgsIsHelp = ()
+
+app = typer.Typer(add_completion=True, no_args_is_help=True, rich_markup_mode=None,
+                  context_settings={"help_option_names": ["-h", "--help"]},
                   help="Plan GPU clusters for LLM training and serving (exact estimators + OR-Tools CP-SAT).")
 
 
+def _version(value: bool) -> None:
+    if value:
+        print(f"clusteropt {optimizer.__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                       help="Print the version and exit.")):
+    """Plan GPU clusters for LLM training and serving (exact estimators + OR-Tools CP-SAT)."""
+
+
 class Fmt(str, Enum):
-    table = "table"
+    text = "text"
     json = "json"
     csv = "csv"
     markdown = "markdown"
+    table = "table"          # the name of 'text' before every command took --format; same output
+
+
+FormatOpt = typer.Option(Fmt.text, "--format", help="What stdout shows: text (for people), json, csv or markdown.")
+JsonOpt = typer.Option(False, "--json", help="Same as --format json.")
+
+
+def _fmt(fmt: Fmt, json_flag: bool) -> Fmt:
+    """The output format: ``--json`` is an alias of ``--format json``; ``table`` of ``text``."""
+    if json_flag:
+        return Fmt.json
+    return Fmt.text if fmt is Fmt.table else fmt
+
+
+def _table(fmt: Fmt, headers: list[str], rows: list[list], align: str | None = None) -> str:
+    """One table as text, Markdown or CSV (the same cells)."""
+    if fmt is Fmt.csv:
+        return report.csv_table(headers, rows)
+    if fmt is Fmt.markdown:
+        return report.markdown_table(headers, rows)
+    return report.text_table(headers, rows, align)
+
+
+class ExportFormat(str, Enum):
+    megatron = "megatron"
+    nemo = "nemo"
+    torchtitan = "torchtitan"
+    deepspeed = "deepspeed"
+    vllm = "vllm"
+    sglang = "sglang"
+    skypilot = "skypilot"
+    slurm = "slurm"
+
+
+class ExportOutput(str, Enum):
+    text = "text"
+    json = "json"
+
+
+class RentalMode(str, Enum):
+    on_demand = "on_demand"
+    spot = "spot"
+    reserved = "reserved"
+    reserved_1y = "reserved_1y"
+    reserved_3y = "reserved_3y"
+
+
+class WeightFormat(str, Enum):
+    bf16 = "bf16"
+    fp8 = "fp8"
+    int8 = "int8"
+    int4 = "int4"
+
+
+class KvFormat(str, Enum):
+    bf16 = "bf16"
+    fp8 = "fp8"
+    int8 = "int8"
 
 
 class Recompute(str, Enum):
@@ -48,6 +128,7 @@ class TrainPrecision(str, Enum):
 
 #: Every objective any workload accepts (each planner checks its own subset).
 OBJECTIVES = ("cost", "time", "gpus", "cost_per_mtoken", "loss", "lifetime_flop")
+Objective = Enum("Objective", {o: o for o in OBJECTIVES}, type=str)
 
 CatalogOpt = typer.Option(None, "--catalog", help="Extra catalog CSV file(s) that add or override rows.")
 
@@ -69,16 +150,23 @@ def _emit(text: str, out: Optional[Path] = None) -> None:
 # ----------------------------------------------------------------------------------------
 
 @app.command()
-def models(json_out: bool = typer.Option(False, "--json", help="One JSON list: name, family, params_total, source.")):
+def models(fmt: Fmt = FormatOpt,
+           json_out: bool = typer.Option(False, "--json", help="Same as --format json: one list of name, family, "
+                                                               "params_total, source.")):
     """List the model presets."""
 
     presets = list_presets()
-    if json_out:
+    fmt = _fmt(fmt, json_out)
+    if fmt is Fmt.json:
         _emit(report.dumps([{"name": p.name, "family": p.family, "params_total": p.params_total,
                              "source": p.source, "aliases": list(getattr(p, "aliases", []))} for p in presets]))
         return
-    rows = [[p.name, p.family, f"{p.params_total / 1e9:,.2f}B", p.source[:60]] for p in presets]
-    _emit(report.text_table(["name", "family", "params", "source"], rows, "llrl"))
+    if fmt is Fmt.csv:
+        rows = [[p.name, p.family, p.params_total, p.source] for p in presets]
+        _emit(report.csv_table(["name", "family", "params_total", "source"], rows))
+        return
+    rows = [[p.name, p.family, f"{p.params_total / 1e9:,.2f}B", report.shorten(p.source, 60)] for p in presets]
+    _emit(_table(fmt, ["name", "family", "params", "source"], rows, "llrl"))
 
 
 # ----------------------------------------------------------------------------------------
@@ -87,10 +175,15 @@ def models(json_out: bool = typer.Option(False, "--json", help="One JSON list: n
 
 @app.command("catalog")
 def catalog_cmd(gpu: Optional[str] = typer.Argument(None, help="One accelerator id or alias (e.g. h100)."),
-                json_out: bool = typer.Option(False, "--json"),
+                fmt: Fmt = typer.Option(Fmt.text, "--format", help="text, json, csv (the accelerators; with GPU: its "
+                                                                   "offers) or markdown."),
+                json_out: bool = JsonOpt,
                 catalog: Optional[List[Path]] = CatalogOpt):
     """List accelerators and cloud offers, or show one accelerator with its offers."""
     cat = _catalog(catalog)
+
+    fmt = _fmt(fmt, json_out)
+    json_out = fmt is Fmt.json
 
     if gpu is not None:
         acc = cat.accelerator(gpu)
@@ -99,14 +192,15 @@ def catalog_cmd(gpu: Optional[str] = typer.Argument(None, help="One accelerator 
         if json_out:
             _emit(report.dumps(data))
         else:
-            lines = [f"{k}: {v}" for k, v in data["accelerator"].items()]
+            lines = [("- " if fmt is Fmt.markdown else "") + f"{k}: {v}" for k, v in data["accelerator"].items()]
             orows = [[o["provider"], o["instance_type"], o["gpus_per_instance"], o["interconnect"],
                       o.get("fabric_gbit_per_s_per_gpu") or "-", o.get("max_gpus") or "-", o.get("on_demand_usd_per_hour"),
                       o.get("spot_usd_per_hour") or "-", o.get("reserved_usd_per_hour") or "-",
                       o.get("reserved_3y_usd_per_hour") or "-", o.get("region"), o["as_of"]] for o in data["offers"]]
-            _emit("\n".join(lines) + "\n\n" + report.text_table(
-                ["provider", "instance", "gpus", "interconnect", "fabric Gb/s/GPU", "max gpus", "on-demand $/h",
-                 "spot $/h", "1y $/h", "3y $/h", "region", "as of"], orows, "llrlrrrrrrll"))
+            table = _table(fmt, ["provider", "instance", "gpus", "interconnect", "fabric Gb/s/GPU", "max gpus",
+                                 "on-demand $/h", "spot $/h", "1y $/h", "3y $/h", "region", "as of"], orows,
+                           "llrlrrrrrrll")
+            _emit(table if fmt is Fmt.csv else "\n".join(lines) + "\n\n" + table)
         return
     accs = [plain(a.model_dump() if hasattr(a, "model_dump") else a) for a in cat.accelerators]
     offs = [plain(o.model_dump() if hasattr(o, "model_dump") else o) for o in cat.offers()]
@@ -118,10 +212,13 @@ def catalog_cmd(gpu: Optional[str] = typer.Argument(None, help="One accelerator 
     orows = [[o["provider"], o["instance_type"], o["gpu"], o["gpus_per_instance"], o["interconnect"],
               o.get("on_demand_usd_per_hour") or "-", o.get("spot_usd_per_hour") or "-", o.get("region"), o["as_of"]]
              for o in offs]
-    _emit(report.text_table(["accelerator", "mem GiB", "HBM TB/s", "bf16 TFLOP/s", "fp8 TFLOP/s", "link GB/s",
+    acc_table = _table(fmt, ["accelerator", "mem GiB", "HBM TB/s", "bf16 TFLOP/s", "fp8 TFLOP/s", "link GB/s",
                              "gpus/node", "TDP W"], arows)
-          + "\n\n" + report.text_table(["provider", "instance", "gpu", "gpus", "interconnect", "on-demand $/h",
-                                        "spot $/h", "region", "as of"], orows, "lllrlrrll"))
+    if fmt is Fmt.csv:
+        _emit(acc_table)
+        return
+    _emit(acc_table + "\n\n" + _table(fmt, ["provider", "instance", "gpu", "gpus", "interconnect", "on-demand $/h",
+                                             "spot $/h", "region", "as of"], orows, "lllrlrrll"))
 
 
 @app.command("refresh-offers")
@@ -150,7 +247,8 @@ def refresh_offers_cmd(skypilot: Path = typer.Option(..., "--skypilot", help="Lo
 @app.command()
 def estimate(
     model: str = typer.Argument(..., help="Preset name, path to a config.json, or an architecture YAML."),
-    json_out: bool = typer.Option(False, "--json"),
+    fmt: Fmt = FormatOpt,
+    json_out: bool = JsonOpt,
     seq_len: Optional[int] = typer.Option(None, "--seq-len", min=1, help="Default: the model's context length."),
     gpu: Optional[str] = typer.Option(None, "--gpu", help="Accelerator id: adds the training (or --serve) estimate."),
     tp: int = typer.Option(1, "--tp", min=1), pp: int = typer.Option(1, "--pp", min=1),
@@ -165,10 +263,11 @@ def estimate(
     inter_node_gbps: Optional[float] = typer.Option(None, "--inter-node-gbps", min=0.001,
                                                     help="Override inter-node bandwidth per GPU, Gbit/s."),
     tokens: Optional[float] = typer.Option(None, "--tokens", min=1, help="Training tokens: adds days, GPU-hours, cost."),
-    pricing: str = typer.Option("on_demand", "--pricing", help="on_demand | spot | reserved (1 year) | reserved_3y (for --tokens cost, on the cheapest offer that can run the layout)."),
+    pricing: RentalMode = typer.Option(RentalMode.on_demand, "--pricing", help="How --tokens' GPU-hours are billed "
+                                       "(reserved = reserved_1y; on the cheapest offer that can run the layout)."),
     serve: bool = typer.Option(False, "--serve", help="Serving estimate instead of training."),
-    weights: str = typer.Option("bf16", "--weights", help="bf16 | fp8 | int8 | int4"),
-    kv: str = typer.Option("bf16", "--kv", help="bf16 | fp8 | int8"),
+    weights: WeightFormat = typer.Option(WeightFormat.bf16, "--weights", help="Serving: the weight format."),
+    kv: KvFormat = typer.Option(KvFormat.bf16, "--kv", help="Serving: the KV-cache format."),
     batch: int = typer.Option(1, "--batch", min=1, help="Sequences in flight on one replica."),
     prompt_len: int = typer.Option(1024, "--prompt-len", min=1),
     output_len: int = typer.Option(256, "--output-len", min=1),
@@ -180,10 +279,10 @@ def estimate(
     opts = dict(seq_len=seq_len, gpu=gpu, tp=tp, pp=pp, dp=dp, cp=cp, ep=ep, zero=zero, micro_batch=micro_batch,
                 global_batch=global_batch, recompute=recompute.value, precision=precision.value,
                 sequence_parallel=sequence_parallel, interleave=interleave, inter_node_gbps=inter_node_gbps,
-                tokens=tokens, pricing=pricing, serve=serve, weights=weights, kv=kv, batch=batch,
+                tokens=tokens, pricing=pricing.value, serve=serve, weights=weights.value, kv=kv.value, batch=batch,
                 prompt_len=prompt_len, output_len=output_len, gpu_memory_utilization=gpu_memory_utilization)
     data = optimizer.estimate(model, catalog=_catalog(catalog), **opts)
-    _emit(report.dumps(data) if json_out else report.estimate_text(data))
+    _emit(_figures(data, _fmt(fmt, json_out), report.estimate_text))
 
 
 # ----------------------------------------------------------------------------------------
@@ -193,15 +292,23 @@ def estimate(
 @app.command()
 def scaling(compute: Optional[float] = typer.Option(None, "--compute", min=1, help="Training FLOPs budget."),
             params: Optional[float] = typer.Option(None, "--params", min=1, help="Model parameters."),
-            law: str = typer.Option("hoffmann2022", "--law", help="hoffmann2022 | besiroglu2024 | kaplan2020"),
-            json_out: bool = typer.Option(False, "--json")):
+            law: Law = typer.Option("hoffmann2022", "--law", help="The scaling law (formulas/scaling.py LAWS)."),
+            fmt: Fmt = FormatOpt,
+            json_out: bool = JsonOpt):
     """The compute-optimal plan: parameters and tokens for a FLOP budget (or tokens for a size)."""
 
-    data = optimizer.scaling_plan(compute=compute, params=params, law=law)
-    if json_out:
-        _emit(report.dumps(data))
-    else:
-        _emit("\n".join(f"{k}: {v:.4g}" if isinstance(v, float) else f"{k}: {v}" for k, v in data.items()))
+    data = optimizer.scaling_plan(compute=compute, params=params, law=law.value)
+    _emit(_figures(data, _fmt(fmt, json_out), report.figures_text))
+
+
+def _figures(data: dict, fmt: Fmt, text) -> str:
+    """A document of figures: JSON, its flattened ``key: value`` lines as CSV or Markdown, or ``text(data)``."""
+    if fmt is Fmt.json:
+        return report.dumps(data)
+    if fmt is Fmt.text:
+        return text(data)
+    rows = report.flat_rows(data)
+    return _table(fmt, ["figure", "value"], rows)
 
 
 # ----------------------------------------------------------------------------------------
@@ -212,10 +319,12 @@ def scaling(compute: Optional[float] = typer.Option(None, "--compute", min=1, he
 def solve(
     scenario: Optional[str] = typer.Argument(None, help="Scenario YAML or built-in name; default: the built-in default."),
     top: Optional[int] = typer.Option(None, "--top", min=1, max=1000, help="How many configurations to rank."),
-    objective: Optional[str] = typer.Option(None, "--objective",
-                                            help="cost | time | gpus (training); cost | cost_per_mtoken | gpus (serving); loss (co-design)."),
+    objective: Optional[Objective] = typer.Option(
+        None, "--objective", help="cost, time, gpus (training); cost, cost_per_mtoken, gpus (serving); "
+                                  "loss, cost, time (co-design)."),
     time_limit: float = typer.Option(30.0, "--time-limit", min=0.01, help="CP-SAT time limit, seconds."),
-    fmt: Fmt = typer.Option(Fmt.table, "--format"),
+    fmt: Fmt = FormatOpt,
+    json_out: bool = JsonOpt,
     out: Optional[Path] = typer.Option(None, "--out", help="Write the result to FILE instead of stdout."),
     sensitivity: bool = typer.Option(False, "--sensitivity",
                                      help="Add the tornado, switching thresholds and slack (training scenarios)."),
@@ -224,18 +333,22 @@ def solve(
                                     help="Thresholds: search for a switch within +-this percentage."),
     plot: Optional[Path] = typer.Option(None, "--plot", help="Draw the tornado chart (with --sensitivity) or the Pareto front to FILE.png."),
     report_md: Optional[Path] = typer.Option(None, "--report", help="Write a self-contained Markdown report to FILE.md."),
+    export_to: Optional[ExportFormat] = typer.Option(
+        None, "--export", help="Print (or --out) the launch configuration of the --rank configuration in this format "
+                               "instead of the table."),
+    rank: int = typer.Option(1, "--rank", min=1, help="With --export: which ranked configuration."),
     catalog: Optional[List[Path]] = CatalogOpt,
 ):
     """Find the best layouts of a scenario (training, serving fleet or co-design): ranked top-K, Pareto front, explanations."""
 
+    fmt = _fmt(fmt, json_out)
+    objective = objective.value if objective is not None else None
     if sensitivity and fmt is Fmt.csv:
         raise ClusteroptError("--format", "csv holds the ranked table only, not the sensitivity analysis",
                               "--format table, markdown or json with --sensitivity")
     for opt, path, ext in (("--plot", plot, ".png"), ("--report", report_md, ".md")):
         if path is not None and path.suffix.lower() != ext:
             raise ClusteroptError(opt, f"{str(path)!r} does not end in {ext}", f"a {ext} file name")
-    if objective is not None and objective not in OBJECTIVES:
-        raise ClusteroptError("--objective", f"unknown objective {objective!r}", "allowed: " + ", ".join(OBJECTIVES))
     if scenario is None:
         print(f"no scenario given: solving the built-in default '{DEFAULT_SCENARIO}'", file=sys.stderr)
     sc = optimizer.load_scenario(scenario)
@@ -250,10 +363,13 @@ def solve(
         sens = _sensitivity(result, sc, swing_pct, range_pct)
         if sensitivity:
             result.sensitivity = sens
-    if plot is not None:
-        _plot_solve(result, sc, sens, plot)
+    if plot is not None:                       # the tornado only when asked for; --report alone keeps the front
+        _plot_solve(result, sc, sens if sensitivity else None, plot)
     if report_md is not None:
         _write_report(result, sc, sens, report_md, cat)
+    if export_to is not None:
+        _emit_export(report.solve_json(result, sc), rank, export_to.value, out)
+        return
     if fmt is Fmt.json:
         text = report.dumps(report.solve_json(result, sc))
     elif fmt is Fmt.csv:
@@ -263,6 +379,18 @@ def solve(
         if sensitivity and sens is not None:
             text += "\n" + report.sensitivity_text(sens, markdown=fmt is Fmt.markdown)
     _emit(text, out)
+
+
+def _emit_export(doc: dict, rank: int, fmt: str, out: Optional[Path], as_json: bool = False) -> None:
+    from optimizer import export as ex
+
+    launch = ex.export(report.plain(doc), rank, fmt)
+    if as_json:
+        _emit(report.dumps({"to": fmt, "rank": rank, "text": launch.text, "notes": list(launch.notes)}), out)
+        return
+    for note in launch.notes:
+        print(f"note: {note}", file=sys.stderr)
+    _emit(launch.text, out)
 
 
 def _sensitivity(result, sc, swing_pct: float, range_pct: float) -> dict:
@@ -302,6 +430,36 @@ def _write_report(result, sc, sens, path: Path, cat) -> None:
 
 
 # ----------------------------------------------------------------------------------------
+# export
+# ----------------------------------------------------------------------------------------
+
+@app.command("export")
+def export_cmd(
+    result: Path = typer.Argument(..., help="A result document: clusteropt solve SCENARIO --format json --out RESULT.json."),
+    to: ExportFormat = typer.Option(..., "--to", help="Training: megatron, nemo, torchtitan, deepspeed; serving: vllm, "
+                                                      "sglang; both: skypilot, slurm."),
+    rank: int = typer.Option(1, "--rank", min=1, help="Which ranked configuration."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Write the launch file to FILE instead of stdout."),
+    fmt: ExportOutput = typer.Option(ExportOutput.text, "--format",
+                                     help="text: the launch file itself; json: {to, rank, text, notes}."),
+    json_out: bool = JsonOpt,
+):
+    """Write the launch configuration (parallel sizes, batches, precision, recomputation, ZeRO/FSDP,
+    engine caps, instance type and node count) of one ranked configuration for the tool that runs it."""
+    import json
+
+    try:
+        doc = json.loads(result.read_text())
+    except json.JSONDecodeError as exc:
+        raise ClusteroptError(str(result), f"not JSON ({exc.msg} at line {exc.lineno})",
+                              "a document from 'clusteropt solve --format json'") from None
+    if not isinstance(doc, dict) or doc.get("kind") != "solve":
+        raise ClusteroptError(str(result), "is not a solve result document",
+                              "a document from 'clusteropt solve --format json'")
+    _emit_export(doc, rank, to.value, out, as_json=json_out or fmt is ExportOutput.json)
+
+
+# ----------------------------------------------------------------------------------------
 # sweep
 # ----------------------------------------------------------------------------------------
 
@@ -315,8 +473,10 @@ def sweep(
     scenario: str = typer.Argument(..., help="Scenario YAML or built-in name."),
     vary: List[str] = typer.Option(..., "--vary", help="PATH=VALUES: start:stop:count[:log|lin] or a,b,c; "
                                                        "PATH is a dotted scenario field (bare names such as budget_usd resolve)."),
-    objective: Optional[str] = typer.Option(None, "--objective", help="Override the scenario's objective at every point."),
-    fmt: Fmt = typer.Option(Fmt.table, "--format", help="What stdout shows."),
+    objective: Optional[Objective] = typer.Option(None, "--objective",
+                                                  help="Override the scenario's objective at every point."),
+    fmt: Fmt = FormatOpt,
+    json_out: bool = JsonOpt,
     out: Optional[Path] = typer.Option(None, "--out", help="Also write the points to FILE (.csv, .json or .md)."),
     plot: Optional[Path] = typer.Option(None, "--plot", help="Draw the cost-time frontier (loss-budget for co-design) to FILE.png."),
     executor: Executor = typer.Option(Executor.process, "--executor", help="process (local pool) or ray."),
@@ -324,6 +484,8 @@ def sweep(
 ):
     """Solve a grid of scenario variants and compare them: one row per point, with days saved per extra $1M."""
 
+    fmt = _fmt(fmt, json_out)
+    objective = objective.value if objective is not None else None
     if out is not None and out.suffix.lower() not in (".csv", ".json", ".md"):
         raise ClusteroptError("--out", f"{str(out)!r} has no known extension", "results.csv, results.json or results.md")
     if plot is not None and plot.suffix.lower() != ".png":
@@ -340,7 +502,7 @@ def sweep(
     doc = report.sweep_json(df, sc.name, vary_values, objective or sc.objective)
     if out is not None:
         suffix = out.suffix.lower()
-        text = (df.drop(columns=[]).to_csv(index=False) if suffix == ".csv" else
+        text = (report.frame_csv(df) if suffix == ".csv" else
                 report.dumps(doc) if suffix == ".json" else
                 report.sweep_text(df, markdown=True, title=f"# Sweep of {sc.name}"))
         _emit(text, out)
@@ -352,7 +514,7 @@ def sweep(
     if fmt is Fmt.json:
         _emit(report.dumps(doc))
     elif fmt is Fmt.csv:
-        _emit(df.to_csv(index=False))
+        _emit(report.frame_csv(df))
     else:
         _emit(report.sweep_text(df, markdown=fmt is Fmt.markdown))
 
@@ -375,12 +537,14 @@ def plan(
     time_limit: float = typer.Option(30.0, "--time-limit", min=0.01, help="CP-SAT time limit, seconds."),
     sensitivity: bool = typer.Option(False, "--sensitivity",
                                      help="Thresholds of GPU prices, electricity, tokens and request rate at which the fleet changes."),
-    fmt: Fmt = typer.Option(Fmt.table, "--format"),
+    fmt: Fmt = FormatOpt,
+    json_out: bool = JsonOpt,
     out: Optional[Path] = typer.Option(None, "--out", help="Write the result to FILE instead of stdout."),
     catalog: Optional[List[Path]] = CatalogOpt,
 ):
     """Plan one fleet for a portfolio of training and serving jobs: what to buy, what to rent and when."""
 
+    fmt = _fmt(fmt, json_out)
     cat = _catalog(catalog)
     result = optimizer.plan(portfolio, top_k=top, objective=objective.value if objective else None,
                             time_limit_s=time_limit, catalog=cat)
@@ -418,10 +582,21 @@ class SchemaKind(str, Enum):
 
 
 @app.command()
-def schema(kind: SchemaKind = typer.Argument(..., help="result | scenario | sweep | plan")):
+def schema(kind: SchemaKind = typer.Argument(..., help="Which document."),
+           fmt: Fmt = typer.Option(Fmt.json, "--format", help="json (the JSON Schema), or its properties (path, type, "
+                                                              "description) as text, csv or markdown."),
+           json_out: bool = JsonOpt):
     """Print the JSON Schema of an output document (result, sweep, plan) or of the scenario input."""
 
-    _emit(report.dumps(json_schema(kind.value)))
+    fmt = _fmt(fmt, json_out)
+    doc = json_schema(kind.value)
+    if fmt is Fmt.json:
+        _emit(report.dumps(doc))
+        return
+    rows = property_rows(doc)
+    if fmt is Fmt.text:
+        rows = [[p, t, report.shorten(d, 100)] for p, t, d in rows]
+    _emit(_table(fmt, ["property", "type", "description"], rows, "lll"))
 
 
 # ----------------------------------------------------------------------------------------
@@ -431,9 +606,10 @@ def schema(kind: SchemaKind = typer.Argument(..., help="result | scenario | swee
 def main(argv: Optional[list[str]] = None) -> None:
     """Run the CLI: results on stdout; bad input -> one line on stderr and exit 2.
 
-    Typer's parser errors are recognised by their shape (``format_message`` and
-    ``exit_code``), not by class, because recent Typer releases vendor their own copy of
-    Click.
+    Typer's exit, abort and no-arguments-help signals are recognised by class: typer.Exit and
+    typer.Abort (public in every Typer), NoArgsIsHelpError from the Click that Typer runs on
+    (its vendored copy since Typer 0.2x, Click itself before). Parser errors by their shape
+    (``format_message`` and ``exit_code``).
     """
     try:
         rv = app(args=argv, standalone_mode=False, prog_name="clusteropt")
@@ -451,12 +627,12 @@ def main(argv: Optional[list[str]] = None) -> None:
         sys.exit(2)
     except Exception as exc:                      # parser errors from Typer/Click
         name = type(exc).__name__
-        if name == "NoArgsIsHelpError":
+        if isinstance(exc, _NoArgsIsHelp):
             print(exc.ctx.get_help())
             sys.exit(0)
-        if name == "Exit":
+        if isinstance(exc, typer.Exit):
             sys.exit(getattr(exc, "exit_code", 0))
-        if name == "Abort":
+        if isinstance(exc, typer.Abort):
             print("error: aborted", file=sys.stderr)
             sys.exit(1)
         if hasattr(exc, "format_message") and getattr(exc, "exit_code", None) == 2:

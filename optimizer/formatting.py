@@ -31,12 +31,23 @@ def plain(x: Any) -> Any:
     return x
 
 
-def usd(x: float | None) -> str:
-    """'$1.23M', '$45.6k', '$7.89'; '-' for a missing amount."""
+def usd(x: float | None, significant: int | None = None, tex: bool = False) -> str:
+    """'$1.23M', '$45.6k', '$7.89'; '-' for a missing amount. ``significant``: that many
+    significant digits instead ('$1.2M', '$450k': axis ticks); ``tex``: the '$' escaped for
+    matplotlib, which reads a pair of '$' as mathtext."""
     if x is None or (isinstance(x, float) and math.isnan(x)):
         return "-"
-    if abs(x) >= 1e6:
-        return f"${x / 1e6:,.2f}M"
-    if abs(x) >= 1e3:
-        return f"${x / 1e3:,.1f}k"
-    return f"${x:,.2f}"
+    if significant is not None:
+        for scale, unit in ((1e6, "M"), (1e3, "k")):
+            if abs(x) >= scale:
+                text = f"${x / scale:,.{significant}g}{unit}"
+                break
+        else:
+            text = f"${x:,.{significant}g}"
+    elif abs(x) >= 1e6:
+        text = f"${x / 1e6:,.2f}M"
+    elif abs(x) >= 1e3:
+        text = f"${x / 1e3:,.1f}k"
+    else:
+        text = f"${x:,.2f}"
+    return text.replace("$", "\\$") if tex else text

@@ -13,7 +13,11 @@ from typing import Any, Iterable
 import pandas as pd
 
 from optimizer.formatting import plain, usd  # noqa: F401  (re-exported: report.plain, report.usd)
+from optimizer.formulas.scaling import LAWS
 from optimizer.units import GB
+
+#: The scaling laws the CLI offers (formulas/scaling.py LAWS), for its --law choices.
+SCALING_LAWS = tuple(LAWS)
 
 from optimizer.schema import SCHEMA_VERSION  # noqa: E402  (one version for every document)
 from optimizer.search.planners import planner  # noqa: E402
@@ -43,23 +47,64 @@ def dumps(obj: Any) -> str:
 # ----------------------------------------------------------------------------------------
 
 def text_table(headers: list[str], rows: Iterable[list[str]], align: str | None = None) -> str:
+    """A plain-text table (tabulate's 'simple' format): columns two spaces apart, a dashed rule
+    under the headers, ``align`` one 'l'/'r' per column (default: first left, rest right)."""
+    import tabulate as tb
+
     rows = [list(map(str, r)) for r in rows]
-    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(headers)]
     align = align or ("l" + "r" * (len(headers) - 1))
-
-    def fmt(cells):
-        return "  ".join(c.ljust(w) if a == "l" else c.rjust(w) for c, w, a in zip(cells, widths, align)).rstrip()
-
-    out = [fmt(headers), "  ".join("-" * w for w in widths)]
-    out += [fmt(r) for r in rows]
-    return "\n".join(out)
+    saved, tb.MIN_PADDING = tb.MIN_PADDING, 0          # column width = its widest cell, as before
+    try:
+        text = tb.tabulate(rows, headers=headers, tablefmt="simple", disable_numparse=True,
+                           colalign=[{"l": "left", "r": "right"}[a] for a in align])
+    finally:
+        tb.MIN_PADDING = saved
+    return "\n".join(line.rstrip() for line in text.splitlines())
 
 
 def markdown_table(headers: list[str], rows: Iterable[list[str]]) -> str:
-    rows = [list(map(str, r)) for r in rows]
-    out = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
-    out += ["| " + " | ".join(r) + " |" for r in rows]
-    return "\n".join(out)
+    """A GitHub-flavoured Markdown table (tabulate's 'github' format; cells escaped of '|')."""
+    from tabulate import tabulate
+
+    rows = [[str(c).replace("|", "\\|") for c in r] for r in rows]
+    return tabulate(rows, headers=headers, tablefmt="github", disable_numparse=True)
+
+
+def csv_table(headers: list[str], rows: Iterable[list]) -> str:
+    """The same cells as CSV (the standard library's quoting)."""
+    import csv
+    import io
+
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(headers)
+    w.writerows(rows)
+    return buf.getvalue()
+
+
+def shorten(text: str, width: int) -> str:
+    """Text cut to ``width`` at a word boundary with ' ...' (never in the middle of a number)."""
+    import textwrap
+
+    text = " ".join(str(text).split())
+    return text if len(text) <= width else textwrap.shorten(text, width, placeholder=" ...")
+
+
+def flat_rows(data: Any, prefix: str = "") -> list[list[str]]:
+    """A nested document as [dotted key, value] rows (lists as JSON)."""
+    rows: list[list[str]] = []
+    for k, v in plain(data).items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            rows += flat_rows(v, key + ".")
+        else:
+            rows.append([key, json.dumps(v) if isinstance(v, list) else ("" if v is None else v)])
+    return rows
+
+
+def figures_text(data: dict) -> str:
+    """``key: value`` lines (floats to 4 significant digits, nested keys dotted)."""
+    return "\n".join(f"{k}: {v:.4g}" if isinstance(v, float) else f"{k}: {v}" for k, v in flat_rows(data)) + "\n"
 
 
 def gbytes(x: float) -> str:
@@ -99,6 +144,56 @@ def solve_rows(df: pd.DataFrame) -> list[list[str]]:
     return out
 
 
+def launch_context(scenario, result=None) -> dict | None:
+    """What ``clusteropt export`` needs beside a configuration row to write a launch file: the
+    model's architecture, the sequence length and tokens (training), the longest request (serving),
+    the pricing mode and the GPUs per instance of the offers the rows are priced on. None for
+    co-design (the model differs per row)."""
+    if scenario is None or scenario.workload == "codesign":
+        return None
+    spec = scenario.spec()
+    moe = spec.moe
+    model = {"name": spec.name, "family": spec.family, "source": spec.source, "num_layers": spec.num_layers,
+             "hidden_size": spec.hidden_size, "ffn_size": spec.ffn_size, "num_heads": spec.num_heads,
+             "num_kv_heads": spec.kv_heads, "head_dim": spec.head_size, "vocab_size": spec.vocab_size,
+             "max_position_embeddings": spec.max_position_embeddings, "norm_kind": spec.norm_kind,
+             "ffn_kind": spec.ffn_kind, "activation": spec.activation, "position": spec.position,
+             "tie_word_embeddings": spec.tie_word_embeddings, "qkv_bias": spec.qkv_bias, "ffn_bias": spec.ffn_bias,
+             "moe": None if moe is None else {"num_experts": moe.num_experts, "experts_per_token": moe.experts_per_token,
+                                              "expert_ffn_size": moe.expert_ffn_size,
+                                              "shared_ffn_size": moe.shared_ffn_size}}
+    theta = getattr(spec, "rope_theta", None) or _preset_config(spec.name).get("rope_theta")
+    if theta:
+        model["rope_theta"] = float(theta)
+    out = {"model": model, "pricing_mode": scenario.pricing.mode}
+    if scenario.workload == "train":
+        tokens = scenario.train.tokens
+        out.update(seq_len=scenario.train.seq_len, tokens=tokens if isinstance(tokens, (int, float)) else None)
+    else:
+        s = scenario.serve
+        out.update(max_prompt_tokens=int(s.prompt_tokens.p99 or s.prompt_tokens.mean),
+                   max_output_tokens=int(s.output_tokens.p99 or s.output_tokens.mean))
+    if result is not None and len(result.configs):          # GPUs per instance of each priced offer
+        per = {g.offer: int(g.gpus_per_instance) for g in getattr(getattr(result, "table", None), "gpus", None) or []
+               if getattr(g, "offer", None) and getattr(g, "gpus_per_instance", None)}
+        for insts in (result.configs["instances"] if "instances" in result.configs.columns else []):
+            per.update({i["offer"]: int(i["gpus_per_instance"]) for i in insts or [] if i.get("offer")})
+        out["gpus_per_instance"] = per
+    return out
+
+
+def _preset_config(name: str) -> dict:
+    """The published config.json of a preset (what the spec does not keep, e.g. rope_theta); {}
+    for a model that is not a preset."""
+    from optimizer.model import registry
+
+    try:
+        key = registry._index().get(name.lower())
+        return dict(registry._raw_presets()[key]["config"]) if key else {}
+    except (AttributeError, KeyError):              # a registry without the preset table
+        return {}
+
+
 def solve_json(result, scenario=None) -> dict:
     out = {
         "schema_version": SCHEMA_VERSION,
@@ -118,6 +213,9 @@ def solve_json(result, scenario=None) -> dict:
     extra = getattr(result, "sensitivity", None)
     if extra is not None:
         out["sensitivity"] = plain(extra)
+    launch = launch_context(scenario, result)
+    if launch is not None:
+        out["launch"] = plain(launch)
     return out
 
 
@@ -226,7 +324,17 @@ def solve_text(result, markdown: bool = False) -> str:
 
 
 def solve_csv(result) -> str:
-    return result.configs.to_csv(index=False)
+    """The ranked table as CSV; nested columns (a fleet's replicas, the system breakdown) as JSON
+    text in their cell, not Python reprs."""
+    return frame_csv(result.configs)
+
+
+def frame_csv(df: pd.DataFrame) -> str:
+    df = df.copy()
+    for col in df.columns:
+        if df[col].dtype == object and df[col].map(lambda v: isinstance(v, (dict, list, tuple))).any():
+            df[col] = df[col].map(lambda v: json.dumps(plain(v)) if isinstance(v, (dict, list, tuple)) else v)
+    return df.to_csv(index=False)
 
 
 # ----------------------------------------------------------------------------------------
@@ -259,22 +367,41 @@ def _slack(key: str, v) -> str:
     return f"{key} {v:,.4g}" if isinstance(v, float) else f"{key} {v}"
 
 
+def _reoptimised_ends(e: dict) -> tuple:
+    """The re-optimised best objective at -X% and +X% (an input with a note keeps the base)."""
+    if "note" in e:
+        return e["low"], e["high"]
+    return e["reoptimised"]["down"].get("best_objective"), e["reoptimised"]["up"].get("best_objective")
+
+
+def _reoptimised_swing(e: dict) -> float | None:
+    lo, hi = _reoptimised_ends(e)
+    return None if lo is None or hi is None else abs(hi - lo)
+
+
 def sensitivity_text(sens: dict, markdown: bool = False) -> str:
     """The tornado (sorted by swing), the switching thresholds and the slack at the optimum."""
     obj = sens.get("objective", "cost")
     if not sens.get("tornado"):
         return f"sensitivity: {sens.get('note', 'nothing to analyse')}\n"
     x = sens["swing_pct"]
+    fleet = "base_fleet" in sens
     rows = []
-    for e in sens["tornado"]:
+    for e in sorted(sens["tornado"], key=lambda e: -(_reoptimised_swing(e) or 0.0)):
+        lo, hi = _reoptimised_ends(e)
         flips = [d for d in ("down", "up") if e["reoptimised"][d]["changes"]]
-        rows.append([e["input"], _objective_value(obj, e["low"]), _objective_value(obj, e["high"]),
-                     _objective_value(obj, e["swing"]), ", ".join(flips) or ("-" if "note" not in e else e["note"])])
-    h = ["input", f"-{x:g}%", f"+{x:g}%", "swing", "best changes at"]
+        row = [e["input"], _objective_value(obj, lo), _objective_value(obj, hi),
+               "-" if _reoptimised_swing(e) is None else _objective_value(obj, _reoptimised_swing(e)),
+               ", ".join(flips) or ("-" if "note" not in e else e["note"])]
+        if not fleet:                    # what keeping the base configuration would give at each end
+            kept = [e["reoptimised"][d].get("objective") for d in ("down", "up")]
+            row.append("-" if not flips else f"{_objective_value(obj, kept[0])} / {_objective_value(obj, kept[1])}")
+        rows.append(row)
+    h = ["input", f"-{x:g}%", f"+{x:g}%", "swing", "best changes at"] + ([] if fleet else ["base kept -/+"])
     table = markdown_table if markdown else text_table
-    what = "re-optimised best fleet's" if "base_fleet" in sens else "chosen configuration's"
-    parts = [f"Sensitivity of the {what} {obj} (base {_objective_value(obj, sens['base_objective'])}):",
-             "", table(h, rows), "",
+    what = "best fleet" if fleet else "best configuration"
+    parts = [f"Sensitivity of the re-optimised {what}'s {obj} (base {_objective_value(obj, sens['base_objective'])}); "
+             f"each input at -{x:g}% and +{x:g}%, re-solved:", "", table(h, rows), "",
              f"Switching thresholds (within +-{sens['range_pct']:g}%, to {sens['tolerance_pct']:g} percentage points):", ""]
     trows = []
     for t in sens["thresholds"]:
@@ -336,7 +463,7 @@ def sweep_rows(df: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
         cells = [(usd(r[v]) if v.endswith("_usd") else (f"{r[v]:g}" if isinstance(r[v], float) else str(r[v])))
                  for v in varied]
         if r["status"] == "infeasible":
-            cells += ["infeasible", (r.get("explanation") or "")[:70]] + ["-"] * (len(tail) - 2)
+            cells += ["infeasible", shorten(r.get("explanation") or "", 70)] + ["-"] * (len(tail) - 2)
         elif serving:
             cells += [r["status"], r.get("fleet", r.get("gpu", "")), f"{int(r['n_gpus'])}", usd(r["usd_per_hour"]),
                       usd(r["usd_per_mtoken"]), f"{r['worst_ttft_s'] * 1e3:.0f} ms"]
@@ -475,25 +602,9 @@ def _layout(r: dict) -> str:
     return r.get("layout", "")
 
 
-def _markdown(headers: list[str], rows: list[list]) -> str:
-    rows = [[str(c) for c in r] for r in rows]
-    return "\n".join(["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
-                     + ["| " + " | ".join(r) + " |" for r in rows])
-
-
-def _table(headers: list[str], rows: list[list]) -> str:
-    rows = [[str(c) for c in r] for r in rows]
-    widths = [max([len(h)] + [len(r[i]) for r in rows]) for i, h in enumerate(headers)]
-
-    def fmt(cells):
-        return "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths))).rstrip()
-
-    return "\n".join([fmt(headers), "  ".join("-" * w for w in widths)] + [fmt(r) for r in rows])
-
-
 def plan_text(result: PlanResult, markdown: bool = False) -> str:
     """The plan as text (or Markdown): cost split, fleet to buy, schedule, alternatives, explanation."""
-    text_table = _markdown if markdown else _table
+    table = markdown_table if markdown else text_table
     out = [f"portfolio {result.portfolio}: {result.status}, objective {result.objective}"]
     pl = result.plan
     if pl is not None:
@@ -508,7 +619,7 @@ def plan_text(result: PlanResult, markdown: bool = False) -> str:
                        f"(residual {inv['residual_pct']:g}%, staff {usd(inv['staff_usd_per_year'])}/year)")
         if pl["fleet"]:
             out += ["", "fleet to buy:"]
-            out.append(text_table(["gpu", "nodes", "gpus", "purchase", "IT kW", "utilization"],
+            out.append(table(["gpu", "nodes", "gpus", "purchase", "IT kW", "utilization"],
                                   [[f["gpu"], f["nodes"], f["gpus"], usd(f["purchase_usd"]), f"{f['it_power_kw']:,.0f}",
                                     f"{f['utilization']:.0%}"] for f in pl["fleet"]]))
         else:
@@ -518,7 +629,7 @@ def plan_text(result: PlanResult, markdown: bool = False) -> str:
         for r in pl["schedule"]:
             rows.append([r["job"], r["kind"], r["gpu"], r["source"], r["n_gpus"], f"{r['start_day']:.1f}",
                          f"{r['end_day']:.1f}", _layout(r), usd(r["cost_usd"])])
-        out.append(text_table(["job", "kind", "gpu", "source", "gpus", "start d", "end d", "layout", "power/rent"], rows))
+        out.append(table(["job", "kind", "gpu", "source", "gpus", "start d", "end d", "layout", "power/rent"], rows))
         for i, alt in enumerate(result.alternatives, start=2):
             fl = ", ".join(f"{f['nodes']} x {f['gpu']} nodes" for f in alt["fleet"]) or "no purchase"
             rented = sorted({r["gpu"] for r in alt["rent"]})

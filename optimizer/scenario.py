@@ -512,3 +512,9 @@ def load_scenario(source: Union[str, Path, dict, None] = None) -> Scenario:
     if source is None:
         source = DEFAULT_SCENARIO
     return _validate(read_document(source, "scenario", scenario_dir(), list_scenarios()))
+
+
+# Every field's description (the scenario JSON Schema's), kept in scenario_docs.py.
+from optimizer import scenario_docs as _docs  # noqa: E402
+
+_docs.attach(globals())

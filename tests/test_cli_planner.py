@@ -93,7 +93,7 @@ def test_solve_report_is_self_contained_markdown(capsys, scenario_file, tmp_path
         png_size(base64.b64decode(b64))
     assert "deadline_days: 20" in text            # the inputs are in the report
     # the memory table's parts add up to its total (GB rounded to 0.1)
-    rows = re.findall(r"^\| (\w+) \| ([\d.]+) GB \|", text, flags=re.M)
+    rows = re.findall(r"^\| (\w+) +\| ([\d.]+) GB +\|", text, flags=re.M)     # cells padded to the column
     parts = {k: float(v) for k, v in rows}
     assert abs(sum(v for k, v in parts.items() if k not in ("total", "capacity")) - parts["total"]) < 0.05 * 8
 

@@ -176,6 +176,18 @@ def scaling_plan(*, compute=None, params=None, law="hoffmann2022") -> dict:
     n, d, c = float(n), float(d), float(c)
     out = {"law": law, "compute_flop": c, "params": n, "tokens": d, "tokens_per_param": d / n,
            "predicted_loss": float(scaling.predicted_loss(lw, n, d))}
+    out["fitted_range"] = {"params_min": rng.n_params_min, "params_max": rng.n_params_max,
+                           "tokens_min": rng.n_tokens_min, "tokens_max": rng.n_tokens_max}
     if bool(scaling.outside_fitted_range(lw, n, d)):
-        out["warning"] = f"outside the range {law} was fitted on: {rng}"
+        out["warning"] = (f"outside the range {law} was fitted on ({_count(rng.n_params_min)} to "
+                          f"{_count(rng.n_params_max)} parameters, {_count(rng.n_tokens_min)} to "
+                          f"{_count(rng.n_tokens_max)} tokens): an extrapolation")
     return out
+
+
+def _count(x: float) -> str:
+    """70000000.0 -> '70M', 1.6e10 -> '16B', 5e11 -> '500B', 4.04e12 -> '4.04T'."""
+    for scale, unit in ((1e12, "T"), (1e9, "B"), (1e6, "M"), (1e3, "k")):
+        if abs(x) >= scale:
+            return f"{x / scale:.3g}{unit}"
+    return f"{x:.3g}"

@@ -18,7 +18,6 @@ from __future__ import annotations
 import itertools
 import math
 import os
-import sys
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from typing import Any
 
@@ -213,12 +212,15 @@ def sweep(scenario, vary: dict[str, Any], *, objective: str | None = None, top_k
     done = 0
     total = len(points)
 
+    bar = _progress_bar(total) if progress else None
+
     def tick(n):
         nonlocal done
         done += n
-        if progress:
-            bar = "#" * int(30 * done / total)
-            print(f"\rsweep [{bar:<30}] {done}/{total}", end="" if done < total else "\n", file=sys.stderr)
+        if bar is not None:
+            bar.update(bar.task_ids[0], completed=done)
+            if done >= total:
+                bar.stop()
 
     if executor == "ray":
         _run_ray(base_dict, list(groups.values()), objective, top_k, rows, tick, catalog)
@@ -238,6 +240,18 @@ def sweep(scenario, vary: dict[str, Any], *, objective: str | None = None, top_k
     df = pd.DataFrame([rows[i] for i in range(total)])
     _add_marginal(df, names[0] if names else None)
     return df
+
+
+def _progress_bar(total: int):
+    """A started rich progress bar on stderr (stdout carries only the result, CONTRACTS.md)."""
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    bar = Progress(TextColumn("sweep"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                   console=Console(stderr=True))
+    bar.add_task("sweep", total=total)
+    bar.start()
+    return bar
 
 
 def _add_marginal(df: pd.DataFrame, first: str | None) -> None:

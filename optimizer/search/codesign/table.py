@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from cachetools import LRUCache
 import numpy as np
 
 from optimizer.formulas import scaling as sc
@@ -82,7 +83,7 @@ def _rung_subset_job(spec_json: str, scenario_json: str, gpus: tuple, efficiency
     return _reduce_rung(build_table(spec, scen, list(gpus), efficiency_scale), k)
 
 
-_SUBSET_CACHE: dict[tuple, tuple] = {}
+_SUBSET_CACHE: LRUCache = LRUCache(maxsize=512)     # least recently used rungs go first (cachetools)
 #: Rungs to build before a process pool is worth its start-up (each rung takes ~0.1 s).
 PARALLEL_MIN_RUNGS = 8
 

@@ -88,6 +88,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Optional
+from cachetools import LRUCache
 import numpy as np
 
 from optimizer.catalog import Catalog, load_system_catalog
@@ -329,8 +330,8 @@ def _server_usd_per_node(name: str, acc, given: Mapping[str, float], syscat) -> 
                f"(an assumption there); set fleet.buy.server_usd_per_node to override")
 
 
-_TRAIN_CACHE: dict[str, dict] = {}
-_TRAIN_CACHE_MAX = 64
+#: Least-recently-used caches (cachetools) of the per-scenario tables re-planning reuses.
+_TRAIN_CACHE: LRUCache = LRUCache(maxsize=64)
 
 
 def training_layouts(scenario, gpus) -> dict:
@@ -367,8 +368,6 @@ def training_layouts(scenario, gpus) -> dict:
                                   | {"grad_accum": int(c["grad_accum"][r]), "global_batch": int(c["global_batch"][r])})
     out["rows"] = len(table)
     out["feasible_rows"] = int(ok.sum())
-    if len(_TRAIN_CACHE) >= _TRAIN_CACHE_MAX:
-        _TRAIN_CACHE.pop(next(iter(_TRAIN_CACHE)))
     _TRAIN_CACHE[key] = out
     return out
 
@@ -576,7 +575,7 @@ def _serving_options(p, i, sc, gpu_opts, types, days, slots, catalog) -> tuple[l
     return opts, notes
 
 
-_SERVE_CACHE: dict[tuple, list] = {}
+_SERVE_CACHE: LRUCache = LRUCache(maxsize=256)
 
 
 def serving_fleets(scenario, gpu_opts, types: list[GpuType], catalog: Catalog) -> list[tuple[int, int, dict]]:

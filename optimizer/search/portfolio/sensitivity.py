@@ -216,6 +216,8 @@ def plan_slack(result: PlanResult) -> dict:
     for name, e in out["limits"].items():
         f = fmt[e["unit"]]
         tag = {True: "binding", False: "not binding", None: "binding not analysed"}[e["binding"]]
+        if e["binding"] and e["slack"] > 0:        # why a limit with slack still binds
+            tag = "binding: every better plan breaks it"
         out["lines"].append(f"slack: {name.replace(':', ' ')}: {f(e['used'])} of {f(e['limit'])}, "
                             f"{f(e['slack'])} left ({tag})")
     for name in binding or []:

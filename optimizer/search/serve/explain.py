@@ -28,7 +28,7 @@ import dataclasses
 
 import numpy as np
 
-from optimizer.search.core.conflicts import minimal_subsets_failing
+from optimizer.search.core.conflicts import binding_line, minimal_subsets_failing
 from optimizer.search.core.scales import MONEY_UNITS_PER_USD
 from optimizer.search.serve import fleet as fm
 from optimizer.search.serve.compression import amortised_usd_per_hour
@@ -320,7 +320,9 @@ def binding_summary(table, rows, problem: fm.FleetProblem, best: fm.Fleet, scena
         alt = fm.solve_fleets(_problem_for(table, loose, scenario, problem.objective), 1, time_limit_s=10.0)
         if alt.fleets and alt.fleets[0].key < best.key:
             binding.append(rule)
-    lines = [f"binding: {_HUMAN[f]} (without it the optimum would improve)" for f in binding]
+    keys = {"budget": "budget_usd_per_hour", "max_gpus": "max_gpus", "max_types": "max_replica_types"}
+    lines = [binding_line(_HUMAN[f], {keys[f]: slack[keys[f]]} if keys.get(f) in slack else None, "fleet")
+             for f in binding]
     if not binding:
         lines.append("no limit binds: the optimum is the cheapest fleet regardless of the limits")
     return {"reason": "feasible", "binding": binding, "slack": slack, "lines": lines,

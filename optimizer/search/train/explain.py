@@ -20,14 +20,21 @@ import numpy as np
 from optimizer.search.core.conflicts import minimal_subsets_failing
 from optimizer.search.train.system import host_memory_parts
 from optimizer.search.train.table import LIMIT_FAMILIES, Table, lex_best, limits_of, objective_keys
+from optimizer.formatting import usd
+from optimizer.search.core.conflicts import binding_line
 from optimizer.units import GB, GIB
 
 _HUMAN = {"memory": "memory per GPU", "budget": "budget", "deadline": "deadline", "stock": "GPU stock",
           "max_gpus": "GPU count limit", "min_gpus": "minimum GPU count", "host_memory": "host memory per node"}
 
 
+#: The slack key of each limit family (binding_summary's 'slack'; serving: serving_explain).
+_SLACK_KEY = {"memory": "memory_bytes", "budget": "budget_usd", "deadline": "deadline_days", "max_gpus": "max_gpus",
+              "stock": "stock", "max_types": "max_replica_types"}
+
+
 def _usd(x: float) -> str:
-    return f"${x / 1e6:,.2f}M" if x >= 1e6 else f"${x:,.0f}"
+    return usd(x)
 
 
 def describe_violation(table: Table, r: int, scenario, family: str) -> str:
@@ -230,7 +237,8 @@ def binding_summary(table: Table, scenario, r: int) -> dict:
         alt = lex_best(table, np.nonzero(_ok_except(table, {f}))[0], objective)
         if alt is not None and tuple(int(k[alt]) for k in keys[:-1]) < best:
             binding.append(f)
-    lines = [f"binding: {_HUMAN[f]} (without it the optimum would improve)" for f in binding]
+    lines = [binding_line(_HUMAN[f], {k: slack[k]} if (k := _SLACK_KEY.get(f, f)) in slack else None)
+             for f in binding]
     if not binding:
         lines.append("no limit binds: the optimum is the best layout regardless of the limits")
     return {"reason": "feasible", "binding": binding, "slack": slack, "lines": lines}

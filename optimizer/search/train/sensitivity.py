@@ -14,8 +14,10 @@ Each input is multiplied by (1 + change_pct/100). Every input appears in the out
 directions; one the scenario does not set (no budget) or that cannot move the answer
 (electricity when GPUs are rented) carries ``change_pct: null`` and a ``note``.
 
-- Tornado: the chosen configuration's objective at -X% and +X% (X = ``swing_pct``), sorted by
-  swing; with each end's re-optimised best configuration and whether it differs.
+- Tornado: the RE-OPTIMISED best objective at -X% and +X% (X = ``swing_pct``; as the serving
+  tornado), sorted by swing; each end also gives its best configuration, whether it differs
+  from the base one, and the base configuration's own objective there (``objective``: what
+  keeping it would give).
 - Threshold per input and direction: the smallest change within ``range_pct`` at which the best
   configuration changes, by parametric re-solving (CP-SAT at every probe): a grid of ``grid``
   steps finds the first probe where the best differs, then bisection narrows the bracket to
@@ -41,6 +43,7 @@ memory-feasible rows are considered at all.
 
 from __future__ import annotations
 
+import math
 from dataclasses import replace
 import numpy as np
 
@@ -276,8 +279,9 @@ def training_sensitivity(result, scenario, *, swing_pct: float = 20.0, range_pct
             ends[direction] = {"factor": f, "objective": p.value_of(name, f, local), "best": cfg,
                                "best_objective": None if rb is None else float(t.cols[col][rb]),
                                "changes": cfg != base_cfg}
-        entry = {"input": name, "low": ends["down"]["objective"], "high": ends["up"]["objective"],
-                 "swing": abs(ends["up"]["objective"] - ends["down"]["objective"]), "base": base_value,
+        lo, hi = ends["down"]["best_objective"], ends["up"]["best_objective"]     # re-solved at each end
+        entry = {"input": name, "low": lo, "high": hi,
+                 "swing": abs(hi - lo) if lo is not None and hi is not None else math.inf, "base": base_value,
                  "reoptimised": ends}
         if note:
             entry["note"] = note
