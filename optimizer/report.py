@@ -174,10 +174,19 @@ def launch_context(scenario, result=None) -> dict | None:
         out.update(max_prompt_tokens=int(s.prompt_tokens.p99 or s.prompt_tokens.mean),
                    max_output_tokens=int(s.output_tokens.p99 or s.output_tokens.mean))
     if result is not None and len(result.configs):          # GPUs per instance of each priced offer
-        per = {g.offer: int(g.gpus_per_instance) for g in getattr(getattr(result, "table", None), "gpus", None) or []
-               if getattr(g, "offer", None) and getattr(g, "gpus_per_instance", None)}
+        per = {}
+        for g in getattr(getattr(result, "table", None), "gpus", None) or []:
+            if getattr(g, "offer", None) and getattr(g, "gpus_per_instance", None):
+                per[g.offer] = int(g.gpus_per_instance)
+                ch = getattr(g, "choice", None)          # issue 17: also by 'provider instance_type'
+                if ch is not None:
+                    per[f"{ch.offer.provider} {ch.offer.instance_type}"] = int(g.gpus_per_instance)
         for insts in (result.configs["instances"] if "instances" in result.configs.columns else []):
-            per.update({i["offer"]: int(i["gpus_per_instance"]) for i in insts or [] if i.get("offer")})
+            for i in insts or []:
+                if i.get("offer"):
+                    per[i["offer"]] = int(i["gpus_per_instance"])
+                if i.get("provider"):
+                    per[f"{i['provider']} {i['instance_type']}"] = int(i["gpus_per_instance"])
         out["gpus_per_instance"] = per
     return out
 
