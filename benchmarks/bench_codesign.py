@@ -21,6 +21,9 @@ import numpy as np
 from optimizer.formulas.sizing import ladder
 from optimizer.search.codesign.table import codesign_keys
 from optimizer.search.codesign.solve import solve_codesign
+from optimizer.catalog import load_catalog  # noqa: E402
+
+CATALOG = load_catalog()          # the planners take the caller's catalog (issue 18)
 
 GPUS = ["H100-SXM5-80GB", "H200-SXM-141GB", "A100-SXM4-80GB"]
 PINNED = {"tp": [1, 2, 4, 8], "pp": [1, 2, 4, 8, 16], "cp": [1], "micro_batch": [1], "recompute": ["selective"],
@@ -44,10 +47,10 @@ def main():
     for label, search in (("pinned", PINNED), ("full", None)):
         s = scenario(search)
         t0 = time.perf_counter()
-        solve_codesign(s)
+        solve_codesign(s, catalog=CATALOG)
         cold = time.perf_counter() - t0
         t0 = time.perf_counter()
-        res = solve_codesign(s)
+        res = solve_codesign(s, catalog=CATALOG)
         warm = time.perf_counter() - t0
         st = res.stats
         table = res.table

@@ -10,7 +10,8 @@ __version__ = "0.1.0"
 __all__ = ["load_scenario", "estimate", "evaluate", "solve", "sweep", "sensitivity", "plan", "ClusteroptError",
            "__version__"]
 
-_API = ("estimate", "evaluate", "solve", "sweep", "sensitivity", "plan", "memory_breakdown", "scaling_plan")
+_API = ("estimate", "evaluate", "solve", "sweep", "sensitivity", "plan", "memory_breakdown", "scaling_plan",
+        "disaggregation")
 
 
 def __getattr__(name):

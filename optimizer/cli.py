@@ -126,6 +126,18 @@ class TrainPrecision(str, Enum):
     fp8 = "fp8"
 
 
+class Framework(str, Enum):
+    auto = "auto"
+    megatron = "megatron"
+    fsdp2 = "fsdp2"
+    deepspeed = "deepspeed"
+
+
+class GradPrecision(str, Enum):
+    fp32 = "fp32"
+    bf16 = "bf16"
+
+
 #: Every objective any workload accepts (each planner checks its own subset).
 OBJECTIVES = ("cost", "time", "gpus", "cost_per_mtoken", "loss", "lifetime_flop")
 Objective = Enum("Objective", {o: o for o in OBJECTIVES}, type=str)
@@ -272,6 +284,32 @@ def estimate(
     prompt_len: int = typer.Option(1024, "--prompt-len", min=1),
     output_len: int = typer.Option(256, "--output-len", min=1),
     gpu_memory_utilization: float = typer.Option(0.9, "--gpu-memory-utilization", min=0.01, max=1.0),
+    request_rate: Optional[float] = typer.Option(None, "--request-rate", min=0.0, help="Serving: requests/s arriving (Poisson unless --arrival-cv; inf = offline); adds simulated p50/p99 TTFT, ITL, E2E."),
+    engine: str = typer.Option("vllm", "--engine", help="Serving engine: vllm | sglang | trtllm (scheduler, defaults, overheads)."),
+    arrival_cv: float = typer.Option(1.0, "--arrival-cv", min=0.01, help="Coefficient of variation of inter-arrival gaps (1 = Poisson, > 1 bursty)."),
+    prompt_p99: Optional[float] = typer.Option(None, "--prompt-p99", min=1, help="p99 prompt length (lognormal with mean --prompt-len)."),
+    output_p99: Optional[float] = typer.Option(None, "--output-p99", min=1, help="p99 output length (lognormal with mean --output-len)."),
+    max_num_batched_tokens: Optional[int] = typer.Option(None, "--max-num-batched-tokens", min=1, help="Engine token budget per pass (default: the engine's)."),
+    max_num_seqs: Optional[int] = typer.Option(None, "--max-num-seqs", min=1, help="Engine cap on running sequences (default: the engine's)."),
+    requests: Optional[int] = typer.Option(None, "--requests", min=10, help="Requests simulated (default 2000)."),
+    seed: int = typer.Option(0, "--seed", min=0, help="Simulation seed."),
+    spec_draft: Optional[str] = typer.Option(None, "--spec-draft", help="Speculative decoding: draft model preset."),
+    spec_k: int = typer.Option(4, "--spec-k", min=1, max=16, help="Speculative tokens per pass."),
+    spec_acceptance: float = typer.Option(0.7, "--spec-acceptance", min=0.0, max=0.999, help="Per-token acceptance rate."),
+    prefix_hit_rate: float = typer.Option(0.0, "--prefix-hit-rate", min=0.0, max=1.0, help="Prefix caching: share of requests hitting the shared prefix."),
+    prefix_tokens: int = typer.Option(0, "--prefix-tokens", min=0, help="Prefix caching: shared prefix length, tokens."),
+    gqa_shared_decode: Optional[bool] = typer.Option(None, "--gqa-shared-decode/--no-gqa-shared-decode", help="Decode attention shares KV heads across GQA query heads (default: the engine's)."),
+    framework: Framework = typer.Option(Framework.auto, "--framework",
+                                        help="Training framework (auto: Megatron with model parallelism, else FSDP2)."),
+    grad_precision: GradPrecision = typer.Option(GradPrecision.fp32, "--grad-precision",
+                                                 help="Gradient precision kept between backward and step."),
+    fp8_params: bool = typer.Option(False, "--fp8-params", help="fp8 parameters / fp8 all-gather (with fp8)."),
+    dropout: bool = typer.Option(False, "--dropout", help="Count dropout masks (models trained with dropout)."),
+    fused_cross_entropy: Optional[bool] = typer.Option(None, "--fused-cross-entropy/--unfused-cross-entropy",
+                                                       help="Loss kernel; default: the framework's."),
+    offload_activations: bool = typer.Option(False, "--offload-activations", help="Activations in host memory."),
+    calibration: Optional[Path] = typer.Option(None, "--calibration",
+                                               help="Profile from 'clusteropt calibrate': rescales time, memory, intervals."),
     catalog: Optional[List[Path]] = CatalogOpt,
 ):
     """Parameters, FLOPs and (with --gpu) the training or serving estimate of one layout."""
@@ -280,7 +318,14 @@ def estimate(
                 global_batch=global_batch, recompute=recompute.value, precision=precision.value,
                 sequence_parallel=sequence_parallel, interleave=interleave, inter_node_gbps=inter_node_gbps,
                 tokens=tokens, pricing=pricing.value, serve=serve, weights=weights.value, kv=kv.value, batch=batch,
-                prompt_len=prompt_len, output_len=output_len, gpu_memory_utilization=gpu_memory_utilization)
+                prompt_len=prompt_len, output_len=output_len, gpu_memory_utilization=gpu_memory_utilization,
+                request_rate=request_rate, engine=engine, arrival_cv=arrival_cv, prompt_p99=prompt_p99,
+                output_p99=output_p99, max_num_batched_tokens=max_num_batched_tokens, max_num_seqs=max_num_seqs,
+                n_requests=requests, seed=seed, spec_draft=spec_draft, spec_k=spec_k, spec_acceptance=spec_acceptance,
+                prefix_hit_rate=prefix_hit_rate, prefix_tokens=prefix_tokens, gqa_shared_decode=gqa_shared_decode,
+                framework=framework.value, grad_precision=grad_precision.value, fp8_params=fp8_params,
+                dropout=dropout, fused_cross_entropy=fused_cross_entropy, offload_activations=offload_activations,
+                calibration=calibration)
     data = optimizer.estimate(model, catalog=_catalog(catalog), **opts)
     _emit(_figures(data, _fmt(fmt, json_out), report.estimate_text))
 
@@ -292,7 +337,9 @@ def estimate(
 @app.command()
 def scaling(compute: Optional[float] = typer.Option(None, "--compute", min=1, help="Training FLOPs budget."),
             params: Optional[float] = typer.Option(None, "--params", min=1, help="Model parameters."),
-            law: Law = typer.Option("hoffmann2022", "--law", help="The scaling law (formulas/scaling.py LAWS)."),
+            law: Law = typer.Option("besiroglu2024", "--law",
+                                    help="The scaling law (formulas/scaling.py LAWS); default besiroglu2024, "
+                                         "the corrected refit of Chinchilla approach 3."),
             fmt: Fmt = FormatOpt,
             json_out: bool = JsonOpt):
     """The compute-optimal plan: parameters and tokens for a FLOP budget (or tokens for a size)."""
@@ -370,15 +417,36 @@ def solve(
     if export_to is not None:
         _emit_export(report.solve_json(result, sc), rank, export_to.value, out)
         return
+    disagg = None
+    if sc.workload == "serve" and sc.serve.disaggregation is not None and sc.serve.disaggregation.allow:
+        print("disaggregation: simulating each pool option at the SLOs...", file=sys.stderr)
+        disagg = plain(optimizer.disaggregation(sc, catalog=cat, time_limit_s=time_limit))
     if fmt is Fmt.json:
-        text = report.dumps(report.solve_json(result, sc))
+        doc = report.solve_json(result, sc)
+        if disagg is not None:
+            doc["disaggregation"] = disagg
+        text = report.dumps(doc)
     elif fmt is Fmt.csv:
         text = report.solve_csv(result)
     else:
         text = report.solve_text(result, markdown=fmt is Fmt.markdown)
         if sensitivity and sens is not None:
             text += "\n" + report.sensitivity_text(sens, markdown=fmt is Fmt.markdown)
+        if disagg is not None:
+            text += "\n" + _disagg_text(disagg)
     _emit(text, out)
+
+
+def _disagg_text(d: dict) -> str:
+    rows = [[r["role"], r["gpu"], r["tp"], r["count"], f"{r['capacity_requests_per_s']:.2f}",
+             f"{r['ttft_p99_s']:.3f}", f"{r['itl_p99_s'] * 1e3:.1f}", f"{r['usd_per_hour']:.2f}"] for r in d["replicas"]]
+    head = (f"aggregated vs disaggregated (simulated capacity at the SLOs, CP-SAT {d['status']}): "
+            f"{d['usd_per_hour']:.2f} USD/h; aggregated only "
+            f"{'-' if d['aggregated_only_usd_per_hour'] is None else format(d['aggregated_only_usd_per_hour'], '.2f')}, "
+            f"disaggregated only "
+            f"{'-' if d['disaggregated_only_usd_per_hour'] is None else format(d['disaggregated_only_usd_per_hour'], '.2f')}")
+    table = report.text_table(["role", "gpu", "tp", "count", "req/s each", "ttft_p99_s", "itl_p99_ms", "usd/h"], rows)
+    return "\n".join([head, table, "why: " + d["explanation"]]) + "\n"
 
 
 def _emit_export(doc: dict, rank: int, fmt: str, out: Optional[Path], as_json: bool = False) -> None:
@@ -579,6 +647,20 @@ class SchemaKind(str, Enum):
     scenario = "scenario"
     sweep = "sweep"
     plan = "plan"
+
+
+@app.command()
+def calibrate(
+    runs: Path = typer.Argument(..., help="CSV of your measured runs, columns of training_runs_public.csv."),
+    out: Path = typer.Option(..., "--out", help="Where to write the profile (YAML)."),
+    json_out: bool = JsonOpt,
+    catalog: Optional[List[Path]] = CatalogOpt,
+):
+    """Fit compute, network and overlap scale factors and a memory reserve to your own runs."""
+    from optimizer.calibration import calibrate_file
+
+    data = calibrate_file(runs, out, _catalog(catalog))
+    _emit(report.dumps(data) if json_out else report.calibration_text(data))
 
 
 @app.command()

@@ -138,10 +138,29 @@ def solve_rows(df: pd.DataFrame) -> list[list[str]]:
             f"{r['tp']}/{r['pp']}/{r['dp']}/{r['cp']}/{r['ep']}", r["zero"], r["precision"],
             r["micro_batch"], r["grad_accum"], r["recompute"], "y" if r["sequence_parallel"] else "n",
             f"{gbytes(r['memory_per_gpu_bytes'])} ({r['memory_headroom']:.0%})",
-            f"{r['mfu']:.1%}", f"{r['train_days']:.1f}", _goodput(r), f"{r['wall_clock_days']:.1f}",
-            usd(r["cost_usd"]), offer_label(r),
+            f"{r['mfu']:.1%}", _days(r, "train_days"), _goodput(r), _days(r, "wall_clock_days"),
+            _usd_range(r), offer_label(r),
         ])
     return out
+
+
+def _finite(x) -> bool:
+    return x is not None and not (isinstance(x, float) and math.isnan(x))
+
+
+def _days(r: dict, key: str) -> str:
+    """'13.9 d (12.6-15.8)': days with the 80% interval when the row has one."""
+    lo, hi = r.get(f"{key}_p10"), r.get(f"{key}_p90")
+    if _finite(lo) and _finite(hi):
+        return f"{r[key]:.1f} d ({lo:.1f}-{hi:.1f})"
+    return f"{r[key]:.1f}"
+
+
+def _usd_range(r: dict) -> str:
+    lo, hi = r.get("cost_usd_p10"), r.get("cost_usd_p90")
+    if _finite(lo) and _finite(hi):
+        return f"{usd(r['cost_usd'])} ({usd(lo)}-{usd(hi)})"
+    return usd(r["cost_usd"])
 
 
 def launch_context(scenario, result=None) -> dict | None:
@@ -320,7 +339,7 @@ def solve_text(result, markdown: bool = False) -> str:
             else:
                 parts += ["", "Pareto front (cost vs wall-clock days):"]
                 prow = [[r["gpu"], r["n_gpus"], f"{r['tp']}/{r['pp']}/{r['dp']}/{r['cp']}/{r['ep']}",
-                         _goodput(r), f"{r['wall_clock_days']:.1f}", usd(r["cost_usd"])]
+                         _goodput(r), _days(r, "wall_clock_days"), _usd_range(r)]
                         for r in result.pareto.to_dict(orient="records")]
                 h = ["gpu", "gpus", "tp/pp/dp/cp/ep", "goodput", "wall days", "cost"]
                 parts.append(markdown_table(h, prow) if markdown else text_table(h, prow))
@@ -528,7 +547,9 @@ def solve_report(result, scenario, *, sensitivity: dict | None = None, memory: d
     parts = [f"# clusteropt report: {result.scenario}", "",
              f"Status **{result.status}** (objective: {result.objective}); "
              f"{len(result.configs)} configuration(s) ranked; {result.stats.get('rows', '?')} candidate layouts, "
-             f"{result.stats.get('feasible_rows', '?')} feasible.", "",
+             f"{result.stats.get('feasible_rows', '?')} feasible."
+             + (f" Predicted losses by the scaling law **{result.scaling_law}**."
+                if getattr(result, "scaling_law", None) else ""), "",
              "## Inputs", "", "```yaml", yaml.safe_dump(doc, sort_keys=False).rstrip(), "```", ""]
     if getattr(scenario, "description", ""):
         parts[-1:-1] = [scenario.description, ""]
@@ -572,6 +593,44 @@ def solve_report(result, scenario, *, sensitivity: dict | None = None, memory: d
         parts += ["## Binding constraints and explanation", ""] + [f"- {ln}" for ln in lines] + [""]
     parts += [f"_clusteropt {__import__('optimizer').__version__}, result schema {SCHEMA_VERSION}_", ""]
     return "\n".join(parts)
+
+
+def with_range(value, p10=None, p90=None, unit: str = "", digits: int = 4) -> str:
+    """'13.9 d (12.6-15.8)': a figure with its 80% interval (CONTRACTS.md 'Estimates with a
+    range'); the figure alone when it has no interval."""
+    fmt = lambda x: f"{x:.{digits}g}"  # noqa: E731
+    u = f" {unit}" if unit else ""
+    if p10 is None or p90 is None:
+        return f"{fmt(value)}{u}"
+    return f"{fmt(value)}{u} ({fmt(p10)}-{fmt(p90)})"
+
+
+def calibration_text(data: dict) -> str:
+    """``clusteropt calibrate`` as text: the factors with their uncertainty, the error on the
+    user's rows before and after, on held-out rows when there are enough, and the interval."""
+    import math
+
+    pr = data["profile"]
+    lines = [f"calibration profile written to {data['out']} ({data['n_runs']} runs with measured throughput)", ""]
+    rows = []
+    for k in ("compute", "network", "overlap"):
+        v, sd = pr[f"{k}_scale"], pr[f"{k}_scale_sd_log"]
+        rows.append([f"{k}_scale", f"{v:.3f}", f"{v * math.exp(-sd):.3f}-{v * math.exp(sd):.3f}"])
+    if pr["n_memory_runs"]:
+        rows.append(["memory_reserve_bytes", f"{pr['memory_reserve_bytes'] / 1e9:+.2f} GB",
+                     f"+/- {pr['memory_reserve_sd_bytes'] / 1e9:.2f} GB ({pr['n_memory_runs']} runs)"])
+    lines.append(text_table(["factor", "value", "1-sd range"], rows))
+    lines += ["", f"throughput error on your rows: before {data['error_before_pct']:.1f}%  after "
+                  f"{data['error_after_pct']:.1f}%"]
+    if "held_out_error_before_pct" in data:
+        lines.append(f"on held-out rows {data['held_out_rows']} (fitted without them): before "
+                     f"{data['held_out_error_before_pct']:.1f}%  after {data['held_out_error_after_pct']:.1f}%")
+    if "memory_error_before_pct" in data:
+        lines.append(f"peak-memory error: before {data['memory_error_before_pct']:.1f}%  after "
+                     f"{data['memory_error_after_pct']:.1f}%")
+    lines.append(f"80% interval of measured/predicted after calibration: x{math.exp(pr['log_ratio_p10']):.3f}"
+                 f"-x{math.exp(pr['log_ratio_p90']):.3f}")
+    return "\n".join(lines) + "\n"
 
 
 # ----------------------------------------------------------------------------------------
@@ -681,14 +740,22 @@ def estimate_text(data: dict) -> str:
         keys = ["step_time_s", "compute_time_s", "exposed_comm_time_s", "bubble_time_s", "tokens_per_s", "mfu",
                 "hfu", "model_tflops_per_gpu", "hardware_tflops_per_gpu", "train_days", "goodput", "wall_clock_days",
                 "expected_interruptions", "checkpoint_interval_s", "gpu_hours", "cost_usd"]
-        lines.append(text_table(["figure", "value"], [[k, f"{t[k]:.4g}"] for k in keys
-                                                             if t.get(k) is not None]))
+        lines.append(text_table(["figure", "value (80% interval)"],
+                                [[k, with_range(t[k], t.get(f"{k}_p10"), t.get(f"{k}_p90"))]
+                                 for k in keys if t.get(k) is not None]))
+        if t.get("calibrated"):
+            lines.append("80% intervals: from your runs (clusteropt calibrate)")
+        elif t.get("interval_regime"):
+            lines.append(f"80% intervals: regime {t['interval_regime']}, published runs of sources the model never "
+                         "saw (catalog/step_time_intervals.csv)")
         for w in t.get("warnings", []):
             lines.append(f"warning: {w}")
     if "serve" in data:
         s = data["serve"]
         lines += ["", f"serving on {s['gpu']}"]
-        lines += [f"{k}: {v}" for k, v in s.items() if k != "gpu"]
+        lines += [f"{k}: {v}" for k, v in s.items() if k not in ("gpu", "load")]
+        if "load" in s:
+            lines += ["", "simulated load (one replica)"] + [f"{k}: {v}" for k, v in s["load"].items()]
     return "\n".join(lines) + "\n"
 
 

@@ -104,7 +104,7 @@ class TrainSpec(_Strict):
 
     tokens: Union[Annotated[float, Field(gt=0)], Literal["auto"], TokenRange]
     model: Optional[ModelFamilyChoice] = None              # co-design: size chosen by the search
-    scaling_law: str = "hoffmann2022"                      # formulas/scaling.LAWS
+    scaling_law: str = "besiroglu2024"                     # formulas/scaling.LAWS (corrected refit)
     target_loss: Optional[float] = Field(default=None, gt=0)
     inference: Optional[InferenceDemand] = None
     seq_len: int = Field(gt=0)
@@ -114,6 +114,22 @@ class TrainSpec(_Strict):
     optimizer: Literal["adam", "sgd", "adam8bit", "adafactor"] = "adam"
     flash_attention: bool = True
     interleave: int = Field(default=1, ge=1)
+    # the framework that schedules the step (formulas/training.py FRAMEWORKS; auto: Megatron for
+    # model-parallel layouts, FSDP2 otherwise) and its overlap switches
+    framework: Literal["auto", "megatron", "fsdp2", "deepspeed"] = "auto"
+    tp_comm_overlap: bool = False
+    overlap_grad_reduce: bool = True
+    # what the framework allocates (formulas/memory.py MEMORY_FIELDS)
+    grad_precision: Literal["fp32", "bf16"] = "fp32"
+    fp8_params: bool = False
+    dropout: bool = False
+    fused_cross_entropy: Optional[bool] = None
+    offload_activations: bool = False
+
+    def memory_options(self) -> dict:
+        """The memory options of formulas/memory.py MEMORY_FIELDS, as the estimators take them."""
+        return {"grad_precision": self.grad_precision, "fp8_params": self.fp8_params, "dropout": self.dropout,
+                "fused_cross_entropy": self.fused_cross_entropy, "offload_activations": self.offload_activations}
 
     @model_validator(mode="after")
     def _one_batch(self):
@@ -141,8 +157,70 @@ class TrainSpec(_Strict):
 
 
 class LengthDist(_Strict):
+    """Token lengths: ``mean`` alone (fixed), ``mean`` and ``p99`` (a lognormal through both), or
+    ``histogram``: a CSV file with columns ``tokens`` and ``weight`` (relative frequency), read
+    relative to the scenario file; the mean is then the histogram's."""
+
     mean: float = Field(gt=0)
     p99: Optional[float] = Field(default=None, gt=0)
+    histogram: Optional[str] = None
+
+    @model_validator(mode="after")
+    def _p99_above_mean(self):
+        if self.p99 is not None and self.p99 < self.mean:
+            raise ValueError(f"p99 {self.p99:g} is below the mean {self.mean:g}; a 99th percentile >= the mean")
+        return self
+
+
+class Arrivals(_Strict):
+    """How requests arrive (issue 16): ``poisson`` (exponential gaps) or ``bursty`` (gamma gaps
+    with coefficient of variation ``cv`` > 1; vLLM's benchmark 'burstiness' is 1 / cv^2)."""
+
+    process: Literal["poisson", "bursty"] = "poisson"
+    cv: float = Field(default=1.0, gt=0)
+
+    @model_validator(mode="after")
+    def _cv_matches(self):
+        if self.process == "poisson" and self.cv != 1.0:
+            raise ValueError(f"cv {self.cv:g} with process 'poisson' (cv 1); use process: bursty")
+        return self
+
+
+class EngineSpec(_Strict):
+    """The serving engine (catalog/serving_engines.csv) and its scheduler knobs; None = the
+    engine's default on the GPU."""
+
+    name: Literal["vllm", "sglang", "trtllm"] = "vllm"
+    max_num_batched_tokens: Optional[int] = Field(default=None, ge=1)
+    max_num_seqs: Optional[int] = Field(default=None, ge=1)
+
+
+class Speculative(_Strict):
+    """Speculative decoding: the draft model (a preset), tokens proposed per pass, and the
+    per-token acceptance rate measured for this model pair on this traffic."""
+
+    draft: str
+    k: int = Field(default=4, ge=1, le=16)
+    acceptance: float = Field(ge=0, lt=1)
+
+
+class PrefixCache(_Strict):
+    """Prefix caching: the share of requests that start with a cached shared prefix of
+    ``prefix_tokens`` tokens (system prompt, few-shot examples, RAG template)."""
+
+    hit_rate: float = Field(ge=0, le=1)
+    prefix_tokens: int = Field(ge=0)
+
+
+class Disaggregation(_Strict):
+    """Whether fleets may split prefill and decode into separate pools (DistServe, Dynamo,
+    llm-d), with which GPU types and TP degrees for each pool (None: the search's own)."""
+
+    allow: bool = True
+    prefill_gpus: Optional[list[str]] = None
+    decode_gpus: Optional[list[str]] = None
+    prefill_tp: Optional[list[int]] = None
+    decode_tp: Optional[list[int]] = None
 
 
 class SLO(_Strict):
@@ -172,6 +250,12 @@ class ServeSpec(_Strict):
     max_replica_types: Optional[int] = Field(default=3, ge=1)
     quality: Optional[Quality] = None
     horizon_days: float = Field(default=365.0, gt=0)
+    # issue 16: load as it arrives, the engine, and the serving options
+    arrivals: Arrivals = Arrivals()
+    engine: EngineSpec = EngineSpec()
+    speculative: Optional[Speculative] = None
+    prefix_cache: Optional[PrefixCache] = None
+    disaggregation: Optional[Disaggregation] = None
 
     @field_validator("redundancy")
     @classmethod
@@ -190,6 +274,9 @@ class Constraints(_Strict):
     gpus: Optional[list[str]] = None            # default: every catalog GPU of the deployment class
     available: dict[str, int] = Field(default_factory=dict)
     memory_headroom: float = Field(default=0.10, ge=0, lt=1)
+    # deadline and budget hold at this quantile of the throughput the layout really reaches
+    # (formulas/intervals.py; 0.9: met even if the cluster is as slow as the 90th-percentile miss)
+    confidence: Optional[float] = Field(default=None, ge=0.5, lt=1)
     deployment: Literal["cloud", "on_premise", "edge"] = "cloud"
     max_power_w_per_device: Optional[float] = Field(default=None, gt=0)   # GPUs whose tdp_w exceeds it are left out
 
@@ -337,7 +424,7 @@ class SearchSpace(_Strict):
 class SystemSpec(_Strict):
     """The rest of the data centre (issue 10): storage tier, node type, fabric, failures,
     checkpoints and TCO extras. Names refer to catalog/{storage_tiers,hosts,switches}.csv ids.
-    Every default is documented in optimizer/search/system.py."""
+    Every default is documented in optimizer/search/train/system.py."""
 
     storage_tier: str = "auto"                  # a tier id, or auto: the best durable tier per row
     storage_units: float = Field(default=1.0, gt=0)   # multiples of a fixed-bandwidth tier (appliances)
@@ -376,6 +463,7 @@ class Scenario(_Strict):
     system: SystemSpec = SystemSpec()
     objective: Objective = "cost"
     top_k: int = Field(default=10, ge=1, le=1000)
+    calibration: Optional[str] = None        # a profile from 'clusteropt calibrate' (path)
     base_dir: Optional[str] = Field(default=None, exclude=True)   # where relative paths resolve
 
     @model_validator(mode="after")
@@ -410,6 +498,18 @@ class Scenario(_Strict):
                 if cand.exists():
                     ref = str(cand)
         return _load_model_cached(ref) if isinstance(ref, str) else load_model(ref)
+
+    def calibration_profile(self):
+        """The calibration profile (``optimizer.calibration.Profile``) or None; a relative path
+        resolves against the scenario's folder."""
+        if self.calibration is None:
+            return None
+        from optimizer.calibration import load_profile
+
+        p = Path(self.calibration)
+        if not p.is_absolute() and self.base_dir and (Path(self.base_dir) / p).exists():
+            p = Path(self.base_dir) / p
+        return load_profile(p, field="calibration")
 
     def with_overrides(self, overrides: dict[str, Any]) -> "Scenario":
         """A new validated scenario with dotted-path fields replaced (the sweep's mechanism)."""

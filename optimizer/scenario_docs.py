@@ -44,10 +44,48 @@ DESCRIPTIONS: dict[str, dict[str, str]] = {
         "optimizer": "Optimizer whose state is kept per parameter (adam: 12 bytes of fp32 state per parameter).",
         "flash_attention": "Whether attention keeps no score matrix in memory (FlashAttention).",
         "interleave": "Virtual pipeline chunks per stage (interleaved 1F1B); 1 = plain 1F1B.",
+        "framework": "Training framework whose schedule and allocations the estimates assume: auto (Megatron for "
+                     "model-parallel layouts, FSDP2 otherwise), megatron, fsdp2 or deepspeed.",
+        "tp_comm_overlap": "Tensor-parallel communication overlapped with the GEMMs (Transformer Engine userbuffers).",
+        "overlap_grad_reduce": "Data-parallel gradient reduction overlapped with the backward pass.",
+        "grad_precision": "Precision of the gradients kept between backward and optimizer step: fp32 (Megatron's "
+                          "default main_grad) or bf16 (the ZeRO paper's 2 bytes).",
+        "fp8_params": "With fp8: parameters held in fp8 (fp8 parameter all-gather), no bf16 copy of the linear weights.",
+        "dropout": "Count dropout masks in the activations (models trained with dropout; Llama-style: none).",
+        "fused_cross_entropy": "Loss kernel: true = fused in-place cross entropy (2 bytes per logit); default the "
+                               "framework's own.",
+        "offload_activations": "Activations of all but two layers kept in host memory.",
     },
     "LengthDist": {
         "mean": "Mean length, tokens.",
         "p99": "99th-percentile length, tokens (memory and the longest request are sized by it; default: the mean).",
+        "histogram": "CSV file (columns tokens, weight) with the length distribution, relative to the scenario file; "
+                     "the simulation draws lengths from it instead of the lognormal through mean and p99.",
+    },
+    "Arrivals": {
+        "process": "How requests arrive: 'poisson' (exponential gaps) or 'bursty' (gamma gaps with coefficient of variation cv).",
+        "cv": "Coefficient of variation of the inter-arrival gaps (1 = Poisson; > 1 bursty).",
+    },
+    "EngineSpec": {
+        "name": "Serving engine whose scheduler and overheads are simulated: vllm, sglang or trtllm (catalog/serving_engines.csv).",
+        "max_num_batched_tokens": "Token budget of one engine pass (prompt chunks + decodes); null = the engine's default on the GPU.",
+        "max_num_seqs": "Most sequences running on one replica; null = the engine's default on the GPU.",
+    },
+    "Speculative": {
+        "draft": "Draft model preset proposing tokens (speculative decoding).",
+        "k": "Tokens the draft proposes per verify pass.",
+        "acceptance": "Per-token acceptance rate of the draft's proposals, [0, 1).",
+    },
+    "PrefixCache": {
+        "hit_rate": "Share of requests whose shared prefix is already cached, [0, 1].",
+        "prefix_tokens": "Length of the shared prefix, tokens.",
+    },
+    "Disaggregation": {
+        "allow": "Whether fleets may split prefill and decode into separate pools (solve prints the comparison).",
+        "prefill_gpus": "GPU types allowed for the prefill pool; null = constraints.gpus.",
+        "decode_gpus": "GPU types allowed for the decode pool; null = constraints.gpus.",
+        "prefill_tp": "TP degrees for prefill replicas; null = search.tp or 1, 2, 4, 8.",
+        "decode_tp": "TP degrees for decode replicas; null = search.tp or 1, 2, 4, 8.",
     },
     "SLO": {
         "ttft_p99_s": "Target 99th-percentile time to first token, seconds.",
@@ -66,6 +104,11 @@ DESCRIPTIONS: dict[str, dict[str, str]] = {
         "max_replica_types": "Most distinct replica options (GPU, TP, PP, formats, batch) in one fleet; null = no limit.",
         "quality": "Quality limit on lossy formats and compression; none given: lossy formats carry their loss unlimited.",
         "horizon_days": "Days over which one-off compression costs (calibration, distillation) are spread.",
+        "arrivals": "How requests arrive (issue 16): Poisson or bursty.",
+        "engine": "Serving engine and its scheduler knobs (issue 16).",
+        "speculative": "Speculative decoding: draft model, tokens per pass, acceptance rate; null = none.",
+        "prefix_cache": "Prefix caching: hit rate and shared prefix length; null = none.",
+        "disaggregation": "Prefill/decode disaggregation: allowed pools; null = aggregated replicas only.",
     },
     "Constraints": {
         "deadline_days": "Latest wall-clock finish of the training run, days (failures and restarts included).",
@@ -76,6 +119,8 @@ DESCRIPTIONS: dict[str, dict[str, str]] = {
         "gpus": "Accelerator ids (catalog) the search may use; default: every catalog GPU of the deployment class.",
         "available": "GPUs in stock per accelerator id: the job may use at most this many of that type.",
         "memory_headroom": "Fraction of each GPU's memory kept free (allocator fragmentation, buffers), [0, 1).",
+        "confidence": "Probability in [0.5, 1) with which the deadline and budget must hold: they are compared with "
+                      "the wall-clock days and cost at that quantile of the throughput interval.",
         "deployment": "Where the job runs: cloud, on_premise or edge (selects the catalog's device classes).",
         "max_power_w_per_device": "Leave out accelerators whose TDP exceeds this, watts.",
     },
@@ -157,6 +202,8 @@ DESCRIPTIONS: dict[str, dict[str, str]] = {
         "system": "Storage, nodes, fabric, failures, checkpoints and TCO extras of the data centre.",
         "objective": "What to minimise: cost, time, gpus (training); cost, cost_per_mtoken, gpus (serving); loss (co-design).",
         "top_k": "How many distinct configurations to rank (1-1000).",
+        "calibration": "Path of a profile written by 'clusteropt calibrate' (scale factors and interval from your "
+                       "own runs), relative to the scenario file.",
         "base_dir": "Folder relative paths in the scenario resolve against (set by the loader, not written by users).",
     },
 }

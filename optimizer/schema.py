@@ -20,7 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from optimizer.errors import ClusteroptError
 from optimizer.scenario import Scenario
 
-SCHEMA_VERSION = "1.1"          # 1.1 adds 'launch' (clusteropt export) and descriptions
+SCHEMA_VERSION = "1.2"          # 1.1 adds 'launch' (clusteropt export) and descriptions; 1.2 the 80% intervals
 
 Status = Literal["optimal", "feasible", "infeasible"]
 
@@ -75,6 +75,23 @@ class TrainingRow(Configuration):
     cost_usd: float = _d("cost of the run on wall-clock hours, USD")
     cost_per_mtoken_usd: float = _d("cost per million training tokens, USD")
     offer: str = _d("the offer it is priced on: 'provider instance_type', 'owned' or 'explicit'")
+    tokens_per_s_p10: Optional[float] = Field(
+        default=None, description="80% interval of tokens_per_s, low end: the model's figure x exp(log_ratio_p10) of "
+                                  "the layout's regime (catalog/step_time_intervals.csv) or of the calibration profile")
+    tokens_per_s_p90: Optional[float] = Field(default=None, description="80% interval of tokens_per_s, high end")
+    train_days_p10: Optional[float] = Field(default=None, description="80% interval of train_days (fast end)")
+    train_days_p90: Optional[float] = Field(default=None, description="80% interval of train_days (slow end: "
+                                                                      "as slow as tokens_per_s_p10)")
+    wall_clock_days_p10: Optional[float] = Field(default=None, description="80% interval of wall_clock_days")
+    wall_clock_days_p90: Optional[float] = Field(default=None, description="80% interval of wall_clock_days; what "
+                                                                           "constraints.confidence 0.9 holds to the deadline")
+    cost_usd_p10: Optional[float] = Field(default=None, description="80% interval of cost_usd (billed on wall-clock hours)")
+    cost_usd_p90: Optional[float] = Field(default=None, description="80% interval of cost_usd, high end")
+    interval_regime: Optional[str] = Field(
+        default=None, description="cp | moe | zero3_fsdp | fp8 | 3d_gt100b | small_lt10b | other: whose residuals "
+                                  "give the interval; 'calibrated' with a calibration profile")
+    framework: Optional[str] = Field(default=None, description="megatron | fsdp2 | deepspeed: the framework whose "
+                                                               "schedule and allocations the figures assume")
 
 
 class ReplicaGroup(_Open):

@@ -158,6 +158,9 @@ def test_reduction_is_exact_against_the_full_grid(objective, train, constraints,
     from optimizer.search.codesign.table import build_codesign_table, codesign_keys
 
     s = load_scenario(scen(constraints=constraints, **train))
+    # a coarse token grid (1.25x) keeps the brute-force table small: the reductions do not depend on
+    # the grid's spacing, and k=500 below must cover every token value of a rung
+    kw = {"token_step": 1.25, **kw}
     res = solve_codesign(s, objective=objective, top_k=5, **kw)
     gpus, _ = gpu_options(s, load_catalog())
     full = build_codesign_table(s, gpus, k=500, objective="full-grid", **kw).table

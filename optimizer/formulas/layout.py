@@ -52,3 +52,16 @@ class TrainLayout:
     @property
     def tokens_per_step(self) -> int:
         return self.global_batch * self.seq_len
+
+
+def sequence_parallel_rule(tp: int, sequence_parallel: bool) -> str | None:
+    """The one rule on sequence parallelism, shared by the search space, ``evaluate`` and
+    ``estimate``: SP shards the activations outside the tensor-parallel regions over the TP group
+    (Korthikanti et al. 2022, Sec. 4.2.2), so at tp = 1 there is nothing to shard and Megatron-LM
+    switches it off ('Disabling sequence parallelism because tensor model parallelism is disabled',
+    megatron/training/arguments.py). SP at tp = 1 is therefore the same layout as without it, not a
+    distinct configuration. Returns the broken rule's one-line message, or None."""
+    if sequence_parallel and tp == 1:
+        return ("sequence_parallel at tp=1 is the same layout as without it (no tensor-parallel group to "
+                "shard over; Megatron-LM turns it off); use sequence_parallel=false")
+    return None

@@ -34,7 +34,14 @@ Conventions (stated once, used everywhere):
   no parallelism sbh(34 + 5as/h); TP: sbh(10 + 24/t + 5as/(ht)); TP+SP: sbh(34/t + 5as/(ht));
   selective recompute drops the 5as/h term; full recompute keeps the layer input, 2sbh.
   Generalised in ``activation_bytes_per_layer`` (GQA/MLA widths, gated FFN, MoE top-k,
-  CP, flash attention).
+  CP, flash attention, fp8 GEMM inputs).
+* What the frameworks really allocate (``MEMORY_FIELDS``, validated on the published runs of
+  tests/data/training_runs_extra.csv by benchmarks/validate_memory.py): the framework
+  (``framework``: where the bf16 weights live under ZeRO-3, FSDP2's unsharded layer buffers
+  and root module, the loss's logits), the gradient precision (``grad_precision``), fp8
+  parameters (``fp8_params``), dropout masks (``dropout``), a fused cross-entropy kernel
+  (``fused_cross_entropy``), activation offload (``offload_activations``) and the caching
+  allocator's reserve (``ALLOCATOR_FRAGMENTATION``).
 """
 
 from __future__ import annotations
@@ -94,7 +101,7 @@ does not see. The context alone is ~0.7-0.8 GiB on recent CUDA versions
 (discuss.pytorch.org 'High gpu memory overhead', 'What is the reason for pytorch's GPU
 memory floor?': 723-800 MiB before any tensor); rounded up to 1 GiB for the libraries."""
 
-ALLOCATOR_FRAGMENTATION = 0.05
+ALLOCATOR_FRAGMENTATION = 0.10
 """PyTorch caching-allocator fragmentation: reserved minus allocated memory, taken as 5% of
 the allocated tensors (assumption; ``expandable_segments`` lowers it)."""
 
@@ -105,6 +112,50 @@ vocab-parallel cross entropy keeps for the backward (Korthikanti et al. 2022, Se
 
 RECOMPUTE_MODES = ("none", "selective", "full")
 ZERO_STAGES = (0, 1, 2, 3)
+GRAD_PRECISIONS = ("fp32", "bf16")
+MEMORY_FRAMEWORKS = ("megatron", "fsdp2", "deepspeed")
+
+GRAD_BYTES = {"fp32": BYTES_PER["fp32"], "bf16": BYTES_PER["bf16"]}
+"""Bytes per gradient element kept between backward and optimizer step. fp32: Megatron's
+``main_grad`` (``--accumulate-allreduce-grads-in-fp32``, its default for bf16), FSDP2's
+sharded gradients (the dtype of its fp32 sharded parameters), DeepSpeed's fp32 gradient
+partitions. bf16: the ZeRO paper's 2 bytes (Rajbhandari et al. 2020, Sec. 3: 'fp16
+gradients'), NeMo's distributed Adam with ``grad_sync_dtype: bf16`` (MLPerf GPT-3 configs)."""
+
+LOGIT_BYTES_BY_FRAMEWORK = {"megatron": 6.0, "fsdp2": 12.0, "deepspeed": 12.0}
+"""Bytes per logit element alive at the loss (its forward and the start of its backward).
+megatron: Korthikanti et al. 2022, Sec. 4.3 - the vocab-parallel cross entropy keeps fp32
+softmax (4sbv/t) beside the bf16 GEMM output (2) and computes the gradient in place: 6.
+fsdp2 / deepspeed (torchtitan, llm-foundry, Hugging Face models): ``F.cross_entropy`` on
+logits upcast with ``.float()`` keeps the fp32 log-softmax output (4); its backward holds the
+fp32 gradient of that output (4) and of its input (4) and casts the latter to the bf16
+logits' gradient (2), the fp32 one freed only after the cast: 12 at the peak (the bf16
+logits themselves are released before the backward, torchtitan ``train.py``: ``del pred``)."""
+
+FUSED_CE_LOGIT_BYTES = 2.0
+"""A fused, in-place cross-entropy kernel (flash-attn's ``CrossEntropyLoss(inplace_backward=
+True)``, Liger kernels, Megatron's ``--cross-entropy-loss-fusion``) keeps only the bf16 logits
+and writes the gradient into them (plus fp32 per-row statistics, < 0.1%)."""
+
+FSDP_PREFETCH_LAYERS = 1
+"""FSDP2 prefetches the next layer's all-gather while computing the current one (implicit
+forward prefetch and backward prefetch of one module, ``torch.distributed.fsdp.fully_shard``):
+two layers' unsharded parameters are alive, plus the current layer's unsharded gradients."""
+
+RECOMPUTE_WORKING_SET_FACTOR = 2.0
+"""Full recomputation: while one layer is back-propagated its recomputed activations and the
+gradients with respect to them (tensors of the same shapes, produced op by op and freed
+as the backward moves down the layer) are alive together; counted as two layers' worth of
+activations (Korthikanti et al. 2022 count only the stored inputs)."""
+
+SP_GATHERED_INPUTS = 2
+"""With sequence parallelism, the all-gathered inputs of a layer's attention and FFN GEMMs that
+its backward re-gathers (bf16, full sequence)."""
+
+OFFLOAD_RESIDENT_LAYERS = 2
+"""Activation offload (Megatron-Core/Transformer Engine ``cpu_offloading``, torchao/torchtitan
+activation offload): the layer being computed and the one whose activations are in transit
+stay on the GPU; the others live in host memory."""
 
 
 def _check_choice(field: str, value, allowed) -> None:
@@ -171,7 +222,8 @@ def activation_bytes_per_layer(seq_len, micro_batch, hidden, heads, tp=1, *,
                                q_width=None, kv_width=None, v_width=None,
                                kv_heads=None, ffn_size=None, gated_ffn: bool = False,
                                dropout: bool = True, latent_width=0,
-                               moe_top_k=0, expert_ffn_size=0, num_experts=0, shared_ffn_size=0):
+                               moe_top_k=0, expert_ffn_size=0, num_experts=0, shared_ffn_size=0,
+                               gemm_input_bytes: float = 2.0):
     """Activation bytes one transformer layer keeps for the backward pass, per micro-batch,
     on one GPU.
 
@@ -209,6 +261,11 @@ def activation_bytes_per_layer(seq_len, micro_batch, hidden, heads, tp=1, *,
     * MLA (DeepSeek-V2): pass q/k width heads*(nope+rope), v width heads*v_head and the
       compressed latents (q and kv LoRA ranks) as ``latent_width`` (replicated).
 
+    fp8 GEMMs (``gemm_input_bytes=1``): Transformer Engine's and torchao's fp8 linear layers
+    save the fp8-cast input of each GEMM for the backward instead of the bf16 one (the QKV
+    and FFN inputs, the down-projection input, the routed experts' inputs); flash attention
+    still keeps its bf16 output O beside the output projection's fp8 copy.
+
     Context parallelism splits the sequence: s -> s/cp for every term (the scores become
     (s/cp) x s per rank without flash). ``recompute='full'`` returns the stored layer
     input only; the working set of the one layer recomputed during the backward is added
@@ -242,23 +299,55 @@ def activation_bytes_per_layer(seq_len, micro_batch, hidden, heads, tp=1, *,
     if recompute == "full":
         return 2.0 * s * b * h / sp_div
 
-    replicated = s * b * h * (2 + 2 + 2 + 2 + 2 * mask)          # 10sbh with dropout
+    g = gemm_input_bytes
+    # two norm inputs (2 each), the QKV-GEMM and FFN-GEMM inputs (g each), two dropout masks
+    replicated = s * b * h * (2 + 2 + g + g + 2 * mask)            # 10sbh with dropout, bf16
     replicated = replicated + 2.0 * s * b * latent_width
-    attn = 2.0 * s * b * (qw + kw + vw + qw)                      # Q, K, V, out-proj input
+    # Q, K, V (bf16, the attention core's inputs) and the output projection's input: the same
+    # bf16 tensor O in bf16; with fp8 GEMMs its fp8 copy beside the O that flash attention keeps
+    out_proj = 2.0 if g >= 2 or not flash_attention else 2.0 + g
+    attn = s * b * (2.0 * (qw + kw + vw) + out_proj * qw)
+    # FFN: gated - gate and up outputs (bf16) and their product (the down-GEMM input, g);
+    # MLP - the activation's input (bf16) and output (the down-GEMM input, g)
+    per_f = (4.0 + g) if gated_ffn else (2.0 + g)
     if moe_top_k:
-        # routed experts are gated FFNs in every MoE family (formulas/params.py): 6sbf each
-        expert = moe_top_k * s * b * (2.0 * h + 6.0 * expert_ffn_size)
-        shared = s * b * (6.0 if gated_ffn else 4.0) * shared_ffn_size
+        # routed experts are gated FFNs in every MoE family (formulas/params.py): each of the
+        # k copies of the token (the expert GEMM's input, g) and its gated intermediate
+        expert = moe_top_k * s * b * (g * h + (4.0 + g) * expert_ffn_size)
+        shared = s * b * per_f * shared_ffn_size
         router = 4.0 * s * b * num_experts
         ffn = expert + shared
         replicated = replicated + router
     else:
-        ffn = s * b * (6.0 if gated_ffn else 4.0) * f
+        ffn = s * b * per_f * f
     # softmax output 2as^2b (+ dropout mask as^2b and dropout output 2as^2b with dropout)
     core = 4.0 * a * s * b if flash_attention else (5.0 if dropout else 2.0) * a * s * s_full * b
     if recompute == "selective" and not flash_attention:
         core = 0.0 * core
     return replicated / sp_div + (attn + ffn + core) / t
+
+
+def op_sac_bytes_per_layer(spec, seq_len, micro_batch, tp=1, cp=1, *, sequence_parallel: bool = False):
+    """Activation bytes one dense layer keeps under torchtitan's selective *op-level*
+    activation checkpointing (what FSDP2 users run as ``selective``): the checkpointed layer
+    input plus the outputs of the ops in its save list - every other matmul in forward order
+    (the 1st, 3rd, ... ``aten.mm``) and the flash-attention output with its fp32 log-sum-exp;
+    everything else is recomputed (torchtitan ``parallelize_llama._save_list`` and
+    ``_custom_policy``, commit 9dec370). A Llama layer runs its matmuls as q, k, v, o,
+    gate (w1), up (w3), down (w2): it keeps q, v, gate and down; a GPT MLP layer (q, k, v, o,
+    up, down) keeps q, v and up. bf16 tensors; column-parallel outputs split by TP, the
+    layer input and the down-projection output by TP only with sequence parallelism.
+    Units: bytes."""
+    s = seq_len / cp
+    b = micro_batch
+    h = spec.hidden_size
+    w = attention_widths(spec)
+    qw, vw = w["q_width"], w["v_width"]
+    sp = _pick(sequence_parallel, tp, 1)
+    kept_cols = qw + vw + qw + spec.ffn_size                    # q, v, attention output, gate/up
+    kept_rows = h + (h if spec.ffn_kind == "gated" else 0)      # layer input, down output
+    lse = 4.0 * spec.num_heads * s * b / tp
+    return 2.0 * s * b * (kept_cols / tp + kept_rows / sp) + lse
 
 
 def attention_core_bytes_per_layer(seq_len, micro_batch, heads, tp=1, *, cp=1,
@@ -424,15 +513,16 @@ def attention_widths(spec) -> dict:
 
 
 def layer_activation_bytes(spec, seq_len, micro_batch, tp, cp, *, sequence_parallel: bool,
-                           recompute: str, flash_attention: bool, moe: bool):
+                           recompute: str, flash_attention: bool, moe: bool, dropout: bool = True,
+                           gemm_input_bytes: float = 2.0):
     """``activation_bytes_per_layer`` for a dense or a MoE layer of ``spec`` (its attention
-    widths, FFN kind and size, experts). Korthikanti's dropout masks are kept (sbh each,
-    two per layer): for models trained without dropout (Llama-style) this overstates the
-    layer by 2sbh, a few percent, on the safe side for a fits-in-memory decision."""
+    widths, FFN kind and size, experts). ``dropout``: Korthikanti's two dropout masks (sbh
+    each) - kept by default here (the time model's convention); the memory model passes the
+    scenario's ``dropout`` (modern pre-training - Llama, MLPerf GPT-3 - uses none)."""
     kw = dict(attention_widths(spec))
     kw.update(sequence_parallel=sequence_parallel, recompute=recompute,
               flash_attention=flash_attention, cp=cp, gated_ffn=spec.ffn_kind == "gated",
-              ffn_size=spec.ffn_size)
+              ffn_size=spec.ffn_size, dropout=dropout, gemm_input_bytes=gemm_input_bytes)
     if moe and spec.moe is not None:
         m = spec.moe
         kw.update(moe_top_k=m.experts_per_token, expert_ffn_size=m.expert_ffn_size,
@@ -441,10 +531,35 @@ def layer_activation_bytes(spec, seq_len, micro_batch, tp, cp, *, sequence_paral
                                       tp, **kw)
 
 
+MEMORY_FIELDS = ("grad_precision", "fp8_params", "dropout", "fused_cross_entropy", "offload_activations")
+"""Memory options of a training layout beyond ``TrainLayout`` (``training.estimate_training``
+accepts them as keywords, the scenario's ``train`` block and ``estimate`` as options):
+``grad_precision`` - 'fp32' (default) or 'bf16' gradients (``GRAD_BYTES``); ``fp8_params`` -
+with fp8, parameters held in fp8 (NeMo/Megatron ``--fp8-param-gather``, MLPerf's FP8_PARAMS;
+FSDP2's fp8 all-gather): no bf16 copy of the linear weights; ``dropout`` - dropout masks kept
+(default False: Llama-style pre-training has none); ``fused_cross_entropy`` - None (the
+framework's loss, ``LOGIT_BYTES_BY_FRAMEWORK``) or True/False; ``offload_activations`` -
+activations of all but ``OFFLOAD_RESIDENT_LAYERS`` layers in host memory."""
+MEMORY_DEFAULTS = {"grad_precision": "fp32", "fp8_params": False, "dropout": False,
+                   "fused_cross_entropy": None, "offload_activations": False}
+
+
+def check_memory_options(opts: dict) -> dict:
+    """``MEMORY_DEFAULTS`` updated with ``opts``, each value checked (ClusteroptError)."""
+    out = dict(MEMORY_DEFAULTS)
+    out.update({k: v for k, v in opts.items() if k in MEMORY_FIELDS})
+    _check_choice("grad_precision", out["grad_precision"], GRAD_PRECISIONS)
+    for k in ("fp8_params", "dropout", "offload_activations"):
+        out[k] = bool(out[k])
+    if out["fused_cross_entropy"] is not None:
+        out["fused_cross_entropy"] = bool(out["fused_cross_entropy"])
+    return out
+
+
 def stage_memory_arrays(spec, *, seq_len, micro_batch, tp, pp: int, dp, cp, ep, interleave,
                         micro_batches, zero: int, recompute: str, sequence_parallel: bool,
                         precision: str, optimizer: str, offload_optimizer: bool,
-                        flash_attention: bool) -> dict:
+                        flash_attention: bool, framework="megatron", **memory_options) -> dict:
     """Memory parts of every stage for layouts sharing one ``pp`` (numeric arguments are
     arrays of shape (n,) or scalars; ``pp`` is one int). Returns a dict of arrays of shape
     (n, pp) for each part of ``MEMORY_PARTS`` plus 'total'. See the module docstring and
@@ -454,43 +569,103 @@ def stage_memory_arrays(spec, *, seq_len, micro_batch, tp, pp: int, dp, cp, ep, 
         seq_len=seq_len, micro_batch=micro_batch, tp=tp, dp=dp, cp=cp, ep=ep, interleave=interleave,
         micro_batches=micro_batches, zero=zero, recompute=recompute,
         sequence_parallel=sequence_parallel, precision=precision, optimizer=optimizer,
-        offload_optimizer=offload_optimizer, flash_attention=flash_attention)
+        offload_optimizer=offload_optimizer, flash_attention=flash_attention, framework=framework,
+        **memory_options)
+
+
+def _is(framework, name: str):
+    """``framework == name`` for one framework (bool) or one per layout (bool array)."""
+    return (np.asarray(framework) == name) if np.ndim(framework) else framework == name
+
+
+def root_params(spec, pp: int, has_embedding, has_head):
+    """Parameters of FSDP2's root module on a stage: the token embedding (stage 0) and the LM
+    head (last stage; a copy of the tied embedding when pp > 1). Units: parameters."""
+    pc = param_counts(spec)
+    head = pc.lm_head if pc.lm_head else (pc.embedding if spec.lm_head else 0)
+    return has_embedding * (pc.embedding + pc.projection) + has_head * head * (1.0 if pc.lm_head or spec.lm_head else 0.0)
 
 
 def stage_memory_parts(spec, st, stage, pp, *, seq_len, micro_batch, tp, dp, cp, ep, interleave,
                        micro_batches, zero: int, recompute: str, sequence_parallel: bool,
                        precision: str, optimizer: str, offload_optimizer: bool,
-                       flash_attention: bool) -> dict:
+                       flash_attention: bool, framework="megatron", grad_precision: str = "fp32",
+                       fp8_params: bool = False, dropout: bool = True, fused_cross_entropy=None,
+                       offload_activations: bool = False) -> dict:
     """``stage_memory_arrays`` for a chosen set of stages: ``st`` holds the per-stage fields of
     ``StageStructure`` as arrays broadcastable to (n, k) (k stages per row, e.g. one
     representative per distinct stage of several pipeline degrees), ``stage`` their 0-based
     stage indices and ``pp`` the pipeline degree ((n, 1) array or one int). The same formulas,
-    element by element. Units: bytes."""
+    element by element. ``framework`` ('megatron', 'fsdp2', 'deepspeed'; one value or an (n, 1)
+    array) and the ``MEMORY_FIELDS`` options select what the framework allocates:
+
+    * weights: bf16 (2 B/param; sharded over DP x CP at ZeRO-3). FSDP2 keeps no bf16 copy at
+      ZeRO-3: its sharded parameters are the fp32 masters (inside the optimizer's K); with a
+      pipeline torchtitan does not reshard after the forward (``reshard_after_forward=False``
+      under PP), so the stage's bf16 weights are whole for the step, and its unsharded bf16
+      gradients accumulate over the micro-batches (reduce-scattered at the last one).
+      fp8 (Transformer Engine, Megatron/DeepSpeed): an fp8 copy and its transpose of every
+      linear weight (``FP8_WEIGHT_COPY_BYTES_PER_PARAM``); with ``fp8_params`` the bf16 copy of
+      those weights is not kept. FSDP2 + torchao casts per GEMM (no persistent copy).
+    * gradients: ``GRAD_BYTES[grad_precision]``, sharded at ZeRO >= 2.
+    * communication buffers: FSDP2 at ZeRO-3 - the unsharded parameters of the current and
+      the prefetched layer (bf16, or fp8 with ``fp8_params``: FSDP2's fp8 all-gather) and the
+      current layer's unsharded bf16 gradients, plus the root module (embedding, LM head)
+      unsharded through the step; DeepSpeed ZeRO-3 - two layers' parameters and one layer's
+      gradients; otherwise DDP-style buckets (Megatron's distributed optimizer reduces and
+      gathers in place in its contiguous buffers).
+    * logits: ``LOGIT_BYTES_BY_FRAMEWORK`` (or ``FUSED_CE_LOGIT_BYTES``) per element.
+    * reserve: CUDA context + ``ALLOCATOR_FRAGMENTATION`` of what the allocator holds.
+    Units: bytes."""
     col = lambda x: np.asarray(x, dtype=float).reshape(-1, 1)  # noqa: E731
     tp_, dp_, cp_, ep_ = col(tp), col(dp), col(cp), col(ep)
     s, b, v, m = col(seq_len), col(micro_batch), col(interleave), col(micro_batches)
+    pp_ = np.asarray(pp, dtype=float)
+    _check_choice("grad_precision", grad_precision, GRAD_PRECISIONS)
+    fsdp2 = _is(framework, "fsdp2")
+    z3 = zero >= 3
+    fp8 = precision == "fp8"
 
     # model states
     dense_params = st.tp_params / tp_ + st.replicated_params
     expert_params = st.expert_params / (ep_ * tp_)
     k = optimizer_bytes_per_param(optimizer)
-    wd, gd, od = zero_model_state_bytes(dense_params, zero, dp_ * cp_, optimizer_bytes=k,
+    gb = GRAD_BYTES[grad_precision]
+    wd, gd, od = zero_model_state_bytes(dense_params, zero, dp_ * cp_, optimizer_bytes=k, grad_bytes=gb,
                                         offload_optimizer=offload_optimizer)
-    we, ge, oe = zero_model_state_bytes(expert_params, zero, dp_ * cp_ / ep_, optimizer_bytes=k,
+    we, ge, oe = zero_model_state_bytes(expert_params, zero, dp_ * cp_ / ep_, optimizer_bytes=k, grad_bytes=gb,
                                         offload_optimizer=offload_optimizer)
-    weights = wd + we
-    if precision == "fp8":
-        lin = (st.linear_params - st.expert_params) / tp_ + st.expert_params / (ep_ * tp_)
-        weights = weights + FP8_WEIGHT_COPY_BYTES_PER_PARAM * lin / _pick(zero >= 3, dp_ * cp_, 1.0)
+    stage_params = dense_params + expert_params
+    lin = (st.linear_params - st.expert_params) / tp_ + st.expert_params / (ep_ * tp_)
+    weights_generic = wd + we
+    if fp8:
+        te = FP8_WEIGHT_COPY_BYTES_PER_PARAM * lin / _pick(z3, dp_ * cp_, 1.0)
+        if fp8_params:
+            te = te - WEIGHT_BYTES_PER_PARAM * lin / _pick(z3, dp_ * cp_, 1.0)
+        weights_generic = weights_generic + te
+    # FSDP2 at ZeRO-3: no bf16 copy, except whole under a pipeline (no reshard after forward)
+    fsdp2_z3_w = WEIGHT_BYTES_PER_PARAM * stage_params * (pp_ > 1)
+    fsdp2_z3 = np.logical_and(fsdp2, z3)
+    weights = _pick(fsdp2_z3 if np.ndim(fsdp2_z3) else bool(fsdp2_z3), fsdp2_z3_w, weights_generic)
     grads = gd + ge
     opt = od + oe
 
     # activations
-    flags = dict(sequence_parallel=sequence_parallel, flash_attention=flash_attention)
+    g_in = 1.0 if fp8 else 2.0
+    flags = dict(sequence_parallel=sequence_parallel, flash_attention=flash_attention, dropout=dropout,
+                 gemm_input_bytes=g_in)
     a_dense = layer_activation_bytes(spec, s, b, tp_, cp_, recompute=recompute, moe=False, **flags)
     a_moe = layer_activation_bytes(spec, s, b, tp_, cp_, recompute=recompute, moe=True, **flags)
+    if recompute == "selective" and np.any(fsdp2):
+        # FSDP2's 'selective' is torchtitan's op-level checkpointing, not Megatron's
+        a_dense = _pick(fsdp2, op_sac_bytes_per_layer(spec, s, b, tp_, cp_, sequence_parallel=sequence_parallel),
+                        a_dense)
     held = pipeline_inflight_microbatches(pp, stage, m, v)
-    acts = (st.n_dense * a_dense + st.n_moe * a_moe) * held
+    if offload_activations:
+        resident = np.minimum(st.n_layers, OFFLOAD_RESIDENT_LAYERS) / np.maximum(st.n_layers, 1)
+        acts = (st.n_dense * a_dense + st.n_moe * a_moe) * resident * np.minimum(held, 1.0)
+    else:
+        acts = (st.n_dense * a_dense + st.n_moe * a_moe) * held
     # working set of the one layer being recomputed/back-propagated (full: the whole layer;
     # selective without flash: its attention scores), on stages that hold layers
     has_layers = (st.n_layers > 0).astype(float)
@@ -499,26 +674,49 @@ def stage_memory_parts(spec, st, stage, pp, *, seq_len, micro_batch, tp, dp, cp,
         w_moe = layer_activation_bytes(spec, s, b, tp_, cp_, recompute="none", moe=True, **flags)
         work_full = np.maximum(w_dense * (st.n_dense > 0), w_moe * (st.n_moe > 0))
         if recompute == "full":
+            # the backward of the recomputed layer holds its activations and, beside them, the
+            # gradients of the same tensors (RECOMPUTE_WORKING_SET_FACTOR layers' worth)
             stored = np.maximum(a_dense * (st.n_dense > 0), a_moe * (st.n_moe > 0))
-            acts = acts + (work_full - stored) * has_layers
+            acts = acts + (RECOMPUTE_WORKING_SET_FACTOR * work_full - stored) * has_layers
         else:
             acts = acts + attention_core_bytes_per_layer(
                 s, b, spec.num_heads, tp_, cp=cp_, flash_attention=flash_attention) * has_layers
     sp_div = _pick(sequence_parallel, tp_, 1.0)
     h = spec.hidden_size
+    # sequence parallelism stores each GEMM input sharded and all-gathers it again in the
+    # backward (Korthikanti et al. 2022, Sec. 4.2.2): the layer being back-propagated holds the
+    # gathered inputs of its attention and FFN blocks (2sbh each, the part beyond its shard)
+    gathered = SP_GATHERED_INPUTS * 2.0 * (s / cp_) * b * h * (1.0 - 1.0 / sp_div)
+    acts = acts + gathered * has_layers
     # Korthikanti Sec. 4.3: embedding dropout mask (sbh, first stage, pp micro-batches) and
     # the final norm + output-GEMM inputs (2sbh + 2sbh, last stage, one micro-batch)
-    acts = acts + st.has_embedding * (s / cp_) * b * h / sp_div * held
+    if dropout:
+        acts = acts + st.has_embedding * (s / cp_) * b * h / sp_div * held
     acts = acts + st.has_head * 4.0 * (s / cp_) * b * h / sp_div
-    logits = st.has_head * logits_bytes(s, b, spec.vocab_size, tp_, cp_)
+    if fused_cross_entropy:
+        logit_b = FUSED_CE_LOGIT_BYTES
+    elif np.ndim(framework):
+        logit_b = np.vectorize(lambda f: LOGIT_BYTES_BY_FRAMEWORK.get(f, 6.0), otypes=[float])(framework)
+    else:
+        logit_b = LOGIT_BYTES_BY_FRAMEWORK.get(framework, 6.0)
+    logits = st.has_head * logit_b / LOGIT_BYTES_PER_ELEMENT * logits_bytes(s, b, spec.vocab_size, tp_, cp_)
 
     # communication buffers
     # ZeRO-3: only what is sharded gets gathered: dense weights over DP x CP, experts over DP x CP / EP
     layer_w = (st.max_layer_tp_params / tp_ * (dp_ * cp_ > 1)
                + st.max_layer_expert_params / (ep_ * tp_) * (dp_ * cp_ / ep_ > 1))
     comm_zero3 = layer_w * (ZERO3_LAYERS_GATHERED * WEIGHT_BYTES_PER_PARAM + GRAD_BYTES_PER_PARAM)
+    gather_b = 1.0 if (fp8 and fp8_params) else WEIGHT_BYTES_PER_PARAM
+    root = root_params(spec, pp, st.has_embedding, st.has_head) / tp_ * (dp_ * cp_ > 1)
+    fsdp2_layers = layer_w * ((1 + FSDP_PREFETCH_LAYERS) * gather_b + WEIGHT_BYTES_PER_PARAM)
+    # under a pipeline the unsharded gradients accumulate over the micro-batches in the reduce
+    # dtype (fp32, torchtitan's MixedPrecisionPolicy reduce_dtype) until the last one
+    comm_fsdp2 = np.where(pp_ > 1, GRAD_BYTES_PER_PARAM * stage_params,
+                          fsdp2_layers + WEIGHT_BYTES_PER_PARAM * root)
+    comm_zero3 = _pick(fsdp2, comm_fsdp2, comm_zero3)
     comm_buckets = np.full_like(tp_, float(DDP_BUCKETS_IN_FLIGHT * DDP_BUCKET_BYTES)) * (dp_ * cp_ > 1)
-    comm = np.broadcast_to(_pick(zero >= 3, comm_zero3, comm_buckets), weights.shape)
+    comm = np.broadcast_to(_pick(z3, comm_zero3, comm_buckets), np.broadcast_shapes(
+        np.shape(weights), np.shape(comm_zero3), np.shape(comm_buckets)))
 
     allocated = weights + grads + opt + acts + logits + comm
     reserve = CUDA_CONTEXT_BYTES + ALLOCATOR_FRAGMENTATION * allocated

@@ -25,7 +25,13 @@ Laws (``LAWS``)
                         (tests/test_scaling.py).
 ``besiroglu2024``       Besiroglu et al. 2024, 'Chinchilla Scaling: A replication attempt'
                         (arXiv:2404.10102), Table 1 refit: E=1.8172, A=482.01, B=2085.43,
-                        alpha=0.3478, beta=0.3658.
+                        alpha=0.3478, beta=0.3658. THE DEFAULT (scenario ``train.scaling_law``
+                        and ``clusteropt scaling --law``): the corrected refit of approach 3,
+                        since the printed hoffmann2022 constants are biased (above). Checked
+                        2026-12-07 against the paper (arXiv HTML v2: abstract and authors) and
+                        independent restatements of its Table 1 with standard errors (E 1.8172
+                        (0.03), A 482.01 (124.58), B 2085.43 (1293.23), alpha 0.3478 (0.02),
+                        beta 0.3658 (0.02)); E = 1.82 when rounded.
 ``kaplan2020``          Kaplan et al. 2020, 'Scaling Laws for Neural Language Models'
                         (arXiv:2001.08361): L(N, D) of Eq. (1.5)/(4.1) with Table 2 fits
                         and the compute-efficient frontier N = 1.3e9 * C_min^0.73 (C_min in

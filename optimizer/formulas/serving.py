@@ -111,12 +111,13 @@ def prompt_attention_flops(spec: ModelSpec, prompt_len):
     return per_key * ((spec.num_layers - n_win) * full + n_win * win)
 
 
-class _Replica:
+class Replica:
     """Per-GPU quantities of one (model, GPU, TP, PP, formats) replica and its pass-time model."""
 
     def __init__(self, spec: ModelSpec, hw: Hardware, *, tp, pp, weights, kv, group_size,
                  hbm_efficiency, compute_efficiency, link_efficiency, allreduce_latency_s, pass_overhead_s,
-                 kv_read_per_query_head=False, low_precision_compute_efficiency=None, sparse_2_4=False):
+                 kv_read_per_query_head=False, low_precision_compute_efficiency=None, sparse_2_4=False,
+                 seq_overhead_s=0.0):
         self.spec, self.hw, self.tp, self.pp, self.kv = spec, hw, tp, pp, kv
         # a decode kernel without GQA reuse loads each KV head once per query head it serves
         # (per GPU: num_heads/TP query heads over ceil(kv_heads/TP) KV heads)
@@ -142,6 +143,9 @@ class _Replica:
         self.eff_lin = low_precision_compute_efficiency if native else compute_efficiency
         self.eff = dict(hbm_efficiency=hbm_efficiency, compute_efficiency=compute_efficiency)
         self.overhead = pass_overhead_s
+        # host time per sequence in a pass (scheduling, input preparation, sampling,
+        # detokenisation in the engine loop): grows with the batch, not hidden by CUDA graphs
+        self.seq_overhead = seq_overhead_s
         # TP groups fill a scale-up domain first; a TP group larger than the domain, and stage
         # hand-offs once the replica spans domains, cross the scale-out network
         t = np.asarray(tp)
@@ -159,6 +163,13 @@ class _Replica:
         self.pp_link_latency = np.where(pp_inter, st.ALLREDUCE_LATENCY_INTER_NODE_S, allreduce_latency_s)
         self.link_eff = link_efficiency
         self.layers_per_stage = max(hi - lo for lo, hi in sm.pp_stage_layers(spec.num_layers, pp))
+        # without sliding-window layers the KV read and the decode attention FLOPs are linear in
+        # the context (block_size None: no paging round-up), so one token's figures scale exactly
+        self.linear_context = not any(sm.is_sliding_layer(spec, i) for i in range(spec.num_layers))
+        if self.linear_context:
+            self.kv_read_per_token = self.kv_read_factor * sm.kv_cache_bytes_per_seq(
+                spec, 1.0, kv=kv, tp=tp, pp=pp, block_size=None)
+            self.decode_attn_per_token = decode_attention_flops(spec, 1.0)
 
     def pass_time_s(self, prefill_tokens, prefill_attn_flops, prompts_done, decode_seqs, context_len):
         """One pass of one virtual engine (all of the replica when PP = 1): ``prefill_tokens``
@@ -173,11 +184,16 @@ class _Replica:
             frac = st.expected_experts_touched(spec.moe.num_experts, spec.moe.experts_per_token, tokens) \
                 / spec.moe.num_experts
             experts = experts * frac
-        kv_read = self.kv_read_factor * sm.kv_cache_bytes_per_seq(spec, context_len, kv=self.kv, tp=self.tp,
-                                                                  pp=pp, block_size=None)
+        if self.linear_context:
+            kv_read = self.kv_read_per_token * np.asarray(context_len, dtype=float)
+            decode_attn = self.decode_attn_per_token * np.asarray(context_len, dtype=float)
+        else:
+            kv_read = self.kv_read_factor * sm.kv_cache_bytes_per_seq(spec, context_len, kv=self.kv, tp=self.tp,
+                                                                      pp=pp, block_size=None)
+            decode_attn = decode_attention_flops(spec, context_len)
         bytes_read = self.dense_read + experts + decode_seqs * kv_read          # per GPU, one stage
         n_split = np.asarray(self.tp, dtype=float) * pp
-        attn = prefill_attn_flops + decode_seqs * decode_attention_flops(spec, context_len)
+        attn = prefill_attn_flops + decode_seqs * decode_attn
         matmul = tokens * self.body_flops / self.sparse_speedup + (prompts_done + decode_seqs) * self.head_flops
         compute_s = (matmul / n_split / (self.peak_lin * self.eff_lin)              # per GPU, one stage
                      + attn / n_split / (self.peak_attn * self.eff["compute_efficiency"]))
@@ -187,7 +203,8 @@ class _Replica:
             message, self.tp, self.link_bw, latency_s=self.link_latency, link_efficiency=self.link_eff)
         handoff_s = ((pp - 1) * (self.pp_link_latency + message / (self.pp_link_bw * self.link_eff))
                      if pp > 1 else 0.0)
-        return pp * (np.maximum(mem_s, compute_s) + comm_s) + handoff_s + self.overhead
+        host_s = self.overhead + self.seq_overhead * (np.asarray(decode_seqs, dtype=float) + prompts_done)
+        return pp * (np.maximum(mem_s, compute_s) + comm_s) + handoff_s + host_s
 
 
 def sparse_2_4_weight_bytes(w: sm.WeightBytes, weights: str = "bf16",
@@ -222,7 +239,7 @@ def estimate_serving(spec: ModelSpec, hw: Hardware, *, tp=1, pp: int = 1, weight
                      pass_overhead_s: float = st.PASS_OVERHEAD_S,
                      kv_read_per_query_head: bool = False,
                      runtime_memory_fraction: float = sm.RUNTIME_VISIBLE_FRACTION,
-                     sparse_2_4: bool = False) -> ServeEstimate:
+                     sparse_2_4: bool = False, seq_overhead_s: float = 0.0) -> ServeEstimate:
     """Memory, latency and throughput of one replica serving ``batch`` sequences in flight, each
     with ``prompt_len`` prompt and ``output_len`` output tokens.
 
@@ -247,6 +264,10 @@ def estimate_serving(spec: ModelSpec, hw: Hardware, *, tp=1, pp: int = 1, weight
     bytes held and read per pass); their matmuls run at twice the dense peak only where
     ``hw.sparse_2_4`` (sparse tensor cores, catalog column ``sparse_2_4``). Default False: dense.
 
+    ``seq_overhead_s``: host time per sequence per pass (scheduling, input preparation,
+    sampling) that the engine does not overlap with the GPU; 0 on the CUDA stack, 90 us on
+    ROCm vLLM (catalog/serving_vendors.csv, fitted on the MI300X rows).
+
     Numeric arguments (tp, batch, lengths) may be numpy arrays; the result then holds arrays.
     """
     sm.check_decoder(spec)
@@ -259,11 +280,12 @@ def estimate_serving(spec: ModelSpec, hw: Hardware, *, tp=1, pp: int = 1, weight
                     ("link_efficiency", link_efficiency)):
         if not 0 < v <= 1:
             raise ClusteroptError(name, f"{v!r} is outside (0, 1]", "a fraction")
-    rep = _Replica(spec, hw, tp=tp, pp=pp, weights=weights, kv=kv, group_size=group_size,
+    rep = Replica(spec, hw, tp=tp, pp=pp, weights=weights, kv=kv, group_size=group_size,
                    hbm_efficiency=hbm_efficiency, compute_efficiency=compute_efficiency,
                    link_efficiency=link_efficiency, allreduce_latency_s=allreduce_latency_s,
                    pass_overhead_s=pass_overhead_s, kv_read_per_query_head=kv_read_per_query_head,
-                   low_precision_compute_efficiency=low_precision_compute_efficiency, sparse_2_4=sparse_2_4)
+                   low_precision_compute_efficiency=low_precision_compute_efficiency, sparse_2_4=sparse_2_4,
+                   seq_overhead_s=seq_overhead_s)
     n_gpus = np.asarray(tp) * pp
 
     # ---- memory

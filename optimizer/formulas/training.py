@@ -36,23 +36,44 @@ from optimizer.formulas import comm as C
 from optimizer.formulas import memory as M
 from optimizer.formulas import time as T
 from optimizer.formulas.efficiency import CALIBRATED, EfficiencyConstants, gemm_efficiency
-from optimizer.formulas.layout import OPTIMIZERS, RECOMPUTE_MODES, TRAIN_PRECISIONS, TrainLayout
+from optimizer.formulas.layout import (OPTIMIZERS, RECOMPUTE_MODES, TRAIN_PRECISIONS, TrainLayout,
+                                       sequence_parallel_rule)
 from optimizer.units import SECONDS_PER_DAY, SECONDS_PER_HOUR, TERA
 
 NUMERIC_FIELDS = ("seq_len", "global_batch", "tp", "pp", "dp", "cp", "ep", "micro_batch", "interleave")
 CATEGORICAL_FIELDS = ("zero", "recompute", "sequence_parallel", "precision", "optimizer",
                       "offload_optimizer", "flash_attention")
-FRAMEWORK_FIELDS = ("overlap_grad_reduce", "tp_comm_overlap")
+FRAMEWORK_FIELDS = ("overlap_grad_reduce", "tp_comm_overlap", "framework")
 """Framework options beyond TrainLayout (accepted in ``categorical`` and as keywords):
 ``overlap_grad_reduce`` - bucketed DP gradient reduction overlapped with the backward
 (PyTorch DDP/FSDP default, Megatron ``--overlap-grad-reduce``; default True);
 ``tp_comm_overlap`` - TP all-gather/reduce-scatter overlapped with the adjacent GEMMs
 (Transformer Engine userbuffers, Megatron ``--tp-comm-overlap``; default False: TP
-communication exposed)."""
+communication exposed); ``framework`` - ``FRAMEWORKS``: which framework schedules the
+step (``resolve_framework``)."""
+
+FRAMEWORKS = ("auto", "megatron", "fsdp2", "deepspeed")
+"""Training frameworks the model knows. ``megatron`` (Megatron-LM/-Core, NeMo), ``fsdp2``
+(PyTorch FSDP2 / torchtitan / llm-foundry), ``deepspeed`` (ZeRO). ``auto``: what users run
+for the layout - Megatron when it uses model parallelism (TP, PP, CP or EP > 1), FSDP2
+otherwise. What each allocates: ``memory.stage_memory_parts``."""
+
+
+def resolve_framework(framework: str, *, tp, pp, cp, ep):
+    """The framework per layout: ``framework`` itself, or for ``auto`` 'megatron' where
+    TP x PP x CP x EP > 1 and 'fsdp2' elsewhere (numpy array of str when the degrees are
+    arrays)."""
+    if framework != "auto":
+        return np.full(np.shape(np.asarray(tp) * pp * cp * ep), framework, dtype=object) \
+            if np.ndim(np.asarray(tp) * pp * cp * ep) else framework
+    mp = np.asarray(tp) * pp * cp * ep > 1
+    return np.where(mp, "megatron", "fsdp2") if np.ndim(mp) else ("megatron" if mp else "fsdp2")
+
+
 CATEGORICAL_DEFAULTS = {"zero": 0, "recompute": "selective", "sequence_parallel": False,
                         "precision": "bf16", "optimizer": "adam", "offload_optimizer": False,
                         "flash_attention": True, "overlap_grad_reduce": True,
-                        "tp_comm_overlap": False}
+                        "tp_comm_overlap": False, "framework": "auto", **M.MEMORY_DEFAULTS}
 COMM_PARTS = ("tp", "ep", "cp", "dp", "pp")
 _PER_LAYOUT_CATEGORICAL = ("zero", "sequence_parallel")
 """Categorical fields ``estimate_training_batch`` also takes as one value per layout (arrays
@@ -118,11 +139,15 @@ BATCH_KEYS = (
 
 def _check_categorical(cat: dict) -> dict:
     out = dict(CATEGORICAL_DEFAULTS)
-    unknown = set(cat) - set(CATEGORICAL_FIELDS) - set(FRAMEWORK_FIELDS)
+    unknown = set(cat) - set(CATEGORICAL_FIELDS) - set(FRAMEWORK_FIELDS) - set(M.MEMORY_FIELDS)
     if unknown:
         raise ClusteroptError("layout", f"unknown field(s) {sorted(unknown)}",
-                              "allowed: " + ", ".join(CATEGORICAL_FIELDS + FRAMEWORK_FIELDS))
+                              "allowed: " + ", ".join(CATEGORICAL_FIELDS + FRAMEWORK_FIELDS + M.MEMORY_FIELDS))
     out.update(cat)
+    if out["framework"] not in FRAMEWORKS:
+        raise ClusteroptError("framework", f"unknown framework {out['framework']!r}",
+                              "allowed: " + ", ".join(FRAMEWORKS))
+    out.update(M.check_memory_options(out))
     for k in _PER_LAYOUT_CATEGORICAL:                # given per layout: numpy arrays
         if np.ndim(out[k]):
             out[k] = np.asarray(out[k]).reshape(-1)
@@ -140,7 +165,7 @@ def _check_categorical(cat: dict) -> dict:
         raise ClusteroptError("optimizer", f"unknown optimizer {out['optimizer']!r}",
                               "allowed: " + ", ".join(OPTIMIZERS))
     out["zero"] = out["zero"].astype(np.int64) if np.ndim(out["zero"]) else int(out["zero"])
-    for k in ("sequence_parallel", "offload_optimizer", "flash_attention", *FRAMEWORK_FIELDS):
+    for k in ("sequence_parallel", "offload_optimizer", "flash_attention", "overlap_grad_reduce", "tp_comm_overlap"):
         out[k] = out[k].astype(bool) if np.ndim(out[k]) else bool(out[k])
     return out
 
@@ -342,7 +367,9 @@ def _evaluate(spec, hw, num: dict, cat: dict, efficiency_scale: float,
             spec, st, stage, p, seq_len=s, micro_batch=b, tp=tp, dp=dp, cp=cp, ep=ep, interleave=v,
             micro_batches=m, zero=zero, recompute=recompute, sequence_parallel=sp,
             precision=precision, optimizer=cat["optimizer"],
-            offload_optimizer=cat["offload_optimizer"], flash_attention=flash)
+            offload_optimizer=cat["offload_optimizer"], flash_attention=flash,
+            framework=resolve_framework(cat["framework"], tp=tp, pp=np.reshape(p1, (-1, 1)), cp=cp, ep=ep),
+            **{k: cat[k] for k in M.MEMORY_FIELDS})
         worst = M.worst_stage(parts)
         worst["stage"] = np.broadcast_to(stage, parts["total"].shape)[np.arange(len(idx)), worst["stage"]]
         res = {"memory_per_gpu_bytes": worst["total"], "memory_stage": worst["stage"].astype(float),
@@ -351,10 +378,11 @@ def _evaluate(spec, hw, num: dict, cat: dict, efficiency_scale: float,
             res[f"memory_{part}_bytes"] = worst[part]
         for k, val in res.items():
             out[k][idx] = val
-        logits = parts["logits"]
+        # the loss's element-wise traffic (time), Korthikanti's 6 bytes per logit whatever the framework keeps
+        logits = np.broadcast_to(st.has_head * M.logits_bytes(s, b, spec.vocab_size, tp, cp), parts["total"].shape)
         if memory_cap_bytes is not None:
             # time and throughput only for the layouts that fit (memory_units <= cap, as
-            # search.tables.violation_flags compares them)
+            # search.train.table.violation_flags compares them)
             keep = np.ceil(worst["total"]).astype(np.int64) <= memory_cap_bytes
             if not keep.any():
                 continue
@@ -532,7 +560,8 @@ def estimate_training_batch(spec, hw, layout_arrays: dict, categorical: dict | N
 
 def estimate_training(spec, hw, layout: TrainLayout, *, efficiency_scale: float = 1.0,
                       overlap_grad_reduce: bool = True, tp_comm_overlap: bool = False,
-                      constants: EfficiencyConstants = CALIBRATED) -> TrainEstimate:
+                      constants: EfficiencyConstants = CALIBRATED, framework: str = "auto",
+                      **memory_options) -> TrainEstimate:
     """Memory, time and throughput of one layout (see the module docstring;
     ``FRAMEWORK_FIELDS`` for the two overlap options). ``efficiency_scale`` multiplies the
     achievable compute rate (GEMM efficiency and the non-GEMM memory rate; a sensitivity
@@ -540,7 +569,8 @@ def estimate_training(spec, hw, layout: TrainLayout, *, efficiency_scale: float 
     efficiency constants (benchmarks/calibrate_efficiency.py passes trial values)."""
     num = {k: getattr(layout, k) for k in NUMERIC_FIELDS}
     cat = {k: getattr(layout, k) for k in CATEGORICAL_FIELDS}
-    cat.update(overlap_grad_reduce=overlap_grad_reduce, tp_comm_overlap=tp_comm_overlap)
+    cat.update(overlap_grad_reduce=overlap_grad_reduce, tp_comm_overlap=tp_comm_overlap, framework=framework)
+    cat.update(memory_options)
     r = estimate_training_batch(spec, hw, num, cat, efficiency_scale=efficiency_scale,
                                 constants=constants)
     f = {k: float(v[0]) for k, v in r.items()}
@@ -590,7 +620,9 @@ def layout_violations(spec, hw, layout: TrainLayout, *, n_gpus: int | None = Non
     PP <= layers; interleaving needs PP > 1 and layers divisible by PP x v; the global batch
     divides into micro_batch x DP x accumulation; EP divides the routed experts and DP x CP
     (EP = 1 for dense models); CP > 1 splits the sequence into 2 x CP equal chunks
-    (ring attention's causal load balance). Search rule (prefixed ``'search rule: '``):
+    (ring attention's causal load balance); sequence parallelism needs tp > 1
+    (``layout.sequence_parallel_rule``, the rule the search space applies too). Search rule
+    (prefixed ``'search rule: '``):
     TP inside one NVLink domain (``hw.intra_node_domain``).
     """
     out: list[str] = []
@@ -623,6 +655,9 @@ def layout_violations(spec, hw, layout: TrainLayout, *, n_gpus: int | None = Non
         out.append(f"seq_len {layout.seq_len} is not divisible by 2 x cp = {2 * cp}")
     if layout.zero not in (0, 1, 2, 3):
         out.append(f"zero={layout.zero} is not a ZeRO stage (0-3)")
+    sp_rule = sequence_parallel_rule(tp, layout.sequence_parallel)
+    if sp_rule is not None:
+        out.append(sp_rule)
     if search_rules and tp > hw.intra_node_domain:
         out.append(f"{SEARCH_RULE_PREFIX}tp={tp} spans more than one NVLink domain "
                    f"({hw.intra_node_domain} GPUs on {hw.name})")

@@ -15,6 +15,7 @@ import pandas as pd
 
 from optimizer.catalog import Catalog, load_catalog
 from optimizer.errors import ClusteroptError
+from optimizer.portfolio_schema import Portfolio
 from optimizer.scenario import Scenario, load_scenario
 from optimizer.search import estimate as _estimate_mod
 from optimizer.search.core.result import SolveResult
@@ -33,6 +34,18 @@ def _catalog(catalog: Optional[Catalog]) -> Catalog:
     return catalog if catalog is not None else load_catalog()
 
 
+def disaggregation(scenario: ScenarioLike, *, catalog: Optional[Catalog] = None, time_limit_s: float = 10.0):
+    """A serving scenario's cheapest fleet of aggregated replicas and disaggregated prefill/decode
+    pools, each option's capacity simulated at the p99 SLOs (search/serve/disaggregation.py), with
+    the aggregated-only and disaggregated-only optima and why one wins."""
+    from optimizer.search.serve.disaggregation import plan_disaggregated
+
+    sc = load_scenario(scenario)
+    if sc.serve is None:
+        raise ClusteroptError("serve", "missing", "a serving scenario")
+    return plan_disaggregated(sc, _catalog(catalog), time_limit_s=time_limit_s)
+
+
 def solve(scenario: ScenarioLike, *, top_k: Optional[int] = None, objective: Optional[str] = None,
           time_limit_s: float = 30.0, catalog: Optional[Catalog] = None, efficiency_scale: float = 1.0) -> SolveResult:
     """Rank the K best distinct feasible configurations of a scenario (training layouts, serving
@@ -42,14 +55,24 @@ def solve(scenario: ScenarioLike, *, top_k: Optional[int] = None, objective: Opt
                                       catalog=_catalog(catalog), efficiency_scale=efficiency_scale)
 
 
-def evaluate(scenario: ScenarioLike, config: Mapping[str, Any], *, catalog: Optional[Catalog] = None,
-             efficiency_scale: float = 1.0):
-    """Every figure of one configuration of a scenario, its feasibility and the rules it breaks:
-    a 12-key training configuration, or for serving a fleet ``{'replicas': [...]}``."""
+def evaluate(scenario: ScenarioLike, config: Any, *, catalog: Optional[Catalog] = None,
+             efficiency_scale: float = 1.0) -> Any:
+    """Every figure of one configuration of a scenario, its feasibility and the rules it breaks.
+
+    Training: the 12 configuration keys (CONTRACTS.md) -> ``Evaluation`` (attributes and mapping).
+    Serving: a fleet, ``{'replicas': [{gpu, tp, pp, weights, kv, batch, count}, ...]}`` or that
+    list -> a dict with ``feasible``, ``violations`` and the fleet's figures. Co-design: the 12
+    keys plus ``model_params`` (a rung) and ``train_tokens`` -> ``Evaluation`` with
+    ``predicted_loss`` and ``lifetime_cost_usd``. A row of ``solve``'s configs works as it is for
+    training and co-design (other keys are ignored there). Bad input raises ClusteroptError."""
     sc = load_scenario(scenario)
     p = planner(sc.workload)
-    if p.evaluate is None:
-        raise ClusteroptError("evaluate", f"not available for {sc.workload} scenarios", "training and serving scenarios")
+    if p.workload == "train" and isinstance(config, Mapping):
+        from_row = {k: config[k] for k in CONFIG_KEYS if k in config}
+        config = from_row if "rank" in config else config
+    if p.workload != "serve" and not isinstance(config, Mapping):
+        raise ClusteroptError("config", f"a {type(config).__name__}, not a mapping",
+                              "a dict with the keys " + ", ".join(CONFIG_KEYS))
     return p.evaluate(sc, config, catalog=_catalog(catalog), efficiency_scale=efficiency_scale)
 
 
@@ -68,7 +91,12 @@ def sensitivity(result: Union[SolveResult, PlanResult], scenario: ScenarioLike, 
     planned portfolio (``result`` from ``plan``, ``scenario`` its portfolio)."""
     if isinstance(result, PlanResult):
         return portfolio_sensitivity(result, scenario, catalog=_catalog(catalog), **options)
+    if not isinstance(result, SolveResult):
+        raise ClusteroptError("result", f"a {type(result).__name__}", "the result of optimizer.solve or optimizer.plan")
     sc = load_scenario(scenario)
+    if result.workload != sc.workload:
+        raise ClusteroptError("result", f"solved a {result.workload} scenario, but {sc.name!r} is a {sc.workload} "
+                              "scenario", "the scenario the result was solved from")
     p = planner(sc.workload)
     if p.sensitivity is None:
         raise ClusteroptError("sensitivity", f"not available for {sc.workload} scenarios",
@@ -84,7 +112,7 @@ def sweep(scenario: ScenarioLike, vary: dict[str, Any], *, objective: Optional[s
                   progress=progress, catalog=_catalog(catalog))
 
 
-def plan(portfolio, *, top_k: Optional[int] = None, objective: Optional[str] = None, time_limit_s: float = 30.0,
+def plan(portfolio: Union[str, Path, dict, Portfolio], *, top_k: Optional[int] = None, objective: Optional[str] = None, time_limit_s: float = 30.0,
          catalog: Optional[Catalog] = None, **options: Any) -> PlanResult:
     """Plan one fleet for a portfolio of training and serving jobs (what to buy, rent, and when)."""
     result = _plan(portfolio, top_k=top_k, objective=objective, time_limit_s=time_limit_s,
@@ -94,7 +122,7 @@ def plan(portfolio, *, top_k: Optional[int] = None, objective: Optional[str] = N
 
 
 def scaling_plan(*, compute: Optional[float] = None, params: Optional[float] = None,
-                 law: str = "hoffmann2022") -> dict:
+                 law: str = "besiroglu2024") -> dict:
     """The compute-optimal parameters and tokens for a FLOP budget (or tokens for a size) by ``law``."""
     return _estimate_mod.scaling_plan(compute=compute, params=params, law=law)
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 
 from optimizer.formatting import plain
+from optimizer.catalog import engine_settings
 from optimizer.errors import ClusteroptError
 from optimizer.formulas import flops, scaling
 from optimizer.formulas.cost import rented_cost_usd
@@ -42,34 +43,50 @@ def flops_dict(spec, seq_len: int) -> dict:
     }
 
 
-def train_dict(spec, hw, layout, *, tokens=None, offer=None, pricing="on_demand") -> dict:
-    e = estimate_training(spec, hw, layout)
+def train_dict(spec, hw, layout, *, tokens=None, offer=None, pricing="on_demand", options=None,
+               profile=None) -> dict:
+    """The training figures of one layout. ``options``: framework and memory options
+    (``training.FRAMEWORK_FIELDS``, ``memory.MEMORY_FIELDS``); ``profile``: a calibration
+    profile (``optimizer.calibration``) that rescales the step time and the memory reserve."""
+    options = dict(options or {})
+    e = estimate_training(spec, hw, layout, **options)
     mem = plain(e.memory)
     stage = mem.pop("stage", None)          # which pipeline stage is the most loaded: not bytes
+    tokens_per_s = float(e.tokens_per_s)
+    ratio = 1.0                              # calibrated / modelled throughput
+    if profile is not None:
+        from optimizer.calibration import apply_to_estimate
+
+        ratio = apply_to_estimate(e, profile) / tokens_per_s
+        tokens_per_s *= ratio
+        mem["reserve"] = mem["reserve"] + profile.memory_reserve_bytes
+        mem["total"] = mem["total"] + profile.memory_reserve_bytes
     out = {
         "layout": {"tp": layout.tp, "pp": layout.pp, "dp": layout.dp, "cp": layout.cp, "ep": layout.ep,
                    "zero": layout.zero, "micro_batch": layout.micro_batch, "global_batch": layout.global_batch,
                    "grad_accum": layout.grad_accum, "n_gpus": layout.n_gpus, "recompute": layout.recompute,
                    "precision": layout.precision, "sequence_parallel": layout.sequence_parallel,
                    "interleave": layout.interleave},
+        "framework": _framework_name(options.get("framework", "auto"), layout),
         "memory_per_gpu_bytes": mem,
         "memory_stage": stage,
         "memory_capacity_bytes": hw.memory_bytes,
-        "fits": bool(e.memory.total <= hw.memory_bytes),
+        "fits": bool(mem["total"] <= hw.memory_bytes),
         "warnings": list(layout_violations(spec, hw, layout)),
-        "step_time_s": float(e.step_time_s),
+        "step_time_s": float(e.step_time_s) / ratio,
         "compute_time_s": float(e.compute_time_s),
         "exposed_comm_time_s": float(e.exposed_comm_time_s),
         "bubble_time_s": float(e.bubble_time_s),
-        "tokens_per_s": float(e.tokens_per_s),
-        "tokens_per_s_per_gpu": float(e.tokens_per_s) / layout.n_gpus,
-        "mfu": float(e.mfu),
-        "hfu": float(e.hfu),
-        "model_tflops_per_gpu": float(e.model_tflops_per_gpu),
-        "hardware_tflops_per_gpu": float(e.hardware_tflops_per_gpu),
+        "tokens_per_s": tokens_per_s,
+        "tokens_per_s_per_gpu": tokens_per_s / layout.n_gpus,
+        "mfu": float(e.mfu) * ratio,
+        "hfu": float(e.hfu) * ratio,
+        "model_tflops_per_gpu": float(e.model_tflops_per_gpu) * ratio,
+        "hardware_tflops_per_gpu": float(e.hardware_tflops_per_gpu) * ratio,
+        "calibrated": profile is not None,
     }
     if tokens is not None:
-        train_s = tokens / e.tokens_per_s
+        train_s = tokens / tokens_per_s
         hours = train_s / SECONDS_PER_HOUR
         out["train_days"] = train_s / SECONDS_PER_DAY
         out["gpu_hours"] = hours * layout.n_gpus
@@ -79,11 +96,44 @@ def train_dict(spec, hw, layout, *, tokens=None, offer=None, pricing="on_demand"
     return out
 
 
+def _framework_name(framework: str, layout) -> str:
+    from optimizer.formulas.training import resolve_framework
+
+    return str(resolve_framework(framework, tp=layout.tp, pp=layout.pp, cp=layout.cp, ep=layout.ep))
+
+
+def interval_for(spec, layout, profile=None):
+    """The throughput interval of a layout: the calibration profile's, else its regime's
+    (catalog/step_time_intervals.csv)."""
+    if profile is not None:
+        return profile.interval
+    from optimizer.formulas.intervals import load_intervals, regime_of
+    from optimizer.formulas.params import count_params
+
+    reg = regime_of(params_total=count_params(spec).total, tp=layout.tp, pp=layout.pp, cp=layout.cp,
+                    ep=layout.ep, zero=layout.zero, precision=layout.precision, moe=spec.moe is not None)
+    return load_intervals()[reg]
+
+
+def add_intervals(train: dict, spec, layout, profile=None) -> None:
+    """``<figure>_p10/_p90`` keys (CONTRACTS.md 'Estimates with a range') beside the figures."""
+    from optimizer.formulas.intervals import interval_keys
+
+    train.update(interval_keys(tokens_per_s=train["tokens_per_s"], interval=interval_for(spec, layout, profile),
+                               train_days=train.get("train_days"), wall_clock_days=train.get("wall_clock_days"),
+                               cost_usd=train.get("cost_usd")))
+
+
 def estimate(model_ref: str, *, catalog, seq_len=None, gpu=None, tp=1, pp=1, dp=1, cp=1, ep=1, zero=1,
              micro_batch=1, global_batch=None, recompute="selective", precision="bf16", sequence_parallel=False,
              interleave=1, inter_node_gbps=None, tokens=None, pricing="on_demand", serve=False,
              weights="bf16", kv="bf16", batch=1, prompt_len=1024, output_len=256,
-             gpu_memory_utilization=0.9) -> dict:
+             gpu_memory_utilization=0.9, request_rate=None, engine="vllm", arrival_cv=1.0,
+             prompt_p99=None, output_p99=None, max_num_batched_tokens=None, max_num_seqs=None,
+             n_requests=None, seed=0, spec_draft=None, spec_k=4, spec_acceptance=0.7,
+             prefix_hit_rate=0.0, prefix_tokens=0, gqa_shared_decode=None,
+             framework="auto", grad_precision="fp32", fp8_params=False,
+             dropout=False, fused_cross_entropy=None, offload_activations=False, calibration=None) -> dict:
 
     spec = load_model(model_ref)
     s = seq_len or spec.max_position_embeddings
@@ -97,12 +147,14 @@ def estimate(model_ref: str, *, catalog, seq_len=None, gpu=None, tp=1, pp=1, dp=
     if inter_node_gbps is not None:
         hw = hw.with_inter_node_bytes_per_s(inter_node_gbps * GIGABIT)
     if serve:
-        e = estimate_serving(spec, hw, tp=tp, pp=pp, weights=weights, kv=kv, batch=batch, prompt_len=prompt_len,
-                             output_len=output_len, gpu_memory_utilization=gpu_memory_utilization)
-        sv = plain(e)
-        sv["memory_per_gpu_bytes"] = sv.pop("memory_per_gpu")     # CONTRACTS.md key, parts sum to total
-        sv["gpu"] = gid
-        data["serve"] = sv
+        data["serve"] = serve_dict(spec, hw, catalog.accelerator(gid).vendor, gid, tp=tp, pp=pp, weights=weights,
+                                   kv=kv, batch=batch, prompt_len=prompt_len, output_len=output_len,
+                                   gpu_memory_utilization=gpu_memory_utilization, request_rate=request_rate,
+                                   engine=engine, arrival_cv=arrival_cv, prompt_p99=prompt_p99, output_p99=output_p99,
+                                   max_num_batched_tokens=max_num_batched_tokens, max_num_seqs=max_num_seqs,
+                                   n_requests=n_requests, seed=seed, spec_draft=spec_draft, spec_k=spec_k,
+                                   spec_acceptance=spec_acceptance, prefix_hit_rate=prefix_hit_rate,
+                                   prefix_tokens=prefix_tokens, gqa_shared_decode=gqa_shared_decode)
         return data
     _check_layout(spec, tp, pp, dp, cp, ep)
     gb = global_batch or micro_batch * dp
@@ -115,11 +167,81 @@ def estimate(model_ref: str, *, catalog, seq_len=None, gpu=None, tp=1, pp=1, dp=
                          micro_batch=micro_batch, recompute=recompute, sequence_parallel=sequence_parallel,
                          precision=precision, interleave=interleave)
     offer = catalog.cheapest_offer(gid, pricing) if tokens is not None else None
-    data["train"] = train_dict(spec, hw, layout, tokens=tokens, offer=offer, pricing=pricing)
+    profile = None
+    if calibration is not None:
+        from optimizer.calibration import load_profile
+
+        profile = load_profile(calibration, field="--calibration")
+    options = {"framework": framework, "grad_precision": grad_precision, "fp8_params": fp8_params,
+               "dropout": dropout, "fused_cross_entropy": fused_cross_entropy,
+               "offload_activations": offload_activations}
+    data["train"] = train_dict(spec, hw, layout, tokens=tokens, offer=offer, pricing=pricing, options=options,
+                               profile=profile)
     data["train"]["gpu"] = gid
     if tokens is not None:
         _add_system(data["train"], spec, gid, layout, tokens, offer, pricing, catalog)
+    add_intervals(data["train"], spec, layout, profile)
     return data
+
+
+def serve_dict(spec, hw, vendor: str, gid: str, *, tp, pp, weights, kv, batch, prompt_len, output_len,
+               gpu_memory_utilization, request_rate=None, engine="vllm", arrival_cv=1.0, prompt_p99=None,
+               output_p99=None, max_num_batched_tokens=None, max_num_seqs=None, n_requests=None, seed=0,
+               spec_draft=None, spec_k=4, spec_acceptance=0.7, prefix_hit_rate=0.0, prefix_tokens=0,
+               gqa_shared_decode=None) -> dict:
+    """``estimate --serve``: the fixed-concurrency figures (CONTRACTS.md 'Serving') and, with a
+    request rate, the simulated ones at that load (formulas/serving_load.py): ``ttft_s`` and
+    ``itl_s`` then become means over the simulated requests, beside their p50/p99 and
+    ``e2e_p99_s``; the simulation's other figures are under ``load``."""
+    import math
+
+    from optimizer.formulas import serving_sim as ss
+    from optimizer.formulas.serving_load import SpecDecode, simulate_serving
+
+    es = engine_settings(engine, vendor, hw.memory_bytes, max_num_batched_tokens=max_num_batched_tokens,
+                         max_num_seqs=max_num_seqs, gqa_shared_decode=gqa_shared_decode)
+    e = estimate_serving(spec, hw, tp=tp, pp=pp, weights=weights, kv=kv, batch=batch, prompt_len=prompt_len,
+                         output_len=output_len, gpu_memory_utilization=gpu_memory_utilization,
+                         kv_read_per_query_head=not es["gqa_shared_decode"], **es["efficiencies"])
+    sv = plain(e)
+    sv["memory_per_gpu_bytes"] = sv.pop("memory_per_gpu")     # CONTRACTS.md key, parts sum to total
+    sv["gpu"] = gid
+    sv["engine"] = es["engine"]
+    sv["software_stack"] = es["stack"]
+    if request_rate is None:
+        return sv
+    if not (request_rate > 0):
+        raise ClusteroptError("--request-rate", f"{request_rate!r}", "requests/s > 0 (inf for offline)")
+    for name, v, mean in (("--prompt-p99", prompt_p99, prompt_len), ("--output-p99", output_p99, output_len)):
+        if v is not None and v < mean:
+            raise ClusteroptError(name, f"{v:g} is below the mean {mean:g}", "a 99th percentile >= the mean length")
+    spec_dec = None
+    if spec_draft is not None:
+        spec_dec = SpecDecode(load_model(spec_draft), k=int(spec_k), acceptance=float(spec_acceptance))
+    n = n_requests or ss.DEFAULT_REQUESTS
+    le = simulate_serving(spec, hw, tp=tp, pp=pp, weights=weights, kv=kv,
+                          prompt=ss.LengthDist(float(prompt_len), prompt_p99),
+                          output=ss.LengthDist(float(output_len), output_p99), requests_per_s=float(request_rate),
+                          cv=float(arrival_cv), n_requests=int(n), seed=int(seed),
+                          max_num_batched_tokens=es["max_num_batched_tokens"], max_num_seqs=es["max_num_seqs"],
+                          policy=es["policy"], request_overhead_s=es["request_overhead_s"],
+                          step_overhead_s=es["step_overhead_s"], gqa_shared_decode=es["gqa_shared_decode"],
+                          gpu_memory_utilization=gpu_memory_utilization, efficiencies=es["efficiencies"],
+                          speculative=spec_dec, prefix_hit_rate=float(prefix_hit_rate), prefix_tokens=int(prefix_tokens))
+    r = le.sim
+    sv.update({"request_rate": float(request_rate) if math.isfinite(request_rate) else None,
+               "ttft_s": r.ttft_s, "ttft_p50_s": r.ttft_p50_s, "ttft_p99_s": r.ttft_p99_s,
+               "itl_s": r.itl_s, "itl_p50_s": r.itl_p50_s, "itl_p99_s": r.itl_p99_s, "tpot_s": r.tpot_s,
+               "e2e_s": r.e2e_s, "e2e_p99_s": r.e2e_p99_s})
+    sv["load"] = {"requests_simulated": r.n_requests, "seed": int(seed), "arrival_cv": float(arrival_cv),
+                  "policy": es["policy"], "max_num_batched_tokens": es["max_num_batched_tokens"],
+                  "max_num_seqs": es["max_num_seqs"], "request_overhead_s": es["request_overhead_s"],
+                  "requests_per_s": r.requests_per_s, "output_tokens_per_s": r.output_tokens_per_s,
+                  "mean_running_seqs": r.mean_running, "stable": r.stable, "decode_pass_s": r.decode_pass_s,
+                  "max_pass_s": r.max_pass_s, "kv_capacity_tokens": le.kv_capacity_tokens,
+                  "draft_weights_bytes": le.draft_weights_bytes,
+                  "speculative_tokens_per_pass": le.spec_tokens_per_pass}
+    return sv
 
 
 def _add_system(train: dict, spec, gid: str, layout, tokens: float, offer, pricing: str, catalog) -> None:
@@ -162,7 +284,7 @@ def _check_layout(spec, tp, pp, dp, cp, ep) -> None:
         raise ClusteroptError("--ep", f"{ep} does not divide dp x cp = {dp * cp}", "EP divides DP x CP")
 
 
-def scaling_plan(*, compute=None, params=None, law="hoffmann2022") -> dict:
+def scaling_plan(*, compute=None, params=None, law="besiroglu2024") -> dict:
     if (compute is None) == (params is None):
         raise ClusteroptError("--compute/--params", "give exactly one", "e.g. --compute 1e24 or --params 70e9")
     lw = scaling.law_by_name(law, field="--law")

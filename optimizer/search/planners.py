@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Optional
 
 from optimizer.errors import ClusteroptError
+from optimizer.search.codesign.evaluate import evaluate_codesign
 from optimizer.search.codesign.solve import solve_codesign
 from optimizer.search.serve.evaluate import evaluate_fleet
 from optimizer.search.serve.sensitivity import serving_sensitivity
@@ -55,7 +56,7 @@ def _evaluate_serving(scenario, config, *, catalog, efficiency_scale=1.0):
 PLANNERS: dict[str, Planner] = {
     "train": Planner("train", solve_training, evaluate_training, training_sensitivity, "layouts"),
     "serve": Planner("serve", _solve_serving, _evaluate_serving, serving_sensitivity, "fleets"),
-    "codesign": Planner("codesign", solve_codesign, None, None, "models"),
+    "codesign": Planner("codesign", solve_codesign, evaluate_codesign, None, "models"),
 }
 
 

@@ -7,7 +7,7 @@ each step along the first varied input (days saved per extra $1M), and, for infe
 points, the explanation instead of a gap.
 
 Points that differ only in limits, tokens or prices share one candidate table (the
-estimator figures do not depend on them: tables.reprice); points that change the table
+estimator figures do not depend on them: train.table.reprice); points that change the table
 (model, sequence length, batch, search space, GPU list) are solved in worker processes,
 one group of points per table. Every point gives what a single ``solve`` call gives; the
 tests check that point by point.
@@ -127,6 +127,8 @@ def _point_row(values: dict, result) -> dict:
     (training, co-design or serving fleet alike) and the explanation."""
     row = dict(values)
     row["status"] = result.status
+    if getattr(result, "scaling_law", None):          # co-design: the law behind predicted_loss
+        row["scaling_law"] = result.scaling_law
     lines = "; ".join(result.explanation.get("lines", []))
     if len(result.configs):
         best = result.configs.iloc[0].to_dict()

@@ -4,16 +4,16 @@ Notation (OR-Tools sample order: data, model, variables, constraints, objective,
 
     m in M              rungs of the family's ladder (model/families.ladder), N[m] parameters
     d in D[m]           training-token values of rung m (``token_grid``)
-    r in R[m]           training layouts of rung m (tables.build_table: the same estimator rows
+    r in R[m]           training layouts of rung m (train.table.build_table: the same estimator rows
                         as ``solve``), each with cost c[m,r] and wall-clock t[m,r] PER TOKEN
     x[m,d,r] in {0,1}   the chosen (rung, tokens, layout); sum x = 1
-    cost[m,d,r]         = tables.reprice at tokens d (cost and time are linear in d)
+    cost[m,d,r]         = train.table.reprice at tokens d (cost and time are linear in d)
     loss[m,d]           = E + A / N[m]^alpha + B / d^beta   (formulas/scaling.predicted_loss)
     serve[m]            lifetime serving cost of rung m: inference tokens x $/token of the
                         cheapest replica meeting the SLOs (``serving_usd_per_token``)
     life[m,d,r]         = cost[m,d,r] + serve[m]
 
-    a[memory], a[stock], a[max_gpus], a[min_gpus]   as in ``api.solve`` (per row)
+    a[memory], a[stock], a[max_gpus], a[min_gpus]   as in ``train.solve.solve_training`` (per row)
     a[budget]   => life . x <= budget      (training cost when there is no inference demand)
     a[deadline] => wall-clock . x <= deadline
     a[target_loss] => loss . x <= target_loss        (objective cost / time)
@@ -26,11 +26,11 @@ Reduction before CP-SAT (exact for the top K): per rung, rows that break a token
 rule (memory, stock, GPU counts) are dropped, and so are rows weakly dominated on (cost per
 token, time per token) by K others: with d fixed both scale by d, so such a row is beaten by K
 rows of the same rung and tokens in every objective. Then the rows are expanded over the token
-grid, and ``api.candidate_rows``' rule keeps those that can be in the top K. CP-SAT
+grid, and ``train.solve.candidate_rows``' rule keeps those that can be in the top K. CP-SAT
 (cpsat.solve_top_k) proves the ranking on what remains; every chosen row is re-evaluated by
-``api.evaluate_training`` and must agree.
+``train.evaluate.evaluate_training`` and must agree.
 
-Integer scales: loss in micro-nats (LOSS_UNITS_PER_NAT), money and time as tables.py,
+Integer scales: loss in micro-nats (LOSS_UNITS_PER_NAT), money and time as core/scales.py,
 FLOPs in units of 1e15 (FLOP_UNIT).
 """
 
@@ -67,7 +67,7 @@ def solve_codesign(scenario, *, top_k: int | None = None, objective: str | None 
     ``objective``: loss (least predicted loss within budget and deadline), cost / time (cheapest
     or fastest reaching ``train.target_loss``), or lifetime_flop (least 6ND + 2N D_inf reaching
     ``target_loss``: Sardana et al. 2024's objective, used to check that paper's example).
-    ``token_step``: spacing of the token grid (default: the ladder's step). ``compute_budget_flop``:
+    ``token_step``: spacing of the token grid (default: space.TOKEN_STEP, 0.2%). ``compute_budget_flop``:
     an extra limit 6 N D <= C (the approach-3 check). Columns: train.frame.LAYOUT_COLUMNS + EXTRA_COLUMNS; the
     result's ``scaling_law`` attribute and ``explanation['scaling_law']`` name the law.
     """
@@ -144,7 +144,7 @@ def loss_cost_front(table: Table) -> np.ndarray:
 
 
 def codesign_frame(data: CodesignData, rows, scenario, objective: str, ranked: bool = True) -> pd.DataFrame:
-    """api.frame's columns plus EXTRA_COLUMNS; ``objective`` holds the objective's own figure."""
+    """train.frame.layout_frame's columns plus EXTRA_COLUMNS; ``objective`` holds the objective's own figure."""
     table = data.table
     rows = np.asarray(rows, dtype=np.int64)
     c = table.cols

@@ -18,6 +18,10 @@ FLOP_UNIT = 1e15
 #: 1 to 5,000 spans under-trained runs up to Llama-3-8B's 15T tokens (1,875 per parameter).
 AUTO_TPP_MIN = 1.0
 AUTO_TPP_MAX = 5000.0
+#: Spacing of the training-token grid (ratio of neighbours): 0.2%, so the tokens are a fine
+#: decision and a budget or deadline binds to within 0.2% (issue 18: a 1.25x grid, the model
+#: ladder's step, stopped $5M runs at $4.15M). ``solve_codesign(token_step=...)`` overrides it.
+TOKEN_STEP = 1.002
 #: Serving defaults when train.inference.serve leaves them out: the issue's example workload.
 DEFAULT_PROMPT_TOKENS = 1500
 DEFAULT_OUTPUT_TOKENS = 300
@@ -48,10 +52,10 @@ def rungs_of(train) -> list:
     return ladder(fam, choice.min_params, choice.max_params, choice.step)
 
 
-def token_grid(train, n_params: float, step: float, extra=()) -> np.ndarray:
+def token_grid(train, n_params: float, step: float = TOKEN_STEP, extra=()) -> np.ndarray:
     """Training-token values tried for a rung of ``n_params``: the number given; ``{min, max}``
-    geometric ``step`` apart (both ends included); ``auto``: AUTO_TPP_MIN..AUTO_TPP_MAX tokens per
-    parameter. ``extra`` values inside the range are added (the exact tokens reaching target_loss).
+    geometric ``step`` apart (both ends included; default TOKEN_STEP); ``auto``:
+    AUTO_TPP_MIN..AUTO_TPP_MAX tokens per parameter. ``extra`` values inside the range are added (the exact tokens reaching target_loss).
     Units: tokens."""
     t = train.tokens
     if isinstance(t, (int, float)):

@@ -13,7 +13,7 @@ from optimizer.formulas.params import count_params
 from optimizer.model.spec import ModelSpec
 from optimizer.pricing import best_per_config
 from optimizer.scenario import Scenario
-from optimizer.search.codesign.space import (FLOP_UNIT, LOSS_UNITS_PER_NAT, ServingChoice, rungs_of,
+from optimizer.search.codesign.space import (FLOP_UNIT, LOSS_UNITS_PER_NAT, TOKEN_STEP, ServingChoice, rungs_of,
                                              serve_params, serving_usd_per_token, token_grid)
 from optimizer.search.core import cpsat
 from optimizer.search.core.scales import MONEY_UNITS_PER_USD
@@ -54,7 +54,7 @@ _TOKEN_SCALED = ("budget", "deadline")
 
 
 def _reprice(table: Table, scenario, spec) -> Table:
-    """tables.reprice at the scenario's tokens with the rung's spec (pricing that needs the model,
+    """train.table.reprice at the scenario's tokens with the rung's spec (pricing that needs the model,
     e.g. checkpoint sizes, must not call scenario.spec(): a co-design scenario has no one model)."""
     return reprice(table, scenario, spec=spec)
 
@@ -176,17 +176,21 @@ def _rung_parts(sub: Table, scenario, spec, m: int, n: float, grid: np.ndarray, 
             cache[i] = Table(t.gpus, c, _codesign_flags(c, t.violations, scenario, d_inf, compute_budget_flop))
         return cache[i]
 
-    def loss_ok(i: int) -> bool:
-        tl = scenario.train.target_loss
-        return tl is None or math.ceil(float(sc.predicted_loss(law, n, grid[i])) * LOSS_UNITS_PER_NAT) <= \
-            math.floor(tl * LOSS_UNITS_PER_NAT)
+    # target_loss over the whole (fine) grid at once: the same integer comparison as the CP-SAT
+    # limit, ceil(loss x units) <= floor(target x units)
+    tl = scenario.train.target_loss
+    if tl is None:
+        ok_loss = np.ones(len(grid), dtype=bool)
+    else:
+        ok_loss = np.ceil(np.asarray(sc.predicted_loss(law, n, grid), dtype=float) * LOSS_UNITS_PER_NAT) \
+            <= math.floor(tl * LOSS_UNITS_PER_NAT)
 
     def any_feasible(i: int) -> bool:
         return bool(block(i).feasible.any())
 
     if objective == "loss":
         # feasible set is an interval [lo, hi] of indices: loss_ok rises with d, the rest falls
-        first = next((i for i in range(len(grid)) if loss_ok(i)), None)
+        first = int(np.argmax(ok_loss)) if ok_loss.any() else None
         if first is None or not any_feasible(first):
             return [block(first if first is not None else len(grid) - 1)]
         lo, hi = first, len(grid) - 1            # lo feasible; find the largest feasible index
@@ -199,9 +203,8 @@ def _rung_parts(sub: Table, scenario, spec, m: int, n: float, grid: np.ndarray, 
         idx = range(max(first, lo - k + 1), lo + 1)
     else:
         idx, kept = [], 0
-        for i in range(len(grid)):
-            if not loss_ok(i):
-                continue
+        for i in np.nonzero(ok_loss)[0]:
+            i = int(i)
             idx.append(i)
             if not any_feasible(i):
                 break
@@ -232,7 +235,7 @@ def build_codesign_table(scenario, gpus, *, k: int, objective: str = "loss", eff
     train_flop, inference_cost_usd, lifetime_cost_usd, lifetime_flop and their integer views."""
     train = scenario.train
     law = sc.law_by_name(train.scaling_law, "train.scaling_law")
-    step = token_step or train.model.step
+    step = token_step or TOKEN_STEP
     specs = rungs_of(train)
     d_inf = train.inference.tokens if train.inference is not None else 0.0
     serve_args = serve_params(train)
@@ -279,7 +282,7 @@ def codesign_keys(table: Table, objective: str) -> list[np.ndarray]:
 
 
 def codesign_limits(table: Table, scenario, data_inference: bool, compute_budget_flop) -> list[cpsat.Limit]:
-    """api.solver_limits, with the budget on lifetime cost when there is inference demand, plus the
+    """train.solve.solver_limits, with the budget on lifetime cost when there is inference demand, plus the
     target loss and the optional FLOP budget."""
     out = [lim for lim in solver_limits(table, scenario) if not (data_inference and lim.family == "budget")]
     c = table.cols
@@ -295,7 +298,7 @@ def codesign_limits(table: Table, scenario, data_inference: bool, compute_budget
 
 
 def candidates(table: Table, keys: list[np.ndarray], k: int) -> np.ndarray:
-    """Feasible rows not worse on the primary key than the k-th best feasible row (api.candidate_rows).
+    """Feasible rows not worse on the primary key than the k-th best feasible row (train.solve.candidate_rows).
     A (model, tokens, layout) on several offers of its GPU counts once, on its best (issue 17)."""
     c = table.cols
     names: dict = {}

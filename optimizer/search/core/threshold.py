@@ -12,7 +12,7 @@ def find_threshold(best_at, base_key, name: str, direction: str, *, range_pct: f
 
     ``best_at(factor) -> (key, payload)``: the best answer's identity and what to report as
     ``new_best`` (a 12-key training configuration, or a serving fleet). Shared by training
-    (Perturber) and serving (serving_analysis) sensitivity.
+    (Perturber) and serving (serve.sensitivity) sensitivity.
     """
     sign = 1 if direction == "up" else -1
     step = range_pct / grid

@@ -316,7 +316,7 @@ def _server_usd_per_node(name: str, acc, given: Mapping[str, float], syscat) -> 
     ``fleet.buy.server_usd_per_node`` when given; 0 when the catalog purchase price includes
     the server; else the host row's ``server_usd_excl_gpus`` (catalog/hosts.csv), else the
     TCO parameter ``server_usd_excl_gpus_per_node`` (catalog/tco_parameters.csv, an assumption
-    there), as the owned-cluster TCO of search/system.py does.
+    there), as the owned-cluster TCO of search/train/system.py does.
     """
     if name in given:
         return float(given[name]), ""

@@ -104,7 +104,7 @@ def plan_sensitivity(portfolio, *, inputs: Optional[list[str]] = None, range_pct
                      tol_pct: float = 1.0, time_limit_s: float = 10.0, catalog: Catalog) -> list[dict]:
     """Switching thresholds of the plan's fleet: per input and direction, the smallest change
     within ``range_pct`` at which the optimal fleet (owned nodes per type, types rented)
-    changes, by re-planning (``search.sensitivity.find_threshold``: a grid, then bisection).
+    changes, by re-planning (``core.threshold.find_threshold``: a grid, then bisection).
     Same record shape as the training sensitivity (CONTRACTS.md 'Sensitivity'); ``new_best``
     is the new fleet."""
 

@@ -183,7 +183,7 @@ def verify(inst: Instance, sol: Solution) -> None:
 
 
 def verify_layouts(inst: Instance, sol: Solution) -> None:
-    """Re-evaluate_training each chosen training layout through ``api.evaluate_training`` (the scalar path): it must
+    """Re-evaluate each chosen training layout through ``evaluate_training`` (the scalar path): it must
     be feasible and take the duration the model used. Raise on any disagreement."""
 
     if not inst.sources:

@@ -8,11 +8,11 @@ made by pruning + distillation, ``prune_distill`` / ``distill``) in a weight for
 dense or 2:4-sparse linear layers. Its quality loss is the sum over its options of the published
 relative degradation for the model family (formulas/compression.option_quality, nearest model
 size; additive: an assumption, no published joint figures). A replica option whose variant loses
-more than ``serve.quality.max_loss_pct`` breaks the rule 'quality' (search/serving.py).
+more than ``serve.quality.max_loss_pct`` breaks the rule 'quality' (serve/table.py).
 
 One-off work is counted per *item*: an option applied to one model (GPTQ calibration of the 70B,
 2:4 recovery training of the 70B, distillation of a 35B student). A fleet pays each item it uses
-once, however many replica options share it (the fleet model's fixed charges, search/fleet.py).
+once, however many replica options share it (the fleet model's fixed charges, serve/fleet.py).
 Items are priced by ``compression.one_off_cost_usd``: calibration GPU-hours at $/GPU-hour, and
 recovery / distillation FLOPs (tokens x (6 N_student + 2 N_teacher)) at the achieved training
 FLOP/s per GPU that the training estimator (formulas/training.estimate_training) gives for the

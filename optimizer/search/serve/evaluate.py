@@ -56,7 +56,7 @@ def verify_solution(spec, scenario, table: ServingTable, records: list[dict]) ->
 
 def evaluate_fleet(scenario, replicas: list[dict], *, catalog=None, _table: ServingTable | None = None) -> dict:
     """Every figure of a GIVEN fleet, whether it is feasible and the rules it breaks: the serving
-    counterpart of ``api.evaluate``, computed directly (scalar estimator calls, float money,
+    counterpart of ``train.evaluate.evaluate_training``, computed directly (scalar estimator calls, float money,
     sorted capacities), not through the fleet model, so that ``solve_serving`` can check every
     fleet it returns against it.
 
@@ -180,7 +180,7 @@ def evaluate_fleet(scenario, replicas: list[dict], *, catalog=None, _table: Serv
 def _variant_of(plan: CompressionPlan, rep: dict, i: int, spec) -> Variant:
     """The plan's variant a given replica serves (by compression label, model, weights, KV).
     Without search.compression any (weights, KV) pair is a plain variant, carrying its formats'
-    quality loss (serving_compression.format_quality)."""
+    quality loss (compression.format_quality)."""
     label = str(rep.get("compression", "none"))
     model = str(rep.get("model", spec.name))
     v = plan.find(label, model, str(rep["weights"]), str(rep["kv"]))

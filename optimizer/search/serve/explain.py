@@ -9,7 +9,7 @@ families dropped:
   some option meets (fastest TTFT, lowest ITL among the options that fit) is the relaxation;
 - the quality limit (serve.quality.max_loss_pct, with or without search.compression: without it
   the formats of search.weights / search.kv carry their default options' published losses,
-  serving_compression.format_quality): the least limit for which a fleet meeting every other
+  compression.format_quality): the least limit for which a fleet meeting every other
   rule and limit exists (bisection over the options' losses); when it exceeds the scenario's, the
   quality limit binds and is named, with the formats' figures when no compression option is listed;
 - fleet limits (budget, stock, max_gpus, max_types): a set is a conflict when no fleet meets it

@@ -4,7 +4,7 @@ Notation (OR-Tools sample order: data, model, variables, constraints, objective,
 
     r in R               replica options (GPU type, TP, PP, weight/KV format, batch cap, and the
                          rental offer it runs on), each meeting the SLOs on its own
-                         (search/serving.py builds them)
+                         (serve/problem.py builds them)
     g in G               billing pools: one GPU type rented through one offer (instance size);
                          type(g) is the pool's GPU type, h in H the GPU types
     g(r), n[r]           option r's pool and GPUs per replica

@@ -1,9 +1,9 @@
 """The serving fleet planner (issue 6): replica options that meet the SLOs, then the cheapest
-fleet of them that carries the request rate (search/fleet.py), ranked, explained, with a
+fleet of them that carries the request rate (serve/fleet.py), ranked, explained, with a
 cost/latency Pareto front.
 
 serving_table(spec, scenario, gpus) -> ServingTable   one row per replica option, every figure
-solve_serving(scenario, ...)         -> api.SolveResult ranked fleets, pareto, explanation
+solve_serving(scenario, ...)         -> core.result.SolveResult ranked fleets, pareto, explanation
 
 How a replica option is checked (one row = GPU type, TP, PP, weight format, KV format, batch
 cap B; B is also the engine's ``max_num_seqs``, so the profile run is sized by it):
@@ -25,11 +25,11 @@ cap B; B is also the engine's ``max_num_seqs``, so the profile run is sized by i
 - Memory: the KV pool (vLLM sizing, ``gpu_memory_utilization`` = 1 - constraints.memory_headroom,
   0.9 by default as in vLLM) holds B sequences at the mean lengths, and at least one at the p99
   lengths. ``memory_per_gpu_bytes`` is the use at B mean-length sequences.
-- Quality (issue 9, whenever ``serve.quality`` is set): the row's variant (serving_compression.py:
+- Quality (issue 9, whenever ``serve.quality`` is set): the row's variant (serve/compression.py:
   the model, weight and KV formats, 2:4 sparsity) loses at most ``serve.quality.max_loss_pct`` of
   the published quality for the model family. Without ``search.compression`` the formats of
   search.weights / search.kv carry their default options' published losses (int4: the most
-  conservative int4 method for the family; serving_compression.FORMAT_OPTIONS). A rule of its
+  conservative int4 method for the family; compression.FORMAT_OPTIONS). A rule of its
   own ('quality'), so explanations name it.
 
 Compression (issue 9). With ``search.compression`` each row carries a *variant* (columns
@@ -37,7 +37,7 @@ Compression (issue 9). With ``search.compression`` each row carries a *variant* 
 smaller pruned/distilled family member, in the formats its options set; ``search.weights`` /
 ``search.kv`` then only filter the variants. Without it every row still carries the quality loss
 of its formats (label 'none', no one-off work). One-off work (calibration GPU-hours, recovery and
-distillation tokens, priced by serving_compression.py) is paid once per fleet per item, however
+distillation tokens, priced by serve/compression.py) is paid once per fleet per item, however
 many options share it, and amortised over ``serve.horizon_days``: a fleet's ``usd_per_hour`` (and
 so the cost objective, the budget and $/M tokens) INCLUDES ``one_off_usd_per_hour``;
 ``gpu_usd_per_hour`` is the instances alone, ``one_off_usd`` the undiscounted total. A fleet's
@@ -94,7 +94,7 @@ def solve_serving(scenario, *, top_k: int | None = None, objective: str | None =
                   pareto: bool = True, explain: bool = True):
     """The K cheapest minimal fleets meeting the serving scenario, proven by CP-SAT (fleet.py).
 
-    Returns ``optimizer.search.api.SolveResult`` with ``configs`` (one row per fleet, FLEET_COLUMNS),
+    Returns ``optimizer.search.core.result.SolveResult`` with ``configs`` (one row per fleet, FLEET_COLUMNS),
     ``pareto`` (cost vs worst p99 TTFT), ``explanation`` (binding limits, or why infeasible and
     what relaxation fixes it), ``stats`` and ``table`` (the ServingTable).
 

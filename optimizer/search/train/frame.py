@@ -8,7 +8,7 @@ from optimizer.search.core.frame import ranked_frame
 from optimizer.catalog import load_system_catalog
 from optimizer.pricing import offer_keys, scenario_mode
 from optimizer.search.train.system import system_breakdown
-from optimizer.search.train.table import OBJECTIVE_COLUMN_BY_NAME, Table
+from optimizer.search.train.table import INTERVAL_REGIMES, OBJECTIVE_COLUMN_BY_NAME, Table
 
 #: Column order of the configs DataFrame (and of the JSON configs), defined once.
 LAYOUT_COLUMNS = ("rank", "objective", "gpu", "n_gpus", "n_nodes", "tp", "pp", "dp", "cp", "ep", "zero",
@@ -16,16 +16,28 @@ LAYOUT_COLUMNS = ("rank", "objective", "gpu", "n_gpus", "n_nodes", "tp", "pp", "
            "sequence_parallel", "memory_per_gpu_bytes", "memory_capacity_bytes", "memory_headroom",
            "mfu", "hfu", "step_time_s", "tokens_per_s", "train_days", "wall_clock_days",
            "gpu_hours", "usd_per_gpu_hour", "cost_usd", "cost_per_mtoken_usd", "offer",
+           "tokens_per_s_p10", "tokens_per_s_p90", "train_days_p10", "train_days_p90", "wall_clock_days_p10",
+           "wall_clock_days_p90", "cost_usd_p10", "cost_usd_p90", "interval_regime", "framework",
            "provider", "instance_type", "region", "interconnect", "offer_max_gpus", "offer_as_of", "pricing_mode",
            "npv_usd", "payback_years", "roi_pct", "goodput", "expected_interruptions", "job_mtbi_s", "checkpoint_bytes", "checkpoint_write_s",
            "checkpoint_interval_s", "storage_tier", "system")
 
-#: Float columns copied from the table row as they are (system columns: tables.SYSTEM_COLUMNS).
+#: Float columns copied from the table row as they are (system columns: table.SYSTEM_COLUMNS).
 _FLOAT_COLUMNS = ("mfu", "hfu", "step_time_s", "tokens_per_s", "train_days", "wall_clock_days", "gpu_hours",
                   "usd_per_gpu_hour", "cost_usd", "cost_per_mtoken_usd", "goodput", "expected_interruptions",
-                  "job_mtbi_s", "checkpoint_bytes", "checkpoint_write_s", "checkpoint_interval_s")
+                  "job_mtbi_s", "checkpoint_bytes", "checkpoint_write_s", "checkpoint_interval_s",
+                  "tokens_per_s_p10", "tokens_per_s_p90", "train_days_p10", "train_days_p90", "wall_clock_days_p10",
+                  "wall_clock_days_p90", "cost_usd_p10", "cost_usd_p90")
 
 OBJECTIVE_COLUMN = OBJECTIVE_COLUMN_BY_NAME
+
+
+def _framework_of(scenario, rec: dict) -> str:
+    """The framework the row's figures assume (train.framework; auto resolved per layout)."""
+    from optimizer.formulas.training import resolve_framework
+
+    fw = scenario.train.framework if scenario.train is not None else "auto"
+    return str(resolve_framework(fw, tp=rec["tp"], pp=rec["pp"], cp=rec["cp"], ep=rec["ep"]))
 
 
 def _tier_name(i: int) -> str:
@@ -42,7 +54,7 @@ def _plain(x):
 
 def layout_frame(table: Table, rows, scenario, objective: str, ranked: bool = True, row_context=None) -> pd.DataFrame:
     """One row per configuration, fixed column order (LAYOUT_COLUMNS), raw numbers; ``system`` holds the
-    storage, hosts, fabric, TCO and reliability breakdown (search/system.py).
+    storage, hosts, fabric, TCO and reliability breakdown (train/system.py).
 
     ``row_context(r) -> (spec, scenario)``: the model and scenario of row r where they vary by
     row (co-design: each rung and token count); default the scenario's own."""
@@ -71,6 +83,8 @@ def layout_frame(table: Table, rows, scenario, objective: str, ranked: bool = Tr
             rec[k] = float(c[k][r])
         rec["storage_tier"] = _tier_name(int(c["storage_tier"][r]))
         rec.update(offer_keys(g, scenario_mode(scenario)))
+        rec["interval_regime"] = INTERVAL_REGIMES[int(c["interval_regime_code"][r])]
+        rec["framework"] = _framework_of(scenario, rec)
         r_spec, r_scenario = row_context(r)
         rec["system"] = _plain(system_breakdown(r_spec, r_scenario, g, {k: v[r] for k, v in c.items()}))
         inv = (rec["system"].get("tco") or {}).get("investment") if rec["interconnect"] == "owned" else None

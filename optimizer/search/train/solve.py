@@ -29,9 +29,9 @@ def solver_limits(table: Table, scenario) -> list[cpsat.Limit]:
     c = table.cols
     out = [cpsat.Limit("memory", c["memory_units"] - lim["memory_cap"][c["gpu"]], 0)]
     if lim["budget"] is not None:
-        out.append(cpsat.Limit("budget", c["cost_units"], lim["budget"]))
+        out.append(cpsat.Limit("budget", c["budget_units"], lim["budget"]))
     if lim["deadline"] is not None:
-        out.append(cpsat.Limit("deadline", c["time_units"], lim["deadline"]))
+        out.append(cpsat.Limit("deadline", c["deadline_units"], lim["deadline"]))
     for g in table.gpus:
         if g.available is not None:
             out.append(cpsat.Limit("stock", np.where(c["gpu"] == g.index, c["n_gpus"], 0), g.available, g.name))
@@ -104,7 +104,8 @@ def solve_training(scenario, *, top_k: int | None = None, objective: str | None 
         full = full_table if full_table is not None else build_table(
             spec, scenario, table.gpus, efficiency_scale, gpu_count_limits=False)
         explanation = explain_infeasible(full, scenario, spec)
-    explanation["notes"] = notes + commitment_notes(table.gpus) + explanation.get("notes", [])
+    explanation["notes"] = (notes + commitment_notes(table.gpus) + explanation.get("notes", [])
+                            + confidence_note(table, scenario, objective))
     return SolveResult(
         scenario=scenario.name, status=status, objective=objective, configs=configs,
         pareto=layout_frame(table, pareto_front(table), scenario, objective, ranked=False),
@@ -112,6 +113,37 @@ def solve_training(scenario, *, top_k: int | None = None, objective: str | None 
         stats={"rows": len(table), "feasible_rows": int(table.feasible.sum()), "cpsat_rows": len(rows),
                "cpsat_solves": res.n_solves, "cpsat_time_s": res.solve_time_s},
         table=table)
+
+
+def confidence_note(table: Table, scenario, objective: str) -> list[str]:
+    """With ``constraints.confidence``: whether it binds - configurations that meet the deadline
+    and budget at the central estimate but not at the confidence quantile, and whether the
+    best of those would otherwise have ranked first."""
+    q = scenario.constraints.confidence
+    if q is None or not len(table):
+        return []
+    lim = limits_of(scenario, table.gpus)
+    c = table.cols
+    excl = np.zeros(len(table), dtype=bool)
+    for fam, central, at_q in (("budget", "cost_units", "budget_units"), ("deadline", "time_units", "deadline_units")):
+        if lim[fam] is not None:
+            excl |= (c[central] <= lim[fam]) & (c[at_q] > lim[fam])
+    for fam, v in table.violations.items():
+        if fam not in ("budget", "deadline"):
+            excl &= ~v
+    if not excl.any():
+        return [f"confidence {q:g}: does not bind (every configuration meeting the deadline and budget at the "
+                "central estimate meets them at that quantile too)"]
+    cand = np.nonzero(excl | table.feasible)[0]
+    keys = [k[cand] for k in objective_keys(table, objective)]
+    best = int(cand[np.lexsort(keys[::-1])[0]])
+    line = (f"confidence {q:g} binds: {int(excl.sum())} configuration(s) meet the deadline and budget at the central "
+            f"estimate but not at the {q:g} quantile")
+    if excl[best]:
+        line += (f"; without it the best would be {table.gpus[int(c['gpu'][best])].name} x{int(c['n_gpus'][best])} "
+                 f"(wall-clock {float(c['wall_clock_days'][best]):.1f} d, "
+                 f"{float(c['wall_clock_days_p90'][best]):.1f} d at p90)")
+    return [line]
 
 
 def verify_solution(scenario, table: Table, rows, spec, efficiency_scale: float, objective: str = "cost") -> None:

@@ -20,7 +20,9 @@ and the *search rules* that keep layouts sensible (relaxable in ``search:``):
 - With flash attention (the default) selective recomputation is the same layout as 'none'
   (the attention core it would recompute is never stored), so only none and full are searched.
 - Sequence parallelism is on exactly when TP > 1 (it never costs time and saves memory,
-  Korthikanti et al. 2022, Sec. 4.2.2) unless ``search.sequence_parallel`` lists values.
+  Korthikanti et al. 2022, Sec. 4.2.2) unless ``search.sequence_parallel`` lists values; SP at
+  TP = 1 is never a row (``formulas.layout.sequence_parallel_rule``, which ``evaluate`` and
+  ``estimate`` apply too: it is the same layout as without SP).
 
 Scenario limits (memory, budget, deadline, stock, GPU count) are *not* applied here:
 they are constraints of the CP-SAT model, so that explanations can name them.
@@ -30,9 +32,9 @@ from __future__ import annotations
 
 import itertools
 
-
 import numpy as np
 
+from optimizer.formulas.layout import sequence_parallel_rule
 from optimizer.pricing import GpuOption
 from optimizer.search.core.space import pow2_upto, tp_values
 
@@ -149,7 +151,7 @@ def enumerate_layouts(spec, scenario, gpus: list[GpuOption], *, gpu_count_limits
             sharded = idx[dp_a[idx] * cp > 1]         # ZeRO shards over DP (x CP): identical at 1
             sps = search.sequence_parallel if search.sequence_parallel is not None else [tp > 1]
             for zero, prec, rec, sp in itertools.product(zeros, precs, recs, sps):
-                if sp and tp == 1:
+                if sequence_parallel_rule(tp, bool(sp)) is not None:     # the rule evaluate applies
                     continue
                 sel = idx if zero == zeros[0] else sharded
                 if len(sel) == 0:

@@ -44,7 +44,7 @@ LIMIT_FAMILIES = ("memory", "budget", "deadline", "stock", "max_gpus", "min_gpus
 
 #: Per-row system columns (issue 10) the solve output and evaluate() must carry: goodput is a
 #: fraction, wall_clock_days includes failures, expected_interruptions is over the whole run,
-#: checkpoint_bytes counts all ranks together. Computed by optimizer.search.system.
+#: checkpoint_bytes counts all ranks together. Computed by optimizer.search.train.system.
 SYSTEM_COLUMNS = ("goodput", "wall_clock_days", "expected_interruptions", "job_mtbi_s", "checkpoint_bytes",
                   "checkpoint_write_s", "checkpoint_interval_s")
 
@@ -117,6 +117,9 @@ def estimate_rows(spec, scenario, gpus: list[GpuOption], cols: dict[str, np.ndar
         return out
     train = scenario.train
     caps = limits_of(scenario, gpus)["memory_cap"] if fit_only else None
+    profile = scenario.calibration_profile()
+    if profile is not None:
+        from optimizer.calibration import apply_to_columns
     # The fast path evaluates every ZeRO stage and sequence-parallel setting of a small group in
     # one call (estimate_training_batch takes them per layout: fewer calls, less Python overhead);
     # groups above _MERGED_GROUP_ROWS, and the reference path, take one value per call (a scalar
@@ -146,10 +149,13 @@ def estimate_rows(spec, scenario, gpus: list[GpuOption], cols: dict[str, np.ndar
             "optimizer": train.optimizer,
             "flash_attention": train.flash_attention,
             "offload_optimizer": scenario.system.offload_optimizer,
+            "framework": train.framework, **train.memory_options(),
         }
         res = estimate_training_batch(spec, g.hardware, arrays, categorical,
                                       efficiency_scale=efficiency_scale, compact_stages=not reference,
                                       memory_cap_bytes=None if caps is None else int(caps[g.index]))
+        if profile is not None:                          # the user's calibration (optimizer/calibration.py)
+            res.update(apply_to_columns(res, profile))
         for k, v in res.items():
             if k in ("grad_accum", "n_gpus"):       # the layout's own integer columns stay
                 continue
@@ -166,7 +172,7 @@ def price_rows(scenario, gpus: list[GpuOption], cols: dict[str, np.ndarray], spe
     """Wall-clock (including failures), GPU-hours and cost of each row's whole run.
 
     Failure-free time train_s = tokens / tokens_per_s; wall-clock = train_s / goodput, with
-    goodput from optimizer.search.system (Daly 2006 with the row's MTBI, checkpoint write to
+    goodput from optimizer.search.train.system (Daly 2006 with the row's MTBI, checkpoint write to
     the storage tier and restart time). Everything is billed on wall-clock hours, lost time
     included:
       Rented: whole instances (ceil(n_gpus / gpus_per_instance)) x $/instance-hour x hours
@@ -204,7 +210,31 @@ def price_rows(scenario, gpus: list[GpuOption], cols: dict[str, np.ndarray], spe
         "usd_per_gpu_hour": rate,
         "cost_per_mtoken_usd": cost / (tokens / 1e6),
     })
+    out.update(interval_rows(spec, scenario, {**cols, **out}))
     return out
+
+
+def interval_rows(spec, scenario, cols: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The 80% intervals of each row (formulas/intervals.py): ``<figure>_p10/_p90`` of
+    tokens/s, days and cost, ``interval_regime_code`` (index in INTERVAL_REGIMES) and, with
+    ``constraints.confidence``, the wall-clock days and cost that hold at that quantile."""
+    from optimizer.formulas import intervals as IV
+    from optimizer.formulas.params import count_params
+
+    regimes = IV.regimes_of(params_total=count_params(spec).total, tp=cols["tp"], pp=cols["pp"], cp=cols["cp"],
+                            ep=cols["ep"], zero=cols["zero"], fp8=cols["precision"] == PRECISIONS.index("fp8"),
+                            moe=spec.moe is not None)
+    profile = scenario.calibration_profile()
+    out = IV.interval_columns(cols, regimes, IV.load_intervals(),
+                              profile_interval=profile.interval if profile is not None else None,
+                              confidence=scenario.constraints.confidence)
+    names = out.pop("interval_regime")
+    out["interval_regime_code"] = np.array([INTERVAL_REGIMES.index(x) for x in names], dtype=np.int64)
+    return out
+
+
+#: Names of ``interval_regime_code``: the regimes of formulas/intervals.py, then 'calibrated'.
+INTERVAL_REGIMES = ("cp", "moe", "zero3_fsdp", "fp8", "3d_gt100b", "small_lt10b", "other", "calibrated")
 
 
 #: Ceiling of the cost and time integer views. A row whose failures make its expected wall-clock
@@ -220,11 +250,17 @@ def _units(x: np.ndarray) -> np.ndarray:
 
 def integer_columns(cols: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     """The integer views CP-SAT sees (rounded up: a limit is never met by rounding)."""
-    return {
+    out = {
         "cost_units": _units(cols["cost_usd"] * MONEY_UNITS_PER_USD),
         "time_units": _units(cols["wall_clock_days"] * SECONDS_PER_DAY * TIME_UNITS_PER_S),
         "memory_units": np.ceil(cols["memory_per_gpu_bytes"]).astype(np.int64),
     }
+    # what the budget and the deadline compare: the figures at constraints.confidence when set
+    out["budget_units"] = _units(cols["cost_usd_at_confidence"] * MONEY_UNITS_PER_USD) \
+        if "cost_usd_at_confidence" in cols else out["cost_units"]
+    out["deadline_units"] = _units(cols["wall_clock_days_at_confidence"] * SECONDS_PER_DAY * TIME_UNITS_PER_S) \
+        if "wall_clock_days_at_confidence" in cols else out["time_units"]
+    return out
 
 
 def limits_of(scenario, gpus: list[GpuOption]) -> dict:
@@ -248,8 +284,8 @@ def violation_flags(cols: dict[str, np.ndarray], lim: dict) -> dict[str, np.ndar
     stock = np.array([s if s is not None else np.iinfo(np.int64).max for s in lim["stock"]], dtype=np.int64)
     return {
         "memory": cols["memory_units"] > lim["memory_cap"][cols["gpu"]],
-        "budget": none if lim["budget"] is None else cols["cost_units"] > lim["budget"],
-        "deadline": none if lim["deadline"] is None else cols["time_units"] > lim["deadline"],
+        "budget": none if lim["budget"] is None else cols["budget_units"] > lim["budget"],
+        "deadline": none if lim["deadline"] is None else cols["deadline_units"] > lim["deadline"],
         "stock": cols["n_gpus"] > stock[cols["gpu"]],
         "max_gpus": none if lim["max_gpus"] is None else cols["n_gpus"] > lim["max_gpus"],
         "min_gpus": cols["n_gpus"] < lim["min_gpus"],
@@ -310,8 +346,12 @@ def reprice(table: Table, scenario, gpus: list[GpuOption] | None = None, *, spec
                   *SYSTEM_COLUMNS, "checkpoint_blocking_s", "restart_s", "storage_usd", "tco_usd_per_gpu_hour",
                   "host_memory_bytes", "host_memory_capacity_bytes"):
             cols.setdefault(k, np.zeros(0))
-        for k in ("cost_units", "time_units", "memory_units", "storage_tier"):
+        for k in ("cost_units", "time_units", "memory_units", "storage_tier", "budget_units", "deadline_units",
+                  "interval_regime_code"):
             cols[k] = np.zeros(0, dtype=np.int64)
+        for k in ("tokens_per_s", "train_days", "wall_clock_days", "cost_usd"):
+            for q in ("_p10", "_p90"):
+                cols.setdefault(k + q, np.zeros(0))
         viol = {f: np.zeros(0, dtype=bool) for f in LIMIT_FAMILIES}
     return Table(gpus, cols, viol)
 

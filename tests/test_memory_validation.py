@@ -1,0 +1,145 @@
+"""Memory against runs that ran (issue 15): every published run of
+tests/data/training_runs_extra.csv is predicted to fit its GPU, and where the run publishes its
+peak (torchtitan's reserved-bytes peak) the prediction is within 10% of it.
+
+The runs, their sources and the per-source settings (tests/data/training_runs_extra_assumptions.csv,
+one reason per rule) are read exactly as ``clusteropt calibrate`` reads a user's runs
+(``optimizer.runs``). benchmarks/validate_memory.py prints the table these tests check.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import pytest
+
+from optimizer.catalog import load_catalog
+from optimizer.formulas import memory as M
+from optimizer.formulas.layout import TrainLayout
+from optimizer.formulas.training import estimate_training
+from optimizer.model import load_model
+from optimizer.units import GB
+
+ROOT = Path(__file__).resolve().parents[1]
+_spec = importlib.util.spec_from_file_location("validate_memory", ROOT / "benchmarks" / "validate_memory.py")
+vm = importlib.util.module_from_spec(_spec)
+sys.modules[_spec.name] = vm
+_spec.loader.exec_module(vm)
+
+
+@pytest.fixture(scope="module")
+def checks():
+    out, skipped = vm.check_all(load_catalog())
+    return out
+
+
+def test_every_run_that_ran_fits(checks):
+    # 124 runs of 9 sources on A100/H100/H200/B200; a run that ran cannot need more than its GPU
+    assert len(checks) >= 120
+    too_big = [(c.row, c.name, round(c.predicted_bytes / GB, 1), round(c.capacity_bytes / GB, 1))
+               for c in checks if not c.fits]
+    assert too_big == []
+
+
+@pytest.mark.parametrize("row,what", [
+    (41, "MLPerf v4.0 GPT-3 175B, H100, TP4 PP8 interleave 4, micro-batch 2, fp8"),
+    (47, "MLPerf v5.0 Llama 3.1 405B, 512 H100, TP8 PP8 CP2 interleave 8"),
+    (1, "torchtitan Llama 3.1 8B FSDP on 8 GPUs, micro-batch 2, selective op AC"),
+    (134, "flash-attention GPT3-355M, 8 A100 80GB, micro-batch 32, seq 2048"),
+])
+def test_named_misses_of_the_issue_fit(checks, row, what):
+    c = next(c for c in checks if c.row == row)
+    assert c.fits, f"{what}: {c.predicted_bytes / GB:.1f} GB > {c.capacity_bytes / GB:.1f} GB"
+
+
+#: Published peaks the model misses by more than 10%, each with what it does not model.
+KNOWN_PEAK_MISSES = {
+    # Trainy's June-2025 torchtitan (e7c0cae) runs float8 linears through torch._scaled_mm,
+    # which is not in op-level checkpointing's save list (aten.mm only), so those matmul
+    # outputs are recomputed instead of kept: ~40% less than predicted. The December-2024
+    # float8 rows of the same table save as much as bf16 (within 4%), so the model cannot
+    # take the difference from the precision alone.
+    31: "torchao float8 + op-level SAC (June 2025)",
+    32: "torchao float8 + op-level SAC (June 2025)",
+}
+
+
+def test_published_peaks_within_10_percent(checks):
+    # torchtitan publishes the caching allocator's reserved peak (max over ranks). Every
+    # published peak must be within 10%, except the known misses above (which must still fit
+    # and stay over-predicted: the safe side for a fits decision).
+    scored = [c for c in checks if c.published_bytes is not None]
+    assert len(scored) == 20
+    off = {c.row: round(100 * c.peak_error, 1) for c in scored if abs(c.peak_error) > vm.PEAK_TOLERANCE}
+    assert set(off) <= set(KNOWN_PEAK_MISSES), off
+    assert all(v > 0 for v in off.values())
+
+
+def test_zero1_llama2_7b_bf16_gradients_is_the_zero_paper_figure():
+    # Rajbhandari et al. 2020, Sec. 5.1: ZeRO-1 (P_os) holds 2Psi + 2Psi + K Psi / N_d;
+    # Llama 2 7B (6.74e9 params), N_d = 8, K = 12, bf16 gradients: 5.5 x 6.74e9 = 37.1 GB
+    spec = load_model("llama-2-7b")
+    n = 6.738e9
+    w, g, o = M.zero_model_state_bytes(n, 1, 8, grad_bytes=M.GRAD_BYTES["bf16"])
+    assert (w + g + o) / GB == pytest.approx(37.06, abs=0.05)
+    hw = load_catalog().hardware("A100-SXM4-80GB")
+    lay = TrainLayout(seq_len=4096, global_batch=8, dp=8, zero=1, micro_batch=1)
+    e16 = estimate_training(spec, hw, lay, grad_precision="bf16", framework="deepspeed")
+    e32 = estimate_training(spec, hw, lay, grad_precision="fp32", framework="deepspeed")
+    states16 = e16.memory.weights + e16.memory.gradients + e16.memory.optimizer_states
+    assert states16 / GB == pytest.approx(37.1, abs=0.2)
+    # fp32 gradients (Megatron's main_grad) add 2 bytes per parameter: 13.5 GB more
+    assert (e32.memory.gradients - e16.memory.gradients) / GB == pytest.approx(2 * 6.738, abs=0.1)
+
+
+def test_fsdp2_keeps_no_bf16_weight_copy_at_zero3():
+    # FSDP2's sharded parameters are the fp32 masters (in the optimizer's 12 bytes); DeepSpeed
+    # ZeRO-3 also keeps a bf16 partition (2 bytes / N)
+    spec = load_model("llama-3-8b")
+    hw = load_catalog().hardware("H100-SXM5-80GB")
+    lay = TrainLayout(seq_len=4096, global_batch=8, dp=8, zero=3, micro_batch=1)
+    f = estimate_training(spec, hw, lay, framework="fsdp2").memory
+    d = estimate_training(spec, hw, lay, framework="deepspeed").memory
+    assert f.weights == 0.0
+    assert d.weights == pytest.approx(2 * 8.03e9 / 8, rel=0.01)
+
+
+def test_memory_options_move_memory_the_way_physics_says():
+    spec = load_model("llama-3-8b")
+    hw = load_catalog().hardware("H100-SXM5-80GB")
+    lay = TrainLayout(seq_len=8192, global_batch=16, tp=2, dp=8, zero=1, micro_batch=2, recompute="none",
+                      sequence_parallel=True, precision="fp8")
+    base = estimate_training(spec, hw, lay, framework="megatron").memory
+    assert estimate_training(spec, hw, lay, framework="megatron", dropout=True).memory.activations > base.activations
+    assert estimate_training(spec, hw, lay, framework="megatron", fp8_params=True).memory.weights < base.weights
+    assert estimate_training(spec, hw, lay, framework="megatron", fused_cross_entropy=True).memory.logits < base.logits
+    assert estimate_training(spec, hw, lay, framework="megatron",
+                             offload_activations=True).memory.activations < base.activations
+    # fp8 GEMM inputs are saved in fp8: fewer activation bytes than bf16
+    bf16 = estimate_training(spec, hw, TrainLayout(**{**lay.__dict__, "precision": "bf16"}),
+                             framework="megatron").memory
+    assert base.activations < bf16.activations
+
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+
+@settings(max_examples=30, deadline=None)
+@given(tp=st.sampled_from([1, 2, 4, 8]), pp=st.sampled_from([1, 2, 4]), dp=st.sampled_from([2, 8, 32]),
+       zero=st.integers(0, 3), fw=st.sampled_from(["megatron", "fsdp2", "deepspeed"]),
+       prec=st.sampled_from(["bf16", "fp8"]), rc=st.sampled_from(["none", "selective", "full"]))
+def test_memory_options_never_move_memory_the_wrong_way(tp, pp, dp, zero, fw, prec, rc):
+    # bf16 gradients, fp8 parameters, a fused loss kernel, activation offload and no dropout
+    # masks can only lower the total; each option changes only its own part
+    spec = load_model("llama-3-8b")
+    hw = load_catalog().hardware("H100-SXM5-80GB")
+    lay = TrainLayout(seq_len=4096, global_batch=8 * dp, tp=tp, pp=pp, dp=dp, zero=zero, micro_batch=1,
+                      recompute=rc, sequence_parallel=tp > 1, precision=prec)
+    base = estimate_training(spec, hw, lay, framework=fw, dropout=True).memory
+    for opt in ({"grad_precision": "bf16"}, {"fp8_params": True}, {"fused_cross_entropy": True},
+                {"offload_activations": True}, {"dropout": False}):
+        m = estimate_training(spec, hw, lay, framework=fw, **{"dropout": True, **opt}).memory
+        assert m.total <= base.total * (1 + 1e-9), opt
