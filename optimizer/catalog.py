@@ -38,6 +38,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from optimizer.errors import ClusteroptError, did_you_mean, from_pydantic
 from optimizer.formulas.hardware import Hardware
+from optimizer.inputs import read_text
 from optimizer.units import GB, GIB, GIGABIT, HOURS_PER_YEAR, TB, TERA
 
 PriceMode = Literal["on_demand", "spot", "reserved", "reserved_3y"]
@@ -62,7 +63,7 @@ def _norm(name: str) -> str:
 class Accelerator(BaseModel):
     """One catalog row, in the datasheet units of its column names (see module docstring)."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
     id: str = Field(min_length=1)
     vendor: str = Field(min_length=1)
@@ -134,6 +135,11 @@ class Accelerator(BaseModel):
         return rec
 
 
+#: Highest instance price accepted (USD per hour): 1,000 times the dearest published 8-GPU
+#: instance (~$100/h); a larger figure is a typo (cents, or a monthly price).
+MAX_INSTANCE_USD_PER_HOUR = 1e5
+
+
 class Offer(BaseModel):
     """A cloud instance offer; prices are USD per hour for the whole instance.
 
@@ -150,7 +156,7 @@ class Offer(BaseModel):
     read (YYYY-MM-DD or YYYY-MM).
     """
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
     provider: str = Field(min_length=1)
     instance_type: str = Field(min_length=1)
@@ -161,10 +167,10 @@ class Offer(BaseModel):
     fabric_rails: Optional[int] = Field(default=None, ge=1)
     fabric_rdma: Optional[bool] = None
     max_gpus: Optional[int] = Field(default=None, ge=1)
-    on_demand_usd_per_hour: Optional[float] = Field(default=None, gt=0)
-    spot_usd_per_hour: Optional[float] = Field(default=None, gt=0)
-    reserved_usd_per_hour: Optional[float] = Field(default=None, gt=0)
-    reserved_3y_usd_per_hour: Optional[float] = Field(default=None, gt=0)
+    on_demand_usd_per_hour: Optional[float] = Field(default=None, gt=0, le=MAX_INSTANCE_USD_PER_HOUR)
+    spot_usd_per_hour: Optional[float] = Field(default=None, gt=0, le=MAX_INSTANCE_USD_PER_HOUR)
+    reserved_usd_per_hour: Optional[float] = Field(default=None, gt=0, le=MAX_INSTANCE_USD_PER_HOUR)
+    reserved_3y_usd_per_hour: Optional[float] = Field(default=None, gt=0, le=MAX_INSTANCE_USD_PER_HOUR)
     spot_preemptions_per_hour: Optional[float] = Field(default=None, ge=0)
     region: str = ""
     as_of: str = Field(min_length=4)
@@ -347,10 +353,7 @@ def data_dir() -> Path:
 def _read_rows(path: Path, model: type[BaseModel]) -> list[tuple[int, BaseModel]]:
     """Validate every row of a CSV file; errors name ``file:row N.field`` (N = file line)."""
     name = path.name
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ClusteroptError(str(path), f"cannot read catalog file ({exc.strerror})") from exc
+    text = read_text(path, "catalog", "CSV catalog file")
     reader = csv.DictReader(text.splitlines())
     fields = list(model.model_fields)
     header = reader.fieldnames or []
@@ -359,10 +362,15 @@ def _read_rows(path: Path, model: type[BaseModel]) -> list[tuple[int, BaseModel]
         raise ClusteroptError(f"{name}:row 1.{unknown[0]}", f"unknown column {unknown[0]!r}",
                               did_you_mean(unknown[0], fields))
     out = []
-    for row in reader:
-        line = reader.line_num
+    try:
+        rows = [(reader.line_num, row) for row in reader]
+    except csv.Error as exc:
+        raise ClusteroptError(f"{name}:row {reader.line_num}", f"not valid CSV ({exc})",
+                              "comma-separated cells, one row per line") from None
+    for line, row in rows:
         if None in row:  # more cells than header columns
-            raise ClusteroptError(f"{name}:row {line}", f"{len(header) + len(row[None])} cells for {len(header)} columns")
+            raise ClusteroptError(f"{name}:row {line}", f"{len(header) + len(row[None])} cells for {len(header)} columns",
+                                  "one cell per header column (quote cells that contain commas)")
         data = {k: v.strip() for k, v in row.items() if v is not None and v.strip() != ""}
         try:
             out.append((line, model(**data)))
@@ -390,8 +398,7 @@ def _build(files: Sequence[Path]) -> Catalog:
     offers: dict[tuple, Offer] = {}
     offer_files: list[tuple[Path, list]] = []
     for path in files:
-        with open(path, encoding="utf-8") as fh:
-            header = next(csv.reader(fh), [])
+        header = next(csv.reader(read_text(path, "catalog", "CSV catalog file").splitlines()[:1]), [])
         if "instance_type" in header:
             offer_files.append((path, _read_rows(path, Offer)))
         else:
@@ -420,7 +427,7 @@ def load_catalog(extra_files: Sequence[Path | str] = ()) -> Catalog:
     d = data_dir()
     paths = [Path(p) for p in extra_files]
     for p in paths:
-        if not p.is_file():
+        if not p.exists():
             raise ClusteroptError("catalog", f"file not found: {str(p)!r}", "pass a CSV file of accelerators or offers")
     return _build([d / ACCELERATORS_FILE, d / OFFERS_FILE, *paths])
 
@@ -439,7 +446,7 @@ FAILURE_RATES_FILE = "failure_rates.csv"
 
 
 class _Row(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
     source: str = Field(min_length=1)
     as_of: str = Field(min_length=4)
@@ -614,7 +621,7 @@ class CompressionRow(BaseModel):
     ``student_params_b`` is the compressed model's size for pruning/distillation rows.
     """
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
     option: CompressionOptionName
     method: str = Field(min_length=1)

@@ -7,7 +7,10 @@ carries only the result (CONTRACTS.md).
 
 from __future__ import annotations
 
+import os
+import re
 import sys
+import traceback
 from enum import Enum
 from pathlib import Path
 from typing import List, Optional
@@ -263,27 +266,32 @@ def estimate(
     json_out: bool = JsonOpt,
     seq_len: Optional[int] = typer.Option(None, "--seq-len", min=1, help="Default: the model's context length."),
     gpu: Optional[str] = typer.Option(None, "--gpu", help="Accelerator id: adds the training (or --serve) estimate."),
-    tp: int = typer.Option(1, "--tp", min=1), pp: int = typer.Option(1, "--pp", min=1),
-    dp: int = typer.Option(1, "--dp", min=1), cp: int = typer.Option(1, "--cp", min=1),
-    ep: int = typer.Option(1, "--ep", min=1), zero: int = typer.Option(1, "--zero", min=0, max=3),
-    micro_batch: int = typer.Option(1, "--micro-batch", min=1),
+    tp: Optional[int] = typer.Option(None, "--tp", min=1, help="Default 1."),
+    pp: Optional[int] = typer.Option(None, "--pp", min=1, help="Default 1."),
+    dp: Optional[int] = typer.Option(None, "--dp", min=1, help="Training; default 1."),
+    cp: Optional[int] = typer.Option(None, "--cp", min=1, help="Training; default 1."),
+    ep: Optional[int] = typer.Option(None, "--ep", min=1, help="Training; default 1."),
+    zero: Optional[int] = typer.Option(None, "--zero", min=0, max=3, help="Training; default 1."),
+    micro_batch: Optional[int] = typer.Option(None, "--micro-batch", min=1, help="Training; default 1."),
     global_batch: Optional[int] = typer.Option(None, "--global-batch", min=1, help="Sequences; default micro_batch x dp."),
-    recompute: Recompute = typer.Option(Recompute.selective, "--recompute"),
-    precision: TrainPrecision = typer.Option(TrainPrecision.bf16, "--precision"),
-    sequence_parallel: bool = typer.Option(False, "--sequence-parallel"),
-    interleave: int = typer.Option(1, "--interleave", min=1, help="Virtual pipeline chunks per stage."),
+    recompute: Optional[Recompute] = typer.Option(None, "--recompute", help="Training; default selective."),
+    precision: Optional[TrainPrecision] = typer.Option(None, "--precision", help="Training; default bf16."),
+    sequence_parallel: bool = typer.Option(False, "--sequence-parallel", help="Training."),
+    interleave: Optional[int] = typer.Option(None, "--interleave", min=1, help="Virtual pipeline chunks per stage; default 1."),
     inter_node_gbps: Optional[float] = typer.Option(None, "--inter-node-gbps", min=0.001,
                                                     help="Override inter-node bandwidth per GPU, Gbit/s."),
     tokens: Optional[float] = typer.Option(None, "--tokens", min=1, help="Training tokens: adds days, GPU-hours, cost."),
-    pricing: RentalMode = typer.Option(RentalMode.on_demand, "--pricing", help="How --tokens' GPU-hours are billed "
-                                       "(reserved = reserved_1y; on the cheapest offer that can run the layout)."),
+    pricing: Optional[RentalMode] = typer.Option(None, "--pricing",
+                                                 help="How --tokens' GPU-hours are billed (default on_demand; reserved = reserved_1y; on the "
+                                                 "cheapest offer that can run the layout)."),
     serve: bool = typer.Option(False, "--serve", help="Serving estimate instead of training."),
-    weights: WeightFormat = typer.Option(WeightFormat.bf16, "--weights", help="Serving: the weight format."),
-    kv: KvFormat = typer.Option(KvFormat.bf16, "--kv", help="Serving: the KV-cache format."),
-    batch: int = typer.Option(1, "--batch", min=1, help="Sequences in flight on one replica."),
-    prompt_len: int = typer.Option(1024, "--prompt-len", min=1),
-    output_len: int = typer.Option(256, "--output-len", min=1),
-    gpu_memory_utilization: float = typer.Option(0.9, "--gpu-memory-utilization", min=0.01, max=1.0),
+    weights: Optional[WeightFormat] = typer.Option(None, "--weights", help="Serving: the weight format (default bf16)."),
+    kv: Optional[KvFormat] = typer.Option(None, "--kv", help="Serving: the KV-cache format (default bf16)."),
+    batch: Optional[int] = typer.Option(None, "--batch", min=1, help="Serving: sequences in flight on one replica (default 1)."),
+    prompt_len: Optional[int] = typer.Option(None, "--prompt-len", min=1, help="Serving; default 1024."),
+    output_len: Optional[int] = typer.Option(None, "--output-len", min=1, help="Serving; default 256."),
+    gpu_memory_utilization: Optional[float] = typer.Option(None, "--gpu-memory-utilization", min=0.01, max=1.0,
+                                                           help="Serving; default 0.9."),
     request_rate: Optional[float] = typer.Option(None, "--request-rate", min=0.0, help="Serving: requests/s arriving (Poisson unless --arrival-cv; inf = offline); adds simulated p50/p99 TTFT, ITL, E2E."),
     engine: str = typer.Option("vllm", "--engine", help="Serving engine: vllm | sglang | trtllm (scheduler, defaults, overheads)."),
     arrival_cv: float = typer.Option(1.0, "--arrival-cv", min=0.01, help="Coefficient of variation of inter-arrival gaps (1 = Poisson, > 1 bursty)."),
@@ -315,9 +323,11 @@ def estimate(
     """Parameters, FLOPs and (with --gpu) the training or serving estimate of one layout."""
 
     opts = dict(seq_len=seq_len, gpu=gpu, tp=tp, pp=pp, dp=dp, cp=cp, ep=ep, zero=zero, micro_batch=micro_batch,
-                global_batch=global_batch, recompute=recompute.value, precision=precision.value,
+                global_batch=global_batch, recompute=recompute.value if recompute else None,
+                precision=precision.value if precision else None,
                 sequence_parallel=sequence_parallel, interleave=interleave, inter_node_gbps=inter_node_gbps,
-                tokens=tokens, pricing=pricing.value, serve=serve, weights=weights.value, kv=kv.value, batch=batch,
+                tokens=tokens, pricing=pricing.value if pricing else None, serve=serve,
+                weights=weights.value if weights else None, kv=kv.value if kv else None, batch=batch,
                 prompt_len=prompt_len, output_len=output_len, gpu_memory_utilization=gpu_memory_utilization,
                 request_rate=request_rate, engine=engine, arrival_cv=arrival_cv, prompt_p99=prompt_p99,
                 output_p99=output_p99, max_num_batched_tokens=max_num_batched_tokens, max_num_seqs=max_num_seqs,
@@ -369,7 +379,12 @@ def solve(
     objective: Optional[Objective] = typer.Option(
         None, "--objective", help="cost, time, gpus (training); cost, cost_per_mtoken, gpus (serving); "
                                   "loss, cost, time (co-design)."),
-    time_limit: float = typer.Option(30.0, "--time-limit", min=0.01, help="CP-SAT time limit, seconds."),
+    time_limit: float = typer.Option(30.0, "--time-limit", min=0.01,
+                                     help="CP-SAT time limit, seconds (wall clock; with --deterministic, CP-SAT's "
+                                          "deterministic time). The result's stats say whether it stopped the search."),
+    deterministic: bool = typer.Option(False, "--deterministic",
+                                       help="Bound the search by CP-SAT's deterministic time on one worker instead "
+                                            "of the wall clock: the same answer on a busy or an idle machine (training)."),
     fmt: Fmt = FormatOpt,
     json_out: bool = JsonOpt,
     out: Optional[Path] = typer.Option(None, "--out", help="Write the result to FILE instead of stdout."),
@@ -403,8 +418,12 @@ def solve(
         raise ClusteroptError("--sensitivity", "not available for co-design scenarios",
                               "training and serving scenarios; for co-design use 'clusteropt sweep' over "
                               "constraints.budget_usd or train.inference.tokens")
+    if deterministic and sc.workload != "train":
+        raise ClusteroptError("--deterministic", f"not available for {sc.workload} scenarios",
+                              "training scenarios (serving and co-design searches are bounded by wall clock)")
     cat = _catalog(catalog)
-    result = optimizer.solve(sc, top_k=top, objective=objective, time_limit_s=time_limit, catalog=cat)
+    result = optimizer.solve(sc, top_k=top, objective=objective, time_limit_s=time_limit, catalog=cat,
+                             deterministic=deterministic)
     sens = None
     if sensitivity or (report_md is not None and sc.workload != "codesign"):
         sens = _sensitivity(result, sc, swing_pct, range_pct)
@@ -707,6 +726,12 @@ def main(argv: Optional[list[str]] = None) -> None:
                    else "an existing file, or an output path in an existing folder")
         print(f"error: {where}: {exc.strerror or exc}; {allowed}", file=sys.stderr)
         sys.exit(2)
+    except RecursionError:
+        print("error: input: nested too deeply to read; at most 64 levels of lists and mappings", file=sys.stderr)
+        sys.exit(2)
+    except MemoryError:
+        print("error: input: too large to hold in memory; a smaller input", file=sys.stderr)
+        sys.exit(2)
     except Exception as exc:                      # parser errors from Typer/Click
         name = type(exc).__name__
         if isinstance(exc, _NoArgsIsHelp):
@@ -718,10 +743,70 @@ def main(argv: Optional[list[str]] = None) -> None:
             print("error: aborted", file=sys.stderr)
             sys.exit(1)
         if hasattr(exc, "format_message") and getattr(exc, "exit_code", None) == 2:
-            msg = " ".join(exc.format_message().split())
-            param = getattr(exc, "param", None)
-            pname = getattr(param, "opts", None) or ([getattr(param, "name", "")] if param is not None else [])
-            field = pname[0] if pname and pname[0] else "usage"
-            print(f"error: {field}: {msg}", file=sys.stderr)
+            print(f"error: {parser_error_line(exc)}", file=sys.stderr)
             sys.exit(2)
-        raise
+        if name == "ValidationError" and hasattr(exc, "errors"):    # a pydantic model below the loaders
+            from optimizer.errors import from_pydantic
+
+            print(f"error: {from_pydantic(exc, root=str(getattr(exc, 'title', 'input')))}", file=sys.stderr)
+            sys.exit(2)
+        if os.environ.get("CLUSTEROPT_DEBUG"):
+            raise
+        # a defect, not bad input: still one line (exit 1, not 2); CLUSTEROPT_DEBUG=1 shows the traceback
+        where = traceback.extract_tb(exc.__traceback__)[-1] if exc.__traceback__ else None
+        at = f" at {Path(where.filename).name}:{where.lineno}" if where else ""
+        text = " ".join(str(exc).split())[:200]
+        print(f"error: internal: {name}{at}: {text}; this is a clusteropt bug - please report it with the input "
+              "(CLUSTEROPT_DEBUG=1 shows the traceback)", file=sys.stderr)
+        sys.exit(1)
+
+
+def parser_error_line(exc) -> str:
+    """A Typer/Click parser error as ``<option>: <what is wrong>; <what is allowed>``.
+
+    Typer checks option types and bounds with pydantic (the error's ``__cause__``), so the
+    allowed part comes from that error; an unknown option gets 'did you mean', a wrong command
+    the list of commands."""
+    from optimizer.errors import allowed_from_error, did_you_mean
+
+    name = type(exc).__name__
+    msg = " ".join(str(getattr(exc, "message", "") or exc.format_message()).split())
+    param = getattr(exc, "param", None)
+    opts = [o for o in (getattr(param, "opts", None) or []) if o.startswith("--")] or getattr(param, "opts", None) or []
+    field = opts[0] if opts else (getattr(param, "name", "") or "")
+    cmd = getattr(exc, "cmd", None)
+    cmd_name = getattr(cmd, "name", None) or ""
+    helptext = f"see 'clusteropt {cmd_name} --help'".replace("  ", " ") if cmd_name else "see 'clusteropt --help'"
+    if name == "NoSuchOption":
+        option = getattr(exc, "option_name", "") or "option"
+        poss = list(getattr(exc, "possibilities", None) or [])
+        allowed = ("did you mean " + ", ".join(poss[:3]) + "?") if poss else helptext
+        return f"{option}: no such option; {allowed}"
+    if name == "BadOptionUsage":
+        option = getattr(exc, "option_name", "") or "usage"
+        return f"{option}: {msg.rstrip('.')}; give a value after {option}, e.g. {option} 2"
+    if name == "MissingParameter":
+        what = field.upper() if field and not field.startswith("-") else field
+        return f"{field or 'usage'}: required {'argument' if not field.startswith('-') else 'option'} missing; " \
+               f"give {what} ({helptext})"
+    m = re.match(r"No such command '(.+)'\.?$", msg)
+    if m:
+        known = sorted(getattr(cmd, "commands", {}) or {})
+        return f"command: unknown command {m.group(1)!r}; {did_you_mean(m.group(1), known)}"
+    cause = exc.__cause__
+    if field and cause is not None and hasattr(cause, "errors"):
+        err = cause.errors()[0]
+        m = re.match(r"(?:Value error, )?(.+) is not one of (.+?)\.?$", str(err.get("msg", "")))
+        if m:
+            return f"{field}: {m.group(1)} is not a choice; one of {m.group(2)}"
+        allowed = allowed_from_error(err)
+        if "int" in str(getattr(cause, "title", "")) and allowed.startswith("a number"):
+            allowed = "an integer" + allowed[len("a number"):]
+        shown = err.get("input")
+        got = f" (got {shown!r})" if isinstance(shown, str) else ""
+        problem = " ".join(str(err.get("msg", msg)).split())
+        problem = problem[:1].lower() + problem[1:]
+        return f"{field}: {problem}{got}; allowed: {allowed}"
+    if field:
+        return f"{field}: {msg.rstrip('.')}; {helptext}"
+    return f"usage: {msg.rstrip('.')}; {helptext}"

@@ -21,10 +21,13 @@ class ClusteroptError(ValueError):
         self.field = field
         self.problem = problem
         self.allowed = allowed
-        msg = f"{field}: {problem}" if field else problem
-        if allowed:
-            msg += f"; {allowed}"
-        super().__init__(msg)
+        # the contract's line always says what is allowed; a caller that has nothing more
+        # specific points at the documentation of the inputs
+        allowed = allowed or "see 'clusteropt schema scenario' and 'clusteropt COMMAND --help'"
+        self.allowed = allowed
+        field = field or "input"
+        self.field = field
+        super().__init__(f"{field}: {problem}; {allowed}")
 
 
 def did_you_mean(name: str, known: Iterable[str], n: int = 3) -> str:
@@ -279,7 +282,7 @@ def _join_or(items: list[str]) -> str:
     return ", ".join(items[:-1]) + " or " + items[-1]
 
 
-def _allowed_from_error(err: dict) -> str:
+def allowed_from_error(err: dict) -> str:
     """What is allowed, from pydantic's error type and context (when the schema is unknown)."""
     ctx = err.get("ctx") or {}
     t = err.get("type", "")
@@ -376,7 +379,7 @@ def from_pydantic(exc, prefix: str = "", model: Any = None, root: str = "") -> C
     elif at is not None:
         allowed = "allowed: " + describe(at, meta, ns)
     else:
-        allowed = "allowed: " + _allowed_from_error(err)
+        allowed = "allowed: " + allowed_from_error(err)
 
     if isinstance(ctx_err, ClusteroptError):
         return ClusteroptError(_join_path(prefix, path, ctx_err.field) or root, ctx_err.problem,

@@ -28,14 +28,15 @@ Conventions of the blocks (the planner, ``optimizer.search.portfolio``, implemen
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal, Optional, Union
+from typing import Annotated, Any, Literal, Optional, Union
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 
 from optimizer.errors import ClusteroptError, did_you_mean, from_pydantic, unknown_name
 from optimizer.formulas.cost import (TYPICAL_HOSTING_USD_PER_KW_MONTH, TYPICAL_MAINTENANCE_PCT_PER_YEAR,
                                      TYPICAL_PUE, TYPICAL_USD_PER_KWH)
-from optimizer.scenario import (Constraints, SearchSpace, ServeSpec, TrainSpec, Scenario, load_scenario,
+from optimizer.scenario import (NO_LIMIT_DAYS, Constraints, LimitCount, LimitCount0, LimitKW, LimitUSD,
+                                LimitDays, SearchSpace, ServeSpec, StrictModel, TrainSpec, Scenario, load_scenario,
                                 non_negative_values)
 from optimizer.scenario import scenario_dir
 from optimizer.scenario import read_document
@@ -49,25 +50,43 @@ DEFAULT_HORIZON_DAYS = 365.0
 #: single training job, Llama 3 405B on 16,384 H100s (Llama Team 2024, 'The Llama 3 Herd of
 #: Models', Sec. 3.3). Without a cap, rented capacity is unbounded and the layout tables explode.
 DEFAULT_MAX_GPUS_PER_JOB = 16384
+#: Longest planning horizon (days): 100 years, beyond any hardware's life (pricing.years <= 100).
+MAX_HORIZON_DAYS = 36500.0
+#: Grid steps the automatic rule picks from (days): 1 h, 2 h, 6 h, 12 h, 1, 2, 7, 14, 30 days.
+GRID_STEPS_DAYS = (1 / 24, 2 / 24, 6 / 24, 12 / 24, 1.0, 2.0, 7.0, 14.0, 30.0)
+#: The automatic grid is the finest step giving at most this many slots over the horizon.
+MAX_SLOTS = 200
+#: Most slots a given ``time_step_days`` may make (the schedule model has variables per slot).
+MAX_GIVEN_SLOTS = 2000
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+def choose_step_days(horizon_days: float, given: Optional[float] = None) -> float:
+    """The schedule grid: ``time_step_days`` if given, else the finest of GRID_STEPS_DAYS
+    with at most MAX_SLOTS slots over the horizon (60 days -> 6 h, 180 days -> 1 day, 365 days -> 2 days)."""
+    if given is not None:
+        return float(given)
+    for step in GRID_STEPS_DAYS:
+        if horizon_days / step <= MAX_SLOTS + 1e-9:
+            return step
+    return horizon_days / MAX_SLOTS
+
+
+_Strict = StrictModel
 
 
 class BuySpec(_Strict):
     """Owned hardware: capital budget, amortisation and running costs, site limits."""
 
     allowed: bool = True
-    budget_usd: Optional[float] = Field(default=None, gt=0)          # capex cap (purchase)
-    years: float = Field(default=4.0, gt=0)                           # straight-line amortisation life
-    usd_per_kwh: float = Field(default=TYPICAL_USD_PER_KWH, ge=0)
-    pue: float = Field(default=TYPICAL_PUE, ge=1)
-    hosting_usd_per_kw_month: float = Field(default=TYPICAL_HOSTING_USD_PER_KW_MONTH, ge=0)
-    maintenance_pct_per_year: float = Field(default=TYPICAL_MAINTENANCE_PCT_PER_YEAR, ge=0)
-    server_usd_per_node: dict[str, float] = Field(default_factory=dict)   # extra capex per node by GPU id
-    max_power_kw: Optional[float] = Field(default=None, gt=0)         # IT power of the owned fleet
-    max_nodes: Optional[int] = Field(default=None, ge=0)
+    budget_usd: LimitUSD = None                                       # capex cap (purchase)
+    years: float = Field(default=4.0, ge=0.1, le=100)                          # straight-line amortisation life
+    usd_per_kwh: float = Field(default=TYPICAL_USD_PER_KWH, ge=0, le=100)
+    pue: float = Field(default=TYPICAL_PUE, ge=1, le=10)
+    hosting_usd_per_kw_month: float = Field(default=TYPICAL_HOSTING_USD_PER_KW_MONTH, ge=0, le=1e6)
+    maintenance_pct_per_year: float = Field(default=TYPICAL_MAINTENANCE_PCT_PER_YEAR, ge=0, le=100)
+    server_usd_per_node: dict[str, Annotated[float, Field(le=1e9)]] = Field(default_factory=dict)   # extra capex per node by GPU id
+    max_power_kw: LimitKW = None                                      # IT power of the owned fleet
+    max_nodes: LimitCount0 = None
     # investment figures of the owned part (formulas/investment.py; defaults as scenario Pricing)
     discount_rate: float = Field(default=0.08, gt=-1, lt=10)
     residual_pct: float = Field(default=0.0, ge=0, le=100)
@@ -85,14 +104,14 @@ class RentSpec(_Strict):
     allowed: bool = True
     mode: RentMode = "on_demand"
     provider: Optional[str] = None
-    max_gpus: Optional[int] = Field(default=None, gt=0)   # rented GPUs in use at once, all types
+    max_gpus: LimitCount = None   # rented GPUs in use at once, all types
 
 
 class FleetSpec(_Strict):
     buy: BuySpec = BuySpec()
     rent: RentSpec = RentSpec()
     gpus: Optional[list[str]] = None                 # default: every datacenter GPU with a price
-    available: dict[str, int] = Field(default_factory=dict)   # purchasable stock per GPU type
+    available: dict[str, Annotated[int, Field(le=10**8)]] = Field(default_factory=dict)   # purchasable stock per GPU type
 
     @field_validator("available")
     @classmethod
@@ -107,12 +126,12 @@ class JobSpec(_Strict):
     model: Union[str, dict[str, Any]]
     train: Optional[TrainSpec] = None
     serve: Optional[ServeSpec] = None
-    deadline_days: Optional[float] = Field(default=None, gt=0)
+    deadline_days: LimitDays = None
     start_after: list[str] = Field(default_factory=list)
-    from_day: float = Field(default=0.0, ge=0)
+    from_day: float = Field(default=0.0, ge=0, le=NO_LIMIT_DAYS)
     search: SearchSpace = SearchSpace()
     memory_headroom: float = Field(default=0.10, ge=0, lt=1)
-    max_gpus: Optional[int] = Field(default=None, gt=0)
+    max_gpus: LimitCount = None
 
     @model_validator(mode="before")
     @classmethod
@@ -158,8 +177,8 @@ class Portfolio(_Strict):
     description: str = ""
     fleet: FleetSpec = FleetSpec()
     jobs: list[JobSpec] = Field(min_length=1)
-    horizon_days: Optional[float] = Field(default=None, gt=0)
-    time_step_days: Optional[float] = Field(default=None, gt=0)      # schedule grid; default: auto
+    horizon_days: Optional[float] = Field(default=None, gt=0, le=MAX_HORIZON_DAYS)
+    time_step_days: Optional[float] = Field(default=None, gt=0, le=MAX_HORIZON_DAYS)      # schedule grid; default: auto
     objective: PortfolioObjective = "total_cost"
     top_k: int = Field(default=3, ge=1, le=100)
     base_dir: Optional[str] = Field(default=None, exclude=True)
@@ -190,6 +209,11 @@ class Portfolio(_Strict):
                                   "start_after must not form a loop")
         h = self.horizon()
         for i, j in enumerate(self.jobs):
+            if self.horizon_days is None and j.deadline_days is not None and j.deadline_days > MAX_HORIZON_DAYS:
+                raise ClusteroptError(f"jobs[{i}].deadline_days", f"{j.deadline_days:g} days sets a horizon past "
+                                      f"{MAX_HORIZON_DAYS:g} days", f"a deadline <= {MAX_HORIZON_DAYS:g} days, or none "
+                                      f"(.inf means no deadline)")
+        for i, j in enumerate(self.jobs):
             if j.from_day >= h:
                 raise ClusteroptError(f"jobs[{i}].from_day", f"{j.from_day:g} is not before the horizon's end ({h:g} days)",
                                       "set horizon_days or an earlier from_day")
@@ -199,6 +223,20 @@ class Portfolio(_Strict):
             if j.deadline_days is not None and j.deadline_days <= j.from_day:
                 raise ClusteroptError(f"jobs[{i}].deadline_days", f"{j.deadline_days:g} is not after from_day {j.from_day:g}",
                                       "a job needs time to run")
+        step = choose_step_days(h, self.time_step_days)
+        if h / step > MAX_GIVEN_SLOTS:
+            raise ClusteroptError("time_step_days", f"{step:g}-day slots over {h:g} days are {h / step:,.0f} slots",
+                                  f"at most {MAX_GIVEN_SLOTS:,} slots: a longer time_step_days or a shorter horizon")
+        for i, j in enumerate(self.jobs):
+            # a window shorter than one slot can never hold the job (deadlines round down to the
+            # grid): a 45-day deadline in a 100-year horizon's 182.5-day slots turned a feasible
+            # plan infeasible (issue 20)
+            if j.deadline_days is not None and j.deadline_days - j.from_day < step:
+                given = "time_step_days" if self.time_step_days is not None else "the automatic grid"
+                raise ClusteroptError(f"jobs[{i}].deadline_days",
+                                      f"a {j.deadline_days - j.from_day:g}-day window is shorter than one "
+                                      f"{step:g}-day slot of {given} over {h:g} days",
+                                      "a shorter horizon_days or a time_step_days within the window")
         return self
 
     def horizon(self) -> float:
@@ -225,7 +263,7 @@ class Portfolio(_Strict):
             for k in keys[:-1]:
                 cur = cur[int(k)] if isinstance(cur, list) else cur.setdefault(k, {})
                 if cur is None:
-                    raise ClusteroptError(path, "parent is not set")
+                    raise ClusteroptError(path, "parent is not set", "a path to a field of a block that exists")
             last = keys[-1]
             if isinstance(cur, list):
                 cur[int(last)] = value

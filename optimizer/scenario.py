@@ -16,9 +16,12 @@ import functools
 from pathlib import Path
 from typing import Annotated, Any, Literal, Optional, Union
 
+import types
+import typing
+
 import numpy as np
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator,
+                      model_validator)
 
 from optimizer.errors import ClusteroptError, from_pydantic
 
@@ -32,30 +35,138 @@ RENTAL_MODES = ("on_demand", "spot", "reserved", "reserved_3y")
 #: the search uses one batch of sequences within this fraction of the target (pick_global_batch).
 DEFAULT_BATCH_TOLERANCE = 0.05
 
+#: Upper bounds of quantities that must be reached (not limits): beyond them no estimate is
+#: meaningful and floats overflow. 10^18 tokens is ~10^4 times the largest published training
+#: run (Llama 3: 15.6e12, Llama Team 2024); 2^24 tokens of context is 16x the largest shipped
+#: (1M); a batch of 10^8 sequences or 10^13 tokens is ~10^5 times the largest published.
+MAX_TOKENS = 1e18
+MAX_SEQ_LEN = 2**24
+MAX_BATCH_SEQUENCES = 10**8
+MAX_BATCH_TOKENS = 1e13
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+
+def _alternatives(ann) -> list:
+    """The top-level alternatives of an annotation (Optional, Union and Annotated unwrapped)."""
+    origin = typing.get_origin(ann)
+    if origin is Annotated:
+        return _alternatives(typing.get_args(ann)[0])
+    if origin in (Union, types.UnionType):
+        return [x for a in typing.get_args(ann) for x in _alternatives(a)]
+    return [ann]
+
+
+def _takes_bool(alts: list) -> bool:
+    return any(a is bool or a is Any or (typing.get_origin(a) is Literal and any(
+        isinstance(v, bool) for v in typing.get_args(a))) for a in alts)
+
+
+def _bool_where_number(ann, value) -> bool:
+    """Whether ``value`` puts true/false where ``ann`` wants a number or a name (YAML's
+    ``max_gpus: yes`` would otherwise become 1): directly, as a list item or a mapping value."""
+    alts = [a for a in _alternatives(ann) if a is not type(None)]
+    if isinstance(value, bool):
+        return not _takes_bool(alts)
+    for a in alts:
+        origin = typing.get_origin(a)
+        args = typing.get_args(a)
+        if origin is list and isinstance(value, list) and args:
+            items = _alternatives(args[0])
+            return not _takes_bool(items) and any(isinstance(x, bool) for x in value)
+        if origin is dict and isinstance(value, dict) and len(args) == 2:
+            vals = _alternatives(args[1])
+            return not _takes_bool(vals) and any(isinstance(x, bool) for x in value.values())
+    return False
+
+
+class StrictModel(BaseModel):
+    """Base of every input block: unknown keys, NaN/infinite numbers and true/false in place of
+    a number are errors (pydantic would accept ``yes`` as 1 and ``.inf`` as a number)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_bool_as_number(cls, data):
+        if isinstance(data, dict):
+            for key, value in data.items():
+                f = cls.model_fields.get(key) if isinstance(key, str) else None
+                if f is not None and _bool_where_number(f.annotation, value):
+                    from optimizer.errors import describe
+
+                    raise ValueError(f"{key}: got true/false where no boolean is allowed (YAML reads "
+                                     f"yes/no/on/off as booleans); allowed: {describe(f.annotation, f.metadata)}")
+        return data
+
+
+_Strict = StrictModel
+
+#: Limits at or above these mean 'no limit' (stored as None): no plan can reach them, and as
+#: numbers they would overflow the solver's integer model. Money: 10^15 USD (ten times world
+#: GDP); time: 10^6 days (2,700 years); counts (GPUs, nodes, replica types): 10^8 (about ten
+#: times the world's data-centre accelerators); power: 10^12 W.
+NO_LIMIT_USD = 1e15
+NO_LIMIT_DAYS = 1e6
+NO_LIMIT_COUNT = 10**8
+NO_LIMIT_W = 1e12
+NO_LIMIT_S = 1e6 * 86400.0
+
+
+def _no_limit_above(ceiling: float):
+    def convert(v):
+        if isinstance(v, bool) or not isinstance(v, (int, float)):
+            return v
+        if v != v:                                # NaN: left for the finite-number check
+            return v
+        if v >= ceiling:                          # +inf included
+            return None
+        return v
+    return BeforeValidator(convert)
+
+
+def _limit_doc(ceiling: float, unit: str) -> str:
+    return f"Values of {ceiling:g}{' ' + unit if unit else ''} or more (or .inf) mean no limit."
+
+
+def _limit(ceiling: float, unit: str, kind=float, ge0: bool = False):
+    inner = Annotated[kind, Field(ge=0) if ge0 else Field(gt=0)]
+    return Annotated[Optional[inner], _no_limit_above(ceiling), Field(description=_limit_doc(ceiling, unit))]
+
+
+LimitUSD = _limit(NO_LIMIT_USD, "USD")
+LimitDays = _limit(NO_LIMIT_DAYS, "days")
+LimitCount = _limit(NO_LIMIT_COUNT, "", int)
+LimitCount0 = _limit(NO_LIMIT_COUNT, "", int, ge0=True)
+LimitW = _limit(NO_LIMIT_W, "W")
+LimitKW = _limit(NO_LIMIT_W / 1e3, "kW")
+LimitS = _limit(NO_LIMIT_S, "s")
+#: A count that must be reached (GPUs, sequences, tokens): finite and below the 'no limit' scale.
+Count = Annotated[int, Field(gt=0, le=NO_LIMIT_COUNT)]
 
 
 def pick_global_batch(target_sequences: float, tolerance: float) -> int:
-    """The sequence count within +-tolerance of the target with the largest power-of-two factor,
-    then the most divisors, then the closest to the target (see TrainSpec.target_batch_sequences)."""
+    """The sequence count within +-tolerance of the target with the largest power-of-two factor
+    (see TrainSpec.target_batch_sequences).
+
+    That count is unique: two multiples of 2^k in a range always enclose a multiple of
+    2^(k+1), so the range holds exactly one multiple of its largest power of two and no
+    further tie-break is ever needed. Found in O(log n) steps (from the largest power of two
+    down), so any batch size answers at once.
+    """
     lo = max(1, int(np.ceil(target_sequences * (1 - tolerance) - 1e-9)))
     hi = max(lo, int(np.floor(target_sequences * (1 + tolerance) + 1e-9)))
-
-    def score(n: int):
-        twos = (n & -n).bit_length() - 1
-        divisors = sum(1 for d in range(1, int(n ** 0.5) + 1) if n % d == 0 for _ in ((d, n // d) if d * d != n else (d,)))
-        return (-twos, -divisors, abs(n - target_sequences), n)
-
-    return min(range(lo, hi + 1), key=score)
+    for k in range(hi.bit_length(), -1, -1):
+        step = 1 << k
+        first = -(-lo // step) * step             # the smallest multiple of 2^k >= lo
+        if first <= hi:
+            return first
+    return lo                                     # unreachable: k = 0 always succeeds
 
 
 class TokenRange(_Strict):
     """Training tokens as a decision between ``min`` and ``max`` (counts)."""
 
-    min: float = Field(gt=0)
-    max: float = Field(gt=0)
+    min: float = Field(gt=0, le=MAX_TOKENS)
+    max: float = Field(gt=0, le=MAX_TOKENS)
 
     @model_validator(mode="after")
     def _order(self):
@@ -70,8 +181,8 @@ class ModelFamilyChoice(_Strict):
 
     family: str
     params: Union[Literal["auto"], float] = "auto"
-    min_params: float = Field(default=1e9, gt=0)
-    max_params: float = Field(default=300e9, gt=0)
+    min_params: float = Field(default=1e9, gt=0, le=1e15)
+    max_params: float = Field(default=300e9, gt=0, le=1e15)
     step: float = Field(default=1.25, gt=1)
 
     @model_validator(mode="after")
@@ -94,7 +205,7 @@ class InferenceServe(_Strict):
 class InferenceDemand(_Strict):
     """Lifetime inference demand of the trained model: ``tokens`` served (prompt + output)."""
 
-    tokens: float = Field(ge=0)
+    tokens: float = Field(ge=0, le=MAX_TOKENS)
     serve: Optional[InferenceServe] = None
 
 
@@ -102,18 +213,18 @@ class TrainSpec(_Strict):
     """A pre-training job. ``tokens`` is the number of training tokens (a count, not billions);
     with ``model`` (a family, issue 9) it may be ``auto`` or ``{min, max}``: a decision."""
 
-    tokens: Union[Annotated[float, Field(gt=0)], Literal["auto"], TokenRange]
+    tokens: Union[Annotated[float, Field(gt=0, le=MAX_TOKENS)], Literal["auto"], TokenRange]
     model: Optional[ModelFamilyChoice] = None              # co-design: size chosen by the search
     scaling_law: str = "besiroglu2024"                     # formulas/scaling.LAWS (corrected refit)
     target_loss: Optional[float] = Field(default=None, gt=0)
     inference: Optional[InferenceDemand] = None
-    seq_len: int = Field(gt=0)
-    global_batch: Optional[int] = Field(default=None, gt=0)           # sequences, exact
-    global_batch_tokens: Optional[float] = Field(default=None, gt=0)  # tokens, within batch_tolerance
+    seq_len: int = Field(gt=0, le=MAX_SEQ_LEN)
+    global_batch: Optional[int] = Field(default=None, gt=0, le=MAX_BATCH_SEQUENCES)   # sequences, exact
+    global_batch_tokens: Optional[float] = Field(default=None, ge=1, le=MAX_BATCH_TOKENS)  # tokens, within batch_tolerance
     batch_tolerance: float = Field(default=DEFAULT_BATCH_TOLERANCE, ge=0, lt=1)
     optimizer: Literal["adam", "sgd", "adam8bit", "adafactor"] = "adam"
     flash_attention: bool = True
-    interleave: int = Field(default=1, ge=1)
+    interleave: int = Field(default=1, ge=1, le=1024)
     # the framework that schedules the step (formulas/training.py FRAMEWORKS; auto: Megatron for
     # model-parallel layouts, FSDP2 otherwise) and its overlap switches
     framework: Literal["auto", "megatron", "fsdp2", "deepspeed"] = "auto"
@@ -137,6 +248,10 @@ class TrainSpec(_Strict):
             raise ValueError("give exactly one of global_batch (sequences) or global_batch_tokens")
         if self.model is None and not isinstance(self.tokens, (int, float)):
             raise ValueError("tokens 'auto' or {min, max} needs train.model with a family (co-design)")
+        if self.global_batch_tokens is not None and self.global_batch_tokens / self.seq_len > MAX_BATCH_SEQUENCES:
+            raise ValueError(f"global_batch_tokens: {self.global_batch_tokens:g} tokens of {self.seq_len} is "
+                             f"{self.global_batch_tokens / self.seq_len:.3g} sequences; at most "
+                             f"{MAX_BATCH_SEQUENCES:,} sequences per batch (global_batch_tokens / seq_len)")
         return self
 
     def target_batch_sequences(self) -> float:
@@ -161,14 +276,14 @@ class LengthDist(_Strict):
     ``histogram``: a CSV file with columns ``tokens`` and ``weight`` (relative frequency), read
     relative to the scenario file; the mean is then the histogram's."""
 
-    mean: float = Field(gt=0)
-    p99: Optional[float] = Field(default=None, gt=0)
+    mean: float = Field(gt=0, le=MAX_SEQ_LEN)
+    p99: Optional[float] = Field(default=None, gt=0, le=MAX_SEQ_LEN)
     histogram: Optional[str] = None
 
     @model_validator(mode="after")
     def _p99_above_mean(self):
         if self.p99 is not None and self.p99 < self.mean:
-            raise ValueError(f"p99 {self.p99:g} is below the mean {self.mean:g}; a 99th percentile >= the mean")
+            raise ValueError(f"p99: {self.p99:g} is below the mean {self.mean:g}; a 99th percentile >= the mean")
         return self
 
 
@@ -224,8 +339,8 @@ class Disaggregation(_Strict):
 
 
 class SLO(_Strict):
-    ttft_p99_s: Optional[float] = Field(default=None, gt=0)
-    itl_p99_s: Optional[float] = Field(default=None, gt=0)
+    ttft_p99_s: LimitS = None
+    itl_p99_s: LimitS = None
 
 
 class Quality(_Strict):
@@ -240,16 +355,16 @@ class ServeSpec(_Strict):
     ``search.compression`` (issue 9) the quality limit and the horizon over which one-off
     compression work (calibration, distillation) is amortised, in days."""
 
-    requests_per_s: float = Field(gt=0)
+    requests_per_s: float = Field(gt=0, le=1e9)
     prompt_tokens: LengthDist
     output_tokens: LengthDist
     slo: SLO = SLO()
-    redundancy: Union[Literal["none", "n+1"], int] = "none"
+    redundancy: Union[Literal["none", "n+1"], Annotated[int, Field(le=10**6)]] = "none"   # spare replicas
     max_utilization: float = Field(default=0.8, gt=0, le=1)
     # most distinct replica options (GPU, TP, PP, formats, batch) in one fleet; None = no limit
-    max_replica_types: Optional[int] = Field(default=3, ge=1)
+    max_replica_types: LimitCount = 3
     quality: Optional[Quality] = None
-    horizon_days: float = Field(default=365.0, gt=0)
+    horizon_days: float = Field(default=365.0, gt=0, le=NO_LIMIT_DAYS)
     # issue 16: load as it arrives, the engine, and the serving options
     arrivals: Arrivals = Arrivals()
     engine: EngineSpec = EngineSpec()
@@ -266,19 +381,19 @@ class ServeSpec(_Strict):
 
 
 class Constraints(_Strict):
-    deadline_days: Optional[float] = Field(default=None, gt=0)
-    budget_usd: Optional[float] = Field(default=None, gt=0)
-    budget_usd_per_hour: Optional[float] = Field(default=None, gt=0)
-    max_gpus: Optional[int] = Field(default=None, gt=0)
-    min_gpus: int = Field(default=1, gt=0)
+    deadline_days: LimitDays = None
+    budget_usd: LimitUSD = None
+    budget_usd_per_hour: LimitUSD = None
+    max_gpus: LimitCount = None
+    min_gpus: Count = 1
     gpus: Optional[list[str]] = None            # default: every catalog GPU of the deployment class
-    available: dict[str, int] = Field(default_factory=dict)
+    available: dict[str, Annotated[int, Field(le=NO_LIMIT_COUNT)]] = Field(default_factory=dict)
     memory_headroom: float = Field(default=0.10, ge=0, lt=1)
     # deadline and budget hold at this quantile of the throughput the layout really reaches
     # (formulas/intervals.py; 0.9: met even if the cluster is as slow as the 90th-percentile miss)
     confidence: Optional[float] = Field(default=None, ge=0.5, lt=1)
     deployment: Literal["cloud", "on_premise", "edge"] = "cloud"
-    max_power_w_per_device: Optional[float] = Field(default=None, gt=0)   # GPUs whose tdp_w exceeds it are left out
+    max_power_w_per_device: LimitW = None   # GPUs whose tdp_w exceeds it are left out
 
     @field_validator("available")
     @classmethod
@@ -313,11 +428,12 @@ class Pricing(_Strict):
     provider: Optional[str] = None              # restrict rental offers to one provider
     region: Optional[Union[str, list[str]]] = None   # restrict rental offers to these regions
     capacity: dict[str, int] = Field(default_factory=dict)   # GPUs per provider or provider/region
-    usd_per_gpu_hour: dict[str, float] = Field(default_factory=dict)  # explicit price per GPU id
     spot_preemptions_per_hour: Optional[float] = Field(default=None, ge=0)
-    years: float = Field(default=4.0, gt=0)     # owned: amortisation period
-    usd_per_kwh: float = Field(default=0.10, ge=0)
-    pue: float = Field(default=1.3, ge=1)
+    # explicit price per GPU id: finite and > 0 (a negative price would make a plan earn money)
+    usd_per_gpu_hour: dict[str, Annotated[float, Field(gt=0, le=1e6)]] = Field(default_factory=dict)
+    years: float = Field(default=4.0, ge=0.1, le=100)     # owned: amortisation period
+    usd_per_kwh: float = Field(default=0.10, ge=0, le=100)
+    pue: float = Field(default=1.3, ge=1, le=10)
     utilization: float = Field(default=0.8, gt=0, le=1)   # owned: busy fraction over the life
     discount_rate: float = Field(default=0.08, gt=-1, lt=10)
     residual_pct: float = Field(default=0.0, ge=0, le=100)
@@ -427,28 +543,37 @@ class SystemSpec(_Strict):
     Every default is documented in optimizer/search/train/system.py."""
 
     storage_tier: str = "auto"                  # a tier id, or auto: the best durable tier per row
-    storage_units: float = Field(default=1.0, gt=0)   # multiples of a fixed-bandwidth tier (appliances)
-    storage_write_gb_per_s: Optional[float] = Field(default=None, gt=0)  # override the tier's aggregate
+    storage_units: float = Field(default=1.0, gt=0, le=1e6)   # multiples of a fixed-bandwidth tier (appliances)
+    storage_write_gb_per_s: Optional[float] = Field(default=None, ge=1e-3, le=1e9)  # override the tier's aggregate
     host: Optional[str] = None                  # node type id; default: the GPU's default node
-    failure_rate_per_gpu_hour: Optional[float] = Field(default=None, ge=0)
-    failure_rate_per_node_hour: Optional[float] = Field(default=None, ge=0)
-    failure_rate_scale: float = Field(default=1.0, ge=0)
+    # rates per hour: 1 (a failure every hour on every GPU) is ~10^5 times the published rates
+    failure_rate_per_gpu_hour: Optional[float] = Field(default=None, ge=0, le=1)
+    failure_rate_per_node_hour: Optional[float] = Field(default=None, ge=0, le=1)
+    failure_rate_scale: float = Field(default=1.0, ge=0, le=1e4)
     checkpoint: Literal["blocking", "async"] = "blocking"
-    checkpoint_interval_s: Optional[float] = Field(default=None, gt=0)   # default: Daly 2006 optimum
-    retained_checkpoints: int = Field(default=3, ge=1)
-    bytes_per_token: Optional[float] = Field(default=None, gt=0)         # default: by vocabulary size
-    restart_detect_s: Optional[float] = Field(default=None, ge=0)
-    restart_reschedule_s: Optional[float] = Field(default=None, ge=0)
-    restart_warmup_s: Optional[float] = Field(default=None, ge=0)
+    checkpoint_interval_s: Optional[float] = Field(default=None, ge=1, le=NO_LIMIT_S)   # default: Daly 2006 optimum
+    retained_checkpoints: int = Field(default=3, ge=1, le=10**4)
+    bytes_per_token: Optional[float] = Field(default=None, gt=0, le=1e3)         # default: by vocabulary size
+    restart_detect_s: Optional[float] = Field(default=None, ge=0, le=1e7)
+    restart_reschedule_s: Optional[float] = Field(default=None, ge=0, le=1e7)
+    restart_warmup_s: Optional[float] = Field(default=None, ge=0, le=1e7)
     offload_optimizer: bool = False             # ZeRO-Offload: optimizer states in host RAM
     host_memory_headroom: float = Field(default=0.10, ge=0, lt=1)
-    data_workers_per_gpu: int = Field(default=2, ge=0)
+    data_workers_per_gpu: int = Field(default=2, ge=0, le=1024)
     switch: str = "qm9700"
-    oversubscription: float = Field(default=1.0, ge=1)
+    oversubscription: float = Field(default=1.0, ge=1, le=1e3)
     rail_optimized: bool = True
-    hosting_usd_per_kw_month: Optional[float] = Field(default=None, ge=0)
-    maintenance_pct_per_year: Optional[float] = Field(default=None, ge=0)
-    server_usd_per_node: Optional[float] = Field(default=None, ge=0)
+    hosting_usd_per_kw_month: Optional[float] = Field(default=None, ge=0, le=1e6)
+    maintenance_pct_per_year: Optional[float] = Field(default=None, ge=0, le=100)
+    server_usd_per_node: Optional[float] = Field(default=None, ge=0, le=1e9)
+
+
+#: Fields that one planner reads and the other does not: giving them to the other is an error,
+#: never a silent no-op (each field applies to the planners it names).
+_TRAIN_ONLY_SEARCH = ("dp", "cp", "ep", "zero", "precision", "micro_batch", "recompute", "sequence_parallel",
+                      "n_gpus", "allow_uneven_pp")
+_SERVE_ONLY_SEARCH = ("weights", "kv", "batch", "compression")
+_TRAIN_ONLY_CONSTRAINTS = ("budget_usd", "deadline_days")
 
 
 class Scenario(_Strict):
@@ -472,6 +597,21 @@ class Scenario(_Strict):
             raise ValueError("a scenario needs a 'train' or a 'serve' block")
         if self.model is None and (self.train is None or self.train.model is None):
             raise ValueError("a scenario needs 'model' (or train.model with a family to choose the size)")
+        if self.train is not None and self.serve is not None:
+            raise ValueError("serve: a scenario plans training (train:) or serving (serve:), not both; "
+                             "split it into two scenarios, or plan both jobs in a portfolio (clusteropt plan); "
+                             "for a trained model's inference cost use train.inference")
+        planner = "serving" if self.train is None else "training"
+        for block, keys in (("search", _TRAIN_ONLY_SEARCH if self.train is None else _SERVE_ONLY_SEARCH),
+                            ("constraints", _TRAIN_ONLY_CONSTRAINTS if self.train is None else ()),
+                            ("system", tuple(SystemSpec.model_fields) if self.train is None else ())):
+            obj = getattr(self, block)
+            for k in keys:
+                # set to something other than its default (with_overrides dumps every key)
+                if k in obj.model_fields_set and getattr(obj, k) != type(obj).model_fields[k].default:
+                    other = "training" if planner == "serving" else "serving"
+                    raise ValueError(f"{block}.{k}: applies to {other} scenarios, not to this {planner} one; "
+                                     f"remove it (the {planner} planner would ignore it)")
         return self
 
     # -- derived -------------------------------------------------------------------------
@@ -532,12 +672,12 @@ def _set_dotted(data: dict, path: str, value: Any) -> None:
     cur = data
     for i, k in enumerate(keys[:-1]):
         if not isinstance(cur, dict):
-            raise ClusteroptError(path, f"'{'.'.join(keys[:i])}' is not a mapping")
+            raise ClusteroptError(path, f"'{'.'.join(keys[:i])}' is not a mapping", "a dotted path to a scenario field")
         if cur.get(k) is None:
             cur[k] = {}
         cur = cur[k]
     if not isinstance(cur, dict):
-        raise ClusteroptError(path, "parent is not a mapping")
+        raise ClusteroptError(path, "parent is not a mapping", "a dotted path to a scenario field")
     cur[keys[-1]] = value
 
 
@@ -569,14 +709,20 @@ def read_document(source: Union[str, Path, dict], kind: str, folder: Path, known
     dict, a YAML path or a built-in name in ``folder``; ``name`` defaults to the file's stem and
     ``base_dir`` (where relative paths resolve) to its folder. One-line errors for a missing
     file, an unknown built-in name (with suggestions from ``known``) or invalid YAML."""
+    from optimizer.inputs import check_depth, read_yaml
+
     if isinstance(source, dict):
+        check_depth(source, kind)
         data = copy.deepcopy(source)
         data.setdefault("base_dir", None)
         return data
+    if not isinstance(source, (str, Path)) or not str(source).strip():
+        raise ClusteroptError(kind, f"expected a YAML file, a built-in {kind} name or a mapping, got {source!r}",
+                              f"e.g. {known[0]!r}" if known else f"a YAML {kind} file")
     path = Path(source)
     if not path.exists():
         builtin = folder / f"{source}.yaml"
-        if builtin.exists():
+        if "/" not in str(source) and builtin.is_file():
             path = builtin
         elif not str(source).endswith((".yaml", ".yml")) and "/" not in str(source):
             from optimizer.errors import unknown_name
@@ -586,14 +732,7 @@ def read_document(source: Union[str, Path, dict], kind: str, folder: Path, known
             names = ", ".join(known[:8]) + (", ..." if len(known) > 8 else "")
             raise ClusteroptError(kind, f"file not found: {source}",
                                   f"an existing YAML file or a built-in {kind} name" + (f" ({names})" if names else ""))
-    try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        line = getattr(getattr(exc, "problem_mark", None), "line", None)
-        where = f" at line {line + 1}" if line is not None else ""
-        why = getattr(exc, "problem", None)
-        raise ClusteroptError(str(path), f"not valid YAML{where}" + (f" ({' '.join(str(why).split())})" if why else ""),
-                              f"a YAML mapping of {kind} keys (check indentation, colons and quotes)") from None
+    data = read_yaml(path, kind, kind)
     if not isinstance(data, dict):
         raise ClusteroptError(str(path), f"a {kind} must be a YAML mapping, got {type(data).__name__}",
                               f"a YAML mapping of {kind} keys (key: value lines)")

@@ -217,7 +217,8 @@ def attach(namespace: dict) -> None:
         for name, text in fields.items():
             if name not in cls.model_fields:
                 raise KeyError(f"scenario_docs: {cls_name}.{name} is not a field")
-            cls.model_fields[name].description = text
+            own = cls.model_fields[name].description       # a type's own note (the no-limit rule)
+            cls.model_fields[name].description = f"{text} {own}" if own and own not in text else text
     for _ in range(2):      # twice: a model rebuilt before a model it nests must see that one's new schema
         for cls_name in DESCRIPTIONS:
             namespace[cls_name].model_rebuild(force=True)

@@ -226,7 +226,7 @@ def test_time_limit_never_reports_a_false_infeasible():
 
 
 @pytest.mark.parametrize("argv,field", [
-    (["solve", "{tmp}"], "error: {tmp}: "),
+    (["solve", "{tmp}"], "error: scenario: {tmp} is a folder"),       # the input named, the path in the text
     (["solve", "llama3-8b-pretrain", "--format", "json", "--out", "{tmp}/no/x.json"], "error: {tmp}/no/x.json: "),
     (["solve", "llama3-8b-pretrain", "--sensitivity", "--format", "csv"], "error: --format: "),
 ])

@@ -2,7 +2,7 @@
 
 Layers (developers' guide, STYLE.md 'Module boundaries'; each imports only from those above it):
     model/ -> formulas/ -> catalog.py -> scenario.py -> search/ -> report.py, schema.py -> cli.py
-with units, errors and formatting usable everywhere, and inside search/: core imports no planner,
+with units, errors, formatting and inputs (file reading) usable everywhere, and inside search/: core imports no planner,
 serve never imports train, codesign may import train, portfolio may import train and serve.
 """
 
@@ -62,7 +62,8 @@ def _imports(mod: str) -> list[tuple[str, int, str | None]]:
 GRAPH = {m: sorted({t for t, _, _ in _imports(m) if t and t != m}) for m in MODULES}
 
 #: Modules any layer may import (no optimizer imports of their own, or only each other).
-BASE = {"optimizer.units", "optimizer.errors", "optimizer.formatting"}
+BASE = {"optimizer.units", "optimizer.errors", "optimizer.formatting",
+        "optimizer.inputs"}   # guarded file reading and API argument checks (issue 20): imports errors only
 
 
 def _layer(mod: str) -> int:

@@ -40,17 +40,32 @@ def test_hardware_flops_full_recompute_equal_narayanan_eq3(layers, hidden, heads
     eq3 = 96 * layers * hidden ** 2 * (1 + s / (6 * hidden) + V / (16 * layers * hidden))
     got = hardware_flops_per_token(spec, s, recompute="full", flash_attention=False)
     assert float(got) == pytest.approx(eq3, rel=1e-9)
-    # model FLOPs: 72 l h^2 (1 + s/6h + V/12lh) (Korthikanti Sec. 5 / Megatron's MFU)
+    # model FLOPs: 72 l h^2 (1 + s/6h + V/12lh) (Korthikanti Sec. 5 / Megatron's MFU; no flash kernel)
     mf = 72 * layers * hidden ** 2 * (1 + s / (6 * hidden) + V / (12 * layers * hidden))
-    assert float(model_flops_per_token(spec, s)) == pytest.approx(mf, rel=1e-9)
+    assert float(model_flops_per_token(spec, s, flash_attention=False)) == pytest.approx(mf, rel=1e-9)
 
 
 def test_korthikanti_175b_mfu_from_paper_iteration_time():
     # Independent check of the MFU numerator: 175B, 64 x 2048 tokens in 13.75 s on 64 A100s
-    # is 51.4% MFU in Korthikanti et al. 2022 (Table 4 time, MFU table)
+    # is 51.4% MFU in Korthikanti et al. 2022 (Table 4 time, MFU table); Megatron ran no flash kernel
     spec = gpt_no_bias(96, 12288, 96)
-    mfu = float(model_flops_per_token(spec, 2048)) * 64 * 2048 / 13.75 / 64 / (312 * TERA)
+    mfu = float(model_flops_per_token(spec, 2048, flash_attention=False)) * 64 * 2048 / 13.75 / 64 / (312 * TERA)
     assert mfu == pytest.approx(0.514, abs=0.001)
+
+
+@pytest.mark.parametrize("s", [2048, 8192, 131072, 1048576])
+def test_with_flash_mfu_counts_the_causal_half_and_never_exceeds_hfu(s):
+    """Issue 20: at 1M tokens with CP, counting s x s scores gave MFU 1.03, above HFU. With a
+    causal flash kernel the numerator counts the causal half (mean context (s+1)/2), so the
+    attention term is (s+1)/(2s) of the full count and MFU's numerator <= HFU's for every recompute."""
+    spec = gpt_no_bias(24, 2304, 24, 51200, s)
+    full = float(model_flops_per_token(spec, s, flash_attention=False))
+    causal = float(model_flops_per_token(spec, s, flash_attention=True))
+    # the difference is the attention GEMMs' non-causal half: 3 passes x 4 s h l FLOPs x (1 - (s+1)/2s)
+    attn_full = 3 * 4 * s * 2304 * 24
+    assert full - causal == pytest.approx(attn_full * (1 - (s + 1) / (2 * s)), rel=1e-9)
+    for rec in ("none", "selective", "full"):
+        assert causal <= float(hardware_flops_per_token(spec, s, recompute=rec, flash_attention=True))
 
 
 def test_gemm_efficiency_saturates_in_tokens():

@@ -22,7 +22,10 @@ def as_array(field: str, value, *, lo: float = 0.0, lo_open: bool = False, hi: f
         bad |= a > hi
     if np.any(bad):
         allowed = f"allowed: {'>' if lo_open else '>='} {lo:g}" + (f" and <= {hi:g}" if hi is not None else "")
-        raise ClusteroptError(field, f"out of range (got {value!r})", allowed)
+        # name the first offending value, never an array's repr (it spans lines and hides which)
+        first = a[bad][0] if a.ndim else a[()]
+        where = f" at {int(np.flatnonzero(bad)[0])} of {a.size} values" if a.ndim and a.size > 1 else ""
+        raise ClusteroptError(field, f"out of range (got {float(first):g}{where})", allowed)
     return a
 
 

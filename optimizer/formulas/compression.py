@@ -135,7 +135,8 @@ def calibration_gpu_hours(gpu_hours_per_b_params: float, n_params: float) -> flo
     GPTQ: 4 A100-hours for 175B (Frantar et al. 2023, abstract) = 0.0229 per billion.
     Units: GPU-hours."""
     if gpu_hours_per_b_params < 0 or n_params <= 0:
-        raise ClusteroptError("one_off_value", "must be >= 0 with a positive model size")
+        raise ClusteroptError("one_off_value", "must be >= 0 with a positive model size",
+                              "one_off_value >= 0 and model parameters > 0")
     return gpu_hours_per_b_params * n_params / 1e9
 
 
@@ -143,7 +144,8 @@ def recovery_tokens(tokens_per_param: float, teacher_params: float) -> float:
     """Training tokens of a distillation or sparse-recovery run, scaled with the teacher's size
     from the published run (catalog ``recovery_tokens_per_param``). Units: tokens."""
     if tokens_per_param < 0 or teacher_params <= 0:
-        raise ClusteroptError("one_off_value", "must be >= 0 with a positive model size")
+        raise ClusteroptError("one_off_value", "must be >= 0 with a positive model size",
+                              "one_off_value >= 0 and model parameters > 0")
     return tokens_per_param * teacher_params
 
 
@@ -167,7 +169,7 @@ def sparse_2_4_bytes_per_param(value_bytes: float) -> float:
     per kept value (module docstring). bf16 1.125, fp8/int8 0.625, int4 0.375 (+ group scales).
     Units: bytes per parameter."""
     if value_bytes <= 0:
-        raise ClusteroptError("value_bytes", f"must be > 0 (got {value_bytes!r})")
+        raise ClusteroptError("value_bytes", f"must be > 0 (got {value_bytes!r})", "bytes per value > 0")
     kept = SPARSE_KEPT_PER_GROUP / SPARSE_GROUP
     return value_bytes * kept + kept * SPARSE_INDEX_BITS / 8.0
 
@@ -334,6 +336,6 @@ def one_off_cost_usd(choice: CompressionChoice, usd_per_gpu_hour: float, train_f
     FLOPs at the training estimator's achieved FLOP/s per GPU (peak x MFU), at ``usd_per_gpu_hour``.
     Units: USD."""
     if train_flop_per_s_per_gpu <= 0:
-        raise ClusteroptError("train_flop_per_s_per_gpu", "must be > 0")
+        raise ClusteroptError("train_flop_per_s_per_gpu", "must be > 0", "a training throughput > 0 FLOP/s")
     hours = choice.calibration_gpu_hours + choice.recovery_flop / train_flop_per_s_per_gpu / 3600.0
     return hours * usd_per_gpu_hour

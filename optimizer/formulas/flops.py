@@ -63,7 +63,7 @@ class MatmulWeights:
 
 def _positive(field: str, value: float) -> None:
     if not value > 0:
-        raise ClusteroptError(field, f"must be positive (got {value!r})")
+        raise ClusteroptError(field, f"must be positive (got {value!r})", "a number > 0")
 
 
 def _attn_proj_weights(spec: ModelSpec) -> int:

@@ -12,6 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+import numpy as np
+
 Recompute = Literal["none", "selective", "full"]
 Precision = Literal["bf16", "fp8"]
 OptimizerKind = Literal["adam", "sgd", "adam8bit", "adafactor"]
@@ -65,3 +67,118 @@ def sequence_parallel_rule(tp: int, sequence_parallel: bool) -> str | None:
         return ("sequence_parallel at tp=1 is the same layout as without it (no tensor-parallel group to "
                 "shard over; Megatron-LM turns it off); use sequence_parallel=false")
     return None
+
+
+def canonical_zero(dp, cp, zero):
+    """The ZeRO stage a layout really runs: ZeRO shards optimizer state, gradients and (stage 3)
+    parameters over the data-parallel group, DP x CP ranks in Megatron-LM's distributed optimizer
+    (Rajbhandari et al. 2020, Sec. 5; Megatron-Core ``DistributedOptimizer`` over the DP x CP
+    group). With DP x CP = 1 there is nothing to shard over and every stage is stage 0. Elementwise
+    over numpy arrays of ``dp`` (the search space's columns)."""
+    return np.where(np.asarray(dp) * cp == 1, 0, zero) if np.ndim(dp) else (0 if dp * cp == 1 else zero)
+
+
+def zero_rule(dp: int, cp: int, zero: int) -> str | None:
+    """The one rule on ZeRO at DP x CP = 1 (``canonical_zero``), shared by the search space and
+    ``evaluate``: such a layout is the same layout as zero=0, not a distinct configuration.
+    Returns the broken rule's one-line message, or None."""
+    if canonical_zero(dp, cp, zero) != zero:
+        return (f"zero={zero} at dp x cp = 1 is the same layout as zero=0 (no data-parallel group to shard "
+                f"over); use zero=0")
+    return None
+
+
+def canonical_recompute(recompute: str, flash_attention: bool) -> str:
+    """The recomputation a layout really runs: selective recomputation recomputes the attention core
+    (softmax, dropout, the score matrix; Korthikanti et al. 2022, Sec. 5), which flash attention
+    never stores (Dao et al. 2022, Sec. 3.1: it recomputes the scores in its own backward), so with
+    flash attention 'selective' is 'none'."""
+    return "none" if recompute == "selective" and flash_attention else recompute
+
+
+def recompute_rule(recompute: str, flash_attention: bool) -> str | None:
+    """The one rule on selective recomputation with flash attention (``canonical_recompute``),
+    shared by the search space and ``evaluate``: the same layout as recompute=none, not a distinct
+    configuration. Returns the broken rule's one-line message, or None."""
+    if canonical_recompute(recompute, flash_attention) != recompute:
+        return ("recompute=selective with flash attention is the same layout as recompute=none (flash "
+                "attention never stores the attention core selective recomputation would recompute); "
+                "use recompute=none")
+    return None
+
+
+def same_layout_rules(layout: TrainLayout) -> list[str]:
+    """The rules by which a configuration is the same layout as another one (CONTRACTS.md: the
+    top-K holds distinct configurations): ``zero_rule`` and ``recompute_rule``.
+    ``sequence_parallel_rule`` is the third; it sits in ``training.layout_violations`` so that
+    ``estimate`` warns about it. ``evaluate`` reports all three; the search space searches only
+    the canonical form."""
+    rules = (zero_rule(layout.dp, layout.cp, layout.zero),
+             recompute_rule(layout.recompute, layout.flash_attention))
+    return [r for r in rules if r is not None]
+
+
+@dataclass(frozen=True)
+class RuleBreak:
+    """One broken structural rule: the layout key it is about, its one-line message and what is
+    allowed (the parts of ``ClusteroptError``)."""
+    field: str
+    message: str
+    allowed: str
+
+
+def tp_rules(spec, tp: int) -> list[RuleBreak]:
+    """TP divides the attention heads; KV heads divide by TP, or TP is a multiple of them and each
+    TP rank holds a replica (Megatron-Core itself requires num_query_groups % TP == 0; replication
+    is what Megatron-DeepSpeed/NeMo and inference engines do, and the search allows it)."""
+    out = []
+    if spec.num_heads % tp:
+        out.append(RuleBreak("tp", f"tp={tp} does not divide the {spec.num_heads} attention heads",
+                             f"divisors of {spec.num_heads}"))
+    kv = spec.kv_heads
+    if spec.attention == "mha" and kv % tp and tp % kv:
+        out.append(RuleBreak("tp", f"tp={tp} neither divides the {kv} KV heads nor is a multiple of them",
+                             f"divisors or multiples of {kv}"))
+    return out
+
+
+def pp_rule(spec, pp: int) -> RuleBreak | None:
+    """PP <= layers: every stage holds at least one layer (uneven stages are allowed, as in
+    Megatron-LM's ``--decoder-first/last-pipeline-num-layers``)."""
+    layers = spec.total_layers
+    if pp > layers:
+        return RuleBreak("pp", f"pp={pp} exceeds the {layers} layers", f"at most {layers}")
+    return None
+
+
+def experts_rule(spec, ep: int) -> RuleBreak | None:
+    """EP = 1 for dense models; otherwise EP divides the routed experts (each EP rank holds the
+    same number of experts, Megatron-Core's ``num_moe_experts % expert_model_parallel_size``)."""
+    if spec.moe is None:
+        if ep != 1:
+            return RuleBreak("ep", f"ep={ep} on a dense model (no experts); use ep=1",
+                             "1 (expert parallelism needs a MoE model)")
+    elif spec.moe.num_experts % ep:
+        return RuleBreak("ep", f"ep={ep} does not divide the {spec.moe.num_experts} routed experts",
+                         f"divisors of {spec.moe.num_experts}")
+    return None
+
+
+def ep_divides_data_parallel(dp, cp: int, ep: int):
+    """Expert data parallelism: the EP group is carved out of the DP x CP ranks, so EP divides
+    DP x CP (Megatron-Core's parallel_state). Elementwise over numpy arrays of ``dp``."""
+    return (np.asarray(dp) * cp) % ep == 0 if np.ndim(dp) else (dp * cp) % ep == 0
+
+
+def structural_rules(spec, tp: int, pp: int, dp: int, cp: int, ep: int) -> list[RuleBreak]:
+    """The rules no framework runs a layout without, on the model's shape (Megatron-LM's checks in
+    megatron/training/arguments.py and megatron/core): ``tp_rules``, ``pp_rule``, ``experts_rule``
+    and ``ep_divides_data_parallel``. ``training.layout_violations`` (hence ``evaluate``) lists
+    them, ``estimate`` rejects them (uneven PP stages and TP spanning nodes pass), and the search
+    space enumerates only layouts that pass them (``tp_values``, ``pp_values``, ``ep_values``
+    and the EP x DP mask call the same functions)."""
+    out = tp_rules(spec, tp)
+    out += [r for r in (pp_rule(spec, pp), experts_rule(spec, ep)) if r is not None]
+    if spec.moe is not None and not ep_divides_data_parallel(dp, cp, ep):
+        out.append(RuleBreak("ep", f"ep={ep} does not divide dp x cp = {dp * cp}", "EP divides DP x CP"))
+    return out

@@ -333,7 +333,8 @@ def estimate_serving(spec: ModelSpec, hw: Hardware, *, tp=1, pp: int = 1, weight
     return ServeEstimate(
         n_gpus=_num(n_gpus) if np.ndim(n_gpus) else int(n_gpus),
         memory_per_gpu=memory, weights_per_gpu=rep.w,
-        kv_cache_capacity_bytes=_num(capacity), kv_cache_bytes_per_seq=_num(per_seq),
+        # a pool cannot be negative: when the weights alone overflow it is 0 and fits is false
+        kv_cache_capacity_bytes=_num(np.maximum(capacity, 0.0)), kv_cache_bytes_per_seq=_num(per_seq),
         max_concurrent_seqs=_num(max_seqs), fits=bool(fits) if np.ndim(fits) == 0 else fits,
         ttft_s=_num(ttft), itl_s=_num(decode_s), tpot_s=_num(tpot),
         output_tokens_per_s=_num(out_tps), output_tokens_per_s_per_gpu=_num(out_tps / n_gpus),

@@ -23,7 +23,6 @@ classes instantiated on PyTorch's meta device):
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any, Callable
 
@@ -178,7 +177,7 @@ class _Config:
 
     def _positive(self, key: str, value: Any) -> int:
         if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-            raise ClusteroptError(f"{self.where}.{key}", f"must be a positive integer (got {value!r})")
+            raise ClusteroptError(f"{self.where}.{key}", f"must be a positive integer (got {value!r})", "an integer > 0")
         return value
 
 
@@ -434,7 +433,8 @@ def spec_from_hf_dict(cfg: dict, name: str = "", source: str = "", where: str = 
                       **overrides: Any) -> ModelSpec:
     """A ModelSpec from a Hugging Face config dict (see the module docstring)."""
     if not isinstance(cfg, dict):
-        raise ClusteroptError(where, f"expected a JSON object, got {type(cfg).__name__}")
+        raise ClusteroptError(where, f"expected a JSON object, got {type(cfg).__name__}",
+                              "a Hugging Face config.json object ({...})")
     model_type = cfg.get("model_type")
     if model_type not in _BUILDERS:
         raise ClusteroptError(f"{where}.model_type", f"unsupported model_type {model_type!r}",
@@ -471,10 +471,7 @@ def from_hf_config(path: str | Path | dict, name: str = "") -> ModelSpec:
     p = Path(path)
     if p.is_dir():
         p = p / "config.json"
-    try:
-        cfg = json.loads(p.read_text())
-    except FileNotFoundError:
-        raise ClusteroptError("model", f"no such file {str(p)!r}") from None
-    except (OSError, json.JSONDecodeError) as exc:
-        raise ClusteroptError("model", f"cannot read {str(p)!r} as JSON ({exc})") from None
+    from optimizer.inputs import load_json, read_text
+
+    cfg = load_json(read_text(p, "model", "Hugging Face config.json"), "model", str(p))
     return spec_from_hf_dict(cfg, name=name or p.parent.name or p.stem, source=str(p), where=p.name)

@@ -15,10 +15,10 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Optional
 
-import yaml
 from pydantic import ValidationError
 
 from optimizer.errors import ClusteroptError, from_pydantic, unknown_name
+from optimizer.inputs import load_json, load_yaml, read_text
 from optimizer.model.hf import from_hf_config, spec_from_hf_dict
 from optimizer.model.spec import ModelSpec
 
@@ -94,7 +94,8 @@ def _spec_fields() -> set[str]:
 def spec_from_dict(data: dict, where: str = "model", name: str = "") -> ModelSpec:
     """A dict of ModelSpec fields, or a Hugging Face-like config with ``model_type``."""
     if not isinstance(data, dict):
-        raise ClusteroptError(where, f"expected a mapping of model fields, got {type(data).__name__}")
+        raise ClusteroptError(where, f"expected a mapping of model fields, got {type(data).__name__}",
+                              "a mapping of ModelSpec fields or a config.json with model_type")
     keys = set(data)
     if "model_type" in data and not keys <= _spec_fields():
         return spec_from_hf_dict(data, name=name, where=where, source=where)
@@ -108,21 +109,18 @@ def spec_from_dict(data: dict, where: str = "model", name: str = "") -> ModelSpe
     except ValidationError as exc:
         raise from_pydantic(exc, prefix=where) from None
     except TypeError as exc:
-        raise ClusteroptError(where, str(exc)) from None
+        raise ClusteroptError(where, " ".join(str(exc).split()), "ModelSpec fields only") from None
 
 
 def _load_path(path: Path) -> ModelSpec:
     if path.is_dir():
         return from_hf_config(path)
     suffix = path.suffix.lower()
-    try:
-        text = path.read_text()
-    except OSError as exc:
-        raise ClusteroptError("model", f"cannot read {str(path)!r} ({exc.strerror})") from None
-    try:
-        data = json.loads(text) if suffix == ".json" else yaml.safe_load(text)
-    except (json.JSONDecodeError, yaml.YAMLError) as exc:
-        raise ClusteroptError("model", f"cannot parse {str(path)!r} ({str(exc).splitlines()[0]})") from None
+    text = read_text(path, "model", "config.json or architecture YAML")
+    if suffix == ".json":
+        data = load_json(text, "model", str(path))
+    else:
+        data = load_yaml(text, "model", str(path), "model")
     return spec_from_dict(data, where=path.name, name=path.stem if path.stem != "config" else path.parent.name)
 
 
@@ -139,10 +137,12 @@ def load_model(ref: Any) -> ModelSpec:
         return spec_from_dict(ref)
     if isinstance(ref, Path):
         if not ref.exists():
-            raise ClusteroptError("model", f"no such file {str(ref)!r}")
+            raise ClusteroptError("model", f"no such file {str(ref)!r}",
+                                  "an existing config.json or architecture YAML, or a preset name")
         return _load_path(ref)
     if not isinstance(ref, str) or not ref.strip():
-        raise ClusteroptError("model", f"expected a preset name, a file path or a mapping, got {ref!r}")
+        raise ClusteroptError("model", f"expected a preset name, a file path or a mapping, got {ref!r}",
+                              "e.g. llama-3-8b (clusteropt models), path/to/config.json")
     key = _index().get(ref.strip().lower())
     if key is not None:
         return _preset_spec(key)

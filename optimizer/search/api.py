@@ -15,9 +15,11 @@ import pandas as pd
 
 from optimizer.catalog import Catalog, load_catalog
 from optimizer.errors import ClusteroptError
+from optimizer.inputs import integer, number
 from optimizer.portfolio_schema import Portfolio
 from optimizer.scenario import Scenario, load_scenario
 from optimizer.search import estimate as _estimate_mod
+from optimizer.search.core.cpsat import WALL_GUARD_S
 from optimizer.search.core.result import SolveResult
 from optimizer.search.planners import planner
 from optimizer.search.portfolio.sensitivity import plan_slack, portfolio_sensitivity
@@ -47,12 +49,27 @@ def disaggregation(scenario: ScenarioLike, *, catalog: Optional[Catalog] = None,
 
 
 def solve(scenario: ScenarioLike, *, top_k: Optional[int] = None, objective: Optional[str] = None,
-          time_limit_s: float = 30.0, catalog: Optional[Catalog] = None, efficiency_scale: float = 1.0) -> SolveResult:
+          time_limit_s: float = 30.0, catalog: Optional[Catalog] = None, efficiency_scale: float = 1.0,
+          deterministic: bool = False) -> SolveResult:
     """Rank the K best distinct feasible configurations of a scenario (training layouts, serving
-    fleets or co-design plans), proven by CP-SAT. ``catalog``: default catalog when None."""
+    fleets or co-design plans), proven by CP-SAT. ``catalog``: default catalog when None.
+
+    ``top_k`` 1..1000 (None: the scenario's); ``time_limit_s`` seconds of wall clock (inf: none);
+    with ``deterministic`` (training) the same number bounds CP-SAT's deterministic time on one
+    worker instead, so the answer does not depend on the machine's load. The result's ``stats``
+    say whether the limit stopped the search (``time_limit_reached``)."""
     sc = load_scenario(scenario)
+    top_k = None if top_k is None else integer("top_k", top_k, 1, 1000)
+    time_limit_s = min(number("time_limit_s", time_limit_s, gt=0, allow_inf=True), WALL_GUARD_S)
+    efficiency_scale = number("efficiency_scale", efficiency_scale, gt=0, le=10)
+    extra = {}
+    if deterministic:
+        if sc.workload != "train":
+            raise ClusteroptError("deterministic", f"not available for {sc.workload} scenarios",
+                                  "training scenarios (serving and co-design searches are bounded by wall clock)")
+        extra["deterministic"] = True
     return planner(sc.workload).solve(sc, top_k=top_k, objective=objective, time_limit_s=time_limit_s,
-                                      catalog=_catalog(catalog), efficiency_scale=efficiency_scale)
+                                      catalog=_catalog(catalog), efficiency_scale=efficiency_scale, **extra)
 
 
 def evaluate(scenario: ScenarioLike, config: Any, *, catalog: Optional[Catalog] = None,

@@ -6,6 +6,7 @@ returns dictionaries with unit-suffixed keys; ``cli.py`` only renders them.
 
 from __future__ import annotations
 
+import math
 
 from optimizer.formatting import plain
 from optimizer.catalog import engine_settings
@@ -13,7 +14,7 @@ from optimizer.errors import ClusteroptError
 from optimizer.formulas import flops, scaling
 from optimizer.formulas.cost import rented_cost_usd
 from optimizer.formulas.offers import committed_billed_hours
-from optimizer.formulas.layout import TrainLayout
+from optimizer.formulas.layout import TrainLayout, structural_rules
 from optimizer.formulas.params import count_params
 from optimizer.formulas.serving import estimate_serving
 from optimizer.formulas.training import estimate_training, layout_violations
@@ -96,6 +97,54 @@ def train_dict(spec, hw, layout, *, tokens=None, offer=None, pricing="on_demand"
     return out
 
 
+#: Flags that only the training estimate reads, and only the serving one (--serve), with their
+#: defaults. Giving one to the other mode is an error, never a silent no-op.
+TRAIN_FLAGS = {"dp": 1, "cp": 1, "ep": 1, "zero": 1, "micro_batch": 1, "global_batch": None,
+               "recompute": "selective", "precision": "bf16", "sequence_parallel": False, "interleave": 1,
+               "tokens": None, "pricing": "on_demand"}
+SERVE_FLAGS = {"weights": "bf16", "kv": "bf16", "batch": 1, "prompt_len": 1024, "output_len": 256,
+               "gpu_memory_utilization": 0.9}
+#: Flags of both modes that need --gpu.
+LAYOUT_FLAGS = {"tp": 1, "pp": 1, "inter_node_gbps": None}
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def _check_flags(given: dict, serve: bool, gpu) -> dict:
+    """Resolve the defaults of the flags that were not given (None) and refuse flags that the
+    chosen mode would ignore: training flags with --serve, serving flags without it, layout
+    flags without --gpu."""
+    for name, value in given.items():
+        if value is None:
+            continue
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ClusteroptError(_flag(name), f"{value} is not a finite number", "a finite number")
+        if gpu is None and (name in LAYOUT_FLAGS or name in TRAIN_FLAGS or name in SERVE_FLAGS):
+            raise ClusteroptError(_flag(name), "applies to a layout estimate, which needs --gpu",
+                                  "add --gpu (e.g. --gpu h100), or drop " + _flag(name))
+        if serve and name in TRAIN_FLAGS:
+            raise ClusteroptError(_flag(name), "applies to the training estimate, not to --serve",
+                                  f"drop {_flag(name)}, or drop --serve")
+        if not serve and name in SERVE_FLAGS:
+            raise ClusteroptError(_flag(name), "applies to the serving estimate (--serve)",
+                                  f"add --serve, or drop {_flag(name)}")
+    defaults = {**TRAIN_FLAGS, **SERVE_FLAGS, **LAYOUT_FLAGS}
+    return {k: (defaults[k] if v is None else v) for k, v in given.items()}
+
+
+def _integral(name: str, value):
+    """An integer flag given to the API as a float must be whole (dp=1.5 is not dp=1)."""
+    if value is None or isinstance(value, bool):
+        return value
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if not isinstance(value, int):
+        raise ClusteroptError(_flag(name), f"{value!r} is not a whole number", "an integer")
+    return value
+
+
 def _framework_name(framework: str, layout) -> str:
     from optimizer.formulas.training import resolve_framework
 
@@ -124,16 +173,41 @@ def add_intervals(train: dict, spec, layout, profile=None) -> None:
                                cost_usd=train.get("cost_usd")))
 
 
-def estimate(model_ref: str, *, catalog, seq_len=None, gpu=None, tp=1, pp=1, dp=1, cp=1, ep=1, zero=1,
-             micro_batch=1, global_batch=None, recompute="selective", precision="bf16", sequence_parallel=False,
-             interleave=1, inter_node_gbps=None, tokens=None, pricing="on_demand", serve=False,
-             weights="bf16", kv="bf16", batch=1, prompt_len=1024, output_len=256,
-             gpu_memory_utilization=0.9, request_rate=None, engine="vllm", arrival_cv=1.0,
+def estimate(model_ref: str, *, catalog, seq_len=None, gpu=None, tp=None, pp=None, dp=None, cp=None, ep=None, zero=None,
+             micro_batch=None, global_batch=None, recompute=None, precision=None, sequence_parallel=None,
+             interleave=None, inter_node_gbps=None, tokens=None, pricing=None, serve=False,
+             weights=None, kv=None, batch=None, prompt_len=None, output_len=None,
+             gpu_memory_utilization=None, request_rate=None, engine="vllm", arrival_cv=1.0,
              prompt_p99=None, output_p99=None, max_num_batched_tokens=None, max_num_seqs=None,
              n_requests=None, seed=0, spec_draft=None, spec_k=4, spec_acceptance=0.7,
              prefix_hit_rate=0.0, prefix_tokens=0, gqa_shared_decode=None,
              framework="auto", grad_precision="fp32", fp8_params=False,
              dropout=False, fused_cross_entropy=None, offload_activations=False, calibration=None) -> dict:
+    """Parameters, FLOPs and, with ``gpu``, the training (or ``serve``) estimate of one layout.
+    The layout and format flags left as None take their defaults (TRAIN_FLAGS, SERVE_FLAGS,
+    LAYOUT_FLAGS); a flag the chosen mode does not read is an error (issue 20)."""
+
+    ints = dict(seq_len=seq_len, tp=tp, pp=pp, dp=dp, cp=cp, ep=ep, zero=zero, micro_batch=micro_batch,
+                global_batch=global_batch, interleave=interleave, batch=batch, prompt_len=prompt_len,
+                output_len=output_len)
+    ints = {k: _integral(k, v) for k, v in ints.items()}
+    for k, v in ints.items():
+        if v is not None and (v < (0 if k == "zero" else 1) or v > 2**40):
+            raise ClusteroptError(_flag(k), f"{v} is out of range",
+                                  "0, 1, 2 or 3" if k == "zero" else "an integer >= 1")
+    seq_len = ints.pop("seq_len")
+    given = dict(ints, recompute=recompute, precision=precision, sequence_parallel=sequence_parallel or None,
+                 inter_node_gbps=inter_node_gbps, tokens=tokens, pricing=pricing, weights=weights, kv=kv,
+                 gpu_memory_utilization=gpu_memory_utilization)
+    o = _check_flags(given, serve, gpu)
+    tp, pp, dp, cp, ep, zero = o["tp"], o["pp"], o["dp"], o["cp"], o["ep"], o["zero"]
+    micro_batch, global_batch, interleave = o["micro_batch"], o["global_batch"], o["interleave"]
+    recompute, precision, sequence_parallel = o["recompute"], o["precision"], o["sequence_parallel"]
+    inter_node_gbps, tokens, pricing = o["inter_node_gbps"], o["tokens"], o["pricing"]
+    weights, kv, batch, prompt_len, output_len = o["weights"], o["kv"], o["batch"], o["prompt_len"], o["output_len"]
+    gpu_memory_utilization = o["gpu_memory_utilization"]
+    if tokens is not None and not (0 < tokens <= 1e18):
+        raise ClusteroptError("--tokens", f"{tokens:g} tokens", "a number > 0 and <= 1e18")
 
     spec = load_model(model_ref)
     s = seq_len or spec.max_position_embeddings
@@ -265,23 +339,12 @@ def _add_system(train: dict, spec, gid: str, layout, tokens: float, offer, prici
 
 
 def _check_layout(spec, tp, pp, dp, cp, ep) -> None:
-    """Impossible layouts are errors (CONTRACTS.md); layouts that merely do not fit are not."""
-    if spec.num_heads % tp:
-        raise ClusteroptError("--tp", f"{tp} does not divide the {spec.num_heads} attention heads",
-                              f"divisors of {spec.num_heads}")
-    kv = spec.kv_heads
-    if spec.attention == "mha" and kv % tp and tp % kv:
-        raise ClusteroptError("--tp", f"{tp} neither divides nor is a multiple of the {kv} KV heads",
-                              f"divisors or multiples of {kv}")
-    if pp > spec.total_layers:
-        raise ClusteroptError("--pp", f"{pp} stages for {spec.total_layers} layers", f"at most {spec.total_layers}")
-    if spec.moe is None and ep != 1:
-        raise ClusteroptError("--ep", f"{ep} for a dense model", "1 (expert parallelism needs a MoE model)")
-    if spec.moe is not None and spec.moe.num_experts % ep:
-        raise ClusteroptError("--ep", f"{ep} does not divide {spec.moe.num_experts} experts",
-                              f"divisors of {spec.moe.num_experts}")
-    if (dp * cp) % ep:
-        raise ClusteroptError("--ep", f"{ep} does not divide dp x cp = {dp * cp}", "EP divides DP x CP")
+    """Impossible layouts are errors (CONTRACTS.md); layouts that merely do not fit are not. The
+    rules are ``formulas.layout.structural_rules``, the ones ``evaluate`` reports; uneven PP stages
+    and TP spanning nodes pass them."""
+    broken = structural_rules(spec, tp, pp, dp, cp, ep)
+    if broken:
+        raise ClusteroptError(f"--{broken[0].field}", broken[0].message, broken[0].allowed)
 
 
 def scaling_plan(*, compute=None, params=None, law="besiroglu2024") -> dict:

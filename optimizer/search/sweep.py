@@ -47,6 +47,10 @@ SWEEP_SCHEMA_VERSION = "1.0"
 MIN_POINTS_PER_WORKER = 20
 
 
+#: Most points one sweep solves (each point is a solve): a grid past this is a typo, not a plan.
+MAX_POINTS = 10_000
+
+
 def parse_values(text: str, field: str = "--vary") -> list[Any]:
     """'1e6:1e8:20:log' (start:stop:count[:log|lin]) or 'a,b,c' (numbers parsed when they are numbers)."""
     if ":" in text and "," not in text:
@@ -54,9 +58,14 @@ def parse_values(text: str, field: str = "--vary") -> list[Any]:
         if len(parts) not in (3, 4):
             raise ClusteroptError(field, f"range {text!r} is not start:stop:count[:log|lin]", "e.g. 1e6:1e8:20:log")
         try:
-            a, b, n = float(parts[0]), float(parts[1]), int(float(parts[2]))
+            a, b, n_f = float(parts[0]), float(parts[1]), float(parts[2])
         except ValueError:
             raise ClusteroptError(field, f"range {text!r} has a non-number", "e.g. 1e6:1e8:20:log") from None
+        if not (np.isfinite(a) and np.isfinite(b) and np.isfinite(n_f)) or not n_f.is_integer():
+            raise ClusteroptError(field, f"range {text!r}", "finite ends and a whole count, e.g. 1e6:1e8:20:log")
+        n = int(n_f)
+        if n > MAX_POINTS:
+            raise ClusteroptError(field, f"range {text!r} has {n:,} points", f"at most {MAX_POINTS:,} points per sweep")
         scale = parts[3] if len(parts) == 4 else "lin"
         if n < 1 or scale not in ("log", "lin"):
             raise ClusteroptError(field, f"range {text!r}", "count >= 1 and scale 'log' or 'lin'")
@@ -180,16 +189,33 @@ def sweep(scenario, vary: dict[str, Any], *, objective: str | None = None, top_k
           catalog: Catalog) -> pd.DataFrame:
     """Solve the grid of ``vary`` (path -> list of values, or a 'start:stop:n:log' string)."""
 
+    from optimizer.inputs import integer
+
     scenario = load_scenario(scenario)
+    if not isinstance(vary, dict) or not vary:
+        raise ClusteroptError("vary", f"expected a mapping of paths to values, got {vary!r}",
+                              "e.g. {'constraints.budget_usd': '1e6:1e8:5:log'}")
+    top_k = integer("top_k", top_k, 1, 1000)
+    if workers is not None:
+        workers = integer("workers", workers, 1, 1024)
+    if executor not in ("process", "ray"):
+        raise ClusteroptError("executor", f"unknown executor {executor!r}", "allowed: process, ray")
     axes = {}
     for path, vals in vary.items():
         p = resolve_path(scenario, path)
         axes[p] = parse_values(vals, f"--vary {path}") if isinstance(vals, str) else list(vals)
     names = list(axes)
+    n_points = int(np.prod([len(v) for v in axes.values()], dtype=float)) if axes else 0
+    if n_points > MAX_POINTS:
+        raise ClusteroptError("--vary", f"{n_points:,} points in the grid", f"at most {MAX_POINTS:,} points per sweep")
     grid = list(itertools.product(*axes.values()))
     points = [{"index": i, "values": dict(zip(names, combo))} for i, combo in enumerate(grid)]
-    for p in points[:1]:
-        scenario.with_overrides(p["values"])          # validate early: one-line error, no worker traceback
+    # validate early (one-line error before any progress or worker): every point of a small
+    # grid, else every value of each axis on its own
+    checks = [p["values"] for p in points] if len(points) <= 1000 else [
+        {n: v} for n, vals in axes.items() for v in vals]
+    for values in checks:
+        scenario.with_overrides(values)
     base_dict = scenario.model_dump(mode="python")
     base_dict["base_dir"] = scenario.base_dir
     if scenario.workload == "serve":
@@ -224,6 +250,17 @@ def sweep(scenario, vary: dict[str, Any], *, objective: str | None = None, top_k
             if done >= total:
                 bar.stop()
 
+    try:
+        _run(executor, groups, base_dict, objective, top_k, rows, tick, n_workers, catalog)
+    finally:
+        if bar is not None and done < total:      # end the bar's line: an error starts on its own
+            bar.stop()
+    df = pd.DataFrame([rows[i] for i in range(total)])
+    _add_marginal(df, names[0] if names else None)
+    return df
+
+
+def _run(executor, groups, base_dict, objective, top_k, rows, tick, n_workers, catalog) -> None:
     if executor == "ray":
         _run_ray(base_dict, list(groups.values()), objective, top_k, rows, tick, catalog)
     elif len(groups) == 1 or n_workers <= 1:
@@ -239,9 +276,6 @@ def sweep(scenario, vary: dict[str, Any], *, objective: str | None = None, top_k
                 for i, r in res:
                     rows[i] = r
                 tick(len(res))
-    df = pd.DataFrame([rows[i] for i in range(total)])
-    _add_marginal(df, names[0] if names else None)
-    return df
 
 
 def _progress_bar(total: int):

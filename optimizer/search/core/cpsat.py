@@ -57,6 +57,19 @@ class TopK:
     solve_time_s: float
     n_solves: int
     objective_values: list[tuple[int, ...]] = field(default_factory=list)
+    limit_reached: bool = False      # the time (or deterministic-time) limit stopped the search
+    deterministic_time: float = 0.0  # CP-SAT's deterministic time used, summed over the solves
+
+
+def _binding_rhs(lim: Limit) -> int | None:
+    """The limit's right-hand side, or None when no row can reach it (exactly one row is chosen,
+    so the left-hand side never exceeds the largest entry): a budget of 10^19 units would not
+    fit CP-SAT's int64 and binds nothing anyway (issue 20)."""
+    if len(lim.lhs) == 0:
+        return None
+    if int(np.max(lim.lhs)) <= lim.rhs:
+        return None
+    return int(lim.rhs)
 
 
 def check_int64(arrays: list[np.ndarray], what: str = "table") -> None:
@@ -102,19 +115,37 @@ def _build(n_rows: int, limits: list[Limit]):
         lit = enforce.get(lim.family)
         if lit is None:
             lit = enforce[lim.family] = model.new_bool_var(f"a[{lim.family}]")
+        rhs = _binding_rhs(lim)
+        if rhs is None:                            # met by every row: nothing to constrain
+            continue
+        rhs = max(rhs, -INT64_SAFE)                # below every row: infeasible either way
         nz = np.nonzero(lim.lhs)[0]
         expr = cp_model.LinearExpr.weighted_sum([x[r] for r in nz], [int(lim.lhs[r]) for r in nz])
-        model.add(expr <= int(lim.rhs)).only_enforce_if(lit)
+        model.add(expr <= rhs).only_enforce_if(lit)
     return model, x, enforce
 
 
+#: CP-SAT's wall-clock limit when the search is bounded by deterministic time only: a guard
+#: against a stalled solver, not a limit that is expected to bind (24 hours).
+WALL_GUARD_S = 86400.0
+
+
 def solve_top_k(keys: list[np.ndarray], k: int, limits: list[Limit] = (), *,
-                time_limit_s: float = 30.0, workers: int = 1) -> TopK:
+                time_limit_s: float = 30.0, workers: int = 1, deterministic: bool = False) -> TopK:
     """The k best distinct rows under ``limits``, ordered by ``keys`` lexicographically.
 
     The last key should be unique per row (a canonical row order) so that ties are broken
     deterministically: same input, same output.
+
+    ``time_limit_s`` bounds the wall-clock time of all solves together; on a busy machine a
+    limit that binds can then stop at different points run to run. With ``deterministic`` it
+    bounds CP-SAT's deterministic time instead (its work counter, independent of load;
+    ``max_deterministic_time``) on one worker, and no wall clock is read: the same input gives
+    the same answer on a busy and an idle machine. ``limit_reached`` says whether the limit
+    stopped the search before every solve was proven.
     """
+    if deterministic:
+        workers = 1
     keys = [np.asarray(kk, dtype=np.int64) for kk in keys]
     n = len(keys[0]) if keys else 0
     keys = _combine_keys(keys)
@@ -122,6 +153,8 @@ def solve_top_k(keys: list[np.ndarray], k: int, limits: list[Limit] = (), *,
     t0 = time.perf_counter()
     if n == 0:
         return TopK([], "infeasible", 0.0, 0)
+    det_used = 0.0
+    limit_reached = False
     model, x, enforce = _build(n, limits)
     for lit in enforce.values():
         model.add(lit == 1)
@@ -136,24 +169,33 @@ def solve_top_k(keys: list[np.ndarray], k: int, limits: list[Limit] = (), *,
         chosen = None
         for key in keys:
             m.minimize(cp_model.LinearExpr.weighted_sum(xs, [int(v) for v in key]))
-            remaining = time_limit_s - (time.perf_counter() - t0)
+            used = det_used if deterministic else time.perf_counter() - t0
+            remaining = time_limit_s - used
             if remaining <= 0:
                 status_all = "feasible" if rows else "unknown"
+                limit_reached = True
                 break
             solver = cp_model.CpSolver()
-            solver.parameters.max_time_in_seconds = remaining
+            if deterministic:
+                solver.parameters.max_deterministic_time = remaining
+                solver.parameters.max_time_in_seconds = WALL_GUARD_S
+            else:
+                solver.parameters.max_time_in_seconds = remaining
             solver.parameters.num_workers = workers
             st = solver.solve(m)
+            det_used += solver.response_proto.deterministic_time
             n_solves += 1
             if st == cp_model.INFEASIBLE:
                 chosen = None
                 break
             if st not in (cp_model.OPTIMAL, cp_model.FEASIBLE):
                 status_all = "feasible" if rows else "unknown"
+                limit_reached = True
                 chosen = None
                 break
             if st == cp_model.FEASIBLE:
                 status_all = "feasible"
+                limit_reached = True
             val = int(round(solver.objective_value))
             fixed.append(val)
             m.add(cp_model.LinearExpr.weighted_sum(xs, [int(v) for v in key]) == val)
@@ -165,4 +207,4 @@ def solve_top_k(keys: list[np.ndarray], k: int, limits: list[Limit] = (), *,
         model.add(x[chosen] == 0)
     if not rows:
         status_all = "infeasible" if status_all == "optimal" else status_all
-    return TopK(rows, status_all, time.perf_counter() - t0, n_solves, values)
+    return TopK(rows, status_all, time.perf_counter() - t0, n_solves, values, limit_reached, det_used)

@@ -46,12 +46,17 @@ def find_threshold(best_at, base_key, name: str, direction: str, *, range_pct: f
     return out
 
 
-def check_ranges(swing_pct: float, range_pct: float) -> None:
-    """The tornado swing and the threshold range as percentages (one-line errors)."""
+def check_ranges(swing_pct: float, range_pct: float, grid: int = 10, tol_pct: float = 0.1) -> None:
+    """The tornado swing and the threshold range as percentages, the grid's step count and the
+    bisection tolerance (one-line errors; grid=0 divided by zero)."""
+    from optimizer.inputs import integer, number
 
     for field, v, lo, hi in (("swing_pct", swing_pct, 0, 99.9), ("range_pct", range_pct, 0, 1000)):
+        number(f"sensitivity.{field}", v)
         if not lo < v <= hi:
             raise ClusteroptError(f"sensitivity.{field}", f"{v!r}", f"a percentage in ({lo}, {hi}]")
+    integer("sensitivity.grid", grid, 1, 1000)
+    number("sensitivity.tol_pct", tol_pct, gt=0, le=100)
 
 
 def select_inputs(all_inputs: list[tuple[str, str | None]], inputs: list[str] | None) -> list[tuple[str, str | None]]:

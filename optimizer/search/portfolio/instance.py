@@ -101,12 +101,10 @@ from optimizer.search.serve.solve import solve_serving
 from optimizer.search.train.table import build_table
 from optimizer.units import SECONDS_PER_DAY, SECONDS_PER_HOUR
 from dataclasses import replace
+# the schedule grid is a rule of the portfolio document (checked where it is read)
+from optimizer.portfolio_schema import GRID_STEPS_DAYS, MAX_SLOTS, choose_step_days  # noqa: F401
 
 HOURS_PER_DAY = SECONDS_PER_DAY / SECONDS_PER_HOUR
-#: Grid steps the automatic rule picks from (days): 1 h, 2 h, 6 h, 12 h, 1, 2, 7, 14, 30 days.
-GRID_STEPS_DAYS = (1 / 24, 2 / 24, 6 / 24, 12 / 24, 1.0, 2.0, 7.0, 14.0, 30.0)
-#: The automatic grid is the finest step giving at most this many slots over the horizon.
-MAX_SLOTS = 200
 INT64_SAFE = 2**62
 OBJECTIVES = ("total_cost", "makespan", "gpus")
 #: Most seconds the binding-limit analysis may take after the plan is proven (limits left
@@ -211,17 +209,6 @@ def interval_of(inst: Instance, j: int, o: Option, start: int) -> tuple[int, int
 # ----------------------------------------------------------------------------------------
 # data: from a portfolio to an instance
 # ----------------------------------------------------------------------------------------
-
-def choose_step_days(horizon_days: float, given: Optional[float] = None) -> float:
-    """The schedule grid: ``time_step_days`` if given, else the finest of GRID_STEPS_DAYS
-    with at most MAX_SLOTS slots over the horizon (60 days -> 6 h, 180 days -> 1 day, 365 days -> 2 days)."""
-    if given is not None:
-        return float(given)
-    for step in GRID_STEPS_DAYS:
-        if horizon_days / step <= MAX_SLOTS + 1e-9:
-            return step
-    return horizon_days / MAX_SLOTS
-
 
 def slots_up(days: float, step: float) -> int:
     return max(1, int(math.ceil(days / step - 1e-9)))

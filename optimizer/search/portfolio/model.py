@@ -267,7 +267,8 @@ def _check_headroom(inst: Instance) -> None:
         ub_nodes = sum(max((o.n_gpus for o in job.options if o.owned and o.gpu == g), default=0) for job in inst.jobs)
         total += ub_nodes * max(inst.node_fixed_units(g), inst.node_capex_units(g))
     if total * 4 >= INT64_SAFE:
-        raise OverflowError(f"portfolio {inst.name}: cost sums up to {total} cents, too close to int64")
+        raise ClusteroptError("portfolio", f"costs sum up to {total:.3g} cents, past the solver's int64 range",
+                              "smaller jobs (tokens, request rates) or prices; fleet.buy.years of at least a month")
 
 
 def make_solver(time_limit_s: float, workers: int) -> cp_model.CpSolver:

@@ -238,7 +238,10 @@ def plan(portfolio, *, top_k: Optional[int] = None, objective: Optional[str] = N
     objective = objective or p.objective
     if objective not in OBJECTIVES:
         raise ClusteroptError("objective", f"unknown objective {objective!r}", "allowed: " + ", ".join(OBJECTIVES))
-    k = top_k or p.top_k
+    from optimizer.inputs import integer, number
+
+    k = p.top_k if top_k is None else integer("top_k", top_k, 1, 100)
+    time_limit_s = min(number("time_limit_s", time_limit_s, gt=0, allow_inf=True), 86400.0)
     t0 = time.perf_counter()
     inst = build_instance(p, catalog=catalog, prices=prices)
     t_build = time.perf_counter() - t0

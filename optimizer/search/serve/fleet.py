@@ -219,7 +219,8 @@ class _Model:
         if "max_gpus" in self.lits and p.max_gpus is not None:
             m.add(self.gpus_expr <= p.max_gpus).only_enforce_if(self.lits["max_gpus"])
         if "budget" in self.lits and p.budget is not None:
-            m.add(self.cost_expr <= p.budget).only_enforce_if(self.lits["budget"])
+            # a budget past int64 binds nothing (the objective bound below is < 2^62): clamp it
+            m.add(self.cost_expr <= min(p.budget, INT64_SAFE)).only_enforce_if(self.lits["budget"])
         if "max_types" in self.lits and p.max_types is not None:
             m.add(sum(self.y) <= p.max_types).only_enforce_if(self.lits["max_types"])
         for lit in self.lits.values():
@@ -230,7 +231,11 @@ class _Model:
         bound = (sum((p.price[g] if p.objective == "cost" else p.gpi[g]) * m_ub[g] for g in range(G))
                  + (sum(p.one_off) if p.objective == "cost" else 0))
         if (bound + 1) * self.w >= INT64_SAFE:
-            raise OverflowError(f"fleet objective bound {bound} x {self.w} exceeds int64 headroom")
+            from optimizer.errors import ClusteroptError
+
+            raise ClusteroptError("serve", f"the fleet model's integer costs would pass int64 ({bound} x {self.w})",
+                                  "a lower serve.requests_per_s or redundancy, or fewer GPUs (constraints.gpus, "
+                                  "constraints.max_gpus)")
         m.minimize(self.w * primary + self.used_expr)
 
     def _bound(self, r: int, families, stock_only) -> int:

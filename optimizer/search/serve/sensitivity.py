@@ -126,7 +126,7 @@ def serving_sensitivity(result, scenario, *, swing_pct: float = 20.0, range_pct:
 
     scenario = load_scenario(scenario)
 
-    check_ranges(swing_pct, range_pct)
+    check_ranges(swing_pct, range_pct, grid, tol_pct)
     if len(result.configs) == 0:
         return {"objective": result.objective, "tornado": [], "thresholds": [], "slack": {},
                 "note": "infeasible: nothing to analyse; see the explanation"}

@@ -189,6 +189,10 @@ def pareto_fleets(table: ServingTable, scenario, *, time_limit_s: float = 10.0,
     lower t to just below that fleet's worst TTFT, repeat; then drop dominated points."""
     feas = np.nonzero(table.feasible)[0]
     c = table.cols
+    if len(feas) == 0:                            # nothing feasible (or no option at all: tp: [3])
+        front = pd.DataFrame()
+        front.attrs["complete"] = True
+        return front
     levels = np.unique(c["ttft_s"][feas])
     recs, t = [], np.inf
     t0 = time.perf_counter()

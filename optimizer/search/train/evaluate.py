@@ -8,7 +8,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from optimizer.errors import ClusteroptError
-from optimizer.formulas.layout import TrainLayout
+from optimizer.formulas.layout import TrainLayout, same_layout_rules
 from optimizer.formulas.memory import MEMORY_PARTS
 from optimizer.formulas.training import layout_violations
 from optimizer.pricing import resolve_gpu_name, GpuOption, gpu_options, offer_keys, scenario_mode
@@ -68,6 +68,9 @@ class Evaluation(AttrMapping):
 def _config_rows(spec, scenario, gpus: list[GpuOption], config: Mapping[str, Any], catalog=None) -> tuple[dict, list[str]]:
     """A one-row column table for an arbitrary configuration, plus its rule violations."""
 
+    if not isinstance(config, Mapping):
+        raise ClusteroptError("config", f"expected a mapping, got {type(config).__name__}",
+                              f"a configuration with the 12 keys {', '.join(CONFIG_KEYS)}")
     missing = [k for k in CONFIG_KEYS if k not in config]
     if missing:
         raise ClusteroptError("config", f"missing keys {missing}", f"a configuration has the 12 keys {', '.join(CONFIG_KEYS)}")
@@ -87,12 +90,15 @@ def _config_rows(spec, scenario, gpus: list[GpuOption], config: Mapping[str, Any
         raise ClusteroptError("config.precision", f"{config['precision']!r}", f"allowed: {', '.join(PRECISIONS)}")
     if config["recompute"] not in RECOMPUTES:
         raise ClusteroptError("config.recompute", f"{config['recompute']!r}", f"allowed: {', '.join(RECOMPUTES)}")
-    ints = {k: int(config[k]) for k in ("n_gpus", "tp", "pp", "dp", "cp", "ep", "zero", "micro_batch")}
-    for k, v in ints.items():
-        if v < (0 if k == "zero" else 1):
-            raise ClusteroptError(f"config.{k}", f"{v}", "must be >= 1" if k != "zero" else "must be 0-3")
-    if ints["zero"] > 3:
-        raise ClusteroptError("config.zero", f"{ints['zero']}", "allowed: 0, 1, 2, 3")
+    from optimizer.inputs import integer
+
+    # whole numbers only: dp=1.5 is an error, never dp=1 (int() would truncate it)
+    ints = {k: integer(f"config.{k}", config[k], 0 if k == "zero" else 1, 3 if k == "zero" else 10**8)
+            for k in ("n_gpus", "tp", "pp", "dp", "cp", "ep", "zero", "micro_batch")}
+    if config.get("grad_accum") is not None:
+        integer("config.grad_accum", config["grad_accum"], 1, 10**9)
+    if not isinstance(config["sequence_parallel"], (bool, np.bool_)):
+        raise ClusteroptError("config.sequence_parallel", f"{config['sequence_parallel']!r}", "true or false")
     train = scenario.train
     target = train.target_batch_sequences()
     tol = train.batch_tolerance_effective()
@@ -110,7 +116,7 @@ def _config_rows(spec, scenario, gpus: list[GpuOption], config: Mapping[str, Any
                          recompute=config["recompute"], sequence_parallel=bool(config["sequence_parallel"]),
                          precision=config["precision"], interleave=train.interleave,
                          optimizer=train.optimizer, flash_attention=train.flash_attention)
-    violations += list(layout_violations(spec, g.hardware, layout))
+    violations += list(layout_violations(spec, g.hardware, layout)) + same_layout_rules(layout)
     node = max(g.hardware.gpus_per_node, 1)
     n = ints["n_gpus"]
     if n > node and n % node:

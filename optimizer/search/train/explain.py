@@ -24,7 +24,8 @@ from optimizer.formatting import usd
 from optimizer.search.core.conflicts import binding_line
 from optimizer.units import GB, GIB
 
-_HUMAN = {"memory": "memory per GPU", "budget": "budget", "deadline": "deadline", "stock": "GPU stock",
+_HUMAN = {"memory": "memory per GPU", "budget": "budget", "budget_per_hour": "budget per hour",
+          "deadline": "deadline", "stock": "GPU stock",
           "max_gpus": "GPU count limit", "min_gpus": "minimum GPU count", "host_memory": "host memory per node"}
 
 
@@ -49,6 +50,10 @@ def describe_violation(table: Table, r: int, scenario, family: str) -> str:
                 f"{cons.memory_headroom:.0%} headroom")
     if family == "budget":
         return f"budget: costs {_usd(c['cost_usd'][r])}; budget is {_usd(cons.budget_usd)}"
+    if family == "budget_per_hour":
+        rate = float(c["n_gpus"][r] * c["usd_per_gpu_hour"][r])
+        return (f"budget_per_hour: {int(c['n_gpus'][r])} x {g.name} cost ${rate:,.2f}/hour; "
+                f"budget is ${cons.budget_usd_per_hour:,.2f}/hour")
     if family == "deadline":
         return f"deadline: takes {c['wall_clock_days'][r]:.1f} days; deadline is {cons.deadline_days:g} days"
     if family == "stock":
@@ -113,6 +118,9 @@ def relaxations(table: Table, scenario) -> dict:
     rows = np.nonzero(_ok_except(table, {"budget"}))[0]
     if cons.budget_usd is not None and len(rows):
         out["budget_usd"] = float(c["cost_usd"][rows].min())
+    rows = np.nonzero(_ok_except(table, {"budget_per_hour"}))[0]
+    if cons.budget_usd_per_hour is not None and len(rows):
+        out["budget_usd_per_hour"] = float((c["n_gpus"][rows] * c["usd_per_gpu_hour"][rows]).min())
     rows = np.nonzero(_ok_except(table, {"deadline"}))[0]
     if cons.deadline_days is not None and len(rows):
         out["deadline_days"] = float(c["wall_clock_days"][rows].min())
@@ -197,6 +205,9 @@ def explain_infeasible(table: Table, scenario, spec) -> dict:
                          f"{scenario.system.host_memory_headroom:.0%} headroom{hint}")
     if "budget_usd" in rel:
         lines.append(f"relax budget_usd from {_usd(cons.budget_usd)} to {_usd(rel['budget_usd'])} (all else kept)")
+    if "budget_usd_per_hour" in rel:
+        lines.append(f"relax budget_usd_per_hour from ${cons.budget_usd_per_hour:,.2f} to "
+                     f"${rel['budget_usd_per_hour']:,.2f} (all else kept)")
     if "deadline_days" in rel:
         lines.append(f"relax deadline_days from {cons.deadline_days:g} to {rel['deadline_days']:.1f} (all else kept)")
     if "max_gpus" in rel:
@@ -222,6 +233,8 @@ def binding_summary(table: Table, scenario, r: int) -> dict:
     slack = {"memory_bytes": float(lim["memory_cap"][int(c["gpu"][r])] - c["memory_units"][r])}
     if cons.budget_usd is not None:
         slack["budget_usd"] = float(cons.budget_usd - c["cost_usd"][r])
+    if cons.budget_usd_per_hour is not None:
+        slack["budget_usd_per_hour"] = float(cons.budget_usd_per_hour - c["n_gpus"][r] * c["usd_per_gpu_hour"][r])
     if cons.deadline_days is not None:
         slack["deadline_days"] = float(cons.deadline_days - c["wall_clock_days"][r])
     if cons.max_gpus is not None:

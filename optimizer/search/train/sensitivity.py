@@ -251,7 +251,7 @@ def training_sensitivity(result, scenario, *, swing_pct: float = 20.0, range_pct
                 tol_pct: float = 0.1, inputs: list[str] | None = None, efficiency_scale: float = 1.0) -> dict:
     """Tornado, re-optimised ends, switching thresholds and slack for a solved training scenario."""
 
-    check_ranges(swing_pct, range_pct)
+    check_ranges(swing_pct, range_pct, grid, tol_pct)
     table: Table = result.table
     objective = result.objective
     if len(result.configs) == 0:

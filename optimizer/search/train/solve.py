@@ -30,6 +30,8 @@ def solver_limits(table: Table, scenario) -> list[cpsat.Limit]:
     out = [cpsat.Limit("memory", c["memory_units"] - lim["memory_cap"][c["gpu"]], 0)]
     if lim["budget"] is not None:
         out.append(cpsat.Limit("budget", c["budget_units"], lim["budget"]))
+    if lim["budget_per_hour"] is not None:
+        out.append(cpsat.Limit("budget_per_hour", c["rate_units"], lim["budget_per_hour"]))
     if lim["deadline"] is not None:
         out.append(cpsat.Limit("deadline", c["deadline_units"], lim["deadline"]))
     for g in table.gpus:
@@ -64,7 +66,8 @@ def best_offer_rows(table: Table, rows: np.ndarray, objective: str) -> np.ndarra
 
 def solve_training(scenario, *, top_k: int | None = None, objective: str | None = None,
           time_limit_s: float = 30.0, catalog=None, efficiency_scale: float = 1.0,
-          table: Table | None = None, full_table: Table | None = None) -> SolveResult:
+          table: Table | None = None, full_table: Table | None = None,
+          deterministic: bool = False) -> SolveResult:
     """Rank the K best distinct feasible configurations of a training scenario, proven by CP-SAT.
 
     ``table`` (optional): a candidate table already built for this scenario (sweeps re-price one
@@ -75,7 +78,7 @@ def solve_training(scenario, *, top_k: int | None = None, objective: str | None 
     objective = objective or scenario.objective
     if objective not in OBJECTIVE_COLUMN:
         raise ClusteroptError("objective", f"{objective!r} is not a training objective", "allowed: cost, time, gpus")
-    k = top_k or scenario.top_k
+    k = scenario.top_k if top_k is None else top_k
     spec = scenario.spec()
     notes: list[str] = []
     if table is None:
@@ -83,7 +86,8 @@ def solve_training(scenario, *, top_k: int | None = None, objective: str | None 
         table = build_table(spec, scenario, gpus, efficiency_scale)
     rows = candidate_rows(table, objective, k)
     sub = table.subset(rows)
-    res = cpsat.solve_top_k(objective_keys(sub, objective), k, solver_limits(sub, scenario), time_limit_s=time_limit_s)
+    res = cpsat.solve_top_k(objective_keys(sub, objective), k, solver_limits(sub, scenario), time_limit_s=time_limit_s,
+                            deterministic=deterministic)
     chosen = rows[res.rows] if res.rows else np.zeros(0, dtype=np.int64)
     status = res.status if len(chosen) else "infeasible"
     if res.status == "unknown" or (len(chosen) < min(k, len(rows)) and res.status != "optimal"):
@@ -93,8 +97,14 @@ def solve_training(scenario, *, top_k: int | None = None, objective: str | None 
         order = rows[np.lexsort(keys[::-1])]
         chosen = np.concatenate([chosen, order[~np.isin(order, chosen)]])[:k]
         status = "feasible" if len(chosen) else "infeasible"
-        notes.append(f"CP-SAT time limit ({time_limit_s:g} s) reached before the ranking was proven; the "
-                     "configurations are the best by sorting the candidate table (status 'feasible', not proven)")
+        notes.append(f"CP-SAT {'deterministic ' if deterministic else ''}time limit ({time_limit_s:g} s) reached "
+                     "before the ranking was proven; the configurations are the best by sorting the candidate "
+                     "table (status 'feasible', not proven)")
+    elif res.limit_reached:
+        notes.append(f"CP-SAT {'deterministic ' if deterministic else ''}time limit ({time_limit_s:g} s) reached "
+                     "before every solve was proven (status 'feasible')" + (
+                         "" if deterministic else "; on a busy machine the ranking may differ run to run "
+                         "(--deterministic bounds CP-SAT's work instead of the wall clock)"))
     configs = layout_frame(table, chosen, scenario, objective)
     verify_solution(scenario, table, chosen, spec, efficiency_scale, objective)
     if len(chosen):
@@ -111,7 +121,10 @@ def solve_training(scenario, *, top_k: int | None = None, objective: str | None 
         pareto=layout_frame(table, pareto_front(table), scenario, objective, ranked=False),
         explanation=explanation,
         stats={"rows": len(table), "feasible_rows": int(table.feasible.sum()), "cpsat_rows": len(rows),
-               "cpsat_solves": res.n_solves, "cpsat_time_s": res.solve_time_s},
+               "cpsat_solves": res.n_solves, "cpsat_time_s": res.solve_time_s,
+               "time_limit_s": time_limit_s, "deterministic": bool(deterministic),
+               "time_limit_reached": bool(res.limit_reached or res.status == "unknown"),
+               "cpsat_deterministic_time": res.deterministic_time},
         table=table)
 
 

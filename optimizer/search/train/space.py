@@ -3,7 +3,8 @@
 Every row is one configuration (the 12 keys of CONTRACTS.md: gpu, n_gpus, tp, pp, dp,
 cp, ep, zero, precision, micro_batch, recompute, sequence_parallel) plus the derived
 grad_accum and global batch. A row exists only if it passes the *hard rules*, the rules
-no framework can run without:
+no framework can run without (the heads, PP and EP rules are ``formulas.layout.structural_rules``'
+parts, the functions ``evaluate`` reports and ``estimate`` rejects with):
 
 - TP divides the attention heads; KV heads divide by TP or are replicated (TP % kv == 0).
 - PP <= layers (uneven stages allowed unless ``search.allow_uneven_pp`` is false).
@@ -16,13 +17,18 @@ and the *search rules* that keep layouts sensible (relaxable in ``search:``):
 
 - TP stays inside one node's scale-up (NVLink) domain.
 - Beyond one node, GPUs come in whole nodes (n_gpus % gpus_per_node == 0).
-- With dp = 1 every ZeRO stage is the same layout; only the lowest listed stage is kept.
-- With flash attention (the default) selective recomputation is the same layout as 'none'
-  (the attention core it would recompute is never stored), so only none and full are searched.
-- Sequence parallelism is on exactly when TP > 1 (it never costs time and saves memory,
-  Korthikanti et al. 2022, Sec. 4.2.2) unless ``search.sequence_parallel`` lists values; SP at
-  TP = 1 is never a row (``formulas.layout.sequence_parallel_rule``, which ``evaluate`` and
-  ``estimate`` apply too: it is the same layout as without SP).
+Three *same-layout rules* (``formulas.layout``; ``evaluate`` reports a configuration breaking one
+as infeasible, naming the rule, so solve's top-K is the top-K of distinct configurations that
+``evaluate`` accepts). A listed value that a rule maps onto another layout is searched as that
+layout, once:
+
+- ``zero_rule``: at dp x cp = 1 every ZeRO stage is zero=0 (nothing to shard over); such rows
+  carry zero=0 whatever stages are listed.
+- ``recompute_rule``: with flash attention (the default) selective recomputation is 'none' (the
+  attention core it would recompute is never stored), so only none and full are searched.
+- ``sequence_parallel_rule``: SP at TP = 1 is SP off. Sequence parallelism is on exactly when
+  TP > 1 (it never costs time and saves memory, Korthikanti et al. 2022, Sec. 4.2.2) unless
+  ``search.sequence_parallel`` lists values.
 
 Scenario limits (memory, budget, deadline, stock, GPU count) are *not* applied here:
 they are constraints of the CP-SAT model, so that explanations can name them.
@@ -34,7 +40,9 @@ import itertools
 
 import numpy as np
 
-from optimizer.formulas.layout import sequence_parallel_rule
+from optimizer.errors import ClusteroptError
+from optimizer.formulas.layout import (canonical_recompute, canonical_zero, ep_divides_data_parallel, experts_rule,
+                                      pp_rule, sequence_parallel_rule)
 from optimizer.pricing import GpuOption
 from optimizer.search.core.space import pow2_upto, tp_values
 
@@ -52,7 +60,7 @@ def pp_values(spec, search) -> list[int]:
         cand = {p for p in range(1, min(n_layers, MAX_PP) + 1) if n_layers % p == 0}
         if search.allow_uneven_pp:
             cand |= set(pow2_upto(min(n_layers, MAX_PP)))
-    out = [p for p in cand if p <= n_layers and (search.allow_uneven_pp or n_layers % p == 0)]
+    out = [p for p in cand if pp_rule(spec, p) is None and (search.allow_uneven_pp or n_layers % p == 0)]
     return sorted(set(out))
 
 
@@ -67,25 +75,56 @@ def ep_values(spec, search) -> list[int]:
         return [1] if search.ep is None or 1 in search.ep else []
     n_exp = spec.moe.num_experts
     cand = search.ep if search.ep is not None else pow2_upto(min(n_exp, 64))
-    return sorted({e for e in cand if n_exp % e == 0})
+    return sorted({e for e in cand if experts_rule(spec, e) is None})
+
+
+def _divisors(n: int) -> list[int]:
+    """The divisors of n, ascending, in O(sqrt n)."""
+    small, large = [], []
+    d = 1
+    while d * d <= n:
+        if n % d == 0:
+            small.append(d)
+            if d * d != n:
+                large.append(n // d)
+        d += 1
+    return small + large[::-1]
+
+
+#: Most (micro_batch, dp, grad_accum) triples or layout rows enumerated before the search
+#: says the space is too large (each row costs ~1 kB through the estimators).
+MAX_BATCH_TRIPLES = 100_000
+MAX_LAYOUT_ROWS = 5_000_000
 
 
 def batch_choices(train, micro_batches, dp_pins) -> list[tuple[int, int, int]]:
-    """(micro_batch, dp, grad_accum) triples meeting the global-batch rule."""
+    """(micro_batch, dp, grad_accum) triples meeting the global-batch rule, dp ascending.
+
+    With an exact batch (tolerance 0) dp runs over the divisors of batch / micro_batch only,
+    O(sqrt(batch)) per micro-batch, so a batch of 4M sequences (seq_len 1) answers at once."""
     target = train.target_batch_sequences()
     tol = train.batch_tolerance_effective()
     out = []
     for mb in micro_batches:
         dp_max = int(np.floor(target * (1 + tol) / mb + 1e-9))
+        if tol == 0:
+            if int(target) % mb:
+                continue
+            q = int(target) // mb
+            dps = _divisors(q) if dp_pins is None else sorted(d for d in set(dp_pins) if q % d == 0)
+            out += [(mb, dp, q // dp) for dp in dps]
+            continue
+        if dp_pins is None and dp_max > MAX_BATCH_TRIPLES:
+            raise ClusteroptError("train.batch_tolerance", f"{dp_max:,} data-parallel sizes to try for a batch of "
+                                  f"{target:,.0f} sequences", "a smaller batch, tolerance 0, or search.dp pins")
         dps = range(1, dp_max + 1) if dp_pins is None else [d for d in dp_pins if d <= dp_max]
         for dp in dps:
-            if tol == 0:
-                if int(target) % (mb * dp) == 0:
-                    out.append((mb, dp, int(target) // (mb * dp)))
-                continue
             ga = max(1, int(round(target / (mb * dp))))
             if abs(mb * dp * ga - target) <= tol * target + 1e-9:
                 out.append((mb, dp, ga))
+    if len(out) > MAX_BATCH_TRIPLES:
+        raise ClusteroptError("train.global_batch", f"{len(out):,} ways to split the batch",
+                              f"at most {MAX_BATCH_TRIPLES:,}: pin search.micro_batch or search.dp")
     return out
 
 
@@ -108,14 +147,9 @@ def enumerate_layouts(spec, scenario, gpus: list[GpuOption], *, gpu_count_limits
     cps = cp_values(spec, search, seq_len)
     eps = ep_values(spec, search)
     zeros = sorted(search.zero if search.zero is not None else [0, 1, 2, 3])
-    if search.recompute is not None:
-        recs = [RECOMPUTES.index(r) for r in search.recompute]
-    elif train.flash_attention:
-        # with flash attention the attention core is never stored, so selective
-        # recomputation (which recomputes exactly that core) equals 'none'
-        recs = [RECOMPUTES.index("none"), RECOMPUTES.index("full")]
-    else:
-        recs = [RECOMPUTES.index(r) for r in RECOMPUTES]
+    # each listed mode as the layout it really is (recompute_rule: selective = none under flash)
+    recs = sorted({RECOMPUTES.index(canonical_recompute(r, train.flash_attention))
+                   for r in (search.recompute or RECOMPUTES)})
     keys = ("gpu", "tp", "pp", "dp", "cp", "ep", "zero", "precision", "micro_batch", "recompute",
             "sequence_parallel", "grad_accum", "global_batch", "n_gpus", "n_nodes")
     if len(triples) == 0 or not pps or not cps or not eps:
@@ -142,22 +176,28 @@ def enumerate_layouts(spec, scenario, gpus: list[GpuOption], *, gpu_count_limits
         for tp, pp, cp, ep in itertools.product(tp_values(spec, search, hw.intra_node_domain), pps, cps, eps):
             n = tp * pp * cp * dp_a
             ok = ((n <= node) | (n % node == 0)) & (n <= n_hi) & (n >= n_lo)
-            ok &= ((dp_a * cp) % ep == 0)
+            ok &= ep_divides_data_parallel(dp_a, cp, ep)
             if search.n_gpus is not None:
                 ok &= np.isin(n, search.n_gpus)
             if not ok.any():
                 continue
             idx = np.nonzero(ok)[0]
-            sharded = idx[dp_a[idx] * cp > 1]         # ZeRO shards over DP (x CP): identical at 1
             sps = search.sequence_parallel if search.sequence_parallel is not None else [tp > 1]
+            sps = list(dict.fromkeys(bool(sp) and sequence_parallel_rule(tp, bool(sp)) is None for sp in sps))
             for zero, prec, rec, sp in itertools.product(zeros, precs, recs, sps):
-                if sequence_parallel_rule(tp, bool(sp)) is not None:     # the rule evaluate applies
-                    continue
-                sel = idx if zero == zeros[0] else sharded
-                if len(sel) == 0:
-                    continue
-                block_scalars.append((g.index, tp, pp, cp, ep, zero, prec, rec, bool(sp), node))
-                block_sel.append(sel)
+                # zero_rule: at dp x cp = 1 every stage is zero=0, searched once (with the lowest stage)
+                canon = canonical_zero(dp_a[idx], cp, zero)
+                blocks = [(zero, idx[canon == zero])]
+                if zero == zeros[0] and zero != 0:
+                    blocks.insert(0, (0, idx[canon == 0]))
+                for z, sel in blocks:
+                    if len(sel):
+                        block_scalars.append((g.index, tp, pp, cp, ep, z, prec, rec, sp, node))
+                        block_sel.append(sel)
+        if sum(len(x) for x in block_sel) > MAX_LAYOUT_ROWS:
+            raise ClusteroptError("search", f"over {MAX_LAYOUT_ROWS:,} layouts to evaluate",
+                                  "narrow the space: constraints.max_gpus or constraints.gpus, or pin "
+                                  "search.tp/pp/dp/micro_batch")
     if not block_sel:
         return {k: np.zeros(0, dtype=np.int64) for k in keys}
     lengths = np.array([len(x) for x in block_sel], dtype=np.int64)

@@ -40,7 +40,7 @@ CONFIG_KEYS = ("gpu", "n_gpus", "tp", "pp", "dp", "cp", "ep", "zero", "precision
 OBJECTIVE_COLUMN_BY_NAME = {"cost": "cost_usd", "time": "wall_clock_days", "gpus": "n_gpus"}
 
 #: Limit families, in the order explanations list them.
-LIMIT_FAMILIES = ("memory", "budget", "deadline", "stock", "max_gpus", "min_gpus", "host_memory")
+LIMIT_FAMILIES = ("memory", "budget", "budget_per_hour", "deadline", "stock", "max_gpus", "min_gpus", "host_memory")
 
 #: Per-row system columns (issue 10) the solve output and evaluate() must carry: goodput is a
 #: fraction, wall_clock_days includes failures, expected_interruptions is over the whole run,
@@ -252,6 +252,9 @@ def integer_columns(cols: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     """The integer views CP-SAT sees (rounded up: a limit is never met by rounding)."""
     out = {
         "cost_units": _units(cols["cost_usd"] * MONEY_UNITS_PER_USD),
+        # the GPUs' price per hour of the job (n_gpus x USD per GPU-hour, as rented or as owned TCO):
+        # what constraints.budget_usd_per_hour limits, for training as for serving fleets
+        "rate_units": _units(cols["n_gpus"] * cols["usd_per_gpu_hour"] * MONEY_UNITS_PER_USD),
         "time_units": _units(cols["wall_clock_days"] * SECONDS_PER_DAY * TIME_UNITS_PER_S),
         "memory_units": np.ceil(cols["memory_per_gpu_bytes"]).astype(np.int64),
     }
@@ -270,6 +273,8 @@ def limits_of(scenario, gpus: list[GpuOption]) -> dict:
         "memory_cap": np.array([int(np.floor(g.hardware.memory_bytes * (1 - c.memory_headroom))) for g in gpus],
                                dtype=np.int64),
         "budget": None if c.budget_usd is None else int(np.floor(c.budget_usd * MONEY_UNITS_PER_USD)),
+        "budget_per_hour": (None if c.budget_usd_per_hour is None
+                            else int(np.floor(c.budget_usd_per_hour * MONEY_UNITS_PER_USD))),
         "deadline": None if c.deadline_days is None else int(np.floor(c.deadline_days * SECONDS_PER_DAY * TIME_UNITS_PER_S)),
         "stock": [g.available for g in gpus],
         "max_gpus": c.max_gpus,
@@ -285,6 +290,7 @@ def violation_flags(cols: dict[str, np.ndarray], lim: dict) -> dict[str, np.ndar
     return {
         "memory": cols["memory_units"] > lim["memory_cap"][cols["gpu"]],
         "budget": none if lim["budget"] is None else cols["budget_units"] > lim["budget"],
+        "budget_per_hour": none if lim["budget_per_hour"] is None else cols["rate_units"] > lim["budget_per_hour"],
         "deadline": none if lim["deadline"] is None else cols["deadline_units"] > lim["deadline"],
         "stock": cols["n_gpus"] > stock[cols["gpu"]],
         "max_gpus": none if lim["max_gpus"] is None else cols["n_gpus"] > lim["max_gpus"],
@@ -346,7 +352,7 @@ def reprice(table: Table, scenario, gpus: list[GpuOption] | None = None, *, spec
                   *SYSTEM_COLUMNS, "checkpoint_blocking_s", "restart_s", "storage_usd", "tco_usd_per_gpu_hour",
                   "host_memory_bytes", "host_memory_capacity_bytes"):
             cols.setdefault(k, np.zeros(0))
-        for k in ("cost_units", "time_units", "memory_units", "storage_tier", "budget_units", "deadline_units",
+        for k in ("cost_units", "rate_units", "time_units", "memory_units", "storage_tier", "budget_units", "deadline_units",
                   "interval_regime_code"):
             cols[k] = np.zeros(0, dtype=np.int64)
         for k in ("tokens_per_s", "train_days", "wall_clock_days", "cost_usd"):
