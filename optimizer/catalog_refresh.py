@@ -177,3 +177,10 @@ def offers_csv(offers: Sequence[Offer]) -> str:
         rec["fabric_rdma"] = "" if rec["fabric_rdma"] is None else ("yes" if rec["fabric_rdma"] else "no")
         w.writerow({k: "" if rec[k] is None else rec[k] for k in OFFER_COLUMNS})
     return buf.getvalue()
+
+
+def summary(rep: dict) -> str:
+    """One line for stderr: what a refresh read, replaced, added and skipped."""
+    skipped = ", ".join(f"{k} ({v})" for k, v in rep["skipped_accelerators"].items()) or "none"
+    return (f"{rep['offers']} offers read from {len(rep['files'])} files: {rep['replaced']} replaced, "
+            f"{rep['added']} added, {rep['total']} in all; accelerators not in the catalog: {skipped}")

@@ -208,13 +208,7 @@ def catalog_cmd(gpu: Optional[str] = typer.Argument(None, help="One accelerator 
             _emit(report.dumps(data))
         else:
             lines = [("- " if fmt is Fmt.markdown else "") + f"{k}: {v}" for k, v in data["accelerator"].items()]
-            orows = [[o["provider"], o["instance_type"], o["gpus_per_instance"], o["interconnect"],
-                      o.get("fabric_gbit_per_s_per_gpu") or "-", o.get("max_gpus") or "-", o.get("on_demand_usd_per_hour"),
-                      o.get("spot_usd_per_hour") or "-", o.get("reserved_usd_per_hour") or "-",
-                      o.get("reserved_3y_usd_per_hour") or "-", o.get("region"), o["as_of"]] for o in data["offers"]]
-            table = _table(fmt, ["provider", "instance", "gpus", "interconnect", "fabric Gb/s/GPU", "max gpus",
-                                 "on-demand $/h", "spot $/h", "1y $/h", "3y $/h", "region", "as of"], orows,
-                           "llrlrrrrrrll")
+            table = _table(fmt, *report.offer_table(data["offers"], detailed=True))
             _emit(table if fmt is Fmt.csv else "\n".join(lines) + "\n\n" + table)
         return
     accs = [plain(a.model_dump() if hasattr(a, "model_dump") else a) for a in cat.accelerators]
@@ -224,35 +218,27 @@ def catalog_cmd(gpu: Optional[str] = typer.Argument(None, help="One accelerator 
         return
     arows = [[a["id"], a.get("memory_gib"), a.get("hbm_tb_per_s"), a.get("bf16_tflops"), a.get("fp8_tflops") or "-",
               a.get("intra_node_gb_per_s"), a.get("gpus_per_node"), a.get("tdp_w")] for a in accs]
-    orows = [[o["provider"], o["instance_type"], o["gpu"], o["gpus_per_instance"], o["interconnect"],
-              o.get("on_demand_usd_per_hour") or "-", o.get("spot_usd_per_hour") or "-", o.get("region"), o["as_of"]]
-             for o in offs]
+
     acc_table = _table(fmt, ["accelerator", "mem GiB", "HBM TB/s", "bf16 TFLOP/s", "fp8 TFLOP/s", "link GB/s",
                              "gpus/node", "TDP W"], arows)
     if fmt is Fmt.csv:
         _emit(acc_table)
         return
-    _emit(acc_table + "\n\n" + _table(fmt, ["provider", "instance", "gpu", "gpus", "interconnect", "on-demand $/h",
-                                             "spot $/h", "region", "as of"], orows, "lllrlrrll"))
+    _emit(acc_table + "\n\n" + _table(fmt, *report.offer_table(offs)))
 
 
 @app.command("refresh-offers")
-def refresh_offers_cmd(skypilot: Path = typer.Option(..., "--skypilot", help="Local copy of skypilot-catalog's "
-                                                     "catalogs/v7 folder (one <cloud>/vms.csv per cloud)."),
-                       out: Path = typer.Option(..., "--out", help="Offers CSV to write (pass it to --catalog, "
-                                                "or write catalog/offers.csv to refresh the packaged offers)."),
-                       as_of: Optional[str] = typer.Option(None, "--as-of", help="Date of the snapshot, YYYY-MM-DD "
-                                                           "(default: today, the date it is read)."),
+def refresh_offers_cmd(skypilot: Path = typer.Option(..., "--skypilot", help="Local copy of skypilot-catalog's catalogs/v7 (<cloud>/vms.csv)."),
+                       out: Path = typer.Option(..., "--out", help="Offers CSV to write (for --catalog, or catalog/offers.csv)."),
+                       as_of: Optional[str] = typer.Option(None, "--as-of", help="Snapshot date YYYY-MM-DD (default today)."),
                        region: Optional[List[str]] = typer.Option(None, "--region", help="Only these regions."),
                        catalog: Optional[List[Path]] = CatalogOpt):
     """Refresh offer prices from a local SkyPilot catalog snapshot (no network access)."""
-    from optimizer.catalog_refresh import offers_csv, refresh_offers
+    from optimizer.catalog_refresh import offers_csv, refresh_offers, summary
 
     offers, rep = refresh_offers(skypilot, as_of=as_of, catalog=_catalog(catalog), regions=tuple(region or ()))
     _emit(offers_csv(offers), out)
-    skipped = ", ".join(f"{k} ({v})" for k, v in rep["skipped_accelerators"].items()) or "none"
-    print(f"{rep['offers']} offers read from {len(rep['files'])} files: {rep['replaced']} replaced, "
-          f"{rep['added']} added, {rep['total']} in all; accelerators not in the catalog: {skipped}", file=sys.stderr)
+    print(summary(rep), file=sys.stderr)
 
 
 # ----------------------------------------------------------------------------------------

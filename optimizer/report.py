@@ -777,3 +777,20 @@ def buy_vs_rent_lines(plan: dict | None) -> list[str]:
         out.append(f"buy vs rent: flips at {k:.2f} x {what}" if k is not None
                    else f"buy vs rent: {what} between 0.1x and 10x does not flip it")
     return out
+
+
+def offer_table(offers: list[dict], detailed: bool = False) -> tuple[list[str], list[list], str]:
+    """(headers, rows, align) of catalog offers for ``clusteropt catalog``: what each can span
+    and the date its price was read (issue 17); ``detailed`` adds fabric, reach and commitments."""
+    if detailed:
+        rows = [[o["provider"], o["instance_type"], o["gpus_per_instance"], o["interconnect"],
+                 o.get("fabric_gbit_per_s_per_gpu") or "-", o.get("max_gpus") or "-", o.get("on_demand_usd_per_hour"),
+                 o.get("spot_usd_per_hour") or "-", o.get("reserved_usd_per_hour") or "-",
+                 o.get("reserved_3y_usd_per_hour") or "-", o.get("region"), o["as_of"]] for o in offers]
+        return (["provider", "instance", "gpus", "interconnect", "fabric Gb/s/GPU", "max gpus", "on-demand $/h",
+                 "spot $/h", "1y $/h", "3y $/h", "region", "as of"], rows, "llrlrrrrrrll")
+    rows = [[o["provider"], o["instance_type"], o["gpu"], o["gpus_per_instance"], o["interconnect"],
+             o.get("on_demand_usd_per_hour") or "-", o.get("spot_usd_per_hour") or "-", o.get("region"), o["as_of"]]
+            for o in offers]
+    return (["provider", "instance", "gpu", "gpus", "interconnect", "on-demand $/h", "spot $/h", "region", "as of"],
+            rows, "lllrlrrll")
