@@ -34,15 +34,23 @@ import re
 from pathlib import Path
 from typing import Literal, Optional, Sequence
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from optimizer.errors import ClusteroptError, did_you_mean, from_pydantic
 from optimizer.formulas.hardware import Hardware
 from optimizer.inputs import read_text
-from optimizer.units import GB, GIB, GIGABIT, TB, TERA
+from optimizer.units import GB, GIB, GIGABIT, HOURS_PER_YEAR, TB, TERA
 
-PriceMode = Literal["on_demand", "spot", "reserved"]
-PRICE_MODES: tuple[str, ...] = ("on_demand", "spot", "reserved")
+PriceMode = Literal["on_demand", "spot", "reserved", "reserved_3y"]
+PRICE_MODES: tuple[str, ...] = ("on_demand", "spot", "reserved", "reserved_3y")
+#: 'reserved' is the 1-year commitment; 'reserved_1y' names it too.
+MODE_ALIASES = {"reserved_1y": "reserved"}
+PRICE_COLUMN = {"on_demand": "on_demand_usd_per_hour", "spot": "spot_usd_per_hour",
+                "reserved": "reserved_usd_per_hour", "reserved_3y": "reserved_3y_usd_per_hour"}
+#: Minimum term of each pricing mode, hours (billed in full; 0 = none). 1 year = 8766 h.
+TERM_HOURS = {"on_demand": 0.0, "spot": 0.0, "reserved": HOURS_PER_YEAR, "reserved_3y": 3 * HOURS_PER_YEAR}
+Interconnect = Literal["single_gpu", "node", "cluster"]
+AS_OF_DATE = re.compile(r"\d{4}-(0[1-9]|1[0-2])(-(0[1-9]|[12]\d|3[01]))?")
 ACCELERATORS_FILE = "accelerators.csv"
 OFFERS_FILE = "offers.csv"
 
@@ -135,7 +143,20 @@ MAX_INSTANCE_USD_PER_HOUR = 1e5
 
 
 class Offer(BaseModel):
-    """A cloud instance offer; prices are USD per hour for the whole instance."""
+    """A cloud instance offer; prices are USD per hour for the whole instance.
+
+    What the time model needs to know about it (issue 17): ``interconnect`` says what a job on
+    it can span - ``single_gpu`` (a one-GPU pod), ``node`` (one instance whose GPUs share the
+    accelerator's scale-up link, NVLink or PCIe; no multi-node fabric) or ``cluster`` (many
+    instances on a fabric of ``fabric_gbit_per_s_per_gpu`` Gbit/s per GPU, one direction, over
+    ``fabric_rails`` NICs per instance, with or without GPUDirect RDMA). ``max_gpus`` is the
+    largest contiguous allocation a cluster offer gives (empty: the provider states no limit);
+    a single_gpu or node offer gives one instance. ``reserved_usd_per_hour`` is the 1-year
+    commitment, ``reserved_3y_usd_per_hour`` the 3-year one (each billed for its whole term);
+    ``spot_preemptions_per_hour`` the published or stated preemption rate per spot instance-hour
+    (empty: the default of optimizer.formulas.preemption). ``as_of`` is the date the price was
+    read (YYYY-MM-DD or YYYY-MM).
+    """
 
     model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
@@ -143,21 +164,60 @@ class Offer(BaseModel):
     instance_type: str = Field(min_length=1)
     gpu: str = Field(min_length=1)
     gpus_per_instance: int = Field(ge=1)
+    interconnect: Interconnect
+    fabric_gbit_per_s_per_gpu: Optional[float] = Field(default=None, gt=0)
+    fabric_rails: Optional[int] = Field(default=None, ge=1)
+    fabric_rdma: Optional[bool] = None
+    max_gpus: Optional[int] = Field(default=None, ge=1)
     on_demand_usd_per_hour: Optional[float] = Field(default=None, gt=0, le=MAX_INSTANCE_USD_PER_HOUR)
     spot_usd_per_hour: Optional[float] = Field(default=None, gt=0, le=MAX_INSTANCE_USD_PER_HOUR)
     reserved_usd_per_hour: Optional[float] = Field(default=None, gt=0, le=MAX_INSTANCE_USD_PER_HOUR)
+    reserved_3y_usd_per_hour: Optional[float] = Field(default=None, gt=0, le=MAX_INSTANCE_USD_PER_HOUR)
+    spot_preemptions_per_hour: Optional[float] = Field(default=None, ge=0)
     region: str = ""
     as_of: str = Field(min_length=4)
     source: str = Field(min_length=1)
     notes: str = ""
 
+    @field_validator("as_of")
+    @classmethod
+    def _dated(cls, v: str) -> str:
+        if not AS_OF_DATE.fullmatch(v.strip()):
+            raise ValueError(f"{v!r} is not a date; give the date the price was read as YYYY-MM-DD (or YYYY-MM)")
+        return v.strip()
+
+    @model_validator(mode="after")
+    def _interconnect_rules(self):
+        fabric = (self.fabric_gbit_per_s_per_gpu, self.fabric_rails, self.fabric_rdma)
+        if self.interconnect == "cluster":
+            if any(f is None for f in fabric):
+                raise ValueError("a cluster offer states its fabric: fabric_gbit_per_s_per_gpu, fabric_rails and fabric_rdma")
+            if self.max_gpus is not None and (self.max_gpus < self.gpus_per_instance or self.max_gpus % self.gpus_per_instance):
+                raise ValueError(f"max_gpus {self.max_gpus} is not a whole number of {self.gpus_per_instance}-GPU instances")
+        else:
+            if any(f is not None for f in fabric):
+                raise ValueError(f"a {self.interconnect} offer has no multi-node fabric; leave the fabric_* columns empty")
+            if self.max_gpus is not None and self.max_gpus != self.gpus_per_instance:
+                raise ValueError(f"a {self.interconnect} offer gives one instance: max_gpus must be empty or {self.gpus_per_instance}")
+        if self.interconnect == "single_gpu" and self.gpus_per_instance != 1:
+            raise ValueError(f"a single_gpu offer has 1 GPU per instance (got {self.gpus_per_instance}); use 'node'")
+        if self.spot_preemptions_per_hour is not None and self.spot_usd_per_hour is None:
+            raise ValueError("spot_preemptions_per_hour without a spot price")
+        return self
+
     @property
     def key(self) -> tuple[str, str, str]:
         return (self.provider.lower(), self.instance_type.lower(), self.region.lower())
 
+    @property
+    def contiguous_max_gpus(self) -> Optional[int]:
+        """Most GPUs one job can get from this offer: one instance unless it is a cluster
+        offer, whose ``max_gpus`` may be None (no stated limit)."""
+        return self.max_gpus if self.interconnect == "cluster" else self.gpus_per_instance
+
     def usd_per_hour(self, mode: str) -> Optional[float]:
         """Instance price for ``mode``; None when the offer publishes none for it."""
-        return getattr(self, f"{_check_mode(mode)}_usd_per_hour")
+        return getattr(self, PRICE_COLUMN[_check_mode(mode)])
 
     def usd_per_gpu_hour(self, mode: str) -> Optional[float]:
         """Price per GPU-hour for ``mode`` (instance price / GPUs); None when unpublished."""
@@ -168,10 +228,12 @@ class Offer(BaseModel):
         rec = self.model_dump()
         for mode in PRICE_MODES:
             rec[f"{mode}_usd_per_gpu_hour"] = self.usd_per_gpu_hour(mode)
+        rec["offer_max_gpus"] = self.contiguous_max_gpus
         return rec
 
 
 def _check_mode(mode: str) -> str:
+    mode = MODE_ALIASES.get(mode, mode)
     if mode not in PRICE_MODES:
         raise ClusteroptError("mode", f"unknown price mode {mode!r}", "allowed: " + ", ".join(PRICE_MODES))
     return mode
@@ -257,6 +319,14 @@ class Catalog:
     def hardware(self, name: str) -> Hardware:
         """The accelerator as ``Hardware`` (bytes, bytes/s, FLOP/s), converted at load."""
         return self._hardware[self.resolve_gpu_id(name)]
+
+    def offer_hardware(self, offer: "Offer") -> Hardware:
+        """The accelerator as that offer runs it: a cluster offer's scale-out bandwidth per GPU
+        is its fabric's (``fabric_gbit_per_s_per_gpu``), not the accelerator's reference node."""
+        hw = self.hardware(offer.gpu)
+        if offer.interconnect == "cluster":
+            return hw.with_inter_node_bytes_per_s(offer.fabric_gbit_per_s_per_gpu * GIGABIT)
+        return hw
 
     # --- offers -------------------------------------------------------------------------
     @property

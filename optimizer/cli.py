@@ -101,6 +101,8 @@ class RentalMode(str, Enum):
     on_demand = "on_demand"
     spot = "spot"
     reserved = "reserved"
+    reserved_1y = "reserved_1y"
+    reserved_3y = "reserved_3y"
 
 
 class WeightFormat(str, Enum):
@@ -206,9 +208,7 @@ def catalog_cmd(gpu: Optional[str] = typer.Argument(None, help="One accelerator 
             _emit(report.dumps(data))
         else:
             lines = [("- " if fmt is Fmt.markdown else "") + f"{k}: {v}" for k, v in data["accelerator"].items()]
-            orows = [[o["provider"], o["instance_type"], o["gpus_per_instance"], o.get("on_demand_usd_per_hour"),
-                      o.get("spot_usd_per_hour"), o.get("region")] for o in data["offers"]]
-            table = _table(fmt, ["provider", "instance", "gpus", "on-demand $/h", "spot $/h", "region"], orows, "llrrrl")
+            table = _table(fmt, *report.offer_table(data["offers"], detailed=True))
             _emit(table if fmt is Fmt.csv else "\n".join(lines) + "\n\n" + table)
         return
     accs = [plain(a.model_dump() if hasattr(a, "model_dump") else a) for a in cat.accelerators]
@@ -218,15 +218,27 @@ def catalog_cmd(gpu: Optional[str] = typer.Argument(None, help="One accelerator 
         return
     arows = [[a["id"], a.get("memory_gib"), a.get("hbm_tb_per_s"), a.get("bf16_tflops"), a.get("fp8_tflops") or "-",
               a.get("intra_node_gb_per_s"), a.get("gpus_per_node"), a.get("tdp_w")] for a in accs]
-    orows = [[o["provider"], o["instance_type"], o["gpu"], o["gpus_per_instance"], o.get("on_demand_usd_per_hour"),
-              o.get("spot_usd_per_hour") or "-", o.get("region")] for o in offs]
+
     acc_table = _table(fmt, ["accelerator", "mem GiB", "HBM TB/s", "bf16 TFLOP/s", "fp8 TFLOP/s", "link GB/s",
                              "gpus/node", "TDP W"], arows)
     if fmt is Fmt.csv:
         _emit(acc_table)
         return
-    _emit(acc_table + "\n\n" + _table(fmt, ["provider", "instance", "gpu", "gpus", "on-demand $/h", "spot $/h",
-                                             "region"], orows, "lllrrrl"))
+    _emit(acc_table + "\n\n" + _table(fmt, *report.offer_table(offs)))
+
+
+@app.command("refresh-offers")
+def refresh_offers_cmd(skypilot: Path = typer.Option(..., "--skypilot", help="Local copy of skypilot-catalog's catalogs/v7 (<cloud>/vms.csv)."),
+                       out: Path = typer.Option(..., "--out", help="Offers CSV to write (for --catalog, or catalog/offers.csv)."),
+                       as_of: Optional[str] = typer.Option(None, "--as-of", help="Snapshot date YYYY-MM-DD (default today)."),
+                       region: Optional[List[str]] = typer.Option(None, "--region", help="Only these regions."),
+                       catalog: Optional[List[Path]] = CatalogOpt):
+    """Refresh offer prices from a local SkyPilot catalog snapshot (no network access)."""
+    from optimizer.catalog_refresh import offers_csv, refresh_offers, summary
+
+    offers, rep = refresh_offers(skypilot, as_of=as_of, catalog=_catalog(catalog), regions=tuple(region or ()))
+    _emit(offers_csv(offers), out)
+    print(summary(rep), file=sys.stderr)
 
 
 # ----------------------------------------------------------------------------------------
@@ -266,7 +278,8 @@ def estimate(
                                                     help="Override inter-node bandwidth per GPU, Gbit/s."),
     tokens: Optional[float] = typer.Option(None, "--tokens", min=1, help="Training tokens: adds days, GPU-hours, cost."),
     pricing: Optional[RentalMode] = typer.Option(None, "--pricing",
-                                                 help="How --tokens' GPU-hours are billed (default on_demand)."),
+                                                 help="How --tokens' GPU-hours are billed (default on_demand; reserved = reserved_1y; on the "
+                                                 "cheapest offer that can run the layout)."),
     serve: bool = typer.Option(False, "--serve", help="Serving estimate instead of training."),
     weights: Optional[WeightFormat] = typer.Option(None, "--weights", help="Serving: the weight format (default bf16)."),
     kv: Optional[KvFormat] = typer.Option(None, "--kv", help="Serving: the KV-cache format (default bf16)."),
@@ -636,9 +649,10 @@ def plan(
         text = report.plan_csv(result)
     else:
         text = report.plan_text(result, markdown=fmt is Fmt.markdown)
-        if sensitivity and slack.get("lines"):
+        lines = (list(slack.get("lines", [])) + report.buy_vs_rent_lines(result.plan)) if sensitivity else []
+        if lines:
             text = text.rstrip("\n") + "\n" + "\n".join(("- " if fmt is Fmt.markdown else "") + ln
-                                                       for ln in slack["lines"]) + "\n"
+                                                       for ln in lines) + "\n"
     _emit(text, out)
 
 

@@ -594,7 +594,7 @@ def _skypilot_resources(gpu: str, per_node: int, row_or_rep: dict, launch: dict)
         per_instance = (launch.get("gpus_per_instance") or {}).get(f"{provider} {instance}")
         if instance and per_instance == per_node:
             res["instance_type"] = instance
-    if launch.get("pricing_mode") == "spot":
+    if (row_or_rep.get("pricing_mode") or launch.get("pricing_mode")) == "spot":   # the row's own mode (issue 17)
         res["use_spot"] = True
     return res, notes
 

@@ -87,6 +87,10 @@ class BuySpec(_Strict):
     server_usd_per_node: dict[str, Annotated[float, Field(le=1e9)]] = Field(default_factory=dict)   # extra capex per node by GPU id
     max_power_kw: LimitKW = None                                      # IT power of the owned fleet
     max_nodes: LimitCount0 = None
+    # investment figures of the owned part (formulas/investment.py; defaults as scenario Pricing)
+    discount_rate: float = Field(default=0.08, gt=-1, lt=10)
+    residual_pct: float = Field(default=0.0, ge=0, le=100)
+    staff_usd_per_year: float = Field(default=0.0, ge=0)
 
     @field_validator("server_usd_per_node")
     @classmethod

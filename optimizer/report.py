@@ -112,7 +112,17 @@ def gbytes(x: float) -> str:
 
 
 SOLVE_HEADERS = ["rank", "gpu", "gpus", "nodes", "tp/pp/dp/cp/ep", "zero", "prec", "mb", "acc",
-                 "recompute", "sp", "mem/GPU (headroom)", "mfu", "days w/o failures", "goodput", "wall days", "cost"]
+                 "recompute", "sp", "mem/GPU (headroom)", "mfu", "days w/o failures", "goodput", "wall days", "cost",
+                 "offer (provider instance, region, mode; interconnect)"]
+
+
+def offer_label(r: dict) -> str:
+    """Where a configuration is bought (issue 17): provider and instance, region, pricing mode and
+    what the offer can span; 'owned' or the scenario's own price otherwise."""
+    if r.get("provider"):
+        where = f"{r['region']}, " if r.get("region") else ""
+        return f"{r['provider']} {r['instance_type']} ({where}{r.get('pricing_mode')}; {r.get('interconnect')})"
+    return str(r.get("offer", ""))
 
 
 def _goodput(r: dict) -> str:
@@ -129,7 +139,7 @@ def solve_rows(df: pd.DataFrame) -> list[list[str]]:
             r["micro_batch"], r["grad_accum"], r["recompute"], "y" if r["sequence_parallel"] else "n",
             f"{gbytes(r['memory_per_gpu_bytes'])} ({r['memory_headroom']:.0%})",
             f"{r['mfu']:.1%}", _days(r, "train_days"), _goodput(r), _days(r, "wall_clock_days"),
-            _usd_range(r),
+            _usd_range(r), offer_label(r),
         ])
     return out
 
@@ -183,10 +193,19 @@ def launch_context(scenario, result=None) -> dict | None:
         out.update(max_prompt_tokens=int(s.prompt_tokens.p99 or s.prompt_tokens.mean),
                    max_output_tokens=int(s.output_tokens.p99 or s.output_tokens.mean))
     if result is not None and len(result.configs):          # GPUs per instance of each priced offer
-        per = {g.offer: int(g.gpus_per_instance) for g in getattr(getattr(result, "table", None), "gpus", None) or []
-               if getattr(g, "offer", None) and getattr(g, "gpus_per_instance", None)}
+        per = {}
+        for g in getattr(getattr(result, "table", None), "gpus", None) or []:
+            if getattr(g, "offer", None) and getattr(g, "gpus_per_instance", None):
+                per[g.offer] = int(g.gpus_per_instance)
+                ch = getattr(g, "choice", None)          # issue 17: also by 'provider instance_type'
+                if ch is not None:
+                    per[f"{ch.offer.provider} {ch.offer.instance_type}"] = int(g.gpus_per_instance)
         for insts in (result.configs["instances"] if "instances" in result.configs.columns else []):
-            per.update({i["offer"]: int(i["gpus_per_instance"]) for i in insts or [] if i.get("offer")})
+            for i in insts or []:
+                if i.get("offer"):
+                    per[i["offer"]] = int(i["gpus_per_instance"])
+                if i.get("provider"):
+                    per[f"{i['provider']} {i['instance_type']}"] = int(i["gpus_per_instance"])
         out["gpus_per_instance"] = per
     return out
 
@@ -234,7 +253,13 @@ def explanation_lines(expl: dict) -> list[str]:
 
 
 FLEET_HEADERS = ["rank", "fleet (replicas x gpu tp weights/kv batch)", "gpus", "$/hour", "$/M out tok",
-                 "capacity req/s", "util", "p99 TTFT", "ITL", "min headroom"]
+                 "$/1k req", "$/month", "capacity req/s", "util", "p99 TTFT", "ITL", "min headroom",
+                 "instances (count x provider instance, region, mode)"]
+
+
+def instances_label(instances) -> str:
+    """'2 x Azure Standard_NC24ads_A100_v4 (eastus, reserved)' per billing pool of a fleet."""
+    return "; ".join(f"{i['count']} x {i['offer']}" for i in instances or [])
 
 CODESIGN_HEADERS = ["rank", "model", "params", "tokens", "tok/param", "loss", "gpu", "gpus",
                     "tp/pp/dp", "prec", "days w/o failures", "goodput", "wall days", "cost", "lifetime cost"]
@@ -249,9 +274,10 @@ def fleet_rows(df: pd.DataFrame) -> list[list[str]]:
     out = []
     for r in df.to_dict(orient="records"):
         row = [r.get("rank", ""), fleet_label(r["replicas"]), r["n_gpus"], usd(r["usd_per_hour"]),
-               usd(r["usd_per_mtoken"]), f"{r['capacity_requests_per_s']:.1f}", f"{r['utilization']:.0%}",
+               usd(r["usd_per_mtoken"]), usd(r["usd_per_1k_requests"]), usd(r["usd_per_month"]),
+               f"{r['capacity_requests_per_s']:.1f}", f"{r['utilization']:.0%}",
                f"{r['worst_ttft_s'] * 1e3:.0f} ms", f"{r['worst_itl_s'] * 1e3:.1f} ms",
-               f"{r['min_memory_headroom']:.0%}"]
+               f"{r['min_memory_headroom']:.0%}", instances_label(r.get("instances"))]
         if _compressed(df):
             q, once = _num(r, "quality_loss_pct"), _num(r, "one_off_usd")
             row += ["-" if q is None else f"{q:.2f}%", "-" if not once else usd(once)]
@@ -422,6 +448,13 @@ def sensitivity_text(sens: dict, markdown: bool = False) -> str:
     slack = sens.get("slack", {})
     if slack:
         parts += ["", "Slack at the optimum: " + ", ".join(_slack(k, v) for k, v in slack.get("slack", {}).items())]
+    bvr = sens.get("buy_vs_rent")
+    if bvr:
+        r, u, g = (bvr[k]["flip"] for k in ("discount_rate", "utilization_scale", "gpu_price_scale"))
+        parts += ["", f"Buy vs rent (NPV {usd(bvr['npv_usd'])} at {bvr['at_discount_rate']:.1%} over {bvr['years']:g} years): "
+                  + ", ".join([f"renting wins above a {r:.1%} discount rate" if r is not None else "no discount rate flips it",
+                               f"flips at {u:.2f} x the utilisation" if u is not None else "utilisation 0.1-10x does not flip it",
+                               f"flips at {g:.2f} x the GPU price" if g is not None else "GPU price 0.1-10x does not flip it"])]
     return "\n".join(parts) + "\n"
 
 
@@ -646,6 +679,12 @@ def plan_text(result: PlanResult, markdown: bool = False) -> str:
         c = pl["cost"]
         out += ["", f"total {usd(c['total_usd'])} over the horizon = capex share {usd(c['capex_usd'])} + "
                     f"opex {usd(c['opex_usd'])} + rent {usd(c['rent_usd'])}; purchase {usd(c['purchase_usd'])}"]
+        inv = pl.get("investment")
+        if inv:
+            pb = "never" if inv["payback_years"] is None else f"{inv['payback_years']:.1f} years"
+            out.append(f"owned fleet vs renting its jobs: NPV {usd(inv['npv_usd'])} at {inv['discount_rate']:.1%}, "
+                       f"payback {pb}, ROI {inv['roi_pct']:.0f}% over {inv['years']:g} years "
+                       f"(residual {inv['residual_pct']:g}%, staff {usd(inv['staff_usd_per_year'])}/year)")
         if pl["fleet"]:
             out += ["", "fleet to buy:"]
             out.append(table(["gpu", "nodes", "gpus", "purchase", "IT kW", "utilization"],
@@ -727,3 +766,40 @@ def estimate_text(data: dict) -> str:
         if "load" in s:
             lines += ["", "simulated load (one replica)"] + [f"{k}: {v}" for k, v in s["load"].items()]
     return "\n".join(lines) + "\n"
+
+
+def buy_vs_rent_lines(plan: dict | None) -> list[str]:
+    """Where buying a plan's fleet stops beating renting its jobs (``plan --sensitivity``): one
+    line per flip point of the plan's investment figures (search.portfolio.solve.plan_investment)."""
+    inv = (plan or {}).get("investment")
+    if not inv:
+        return []
+    f = inv["flips"]
+    verdict = "beats" if inv["npv_usd"] > 0 else "does not beat"
+    out = [f"buy vs rent: buying {verdict} renting at a {inv['discount_rate']:.1%} discount rate "
+           f"(NPV {usd(inv['npv_usd'])} over {inv['years']:g} years)"]
+    r = f["discount_rate"]["flip"]
+    out.append("buy vs rent: " + (f"renting wins above a {r:.1%} discount rate (the IRR)" if r is not None
+                                  else "no discount rate between -99% and 1000% flips it"))
+    for key, what in (("utilization_scale", "the owned fleet's busy hours"), ("gpu_price_scale", "the GPU price")):
+        k = f[key]["flip"]
+        out.append(f"buy vs rent: flips at {k:.2f} x {what}" if k is not None
+                   else f"buy vs rent: {what} between 0.1x and 10x does not flip it")
+    return out
+
+
+def offer_table(offers: list[dict], detailed: bool = False) -> tuple[list[str], list[list], str]:
+    """(headers, rows, align) of catalog offers for ``clusteropt catalog``: what each can span
+    and the date its price was read (issue 17); ``detailed`` adds fabric, reach and commitments."""
+    if detailed:
+        rows = [[o["provider"], o["instance_type"], o["gpus_per_instance"], o["interconnect"],
+                 o.get("fabric_gbit_per_s_per_gpu") or "-", o.get("max_gpus") or "-", o.get("on_demand_usd_per_hour"),
+                 o.get("spot_usd_per_hour") or "-", o.get("reserved_usd_per_hour") or "-",
+                 o.get("reserved_3y_usd_per_hour") or "-", o.get("region"), o["as_of"]] for o in offers]
+        return (["provider", "instance", "gpus", "interconnect", "fabric Gb/s/GPU", "max gpus", "on-demand $/h",
+                 "spot $/h", "1y $/h", "3y $/h", "region", "as of"], rows, "llrlrrrrrrll")
+    rows = [[o["provider"], o["instance_type"], o["gpu"], o["gpus_per_instance"], o["interconnect"],
+             o.get("on_demand_usd_per_hour") or "-", o.get("spot_usd_per_hour") or "-", o.get("region"), o["as_of"]]
+            for o in offers]
+    return (["provider", "instance", "gpu", "gpus", "interconnect", "on-demand $/h", "spot $/h", "region", "as of"],
+            rows, "lllrlrrll")

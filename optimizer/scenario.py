@@ -26,7 +26,10 @@ from pydantic import (BaseModel, BeforeValidator, ConfigDict, Field, ValidationE
 from optimizer.errors import ClusteroptError, from_pydantic
 
 Objective = Literal["cost", "time", "gpus", "cost_per_mtoken", "loss"]
-PricingMode = Literal["on_demand", "spot", "reserved", "owned"]
+PricingMode = Literal["on_demand", "spot", "reserved", "reserved_1y", "reserved_3y", "owned"]
+#: Rental modes a training or serving search may pick between (pricing.mode as a list);
+#: 'reserved' and 'reserved_1y' are the same 1-year commitment.
+RENTAL_MODES = ("on_demand", "spot", "reserved", "reserved_3y")
 
 #: Relative tolerance on the global batch when it is given in tokens (train.global_batch_tokens):
 #: the search uses one batch of sequences within this fraction of the target (pick_global_batch).
@@ -407,16 +410,68 @@ def non_negative_values(name: str, mapping: dict, rule: str = "must be >= 0") ->
 
 
 class Pricing(_Strict):
-    """How GPU time is paid: a rental mode, or owned hardware priced by total cost of ownership."""
+    """How GPU time is paid: rental modes, or owned hardware priced by total cost of ownership.
 
-    mode: PricingMode = "on_demand"
+    ``mode`` is one mode or a list the search picks from per configuration (e.g. ``[on_demand,
+    reserved_1y, reserved_3y]``); a commitment is billed for its whole term (1 or 3 years).
+    Offers may be narrowed to one ``provider`` and to ``region`` (one or a list), and capped by
+    ``capacity``: GPUs obtainable per provider (``AWS: 1024``) or provider/region
+    (``AWS/us-east-1: 512``). ``spot_preemptions_per_hour`` replaces every spot offer's rate
+    (per instance-hour). Investment figures of owned plans (formulas/investment.py) use
+    ``discount_rate`` (a fraction a year), ``residual_pct`` (resale value at the end of ``years``,
+    per cent of capex) and ``staff_usd_per_year`` (staff and operations of the owned cluster).
+    Defaults: discount_rate 0.08 (ASSUMPTION: a typical corporate cost of capital; state your
+    own), residual 0 % and staff 0 USD (not counted unless given).
+    """
+
+    mode: Union[PricingMode, list[PricingMode]] = "on_demand"
     provider: Optional[str] = None              # restrict rental offers to one provider
+    region: Optional[Union[str, list[str]]] = None   # restrict rental offers to these regions
+    capacity: dict[str, int] = Field(default_factory=dict)   # GPUs per provider or provider/region
+    spot_preemptions_per_hour: Optional[float] = Field(default=None, ge=0)
     # explicit price per GPU id: finite and > 0 (a negative price would make a plan earn money)
     usd_per_gpu_hour: dict[str, Annotated[float, Field(gt=0, le=1e6)]] = Field(default_factory=dict)
     years: float = Field(default=4.0, ge=0.1, le=100)     # owned: amortisation period
     usd_per_kwh: float = Field(default=0.10, ge=0, le=100)
     pue: float = Field(default=1.3, ge=1, le=10)
     utilization: float = Field(default=0.8, gt=0, le=1)   # owned: busy fraction over the life
+    discount_rate: float = Field(default=0.08, gt=-1, lt=10)
+    residual_pct: float = Field(default=0.0, ge=0, le=100)
+    staff_usd_per_year: float = Field(default=0.0, ge=0)
+
+    @field_validator("mode")
+    @classmethod
+    def _modes(cls, v):
+        if isinstance(v, list):
+            if not v:
+                raise ValueError("an empty list of modes; give one mode or several")
+            if "owned" in v and len(v) > 1:
+                raise ValueError("'owned' cannot be listed with rental modes; plan a mix of owned and rented "
+                                 "GPUs with a portfolio (clusteropt plan)")
+            return v[0] if len(v) == 1 else v
+        return v
+
+    @field_validator("capacity")
+    @classmethod
+    def _capacity(cls, v):
+        return non_negative_values("capacity", v, "GPUs must be >= 0")
+
+    @property
+    def modes(self) -> tuple[str, ...]:
+        """The modes as a tuple of canonical names ('reserved_1y' -> 'reserved'), in order, unique."""
+        raw = self.mode if isinstance(self.mode, list) else [self.mode]
+        out: list[str] = []
+        for m in raw:
+            m = "reserved" if m == "reserved_1y" else m
+            if m not in out:
+                out.append(m)
+        return tuple(out)
+
+    @property
+    def regions(self) -> tuple[str, ...]:
+        if self.region is None:
+            return ()
+        return (self.region,) if isinstance(self.region, str) else tuple(self.region)
 
 
 class CompressionEntry(_Strict):

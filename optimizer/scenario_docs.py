@@ -125,8 +125,17 @@ DESCRIPTIONS: dict[str, dict[str, str]] = {
         "max_power_w_per_device": "Leave out accelerators whose TDP exceeds this, watts.",
     },
     "Pricing": {
-        "mode": "How GPU time is paid: on_demand, spot, reserved (rental) or owned (total cost of ownership).",
+        "mode": "How GPU time is paid: on_demand, spot, reserved (= reserved_1y), reserved_3y (rental; a commitment "
+                "is billed for its whole term) or owned (total cost of ownership); a list of rental modes lets the "
+                "search pick per configuration.",
         "provider": "Restrict rental offers to one provider (catalog/offers.csv).",
+        "region": "Restrict rental offers to one region or a list of regions.",
+        "capacity": "Most GPUs obtainable per provider ('AWS') or provider/region ('AWS/us-east-1').",
+        "spot_preemptions_per_hour": "Spot preemptions per instance-hour for every spot offer (default: the offer's, "
+                                     "else formulas/preemption.py's 10% a day).",
+        "discount_rate": "Owned: discount rate a year for NPV against renting (fraction; default 0.08, an assumption).",
+        "residual_pct": "Owned: resale value of the hardware at the end of years, per cent of capex.",
+        "staff_usd_per_year": "Owned: staff and operations cost of the cluster, USD a year.",
         "usd_per_gpu_hour": "Explicit price per GPU-hour by accelerator id, USD; overrides the catalog's offers.",
         "years": "Owned: amortisation period of the hardware, years.",
         "usd_per_kwh": "Owned: electricity price, USD per kWh.",

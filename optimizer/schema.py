@@ -381,6 +381,15 @@ class PlanBody(_Open):
     makespan_days: float = _d("day the last job ends")
     binding: list[str] = _d("limits that bind (without them the optimum would improve)")
     objective_units: list[int] = Field(description="the objective in the model's integer units (cents; slots)")
+    npv_usd: Optional[float] = Field(default=None, description="NPV of buying the owned fleet instead of renting "
+                                     "its jobs, at fleet.buy.discount_rate over fleet.buy.years (USD)")
+    payback_years: Optional[float] = Field(default=None, description="undiscounted payback; null when it never "
+                                           "pays back within fleet.buy.years")
+    roi_pct: Optional[float] = Field(default=None, description="return on the purchase over fleet.buy.years, %")
+    investment: Optional[dict[str, Any]] = Field(
+        default=None, description="the owned fleet against renting its jobs: capex_usd, rent_usd_per_year, "
+        "owned_opex_usd_per_year (staff included), saving_usd_per_year, residual_usd, discount_rate, years, irr, and "
+        "flips (discount_rate, utilization_scale, gpu_price_scale: where buying stops beating renting)")
 
 
 class PlanDocument(_Open):

@@ -338,3 +338,59 @@ def test_data_folder_found_from_another_working_directory(tmp_path):
             "print(len(c.accelerators), c.resolve_gpu_id('h100'))")
     out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, check=True)
     assert out.stdout.split() == [str(len(ISSUE_3_AND_9_IDS)), "H100-SXM5-80GB"]
+
+
+# --- issue 17: what each offer can run, dated and sourced ---------------------------------
+
+def test_every_offer_is_dated_and_sourced():
+    # Issue 17: every offer row has the date its price was read (an ISO date) and a source.
+    from optimizer.catalog import AS_OF_DATE
+
+    _, rows = _packaged_rows("offers.csv")
+    for i, row in enumerate(rows, start=2):
+        assert row["source"].strip(), f"offers.csv:row {i} has no source"
+        assert AS_OF_DATE.fullmatch(row["as_of"].strip()), f"offers.csv:row {i} as_of {row['as_of']!r} is not a date"
+
+
+def test_offers_state_what_they_can_run(cat):
+    for o in cat.offers():
+        assert o.interconnect in ("single_gpu", "node", "cluster")
+        if o.interconnect == "cluster":
+            assert o.fabric_gbit_per_s_per_gpu > 0 and o.fabric_rails >= 1 and o.fabric_rdma is not None
+            # the time model sees the offer's fabric, not the accelerator's reference node
+            assert cat.offer_hardware(o).inter_node_bytes_per_s == pytest.approx(o.fabric_gbit_per_s_per_gpu * 1e9 / 8)
+        else:
+            assert o.contiguous_max_gpus == o.gpus_per_instance
+    # the hyperscalers' 8-GPU training instances are cluster offers; the retail pods are not
+    p5 = [o for o in cat.offers("H100-SXM5-80GB", "AWS") if o.instance_type == "p5.48xlarge"][0]
+    assert (p5.interconnect, p5.fabric_gbit_per_s_per_gpu, p5.max_gpus) == ("cluster", 400, 20000)
+    assert all(o.interconnect == "single_gpu" for o in cat.offers(provider="RunPod") if o.gpus_per_instance == 1)
+    # non-US regions are priced
+    assert {"eu-north1", "eu-west1", "eu-north-1"} <= {o.region for o in cat.offers()}
+
+
+def test_three_year_commitment_is_cheaper_than_one_year(cat):
+    priced = [o for o in cat.offers() if o.reserved_3y_usd_per_hour is not None]
+    assert priced, "no 3-year prices in the catalog"
+    for o in priced:
+        assert o.reserved_3y_usd_per_hour < o.reserved_usd_per_hour < o.on_demand_usd_per_hour, o.instance_type
+    assert cat.cheapest_offer("A100-SXM4-80GB", "reserved_1y") == cat.cheapest_offer("A100-SXM4-80GB", "reserved")
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"interconnect": "cluster"}, "states its fabric"),
+    ({"interconnect": "single_gpu"}, "1 GPU per instance"),
+    ({"interconnect": "nvlink"}, "interconnect"),
+    ({"as_of": "skypilot snapshot (undated)"}, "not a date"),
+    ({"fabric_gbit_per_s_per_gpu": "100"}, "no multi-node fabric"),
+])
+def test_offer_rows_are_checked(tmp_path, change, message):
+    header, rows = _packaged_rows("offers.csv")
+    node = next(r for r in rows if r["interconnect"] == "node")
+    path = _write_csv(tmp_path / "offers_bad.csv", header, [dict(node, **change)])
+    with pytest.raises(ClusteroptError, match=r"^offers_bad.csv:row 2"):
+        load_catalog([path]).offers()
+    try:
+        load_catalog([path])
+    except ClusteroptError as e:
+        assert message in str(e)

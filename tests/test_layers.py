@@ -70,6 +70,7 @@ def _layer(mod: str) -> int:
     if mod in BASE:
         return 0
     for prefix, layer in (("optimizer.model", 1), ("optimizer.formulas", 2), ("optimizer.catalog", 3),
+                          ("optimizer.catalog_refresh", 3),
                           ("optimizer.runs", 3), ("optimizer.calibration", 3),
                           ("optimizer.scenario", 4), ("optimizer.scenario_docs", 4), ("optimizer.portfolio_schema", 4), ("optimizer.pricing", 5),
                           ("optimizer.search", 6), ("optimizer.report", 7), ("optimizer.schema", 7), ("optimizer.export", 7),

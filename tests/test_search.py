@@ -42,13 +42,14 @@ def exhaustive(scenario):
     s, g = scenario.search, scenario.train.global_batch
     out = []
     gpus = optimizer.pricing.gpu_options(scenario, load_catalog())[0]
-    for gpu, tp, pp, mb, zero, rec in itertools.product(gpus, s.tp, s.pp, s.micro_batch, s.zero, s.recompute):
+    names = list(dict.fromkeys(g.name for g in gpus))      # a GPU has one option per offer (issue 17)
+    for name, tp, pp, mb, zero, rec in itertools.product(names, s.tp, s.pp, s.micro_batch, s.zero, s.recompute):
         for dp in range(1, g // mb + 1):
             if g % (mb * dp):
                 continue
             if dp == 1 and zero != min(s.zero):
                 continue                   # documented search rule: ZeRO stages identical at dp = 1
-            cfg = {"gpu": gpu.name, "n_gpus": tp * pp * dp, "tp": tp, "pp": pp, "dp": dp, "cp": 1, "ep": 1,
+            cfg = {"gpu": name, "n_gpus": tp * pp * dp, "tp": tp, "pp": pp, "dp": dp, "cp": 1, "ep": 1,
                    "zero": zero, "precision": "bf16", "micro_batch": mb, "recompute": rec,
                    "sequence_parallel": tp > 1}
             ev = evaluate_training(scenario, cfg, gpus=gpus)
@@ -179,3 +180,14 @@ def test_every_shipped_scenario_solves_to_optimal(name):
     assert res.status == "optimal", res.explanation
     top = res.configs.iloc[0]
     assert top["memory_per_gpu_bytes"] <= top["memory_capacity_bytes"]
+    # issue 17: every configuration of the top-K is priced on an offer that can run its layout,
+    # and names that offer with its interconnect (serving fleets: each billing pool's offer)
+    if "interconnect" in res.configs.columns:
+        from test_offers_search import check_offers_run_layouts
+
+        check_offers_run_layouts(res.configs)
+        assert res.configs["interconnect"].notna().all()
+    if "instances" in res.configs.columns:
+        for fleet in res.configs.to_dict(orient="records"):
+            assert fleet["usd_per_1k_requests"] > 0 and fleet["usd_per_month"] > 0
+            assert all(i["offer"] for i in fleet["instances"])

@@ -83,7 +83,8 @@ def test_solve_plans_on_a_gpu_only_the_user_catalog_has(extra, scenario_file, ca
     assert doc["status"] == "optimal"
     assert {c["gpu"] for c in doc["configs"]} == {NEW_GPU}
     best = doc["configs"][0]
-    assert best["offer"] == "ACME Cloud acme.x1.8"
+    assert best["offer"].startswith("ACME Cloud acme.x1.8")          # label adds '(region, mode)' (issue 17)
+    assert (best["provider"], best["instance_type"], best["region"]) == ("ACME Cloud", "acme.x1.8", "test-1")
     assert best["usd_per_gpu_hour"] == pytest.approx(16.0 / 8)
     assert best["memory_capacity_bytes"] == 96 * 2**30          # the user's row, not the H100's 80 GiB
 

@@ -13,6 +13,7 @@ from optimizer.catalog import engine_settings
 from optimizer.errors import ClusteroptError
 from optimizer.formulas import flops, scaling
 from optimizer.formulas.cost import rented_cost_usd
+from optimizer.formulas.offers import committed_billed_hours
 from optimizer.formulas.layout import TrainLayout, structural_rules
 from optimizer.formulas.params import count_params
 from optimizer.formulas.serving import estimate_serving
@@ -262,8 +263,8 @@ def estimate(model_ref: str, *, catalog, seq_len=None, gpu=None, tp=None, pp=Non
     if gb % (micro_batch * dp):
         raise ClusteroptError("--global-batch", f"{gb} is not a multiple of micro_batch x dp = {micro_batch * dp}",
                               "global batch = micro_batch x dp x grad_accum")
-    if pricing not in ("on_demand", "spot", "reserved"):
-        raise ClusteroptError("--pricing", f"{pricing!r}", "allowed: on_demand, spot, reserved")
+    if pricing not in ("on_demand", "spot", "reserved", "reserved_1y", "reserved_3y"):
+        raise ClusteroptError("--pricing", f"{pricing!r}", "allowed: on_demand, spot, reserved (= reserved_1y), reserved_3y")
     layout = TrainLayout(seq_len=s, global_batch=gb, tp=tp, pp=pp, dp=dp, cp=cp, ep=ep, zero=zero,
                          micro_batch=micro_batch, recompute=recompute, sequence_parallel=sequence_parallel,
                          precision=precision, interleave=interleave, flash_attention=flash_attention,
@@ -356,11 +357,15 @@ def _add_system(train: dict, spec, gid: str, layout, tokens: float, offer, prici
                                        "dp": layout.dp, "cp": layout.cp, "ep": layout.ep, "zero": layout.zero},
                            train["tokens_per_s"], tokens, pricing_mode=pricing, catalog=catalog)
     train.update(plain(sysd))
-    if offer is not None:
+    if offer is not None and sysd.get("usd_per_instance_hour"):
+        # billed on the cheapest offer that can run the layout (estimate_system, issue 17): whole
+        # instances x $/instance-hour x wall-clock hours (a commitment: whole terms)
         hours = train["wall_clock_days"] * SECONDS_PER_DAY / SECONDS_PER_HOUR
+        billed = float(committed_billed_hours(hours, sysd.get("term_hours", 0.0)))
         storage = float(train["system"]["storage"].get("storage_usd") or 0.0)
-        train["cost_usd"] = float(rented_cost_usd(layout.n_gpus, hours, offer.usd_per_hour(pricing),
-                                                  offer.gpus_per_instance)) + storage
+        train["cost_usd"] = float(rented_cost_usd(layout.n_gpus, billed, sysd["usd_per_instance_hour"],
+                                                  sysd["gpus_per_instance"])) + storage
+        train["offer"] = f"{sysd['offer']}"
 
 
 def _check_layout(spec, tp, pp, dp, cp, ep) -> None:

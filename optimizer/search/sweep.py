@@ -175,7 +175,8 @@ def _solve_group(base_dict: dict, points: list[dict], objective, top_k, catalog)
             out.append((p["index"], _point_row(p["values"], res)))
             continue
         gpus, _ = gpu_options(sc, catalog)
-        if table is None or [g.name for g in gpus] != [g.name for g in table.gpus]:
+        if table is None or [(g.name, g.offer, g.available) for g in gpus] != [(g.name, g.offer, g.available)
+                                                                             for g in table.gpus]:
             table = build_table(sc.spec(), sc, gpus, gpu_count_limits=False)
         t = reprice(table, sc, gpus)
         res = solve_training(sc, table=t, full_table=t, objective=objective, top_k=top_k, catalog=catalog)

@@ -11,13 +11,14 @@ import numpy as np
 from optimizer.formulas import scaling as sc
 from optimizer.formulas.params import count_params
 from optimizer.model.spec import ModelSpec
+from optimizer.pricing import best_per_config
 from optimizer.scenario import Scenario
 from optimizer.search.codesign.space import (FLOP_UNIT, LOSS_UNITS_PER_NAT, TOKEN_STEP, ServingChoice, rungs_of,
                                              serve_params, serving_usd_per_token, token_grid)
 from optimizer.search.core import cpsat
 from optimizer.search.core.scales import MONEY_UNITS_PER_USD
 from optimizer.search.train.solve import solver_limits
-from optimizer.search.train.table import Table, build_table, reprice
+from optimizer.search.train.table import CONFIG_KEYS, Table, build_table, reprice
 import os
 from concurrent.futures import ProcessPoolExecutor
 
@@ -297,8 +298,13 @@ def codesign_limits(table: Table, scenario, data_inference: bool, compute_budget
 
 
 def candidates(table: Table, keys: list[np.ndarray], k: int) -> np.ndarray:
-    """Feasible rows not worse on the primary key than the k-th best feasible row (train.solve.candidate_rows)."""
-    feas = np.nonzero(table.feasible)[0]
+    """Feasible rows not worse on the primary key than the k-th best feasible row (train.solve.candidate_rows).
+    A (model, tokens, layout) on several offers of its GPU counts once, on its best (issue 17)."""
+    c = table.cols
+    names: dict = {}
+    name_idx = np.array([names.setdefault(g.name, len(names)) for g in table.gpus], dtype=np.int64)
+    cfg = [name_idx[c["gpu"]], c["model_index"], c["train_tokens"]] + [c[x] for x in CONFIG_KEYS if x != "gpu"]
+    feas = best_per_config(cfg, keys, np.nonzero(table.feasible)[0])
     if len(feas) <= k:
         return feas
     primary = keys[0][feas]

@@ -137,6 +137,10 @@ class GpuType:
     rent_offer: Optional[str] = None         # None: cannot be rented
     rent_usd_per_gpu_hour: float = 0.0
     rent_gpus_per_instance: int = 1
+    #: Every undominated rental offer of the type (issue 17): (USD per GPU-hour, GPUs per instance,
+    #: most GPUs one job gets (None: no stated limit), label). A job rents the cheapest that runs it.
+    rent_choices: tuple = ()
+    gpu_purchase_usd_per_node: float = 0.0   # the GPUs' part of purchase_usd_per_node
 
 
 @dataclass(frozen=True)
@@ -183,6 +187,7 @@ class Instance:
     notes: tuple[str, ...] = ()
     # the job scenarios and GPU options the options came from (for evaluate() checks)
     sources: Any = field(default=None, compare=False, repr=False)
+    buy: Any = field(default=None, compare=False, repr=False)     # fleet.buy (investment inputs)
 
     def node_fixed_units(self, g: int) -> int:
         return int(math.ceil(self.gpus[g].fixed_usd_per_node * PLAN_MONEY_UNITS_PER_USD - 1e-6))
@@ -231,7 +236,11 @@ def fleet_gpu_types(portfolio, catalog: Catalog) -> tuple[list, list[GpuType], l
     if rent.allowed:
         rent_opts, rent_notes = gpu_options(job_scenario(p, 0, pricing_mode=rent.mode), cat)
     owned_by = {g.name: g for g in owned_opts} if buy.allowed else {}
-    rent_by = {g.name: g for g in rent_opts}
+    rent_by: dict = {}
+    rent_all: dict = {}
+    for g in rent_opts:                       # the first of a type is its cheapest offer
+        rent_by.setdefault(g.name, g)
+        rent_all.setdefault(g.name, []).append((g.usd_per_gpu_hour, g.gpus_per_instance, g.available, g.offer))
     names = [g.name for g in owned_opts] + [g.name for g in rent_opts if g.name not in {o.name for o in owned_opts}]
     available = {cat.resolve_gpu_id(k): v for k, v in p.fleet.available.items()}
     server = {cat.resolve_gpu_id(k): v for k, v in buy.server_usd_per_node.items()}
@@ -267,12 +276,13 @@ def fleet_gpu_types(portfolio, catalog: Catalog) -> tuple[list, list[GpuType], l
             )
             kw["fixed_usd_per_node"] = (kw["capex_share_usd_per_node"] + kw["hosting_usd_per_node"]
                                         + kw["maintenance_usd_per_node"])
+            kw["gpu_purchase_usd_per_node"] = gpn * acc.purchase_usd
         else:
             kw = dict(can_buy=False)
         if name in rent_by:
             r = rent_by[name]
             kw.update(rent_offer=r.offer, rent_usd_per_gpu_hour=r.usd_per_gpu_hour,
-                      rent_gpus_per_instance=r.gpus_per_instance)
+                      rent_gpus_per_instance=r.gpus_per_instance, rent_choices=tuple(rent_all[name]))
         types.append(GpuType(name=name, gpus_per_node=gpn, **kw))
         src = owned_by.get(name) or rent_by[name]
         options.append(GpuOption(index=len(options), name=name, hardware=hw, usd_per_gpu_hour=src.usd_per_gpu_hour,
@@ -445,7 +455,7 @@ def build_instance(portfolio, *, catalog: Catalog, prices: Optional[Mapping[str,
                     horizon_days=horizon, budget_usd=buy.budget_usd if buy.allowed else None,
                     max_power_w=None if buy.max_power_kw is None else int(math.floor(buy.max_power_kw * 1000 + 1e-9)),
                     max_nodes=buy.max_nodes, max_rented_gpus=p.fleet.rent.max_gpus, notes=tuple(notes),
-                    sources={"scenarios": scenarios, "gpu_options": gpu_opts})
+                    sources={"scenarios": scenarios, "gpu_options": gpu_opts}, buy=buy)
 
 
 def _job_gpu_cap(p, types: list[GpuType]) -> Optional[int]:
@@ -468,7 +478,9 @@ def _scaled(t: GpuType, f: Mapping[str, float]) -> GpuType:
                    capex_share_usd_per_node=t.capex_share_usd_per_node * kb,
                    maintenance_usd_per_node=t.maintenance_usd_per_node * kb,
                    fixed_usd_per_node=(t.capex_share_usd_per_node + t.maintenance_usd_per_node) * kb + t.hosting_usd_per_node,
-                   rent_usd_per_gpu_hour=t.rent_usd_per_gpu_hour * kr)
+                   gpu_purchase_usd_per_node=t.gpu_purchase_usd_per_node * kb,
+                   rent_usd_per_gpu_hour=t.rent_usd_per_gpu_hour * kr,
+                   rent_choices=tuple((rate * kr, gpi, cap, label) for rate, gpi, cap, label in t.rent_choices))
 
 
 def _fits_owned(buy, t: GpuType, n: int) -> bool:
@@ -477,14 +489,28 @@ def _fits_owned(buy, t: GpuType, n: int) -> bool:
 
 
 def _run_costs(t: GpuType, n: int, hours: float) -> tuple[Optional[float], Optional[float]]:
-    """(owned power USD, rented USD) of n GPUs of type t busy for ``hours``."""
-
+    """(owned power USD, rented USD) of n GPUs of type t busy for ``hours``; rented on the
+    cheapest offer that can place n GPUs (``rent_offer_for``)."""
     owned = n * hours * t.power_usd_per_gpu_hour if t.can_buy else None
-    rented = None
-    if t.rent_offer is not None:
-        rented = float(rented_cost_usd(n, hours, t.rent_usd_per_gpu_hour * t.rent_gpus_per_instance,
-                                       t.rent_gpus_per_instance))
-    return owned, rented
+    best = rent_offer_for(t, n, hours)
+    return owned, (None if best is None else best[0])
+
+
+def rent_offer_for(t: GpuType, n: int, hours: float) -> Optional[tuple[float, str, float]]:
+    """(rented USD, offer label, USD per GPU-hour) of n GPUs of type t for ``hours`` on the cheapest
+    of its offers that can place them: within one instance, or on a cluster offer up to its
+    largest allocation (issue 17; a scenario-given price has no instance rule). None if none can."""
+    if t.rent_offer is None:
+        return None
+    choices = t.rent_choices or ((t.rent_usd_per_gpu_hour, t.rent_gpus_per_instance, None, t.rent_offer),)
+    best = None
+    for rate, gpi, cap, label in choices:
+        if n > gpi and cap is not None and n > cap:
+            continue
+        usd = float(rented_cost_usd(n, hours, rate * gpi, gpi))
+        if best is None or usd < best[0]:
+            best = (usd, label, rate)
+    return best
 
 
 def _training_options(p, sc, gpu_opts, types: list[GpuType], step: float) -> tuple[list[Option], list[str]]:

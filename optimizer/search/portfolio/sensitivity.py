@@ -230,7 +230,9 @@ def portfolio_sensitivity(result: PlanResult, portfolio, *, catalog: Catalog, **
     """Tornado, switching thresholds and slack of a planned portfolio (``clusteropt plan
     --sensitivity``); ``note`` names the jobs whose inputs the default analysis left out."""
     tornado = plan_tornado(portfolio, catalog=catalog, **options)
-    out = {"tornado": tornado, "thresholds": plan_sensitivity(portfolio, catalog=catalog), "slack": plan_slack(result)}
+    out = {"tornado": tornado, "thresholds": plan_sensitivity(portfolio, catalog=catalog), "slack": plan_slack(result),
+           # issue 17: where buying the plan's fleet stops beating renting its jobs
+           "buy_vs_rent": ((result.plan or {}).get("investment") or {}).get("flips")}
     note = sensitivity_note(portfolio, [e["input"] for e in tornado])
     if note:
         out["note"] = note

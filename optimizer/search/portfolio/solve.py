@@ -10,10 +10,12 @@ import numpy as np
 
 from optimizer.catalog import Catalog
 from optimizer.errors import ClusteroptError
-from optimizer.portfolio_schema import load_portfolio
+from optimizer.formulas.investment import OwnedPlanMoney
+from optimizer.portfolio_schema import BuySpec, load_portfolio
 from optimizer.search.core.result import AttrMapping
 from optimizer.search.portfolio.explain import explain_infeasible_instance
-from optimizer.search.portfolio.instance import HOURS_PER_DAY, Instance, OBJECTIVES, build_instance, interval_of
+from optimizer.search.portfolio.instance import (HOURS_PER_DAY, Instance, OBJECTIVES, build_instance, interval_of,
+                                                 rent_offer_for)
 from optimizer.search.portfolio.model import Solution, solve_instance
 from optimizer.search.train.evaluate import evaluate_training
 
@@ -49,9 +51,11 @@ def plan_detail(inst: Instance, sol: Solution, binding: list[str] = ()) -> dict:
             power_usd += o.cost_usd
         else:
             rent_usd += o.cost_usd
+            chosen = rent_offer_for(t, o.n_gpus, o.duration_days * HOURS_PER_DAY)
             rent.append({"job": job.name, "gpu": t.name, "n_gpus": o.n_gpus, "start_day": start_day, "end_day": end_day,
-                         "hours": o.duration_days * HOURS_PER_DAY, "usd": o.cost_usd, "offer": t.rent_offer,
-                         "usd_per_gpu_hour": t.rent_usd_per_gpu_hour})
+                         "hours": o.duration_days * HOURS_PER_DAY, "usd": o.cost_usd,
+                         "offer": chosen[1] if chosen else t.rent_offer,
+                         "usd_per_gpu_hour": chosen[2] if chosen else t.rent_usd_per_gpu_hour})
     capex_share = hosting = maint = purchase = 0.0
     power_kw = 0.0
     util = {}
@@ -74,7 +78,12 @@ def plan_detail(inst: Instance, sol: Solution, binding: list[str] = ()) -> dict:
     owned_gpus = sum(f["gpus"] for f in fleet)
     opex = power_usd + hosting + maint
     ends = [r["end_day"] for r in schedule if r["kind"] == "train"]
+    investment = plan_investment(inst, sol) if owned_gpus else None
     return {
+        "npv_usd": None if investment is None else investment["npv_usd"],
+        "payback_years": None if investment is None else investment["payback_years"],
+        "roi_pct": None if investment is None else investment["roi_pct"],
+        "investment": investment,
         "fleet": fleet,
         "rent": rent,
         "schedule": schedule,
@@ -89,6 +98,43 @@ def plan_detail(inst: Instance, sol: Solution, binding: list[str] = ()) -> dict:
         "objective_units": list(sol.objective),
         "status": sol.status,
     }
+
+
+def plan_investment(inst: Instance, sol: Solution) -> Optional[dict]:
+    """NPV, payback, ROI and buy-versus-rent flip points of the plan's owned fleet against renting
+    the same jobs (formulas/investment.py). The horizon's owned work is taken as the fleet's
+    steady yearly load: rent of the owned jobs (each on its cheapest runnable offer), their power
+    and the fleet's hosting are scaled to a year (x 365.25 / horizon days); maintenance is a share
+    of capex; the fleet lives ``fleet.buy.years``. None when an owned job could not be rented
+    (no rented alternative to compare with)."""
+    buy = inst.buy if inst.buy is not None else BuySpec()
+    per_year = 365.25 / inst.horizon_days
+    rent_alt = power = 0.0
+    for j, job in enumerate(inst.jobs):
+        o = job.options[sol.choice[j]]
+        if not o.owned:
+            continue
+        alt = rent_offer_for(inst.gpus[o.gpu], o.n_gpus, o.duration_days * HOURS_PER_DAY)
+        if alt is None:
+            return None
+        rent_alt += alt[0]
+        power += o.cost_usd
+    owned = [(inst.gpus[g], n) for g, n in enumerate(sol.nodes) if n > 0]
+    capex_gpus = sum(n * t.gpu_purchase_usd_per_node for t, n in owned)
+    capex = sum(n * t.purchase_usd_per_node for t, n in owned)
+    hosting = sum(n * t.hosting_usd_per_node for t, n in owned)
+    money = OwnedPlanMoney(capex_gpus_usd=capex_gpus, capex_other_usd=capex - capex_gpus,
+                           rent_usd_per_year=rent_alt * per_year, power_usd_per_year=power * per_year,
+                           hosting_usd_per_year=hosting * per_year,
+                           maintenance_pct_per_year=buy.maintenance_pct_per_year,
+                           staff_usd_per_year=buy.staff_usd_per_year, years=buy.years,
+                           discount_rate=buy.discount_rate, residual_pct=buy.residual_pct)
+    f = money.figures()
+    return {"npv_usd": f.npv_usd, "payback_years": f.payback_years, "roi_pct": f.roi_pct, "irr": f.irr,
+            "capex_usd": f.capex_usd, "residual_usd": f.residual_usd, "rent_usd_per_year": f.rent_usd_per_year,
+            "owned_opex_usd_per_year": f.owned_opex_usd_per_year, "staff_usd_per_year": f.staff_usd_per_year,
+            "saving_usd_per_year": f.saving_usd_per_year, "discount_rate": f.discount_rate, "years": f.years,
+            "residual_pct": buy.residual_pct, "flips": money.flips()}
 
 
 def verify(inst: Instance, sol: Solution) -> None:

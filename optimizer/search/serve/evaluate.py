@@ -6,12 +6,13 @@ from __future__ import annotations
 import math
 
 from optimizer.errors import ClusteroptError
-from optimizer.pricing import resolve_gpu_name, GpuOption, gpu_options
+from optimizer.formulas.investment import usd_per_1k_requests, usd_per_month
+from optimizer.pricing import resolve_gpu_name, GpuOption, gpu_options, gpu_types
 from optimizer.scenario import load_scenario
 from optimizer.search.serve import fleet as fm
 from optimizer.search.serve.compression import CompressionPlan, Variant, amortised_usd_per_hour, compression_plan
 from optimizer.search.serve.problem import demand_mtokens_per_hour, max_types_of, spares_of
-from optimizer.search.serve.table import NO_INSTANCE_RULE, ServingTable, evaluate_group, request_lengths, billing_pools
+from optimizer.search.serve.table import ServingTable, billing_pools, evaluate_group, pool_fits, request_lengths
 
 def evaluate_replica(spec, scenario, gpu: GpuOption, replica: dict, efficiency_scale: float = 1.0) -> dict:
     """One replica option's figures by a scalar estimator call (the check on the table). ``spec``
@@ -76,6 +77,7 @@ def evaluate_fleet(scenario, replicas: list[dict], *, catalog=None, _table: Serv
         plan = _table.plan
     else:
         gpus, _ = gpu_options(scenario, catalog)
+        gpus = gpu_types(gpus, scenario, catalog)
         pools, pool_type = billing_pools(scenario, gpus)
         eff = 1.0
         plan = compression_plan(spec, scenario, gpus)
@@ -115,7 +117,7 @@ def evaluate_fleet(scenario, replicas: list[dict], *, catalog=None, _table: Serv
         if slo.itl_p99_s is not None and ev["itl_s"] > slo.itl_p99_s:
             violations.append(f"itl: {label} reaches {ev['itl_s'] * 1e3:.1f} ms; SLO {slo.itl_p99_s * 1e3:g} ms")
         mine = [q for q, h in enumerate(pool_type) if h == g.index
-                and (pools[q].offer in NO_INSTANCE_RULE or int(rep["tp"]) <= pools[q].gpus_per_instance)]
+                and pool_fits(pools[q], int(rep["tp"]), int(rep["tp"]) * int(rep["pp"]))]
         if rep.get("offer") is not None:
             mine = [q for q in mine if pools[q].offer == rep["offer"]]
         if not mine:
@@ -158,7 +160,9 @@ def evaluate_fleet(scenario, replicas: list[dict], *, catalog=None, _table: Serv
         violations.append(f"max_types: {types} replica options; limit is {mt}")
     capacity = sum(caps)
     return {"feasible": not violations, "violations": violations, "usd_per_hour": float(usd),
-            "usd_per_mtoken": float(usd / demand_mtokens_per_hour(serve)), "gpu_usd_per_hour": float(gpu_usd),
+            "usd_per_mtoken": float(usd / demand_mtokens_per_hour(serve)),
+            "usd_per_1k_requests": float(usd_per_1k_requests(usd, serve.requests_per_s)),
+            "usd_per_month": float(usd_per_month(usd)), "gpu_usd_per_hour": float(gpu_usd),
             "one_off_usd": float(one_off), "one_off_usd_per_hour": float(one_off_h),
             "quality_loss_pct": max((float(ev["quality_loss_pct"]) for ev in figs), default=0.0),
             "n_gpus": int(n_gpus),

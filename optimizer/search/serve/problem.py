@@ -7,6 +7,9 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from optimizer.formulas.investment import usd_per_1k_requests, usd_per_month
+from optimizer.formulas.preemption import spare_replicas
+from optimizer.pricing import offer_keys, scenario_mode
 from optimizer.search.core.frame import ranked_frame
 from optimizer.search.core.scales import MONEY_UNITS_PER_USD
 from optimizer.search.serve import fleet as fm
@@ -81,7 +84,35 @@ def max_types_of(serve) -> int | None:
     return v
 
 
-def fleet_problem(table: ServingTable, cand: Candidates, scenario, objective: str) -> fm.FleetProblem:
+#: Time to replace a preempted spot replica, s: reschedule + warm-up of a restart (the training
+#: defaults of formulas/reliability.py: 300 s + 120 s; ASSUMPTIONS stated there).
+SPOT_REPLACE_S = 420.0
+
+
+def spot_spares(table: ServingTable, cand: Candidates, f: fm.Fleet) -> int:
+    """Extra spare replicas a fleet keeps for the expected preemptions of its spot instances
+    (issue 17). A preemption takes one instance, and with it every replica on it, so the spot
+    instances down at once are counted (formulas.preemption.spare_replicas: Poisson, 99th
+    percentile, SPOT_REPLACE_S to replace one) and each stands for the most replicas an instance
+    of those pools holds (GPUs per instance / GPUs per replica, at least 1)."""
+    instances, rate, per_instance = 0, 0.0, 1
+    for q, m in enumerate(f.instances):
+        p = table.pools[q]
+        lam = getattr(getattr(p, "choice", None), "preemptions_per_instance_hour", 0.0)
+        if m and lam > 0:
+            instances += int(m)
+            rate = max(rate, lam)
+            for i, cnt in enumerate(f.counts):
+                if cnt and int(cand.pools[i]) == q:
+                    gpr = int(table.cols["gpus_per_replica"][int(cand.rows[i])])
+                    per_instance = max(per_instance, p.gpus_per_instance // max(gpr, 1))
+    if not instances:
+        return 0
+    return spare_replicas(instances, rate, SPOT_REPLACE_S / 3600.0) * per_instance
+
+
+def fleet_problem(table: ServingTable, cand: Candidates, scenario, objective: str,
+                  extra_spares: int = 0) -> fm.FleetProblem:
     c, cons, serve = table.cols, scenario.constraints, scenario.serve
     opts = tuple(fm.FleetOption(int(q), int(c["gpus_per_replica"][r]), int(c["capacity_units"][r]),
                                 _items(table, int(r)))
@@ -91,7 +122,7 @@ def fleet_problem(table: ServingTable, cand: Candidates, scenario, objective: st
                     for o in plan.one_offs) if plan is not None else ()
     return fm.FleetProblem(
         options=opts, demand=fm.demand_units(serve.requests_per_s, serve.max_utilization),
-        spares=spares_of(serve), gpi=tuple(int(p.gpus_per_instance) for p in table.pools),
+        spares=spares_of(serve) + extra_spares, gpi=tuple(int(p.gpus_per_instance) for p in table.pools),
         price=tuple(fm.usd_units(p.usd_per_instance_hour) for p in table.pools),
         available=tuple(g.available for g in table.gpus), pool_type=tuple(table.pool_type),
         max_gpus=cons.max_gpus,
@@ -126,11 +157,14 @@ def fleet_record(table: ServingTable, cand: Candidates, f: fm.Fleet, scenario, o
     per_type = [f"{name} x{n}" for name, n in rented.items()]
     replicas = [table.replica(r, n, pool=q) for r, q, n in used]
     instances = [{"gpu": table.gpus[table.pool_type[q]].name, "offer": p.offer, "gpus_per_instance": p.gpus_per_instance,
-                  "count": int(m), "usd_per_hour": float(m * p.usd_per_instance_hour)}
+                  "count": int(m), "usd_per_hour": float(m * p.usd_per_instance_hour),
+                  **offer_keys(p, scenario_mode(scenario))}
                  for q, (p, m) in enumerate(zip(table.pools, f.instances)) if m]
     rec = {
         "usd_per_hour": float(usd),
         "usd_per_mtoken": float(usd / demand_mtokens_per_hour(serve)),
+        "usd_per_1k_requests": float(usd_per_1k_requests(usd, serve.requests_per_s)),
+        "usd_per_month": float(usd_per_month(usd)), "spot_spare_replicas": 0,
         "gpu_usd_per_hour": float(gpu_usd), "one_off_usd": float(one_off), "one_off_usd_per_hour": float(one_off_h),
         "quality_loss_pct": max(x["quality_loss_pct"] for x in replicas),
         "n_gpus": int(f.gpus), "n_gpus_used": int(f.gpus_used), "n_replicas": int(sum(f.counts)),

@@ -75,13 +75,14 @@ import numpy as np
 import pandas as pd
 
 from optimizer.errors import ClusteroptError
-from optimizer.pricing import gpu_options
+from optimizer.pricing import commitment_notes, gpu_options, gpu_types
 from optimizer.scenario import load_scenario
 from optimizer.search.core.pareto import pareto_indices
 from optimizer.search.core.result import SolveResult
 from optimizer.search.serve import explain as sx, fleet as fm
 from optimizer.search.serve.evaluate import verify_solution
-from optimizer.search.serve.problem import fleet_problem, fleet_record, fleet_frame, reduce_options
+from optimizer.search.serve.problem import (SPOT_REPLACE_S, fleet_frame, fleet_problem, fleet_record, reduce_options,
+                                            spot_spares)
 from optimizer.search.serve.table import PARETO_MAX_POINTS, PARETO_TIME_S, SERVE_OBJECTIVES, ServingTable, serving_table
 
 # ----------------------------------------------------------------------------------------
@@ -128,6 +129,7 @@ def solve_serving(scenario, *, top_k: int | None = None, objective: str | None =
     spec = scenario.spec()
     if table is None:
         gpus, notes = gpu_options(scenario, catalog)
+        gpus = gpu_types(gpus, scenario, catalog)      # one per type: serving bills through pools
         table = serving_table(spec, scenario, gpus)
     else:
         notes = []
@@ -135,7 +137,18 @@ def solve_serving(scenario, *, top_k: int | None = None, objective: str | None =
     rows = reduce_options(table, np.nonzero(table.feasible)[0])
     problem = fleet_problem(table, rows, scenario, objective)
     res = fm.solve_fleets(problem, k, time_limit_s=time_limit_s)
-    records = [fleet_record(table, rows, f, scenario, objective) for f in res.fleets]
+    # spot (issue 17): keep spares for the expected preemptions of the best fleet's spot instances,
+    # and plan again with them until the count settles (a fleet with them needs no more)
+    extra = 0
+    for _ in range(4):
+        need = spot_spares(table, rows, res.fleets[0]) if res.fleets else 0
+        if need <= extra:
+            break
+        extra = need
+        problem = fleet_problem(table, rows, scenario, objective, extra_spares=extra)
+        res = fm.solve_fleets(problem, k, time_limit_s=time_limit_s)
+    records = [dict(fleet_record(table, rows, f, scenario, objective), spot_spare_replicas=extra)
+               for f in res.fleets]
     verify_solution(spec, scenario, table, records)
     # CONTRACTS.md: 'feasible' when a limit stopped the search - also when the time limit came
     # before any fleet was found (nothing was proven impossible, so no conflict is explained)
@@ -152,7 +165,11 @@ def solve_serving(scenario, *, top_k: int | None = None, objective: str | None =
         explanation = sx.binding_summary(table, rows, problem, res.fleets[0], scenario)
     else:
         explanation = sx.explain_infeasible(table, rows, problem, scenario)
-    explanation["notes"] = notes + table.notes + explanation.get("notes", [])
+    spot_note = ([f"spot: {extra} spare replica(s) kept for the expected preemptions of the spot replicas "
+                  f"(99th percentile of the instances down at once; {SPOT_REPLACE_S:g} s to replace one)"]
+                 if extra else [])
+    explanation["notes"] = (notes + table.notes + commitment_notes(table.pools) + spot_note
+                            + explanation.get("notes", []))
     front = (pareto_fleets(table, scenario, time_limit_s=min(PARETO_TIME_S, time_limit_s / 3)) if pareto
              else fleet_frame([], ranked=False))
     return SolveResult(

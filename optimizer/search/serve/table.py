@@ -10,7 +10,8 @@ import numpy as np
 from optimizer.errors import ClusteroptError
 from optimizer.formulas import serving_time as st
 from optimizer.formulas.serving import estimate_serving
-from optimizer.pricing import GpuOption
+from optimizer.formulas.offers import committed_billed_hours
+from optimizer.pricing import GpuOption, offer_choices, offer_keys
 from optimizer.search.core.space import tp_values
 from optimizer.search.serve import fleet as fm
 from optimizer.search.serve.compression import CompressionPlan, Variant, compression_plan
@@ -28,7 +29,8 @@ PARETO_MAX_POINTS = 40
 PARETO_TIME_S = 5.0
 
 #: Column order of the configs DataFrame (one row per fleet), defined once.
-FLEET_COLUMNS = ("rank", "objective", "usd_per_hour", "usd_per_mtoken", "gpu_usd_per_hour", "one_off_usd",
+FLEET_COLUMNS = ("rank", "objective", "usd_per_hour", "usd_per_mtoken", "usd_per_1k_requests", "usd_per_month",
+           "spot_spare_replicas", "gpu_usd_per_hour", "one_off_usd",
            "one_off_usd_per_hour", "quality_loss_pct", "n_gpus", "n_gpus_used", "n_replicas",
            "gpu", "capacity_requests_per_s", "capacity_after_failures_requests_per_s", "utilization",
            "output_tokens_per_s", "worst_ttft_s", "worst_itl_s", "memory_per_gpu_bytes", "memory_capacity_bytes",
@@ -77,7 +79,7 @@ class ServingTable:
         """Row r's TP group fits in one instance of the pool (always, for owned or given prices)."""
         p = self.pools[pool]
         return (self.pool_type[pool] == int(self.cols["gpu"][r])
-                and (p.offer in NO_INSTANCE_RULE or int(self.cols["tp"][r]) <= p.gpus_per_instance))
+                and pool_fits(p, int(self.cols["tp"][r]), int(self.cols["gpus_per_replica"][r])))
 
     def replica(self, r: int, count: int = 1, pool: int | None = None) -> dict:
         c, g = self.cols, self.gpus[int(self.cols["gpu"][r])]
@@ -93,6 +95,7 @@ class ServingTable:
         if pool is not None:
             p = self.pools[pool]
             out["offer"] = p.offer
+            out.update(offer_keys(p))
             out["usd_per_hour"] = float(c["gpus_per_replica"][r] * p.usd_per_gpu_hour)
         return out
 
@@ -159,35 +162,66 @@ def evaluate_group(spec, g: GpuOption, *, tp, pp, weights, kv, batches, lengths,
 
 
 def billing_pools(scenario, gpus: list[GpuOption]) -> tuple[list[GpuOption], list[int]]:
-    """The pools each GPU type is billed through (module docstring): for a rented type, the
-    cheapest offer per GPU of each instance size among its offers in the scenario's pricing mode
-    (and provider); for owned GPUs or a scenario-given price, the option itself. Returns the pools
-    (GpuOption with the pool's offer, index = pool index) and each pool's GPU type index."""
-
-    mode, provider = scenario.pricing.mode, scenario.pricing.provider
+    """The pools each GPU type is billed through (module docstring): for a rented type, its
+    undominated (offer, mode) choices (pricing.offer_choices, issue 17; a commitment's whole
+    terms spread over ``serve.horizon_days``, spot with its preemption rate), thinned by
+    ``serving_pools``; for owned GPUs or a scenario-given price, the option itself. Returns the
+    pools (GpuOption with the pool's offer, index = pool index) and each pool's GPU type index."""
+    pricing = scenario.pricing
+    horizon_h = scenario.serve.horizon_days * 24.0 if scenario.serve is not None else 0.0
     pools: list[GpuOption] = []
     types: list[int] = []
     for g in gpus:
-        if g.offer in NO_INSTANCE_RULE or mode == "owned":
+        if g.offer in NO_INSTANCE_RULE or pricing.modes == ("owned",) or g.accelerator is None:
             sized = [g]
         else:
-            best: dict[int, object] = {}
-            for o in g.offers:
-                if provider is not None and o.provider.lower() != provider.lower():
-                    continue
-                rate = o.usd_per_gpu_hour(mode)
-                if rate is None:
-                    continue
-                cur = best.get(o.gpus_per_instance)
-                if cur is None or (rate, o.key) < (cur.usd_per_gpu_hour(mode), cur.key):
-                    best[o.gpus_per_instance] = o
-            sized = [replace(g, gpus_per_instance=o.gpus_per_instance, usd_per_gpu_hour=o.usd_per_gpu_hour(mode),
-                             usd_per_instance_hour=o.usd_per_hour(mode), offer=f"{o.provider} {o.instance_type}")
-                     for _, o in sorted(best.items())] or [g]
+            sized = []
+            for ch in offer_choices(None, g.name, pricing, option=g)[0]:
+                share = (float(committed_billed_hours(horizon_h, ch.term_hours)) / horizon_h
+                         if ch.term_hours > 0 and horizon_h > 0 else 1.0)
+                sized.append(replace(g, gpus_per_instance=ch.gpus_per_instance,
+                                     usd_per_gpu_hour=ch.usd_per_gpu_hour * share,
+                                     usd_per_instance_hour=ch.usd_per_instance_hour * share, offer=ch.label,
+                                     choice=ch))
+            sized = serving_pools(sized) or [g]
         for q in sized:
             pools.append(replace(q, index=len(pools)))
             types.append(g.index)
     return pools, types
+
+
+def serving_pools(sized: list[GpuOption]) -> list[GpuOption]:
+    """Replicas are independent, so a pool's fabric and reach matter only to a replica larger
+    than one instance: per instance size (and spot or not) the cheapest pool, plus the cheapest
+    cluster pool of the type when it is not that one. Every other pool costs more for the same
+    replicas. Ties: the first in offer_choices' order (price, then offer key)."""
+    best: dict[tuple, GpuOption] = {}
+    cluster = None
+    for q in sized:
+        spot = q.choice is not None and q.choice.preemptions_per_instance_hour > 0
+        k = (q.gpus_per_instance, spot)
+        if k not in best or q.usd_per_gpu_hour < best[k].usd_per_gpu_hour:
+            best[k] = q
+        if q.choice is not None and q.choice.offer.interconnect == "cluster" and (
+                cluster is None or q.usd_per_gpu_hour < cluster.usd_per_gpu_hour):
+            cluster = q
+    out = list(best.values())
+    if cluster is not None and all(cluster is not q for q in out):
+        out.append(cluster)
+    return sorted(out, key=lambda q: (q.gpus_per_instance, q.usd_per_gpu_hour, q.offer))
+
+
+def pool_fits(p: GpuOption, tp, gpus_per_replica):
+    """A replica fits a pool's offer (issue 17): its TP group inside one instance, and the whole
+    replica inside one instance unless the offer is a cluster (pipeline stages across instances
+    need its fabric). Owned GPUs and scenario prices have no instance rule. Arrays broadcast."""
+    if p.offer in NO_INSTANCE_RULE:
+        return np.ones(np.shape(tp), dtype=bool) if np.ndim(tp) else True
+    cluster = getattr(getattr(p, "choice", None), "offer", None) is not None and p.choice.offer.interconnect == "cluster"
+    ok = np.asarray(tp) <= p.gpus_per_instance
+    if not cluster:
+        ok = ok & (np.asarray(gpus_per_replica) <= p.gpus_per_instance)
+    return ok if np.ndim(ok) else bool(ok)
 
 
 def serving_table(spec, scenario, gpus: list[GpuOption], efficiency_scale: float = 1.0) -> ServingTable:
@@ -248,7 +282,7 @@ def serving_table(spec, scenario, gpus: list[GpuOption], efficiency_scale: float
     for q, p in enumerate(pools):
         fit = (cols["gpu"] == pool_type[q]) if n else np.zeros(0, bool)
         if n and p.offer not in NO_INSTANCE_RULE:
-            fit &= cols["tp"] <= p.gpus_per_instance
+            fit &= pool_fits(p, cols["tp"], cols["gpus_per_replica"])
         ok_offer |= fit
         usd = np.where(fit, np.minimum(usd, cols["gpus_per_replica"] * p.usd_per_gpu_hour), usd) if n else usd
     cols["ok_offer"] = ok_offer

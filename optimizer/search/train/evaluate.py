@@ -11,12 +11,13 @@ from optimizer.errors import ClusteroptError
 from optimizer.formulas.layout import TrainLayout, same_layout_rules
 from optimizer.formulas.memory import MEMORY_PARTS
 from optimizer.formulas.training import layout_violations
-from optimizer.pricing import resolve_gpu_name, GpuOption, gpu_options
+from optimizer.pricing import resolve_gpu_name, GpuOption, gpu_options, offer_keys, scenario_mode
 from optimizer.scenario import load_scenario
 from optimizer.search.core.result import AttrMapping
 from optimizer.search.train.explain import describe_violation
 from optimizer.search.train.space import PRECISIONS, RECOMPUTES
-from optimizer.search.train.table import CONFIG_KEYS, LIMIT_FAMILIES, Table, complete_table
+from optimizer.search.train.table import (CONFIG_KEYS, LIMIT_FAMILIES, OBJECTIVE_COLUMN_BY_NAME, Table, complete_table,
+                                         objective_keys)
 
 @dataclass
 class Evaluation(AttrMapping):
@@ -76,13 +77,12 @@ def _config_rows(spec, scenario, gpus: list[GpuOption], config: Mapping[str, Any
     extra = [k for k in config if k not in CONFIG_KEYS and k not in ("grad_accum",)]
     if extra:
         raise ClusteroptError("config", f"unknown keys {extra}", f"allowed: {', '.join(CONFIG_KEYS)}")
-    names = {g.name.lower(): g for g in gpus}
-
     try:
         gid = resolve_gpu_name(gpus, config["gpu"], catalog)
     except ClusteroptError as e:
         raise ClusteroptError("config.gpu", e.problem, e.allowed) from None
-    g = names.get(gid.lower())
+    mine = [x for x in gpus if x.name.lower() == gid.lower()]      # every offer of that GPU (issue 17)
+    g = mine[0] if mine else None
     if g is None:
         raise ClusteroptError("config.gpu", f"{gid} is not eligible in this scenario (no price or not listed)",
                               "eligible: " + ", ".join(x.name for x in gpus))
@@ -121,14 +121,16 @@ def _config_rows(spec, scenario, gpus: list[GpuOption], config: Mapping[str, Any
     n = ints["n_gpus"]
     if n > node and n % node:
         violations.append(f"n_gpus = {n} is not a whole number of {node}-GPU nodes")
+    m = len(mine)
+    full = lambda v: np.full(m, v)  # noqa: E731
     cols = {
-        "gpu": np.array([g.index]), "tp": np.array([ints["tp"]]), "pp": np.array([ints["pp"]]),
-        "dp": np.array([dp]), "cp": np.array([ints["cp"]]), "ep": np.array([ints["ep"]]),
-        "zero": np.array([ints["zero"]]), "precision": np.array([PRECISIONS.index(config["precision"])]),
-        "micro_batch": np.array([mb]), "recompute": np.array([RECOMPUTES.index(config["recompute"])]),
-        "sequence_parallel": np.array([bool(config["sequence_parallel"])]),
-        "grad_accum": np.array([ga]), "global_batch": np.array([gb]), "n_gpus": np.array([n]),
-        "n_nodes": np.array([-(-n // node)]),
+        "gpu": np.array([x.index for x in mine]), "tp": full(ints["tp"]), "pp": full(ints["pp"]),
+        "dp": full(dp), "cp": full(ints["cp"]), "ep": full(ints["ep"]),
+        "zero": full(ints["zero"]), "precision": full(PRECISIONS.index(config["precision"])),
+        "micro_batch": full(mb), "recompute": full(RECOMPUTES.index(config["recompute"])),
+        "sequence_parallel": full(bool(config["sequence_parallel"])),
+        "grad_accum": full(ga), "global_batch": full(gb), "n_gpus": full(n),
+        "n_nodes": full(-(-n // node)),
     }
     return cols, violations
 
@@ -138,19 +140,28 @@ def _limit_messages(table: Table, r: int, scenario) -> list[str]:
 
 
 def evaluate_training(scenario, config: Mapping[str, Any], *, catalog=None, efficiency_scale: float = 1.0,
-             gpus: list[GpuOption] | None = None, spec=None) -> Evaluation:
-    """Every figure of one configuration, its feasibility and the rules it breaks."""
+             gpus: list[GpuOption] | None = None, spec=None, objective: str | None = None) -> Evaluation:
+    """Every figure of one configuration, its feasibility and the rules it breaks. A GPU rented
+    through several offers (issue 17) is priced on its best offer that meets every limit (as
+    ``solve`` ranks it, by ``objective``, default the scenario's), else its best offer overall,
+    with that offer's violations."""
 
     scenario = load_scenario(scenario)
     spec = spec or scenario.spec()
     gpus = gpus if gpus is not None else gpu_options(scenario, catalog)[0]
     cols, violations = _config_rows(spec, scenario, gpus, config, catalog)
     table = complete_table(spec, scenario, gpus, cols, efficiency_scale)
-    violations += _limit_messages(table, 0, scenario)
-    c = {k: (v[0].item() if hasattr(v[0], "item") else v[0]) for k, v in table.cols.items()}
+    objective = objective if objective in OBJECTIVE_COLUMN_BY_NAME else (
+        scenario.objective if scenario.objective in OBJECTIVE_COLUMN_BY_NAME else "cost")
+    order = np.lexsort(list(objective_keys(table, objective))[::-1])
+    msgs = {int(i): _limit_messages(table, int(i), scenario) for i in order}
+    pick = next((int(i) for i in order if not msgs[int(i)]), int(order[0]))
+    violations += msgs[pick]
+    c = {k: (v[pick].item() if hasattr(v[pick], "item") else v[pick]) for k, v in table.cols.items()}
     g = gpus[int(c["gpu"])]
+    c.update(offer_keys(g, scenario_mode(scenario)), offer=g.offer)
     return Evaluation(
-        config=table.config(0), feasible=not violations, violations=violations,
+        config=table.config(pick), feasible=not violations, violations=violations,
         cost_usd=c["cost_usd"], train_days=c["train_days"], wall_clock_days=c["wall_clock_days"],
         step_time_s=c["step_time_s"], memory_per_gpu_bytes=c["memory_per_gpu_bytes"],
         memory_capacity_bytes=int(g.hardware.memory_bytes), mfu=c["mfu"], hfu=c["hfu"],

@@ -57,6 +57,10 @@ def describe_violation(table: Table, r: int, scenario, family: str) -> str:
     if family == "deadline":
         return f"deadline: takes {c['wall_clock_days'][r]:.1f} days; deadline is {cons.deadline_days:g} days"
     if family == "stock":
+        if getattr(g, "choice", None) is not None:
+            o = g.choice.offer
+            return (f"offer: {g.offer} places at most {g.available} GPUs in one job ({o.interconnect}); "
+                    f"needs {int(c['n_gpus'][r])}")
         return f"stock: needs {int(c['n_gpus'][r])} x {g.name}; {g.available} available"
     if family == "max_gpus":
         return f"max_gpus: needs {int(c['n_gpus'][r])} GPUs; limit is {cons.max_gpus}"
@@ -125,9 +129,10 @@ def relaxations(table: Table, scenario) -> dict:
         out["max_gpus"] = int(c["n_gpus"][rows].min())
     rows = np.nonzero(_ok_except(table, {"stock"}))[0]
     stock = {}
+    given = {k.lower() for k in cons.available}
     for g in table.gpus:
-        if g.available is None:
-            continue
+        if g.available is None or not ({g.name.lower()} & given or g.choice is None):
+            continue                  # an offer's reach is not stock the user can relax (issue 17)
         rg = rows[c["gpu"][rows] == g.index]
         if len(rg):
             stock[g.name] = int(c["n_gpus"][rg].min())
@@ -212,6 +217,9 @@ def explain_infeasible(table: Table, scenario, spec) -> dict:
     if "memory_headroom" in rel and cons.memory_headroom > rel["memory_headroom"]:
         lines.append(f"relax memory_headroom from {cons.memory_headroom:.0%} to {rel['memory_headroom']:.1%} (all else kept)")
     binding = sorted({f for conf in conflicts for f in conf}, key=LIMIT_FAMILIES.index)
+    lines = list(dict.fromkeys(lines))          # one GPU's offers give the same line (issue 17)
+    seen_gpu = set()
+    mem = [m for m in mem if not (m["gpu"] in seen_gpu or seen_gpu.add(m["gpu"]))]
     return {"reason": "; ".join(" + ".join(conf) for conf in conflicts) or "infeasible",
             "conflicts": conflicts, "binding": binding, "relaxations": rel,
             "smallest_memory_need": mem, "lines": lines}

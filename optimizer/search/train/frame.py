@@ -6,6 +6,7 @@ import pandas as pd
 
 from optimizer.search.core.frame import ranked_frame
 from optimizer.catalog import load_system_catalog
+from optimizer.pricing import offer_keys, scenario_mode
 from optimizer.search.train.system import system_breakdown
 from optimizer.search.train.table import INTERVAL_REGIMES, OBJECTIVE_COLUMN_BY_NAME, Table
 
@@ -18,7 +19,8 @@ LAYOUT_COLUMNS = ("rank", "objective", "gpu", "n_gpus", "n_nodes", "tp", "pp", "
            "gpu_hours", "usd_per_gpu_hour", "cost_usd", "cost_per_mtoken_usd", "offer",
            "tokens_per_s_p10", "tokens_per_s_p90", "train_days_p10", "train_days_p90", "wall_clock_days_p10",
            "wall_clock_days_p90", "cost_usd_p10", "cost_usd_p90", "interval_regime",
-           "goodput", "expected_interruptions", "job_mtbi_s", "checkpoint_bytes", "checkpoint_write_s",
+           "provider", "instance_type", "region", "interconnect", "offer_max_gpus", "offer_as_of", "pricing_mode",
+           "npv_usd", "payback_years", "roi_pct", "goodput", "expected_interruptions", "job_mtbi_s", "checkpoint_bytes", "checkpoint_write_s",
            "checkpoint_interval_s", "storage_tier", "system")
 
 #: Float columns copied from the table row as they are (system columns: table.SYSTEM_COLUMNS).
@@ -90,10 +92,14 @@ def layout_frame(table: Table, rows, scenario, objective: str, ranked: bool = Tr
         for k in _FLOAT_COLUMNS:
             rec[k] = float(c[k][r])
         rec["storage_tier"] = _tier_name(int(c["storage_tier"][r]))
+        rec.update(offer_keys(g, scenario_mode(scenario)))
         rec["interval_regime"] = INTERVAL_REGIMES[int(c["interval_regime_code"][r])]
         if rec["framework"] is None:                     # a table without the per-row choice
             rec["framework"] = _framework_of(scenario, rec)
         r_spec, r_scenario = row_context(r)
         rec["system"] = _plain(system_breakdown(r_spec, r_scenario, g, {k: v[r] for k, v in c.items()}))
+        inv = (rec["system"].get("tco") or {}).get("investment") if rec["interconnect"] == "owned" else None
+        for k in ("npv_usd", "payback_years", "roi_pct"):
+            rec[k] = None if inv is None else inv[k]
         recs.append(rec)
     return ranked_frame(recs, LAYOUT_COLUMNS, ranked)

@@ -65,7 +65,8 @@ SENSITIVITY_DEFAULTS = {"swing_pct": 20.0, "range_pct": 50.0, "grid": 10, "toler
 def inputs_of(scenario, table: Table) -> list[tuple[str, str | None]]:
     """Every uncertain input of the issue, with a note when it cannot move the answer."""
     c, pricing = scenario.constraints, scenario.pricing
-    out: list[tuple[str, str | None]] = [(f"price.{g.name}", None) for g in table.gpus]
+    # one price input per GPU type, however many offers it is rented through (issue 17)
+    out: list[tuple[str, str | None]] = [(f"price.{n}", None) for n in dict.fromkeys(g.name for g in table.gpus)]
     out += [("efficiency", None), ("inter_node_bandwidth", None), ("train.tokens", None)]
     out.append(("constraints.budget_usd", None if c.budget_usd is not None else "no budget in this scenario"))
     out.append(("constraints.deadline_days",
@@ -258,7 +259,7 @@ def training_sensitivity(result, scenario, *, swing_pct: float = 20.0, range_pct
                 "note": "infeasible: nothing to analyse; see the explanation"}
     base_cfg = {k: result.configs.iloc[0][k] for k in CONFIG_KEYS}
     base_cfg = {k: (v.item() if hasattr(v, "item") else v) for k, v in base_cfg.items()}
-    r_full = _row_of(table, base_cfg)
+    r_full = _row_of(table, base_cfg, offer=result.configs.iloc[0].get("offer"))
     all_inputs = select_inputs(inputs_of(scenario, table), inputs)
     span = max(swing_pct, range_pct) / 100.0
     p = Perturber(scenario.spec(), scenario, table, objective, efficiency_scale=efficiency_scale,
@@ -291,19 +292,24 @@ def training_sensitivity(result, scenario, *, swing_pct: float = 20.0, range_pct
     tornado.sort(key=lambda d: -d["swing"])
     slack = binding_summary(table, scenario, r_full)
     slack["memory_headroom"] = float(result.configs.iloc[0]["memory_headroom"])
+    inv = ((result.configs.iloc[0].get("system") or {}).get("tco") or {}).get("investment") \
+        if result.configs.iloc[0].get("interconnect") == "owned" else None
     return {"objective": objective, "objective_column": col, "base_objective": base_value,
             "base_config": base_cfg, "swing_pct": swing_pct, "range_pct": range_pct,
             "tolerance_pct": tol_pct, "grid_step_pct": range_pct / grid,
             "tornado": tornado, "thresholds": thresholds, "slack": slack,
-            "monotonicity_fallbacks": sorted(set(p.fallbacks))}
+            "monotonicity_fallbacks": sorted(set(p.fallbacks)),
+            # issue 17: where buying the best configuration's cluster stops beating renting it
+            "buy_vs_rent": None if inv is None else {"npv_usd": inv["npv_usd"], "years": inv["years"],
+                                                     "at_discount_rate": inv["discount_rate"], **inv["flips"]}}
 
 
-def _row_of(table: Table, cfg: dict) -> int:
-    """The table row of a 12-key configuration (vectorised match)."""
-
+def _row_of(table: Table, cfg: dict, offer: str | None = None) -> int:
+    """The table row of a 12-key configuration (vectorised match), on the option of ``offer``
+    when given (a layout has one row per offer of its GPU; issue 17)."""
     c = table.cols
-    gi = [g.name for g in table.gpus].index(cfg["gpu"])
-    ok = c["gpu"] == gi
+    idx = [g.index for g in table.gpus if g.name == cfg["gpu"] and (offer is None or g.offer == offer)]
+    ok = np.isin(c["gpu"], idx)
     for k in ("n_gpus", "tp", "pp", "dp", "cp", "ep", "zero", "micro_batch"):
         ok &= c[k] == cfg[k]
     ok &= c["precision"] == PRECISIONS.index(cfg["precision"])

@@ -9,7 +9,7 @@ import numpy as np
 
 from optimizer.search.core.frame import check_agreement
 from optimizer.errors import ClusteroptError
-from optimizer.pricing import gpu_options
+from optimizer.pricing import best_per_config, commitment_notes, gpu_options
 from optimizer.scenario import load_scenario
 from optimizer.search.core import cpsat
 from optimizer.search.core.pareto import pareto_front
@@ -17,7 +17,7 @@ from optimizer.search.core.result import SolveResult
 from optimizer.search.train.evaluate import evaluate_training
 from optimizer.search.train.explain import binding_summary, explain_infeasible
 from optimizer.search.train.frame import OBJECTIVE_COLUMN, layout_frame
-from optimizer.search.train.table import Table, build_table, limits_of, objective_keys
+from optimizer.search.train.table import CONFIG_KEYS, Table, build_table, limits_of, objective_keys
 
 # ----------------------------------------------------------------------------------------
 # solve
@@ -46,12 +46,22 @@ def solver_limits(table: Table, scenario) -> list[cpsat.Limit]:
 def candidate_rows(table: Table, objective: str, k: int) -> np.ndarray:
     """Rows that can be in the top-K: feasible, and not worse on the primary key than the
     K-th best feasible row (ties kept). Exact: any other row is beaten by K rows."""
-    feas = np.nonzero(table.feasible)[0]
+    feas = best_offer_rows(table, np.nonzero(table.feasible)[0], objective)
     if len(feas) <= k:
         return feas
     primary = objective_keys(table, objective)[0][feas]
     kth = np.partition(primary, k - 1)[k - 1]
     return feas[primary <= kth]
+
+
+def best_offer_rows(table: Table, rows: np.ndarray, objective: str) -> np.ndarray:
+    """Of ``rows``, each configuration's best row: the same layout on several offers (issue 17)
+    counts once, on the offer best for the objective (pricing.best_per_config)."""
+    names: dict = {}
+    name_idx = np.array([names.setdefault(g.name, len(names)) for g in table.gpus], dtype=np.int64)
+    c = table.cols
+    cfg = [name_idx[c["gpu"]]] + [c[k] for k in CONFIG_KEYS if k != "gpu"]
+    return best_per_config(cfg, objective_keys(table, objective), rows)
 
 
 def solve_training(scenario, *, top_k: int | None = None, objective: str | None = None,
@@ -96,7 +106,7 @@ def solve_training(scenario, *, top_k: int | None = None, objective: str | None 
                          "" if deterministic else "; on a busy machine the ranking may differ run to run "
                          "(--deterministic bounds CP-SAT's work instead of the wall clock)"))
     configs = layout_frame(table, chosen, scenario, objective)
-    verify_solution(scenario, table, chosen, spec, efficiency_scale)
+    verify_solution(scenario, table, chosen, spec, efficiency_scale, objective)
     if len(chosen):
         explanation = binding_summary(table, scenario, int(chosen[0]))
     else:
@@ -104,7 +114,8 @@ def solve_training(scenario, *, top_k: int | None = None, objective: str | None 
         full = full_table if full_table is not None else build_table(
             spec, scenario, table.gpus, efficiency_scale, gpu_count_limits=False)
         explanation = explain_infeasible(full, scenario, spec)
-    explanation["notes"] = notes + explanation.get("notes", []) + confidence_note(table, scenario, objective)
+    explanation["notes"] = (notes + commitment_notes(table.gpus) + explanation.get("notes", [])
+                            + confidence_note(table, scenario, objective))
     return SolveResult(
         scenario=scenario.name, status=status, objective=objective, configs=configs,
         pareto=layout_frame(table, pareto_front(table), scenario, objective, ranked=False),
@@ -148,11 +159,11 @@ def confidence_note(table: Table, scenario, objective: str) -> list[str]:
     return [line]
 
 
-def verify_solution(scenario, table: Table, rows, spec, efficiency_scale: float) -> None:
+def verify_solution(scenario, table: Table, rows, spec, efficiency_scale: float, objective: str = "cost") -> None:
     """Re-evaluate each chosen row through evaluate_training(); fail loudly on any disagreement."""
     for r in rows:
         ev = evaluate_training(scenario, table.config(int(r)), gpus=table.gpus, spec=spec,
-                               efficiency_scale=efficiency_scale)
+                               efficiency_scale=efficiency_scale, objective=objective)
         for key in ("cost_usd", "wall_clock_days", "memory_per_gpu_bytes", "goodput"):
             check_agreement("evaluate_training", key, table.cols[key][r], ev[key], table.config(int(r)))
         if not ev.feasible:

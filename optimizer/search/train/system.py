@@ -36,10 +36,11 @@ import numpy as np
 
 from optimizer.catalog import Catalog, load_system_catalog
 from optimizer.errors import ClusteroptError, did_you_mean
-from optimizer.formulas import fabric as F, hosts as H, reliability as R, storage as S, tco as T
+from optimizer.formulas import fabric as F, hosts as H, preemption as PRE, reliability as R, storage as S, tco as T
+from optimizer.formulas.offers import INTERCONNECT_CODES, offer_runs_layout
 from optimizer.formulas.cost import SERVER_POWER_OVERHEAD
 from optimizer.formulas.params import count_params
-from optimizer.pricing import GpuOption, owned_rate
+from optimizer.pricing import GpuOption, offer_choices, owned_rate
 from optimizer.scenario import Pricing, SystemSpec
 from optimizer.units import BYTES_PER, GB, GIB, GIGABIT, SECONDS_PER_DAY, SECONDS_PER_HOUR
 from types import SimpleNamespace
@@ -228,8 +229,18 @@ def system_columns(spec, scenario, gpus, cols: dict, *, gpu_cost_per_hour=None) 
         n_params, n_exp, tp=cols["tp"], pp=cols["pp"], dp=cols["dp"], cp=cols["cp"], ep=cols["ep"],
         zero=cols["zero"], optimizer=scenario.train.optimizer).total, dtype=float) * np.ones(n)
     rates = failure_rates(system, syscat)
-    no_failures = rates.per_gpu_hour <= 0 and rates.per_node_hour <= 0
-    mtbi = np.full(n, np.inf) if no_failures else np.asarray(R.job_mtbi_s(n_gpus, n_nodes, rates), dtype=float)
+    # spot (issue 17): every preemption of one of the job's instances interrupts it like a failure
+    preempt = np.array([getattr(g.choice, "preemptions_per_instance_hour", 0.0) if getattr(g, "choice", None)
+                        else 0.0 for g in gpus], dtype=float)[gi] if len(gpus) else np.zeros(n)
+    gpi = np.array([g.gpus_per_instance for g in gpus], dtype=np.int64)[gi] if len(gpus) else np.ones(n, np.int64)
+    preempt_per_hour = np.asarray(PRE.job_preemptions_per_hour(-(-cols["n_gpus"].astype(np.int64) // gpi), preempt),
+                                  dtype=float) * np.ones(n)
+    no_failures = rates.per_gpu_hour <= 0 and rates.per_node_hour <= 0 and not np.any(preempt_per_hour > 0)
+    fail_per_hour = n_gpus * rates.per_gpu_hour + n_nodes * rates.per_node_hour
+    with np.errstate(divide="ignore"):
+        mtbi = (np.full(n, np.inf) if no_failures
+                else np.where(fail_per_hour + preempt_per_hour > 0,
+                              SECONDS_PER_HOUR / np.maximum(fail_per_hour + preempt_per_hour, 1e-300), np.inf))
     bpt = system.bytes_per_token or S.bytes_per_token_for_vocab(vocab)
     data_bytes = float(S.dataset_bytes(scenario.train.tokens, bpt))
     capacity = data_bytes + float(S.checkpoint_capacity_bytes(ck_total, system.retained_checkpoints))
@@ -441,7 +452,7 @@ def system_breakdown(spec, scenario, gpu_option, config_row: dict) -> dict:
               "oversubscription": system.oversubscription, "rail_optimized": system.rail_optimized}
     fabric.update(fab.as_dict())
     fabric["capex_usd"], fabric["power_w"] = fabric.pop("capex_usd"), fabric.pop("power_w")
-    tco = _tco_dict(scenario, system, syscat, g, host, int(config_row["n_gpus"]), fab,
+    tco = _tco_dict(scenario, system, syscat, g, host, int(config_row["n_gpus"]), int(config_row["tp"]), fab,
                     capacity * (tier.capex_usd_per_tb if tier.capex_usd_per_tb is not None
                                 else syscat.tco_value("storage_capex_usd_per_tb")) / 1e12,
                     capacity / 1e12 * syscat.tco_value("storage_power_w_per_tb"))
@@ -457,14 +468,17 @@ def system_breakdown(spec, scenario, gpu_option, config_row: dict) -> dict:
     return {"storage": storage, "hosts": hosts, "fabric": fabric, "tco": tco, "reliability": reliability}
 
 
-def _tco_dict(scenario, system, syscat, g, host: Host, n_gpus: int, fab, storage_capex, storage_w) -> dict:
+def _tco_dict(scenario, system, syscat, g, host: Host, n_gpus: int, tp: int, fab, storage_capex, storage_w) -> dict:
     if not math.isfinite(host.gpu_usd):
         return {"available": False, "reason": f"{g.name}: no purchase price in the catalog"}
+    # the rented alternative of the same plan (issue 17): the cheapest on-demand offer that can run
+    # this layout (TP inside an instance; beyond one instance a cluster offer with the reach)
     rents = []
-    for mode in ("on_demand", "reserved"):      # spot is left out: a multi-week job cannot live on preemptible GPUs
-        o = g.cheapest_offer(mode)
-        if o is not None:
-            rents.append((o.usd_per_gpu_hour(mode), f"{o.provider} {o.instance_type} ({mode})"))
+    for o in g.offers:
+        rate = o.usd_per_gpu_hour("on_demand")
+        if rate is not None and offer_runs_layout(n_gpus, tp, INTERCONNECT_CODES[o.interconnect], o.gpus_per_instance,
+                                                  o.contiguous_max_gpus):
+            rents.append((rate, f"{o.provider} {o.instance_type} ({o.region}, on_demand)"))
     cheapest = min(rents) if rents else (None, None)
     r = T.owned_tco(n_gpus, host.gpus_per_node, host.gpu_usd, server_usd_per_node=host.server_usd,
                     node_power_w=host.power_w, fabric_capex_usd=fab.capex_usd, fabric_power_w=fab.power_w,
@@ -472,7 +486,7 @@ def _tco_dict(scenario, system, syscat, g, host: Host, n_gpus: int, fab, storage
                     rental_usd_per_gpu_hour=cheapest[0], **_tco_kwargs(scenario, system, syscat))
     kw = _tco_kwargs(scenario, system, syscat)
     return {
-        "available": True, "pricing_mode": scenario.pricing.mode, "n_gpus": n_gpus,
+        "available": True, "pricing_mode": "+".join(scenario.pricing.modes), "n_gpus": n_gpus,
         "capex_usd": {k: float(getattr(r.capex, k)) for k in ("gpus", "servers", "fabric", "storage", "total")},
         "it_power_w": float(r.it_power_w),
         "usd_per_gpu_hour": {k: float(getattr(r.usd_per_gpu_hour, k)) for k in
@@ -482,7 +496,35 @@ def _tco_dict(scenario, system, syscat, g, host: Host, n_gpus: int, fab, storage
         "maintenance_pct_per_year": kw["maintenance_pct_per_year"],
         "cheapest_rental_usd_per_gpu_hour": cheapest[0], "cheapest_rental_offer": cheapest[1],
         "break_even_utilization": _f(r.break_even_utilization) if cheapest[0] is not None else None,
+        "investment": _investment(scenario, kw, r, n_gpus, cheapest),
     }
+
+
+def _investment(scenario, kw: dict, r, n_gpus: int, cheapest) -> dict | None:
+    """NPV, payback, ROI and the buy-versus-rent flip points of owning this configuration's
+    cluster against renting the same busy GPU-hours on demand (formulas/investment.py); None
+    when no on-demand offer can run the layout."""
+    from optimizer.formulas.investment import OwnedPlanMoney
+    from optimizer.units import HOURS_PER_YEAR
+
+    if cheapest[0] is None:
+        return None
+    p = scenario.pricing
+    busy_gpu_hours = n_gpus * HOURS_PER_YEAR * kw["utilization"]
+    per = r.usd_per_gpu_hour                                 # USD per utilised GPU-hour, by part
+    money = OwnedPlanMoney(
+        capex_gpus_usd=float(r.capex.gpus), capex_other_usd=float(r.capex.total) - float(r.capex.gpus),
+        rent_usd_per_year=busy_gpu_hours * cheapest[0], power_usd_per_year=busy_gpu_hours * float(per.power),
+        hosting_usd_per_year=busy_gpu_hours * float(per.hosting), maintenance_pct_per_year=kw["maintenance_pct_per_year"],
+        staff_usd_per_year=getattr(p, "staff_usd_per_year", 0.0), years=kw["years"],
+        discount_rate=getattr(p, "discount_rate", 0.08), residual_pct=getattr(p, "residual_pct", 0.0))
+    f = money.figures()
+    return {"npv_usd": f.npv_usd, "payback_years": f.payback_years, "roi_pct": f.roi_pct, "irr": f.irr,
+            "capex_usd": f.capex_usd, "residual_usd": f.residual_usd, "rent_usd_per_year": f.rent_usd_per_year,
+            "owned_opex_usd_per_year": f.owned_opex_usd_per_year, "staff_usd_per_year": f.staff_usd_per_year,
+            "saving_usd_per_year": f.saving_usd_per_year, "discount_rate": f.discount_rate, "years": f.years,
+            "residual_pct": money.residual_pct, "rented_alternative": cheapest[1],
+            "flips": money.flips()}
 
 
 def host_memory_parts(scenario, gpu_option, layout: dict) -> tuple[str, float, dict]:
@@ -524,12 +566,20 @@ def estimate_system(spec, gpu: str, layout: dict, tokens_per_s: float, tokens: f
         if rate is None:
             raise ClusteroptError("pricing", f"{acc.id} has no purchase price", "use a rental mode")
     else:
-        o = cat.cheapest_offer(acc.id, pricing_mode)
-        rate, gpi, offer = ((o.usd_per_gpu_hour(pricing_mode), o.gpus_per_instance, f"{o.provider} {o.instance_type}")
-                            if o is not None else (0.0, 1, "no offer"))
+        # issue 17: the cheapest offer that can run this layout (TP inside an instance; beyond one
+        # instance a cluster offer with the reach), with that offer's fabric and preemptions
+        n, tp = int(layout.get("n_gpus", 1)), int(layout.get("tp", 1))
+        runs = [ch for ch in offer_choices(cat, acc.id, pricing)[0]
+                if offer_runs_layout(n, tp, INTERCONNECT_CODES[ch.offer.interconnect], ch.gpus_per_instance,
+                                     ch.max_gpus)]
+        ch = min(runs, key=lambda c: (-(-n // c.gpus_per_instance) * c.usd_per_instance_hour, c.offer.key)) if runs else None
+        rate, gpi, offer = ((ch.usd_per_gpu_hour, ch.gpus_per_instance, ch.label) if ch is not None
+                            else (0.0, 1, "no offer can run this layout"))
+        if ch is not None:
+            hw = ch.hardware
     g = GpuOption(index=0, name=acc.id, hardware=hw, usd_per_gpu_hour=rate, gpus_per_instance=gpi,
                   usd_per_instance_hour=rate * gpi, offer=offer, available=None, accelerator=acc,
-                  offers=tuple(cat.offers(gpu=acc.id)))
+                  offers=tuple(cat.offers(gpu=acc.id)), choice=None if pricing_mode == "owned" else ch)
     scen = SimpleNamespace(system=sysspec, pricing=pricing, objective="cost",
                            train=SimpleNamespace(tokens=float(tokens), optimizer=optimizer), spec=lambda: spec)
     node = max(hw.gpus_per_node, 1)
@@ -547,4 +597,12 @@ def estimate_system(spec, gpu: str, layout: dict, tokens_per_s: float, tokens: f
               "checkpoint_interval_s"):
         out[k] = _f(sc[k])
     out["system"] = system_breakdown(spec, scen, g, row)
+    # the offer it is billed on (issue 17): the estimate's cost uses the same one
+    out.update({"offer": g.offer, "gpus_per_instance": g.gpus_per_instance,
+                "usd_per_instance_hour": g.usd_per_instance_hour,
+                "term_hours": getattr(g.choice, "term_hours", 0.0) if g.choice is not None else 0.0})
+    if g.choice is not None:
+        o = g.choice.offer
+        out.update({"provider": o.provider, "instance_type": o.instance_type, "region": o.region,
+                    "interconnect": o.interconnect, "offer_max_gpus": o.contiguous_max_gpus, "offer_as_of": o.as_of})
     return out

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from optimizer.errors import ClusteroptError
+from optimizer.formulas.offers import committed_billed_hours
 from optimizer.formulas.training import estimate_training_batch
 from optimizer.pricing import GpuOption
 from optimizer.search.core.scales import MONEY_UNITS_PER_USD, TIME_UNITS_PER_S
@@ -206,7 +207,8 @@ def price_rows(scenario, gpus: list[GpuOption], cols: dict[str, np.ndarray], spe
     the storage tier and restart time). Everything is billed on wall-clock hours, lost time
     included:
       Rented: whole instances (ceil(n_gpus / gpus_per_instance)) x $/instance-hour x hours
-              + rented storage (capacity x $/TB-month x wall-clock).
+              (a 1- or 3-year commitment: x whole terms, billed in full) + rented storage
+              (capacity x $/TB-month x wall-clock).
       Owned:  n_gpus x (the GPU's owned $/GPU-hour + the rest of the cluster's TCO: servers,
               fabric sized by the row's nodes, storage; formulas/tco.py) x hours.
     """
@@ -223,7 +225,12 @@ def price_rows(scenario, gpus: list[GpuOption], cols: dict[str, np.ndarray], spe
     hours = wall_s / SECONDS_PER_HOUR
     owned = np.isfinite(sysc["tco_usd_per_gpu_hour"])
     rate = np.where(owned, sysc["tco_usd_per_gpu_hour"], inst_rate / gpi)
-    gpu_cost = np.where(owned, cols["n_gpus"] * np.nan_to_num(sysc["tco_usd_per_gpu_hour"]), instances * inst_rate) * hours
+    # a commitment (issue 17) is billed for whole terms, used or not (formulas.offers.committed_billed_hours)
+    term = np.array([getattr(g.choice, "term_hours", 0.0) if getattr(g, "choice", None) else 0.0
+                     for g in gpus], dtype=float)[gi]
+    billed = np.asarray(committed_billed_hours(hours, term), dtype=float) * np.ones(len(gi))
+    gpu_cost = np.where(owned, cols["n_gpus"] * np.nan_to_num(sysc["tco_usd_per_gpu_hour"]) * hours,
+                        instances * inst_rate * billed)
     cost = gpu_cost + sysc["storage_usd"]
     out = dict(sysc)
     out.update({

@@ -1,0 +1,196 @@
+"""Issue 17 in the planners: what each offer can run, spot, commitments, investment figures."""
+
+import math
+
+import numpy as np
+import pytest
+
+from optimizer.catalog import load_catalog
+from optimizer.formulas.offers import INTERCONNECT_CODES, offer_runs_layout
+from optimizer.report import solve_json
+from optimizer.scenario import load_scenario
+from optimizer.search.api import evaluate, plan, solve
+
+OFFER_KEYS = ("provider", "instance_type", "interconnect", "offer_max_gpus", "offer_as_of")
+
+
+def check_offers_run_layouts(configs) -> None:
+    """Every configuration is priced on an offer that can run it (used over every shipped scenario)."""
+    cat = load_catalog()
+    by_key = {(o.provider, o.instance_type, o.region): o for o in cat.offers()}
+    for r in configs.to_dict(orient="records"):
+        if r["interconnect"] in ("owned", None):
+            continue
+        o = by_key[(r["provider"], r["instance_type"], r["region"])]
+        assert o.gpu == r["gpu"] and o.interconnect == r["interconnect"]
+        assert offer_runs_layout(r["n_gpus"], r["tp"], INTERCONNECT_CODES[o.interconnect], o.gpus_per_instance,
+                                 o.contiguous_max_gpus), r
+
+
+def test_70b_example_is_priced_on_cluster_offers():
+    res = solve("llama3-70b-pretrain")
+    assert res.status == "optimal"
+    doc = solve_json(res, load_scenario("llama3-70b-pretrain"))
+    for c in doc["configs"]:
+        assert all(k in c for k in OFFER_KEYS)
+        assert c["interconnect"] == "cluster" and c["n_gpus"] > 8, c
+        assert c["offer_as_of"] and c["provider"] and c["instance_type"]
+    check_offers_run_layouts(res.configs)
+
+
+def test_capacity_caps_gpus_per_provider():
+    sc = load_scenario("llama3-8b-pretrain").with_overrides({"pricing.capacity": {"Nebius": 64}, "top_k": 5})
+    res = solve(sc)
+    for r in res.configs.to_dict(orient="records"):
+        assert r["provider"] != "Nebius" or r["n_gpus"] <= 64, r
+    check_offers_run_layouts(res.configs)
+
+
+def test_spot_goodput_is_lower_than_the_same_plan_on_demand():
+    sc = load_scenario("llama3-8b-spot")
+    res = solve(sc)
+    top = res.configs.iloc[0]
+    assert top["pricing_mode"] == "spot"
+    cfg = {k: (v.item() if hasattr(v, "item") else v) for k, v in top.items()
+           if k in ("gpu", "n_gpus", "tp", "pp", "dp", "cp", "ep", "zero", "precision", "micro_batch",
+                    "recompute", "sequence_parallel")}
+    on_demand = evaluate(sc.with_overrides({"pricing.mode": "on_demand"}), cfg)
+    assert on_demand["pricing_mode"] == "on_demand"
+    # preemptions interrupt the spot job on top of the failures: lower goodput, more wall-clock days
+    assert top["goodput"] < on_demand["goodput"]
+    assert top["wall_clock_days"] > on_demand["wall_clock_days"]
+    assert top["expected_interruptions"] > on_demand["expected_interruptions"]
+    # the same layout, so the failure-free days are equal
+    assert top["train_days"] == pytest.approx(on_demand["train_days"], rel=1e-9)
+
+
+def test_committed_use_beats_on_demand_only_for_long_services():
+    from optimizer.search.serve.solve import solve_serving
+
+    sc = load_scenario("llama3-8b-committed")
+    modes = {}
+    for days in (90, 1095):
+        res = solve_serving(sc.with_overrides({"serve.horizon_days": days}), pareto=False, explain=False,
+                            catalog=load_catalog())
+        top = res.configs.iloc[0]
+        modes[days] = {i["offer"].rsplit(", ", 1)[-1].rstrip(")") for i in top["instances"]}
+        # money per request and per month are the hourly cost re-expressed (by hand)
+        assert top["usd_per_1k_requests"] == pytest.approx(top["usd_per_hour"] / (30 * 3600) * 1000)
+        assert top["usd_per_month"] == pytest.approx(top["usd_per_hour"] * 720)
+    assert modes[90] == {"on_demand"} and modes[1095] == {"reserved_3y"}
+    # the notes say from when committing wins: Azure NC A100 v4, 3 years at 2.30 vs 3.72 on demand
+    # -> 1,095.75 days x 2.30 / 3.72 = 677 days
+    notes = " ".join(res.explanation["notes"])
+    assert "more than 677 days" in notes
+
+
+def test_owned_cluster_tco_npv_payback_roi_by_hand():
+    res = solve("owned-cluster-tco", top_k=1)
+    top = res.configs.iloc[0]
+    inv = top["system"]["tco"]["investment"]
+    tco = top["system"]["tco"]
+    n = int(top["n_gpus"])
+    # the rented alternative: the cheapest on-demand offer that runs this many GPUs of the type
+    cat = load_catalog()
+    rates = [o.usd_per_gpu_hour("on_demand") for o in cat.offers(top["gpu"])
+             if o.usd_per_gpu_hour("on_demand") is not None
+             and offer_runs_layout(n, int(top["tp"]), INTERCONNECT_CODES[o.interconnect], o.gpus_per_instance,
+                                   o.contiguous_max_gpus)]
+    rent = n * 8766 * 0.8 * min(rates)                              # busy GPU-hours a year x rate
+    assert inv["rent_usd_per_year"] == pytest.approx(rent)
+    capex = tco["capex_usd"]["total"]
+    assert inv["capex_usd"] == pytest.approx(capex)
+    per = tco["usd_per_gpu_hour"]                                   # USD per utilised GPU-hour by part
+    opex = n * 8766 * 0.8 * (per["power"] + per["hosting"] + per["maintenance"]) + 2.0e6   # + staff
+    assert inv["owned_opex_usd_per_year"] == pytest.approx(opex, rel=1e-9)
+    s = rent - opex
+    residual = 0.15 * capex
+    annuity = (1 - 1.08 ** -4) / 0.08                                # 3.312127
+    assert inv["npv_usd"] == pytest.approx(-capex + s * annuity + residual * 1.08 ** -4, rel=1e-9)
+    assert inv["payback_years"] == pytest.approx(capex / s, rel=1e-9)
+    assert inv["roi_pct"] == pytest.approx((4 * s + residual - capex) / capex * 100, rel=1e-9)
+    assert (top["npv_usd"], top["payback_years"], top["roi_pct"]) == (inv["npv_usd"], inv["payback_years"], inv["roi_pct"])
+    # the IRR is where buying stops beating renting: NPV 0 there
+    r = inv["flips"]["discount_rate"]["flip"]
+    assert -capex + s * (1 - (1 + r) ** -4) / r + residual * (1 + r) ** -4 == pytest.approx(0, abs=1.0)
+
+
+def test_plan_sensitivity_finds_the_discount_rate_where_buying_stops_beating_renting():
+    from optimizer.formulas.investment import npv_usd
+    from optimizer.report import buy_vs_rent_lines
+
+    result = plan("rent-vs-buy")
+    inv = result.plan["investment"]
+    assert result.plan["npv_usd"] == inv["npv_usd"] and inv["npv_usd"] > 0
+    r = inv["flips"]["discount_rate"]["flip"]
+    assert r is not None and r > inv["discount_rate"]
+    # by hand from the plan's own yearly figures: NPV is 0 at the flip rate, positive below, negative above
+    c, s, n, res = inv["capex_usd"], inv["saving_usd_per_year"], inv["years"], inv["residual_usd"]
+    assert npv_usd(c, s, n, r, res) == pytest.approx(0, abs=1.0)
+    assert npv_usd(c, s, n, r - 0.01, res) > 0 > npv_usd(c, s, n, r + 0.01, res)
+    lines = buy_vs_rent_lines(result.plan)
+    assert any(f"{r:.1%} discount rate" in ln for ln in lines)
+
+
+def test_pruned_offer_choices_lose_nothing():
+    # pricing.offer_choices drops dominated (offer, mode) pairs: every layout any offer can run is
+    # still runnable on a kept choice at no higher price per GPU-hour, with at least its fabric,
+    # no longer commitment and no more preemptions (so the search's optimum cannot change).
+    from optimizer.catalog import TERM_HOURS
+    from optimizer.pricing import offer_choices
+    from optimizer.scenario import Pricing
+
+    cat = load_catalog()
+    pricing = Pricing(mode=["on_demand", "spot", "reserved_1y", "reserved_3y"])
+    for acc in cat.accelerators:
+        kept, _ = offer_choices(cat, acc.id, pricing)
+        every = [(o, m) for o in cat.offers(acc.id) for m in pricing.modes if o.usd_per_hour(m) is not None]
+        for n in (1, 2, 4, 8, 16, 64, 1024, 20000, 30000):
+            for tp in (1, 2, 4, 8):
+                for o, m in every:
+                    if not offer_runs_layout(n, tp, INTERCONNECT_CODES[o.interconnect], o.gpus_per_instance,
+                                             o.contiguous_max_gpus):
+                        continue
+                    fabric = cat.offer_hardware(o).inter_node_bytes_per_s if o.interconnect == "cluster" else 0.0
+                    assert any(offer_runs_layout(n, tp, INTERCONNECT_CODES[k.offer.interconnect], k.gpus_per_instance,
+                                                 k.max_gpus)
+                               and k.gpus_per_instance == o.gpus_per_instance
+                               and k.usd_per_gpu_hour <= o.usd_per_gpu_hour(m) + 1e-12
+                               and k.term_hours <= TERM_HOURS[m] and k.fabric_bytes_per_s >= fabric
+                               for k in kept), (acc.id, o.instance_type, m, n, tp)
+
+
+def test_spot_serving_keeps_spares_for_expected_preemptions():
+    from optimizer.formulas.preemption import spare_replicas
+    from optimizer.search.serve.problem import SPOT_REPLACE_S
+    from optimizer.search.serve.solve import solve_serving
+
+    sc = load_scenario("llama3-8b-api").with_overrides({"pricing.mode": "spot", "constraints.gpus": ["H100-SXM5-80GB"],
+                                                        "pricing.spot_preemptions_per_hour": 2.0, "top_k": 1})
+    calm = solve_serving(sc.with_overrides({"pricing.spot_preemptions_per_hour": 0.0}), pareto=False, explain=False,
+                         catalog=load_catalog())
+    rough = solve_serving(sc, pareto=False, explain=False, catalog=load_catalog())
+    a, b = calm.configs.iloc[0], rough.configs.iloc[0]
+    assert a["spot_spare_replicas"] == 0 and b["spot_spare_replicas"] > 0
+    assert b["n_replicas"] >= a["n_replicas"] + b["spot_spare_replicas"] - 1 and b["usd_per_hour"] > a["usd_per_hour"]
+    # by hand: the spares are the 99th percentile of spot instances down at once, times the
+    # replicas one instance holds (8 GPUs / 1 GPU per replica)
+    inst = sum(i["count"] for i in b["instances"])
+    per = 8 // b["replicas"][0]["gpus_per_replica"]
+    assert b["spot_spare_replicas"] == spare_replicas(inst, 2.0, SPOT_REPLACE_S / 3600) * per
+
+
+def test_buy_vs_rent_is_rendered_in_the_sensitivity_text():
+    from optimizer.report import sensitivity_text
+
+    sens = {"objective": "cost", "swing_pct": 20.0, "base_objective": 1.0e6, "range_pct": 50.0, "tolerance_pct": 0.1,
+            "tornado": [{"input": "efficiency", "low": 9e5, "high": 1.1e6, "swing": 2e5,
+                         "reoptimised": {"down": {"changes": False}, "up": {"changes": False}}}],
+            "thresholds": [], "slack": {},
+            "buy_vs_rent": {"npv_usd": 9.2e7, "years": 4.0, "at_discount_rate": 0.08,
+                            "discount_rate": {"current": 0.08, "flip": 1.2317},
+                            "utilization_scale": {"current": 1.0, "flip": 0.337},
+                            "gpu_price_scale": {"current": 1.0, "flip": None}}}
+    text = sensitivity_text(sens)
+    assert "renting wins above a 123.2% discount rate" in text
+    assert "flips at 0.34 x the utilisation" in text and "GPU price 0.1-10x does not flip it" in text
