@@ -45,7 +45,8 @@ if str(ROOT) not in sys.path:
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import validate_serving as vs                                  # noqa: E402
-from optimizer.catalog import load_catalog, serving_engine, serving_vendor     # noqa: E402
+from optimizer.catalog import load_catalog
+from optimizer.catalog_serving import serving_engine, serving_vendor     # noqa: E402
 from optimizer.formulas import serving_sim as ss               # noqa: E402
 from optimizer.formulas import serving_time as st              # noqa: E402
 from optimizer.formulas.serving import estimate_serving        # noqa: E402

@@ -17,7 +17,7 @@ from typing import List, Optional
 
 import typer
 
-from optimizer import report
+from optimizer import report, report_plan
 from optimizer.errors import ClusteroptError
 from optimizer.catalog import load_catalog
 from optimizer.model import list_presets
@@ -26,6 +26,7 @@ import optimizer
 from optimizer.scenario import DEFAULT_SCENARIO
 import tempfile
 from optimizer.schema import json_schema, property_rows
+from optimizer.cli_choices import (ExportFormat, ExportOutput, RentalMode, WeightFormat, KvFormat, Recompute, TrainPrecision, Framework, GradPrecision)
 Law = Enum("Law", {k: k for k in report.SCALING_LAWS}, type=str)
 
 try:                                   # the Click that Typer runs on: its vendored copy (Typer >= 0.2x)
@@ -79,66 +80,6 @@ def _table(fmt: Fmt, headers: list[str], rows: list[list], align: str | None = N
     if fmt is Fmt.markdown:
         return report.markdown_table(headers, rows)
     return report.text_table(headers, rows, align)
-
-
-class ExportFormat(str, Enum):
-    megatron = "megatron"
-    nemo = "nemo"
-    torchtitan = "torchtitan"
-    deepspeed = "deepspeed"
-    vllm = "vllm"
-    sglang = "sglang"
-    skypilot = "skypilot"
-    slurm = "slurm"
-
-
-class ExportOutput(str, Enum):
-    text = "text"
-    json = "json"
-
-
-class RentalMode(str, Enum):
-    on_demand = "on_demand"
-    spot = "spot"
-    reserved = "reserved"
-    reserved_1y = "reserved_1y"
-    reserved_3y = "reserved_3y"
-
-
-class WeightFormat(str, Enum):
-    bf16 = "bf16"
-    fp8 = "fp8"
-    int8 = "int8"
-    int4 = "int4"
-
-
-class KvFormat(str, Enum):
-    bf16 = "bf16"
-    fp8 = "fp8"
-    int8 = "int8"
-
-
-class Recompute(str, Enum):
-    none = "none"
-    selective = "selective"
-    full = "full"
-
-
-class TrainPrecision(str, Enum):
-    bf16 = "bf16"
-    fp8 = "fp8"
-
-
-class Framework(str, Enum):
-    auto = "auto"
-    megatron = "megatron"
-    fsdp2 = "fsdp2"
-    deepspeed = "deepspeed"
-
-
-class GradPrecision(str, Enum):
-    fp32 = "fp32"
-    bf16 = "bf16"
 
 
 #: Every objective any workload accepts (each planner checks its own subset).
@@ -639,16 +580,16 @@ def plan(
         print("sensitivity: re-planning each input up and down...", file=sys.stderr)
         result.sensitivity = optimizer.sensitivity(result, portfolio, catalog=cat)
     if fmt is Fmt.json:
-        doc = report.plan_json(result)
+        doc = report_plan.plan_json(result)
         doc["slack"] = report.plain(slack)
         text = report.dumps(doc)
     elif fmt is Fmt.csv:
         if sensitivity:
             raise ClusteroptError("--format", "csv holds the schedule only, not the sensitivity analysis",
                                   "--format table, markdown or json with --sensitivity")
-        text = report.plan_csv(result)
+        text = report_plan.plan_csv(result)
     else:
-        text = report.plan_text(result, markdown=fmt is Fmt.markdown)
+        text = report_plan.plan_text(result, markdown=fmt is Fmt.markdown)
         lines = (list(slack.get("lines", [])) + report.buy_vs_rent_lines(result.plan)) if sensitivity else []
         if lines:
             text = text.rstrip("\n") + "\n" + "\n".join(("- " if fmt is Fmt.markdown else "") + ln

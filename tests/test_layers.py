@@ -70,11 +70,11 @@ def _layer(mod: str) -> int:
     if mod in BASE:
         return 0
     for prefix, layer in (("optimizer.model", 1), ("optimizer.formulas", 2), ("optimizer.catalog", 3),
-                          ("optimizer.catalog_refresh", 3),
+                          ("optimizer.catalog_refresh", 3), ("optimizer.catalog_serving", 3),
                           ("optimizer.runs", 3), ("optimizer.calibration", 3),
                           ("optimizer.scenario", 4), ("optimizer.scenario_docs", 4), ("optimizer.portfolio_schema", 4), ("optimizer.pricing", 5),
-                          ("optimizer.search", 6), ("optimizer.report", 7), ("optimizer.schema", 7), ("optimizer.export", 7),
-                          ("optimizer.plots", 7), ("optimizer.cli", 8), ("optimizer.__main__", 8)):
+                          ("optimizer.search", 6), ("optimizer.report", 7), ("optimizer.report_plan", 7), ("optimizer.schema", 7), ("optimizer.export", 7),
+                          ("optimizer.plots", 7), ("optimizer.cli", 8), ("optimizer.cli_choices", 8), ("optimizer.__main__", 8)):
         if mod == prefix or mod.startswith(prefix + "."):
             return layer
     if mod == "optimizer":

@@ -389,7 +389,7 @@ from optimizer.portfolio_schema import job_scenario, list_portfolios, load_portf
 from optimizer.schema import PlanDocument
 from optimizer.search.portfolio.instance import build_instance, fleet_gpu_types
 from optimizer.search.api import plan
-from optimizer.report import plan_json, plan_text
+from optimizer.report_plan import plan_json, plan_text
 from optimizer.search.portfolio.solve import plan_separately as _plan_separately
 from optimizer.catalog import load_catalog as _load_catalog  # noqa: E402
 import functools  # noqa: E402

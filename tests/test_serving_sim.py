@@ -195,8 +195,8 @@ def test_engine_and_vendor_rows():
     seqs on >= 70 GiB GPUs, 2048 / 256 below); SGLang schedules prefill first; MI300X runs on the
     ROCm row, whose batch-1 decode (weights / HBM share + two all-reduces per layer) is slower
     than the CUDA constants would make it."""
-    from optimizer.catalog import serving_engine, serving_vendor
-    from optimizer.catalog import engine_settings
+    from optimizer.catalog_serving import serving_engine, serving_vendor
+    from optimizer.catalog_serving import engine_settings
 
     v = serving_engine("vllm")
     assert v.defaults_for(80 * 2**30) == (8192, 1024)

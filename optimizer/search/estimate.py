@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 
 from optimizer.formatting import plain
-from optimizer.catalog import engine_settings
+from optimizer.catalog_serving import engine_settings
 from optimizer.errors import ClusteroptError
 from optimizer.formulas import flops, scaling
 from optimizer.formulas.cost import rented_cost_usd

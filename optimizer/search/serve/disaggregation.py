@@ -76,7 +76,7 @@ class PoolOption:
 
 
 def _engine(scenario, gpu_id: str, hw, catalog) -> dict:
-    from optimizer.catalog import engine_settings
+    from optimizer.catalog_serving import engine_settings
 
     e = scenario.serve.engine
     return engine_settings(e.name, catalog.accelerator(gpu_id).vendor, hw.memory_bytes,
