@@ -83,3 +83,21 @@ def test_bad_table_is_one_clean_error(tmp_path):
         IV.load_intervals(str(p))
     with pytest.raises(ClusteroptError, match="confidence"):
         IV.log_ratio_quantile(IV.Interval("other", -0.1, 0.1), 1.0)
+
+
+def test_calibrated_interval_keeps_only_the_within_source_share_of_its_regime():
+    """A profile removes the user's bias: what is left of a regime's spread is its within-source
+    share (pooled within-source sd over the pooled sd); a wider profile is cut to that, a
+    narrower one is kept as it is."""
+    from optimizer.formulas.intervals import Z90, Interval, calibrated_interval
+
+    pooled = Interval("all", -2 * Z90 * 0.2 / 2, 2 * Z90 * 0.2 / 2)          # pooled sd 0.2
+    regime = Interval("fp8", -0.1, 0.3)                                      # width 0.4
+    wide = Interval("calibrated", -0.3, 0.5)                                 # width 0.8, centre 0.1
+    cut = calibrated_interval(wide, regime, pooled, within_sd_log=0.15)
+    assert cut.width == pytest.approx(0.4 * 0.15 / 0.2)                      # 0.3 < the regime's 0.4
+    assert (cut.log_ratio_p10 + cut.log_ratio_p90) / 2 == pytest.approx(0.1)
+    narrow = Interval("calibrated", 0.0, 0.1)
+    assert calibrated_interval(narrow, regime, pooled, within_sd_log=0.15) is narrow
+    # a within-source sd above the pooled sd never widens the regime
+    assert calibrated_interval(wide, regime, pooled, within_sd_log=0.5).width == pytest.approx(0.4)

@@ -286,13 +286,34 @@ def regimes_of(*, params_total: float, tp, pp, cp, ep, zero, fp8, moe: bool):
     return out
 
 
+def calibrated_interval(cal: Interval, regime: Interval, pooled: Interval, within_sd_log: float) -> Interval:
+    """A calibration profile's interval for a layout of ``regime``: the profile's, no wider than
+    what calibration leaves of the regime's.
+
+    A regime's interval is its whole spread, between sources (each source's bias) plus within
+    them. Calibrating on the user's own runs removes the user's bias, so what is left is the
+    regime's within-source share; the per-regime split is not stored, so the pooled share is used
+    (``within_sd_log``, the public within-source sd, over the pooled interval's sd). A profile
+    fitted on a few runs carries that pooled within-source spread as its prior, which can exceed
+    what is left of a narrow regime (fp8, 3D > 100B); there the bound applies, centred where the
+    profile puts it. Units: natural-log ratios."""
+    within_share = min(1.0, within_sd_log / (pooled.width / (2 * Z90))) if pooled.width > 0 else 1.0
+    bound = regime.width * within_share
+    if cal.width <= bound:
+        return cal
+    mid = (cal.log_ratio_p10 + cal.log_ratio_p90) / 2
+    return Interval(cal.regime, mid - bound / 2, mid + bound / 2, cal.n_runs, cal.n_sources,
+                    f"{cal.method}; width bounded by the {regime.regime} regime's within-source share", cal.as_of)
+
+
 def interval_columns(cols: dict, regimes, intervals: dict, *, profile_interval: Interval | None = None,
-                     confidence: float | None = None) -> dict:
+                     within_sd_log: float | None = None, confidence: float | None = None) -> dict:
     """Per row (numpy arrays): the ``_p10``/``_p90`` columns of tokens_per_s, train_days,
     wall_clock_days and cost_usd, the regime name, and with ``confidence`` the wall-clock days
     and cost that hold at that quantile (``wall_clock_days_at_confidence``,
     ``cost_usd_at_confidence``; the search's deadline and budget compare these). A profile's
-    interval replaces every regime's."""
+    interval replaces every regime's, bounded per regime by ``calibrated_interval`` (with
+    ``within_sd_log``, the public within-source sd)."""
     import numpy as np
 
     regimes = np.asarray(regimes, dtype=object)
@@ -301,7 +322,10 @@ def interval_columns(cols: dict, regimes, intervals: dict, *, profile_interval: 
     hi = np.zeros(regimes.shape)
     slow = np.ones(regimes.shape)
     for name in names:
-        iv = profile_interval or intervals[name]
+        iv = intervals[name]
+        if profile_interval is not None:
+            iv = (profile_interval if within_sd_log is None else
+                  calibrated_interval(profile_interval, iv, intervals[POOLED], within_sd_log))
         m = regimes == name
         lo[m], hi[m] = iv.log_ratio_p10, iv.log_ratio_p90
         if confidence is not None:

@@ -22,6 +22,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 import numpy as np
 
+from optimizer.calibration import PUBLIC_WITHIN_SOURCE_SD_LOG
 from optimizer.errors import ClusteroptError
 from optimizer.formulas.offers import committed_billed_hours
 from optimizer.formulas.training import estimate_training_batch
@@ -258,7 +259,7 @@ def interval_rows(spec, scenario, cols: dict[str, np.ndarray]) -> dict[str, np.n
     profile = scenario.calibration_profile()
     out = IV.interval_columns(cols, regimes, IV.load_intervals(),
                               profile_interval=profile.interval if profile is not None else None,
-                              confidence=scenario.constraints.confidence)
+                              within_sd_log=PUBLIC_WITHIN_SOURCE_SD_LOG, confidence=scenario.constraints.confidence)
     names = out.pop("interval_regime")
     out["interval_regime_code"] = np.array([INTERVAL_REGIMES.index(x) for x in names], dtype=np.int64)
     return out
