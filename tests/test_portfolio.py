@@ -4,6 +4,7 @@ guarded by a case that fails without it, explanations, the cost conventions, shi
 from __future__ import annotations
 
 import itertools
+import math
 
 import pytest
 from hypothesis import given, settings, strategies as st
@@ -645,19 +646,38 @@ def test_plan_slack_reports_each_limit_and_its_binding_state(name):
 
 
 def test_a_limit_with_slack_can_be_tightened_to_its_use_without_changing_the_optimum():
-    """Slack is real: a budget cut to what the plan spends keeps the same plan cost; a binding
-    deadline (shared-fleet's last run) relaxed gives a cheaper plan."""
+    """Slack is real: a budget cut to what the plan spends keeps the same plan cost; a deadline is
+    reported binding exactly when relaxing it alone gives a cheaper plan (shared-fleet's last run)."""
     r = plan("lab-2027-fleet", top_k=1)
     e = plan_slack(r)["limits"]["budget"]
     assert e["binding"] is False and e["slack"] > 0
     tight = plan(load_portfolio("lab-2027-fleet").with_overrides({"fleet.buy.budget_usd": e["used"] + 1.0}),
                  top_k=1, binding=False)
     assert tight.plan["cost"]["total_usd"] == pytest.approx(r.plan["cost"]["total_usd"], rel=1e-9)
-    s = plan("shared-fleet", top_k=1)
-    d = plan_slack(s)["limits"]["deadline:run-d"]
-    assert d["binding"] is True
-    loose = plan(load_portfolio("shared-fleet").with_overrides({"jobs.3.deadline_days": 365}), top_k=1, binding=False)
-    assert loose.plan["cost"]["total_usd"] < s.plan["cost"]["total_usd"]
+    # shared-fleet as shipped ends its last run (run-d) on its fastest layout; its next slower,
+    # cheaper layout would end past the 365-day horizon as well as past run-d's deadline, so the
+    # deadline alone does not bind there (horizon and deadline bind only together). Give the
+    # horizon just the room that slower layout needs, so the deadline alone is what stops it.
+    p = load_portfolio("shared-fleet")
+    base = plan(p, top_k=1, binding=False)
+    last = next(x for x in base.plan["schedule"] if x["job"] == "run-d")
+    slower = min(o.duration_days for o in next(j for j in base.instance.jobs if j.name == "run-d").options
+                 if o.duration_days > last["duration_days"])
+    assert last["start_day"] + slower > p.horizon_days            # why the shipped horizon needs room
+    horizon = math.ceil(last["start_day"] + slower) + 1
+    roomy = p.with_overrides({"horizon_days": horizon})
+    s = plan(roomy, top_k=1)
+    lim = plan_slack(s)["limits"]
+    assert lim["deadline:run-d"]["binding"] is True
+    for i, j in enumerate(p.jobs):                                 # binding <=> relaxing it alone pays
+        k = f"deadline:{j.name}"
+        loose = plan(roomy.with_overrides({f"jobs.{i}.deadline_days": horizon}), top_k=1, binding=False)
+        if lim[k]["binding"]:
+            assert loose.plan["cost"]["total_usd"] < s.plan["cost"]["total_usd"] * (1 - 1e-9)
+            end = next(x["end_day"] for x in loose.plan["schedule"] if x["job"] == j.name)
+            assert end > j.deadline_days                           # the cheaper plan uses the freed days
+        else:
+            assert loose.plan["cost"]["total_usd"] == pytest.approx(s.plan["cost"]["total_usd"], rel=1e-9)
 
 
 def test_plan_slack_without_binding_analysis_or_plan():
