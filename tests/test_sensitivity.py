@@ -90,8 +90,19 @@ def test_every_threshold_holds_when_resolved_just_below_and_just_above(solved):
     base = _best(res)
     finite = [t for t in sens["thresholds"] if t["change_pct"] is not None]
     assert len(finite) >= 6, [t["input"] for t in finite]
-    assert {t["input"] for t in finite} >= {"efficiency", "inter_node_bandwidth", "train.tokens",
-                                           "constraints.deadline_days"}
+    # inter-node bandwidth: under issue 14's operator step-time model the base plan's (512 B200,
+    # TP2 PP4 DP64) data-parallel traffic is mostly hidden behind compute (step 9.08 s -> 9.42 s at
+    # half the bandwidth), so no plan switches within +-50%; its threshold (-75%) is checked below
+    # with a wider range, and its no-switch claim at the range ends here.
+    assert {t["input"] for t in finite} >= {"efficiency", "train.tokens", "constraints.deadline_days"}
+    _check_thresholds(sc, res, base, finite)
+    for t in sens["thresholds"]:
+        if t["input"] == "inter_node_bandwidth" and t["change_pct"] is None:
+            pct = t["range_pct"] * (1 if t["direction"] == "up" else -1)
+            assert resolve_independently(sc, res, t["input"], pct) == base, t["direction"]
+
+
+def _check_thresholds(sc, res, base, finite):
     for t in finite:
         assert abs(t["change_pct"] - t["unchanged_pct"]) <= t["tolerance_pct"] + 1e-12
         assert (t["change_pct"] > 0) == (t["direction"] == "up")
@@ -99,6 +110,20 @@ def test_every_threshold_holds_when_resolved_just_below_and_just_above(solved):
         above = resolve_independently(sc, res, t["input"], t["change_pct"])
         assert below == base, (t["input"], t["direction"], "changed before the threshold")
         assert above != base and above == t["new_best"], (t["input"], t["direction"])
+
+
+def test_bandwidth_threshold_holds_when_resolved_just_below_and_just_above(solved):
+    # the same base plan over +-90%: cutting every GPU's scale-out bandwidth far enough makes the
+    # exposed gradient traffic of DP64 cost more than a deeper pipeline (PP8 DP32) - a threshold
+    # must be reported, and it must hold under independent re-solves on a scaled catalog
+    sc, res, _ = solved
+    base = _best(res)
+    sens = sensitivity(res, sc, range_pct=90, inputs=["inter_node_bandwidth"])
+    bw = [t for t in sens["thresholds"] if t["input"] == "inter_node_bandwidth"]
+    finite = [t for t in bw if t["change_pct"] is not None]
+    assert [t["direction"] for t in finite] == ["down"], bw
+    assert -90 < finite[0]["change_pct"] < -50
+    _check_thresholds(sc, res, base, finite)
 
 
 def test_no_switch_reported_means_none_at_the_range_ends(solved):
