@@ -36,6 +36,7 @@ sys.path.insert(0, str(ROOT))
 
 from dataclasses import replace  # noqa: E402
 
+from optimizer.calibration import nelder_mead as calibration_nelder_mead  # noqa: E402
 from optimizer.catalog import load_catalog  # noqa: E402
 from optimizer.formulas.efficiency import CALIBRATED, EfficiencyConstants  # noqa: E402
 from optimizer.formulas.hardware import Hardware  # noqa: E402
@@ -278,34 +279,8 @@ def _from_constants(c: EfficiencyConstants) -> np.ndarray:
 
 
 def nelder_mead(f, x0, step=0.3, iters=400, tol=1e-6):
-    n = len(x0)
-    pts = [np.array(x0, dtype=float)] + [np.array(x0, dtype=float) + step * np.eye(n)[i] for i in range(n)]
-    vals = [f(p) for p in pts]
-    for _ in range(iters):
-        order = np.argsort(vals)
-        pts = [pts[i] for i in order]
-        vals = [vals[i] for i in order]
-        if abs(vals[-1] - vals[0]) < tol:
-            break
-        c = np.mean(pts[:-1], axis=0)
-        xr = c + (c - pts[-1])
-        fr = f(xr)
-        if fr < vals[0]:
-            xe = c + 2 * (c - pts[-1])
-            fe = f(xe)
-            pts[-1], vals[-1] = (xe, fe) if fe < fr else (xr, fr)
-        elif fr < vals[-2]:
-            pts[-1], vals[-1] = xr, fr
-        else:
-            xc = c + 0.5 * (pts[-1] - c)
-            fc = f(xc)
-            if fc < vals[-1]:
-                pts[-1], vals[-1] = xc, fc
-            else:
-                pts = [pts[0]] + [pts[0] + 0.5 * (p - pts[0]) for p in pts[1:]]
-                vals = [vals[0]] + [f(p) for p in pts[1:]]
-    i = int(np.argmin(vals))
-    return pts[i], vals[i]
+    """The project's simplex minimiser (optimizer.calibration.nelder_mead) with this fit's tolerance."""
+    return calibration_nelder_mead(f, x0, step=step, iters=iters, tol=tol)
 
 
 FIT_RUNS_PER_SOURCE = 12

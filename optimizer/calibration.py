@@ -177,7 +177,10 @@ def apply_to_estimate(est, profile: Profile) -> float:
 
 # ---- the fit --------------------------------------------------------------------------------
 
-def _nelder_mead(f, x0, step=0.3, iters=300, tol=1e-9):
+def nelder_mead(f, x0, step=0.3, iters=300, tol=1e-9):
+    """Minimise ``f`` from ``x0`` by the Nelder-Mead simplex (Nelder & Mead 1965; reflection 1,
+    expansion 2, contraction and shrink 1/2); stops when the simplex values agree to ``tol``.
+    Returns (argmin, min). Shared by `clusteropt calibrate` and benchmarks/calibrate_efficiency.py."""
     n = len(x0)
     pts = [np.array(x0, dtype=float)] + [np.array(x0, dtype=float) + step * np.eye(n)[i] for i in range(n)]
     vals = [f(p) for p in pts]
@@ -234,8 +237,8 @@ def fit_factors(parts: list[StepParts], measured) -> Fit:
     """MAP log factors (c, n, o) for runs with ``parts`` and measured tokens/s (whole job)."""
     measured = np.asarray(measured, dtype=float)
     f = lambda th: _objective(th, parts, measured)  # noqa: E731
-    theta, _ = _nelder_mead(f, np.zeros(3))
-    theta, _ = _nelder_mead(f, theta, step=0.05)
+    theta, _ = nelder_mead(f, np.zeros(3))
+    theta, _ = nelder_mead(f, theta, step=0.05)
     H = _hessian(f, theta)
     try:
         cov = 2.0 * np.linalg.inv(H)          # f = -2 log posterior
