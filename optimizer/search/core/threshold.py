@@ -4,6 +4,8 @@ sensitivity analysis."""
 from __future__ import annotations
 
 
+import math
+
 from optimizer.errors import ClusteroptError
 
 def find_threshold(best_at, base_key, name: str, direction: str, *, range_pct: float, grid: int,
@@ -69,3 +71,17 @@ def select_inputs(all_inputs: list[tuple[str, str | None]], inputs: list[str] | 
     if bad:
         raise ClusteroptError("sensitivity.inputs", f"unknown {bad}", "allowed: " + ", ".join(sorted(known)))
     return [(n, note) for n, note in all_inputs if n in inputs]
+
+
+def tornado_entry(name: str, ends: dict, base_value: float, note: str | None = None) -> dict:
+    """One tornado bar: the re-optimised best objective at each end (``ends[direction]
+    ["best_objective"]``, None where nothing is feasible), its swing (inf when an end is
+    infeasible), the base objective, both ends' details and an optional note. The training and
+    serving sensitivities build their bars with it."""
+    lo, hi = ends["down"]["best_objective"], ends["up"]["best_objective"]
+    entry = {"input": name, "low": lo, "high": hi,
+             "swing": abs(hi - lo) if lo is not None and hi is not None else math.inf, "base": base_value,
+             "reoptimised": ends}
+    if note:
+        entry["note"] = note
+    return entry

@@ -25,11 +25,10 @@ fleet's objective (and whether the fleet changed).
 from __future__ import annotations
 
 
-import math
 from dataclasses import replace
 
 from optimizer.scenario import load_scenario
-from optimizer.search.core.threshold import check_ranges, find_threshold, select_inputs
+from optimizer.search.core.threshold import check_ranges, find_threshold, select_inputs, tornado_entry
 from optimizer.search.serve.solve import solve_serving
 from optimizer.search.serve.table import serving_table
 
@@ -144,12 +143,7 @@ def serving_sensitivity(result, scenario, *, swing_pct: float = 20.0, range_pct:
                 continue
             k, v, fleet = p.best(name, f)
             ends[direction] = {"factor": f, "best_objective": v, "best": fleet, "changes": k != base_key}
-        lo_v, hi_v = ends["down"]["best_objective"], ends["up"]["best_objective"]
-        swing = abs(hi_v - lo_v) if lo_v is not None and hi_v is not None else math.inf
-        entry = {"input": name, "low": lo_v, "high": hi_v, "swing": swing, "base": base_value, "reoptimised": ends}
-        if note:
-            entry["note"] = note
-        tornado.append(entry)
+        tornado.append(tornado_entry(name, ends, base_value, note))
         for direction in ("down", "up"):
             thresholds.append(_threshold(p, name, direction, base_key, range_pct=range_pct, grid=grid,
                                          tol_pct=tol_pct, note=note))

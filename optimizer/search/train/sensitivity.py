@@ -43,13 +43,12 @@ memory-feasible rows are considered at all.
 
 from __future__ import annotations
 
-import math
 from dataclasses import replace
 import numpy as np
 
 from optimizer.pricing import owned_rate
 from optimizer.search.core import cpsat
-from optimizer.search.core.threshold import check_ranges, find_threshold, select_inputs
+from optimizer.search.core.threshold import check_ranges, find_threshold, select_inputs, tornado_entry
 from optimizer.search.train.explain import binding_summary
 from optimizer.search.train.solve import candidate_rows, solver_limits
 from optimizer.search.train.space import PRECISIONS, RECOMPUTES
@@ -279,13 +278,7 @@ def training_sensitivity(result, scenario, *, swing_pct: float = 20.0, range_pct
             ends[direction] = {"factor": f, "objective": p.value_of(name, f, local), "best": cfg,
                                "best_objective": None if rb is None else float(t.cols[col][rb]),
                                "changes": cfg != base_cfg}
-        lo, hi = ends["down"]["best_objective"], ends["up"]["best_objective"]     # re-solved at each end
-        entry = {"input": name, "low": lo, "high": hi,
-                 "swing": abs(hi - lo) if lo is not None and hi is not None else math.inf, "base": base_value,
-                 "reoptimised": ends}
-        if note:
-            entry["note"] = note
-        tornado.append(entry)
+        tornado.append(tornado_entry(name, ends, base_value, note))      # re-solved at each end
         for direction in ("down", "up"):
             thresholds.append(threshold(p, name, direction, base_cfg, range_pct=range_pct, grid=grid,
                                         tol_pct=tol_pct, note=note))
