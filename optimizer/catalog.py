@@ -38,6 +38,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from optimizer.errors import ClusteroptError, did_you_mean, from_pydantic
 from optimizer.formulas.hardware import Hardware
+from optimizer.formulas.intervals import parse_intervals
 from optimizer.inputs import read_text
 from optimizer.units import GB, GIB, GIGABIT, HOURS_PER_YEAR, TB, TERA
 
@@ -718,3 +719,16 @@ def load_compression(path: Path | str | None = None) -> list[CompressionRow]:
     if not p.is_file():
         raise ClusteroptError("catalog", f"file not found: {str(p)!r}", "a compression CSV with the columns of CompressionRow")
     return list(_load_compression_cached(str(p.resolve())))
+
+
+# --- step-time prediction intervals (issue 15) --------------------------------------------
+STEP_TIME_INTERVALS_FILE = "step_time_intervals.csv"
+
+
+@functools.lru_cache(maxsize=8)
+def load_step_time_intervals(path: str | None = None) -> dict:
+    """catalog/step_time_intervals.csv (or ``path``) as {regime: Interval}, validated by
+    ``formulas.intervals.parse_intervals``; found through ``data_dir()`` like every catalog
+    file, so an installed package reads its packaged copy."""
+    p = Path(path) if path else data_dir() / STEP_TIME_INTERVALS_FILE
+    return parse_intervals(read_text(p, p.name, "a step-time intervals CSV"), p.name)

@@ -69,7 +69,8 @@ def test_three_runs_of_a_source_lower_the_error_on_its_other_runs(tmp_path, caps
     after = mape_pct(meas, [apply_to_estimate(e, profile) for e in ests])
     assert after < before
     # and the calibrated interval is narrower than the pooled interval of the uncalibrated model
-    from optimizer.formulas.intervals import POOLED, load_intervals
+    from optimizer.catalog import load_step_time_intervals as load_intervals
+    from optimizer.formulas.intervals import POOLED
 
     assert profile.interval.width < load_intervals()[POOLED].width
 

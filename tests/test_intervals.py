@@ -7,6 +7,8 @@ import math
 from pathlib import Path
 
 import pytest
+
+from optimizer.catalog import load_step_time_intervals
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -36,7 +38,7 @@ def test_regime_precedence(kw, regime):
 def test_shipped_table_is_the_one_its_residuals_give():
     # catalog/step_time_intervals.csv is written from tests/data/step_time_loso_residuals.csv by
     # benchmarks/calibrate_efficiency.py --write-intervals; a hand edit of either breaks this
-    shipped = IV.load_intervals()
+    shipped = load_step_time_intervals()
     again = IV.intervals_from_residuals(IV.read_residuals(RESIDUALS), method="", as_of="")
     for reg in (*IV.REGIMES, IV.POOLED):
         assert shipped[reg].log_ratio_p10 == pytest.approx(again[reg].log_ratio_p10, abs=1e-3)
@@ -80,7 +82,7 @@ def test_bad_table_is_one_clean_error(tmp_path):
     rows += [f"{r},5,2,-0.1,0.1,m,2026" for r in IV.REGIMES if r != "fp8"] + ["fp8,5,2,0.3,0.1,m,2026", "all,5,2,-0.1,0.1,m,2026"]
     p.write_text("\n".join(rows) + "\n")
     with pytest.raises(ClusteroptError, match="p10"):
-        IV.load_intervals(str(p))
+        load_step_time_intervals(str(p))
     with pytest.raises(ClusteroptError, match="confidence"):
         IV.log_ratio_quantile(IV.Interval("other", -0.1, 0.1), 1.0)
 

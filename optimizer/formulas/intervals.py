@@ -27,8 +27,6 @@ from __future__ import annotations
 import csv
 import math
 from dataclasses import dataclass
-from functools import lru_cache
-from pathlib import Path
 
 from optimizer.errors import ClusteroptError
 
@@ -46,9 +44,6 @@ MIN_SOURCES_PER_REGIME = 2
 CSV_COLUMNS = ("regime", "n_runs", "n_sources", "log_ratio_p10", "log_ratio_p90", "method", "as_of")
 Z90 = 1.2815515655446004
 """Standard normal 90th percentile: p10 and p90 lie Z90 standard deviations from the median."""
-
-INTERVALS_FILE = Path(__file__).resolve().parents[2] / "catalog" / "step_time_intervals.csv"
-
 
 def regime_of(*, params_total: float, tp: int = 1, pp: int = 1, cp: int = 1, ep: int = 1, zero: int = 0,
               precision: str = "bf16", moe: bool = False) -> str:
@@ -172,7 +167,9 @@ def nested_coverage(rows) -> tuple[float, int]:
     return (inside / total if total else float("nan")), total
 
 
-def write_intervals(intervals: dict[str, Interval], path=INTERVALS_FILE) -> None:
+def write_intervals(intervals: dict[str, Interval], path) -> None:
+    """Write ``intervals`` in catalog/step_time_intervals.csv's format (CSV_COLUMNS) to ``path``
+    (benchmarks/calibrate_efficiency.py --write-intervals; the catalog file is generated, not edited)."""
     with open(path, "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(CSV_COLUMNS)
@@ -182,29 +179,27 @@ def write_intervals(intervals: dict[str, Interval], path=INTERVALS_FILE) -> None
                         i.as_of])
 
 
-@lru_cache(maxsize=8)
-def load_intervals(path: str | None = None) -> dict[str, Interval]:
-    """catalog/step_time_intervals.csv (or ``path``) as {regime: Interval}, validated: every
-    regime of ``REGIMES`` and ``POOLED`` present once, numbers finite, p10 <= p90."""
-    p = Path(path) if path else INTERVALS_FILE
-    with open(p, newline="") as f:
-        reader = csv.DictReader(f)
-        if tuple(reader.fieldnames or ()) != CSV_COLUMNS:
-            raise ClusteroptError(p.name, f"columns {reader.fieldnames}", "columns " + ", ".join(CSV_COLUMNS))
-        out = {}
-        for k, r in enumerate(reader, start=1):
-            reg = r["regime"]
-            if reg not in (*REGIMES, POOLED) or reg in out:
-                raise ClusteroptError(f"{p.name} row {k}: regime", f"{reg!r}", "each of " + ", ".join((*REGIMES, POOLED))
-                                      + " once")
-            try:
-                out[reg] = Interval(reg, float(r["log_ratio_p10"]), float(r["log_ratio_p90"]), int(r["n_runs"]),
-                                    int(r["n_sources"]), r["method"], r["as_of"])
-            except ValueError as e:
-                raise ClusteroptError(f"{p.name} row {k}", str(e), "numbers in the number columns") from None
+def parse_intervals(text: str, name: str) -> dict[str, Interval]:
+    """The text of catalog/step_time_intervals.csv as {regime: Interval}, validated: every
+    regime of ``REGIMES`` and ``POOLED`` present once, numbers finite, p10 <= p90. ``name``
+    names the file in errors. (optimizer.catalog.load_step_time_intervals reads the file.)"""
+    reader = csv.DictReader(text.splitlines())
+    if tuple(reader.fieldnames or ()) != CSV_COLUMNS:
+        raise ClusteroptError(name, f"columns {reader.fieldnames}", "columns " + ", ".join(CSV_COLUMNS))
+    out = {}
+    for k, r in enumerate(reader, start=1):
+        reg = r["regime"]
+        if reg not in (*REGIMES, POOLED) or reg in out:
+            raise ClusteroptError(f"{name} row {k}: regime", f"{reg!r}", "each of " + ", ".join((*REGIMES, POOLED))
+                                  + " once")
+        try:
+            out[reg] = Interval(reg, float(r["log_ratio_p10"]), float(r["log_ratio_p90"]), int(r["n_runs"]),
+                                int(r["n_sources"]), r["method"], r["as_of"])
+        except ValueError as e:
+            raise ClusteroptError(f"{name} row {k}", str(e), "numbers in the number columns") from None
     missing = [reg for reg in (*REGIMES, POOLED) if reg not in out]
     if missing:
-        raise ClusteroptError(p.name, f"missing regime(s) {', '.join(missing)}", "one row per regime")
+        raise ClusteroptError(name, f"missing regime(s) {', '.join(missing)}", "one row per regime")
     return out
 
 

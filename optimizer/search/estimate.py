@@ -158,12 +158,13 @@ def interval_for(spec, layout, profile=None):
     """The throughput interval of a layout: its regime's (catalog/step_time_intervals.csv), or with
     a calibration profile the profile's, bounded by ``intervals.calibrated_interval``."""
     from optimizer.calibration import PUBLIC_WITHIN_SOURCE_SD_LOG
-    from optimizer.formulas.intervals import POOLED, calibrated_interval, load_intervals, regime_of
+    from optimizer.catalog import load_step_time_intervals
+    from optimizer.formulas.intervals import POOLED, calibrated_interval, regime_of
     from optimizer.formulas.params import count_params
 
     reg = regime_of(params_total=count_params(spec).total, tp=layout.tp, pp=layout.pp, cp=layout.cp,
                     ep=layout.ep, zero=layout.zero, precision=layout.precision, moe=spec.moe is not None)
-    table = load_intervals()
+    table = load_step_time_intervals()
     if profile is None:
         return table[reg]
     return calibrated_interval(profile.interval, table[reg], table[POOLED], PUBLIC_WITHIN_SOURCE_SD_LOG)

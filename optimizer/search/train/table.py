@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from optimizer.calibration import PUBLIC_WITHIN_SOURCE_SD_LOG
+from optimizer.catalog import load_step_time_intervals
 from optimizer.errors import ClusteroptError
 from optimizer.formulas.offers import committed_billed_hours
 from optimizer.formulas.training import estimate_training_batch
@@ -257,7 +258,7 @@ def interval_rows(spec, scenario, cols: dict[str, np.ndarray]) -> dict[str, np.n
                             ep=cols["ep"], zero=cols["zero"], fp8=cols["precision"] == PRECISIONS.index("fp8"),
                             moe=spec.moe is not None)
     profile = scenario.calibration_profile()
-    out = IV.interval_columns(cols, regimes, IV.load_intervals(),
+    out = IV.interval_columns(cols, regimes, load_step_time_intervals(),
                               profile_interval=profile.interval if profile is not None else None,
                               within_sd_log=PUBLIC_WITHIN_SOURCE_SD_LOG, confidence=scenario.constraints.confidence)
     names = out.pop("interval_regime")
