@@ -34,7 +34,8 @@ def main(names):
         t0 = time.perf_counter()
         res = solve(sc)
         t_solve = time.perf_counter() - t0
-        gpus, _ = gpu_options(sc, load_catalog())
+        cat = load_catalog()
+        gpus, _ = gpu_options(sc, cat)
         t0 = time.perf_counter()
         full = build_table(sc.spec(), sc, gpus, gpu_count_limits=False)
         feas = np.nonzero(full.feasible)[0]
@@ -46,7 +47,7 @@ def main(names):
         sample = np.random.default_rng(0).choice(len(full), size=min(40, len(full)), replace=False)
         t0 = time.perf_counter()
         for r in sample:
-            optimizer.evaluate(sc, full.config(int(r)), _gpus=gpus)
+            optimizer.evaluate(sc, full.config(int(r)), catalog=cat)
         per_row = (time.perf_counter() - t0) / len(sample)
         t_eval = per_row * len(full)
         print(f"{name:26s} {len(full):8d} {res.stats['cpsat_rows']:6d} {res.status:>8s} {t_solve:8.3f} "
