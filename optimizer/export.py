@@ -504,11 +504,17 @@ def vllm_args(rep: dict, launch: dict) -> tuple[list[str], list[str]]:
          rep.get("pp", 1), "--max-num-seqs", rep["batch"], "--max-model-len", _max_len(launch),
          "--gpu-memory-utilization", launch.get("gpu_memory_utilization", 0.9), "--dtype", "bfloat16",
          "--kv-cache-dtype", VLLM_KV[rep["kv"]], "--port", SERVE_PORT]
-    q, note = _quantization(rep, "vllm")
+    return _with_quantization(a, notes, rep, "vllm")
+
+
+def _with_quantization(a: list, notes: list[str], rep: dict, engine: str) -> tuple[list[str], list[str]]:
+    """An engine's arguments ``a`` with its ``--quantization`` flag for the replica's weight
+    format (when it needs one) and the format's note, as strings (vLLM and SGLang alike)."""
+    q, note = _quantization(rep, engine)
     if q:
-        a += ["--quantization", q]
+        a = [*a, "--quantization", q]
     if note:
-        notes.append(note)
+        notes = [*notes, note]
     return [str(x) for x in a], notes
 
 
@@ -523,12 +529,7 @@ def sglang_args(rep: dict, launch: dict) -> tuple[list[str], list[str]]:
          "--max-running-requests", rep["batch"], "--context-length", _max_len(launch),
          "--mem-fraction-static", launch.get("gpu_memory_utilization", 0.9), "--dtype", "bfloat16",
          "--kv-cache-dtype", SGLANG_KV.get(rep["kv"], "fp8_e4m3"), "--port", SERVE_PORT]
-    q, note = _quantization(rep, "sglang")
-    if q:
-        a += ["--quantization", q]
-    if note:
-        notes.append(note)
-    return [str(x) for x in a], notes
+    return _with_quantization(a, notes, rep, "sglang")
 
 
 def _group_comment(i: int, rep: dict) -> str:
