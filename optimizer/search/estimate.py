@@ -7,17 +7,22 @@ returns dictionaries with unit-suffixed keys; ``cli.py`` only renders them.
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
+from optimizer.calibration import PUBLIC_WITHIN_SOURCE_SD_LOG, apply_to_estimate, load_profile
+from optimizer.catalog import load_step_time_intervals
 from optimizer.formatting import plain
 from optimizer.catalog_serving import engine_settings
-from optimizer.errors import ClusteroptError
+from optimizer.errors import ClusteroptError, did_you_mean
 from optimizer.formulas import flops, scaling
 from optimizer.formulas.cost import rented_cost_usd
+from optimizer.formulas.intervals import POOLED, calibrated_interval, interval_keys, regime_of
 from optimizer.formulas.offers import committed_billed_hours
 from optimizer.formulas.layout import TrainLayout, structural_rules
 from optimizer.formulas.params import count_params
 from optimizer.formulas.serving import estimate_serving
-from optimizer.formulas.training import estimate_training, layout_violations, resolve_framework
+from optimizer.formulas.training import (FRAMEWORKS, estimate_training, interleave_ok, layout_violations,
+                                         resolve_framework)
 from optimizer.model import load_model
 from optimizer.model.training_length import family_train_seq_len
 from optimizer.search.train.system import estimate_system
@@ -58,7 +63,6 @@ def train_dict(spec, hw, layout, *, tokens=None, offer=None, pricing="on_demand"
     tokens_per_s = float(e.tokens_per_s)
     ratio = 1.0                              # calibrated / modelled throughput
     if profile is not None:
-        from optimizer.calibration import apply_to_estimate
 
         ratio = apply_to_estimate(e, profile) / tokens_per_s
         tokens_per_s *= ratio
@@ -157,11 +161,6 @@ def _framework_name(framework: str, layout) -> str:
 def interval_for(spec, layout, profile=None):
     """The throughput interval of a layout: its regime's (catalog/step_time_intervals.csv), or with
     a calibration profile the profile's, bounded by ``intervals.calibrated_interval``."""
-    from optimizer.calibration import PUBLIC_WITHIN_SOURCE_SD_LOG
-    from optimizer.catalog import load_step_time_intervals
-    from optimizer.formulas.intervals import POOLED, calibrated_interval, regime_of
-    from optimizer.formulas.params import count_params
-
     reg = regime_of(params_total=count_params(spec).total, tp=layout.tp, pp=layout.pp, cp=layout.cp,
                     ep=layout.ep, zero=layout.zero, precision=layout.precision, moe=spec.moe is not None)
     table = load_step_time_intervals()
@@ -172,8 +171,6 @@ def interval_for(spec, layout, profile=None):
 
 def add_intervals(train: dict, spec, layout, profile=None) -> None:
     """``<figure>_p10/_p90`` keys (CONTRACTS.md 'Estimates with a range') beside the figures."""
-    from optimizer.formulas.intervals import interval_keys
-
     train.update(interval_keys(tokens_per_s=train["tokens_per_s"], interval=interval_for(spec, layout, profile),
                                train_days=train.get("train_days"), wall_clock_days=train.get("wall_clock_days"),
                                cost_usd=train.get("cost_usd")))
@@ -194,7 +191,6 @@ def estimate(model_ref: str, *, catalog, seq_len=None, gpu=None, tp=None, pp=Non
     """Parameters, FLOPs and, with ``gpu``, the training (or ``serve``) estimate of one layout.
     The layout and format flags left as None take their defaults (TRAIN_FLAGS, SERVE_FLAGS,
     LAYOUT_FLAGS); a flag the chosen mode does not read is an error (issue 20)."""
-
     ints = dict(seq_len=seq_len, tp=tp, pp=pp, dp=dp, cp=cp, ep=ep, zero=zero, micro_batch=micro_batch,
                 global_batch=global_batch, interleave=interleave, batch=batch, prompt_len=prompt_len,
                 output_len=output_len)
@@ -248,12 +244,9 @@ def estimate(model_ref: str, *, catalog, seq_len=None, gpu=None, tp=None, pp=Non
         data["serve"] = {"fits": sv.pop("fits"), **sv} if "fits" in sv else sv   # whether it fits comes first
         return {"fits": data["serve"].get("fits"), **data}
     _check_layout(spec, tp, pp, dp, cp, ep)
-    from dataclasses import replace
 
-    from optimizer.formulas.training import FRAMEWORKS, interleave_ok
 
     if framework not in FRAMEWORKS:
-        from optimizer.errors import did_you_mean
         raise ClusteroptError("--framework", f"unknown framework {framework!r}",
                               did_you_mean(framework, list(FRAMEWORKS)))
     if not interleave_ok(spec.total_layers, pp, interleave):
@@ -275,7 +268,6 @@ def estimate(model_ref: str, *, catalog, seq_len=None, gpu=None, tp=None, pp=Non
     offer = catalog.cheapest_offer(gid, pricing) if tokens is not None else None
     profile = None
     if calibration is not None:
-        from optimizer.calibration import load_profile
 
         profile = load_profile(calibration, field="--calibration")
     options = {"framework": framework, "grad_precision": grad_precision, "fp8_params": fp8_params,
@@ -355,7 +347,6 @@ def _add_system(train: dict, spec, gid: str, layout, tokens: float, offer, prici
     """Failures, checkpoints, storage, hosts, fabric and TCO (issue 10) for ``--tokens``: the
     same keys as solve's configurations; the cost is then billed on wall-clock hours (lost time
     included) plus rented storage, as the search bills it."""
-
     sysd = estimate_system(spec, gid, {"n_gpus": layout.n_gpus, "tp": layout.tp, "pp": layout.pp,
                                        "dp": layout.dp, "cp": layout.cp, "ep": layout.ep, "zero": layout.zero},
                            train["tokens_per_s"], tokens, pricing_mode=pricing, catalog=catalog)
