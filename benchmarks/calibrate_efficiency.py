@@ -476,7 +476,18 @@ def source_key(source: str) -> str:
     return source.split()[0]
 
 
+EXTRA_FILES = ("training_runs_extra.csv", "training_runs_zero3.csv", "training_runs_moe.csv",
+               "training_runs_fsdp.csv")
+"""Files of training_runs_extra.csv's columns (each row naming its source): m15's collection,
+Narayanan et al. 2021 Table 2's ZeRO-3 rows, and the MoE and FSDP/ZeRO-3 collections of this round.
+An optional ``model`` column names a preset (``clusteropt models``) for shapes the columns cannot
+state (MoE, MLA)."""
+
+
 def _extra_spec(r: dict) -> ModelSpec:
+    if (r.get("model") or "").strip():
+        from optimizer.model import load_model
+        return load_model(r["model"].strip())
     name = r["model_name"]
     L, h, a = int(r["n_layers"]), int(r["d_model"]), int(r["n_heads"])
     kv = int(r["n_kv_heads"]) if r["n_kv_heads"] else a
@@ -509,10 +520,11 @@ def load_extra_runs() -> tuple[list[Run], list[tuple[int, str, str]]]:
     equals none under flash attention)."""
     cat = load_catalog()
     runs, skipped = [], []
-    with open(DATA / "training_runs_extra.csv") as f:
-        rows = list(csv.DictReader(f))
-    with open(DATA / "training_runs_zero3.csv") as f:      # Narayanan 2021 Table 2 (t14; same columns)
-        rows += list(csv.DictReader(f))
+    rows = []
+    for name in EXTRA_FILES:
+        if (DATA / name).exists():
+            with open(DATA / name) as f:
+                rows += list(csv.DictReader(f))
     for i, r in enumerate(rows):
         gpu_word = r["gpu_type"].split()[0]
         key = next((v for k, v in EXTRA_GPU.items() if gpu_word.startswith(k)), None)
