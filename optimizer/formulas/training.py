@@ -537,11 +537,15 @@ def _evaluate(spec, hw, num: dict, cat: dict, efficiency_scale: float,
                     grad_bytes=M.GRAD_BYTES_PER_PARAM, weight_bytes=M.WEIGHT_BYTES_PER_PARAM)
         # gradient buckets as each framework sizes them: Megatron-Core's DDP max(40M, 1M x DP)
         # parameters (distributed_data_parallel_config.bucket_size), DeepSpeed's reduce_bucket_size
-        # 5e8 elements, PyTorch DDP 25 MiB (FSDP2 at ZeRO-3 goes per layer, below)
+        # 5e8 elements, PyTorch DDP 25 MiB; FSDP shards per wrapped unit (one per layer) whatever
+        # it shards (SHARD_GRAD_OP = ZeRO-2 too: one reduce-scatter and one all-gather per unit,
+        # PyTorch FSDP docs 'ShardingStrategy'), so only its ZeRO-0 (DDP) goes in buckets
         grad_b = (dense_gpu + exp_gpu) * M.GRAD_BYTES_PER_PARAM
         bucket_b = np.where(megatron, np.maximum(40e6, 1e6 * dp * cp) * M.GRAD_BYTES_PER_PARAM,
                             np.where(deepspeed, 5e8 * M.GRAD_BYTES_PER_PARAM, float(M.DDP_BUCKET_BYTES)))
         buckets = np.maximum(np.ceil(grad_b / bucket_b), 1.0)
+        fsdp_units = ~(megatron | deepspeed) & (np.asarray(zero) >= 1)
+        buckets = np.where(fsdp_units, np.maximum(st.n_layers, 1.0), buckets)
         red, gat = C.dp_grad_sync_s(hw, zero=zero, chunks=buckets, **sync)
         # ZeRO-3: FSDP2 gathers and reduces one flat buffer per layer; DeepSpeed one per parameter tensor
         per_layer = np.where(deepspeed, float(parameter_tensors_per_layer(spec)), 1.0)
