@@ -135,3 +135,20 @@ def test_recipe_and_power_limit_on_the_cli_and_in_a_scenario(capsys):
                                                          "precision", "micro_batch", "recompute",
                                                          "sequence_parallel")})
     assert ev.feasible and ev.step_time_s == pytest.approx(row["step_time_s"])
+
+
+def test_gradient_and_gather_precision_set_the_bytes_on_the_wire(cat):
+    # the data-parallel collectives carry what the framework keeps: fp32 or bf16 gradients
+    # (grad_precision), bf16 or fp8 weights (fp8_params with fp8) - half the bytes each
+    spec = get_preset("llama-3-8b")
+    hw = cat.hardware("H100-SXM5-80GB").with_inter_node_bytes_per_s(400 * GIGABIT)
+    lay = TrainLayout(seq_len=4096, global_batch=256, dp=256, micro_batch=1, zero=3, precision="fp8")
+    base = estimate_training(spec, hw, lay, framework="fsdp2")
+    bf16 = estimate_training(spec, hw, lay, framework="fsdp2", grad_precision="bf16")
+    fp8 = estimate_training(spec, hw, lay, framework="fsdp2", fp8_params=True)
+    # ZeRO-3 per micro-batch: one reduce-scatter of gradients and two gathers of weights
+    assert bf16.comm.dp_s < base.comm.dp_s and fp8.comm.dp_s < base.comm.dp_s
+    # bandwidth terms halve, latency terms stay: reduce 4 -> 2 bytes, gathers 2 x 2 -> 2 x 1 bytes
+    lat = base.comm.dp_s - (base.comm.dp_s - bf16.comm.dp_s) * 2.0     # the reduce's latency + gathers
+    assert lat > 0
+    assert base.comm.dp_s - fp8.comm.dp_s == pytest.approx(base.comm.dp_s - bf16.comm.dp_s, rel=1e-6)

@@ -507,6 +507,9 @@ def _evaluate(spec, hw, num: dict, cat: dict, efficiency_scale: float,
         act = st.n_dense * a_dense + st.n_moe * a_moe + logits
         t_elem = T.elementwise_time_s(act, hw.hbm_bytes_per_s, recompute=recompute,
                                       efficiency_scale=efficiency_scale, constants=constants)
+        # PyTorch-native stacks (FSDP2) run norms, rotary, activations and the loss as separate
+        # kernels where Transformer Engine fuses them (Megatron; DeepSpeed runs Megatron's)
+        t_elem = t_elem * np.where(megatron | deepspeed, 1.0, constants.unfused_elementwise_ratio)
         t_kern = ((st.n_dense * O.KERNELS_PER_LAYER["dense"] + st.n_moe * O.KERNELS_PER_LAYER["moe"])
                   * (nf + 2.0) * constants.kernel_s)
         t_comp = t_lin + t_att + t_elem + t_kern                          # (k, p)
@@ -533,16 +536,21 @@ def _evaluate(spec, hw, num: dict, cat: dict, efficiency_scale: float,
         # data-parallel synchronisation, per stage, exposed by its excess over compute windows
         dense_gpu = st.tp_params / tp + st.replicated_params
         exp_gpu = st.expert_params / (ep * tp)
+        # what the collectives carry: gradients at the kept precision (grad_precision), weights in
+        # bf16, or fp8 with fp8 parameters (fp8 all-gather: torchao's FSDP float8 all-gather,
+        # Megatron's --fp8-param-gather)
+        grad_bytes = float(M.GRAD_BYTES[cat["grad_precision"]])
+        gather_bytes = 1.0 if (precision == "fp8" and cat["fp8_params"]) else float(M.WEIGHT_BYTES_PER_PARAM)
         sync = dict(params_on_gpu=dense_gpu, expert_params_on_gpu=exp_gpu, tp=tp, cp=cp, dp=dp, ep=ep,
-                    grad_bytes=M.GRAD_BYTES_PER_PARAM, weight_bytes=M.WEIGHT_BYTES_PER_PARAM)
+                    grad_bytes=grad_bytes, weight_bytes=gather_bytes)
         # gradient buckets as each framework sizes them: Megatron-Core's DDP max(40M, 1M x DP)
         # parameters (distributed_data_parallel_config.bucket_size), DeepSpeed's reduce_bucket_size
         # 5e8 elements, PyTorch DDP 25 MiB; FSDP shards per wrapped unit (one per layer) whatever
         # it shards (SHARD_GRAD_OP = ZeRO-2 too: one reduce-scatter and one all-gather per unit,
         # PyTorch FSDP docs 'ShardingStrategy'), so only its ZeRO-0 (DDP) goes in buckets
-        grad_b = (dense_gpu + exp_gpu) * M.GRAD_BYTES_PER_PARAM
-        bucket_b = np.where(megatron, np.maximum(40e6, 1e6 * dp * cp) * M.GRAD_BYTES_PER_PARAM,
-                            np.where(deepspeed, 5e8 * M.GRAD_BYTES_PER_PARAM, float(M.DDP_BUCKET_BYTES)))
+        grad_b = (dense_gpu + exp_gpu) * grad_bytes
+        bucket_b = np.where(megatron, np.maximum(40e6, 1e6 * dp * cp) * grad_bytes,
+                            np.where(deepspeed, 5e8 * grad_bytes, float(M.DDP_BUCKET_BYTES)))
         buckets = np.maximum(np.ceil(grad_b / bucket_b), 1.0)
         fsdp_units = ~(megatron | deepspeed) & (np.asarray(zero) >= 1)
         buckets = np.where(fsdp_units, np.maximum(st.n_layers, 1.0), buckets)
