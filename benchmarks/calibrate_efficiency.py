@@ -627,13 +627,32 @@ def generation_of(run: Run) -> str:
 
 # ---- leave-one-source-out -------------------------------------------------------------------
 
-def loso(runs: list[Run], *, iters: int = 120, file=sys.stdout) -> dict[str, tuple[EfficiencyConstants, list]]:
+def _fit_without(args) -> tuple[str, EfficiencyConstants]:
+    """One leave-one-source-out refit (a worker process: the runs are loaded again there)."""
+    src, iters = args
+    train = [r for r in all_runs() if r.source != src]
+    return src, fit(train, start=PRIOR, iters=iters, restarts=1)
+
+
+def loso(runs: list[Run], *, iters: int = 120, jobs: int = 1,
+         file=sys.stdout) -> dict[str, tuple[EfficiencyConstants, list]]:
     """For each source: constants fitted on every other source's runs, and the source's runs'
-    signed errors (percent) under them. {source: (constants, [(run, err_pct), ...])}."""
+    signed errors (percent) under them. {source: (constants, [(run, err_pct), ...])}.
+    ``jobs`` > 1 runs the refits in that many processes (the same fits: each is deterministic)."""
+    sources = sorted({r.source for r in runs})
+    if jobs > 1:
+        from concurrent.futures import ProcessPoolExecutor
+
+        with ProcessPoolExecutor(jobs) as pool:
+            fitted = dict(pool.map(_fit_without, [(s, iters) for s in sources]))
+    else:
+        fitted = None
     out = {}
-    for src in sorted({r.source for r in runs}):
-        train = [r for r in runs if r.source != src]
-        c = fit(train, start=PRIOR, iters=iters, restarts=1)
+    for src in sources:
+        if fitted is not None:
+            c = fitted[src]
+        else:
+            c = fit([r for r in runs if r.source != src], start=PRIOR, iters=iters, restarts=1)
         errs = [(r, ape(r, c)) for r in runs if r.source == src]
         out[src] = (c, errs)
         print(f"  fitted without {src:18} -> MAPE on it {np.mean([abs(e) for _, e in errs]):5.1f}% "
@@ -735,6 +754,7 @@ def main(argv=None) -> int:
     ap.add_argument("--loso", action="store_true",
                     help="leave-one-source-out refits (slow: one fit per source); writes tests/data/loso_results.csv")
     ap.add_argument("--iters", type=int, default=60, help="Nelder-Mead iterations per fit")
+    ap.add_argument("--jobs", type=int, default=1, help="processes for the leave-one-source-out refits")
     ap.add_argument("--write-intervals", metavar="CSV", nargs="?", const=str(ROOT / "catalog" / "step_time_intervals.csv"),
                     help="write issue 15's step-time interval table from the LOSO residuals (needs --loso)")
     ap.add_argument("--speed", action="store_true", help="also time the vectorised estimator on 1e5 layouts")
@@ -746,7 +766,7 @@ def main(argv=None) -> int:
     in_sample(constants)
     if args.loso:
         print("\nleave-one-source-out refits (each from PRIOR):", flush=True)
-        result = loso(all_runs(), iters=args.iters)
+        result = loso(all_runs(), iters=args.iters, jobs=args.jobs)
         save_loso(result)
         loso_table(result)
         if args.write_intervals:

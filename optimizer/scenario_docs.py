@@ -189,7 +189,7 @@ DESCRIPTIONS: dict[str, dict[str, str]] = {
         "data_workers_per_gpu": "Data-loader worker processes per GPU (host CPU cores they need).",
         "switch": "Scale-out switch id (catalog/switches.csv) of the network fabric.",
         "oversubscription": "Fabric oversubscription ratio (>= 1; 1 = full bisection bandwidth).",
-        "gpu_power_limit_w": "Board power limit the GPUs run at (nvidia-smi -pl), W; below the TDP it lowers the "
+        "gpu_power_limit_w": "Training: board power limit the GPUs run at (nvidia-smi -pl), W; below the TDP it lowers the "
                              "tensor-core clock as (limit / TDP)^(1/3). Default: the TDP.",
         "rail_optimized": "Whether the fabric is rail-optimised (each GPU's NIC on its own rail switch).",
         "hosting_usd_per_kw_month": "Owned: hosting cost per kW per month, USD (catalog default otherwise).",
