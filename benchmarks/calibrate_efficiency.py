@@ -515,7 +515,9 @@ def _extra_spec(r: dict) -> ModelSpec:
 def load_extra_runs() -> tuple[list[Run], list[tuple[int, str, str]]]:
     """Scored runs of tests/data/training_runs_extra.csv and the rows left out (index, name, why).
 
-    Per row: the framework column (``other`` = PyTorch DDP, run as fsdp2 with ZeRO-0); ZeRO
+    Per row: the framework column (``other`` = a hand-written PyTorch DDP loop, run as fsdp2 with
+    ZeRO-0 and fused kernels: FlashAttention's training scripts use flash-attn's fused dense, dropout-
+    add-LayerNorm, rotary and cross-entropy kernels, configs gpt3*-flash.yaml); ZeRO
     stage 3 for FSDP (2 for SHARD_GRAD_OP rows), 1 for Megatron (distributed optimizer), the
     public CSV's ``zero`` for DeepSpeed rows; TP communication overlap for Megatron/NeMo/MLPerf
     recipes and torchtitan's async-TP rows; recompute as published ('' = selective, which
@@ -573,7 +575,8 @@ def load_extra_runs() -> tuple[list[Run], list[tuple[int, str, str]]]:
         meas = _num(r["tokens_per_sec"]) / n
         runs.append(Run(index=i, source=source_key(r["source"]), name=r["model_name"], spec=spec, hw=hw,
                         layout=layout, framework={"overlap_grad_reduce": True, "tp_comm_overlap": tp_overlap,
-                                                  "framework": fw, "fp8_recipe": fp8_recipe},
+                                                  "framework": fw, "fp8_recipe": fp8_recipe,
+                                                  **({"fused_kernels": True} if r["framework"] == "other" else {})},
                         measured_tokens_per_gpu_s=meas, held_out=True, reported="tokens/s"))
     return runs, skipped
 
