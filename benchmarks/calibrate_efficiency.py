@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -536,6 +537,9 @@ def load_extra_runs() -> tuple[list[Run], list[tuple[int, str, str]]]:
         hw = cat.hardware(key)
         if gpu_word.startswith("H100-SXM5-96GB"):
             hw = replace(hw, hbm_bytes_per_s=EXTRA_H100_96GB_HBM_BYTES_PER_S)
+        watts = re.search(r"(\d+)\s*W\)", r["gpu_type"])   # 'H100-SXM5-96GB (HBM2e, 500 W)': a power limit
+        if watts:
+            hw = replace(hw, power_limit_w=float(watts.group(1)))
         hw = hw.with_inter_node_bytes_per_s(EXTRA_NETWORK_GBPS[key[:4]] * GIGABIT)
         try:
             spec = _extra_spec(r)
@@ -564,10 +568,11 @@ def load_extra_runs() -> tuple[list[Run], list[tuple[int, str, str]]]:
                              precision=precision, interleave=v,
                              flash_attention=not r["source"].startswith("Narayanan2021"))   # 2021: no flash
         tp_overlap = fw == "megatron" or "async tp" in r["model_name"].lower()
+        fp8_recipe = "rowwise" if "rowwise" in r["precision"].lower() else "tensorwise"
         meas = _num(r["tokens_per_sec"]) / n
         runs.append(Run(index=i, source=source_key(r["source"]), name=r["model_name"], spec=spec, hw=hw,
                         layout=layout, framework={"overlap_grad_reduce": True, "tp_comm_overlap": tp_overlap,
-                                                  "framework": fw},
+                                                  "framework": fw, "fp8_recipe": fp8_recipe},
                         measured_tokens_per_gpu_s=meas, held_out=True, reported="tokens/s"))
     return runs, skipped
 
