@@ -485,7 +485,8 @@ EXTRA_FILES = ("training_runs_extra.csv", "training_runs_zero3.csv", "training_r
 Narayanan et al. 2021 Table 2's ZeRO-3 rows, and the MoE and FSDP/ZeRO-3 collections of this round.
 An optional ``model`` column names a preset (``clusteropt models``) for shapes the columns cannot
 state (MoE, MLA); ``scored`` = no keeps a row out of the fit and the errors when a setting that moves
-its step time is not published (its notes say which)."""
+its step time is not published (its notes say which); ``fused_kernels`` = yes states fused norm
+and loss kernels on a PyTorch-native stack (NeMo Automodel runs Transformer Engine's)."""
 
 
 def _extra_spec(r: dict) -> ModelSpec:
@@ -582,7 +583,8 @@ def load_extra_runs() -> tuple[list[Run], list[tuple[int, str, str]]]:
         runs.append(Run(index=i, source=source_key(r["source"]), name=r["model_name"], spec=spec, hw=hw,
                         layout=layout, framework={"overlap_grad_reduce": True, "tp_comm_overlap": tp_overlap,
                                                   "framework": fw, "fp8_recipe": fp8_recipe,
-                                                  **({"fused_kernels": True} if r["framework"] == "other" else {})},
+                                                  **({"fused_kernels": True} if r["framework"] == "other"
+                                                     or (r.get("fused_kernels") or "").strip() == "yes" else {})},
                         measured_tokens_per_gpu_s=meas, held_out=True, reported="tokens/s"))
     return runs, skipped
 
