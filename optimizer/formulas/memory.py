@@ -40,7 +40,7 @@ Conventions (stated once, used everywhere):
   (``framework``: where the bf16 weights live under ZeRO-3, FSDP2's unsharded layer buffers
   and root module, the loss's logits), the gradient precision (``grad_precision``), fp8
   parameters (``fp8_params``), dropout masks (``dropout``), a fused cross-entropy kernel
-  (``fused_cross_entropy``), activation offload (``offload_activations``) and the caching
+  (``fused_cross_entropy``), a compiled loss (``compiled_loss``), activation offload (``offload_activations``) and the caching
   allocator's reserve (``ALLOCATOR_FRAGMENTATION``).
 """
 
@@ -136,6 +136,17 @@ FUSED_CE_LOGIT_BYTES = 2.0
 """A fused, in-place cross-entropy kernel (flash-attn's ``CrossEntropyLoss(inplace_backward=
 True)``, Liger kernels, Megatron's ``--cross-entropy-loss-fusion``) keeps only the bf16 logits
 and writes the gradient into them (plus fp32 per-row statistics, < 0.1%)."""
+
+COMPILED_CE_LOGIT_BYTES = 4.0
+"""The loss compiled with ``torch.compile`` (torchtitan compiles ``cross_entropy_loss`` under
+``--training.compile`` since April 2025, pytorch/torchtitan PR #1033 'Enable compiling the loss
+function ... result in reduction of memory'; it was eager before, commit e8977b007 of
+2024-12-18 'turning off compile on loss function'): Inductor fuses the fp32 upcast, the
+log-softmax and its backward, so no fp32 copy of the logits is materialised. What stays is
+the bf16 logits (2, saved for the backward, plus fp32 per-row statistics) and, in the
+backward, the bf16 gradient written beside them (2): 4 at the peak. (PyTorch compiler
+developers on Dao-AILab/quack issue #48: compiled ``F.cross_entropy`` costs '~0 for just fwd
+and ~d_input for fw+bw'.)"""
 
 FSDP_PREFETCH_LAYERS = 1
 """FSDP2 prefetches the next layer's all-gather while computing the current one (implicit
@@ -553,17 +564,20 @@ def _mamba_activation_shift(spec, seq_len, micro_batch, tp, cp, kw, moe: bool, r
     return frac * (mamba_part - attention_part)
 
 
-MEMORY_FIELDS = ("grad_precision", "fp8_params", "dropout", "fused_cross_entropy", "offload_activations")
+MEMORY_FIELDS = ("grad_precision", "fp8_params", "dropout", "fused_cross_entropy", "compiled_loss",
+                 "offload_activations")
 """Memory options of a training layout beyond ``TrainLayout`` (``training.estimate_training``
 accepts them as keywords, the scenario's ``train`` block and ``estimate`` as options):
 ``grad_precision`` - 'fp32' (default) or 'bf16' gradients (``GRAD_BYTES``); ``fp8_params`` -
 with fp8, parameters held in fp8 (NeMo/Megatron ``--fp8-param-gather``, MLPerf's FP8_PARAMS;
 FSDP2's fp8 all-gather): no bf16 copy of the linear weights; ``dropout`` - dropout masks kept
 (default False: Llama-style pre-training has none); ``fused_cross_entropy`` - None (the
-framework's loss, ``LOGIT_BYTES_BY_FRAMEWORK``) or True/False; ``offload_activations`` -
+framework's loss, ``LOGIT_BYTES_BY_FRAMEWORK``) or True/False; ``compiled_loss`` - the loss
+compiled with torch.compile (``COMPILED_CE_LOGIT_BYTES``; a fused kernel still wins);
+``offload_activations`` -
 activations of all but ``OFFLOAD_RESIDENT_LAYERS`` layers in host memory."""
 MEMORY_DEFAULTS = {"grad_precision": "fp32", "fp8_params": False, "dropout": False,
-                   "fused_cross_entropy": None, "offload_activations": False}
+                   "fused_cross_entropy": None, "compiled_loss": False, "offload_activations": False}
 
 
 def check_memory_options(opts: dict) -> dict:
@@ -571,7 +585,7 @@ def check_memory_options(opts: dict) -> dict:
     out = dict(MEMORY_DEFAULTS)
     out.update({k: v for k, v in opts.items() if k in MEMORY_FIELDS})
     _check_choice("grad_precision", out["grad_precision"], GRAD_PRECISIONS)
-    for k in ("fp8_params", "dropout", "offload_activations"):
+    for k in ("fp8_params", "dropout", "compiled_loss", "offload_activations"):
         out[k] = bool(out[k])
     if out["fused_cross_entropy"] is not None:
         out["fused_cross_entropy"] = bool(out["fused_cross_entropy"])
@@ -613,7 +627,7 @@ def stage_memory_parts(spec, st, stage, pp, *, seq_len, micro_batch, tp, dp, cp,
                        precision: str, optimizer: str, offload_optimizer: bool,
                        flash_attention: bool, framework="megatron", grad_precision: str = "fp32",
                        fp8_params: bool = False, dropout: bool = True, fused_cross_entropy=None,
-                       offload_activations: bool = False) -> dict:
+                       compiled_loss: bool = False, offload_activations: bool = False) -> dict:
     """``stage_memory_arrays`` for a chosen set of stages: ``st`` holds the per-stage fields of
     ``StageStructure`` as arrays broadcastable to (n, k) (k stages per row, e.g. one
     representative per distinct stage of several pipeline degrees), ``stage`` their 0-based
@@ -636,7 +650,8 @@ def stage_memory_parts(spec, st, stage, pp, *, seq_len, micro_batch, tp, dp, cp,
       unsharded through the step; DeepSpeed ZeRO-3 - two layers' parameters and one layer's
       gradients; otherwise DDP-style buckets (Megatron's distributed optimizer reduces and
       gathers in place in its contiguous buffers).
-    * logits: ``LOGIT_BYTES_BY_FRAMEWORK`` (or ``FUSED_CE_LOGIT_BYTES``) per element.
+    * logits: ``LOGIT_BYTES_BY_FRAMEWORK`` per element, or ``FUSED_CE_LOGIT_BYTES`` with a fused
+      in-place kernel, or at most ``COMPILED_CE_LOGIT_BYTES`` with a compiled loss.
     * reserve: CUDA context + ``ALLOCATOR_FRAGMENTATION`` of what the allocator holds.
     Units: bytes."""
     col = lambda x: np.asarray(x, dtype=float).reshape(-1, 1)  # noqa: E731
@@ -721,6 +736,8 @@ def stage_memory_parts(spec, st, stage, pp, *, seq_len, micro_batch, tp, dp, cp,
         logit_b = np.vectorize(lambda f: LOGIT_BYTES_BY_FRAMEWORK.get(f, 6.0), otypes=[float])(framework)
     else:
         logit_b = LOGIT_BYTES_BY_FRAMEWORK.get(framework, 6.0)
+    if compiled_loss and not fused_cross_entropy:
+        logit_b = np.minimum(logit_b, COMPILED_CE_LOGIT_BYTES)
     logits = st.has_head * logit_b / LOGIT_BYTES_PER_ELEMENT * logits_bytes(s, b, spec.vocab_size, tp_, cp_)
 
     # communication buffers
