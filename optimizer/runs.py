@@ -19,6 +19,8 @@ add the columns of ``training_runs_extra.csv`` (framework, peak memory) and thes
 ``dropout``            yes/no: dropout masks kept (default no)
 ``fused_cross_entropy`` yes/no: fused in-place loss kernel (default: the framework's loss)
 ``compiled_loss``      yes/no: the loss compiled with torch.compile (default no)
+``expert_tp``          expert tensor-parallel size of an MoE (default: tp, capped as
+                       ``memory.expert_tp_degree`` says)
 ``step_time_s``        measured seconds per optimizer step (when tokens_per_sec is empty)
 ``inter_node_gbps``    scale-out Gbit/s per GPU of the user's cluster
 ``gpu_memory_gib``     device memory when the GPU differs from the catalog's (e.g. H100 96 GB)
@@ -222,6 +224,7 @@ def run_from_row(row: dict, i: int, catalog, *, file_label: str = "runs") -> Mea
                "offload_activations": "activation" in offload and "none" not in offload,
                "dropout": _yes(row, "dropout", False, where), "fp8_params": _yes(row, "fp8_params", False, where),
                "compiled_loss": _yes(row, "compiled_loss", False, where),
+               "expert_tp": _num(row, "expert_tp", where, integer=True),
                "fused_cross_entropy": _yes(row, "fused_cross_entropy", False, where) if fused else None}
     tps = _num(row, "tokens_per_sec", where)
     meas = tps / n if tps else None

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from optimizer.catalog import load_catalog
+from optimizer.errors import ClusteroptError
 from optimizer.formulas import memory as M
 from optimizer.formulas.layout import TrainLayout
 from optimizer.formulas.training import estimate_training
@@ -36,11 +37,62 @@ def checks():
 
 
 def test_every_run_that_ran_fits(checks):
-    # 124 runs of 9 sources on A100/H100/H200/B200; a run that ran cannot need more than its GPU
-    assert len(checks) >= 120
-    too_big = [(c.row, c.name, round(c.predicted_bytes / GB, 1), round(c.capacity_bytes / GB, 1))
+    # 140 runs of 10 sources on A100/H100/H200/B200 (training_runs_extra.csv and the ZeRO-3 rows,
+    # plus the MoE and FSDP collections when present); a run that ran cannot need more than its GPU
+    assert len(checks) >= 140
+    too_big = [(c.file, c.row, c.name, round(c.predicted_bytes / GB, 1), round(c.capacity_bytes / GB, 1))
                for c in checks if not c.fits]
     assert too_big == []
+
+
+def test_moe_rows_are_evaluated_with_their_presets(checks):
+    # the 13 Megatron-Bridge Qwen3-MoE / gpt-oss rows (and the two DeepSeek-V3 ones) run on the
+    # presets named by the per-source rules: none is skipped, each fits
+    _, skipped = vm.check_all(load_catalog(), files=("training_runs_extra.csv",))
+    assert skipped == []
+    moe = [c for c in checks if c.file == "training_runs_extra.csv"
+           and any(k in c.name for k in ("qwen3-", "gpt-oss-", "deepseek-v3"))]
+    assert len(moe) == 15
+    assert all(c.fits for c in moe)
+
+
+def test_run_files_of_the_moe_and_fsdp_collections_are_read(tmp_path):
+    # a training_runs_moe.csv beside the others (same columns + 'model') joins the check
+    import csv as _csv
+    src = ROOT / "tests" / "data" / "training_runs_extra.csv"
+    with open(src) as f:
+        rows = list(_csv.DictReader(f))
+    row = dict(next(r for r in rows if r["model_name"].startswith("qwen3-30b-a3b (26.04.01")))
+    row["model"] = "qwen3-30b-a3b"
+    with open(tmp_path / "training_runs_moe.csv", "w", newline="") as f:
+        w = _csv.DictWriter(f, fieldnames=[*rows[0].keys(), "model"])
+        w.writeheader()
+        w.writerow(row)
+    got, _ = vm.check_all(load_catalog(), data_dir=tmp_path)
+    assert [(c.file, c.row) for c in got] == [("training_runs_moe.csv", 1)]
+    same, _ = vm.check_all(load_catalog(), files=("training_runs_extra.csv",))
+    ref = next(c for c in same if c.name == row["model_name"])
+    assert got[0].predicted_bytes == pytest.approx(ref.predicted_bytes, rel=1e-12)
+
+
+def test_expert_tensor_parallel_size_is_capped_by_the_stage_gpus():
+    # Megatron-Core's expert grid EP x ETP x expert-DP covers a stage's TP x DP x CP GPUs
+    assert M.expert_tp_degree(2.0, 16.0, 1.0, 32.0) == 1.0          # TP2 DP16 EP32: ETP 1
+    assert M.expert_tp_degree(2.0, 64.0, 1.0, 64.0) == 2.0          # default ETP = TP
+    assert M.expert_tp_degree(2.0, 64.0, 1.0, 64.0, 1) == 1.0       # stated ETP 1
+    # Qwen3-235B-A22B, TP2 DP64 EP64, no pipeline, ZeRO-1: with ETP 1 each GPU holds twice the
+    # routed-expert weights of ETP 2 - 94 layers x 128 experts x 3 x 4096 x 1536 parameters,
+    # bf16: 2 x P x (1/64 - 1/128) more bytes of weights
+    spec = load_model("qwen3-235b-a22b")
+    hw = load_catalog().hardware("H100-SXM5-80GB")
+    lay = TrainLayout(seq_len=4096, global_batch=128, tp=2, dp=64, ep=64, zero=1, micro_batch=1,
+                      sequence_parallel=True)
+    routed = 94 * 128 * 3 * 4096 * 1536
+    w2 = estimate_training(spec, hw, lay, framework="megatron").memory.weights
+    w1 = estimate_training(spec, hw, lay, framework="megatron", expert_tp=1).memory.weights
+    assert w1 - w2 == pytest.approx(2 * routed * (1 / 64 - 1 / 128), rel=1e-9)
+    with pytest.raises(ClusteroptError):
+        estimate_training(spec, hw, lay, framework="megatron", expert_tp=0)
 
 
 @pytest.mark.parametrize("row,what", [
@@ -50,7 +102,7 @@ def test_every_run_that_ran_fits(checks):
     (134, "flash-attention GPT3-355M, 8 A100 80GB, micro-batch 32, seq 2048"),
 ])
 def test_named_misses_of_the_issue_fit(checks, row, what):
-    c = next(c for c in checks if c.row == row)
+    c = next(c for c in checks if c.row == row and c.file == "training_runs_extra.csv")
     assert c.fits, f"{what}: {c.predicted_bytes / GB:.1f} GB > {c.capacity_bytes / GB:.1f} GB"
 
 

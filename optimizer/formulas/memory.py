@@ -19,11 +19,13 @@ Conventions (stated once, used everywhere):
 * ZeRO (Rajbhandari et al. 2020, Sec. 5, Fig. 1): stage 1 shards optimizer states,
   stage 2 also gradients, stage 3 also weights, over the data-parallel group. Megatron's
   distributed optimizer is stage 1 and shards over DP x CP; expert weights shard over
-  the expert-data-parallel group DP x CP / EP.
+  the expert-data-parallel group TP x DP x CP / (EP x ETP).
 * Tensor parallelism (Shoeybi et al. 2019): attention and FFN matrices, the word
   embedding and the LM head (vocab-parallel) are split over TP; norms, routers and
-  learned position tables are replicated. Routed experts are split over EP x TP (expert
-  tensor parallel size = TP, Megatron-Core's default).
+  learned position tables are replicated. Routed experts are split over EP x ETP, the expert
+  tensor-parallel size ETP (``expert_tp``; default TP, Megatron-Core's default, but at most
+  TP x DP x CP / EP: the experts of a stage live on the stage's TP x DP x CP GPUs, so
+  EP x ETP cannot exceed them - Megatron-Bridge's MoE recipes set ETP = 1).
 * Pipeline (Narayanan et al. 2021): layers are cut into contiguous stages; with
   ``L % pp != 0`` the first ``L % pp`` stages hold ``ceil(L/pp)`` layers (uneven stages,
   as Megatron allows). Stage 0 holds the embedding, the last stage the LM head (and,
@@ -138,15 +140,11 @@ True)``, Liger kernels, Megatron's ``--cross-entropy-loss-fusion``) keeps only t
 and writes the gradient into them (plus fp32 per-row statistics, < 0.1%)."""
 
 COMPILED_CE_LOGIT_BYTES = 4.0
-"""The loss compiled with ``torch.compile`` (torchtitan compiles ``cross_entropy_loss`` under
-``--training.compile`` since April 2025, pytorch/torchtitan PR #1033 'Enable compiling the loss
-function ... result in reduction of memory'; it was eager before, commit e8977b007 of
-2024-12-18 'turning off compile on loss function'): Inductor fuses the fp32 upcast, the
-log-softmax and its backward, so no fp32 copy of the logits is materialised. What stays is
-the bf16 logits (2, saved for the backward, plus fp32 per-row statistics) and, in the
-backward, the bf16 gradient written beside them (2): 4 at the peak. (PyTorch compiler
-developers on Dao-AILab/quack issue #48: compiled ``F.cross_entropy`` costs '~0 for just fwd
-and ~d_input for fw+bw'.)"""
+"""A loss compiled with ``torch.compile`` (torchtitan under ``--training.compile`` since
+pytorch/torchtitan PR #1033, April 2025; eager before, commit e8977b007): Inductor fuses the
+fp32 upcast, log-softmax and backward, so no fp32 copy of the logits exists; the bf16 logits
+(2, saved) and their bf16 gradient (2) are alive at the peak: 4 (Dao-AILab/quack issue #48,
+PyTorch compiler developers: compiled cross entropy costs '~d_input for fw+bw')."""
 
 FSDP_PREFETCH_LAYERS = 1
 """FSDP2 prefetches the next layer's all-gather while computing the current one (implicit
@@ -565,7 +563,7 @@ def _mamba_activation_shift(spec, seq_len, micro_batch, tp, cp, kw, moe: bool, r
 
 
 MEMORY_FIELDS = ("grad_precision", "fp8_params", "dropout", "fused_cross_entropy", "compiled_loss",
-                 "offload_activations")
+                 "offload_activations", "expert_tp")
 """Memory options of a training layout beyond ``TrainLayout`` (``training.estimate_training``
 accepts them as keywords, the scenario's ``train`` block and ``estimate`` as options):
 ``grad_precision`` - 'fp32' (default) or 'bf16' gradients (``GRAD_BYTES``); ``fp8_params`` -
@@ -575,9 +573,21 @@ FSDP2's fp8 all-gather): no bf16 copy of the linear weights; ``dropout`` - dropo
 framework's loss, ``LOGIT_BYTES_BY_FRAMEWORK``) or True/False; ``compiled_loss`` - the loss
 compiled with torch.compile (``COMPILED_CE_LOGIT_BYTES``; a fused kernel still wins);
 ``offload_activations`` -
-activations of all but ``OFFLOAD_RESIDENT_LAYERS`` layers in host memory."""
+activations of all but ``OFFLOAD_RESIDENT_LAYERS`` layers in host memory; ``expert_tp`` - the
+expert tensor-parallel size (None: TP, capped by ``expert_tp_degree``)."""
 MEMORY_DEFAULTS = {"grad_precision": "fp32", "fp8_params": False, "dropout": False,
-                   "fused_cross_entropy": None, "compiled_loss": False, "offload_activations": False}
+                   "fused_cross_entropy": None, "compiled_loss": False, "offload_activations": False,
+                   "expert_tp": None}
+
+
+def expert_tp_degree(tp, dp, cp, ep, expert_tp=None):
+    """Expert tensor-parallel size ETP: ``expert_tp`` when given, else TP (Megatron-Core's
+    ``expert_tensor_parallel_size`` default), in both cases at most TP x DP x CP / EP (and at
+    least 1): a stage's experts are split over EP x ETP of its TP x DP x CP GPUs, so with EP
+    above DP x CP the experts cannot also be split TP-ways (Megatron-Core's expert grid is
+    PP x EP x ETP x expert-DP over the same GPUs as PP x TP x DP x CP). Units: GPUs."""
+    etp = tp if expert_tp is None else expert_tp * np.ones_like(np.asarray(tp, dtype=float))
+    return np.maximum(np.minimum(etp, np.asarray(tp, dtype=float) * dp * cp / ep), 1.0)
 
 
 def check_memory_options(opts: dict) -> dict:
@@ -587,6 +597,11 @@ def check_memory_options(opts: dict) -> dict:
     _check_choice("grad_precision", out["grad_precision"], GRAD_PRECISIONS)
     for k in ("fp8_params", "dropout", "compiled_loss", "offload_activations"):
         out[k] = bool(out[k])
+    if out["expert_tp"] is not None:
+        e = out["expert_tp"]
+        if isinstance(e, bool) or not isinstance(e, (int, np.integer, float)) or e != int(e) or e < 1:
+            raise ClusteroptError("expert_tp", f"{e!r}", "a whole number >= 1 (the expert tensor-parallel size)")
+        out["expert_tp"] = int(e)
     if out["fused_cross_entropy"] is not None:
         out["fused_cross_entropy"] = bool(out["fused_cross_entropy"])
     return out
@@ -627,7 +642,7 @@ def stage_memory_parts(spec, st, stage, pp, *, seq_len, micro_batch, tp, dp, cp,
                        precision: str, optimizer: str, offload_optimizer: bool,
                        flash_attention: bool, framework="megatron", grad_precision: str = "fp32",
                        fp8_params: bool = False, dropout: bool = True, fused_cross_entropy=None,
-                       compiled_loss: bool = False, offload_activations: bool = False) -> dict:
+                       compiled_loss: bool = False, offload_activations: bool = False, expert_tp=None) -> dict:
     """``stage_memory_arrays`` for a chosen set of stages: ``st`` holds the per-stage fields of
     ``StageStructure`` as arrays broadcastable to (n, k) (k stages per row, e.g. one
     representative per distinct stage of several pipeline degrees), ``stage`` their 0-based
@@ -664,16 +679,19 @@ def stage_memory_parts(spec, st, stage, pp, *, seq_len, micro_batch, tp, dp, cp,
     fp8 = precision == "fp8"
 
     # model states
+    etp = expert_tp_degree(tp_, dp_, cp_, ep_, expert_tp)
+    expert_split = ep_ * etp                                 # GPUs one expert layer is split over
+    expert_dp = tp_ * dp_ * cp_ / expert_split               # expert-data-parallel group
     dense_params = st.tp_params / tp_ + st.replicated_params
-    expert_params = st.expert_params / (ep_ * tp_)
+    expert_params = st.expert_params / expert_split
     k = optimizer_bytes_per_param(optimizer)
     gb = GRAD_BYTES[grad_precision]
     wd, gd, od = zero_model_state_bytes(dense_params, zero, dp_ * cp_, optimizer_bytes=k, grad_bytes=gb,
                                         offload_optimizer=offload_optimizer)
-    we, ge, oe = zero_model_state_bytes(expert_params, zero, dp_ * cp_ / ep_, optimizer_bytes=k, grad_bytes=gb,
+    we, ge, oe = zero_model_state_bytes(expert_params, zero, expert_dp, optimizer_bytes=k, grad_bytes=gb,
                                         offload_optimizer=offload_optimizer)
     stage_params = dense_params + expert_params
-    lin = (st.linear_params - st.expert_params) / tp_ + st.expert_params / (ep_ * tp_)
+    lin = (st.linear_params - st.expert_params) / tp_ + st.expert_params / expert_split
     weights_generic = wd + we
     if fp8:
         te = FP8_WEIGHT_COPY_BYTES_PER_PARAM * lin / _pick(z3, dp_ * cp_, 1.0)
@@ -741,9 +759,10 @@ def stage_memory_parts(spec, st, stage, pp, *, seq_len, micro_batch, tp, dp, cp,
     logits = st.has_head * logit_b / LOGIT_BYTES_PER_ELEMENT * logits_bytes(s, b, spec.vocab_size, tp_, cp_)
 
     # communication buffers
-    # ZeRO-3: only what is sharded gets gathered: dense weights over DP x CP, experts over DP x CP / EP
+    # ZeRO-3: only what is sharded gets gathered: dense weights over DP x CP, experts over the
+    # expert-data-parallel group
     layer_w = (st.max_layer_tp_params / tp_ * (dp_ * cp_ > 1)
-               + st.max_layer_expert_params / (ep_ * tp_) * (dp_ * cp_ / ep_ > 1))
+               + st.max_layer_expert_params / expert_split * (expert_dp > 1))
     comm_zero3 = layer_w * (ZERO3_LAYERS_GATHERED * WEIGHT_BYTES_PER_PARAM + GRAD_BYTES_PER_PARAM)
     gather_b = 1.0 if (fp8 and fp8_params) else WEIGHT_BYTES_PER_PARAM
     root = root_params(spec, pp, st.has_embedding, st.has_head) / tp_ * (dp_ * cp_ > 1)

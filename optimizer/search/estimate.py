@@ -188,7 +188,7 @@ def estimate(model_ref: str, *, catalog, seq_len=None, gpu=None, tp=None, pp=Non
              prefix_hit_rate=0.0, prefix_tokens=0, gqa_shared_decode=None,
              framework="auto", grad_precision="fp32", fp8_params=False,
              dropout=False, fused_cross_entropy=None, compiled_loss=False, offload_activations=False,
-             calibration=None) -> dict:
+             expert_tp=None, calibration=None) -> dict:
     """Parameters, FLOPs and, with ``gpu``, the training (or ``serve``) estimate of one layout.
     The layout and format flags left as None take their defaults (TRAIN_FLAGS, SERVE_FLAGS,
     LAYOUT_FLAGS); a flag the chosen mode does not read is an error (issue 20)."""
@@ -273,7 +273,7 @@ def estimate(model_ref: str, *, catalog, seq_len=None, gpu=None, tp=None, pp=Non
         profile = load_profile(calibration, field="--calibration")
     options = {"framework": framework, "grad_precision": grad_precision, "fp8_params": fp8_params,
                "dropout": dropout, "fused_cross_entropy": fused_cross_entropy, "compiled_loss": compiled_loss,
-               "offload_activations": offload_activations, "tp_comm_overlap": tp_comm_overlap,
+               "offload_activations": offload_activations, "expert_tp": expert_tp, "tp_comm_overlap": tp_comm_overlap,
                "overlap_grad_reduce": overlap_grad_reduce}
     data["train"] = train_dict(spec, hw, layout, tokens=tokens, offer=offer, pricing=pricing, options=options,
                                profile=profile)
