@@ -610,6 +610,7 @@ class SchemaKind(str, Enum):
     scenario = "scenario"
     sweep = "sweep"
     plan = "plan"
+    calibration = "calibration"
 
 
 @app.command()
@@ -631,7 +632,7 @@ def schema(kind: SchemaKind = typer.Argument(..., help="Which document."),
            fmt: Fmt = typer.Option(Fmt.json, "--format", help="json (the JSON Schema), or its properties (path, type, "
                                                               "description) as text, csv or markdown."),
            json_out: bool = JsonOpt):
-    """Print the JSON Schema of an output document (result, sweep, plan) or of the scenario input."""
+    """Print the JSON Schema of an output document (result, sweep, plan, calibration) or of the scenario input."""
 
     fmt = _fmt(fmt, json_out)
     doc = json_schema(kind.value)
