@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -255,7 +256,7 @@ def mape(runs, constants: EfficiencyConstants = CALIBRATED) -> float:
 
 _SIG = ("gemm_eta_ampere", "gemm_eta_hopper", "overlap_slowdown", "fp8_gemm_ratio")
 _FIELDS = ("gemm_eta_ampere", "gemm_eta_hopper", "kernel_s", "elementwise_passes", "overlap_slowdown",
-           "fp8_gemm_ratio")
+           "fp8_gemm_ratio", "unfused_elementwise_ratio")
 """The fitted constants. ``k0`` (64: one K block of the CUTLASS main loop, the tile prologue and
 epilogue) and ``network_efficiency`` (1: the bus efficiency of comm.py already applies) are set,
 not fitted, to keep the leave-one-source-out refits affordable (one fit per source); an earlier
@@ -264,10 +265,11 @@ not fitted, to keep the leave-one-source-out refits affordable (one fit per sour
 
 PRIOR = EfficiencyConstants(gemm_eta_ampere=0.85, gemm_eta_hopper=0.72, k0=64.0, kernel_s=6e-6,
                             elementwise_passes=9.0, overlap_slowdown=0.2, fp8_gemm_ratio=0.77,
-                            network_efficiency=1.0)
+                            network_efficiency=1.0, unfused_elementwise_ratio=1.0)
 """Where every fit starts (the global fit and each leave-one-source-out refit alike): cuBLAS-like
 large-GEMM ceilings, a 64-element tile overhead, ~6 us per kernel, the previous model's
-elementwise and fp8 figures, 20% overlap slowdown, the NICs' full aggregate. Not fitted."""
+elementwise and fp8 figures, 20% overlap slowdown, the NICs' full aggregate, PyTorch-native
+elementwise work as fused as Transformer Engine's (ratio 1). Not fitted."""
 
 
 def _to_constants(z: np.ndarray) -> EfficiencyConstants:
@@ -539,6 +541,9 @@ def load_extra_runs() -> tuple[list[Run], list[tuple[int, str, str]]]:
         hw = cat.hardware(key)
         if gpu_word.startswith("H100-SXM5-96GB"):
             hw = replace(hw, hbm_bytes_per_s=EXTRA_H100_96GB_HBM_BYTES_PER_S)
+        watts = re.search(r"(\d+)\s*W\)", r["gpu_type"])   # 'H100-SXM5-96GB (HBM2e, 500 W)': a power limit
+        if watts:
+            hw = replace(hw, power_limit_w=float(watts.group(1)))
         hw = hw.with_inter_node_bytes_per_s(EXTRA_NETWORK_GBPS[key[:4]] * GIGABIT)
         try:
             spec = _extra_spec(r)
@@ -565,10 +570,11 @@ def load_extra_runs() -> tuple[list[Run], list[tuple[int, str, str]]]:
                                      "flash_attention": "no" if r["source"].startswith("Narayanan2021") else "yes"},
                                     f"{r['source'].split()[0]} row {i}")
         tp_overlap = fw == "megatron" or "async tp" in r["model_name"].lower()
+        fp8_recipe = "rowwise" if "rowwise" in r["precision"].lower() else "tensorwise"
         meas = _num(r["tokens_per_sec"]) / n
         runs.append(Run(index=i, source=source_key(r["source"]), name=r["model_name"], spec=spec, hw=hw,
                         layout=layout, framework={"overlap_grad_reduce": True, "tp_comm_overlap": tp_overlap,
-                                                  "framework": fw},
+                                                  "framework": fw, "fp8_recipe": fp8_recipe},
                         measured_tokens_per_gpu_s=meas, held_out=True, reported="tokens/s"))
     return runs, skipped
 
@@ -622,13 +628,32 @@ def generation_of(run: Run) -> str:
 
 # ---- leave-one-source-out -------------------------------------------------------------------
 
-def loso(runs: list[Run], *, iters: int = 120, file=sys.stdout) -> dict[str, tuple[EfficiencyConstants, list]]:
+def _fit_without(args) -> tuple[str, EfficiencyConstants]:
+    """One leave-one-source-out refit (a worker process: the runs are loaded again there)."""
+    src, iters = args
+    train = [r for r in all_runs() if r.source != src]
+    return src, fit(train, start=PRIOR, iters=iters, restarts=1)
+
+
+def loso(runs: list[Run], *, iters: int = 120, jobs: int = 1,
+         file=sys.stdout) -> dict[str, tuple[EfficiencyConstants, list]]:
     """For each source: constants fitted on every other source's runs, and the source's runs'
-    signed errors (percent) under them. {source: (constants, [(run, err_pct), ...])}."""
+    signed errors (percent) under them. {source: (constants, [(run, err_pct), ...])}.
+    ``jobs`` > 1 runs the refits in that many processes (the same fits: each is deterministic)."""
+    sources = sorted({r.source for r in runs})
+    if jobs > 1:
+        from concurrent.futures import ProcessPoolExecutor
+
+        with ProcessPoolExecutor(jobs) as pool:
+            fitted = dict(pool.map(_fit_without, [(s, iters) for s in sources]))
+    else:
+        fitted = None
     out = {}
-    for src in sorted({r.source for r in runs}):
-        train = [r for r in runs if r.source != src]
-        c = fit(train, start=PRIOR, iters=iters, restarts=1)
+    for src in sources:
+        if fitted is not None:
+            c = fitted[src]
+        else:
+            c = fit([r for r in runs if r.source != src], start=PRIOR, iters=iters, restarts=1)
         errs = [(r, ape(r, c)) for r in runs if r.source == src]
         out[src] = (c, errs)
         print(f"  fitted without {src:18} -> MAPE on it {np.mean([abs(e) for _, e in errs]):5.1f}% "
@@ -730,6 +755,7 @@ def main(argv=None) -> int:
     ap.add_argument("--loso", action="store_true",
                     help="leave-one-source-out refits (slow: one fit per source); writes tests/data/loso_results.csv")
     ap.add_argument("--iters", type=int, default=60, help="Nelder-Mead iterations per fit")
+    ap.add_argument("--jobs", type=int, default=1, help="processes for the leave-one-source-out refits")
     ap.add_argument("--write-intervals", metavar="CSV", nargs="?", const=str(ROOT / "catalog" / "step_time_intervals.csv"),
                     help="write issue 15's step-time interval table from the LOSO residuals (needs --loso)")
     ap.add_argument("--speed", action="store_true", help="also time the vectorised estimator on 1e5 layouts")
@@ -741,7 +767,7 @@ def main(argv=None) -> int:
     in_sample(constants)
     if args.loso:
         print("\nleave-one-source-out refits (each from PRIOR):", flush=True)
-        result = loso(all_runs(), iters=args.iters)
+        result = loso(all_runs(), iters=args.iters, jobs=args.jobs)
         save_loso(result)
         loso_table(result)
         if args.write_intervals:
