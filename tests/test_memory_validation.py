@@ -210,3 +210,34 @@ def test_memory_options_never_move_memory_the_wrong_way(tp, pp, dp, zero, fw, pr
                 {"compiled_loss": True}, {"offload_activations": True}, {"dropout": False}):
         m = estimate_training(spec, hw, lay, framework=fw, **{"dropout": True, **opt}).memory
         assert m.total <= base.total * (1 + 1e-9), opt
+
+
+def test_memory_flags_of_the_estimate_command(capsys):
+    # --expert-tp and --compiled-loss reach the training estimate, and are refused with --serve
+    import json
+
+    from optimizer.cli import main
+
+    def run(*argv):
+        with pytest.raises(SystemExit) as e:
+            main([str(a) for a in argv])
+        out, err = capsys.readouterr()
+        return e.value.code, out, err
+
+    base = ("estimate", "mixtral-8x7b", "--gpu", "h100", "--tp", "2", "--dp", "8", "--ep", "8", "--seq-len", "4096",
+            "--global-batch", "64", "--json")
+    mem = {}
+    for name, extra in {"default": (), "etp1": ("--expert-tp", "1"), "compiled": ("--compiled-loss",)}.items():
+        code, out, _ = run(*base, *extra)
+        assert code == 0
+        mem[name] = json.loads(out)["train"]["memory_per_gpu_bytes"]
+    # experts split over EP x 1 instead of EP x TP: more bf16 weights and gradients per GPU; the
+    # distributed optimizer shards their states over the same 16 GPUs either way
+    assert mem["etp1"]["weights"] > mem["default"]["weights"]
+    assert mem["etp1"]["gradients"] > mem["default"]["gradients"]
+    assert mem["etp1"]["optimizer_states"] == pytest.approx(mem["default"]["optimizer_states"], rel=1e-12)
+    # Megatron's loss (6 bytes per logit) compiled: 4
+    assert mem["compiled"]["logits"] == pytest.approx(mem["default"]["logits"] * 4 / 6, rel=1e-9)
+    for flag in (("--expert-tp", "2"), ("--compiled-loss",)):
+        code, out, err = run("estimate", "mixtral-8x7b", "--gpu", "h100", "--tp", "2", "--serve", *flag)
+        assert code == 2 and out == "" and err.startswith(f"error: {flag[0]}:") and err.count("\n") == 1

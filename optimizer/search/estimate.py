@@ -113,7 +113,7 @@ def train_dict(spec, hw, layout, *, tokens=None, offer=None, pricing="on_demand"
 #: defaults. Giving one to the other mode is an error, never a silent no-op.
 TRAIN_FLAGS = {"dp": 1, "cp": 1, "ep": 1, "zero": 1, "micro_batch": 1, "global_batch": None,
                "recompute": "selective", "precision": "bf16", "sequence_parallel": False, "interleave": 1,
-               "tokens": None, "pricing": "on_demand"}
+               "tokens": None, "pricing": "on_demand", "compiled_loss": False, "expert_tp": None}
 SERVE_FLAGS = {"weights": "bf16", "kv": "bf16", "batch": 1, "prompt_len": 1024, "output_len": 256,
                "gpu_memory_utilization": 0.9}
 #: Flags of both modes that need --gpu.
@@ -197,7 +197,7 @@ def estimate(model_ref: str, *, catalog, seq_len=None, gpu=None, tp=None, pp=Non
     LAYOUT_FLAGS); a flag the chosen mode does not read is an error (issue 20)."""
     ints = dict(seq_len=seq_len, tp=tp, pp=pp, dp=dp, cp=cp, ep=ep, zero=zero, micro_batch=micro_batch,
                 global_batch=global_batch, interleave=interleave, batch=batch, prompt_len=prompt_len,
-                output_len=output_len)
+                output_len=output_len, expert_tp=expert_tp)
     ints = {k: _integral(k, v) for k, v in ints.items()}
     for k, v in ints.items():
         if v is not None and (v < (0 if k == "zero" else 1) or v > 2**40):
@@ -206,8 +206,9 @@ def estimate(model_ref: str, *, catalog, seq_len=None, gpu=None, tp=None, pp=Non
     seq_len = ints.pop("seq_len")
     given = dict(ints, recompute=recompute, precision=precision, sequence_parallel=sequence_parallel or None,
                  inter_node_gbps=inter_node_gbps, tokens=tokens, pricing=pricing, weights=weights, kv=kv,
-                 gpu_memory_utilization=gpu_memory_utilization)
+                 gpu_memory_utilization=gpu_memory_utilization, compiled_loss=compiled_loss or None)
     o = _check_flags(given, serve, gpu)
+    compiled_loss, expert_tp = o["compiled_loss"], o["expert_tp"]
     tp, pp, dp, cp, ep, zero = o["tp"], o["pp"], o["dp"], o["cp"], o["ep"], o["zero"]
     micro_batch, global_batch, interleave = o["micro_batch"], o["global_batch"], o["interleave"]
     recompute, precision, sequence_parallel = o["recompute"], o["precision"], o["sequence_parallel"]
