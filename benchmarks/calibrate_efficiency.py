@@ -449,7 +449,8 @@ def _table(runs, constants) -> list[tuple]:
 # ---- more public runs: tests/data/training_runs_extra.csv (collected by m15, sources per row) ----
 
 EXTRA_GPU = {"H100-SXM5-80GB": "H100-SXM5-80GB", "B200-SXM-180GB": "B200-SXM-180GB",
-             "H200-SXM-141GB": "H200-SXM-141GB", "A100-SXM4-80GB": "A100-SXM4-80GB"}
+             "H200-SXM-141GB": "H200-SXM-141GB", "A100-SXM4-80GB": "A100-SXM4-80GB",
+             "A100-SXM4-40GB": "A100-SXM4-40GB"}
 """Catalog GPU of a row's gpu_type (first word). torchtitan's 'H100-SXM5-96GB (HBM2e, 500 W)'
 Grand Teton part is not in the catalog: taken as the H100 SXM5 with its own HBM2e bandwidth
 (2.4 TB/s, ASSUMPTION from the 96 GB HBM2e H100 variants) - see EXTRA_H100_96GB_HBM_BYTES_PER_S."""
@@ -485,7 +486,8 @@ EXTRA_FILES = ("training_runs_extra.csv", "training_runs_zero3.csv", "training_r
 """Files of training_runs_extra.csv's columns (each row naming its source): m15's collection,
 Narayanan et al. 2021 Table 2's ZeRO-3 rows, and the MoE and FSDP/ZeRO-3 collections of this round.
 An optional ``model`` column names a preset (``clusteropt models``) for shapes the columns cannot
-state (MoE, MLA)."""
+state (MoE, MLA); ``scored`` = no keeps a row out of the fit and the errors when a setting that moves
+its step time is not published (its notes say which)."""
 
 
 def _extra_spec(r: dict) -> ModelSpec:
@@ -518,7 +520,9 @@ def _extra_spec(r: dict) -> ModelSpec:
 def load_extra_runs() -> tuple[list[Run], list[tuple[int, str, str]]]:
     """Scored runs of tests/data/training_runs_extra.csv and the rows left out (index, name, why).
 
-    Per row: the framework column (``other`` = PyTorch DDP, run as fsdp2 with ZeRO-0); ZeRO
+    Per row: the framework column (``other`` = a hand-written PyTorch DDP loop, run as fsdp2 with
+    ZeRO-0 and fused kernels: FlashAttention's training scripts use flash-attn's fused dense, dropout-
+    add-LayerNorm, rotary and cross-entropy kernels, configs gpt3*-flash.yaml); ZeRO
     stage 3 for FSDP (2 for SHARD_GRAD_OP rows), 1 for Megatron (distributed optimizer), the
     public CSV's ``zero`` for DeepSpeed rows; TP communication overlap for Megatron/NeMo/MLPerf
     recipes and torchtitan's async-TP rows; recompute as published ('' = selective, which
@@ -531,6 +535,10 @@ def load_extra_runs() -> tuple[list[Run], list[tuple[int, str, str]]]:
             with open(DATA / name) as f:
                 rows += list(csv.DictReader(f))
     for i, r in enumerate(rows):
+        if (r.get("scored") or "").strip().lower() == "no":
+            skipped.append((i, r["model_name"], "not scored: a setting that moves the step time is unpublished "
+                            "(see the row's notes)"))
+            continue
         gpu_word = r["gpu_type"].split()[0]
         key = next((v for k, v in EXTRA_GPU.items() if gpu_word.startswith(k)), None)
         if key is None and gpu_word.startswith("H100-SXM5-96GB"):
@@ -574,7 +582,8 @@ def load_extra_runs() -> tuple[list[Run], list[tuple[int, str, str]]]:
         meas = _num(r["tokens_per_sec"]) / n
         runs.append(Run(index=i, source=source_key(r["source"]), name=r["model_name"], spec=spec, hw=hw,
                         layout=layout, framework={"overlap_grad_reduce": True, "tp_comm_overlap": tp_overlap,
-                                                  "framework": fw, "fp8_recipe": fp8_recipe},
+                                                  "framework": fw, "fp8_recipe": fp8_recipe,
+                                                  **({"fused_kernels": True} if r["framework"] == "other" else {})},
                         measured_tokens_per_gpu_s=meas, held_out=True, reported="tokens/s"))
     return runs, skipped
 

@@ -48,6 +48,9 @@ DESCRIPTIONS: dict[str, dict[str, str]] = {
                      "model-parallel layouts, FSDP2 otherwise), megatron, fsdp2 or deepspeed.",
         "tp_comm_overlap": "Tensor-parallel communication overlapped with the GEMMs (Transformer Engine userbuffers).",
         "overlap_grad_reduce": "Data-parallel gradient reduction overlapped with the backward pass.",
+        "fused_kernels": "Norms, rotary, activations and the loss as fused kernels (Transformer Engine, apex, "
+                         "flash-attn ops); default the framework's own: fused for megatron and deepspeed, "
+                         "separate PyTorch kernels for fsdp2.",
         "fp8_recipe": "With fp8: how GEMM inputs are scaled: tensorwise (default), delayed, rowwise, blockwise "
                       "(128 x 128) or mxfp8; rowwise runs its GEMMs at 0.765 of tensorwise's rate.",
         "grad_precision": "Precision of the gradients kept between backward and optimizer step: fp32 (Megatron's "

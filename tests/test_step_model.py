@@ -115,3 +115,18 @@ def test_gradient_and_gather_precision_set_the_bytes_on_the_wire(cat):
     lat = base.comm.dp_s - (base.comm.dp_s - bf16.comm.dp_s) * 2.0     # the reduce's latency + gathers
     assert lat > 0
     assert base.comm.dp_s - fp8.comm.dp_s == pytest.approx(base.comm.dp_s - bf16.comm.dp_s, rel=1e-6)
+
+
+def test_fused_kernels_follow_the_framework_unless_stated(cat):
+    # PyTorch-native elementwise kernels (FSDP2's default) move more HBM bytes than fused ones
+    spec = get_preset("llama-3-8b")
+    hw = cat.hardware("H100-SXM5-80GB")
+    lay = TrainLayout(seq_len=8192, global_batch=16, dp=8, micro_batch=2, zero=3)
+    native = estimate_training(spec, hw, lay, framework="fsdp2")
+    fused = estimate_training(spec, hw, lay, framework="fsdp2", fused_kernels=True)
+    assert fused.step_time_s < native.step_time_s
+    mega = estimate_training(spec, hw, replace(lay, zero=1), framework="megatron")
+    assert mega.step_time_s == estimate_training(spec, hw, replace(lay, zero=1), framework="megatron",
+                                                 fused_kernels=True).step_time_s
+    assert mega.step_time_s < estimate_training(spec, hw, replace(lay, zero=1), framework="megatron",
+                                                fused_kernels=False).step_time_s
