@@ -475,7 +475,8 @@ def source_key(source: str) -> str:
     for key, pat in (("torchtitan", "torchtitan"), ("MLPerf", "mlperf"), ("Megatron-Bridge", "megatron-bridge"),
                      ("NeMo-24.12", "nemo framework user guide"), ("MosaicML", "llm-foundry"),
                      ("fms-fsdp", "fms-fsdp"), ("FlashAttention", "flash-attention"),
-                     ("Narayanan2021", "narayanan"), ("dgxc-benchmarking", "dgxc"), ("MosaicML", "mosaicml")):
+                     ("Narayanan2021", "narayanan"), ("dgxc-benchmarking", "dgxc"), ("MosaicML", "mosaicml"),
+                     ("TinyLlama", "tinyllama")):
         if pat in s:
             return key
     return source.split()[0]
