@@ -94,6 +94,19 @@ def test_fleet_model_matches_exhaustive_enumeration(p):
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(fleet_problems(), st.data())
+def test_cutoff_finds_a_strictly_better_fleet_exactly_when_one_exists(p, data):
+    """``better_than`` (the explanations' 'is there a strictly better fleet?'): with any key as
+    the cutoff, the answer is the best minimal fleet before it by brute force, or none."""
+    ref = _exhaustive(p)
+    key = data.draw(st.sampled_from(ref + [(0, 0), (10**9, 10**6)]) if ref else st.just((10**9, 10**6)))
+    res = fm.solve_fleets(p, 1, time_limit_s=20, better_than=key)
+    before = [k for k in ref if k < key]
+    assert [f.key for f in res.fleets] == before[:1]
+    assert res.status == ("optimal" if before else "infeasible")
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(fleet_problems(max_options=3), st.data())
 def test_dominance_reduction_keeps_the_optimum(p, data):
     """Adding options of an existing (GPU type, size) class with LOWER capacity never changes the

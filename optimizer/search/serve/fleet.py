@@ -185,15 +185,17 @@ def violated(p: FleetProblem, f: Fleet, counts, skip=()) -> list[str]:
 class _Model:
     """The CP-SAT model of one FleetProblem, with enforcement literals per limit family."""
 
-    def __init__(self, p: FleetProblem, families=FAMILIES, stock_only: set[int] | None = None):
+    def __init__(self, p: FleetProblem, families=FAMILIES, stock_only: set[int] | None = None,
+                 better_than: tuple[int, int] | None = None):
         self.p = p
+        self.cutoff = better_than[0] if better_than is not None else None
         m = self.model = cp_model.CpModel()
         R, G = len(p.options), len(p.gpi)
         # variables
         self.x = [m.new_int_var(0, self._bound(r, families, stock_only), f"x[{r}]") for r in range(R)]
         self.y = [m.new_bool_var(f"y[{r}]") for r in range(R)]
         used_bound = [sum(o.n_gpus * p.upper(r) for r, o in enumerate(p.options) if o.gpu == g) for g in range(G)]
-        m_ub = [instances_needed(used_bound[g], p.gpi[g]) for g in range(G)]
+        m_ub = [min(instances_needed(used_bound[g], p.gpi[g]), self._pool_cap(g)) for g in range(G)]
         self.m = [m.new_int_var(0, m_ub[g], f"m[{g}]") for g in range(G)]
         self.lits = {f: m.new_bool_var(f"a[{f}]") for f in families}
         # constraints
@@ -236,12 +238,28 @@ class _Model:
             raise ClusteroptError("serve", f"the fleet model's integer costs would pass int64 ({bound} x {self.w})",
                                   "a lower serve.requests_per_s or redundancy, or fewer GPUs (constraints.gpus, "
                                   "constraints.max_gpus)")
+        if better_than is not None:
+            # only fleets strictly before ``better_than`` in (primary, secondary) order: primary
+            # <= P and W primary + secondary < W P + S (exact whatever S is, as secondary < W)
+            bp, bs = better_than
+            m.add(primary <= bp)
+            m.add(self.w * primary + self.used_expr <= self.w * bp + bs - 1)
         m.minimize(self.w * primary + self.used_expr)
 
+    def _pool_cap(self, g: int) -> int:
+        """Instances of pool g a fleet within the cutoff can rent: price[g] m[g] <= cost <= P
+        (cost objective), gpi[g] m[g] <= GPUs <= P (GPU objective). INT64_SAFE without a cutoff."""
+        p, c = self.p, self.cutoff
+        if c is None:
+            return INT64_SAFE
+        unit = p.price[g] if p.objective == "cost" else p.gpi[g]
+        return c // unit if unit > 0 else INT64_SAFE
+
     def _bound(self, r: int, families, stock_only) -> int:
-        """U[r], tightened by what the enforced stock and GPU-count limits imply on their own."""
+        """U[r], tightened by what the enforced stock and GPU-count limits imply on their own,
+        and by the cutoff (the replicas fit in the instances the cutoff allows)."""
         p, o = self.p, self.p.options[r]
-        u = p.upper(r)
+        u = min(p.upper(r), self._pool_cap(o.gpu) * p.gpi[o.gpu] // o.n_gpus)
         h = p.type_of(o.gpu)
         a = p.available[h]
         if "stock" in families and a is not None and (stock_only is None or h in stock_only):
@@ -285,13 +303,21 @@ class _Model:
         return ("optimal" if st == cp_model.OPTIMAL else "feasible"), f
 
 
-def solve_fleets(p: FleetProblem, k: int = 1, *, time_limit_s: float = 30.0, families=FAMILIES) -> FleetResult:
+def solve_fleets(p: FleetProblem, k: int = 1, *, time_limit_s: float = 30.0, families=FAMILIES,
+                 better_than: tuple[int, int] | None = None) -> FleetResult:
     """The k best minimal fleets of ``p`` (see the module notation), each checked against the
-    direct coverage and limit computation (fails loudly if the model and it disagree)."""
+    direct coverage and limit computation (fails loudly if the model and it disagree).
+
+    ``better_than``: a fleet key (primary, secondary), e.g. an optimum's: only fleets strictly
+    before it are sought ('infeasible' when none is). Explanations ask exactly this ('does
+    dropping this limit give a strictly better fleet?'); the cutoff also bounds each option's
+    count and each pool's instances by what the key's cost (or GPUs) can pay for, which turns
+    CP-SAT's 5-10 s searches with a poor incumbent on the shipped scenarios into proofs in
+    well under a second (benchmarks/bench_serving.py)."""
     t0 = time.perf_counter()
     if not p.options:
         return FleetResult([], "infeasible", 0.0, 0)
-    model = _Model(p, families)
+    model = _Model(p, families, better_than=better_than)
     fleets: list[Fleet] = []
     status = "optimal"
     n = 0
