@@ -55,7 +55,8 @@ import math
 import time
 
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from typing import Callable, Optional
 import numpy as np
 from ortools.sat.python import cp_model
 
@@ -79,6 +80,10 @@ class FleetOption:
     n_gpus: int                   # GPUs per replica
     cap: int                      # milli-requests/s, floored
     items: tuple[int, ...] = ()   # one-off work items it needs (indices into FleetProblem.one_off)
+    #: False: ``cap`` is an upper bound still to be refined (FleetProblem.refine; lazy simulated
+    #: capacities, search/serve/capacity.py); ``blocked``: refined to no capacity (x[r] = 0)
+    exact: bool = True
+    blocked: bool = False
 
 
 @dataclass(frozen=True)
@@ -95,6 +100,8 @@ class FleetProblem:
     max_types: int | None = None
     objective: str = "cost"                   # cost | gpus
     one_off: tuple[int, ...] = ()             # per one-off item, 1e-4 USD/hour amortised
+    #: refine(i, option) -> the option with its exact capacity, for options with exact False
+    refine: Optional[Callable] = field(default=None, compare=False, repr=False)
 
     def type_of(self, g: int) -> int:
         return self.pool_type[g] if self.pool_type else g
@@ -124,6 +131,7 @@ class FleetResult:
     solve_time_s: float
     n_solves: int
     stats: dict = field(default_factory=dict)
+    problem: Optional["FleetProblem"] = None  # the problem as refined (its options' exact capacities)
 
 
 def demand_units(requests_per_s: float, max_utilization: float) -> int:
@@ -262,6 +270,8 @@ class _Model:
         u = min(p.upper(r), self._pool_cap(o.gpu) * p.gpi[o.gpu] // o.n_gpus)
         h = p.type_of(o.gpu)
         a = p.available[h]
+        if o.blocked:
+            return 0
         if "stock" in families and a is not None and (stock_only is None or h in stock_only):
             u = min(u, a // o.n_gpus)
         if "max_gpus" in families and p.max_gpus is not None:
@@ -303,8 +313,38 @@ class _Model:
         return ("optimal" if st == cp_model.OPTIMAL else "feasible"), f
 
 
+def refine_used(p: FleetProblem, counts_list) -> FleetProblem | None:
+    """Lazy capacities: the problem with every not-yet-exact option that one of the fleets uses
+    refined (``p.refine``), or None when they are all exact. A fleet of exact options optimal
+    over the others' upper bounds is optimal for their exact capacities (capacity.py)."""
+    todo = sorted({i for counts in counts_list for i, x in enumerate(counts) if x and not p.options[i].exact})
+    if not todo or p.refine is None:
+        return None
+    opts = list(p.options)
+    for i in todo:
+        opts[i] = p.refine(i, opts[i])
+    return replace(p, options=tuple(opts))
+
+
 def solve_fleets(p: FleetProblem, k: int = 1, *, time_limit_s: float = 30.0, families=FAMILIES,
                  better_than: tuple[int, int] | None = None) -> FleetResult:
+    """``_solve_fleets`` until every option its fleets use has an exact capacity (refine_used);
+    ``problem`` of the result is the refined problem."""
+    t0 = time.perf_counter()
+    n = 0
+    while True:
+        res = _solve_fleets(p, k, time_limit_s=max(0.01, time_limit_s - (time.perf_counter() - t0)),
+                            families=families, better_than=better_than)
+        n += res.n_solves
+        q = refine_used(p, [f.counts for f in res.fleets])
+        if q is None:
+            res.n_solves, res.solve_time_s, res.problem = n, time.perf_counter() - t0, p
+            return res
+        p = q
+
+
+def _solve_fleets(p: FleetProblem, k: int = 1, *, time_limit_s: float = 30.0, families=FAMILIES,
+                  better_than: tuple[int, int] | None = None) -> FleetResult:
     """The k best minimal fleets of ``p`` (see the module notation), each checked against the
     direct coverage and limit computation (fails loudly if the model and it disagree).
 
@@ -352,7 +392,17 @@ def minimise(p: FleetProblem, expr: str, *, families=FAMILIES, time_limit_s: flo
     """The least value of one figure over feasible fleets (for explanations: the smallest
     budget, GPU count or stock that some fleet meeting the kept limits needs). ``expr``:
     'cost', 'gpus' or 'gpus_of' (GPUs rented of GPU TYPE ``gpu``, all its pools); ``stock_only``:
-    the GPU types whose stock is kept. None when no fleet exists."""
+    the GPU types whose stock is kept. None when no fleet exists. Lazy capacities are refined
+    until the minimising fleet uses exact ones (refine_used)."""
+    while True:
+        v, counts = _minimise(p, expr, families=families, time_limit_s=time_limit_s, stock_only=stock_only, gpu=gpu)
+        q = refine_used(p, [counts] if counts is not None else [])
+        if q is None:
+            return v
+        p = q
+
+
+def _minimise(p: FleetProblem, expr: str, *, families, time_limit_s: float, stock_only, gpu):
     model = _Model(p, families, stock_only)
     mm = model.model
     if expr == "cost":
@@ -368,5 +418,5 @@ def minimise(p: FleetProblem, expr: str, *, families=FAMILIES, time_limit_s: flo
     s.parameters.linearization_level = LINEARIZATION_LEVEL
     st = s.solve(mm)
     if st not in (cp_model.OPTIMAL, cp_model.FEASIBLE):
-        return None
-    return int(round(s.objective_value))
+        return None, None
+    return int(round(s.objective_value)), tuple(int(s.value(v)) for v in model.x)
