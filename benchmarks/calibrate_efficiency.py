@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -253,7 +254,7 @@ def mape(runs, constants: EfficiencyConstants = CALIBRATED) -> float:
 
 _SIG = ("gemm_eta_ampere", "gemm_eta_hopper", "overlap_slowdown", "fp8_gemm_ratio")
 _FIELDS = ("gemm_eta_ampere", "gemm_eta_hopper", "kernel_s", "elementwise_passes", "overlap_slowdown",
-           "fp8_gemm_ratio")
+           "fp8_gemm_ratio", "unfused_elementwise_ratio")
 """The fitted constants. ``k0`` (64: one K block of the CUTLASS main loop, the tile prologue and
 epilogue) and ``network_efficiency`` (1: the bus efficiency of comm.py already applies) are set,
 not fitted, to keep the leave-one-source-out refits affordable (one fit per source); an earlier
@@ -262,10 +263,11 @@ not fitted, to keep the leave-one-source-out refits affordable (one fit per sour
 
 PRIOR = EfficiencyConstants(gemm_eta_ampere=0.85, gemm_eta_hopper=0.72, k0=64.0, kernel_s=6e-6,
                             elementwise_passes=9.0, overlap_slowdown=0.2, fp8_gemm_ratio=0.77,
-                            network_efficiency=1.0)
+                            network_efficiency=1.0, unfused_elementwise_ratio=1.0)
 """Where every fit starts (the global fit and each leave-one-source-out refit alike): cuBLAS-like
 large-GEMM ceilings, a 64-element tile overhead, ~6 us per kernel, the previous model's
-elementwise and fp8 figures, 20% overlap slowdown, the NICs' full aggregate. Not fitted."""
+elementwise and fp8 figures, 20% overlap slowdown, the NICs' full aggregate, PyTorch-native
+elementwise work as fused as Transformer Engine's (ratio 1). Not fitted."""
 
 
 def _to_constants(z: np.ndarray) -> EfficiencyConstants:
@@ -445,7 +447,8 @@ def _table(runs, constants) -> list[tuple]:
 # ---- more public runs: tests/data/training_runs_extra.csv (collected by m15, sources per row) ----
 
 EXTRA_GPU = {"H100-SXM5-80GB": "H100-SXM5-80GB", "B200-SXM-180GB": "B200-SXM-180GB",
-             "H200-SXM-141GB": "H200-SXM-141GB", "A100-SXM4-80GB": "A100-SXM4-80GB"}
+             "H200-SXM-141GB": "H200-SXM-141GB", "A100-SXM4-80GB": "A100-SXM4-80GB",
+             "A100-SXM4-40GB": "A100-SXM4-40GB"}
 """Catalog GPU of a row's gpu_type (first word). torchtitan's 'H100-SXM5-96GB (HBM2e, 500 W)'
 Grand Teton part is not in the catalog: taken as the H100 SXM5 with its own HBM2e bandwidth
 (2.4 TB/s, ASSUMPTION from the 96 GB HBM2e H100 variants) - see EXTRA_H100_96GB_HBM_BYTES_PER_S."""
@@ -481,7 +484,8 @@ EXTRA_FILES = ("training_runs_extra.csv", "training_runs_zero3.csv", "training_r
 """Files of training_runs_extra.csv's columns (each row naming its source): m15's collection,
 Narayanan et al. 2021 Table 2's ZeRO-3 rows, and the MoE and FSDP/ZeRO-3 collections of this round.
 An optional ``model`` column names a preset (``clusteropt models``) for shapes the columns cannot
-state (MoE, MLA)."""
+state (MoE, MLA); ``scored`` = no keeps a row out of the fit and the errors when a setting that moves
+its step time is not published (its notes say which)."""
 
 
 def _extra_spec(r: dict) -> ModelSpec:
@@ -513,7 +517,9 @@ def _extra_spec(r: dict) -> ModelSpec:
 def load_extra_runs() -> tuple[list[Run], list[tuple[int, str, str]]]:
     """Scored runs of tests/data/training_runs_extra.csv and the rows left out (index, name, why).
 
-    Per row: the framework column (``other`` = PyTorch DDP, run as fsdp2 with ZeRO-0); ZeRO
+    Per row: the framework column (``other`` = a hand-written PyTorch DDP loop, run as fsdp2 with
+    ZeRO-0 and fused kernels: FlashAttention's training scripts use flash-attn's fused dense, dropout-
+    add-LayerNorm, rotary and cross-entropy kernels, configs gpt3*-flash.yaml); ZeRO
     stage 3 for FSDP (2 for SHARD_GRAD_OP rows), 1 for Megatron (distributed optimizer), the
     public CSV's ``zero`` for DeepSpeed rows; TP communication overlap for Megatron/NeMo/MLPerf
     recipes and torchtitan's async-TP rows; recompute as published ('' = selective, which
@@ -526,6 +532,10 @@ def load_extra_runs() -> tuple[list[Run], list[tuple[int, str, str]]]:
             with open(DATA / name) as f:
                 rows += list(csv.DictReader(f))
     for i, r in enumerate(rows):
+        if (r.get("scored") or "").strip().lower() == "no":
+            skipped.append((i, r["model_name"], "not scored: a setting that moves the step time is unpublished "
+                            "(see the row's notes)"))
+            continue
         gpu_word = r["gpu_type"].split()[0]
         key = next((v for k, v in EXTRA_GPU.items() if gpu_word.startswith(k)), None)
         if key is None and gpu_word.startswith("H100-SXM5-96GB"):
@@ -536,6 +546,9 @@ def load_extra_runs() -> tuple[list[Run], list[tuple[int, str, str]]]:
         hw = cat.hardware(key)
         if gpu_word.startswith("H100-SXM5-96GB"):
             hw = replace(hw, hbm_bytes_per_s=EXTRA_H100_96GB_HBM_BYTES_PER_S)
+        watts = re.search(r"(\d+)\s*W\)", r["gpu_type"])   # 'H100-SXM5-96GB (HBM2e, 500 W)': a power limit
+        if watts:
+            hw = replace(hw, power_limit_w=float(watts.group(1)))
         hw = hw.with_inter_node_bytes_per_s(EXTRA_NETWORK_GBPS[key[:4]] * GIGABIT)
         try:
             spec = _extra_spec(r)
@@ -564,10 +577,12 @@ def load_extra_runs() -> tuple[list[Run], list[tuple[int, str, str]]]:
                              precision=precision, interleave=v,
                              flash_attention=not r["source"].startswith("Narayanan2021"))   # 2021: no flash
         tp_overlap = fw == "megatron" or "async tp" in r["model_name"].lower()
+        fp8_recipe = "rowwise" if "rowwise" in r["precision"].lower() else "tensorwise"
         meas = _num(r["tokens_per_sec"]) / n
         runs.append(Run(index=i, source=source_key(r["source"]), name=r["model_name"], spec=spec, hw=hw,
                         layout=layout, framework={"overlap_grad_reduce": True, "tp_comm_overlap": tp_overlap,
-                                                  "framework": fw},
+                                                  "framework": fw, "fp8_recipe": fp8_recipe,
+                                                  **({"fused_kernels": True} if r["framework"] == "other" else {})},
                         measured_tokens_per_gpu_s=meas, held_out=True, reported="tokens/s"))
     return runs, skipped
 
@@ -621,13 +636,32 @@ def generation_of(run: Run) -> str:
 
 # ---- leave-one-source-out -------------------------------------------------------------------
 
-def loso(runs: list[Run], *, iters: int = 120, file=sys.stdout) -> dict[str, tuple[EfficiencyConstants, list]]:
+def _fit_without(args) -> tuple[str, EfficiencyConstants]:
+    """One leave-one-source-out refit (a worker process: the runs are loaded again there)."""
+    src, iters = args
+    train = [r for r in all_runs() if r.source != src]
+    return src, fit(train, start=PRIOR, iters=iters, restarts=1)
+
+
+def loso(runs: list[Run], *, iters: int = 120, jobs: int = 1,
+         file=sys.stdout) -> dict[str, tuple[EfficiencyConstants, list]]:
     """For each source: constants fitted on every other source's runs, and the source's runs'
-    signed errors (percent) under them. {source: (constants, [(run, err_pct), ...])}."""
+    signed errors (percent) under them. {source: (constants, [(run, err_pct), ...])}.
+    ``jobs`` > 1 runs the refits in that many processes (the same fits: each is deterministic)."""
+    sources = sorted({r.source for r in runs})
+    if jobs > 1:
+        from concurrent.futures import ProcessPoolExecutor
+
+        with ProcessPoolExecutor(jobs) as pool:
+            fitted = dict(pool.map(_fit_without, [(s, iters) for s in sources]))
+    else:
+        fitted = None
     out = {}
-    for src in sorted({r.source for r in runs}):
-        train = [r for r in runs if r.source != src]
-        c = fit(train, start=PRIOR, iters=iters, restarts=1)
+    for src in sources:
+        if fitted is not None:
+            c = fitted[src]
+        else:
+            c = fit([r for r in runs if r.source != src], start=PRIOR, iters=iters, restarts=1)
         errs = [(r, ape(r, c)) for r in runs if r.source == src]
         out[src] = (c, errs)
         print(f"  fitted without {src:18} -> MAPE on it {np.mean([abs(e) for _, e in errs]):5.1f}% "
@@ -729,6 +763,7 @@ def main(argv=None) -> int:
     ap.add_argument("--loso", action="store_true",
                     help="leave-one-source-out refits (slow: one fit per source); writes tests/data/loso_results.csv")
     ap.add_argument("--iters", type=int, default=60, help="Nelder-Mead iterations per fit")
+    ap.add_argument("--jobs", type=int, default=1, help="processes for the leave-one-source-out refits")
     ap.add_argument("--write-intervals", metavar="CSV", nargs="?", const=str(ROOT / "catalog" / "step_time_intervals.csv"),
                     help="write issue 15's step-time interval table from the LOSO residuals (needs --loso)")
     ap.add_argument("--speed", action="store_true", help="also time the vectorised estimator on 1e5 layouts")
@@ -740,7 +775,7 @@ def main(argv=None) -> int:
     in_sample(constants)
     if args.loso:
         print("\nleave-one-source-out refits (each from PRIOR):", flush=True)
-        result = loso(all_runs(), iters=args.iters)
+        result = loso(all_runs(), iters=args.iters, jobs=args.jobs)
         save_loso(result)
         loso_table(result)
         if args.write_intervals:

@@ -67,11 +67,13 @@ def test_gemm_efficiency_in_unit_interval_and_rises_with_k(m, n, k):
 
 
 def test_flash_attention_published_ceilings():
-    # FlashAttention-3 abstract: 740 TFLOP/s of 989 (0.75) forward on H100; FA2: 35% on H100
+    # FlashAttention-3 abstract: 740 TFLOP/s of 989 (0.75) forward on H100; FA2 through PyTorch's
+    # SDPA: 287-304 TFLOP/s forward on H100 (pytorch/benchmark PR #2296), under the FA3 paper's
+    # 35% ceiling for FlashAttention-2
     f, _ = O.flash_attention_efficiency(H100, 1e9, 128.0, "fused")
     assert float(f) == pytest.approx(0.75, rel=1e-6)
-    f2, _ = O.flash_attention_efficiency(H100, 1e9, 128.0, "fa2")
-    assert float(f2) == pytest.approx(0.35, rel=1e-6)
+    f2, b2 = O.flash_attention_efficiency(H100, 1e9, 128.0, "fa2")
+    assert 287 / 989.4 <= float(f2) <= 304 / 989.4 and float(b2) <= 0.35
     short, _ = O.flash_attention_efficiency(H100, 512.0, 128.0, "fused")
     assert float(short) == pytest.approx(0.75 / 2)
 
@@ -220,3 +222,29 @@ def test_solve_with_interleave_and_searched_framework():
                                                           "precision", "micro_batch", "recompute",
                                                           "sequence_parallel")})
         assert ev.feasible and ev.step_time_s == pytest.approx(row["step_time_s"])
+
+
+def test_recipe_and_power_limit_on_the_cli_and_in_a_scenario(capsys):
+    import optimizer
+
+    base = ("estimate", "llama-3-8b", "--gpu", "H100-SXM5-80GB", "--dp", "8", "--zero", "3", "--micro-batch", "2",
+            "--seq-len", "8192", "--precision", "fp8", "--framework", "fsdp2", "--json")
+    code, a, _ = _cli(capsys, *base)
+    assert code == 0 and a["train"]["fp8_recipe"] == "tensorwise" and a["train"]["gpu_power_limit_w"] is None
+    code, b, _ = _cli(capsys, *base, "--fp8-recipe", "rowwise")
+    assert code == 0 and b["train"]["tokens_per_s"] < a["train"]["tokens_per_s"]
+    code, c, _ = _cli(capsys, *base, "--gpu-power-limit-w", "500")
+    assert code == 0 and c["train"]["gpu_power_limit_w"] == 500 and c["train"]["tokens_per_s"] < a["train"]["tokens_per_s"]
+    code, _, err = _cli(capsys, *base, "--fp8-recipe", "per-row")
+    assert code == 2 and err.strip().startswith("error: --fp8-recipe:") and err.count("\n") == 1
+    # the same settings from a scenario: solve and evaluate agree, and both slow the plan
+    sc = optimizer.load_scenario("llama3-8b-pretrain").with_overrides({"constraints.gpus": ["H100-SXM5-80GB"]})
+    slow = sc.with_overrides({"system.gpu_power_limit_w": 500})
+    r0, r1 = optimizer.solve(sc, top_k=1), optimizer.solve(slow, top_k=1)
+    # slower GPUs at the same price never make the cheapest plan cheaper (here it needs more of them)
+    assert r1.configs["objective"].iloc[0] > r0.configs["objective"].iloc[0]
+    row = r1.configs.iloc[0]
+    ev = optimizer.evaluate(slow, {k: row[k] for k in ("gpu", "n_gpus", "tp", "pp", "dp", "cp", "ep", "zero",
+                                                         "precision", "micro_batch", "recompute",
+                                                         "sequence_parallel")})
+    assert ev.feasible and ev.step_time_s == pytest.approx(row["step_time_s"])
