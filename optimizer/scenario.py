@@ -237,12 +237,15 @@ class TrainSpec(_Strict):
     fp8_params: bool = False
     dropout: bool = False
     fused_cross_entropy: Optional[bool] = None
+    compiled_loss: bool = False
     offload_activations: bool = False
+    expert_tp: Optional[int] = Field(default=None, ge=1)
 
     def memory_options(self) -> dict:
         """The memory options of formulas/memory.py MEMORY_FIELDS, as the estimators take them."""
         return {"grad_precision": self.grad_precision, "fp8_params": self.fp8_params, "dropout": self.dropout,
-                "fused_cross_entropy": self.fused_cross_entropy, "offload_activations": self.offload_activations}
+                "fused_cross_entropy": self.fused_cross_entropy, "compiled_loss": self.compiled_loss,
+                "offload_activations": self.offload_activations, "expert_tp": self.expert_tp}
 
     @model_validator(mode="after")
     def _one_batch(self):

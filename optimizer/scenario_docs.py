@@ -59,7 +59,11 @@ DESCRIPTIONS: dict[str, dict[str, str]] = {
         "dropout": "Count dropout masks in the activations (models trained with dropout; Llama-style: none).",
         "fused_cross_entropy": "Loss kernel: true = fused in-place cross entropy (2 bytes per logit); default the "
                                "framework's own.",
+        "compiled_loss": "The loss compiled with torch.compile (torchtitan --training.compile since 2025): no fp32 "
+                         "copy of the logits, 4 bytes per logit at the peak.",
         "offload_activations": "Activations of all but two layers kept in host memory.",
+        "expert_tp": "MoE: expert tensor-parallel size (default: tp, at most tp x dp x cp / ep; Megatron-Bridge's MoE "
+                     "recipes use 1).",
     },
     "LengthDist": {
         "mean": "Mean length, tokens.",
