@@ -376,6 +376,10 @@ class ServeSpec(_Strict):
     speculative: Optional[Speculative] = None
     prefix_cache: Optional[PrefixCache] = None
     disaggregation: Optional[Disaggregation] = None
+    # how the fleet planner sizes a replica option's capacity: 'closed_form' (estimate_serving's
+    # requests/s at the batch cap) or 'simulated' (the highest Poisson rate whose simulated p99
+    # TTFT and ITL meet the SLOs, prefill stalls included; search/serve/capacity.py)
+    capacity: Literal["closed_form", "simulated"] = "closed_form"
 
     @field_validator("redundancy")
     @classmethod

@@ -118,6 +118,7 @@ DESCRIPTIONS: dict[str, dict[str, str]] = {
         "speculative": "Speculative decoding: draft model, tokens per pass, acceptance rate; null = none.",
         "prefix_cache": "Prefix caching: hit rate and shared prefix length; null = none.",
         "disaggregation": "Prefill/decode disaggregation: allowed pools; null = aggregated replicas only.",
+        "capacity": "Replica capacity the fleet is sized with: closed_form (requests/s at the batch cap) or simulated (highest rate whose simulated p99 TTFT/ITL meet the SLOs).",
     },
     "Constraints": {
         "deadline_days": "Latest wall-clock finish of the training run, days (failures and restarts included).",
