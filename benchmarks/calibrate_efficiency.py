@@ -475,7 +475,8 @@ def source_key(source: str) -> str:
     for key, pat in (("torchtitan", "torchtitan"), ("MLPerf", "mlperf"), ("Megatron-Bridge", "megatron-bridge"),
                      ("NeMo-24.12", "nemo framework user guide"), ("MosaicML", "llm-foundry"),
                      ("fms-fsdp", "fms-fsdp"), ("FlashAttention", "flash-attention"),
-                     ("Narayanan2021", "narayanan"), ("dgxc-benchmarking", "dgxc"), ("MosaicML", "mosaicml")):
+                     ("Narayanan2021", "narayanan"), ("dgxc-benchmarking", "dgxc"), ("MosaicML", "mosaicml"),
+                     ("TinyLlama", "tinyllama")):
         if pat in s:
             return key
     return source.split()[0]
@@ -487,7 +488,8 @@ EXTRA_FILES = ("training_runs_extra.csv", "training_runs_zero3.csv", "training_r
 Narayanan et al. 2021 Table 2's ZeRO-3 rows, and the MoE and FSDP/ZeRO-3 collections of this round.
 An optional ``model`` column names a preset (``clusteropt models``) for shapes the columns cannot
 state (MoE, MLA); ``scored`` = no keeps a row out of the fit and the errors when a setting that moves
-its step time is not published (its notes say which)."""
+its step time is not published (its notes say which); ``fused_kernels`` = yes states fused norm
+and loss kernels on a PyTorch-native stack (NeMo Automodel runs Transformer Engine's)."""
 
 
 def _extra_spec(r: dict) -> ModelSpec:
@@ -583,7 +585,8 @@ def load_extra_runs() -> tuple[list[Run], list[tuple[int, str, str]]]:
         runs.append(Run(index=i, source=source_key(r["source"]), name=r["model_name"], spec=spec, hw=hw,
                         layout=layout, framework={"overlap_grad_reduce": True, "tp_comm_overlap": tp_overlap,
                                                   "framework": fw, "fp8_recipe": fp8_recipe,
-                                                  **({"fused_kernels": True} if r["framework"] == "other" else {})},
+                                                  **({"fused_kernels": True} if r["framework"] == "other"
+                                                     or (r.get("fused_kernels") or "").strip() == "yes" else {})},
                         measured_tokens_per_gpu_s=meas, held_out=True, reported="tokens/s"))
     return runs, skipped
 
