@@ -21,6 +21,7 @@ add the columns of ``training_runs_extra.csv`` (framework, peak memory) and thes
 ``compiled_loss``      yes/no: the loss compiled with torch.compile (default no)
 ``expert_tp``          expert tensor-parallel size of an MoE (default: tp, capped as
                        ``memory.expert_tp_degree`` says)
+``optimizer``          adam (default), sgd, adam8bit, adafactor or adam_bf16 (pure bf16 training)
 ``step_time_s``        measured seconds per optimizer step (when tokens_per_sec is empty)
 ``inter_node_gbps``    scale-out Gbit/s per GPU of the user's cluster
 ``gpu_memory_gib``     device memory when the GPU differs from the catalog's (e.g. H100 96 GB)
@@ -183,7 +184,7 @@ def layout_from_row(row: dict, where: str) -> tuple:
     cp, ep, micro_batch, global_batch, zero, recompute, sequence_parallel, precision,
     interleave_chunks, flash_attention) with the defaults of the module docstring; ``where``
     names the row in errors. ``run_from_row`` and benchmarks/calibrate_efficiency.py build on it."""
-    from optimizer.formulas.layout import TrainLayout
+    from optimizer.formulas.layout import OPTIMIZERS, TrainLayout
 
     s = _num(row, "seq_len", where, required=True, integer=True)
     n = _num(row, "n_gpus", where, required=True, integer=True)
@@ -209,11 +210,16 @@ def layout_from_row(row: dict, where: str) -> tuple:
     if zero not in (0, 1, 2, 3):
         raise ClusteroptError(f"{where}: zero", f"{zero}", "0, 1, 2 or 3")
     precision = "fp8" if "fp8" in (row.get("precision") or "").lower() else "bf16"
+    opt = (row.get("optimizer") or "adam").strip().lower()
+    if opt not in OPTIMIZERS:
+        from optimizer.errors import did_you_mean
+
+        raise ClusteroptError(f"{where}: optimizer", f"unknown optimizer {opt!r}", did_you_mean(opt, OPTIMIZERS))
     sp = _yes(row, "sequence_parallel", framework == "megatron" and tp > 1, where) and tp > 1
     layout = TrainLayout(seq_len=s, global_batch=gb, tp=tp, pp=pp, dp=dp, cp=cp, ep=ep, zero=zero, micro_batch=mb,
                          recompute=_recompute(row), sequence_parallel=sp, precision=precision,
                          interleave=_num(row, "interleave_chunks", where, integer=True) or 1,
-                         flash_attention=_yes(row, "flash_attention", True, where))
+                         flash_attention=_yes(row, "flash_attention", True, where), optimizer=opt)
     return layout, framework
 
 

@@ -222,7 +222,7 @@ class TrainSpec(_Strict):
     global_batch: Optional[int] = Field(default=None, gt=0, le=MAX_BATCH_SEQUENCES)   # sequences, exact
     global_batch_tokens: Optional[float] = Field(default=None, ge=1, le=MAX_BATCH_TOKENS)  # tokens, within batch_tolerance
     batch_tolerance: float = Field(default=DEFAULT_BATCH_TOLERANCE, ge=0, lt=1)
-    optimizer: Literal["adam", "sgd", "adam8bit", "adafactor"] = "adam"
+    optimizer: Literal["adam", "sgd", "adam8bit", "adafactor", "adam_bf16"] = "adam"
     flash_attention: bool = True
     interleave: int = Field(default=1, ge=1, le=1024)
     # the framework that schedules the step (formulas/training.py FRAMEWORKS; auto: Megatron for

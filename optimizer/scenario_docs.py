@@ -41,7 +41,8 @@ DESCRIPTIONS: dict[str, dict[str, str]] = {
         "global_batch": "Global batch in sequences, exact: micro_batch x dp x grad_accum equals it.",
         "global_batch_tokens": "Global batch in tokens; the search picks one sequence count within batch_tolerance.",
         "batch_tolerance": "Fraction global_batch_tokens / seq_len may move to reach a well-divisible sequence count.",
-        "optimizer": "Optimizer whose state is kept per parameter (adam: 12 bytes of fp32 state per parameter).",
+        "optimizer": "Optimizer whose state is kept per parameter (adam: 12 bytes of fp32 state per parameter; "
+                     "adam_bf16: pure bf16 training, bf16 parameters and moments without an fp32 master, 6).",
         "flash_attention": "Whether attention keeps no score matrix in memory (FlashAttention).",
         "interleave": "Virtual pipeline chunks per stage (interleaved 1F1B); 1 = plain 1F1B.",
         "framework": "Training framework whose schedule and allocations the estimates assume: auto (Megatron for "

@@ -36,13 +36,26 @@ def checks():
     return out
 
 
+#: Runs that ran but are predicted not to fit, each with what the model cannot state. Any other
+#: misfit fails the test, and so does one of these once it fits (remove it here then).
+KNOWN_MISFITS = {
+    # NeMo 25.04 DeepSeek-V3 recipe recomputes MLA's up-projections (recompute_modules
+    # mla_up_proj, launch.sh): the Q/K/V the model keeps at MLA's full widths (24576/24576/16384
+    # per token) are about 15 GB of stage 1's 94.8 GB; without them 78 GB
+    ("training_runs_moe.csv", 1): "recompute_modules mla_up_proj (module-level recompute not statable)",
+    # DeepSeek's own HAI-LLM run: DualPipe, fp8-cached activations, recomputed RMSNorm and MLA
+    # up-projections (about 34 GB of stage 0's 131 GB), micro-batch unpublished
+    ("training_runs_moe.csv", 5): "DeepSeek-V3 report's own stack (DualPipe, fp8 activation cache, MLA up-proj recompute)",
+}
+
+
 def test_every_run_that_ran_fits(checks):
-    # 140 runs of 10 sources on A100/H100/H200/B200 (training_runs_extra.csv and the ZeRO-3 rows,
-    # plus the MoE and FSDP collections when present); a run that ran cannot need more than its GPU
-    assert len(checks) >= 140
-    too_big = [(c.file, c.row, c.name, round(c.predicted_bytes / GB, 1), round(c.capacity_bytes / GB, 1))
-               for c in checks if not c.fits]
-    assert too_big == []
+    # 166 runs of 15 sources on A100/H100/H200/B200 (training_runs_extra.csv, the ZeRO-3 rows, the
+    # FSDP and MoE collections); a run that ran cannot need more than its GPU
+    assert len(checks) >= 166
+    too_big = {(c.file, c.row): (c.name, round(c.predicted_bytes / GB, 1), round(c.capacity_bytes / GB, 1))
+               for c in checks if not c.fits}
+    assert set(too_big) == set(KNOWN_MISFITS), too_big
 
 
 def test_moe_rows_are_evaluated_with_their_presets(checks):
@@ -241,3 +254,18 @@ def test_memory_flags_of_the_estimate_command(capsys):
     for flag in (("--expert-tp", "2"), ("--compiled-loss",)):
         code, out, err = run("estimate", "mixtral-8x7b", "--gpu", "h100", "--tp", "2", "--serve", *flag)
         assert code == 2 and out == "" and err.startswith(f"error: {flag[0]}:") and err.count("\n") == 1
+
+
+def test_pure_bf16_adam_under_fsdp2_is_eight_bytes_per_parameter_sharded():
+    # NeMo Automodel's benchmark recipes: parameters cast to bf16, FSDP2 bf16 reduce,
+    # torch.optim.Adam moments in bf16 - parameters 2 + gradients 2 + m 2 + v 2 bytes, all
+    # sharded. Qwen3-30B-A3B (30,532,122,624 parameters) on 8 GPUs, EP 8: 30.5 GB per GPU
+    spec = load_model("qwen3-30b-a3b")
+    hw = load_catalog().hardware("H100-SXM5-80GB")
+    lay = TrainLayout(seq_len=4096, global_batch=512, dp=8, ep=8, zero=3, micro_batch=4, recompute="full",
+                      optimizer="adam_bf16")
+    m = estimate_training(spec, hw, lay, framework="fsdp2", grad_precision="bf16").memory
+    assert m.weights + m.gradients + m.optimizer_states == pytest.approx(8 * 30_532_122_624 / 8, rel=1e-6)
+    # mixed-precision Adam (fp32 masters and moments, fp32 gradients) is twice that
+    full = estimate_training(spec, hw, TrainLayout(**{**lay.__dict__, "optimizer": "adam"}), framework="fsdp2").memory
+    assert full.gradients + full.optimizer_states == pytest.approx(16 * 30_532_122_624 / 8, rel=1e-6)

@@ -74,6 +74,9 @@ OPTIMIZER_STATE_BYTES = {
     # quantisation statistics (one fp32 per 2048 values) are < 0.2% and not counted
     # (Dettmers et al. 2022, '8-bit Optimizers via Block-wise Quantization').
     "adam8bit": 6.0,
+    # pure bf16: torch.optim.Adam on a model cast to bf16 (NeMo Automodel's benchmark recipes), no
+    # fp32 master: the bf16 parameters it updates (2, FSDP2's only copy) + m (2) + v (2)
+    "adam_bf16": 6.0,
     # fp32 master weights (4) only: Adafactor without momentum (beta1 = 0, its default)
     # stores a factored second moment, a row and a column vector per matrix: 4(r + c)
     # bytes for r*c weights, below 0.1% for r, c >= 4096, not counted
@@ -768,8 +771,8 @@ def stage_memory_parts(spec, st, stage, pp, *, seq_len, micro_batch, tp, dp, cp,
     root = root_params(spec, pp, st.has_embedding, st.has_head) / tp_ * (dp_ * cp_ > 1)
     fsdp2_layers = layer_w * ((1 + FSDP_PREFETCH_LAYERS) * gather_b + WEIGHT_BYTES_PER_PARAM)
     # under a pipeline the unsharded gradients accumulate over the micro-batches in the reduce
-    # dtype (fp32, torchtitan's MixedPrecisionPolicy reduce_dtype) until the last one
-    comm_fsdp2 = np.where(pp_ > 1, GRAD_BYTES_PER_PARAM * stage_params,
+    # dtype (grad_precision: fp32 is torchtitan's MixedPrecisionPolicy reduce_dtype) until the last one
+    comm_fsdp2 = np.where(pp_ > 1, gb * stage_params,
                           fsdp2_layers + WEIGHT_BYTES_PER_PARAM * root)
     comm_zero3 = _pick(fsdp2, comm_fsdp2, comm_zero3)
     comm_buckets = np.full_like(tp_, float(DDP_BUCKETS_IN_FLIGHT * DDP_BUCKET_BYTES)) * (dp_ * cp_ > 1)
