@@ -144,6 +144,9 @@ class TornadoEnd(_Open):
         description="the re-optimised best: a 12-key configuration, a serving fleet (replica groups), or null")
     best_objective: Optional[float] = _d("the re-optimised best's objective at this end; null when infeasible")
     changes: bool = _d("whether the re-optimised best differs from the base configuration")
+    kept_feasible: Optional[bool] = Field(default=None, description="training: whether the base configuration still "
+                                                                    "meets every limit at this end (deadline, "
+                                                                    "budget); when not, the best may cost more")
 
 
 class TornadoEntry(_Open):
