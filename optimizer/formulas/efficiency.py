@@ -15,12 +15,12 @@ unfused_elementwise_ratio; k0 and network_efficiency are set) on every public ru
 tokens/s per GPU.
 
 Validation, LEAVE-ONE-SOURCE-OUT (each source predicted by constants fitted without it;
-``--loso``, stored per run in tests/data/loso_results.csv): 13.5% over all 313 runs; by regime
-3D > 100B 6.2% (26 runs), fp8 6.8% (46), CP 8.6% (51), < 10B 9.3% (25), other 9.4% (47),
-ZeRO-3/FSDP 16.3% (90; torchtitan's 8B tensor-parallel and rowwise-fp8 rows still over-predicted),
-MoE 41.8% (28 runs, 7 sources that disagree with one another); by generation Ampere 10.6%, Hopper
-12.8%, Blackwell 34.4% (19 runs, 10 of them MoE models; 8.6% on the other 9). Without the MoE
-regime: 10.7% over 285 runs.
+``--loso``, stored per run in tests/data/loso_results.csv): 13.7% over all 313 runs; by regime
+3D > 100B 5.5% (26 runs), fp8 7.2% (46), CP 9.2% (51), other 9.3% (47), < 10B 10.1% (25),
+ZeRO-3/FSDP 16.2% (90; torchtitan's 8B tensor-parallel and rowwise-fp8 rows still over-predicted),
+MoE 42.1% (28 runs, 7 sources that disagree with one another); by generation Ampere 10.5%, Hopper
+13.0%, Blackwell 35.1% (19 runs, 10 of them MoE models; 8.2% on the other 9). Without the MoE
+regime: 10.9% over 285 runs.
 In-sample (shipped constants) 12.2%.
 """
 
@@ -30,10 +30,10 @@ from dataclasses import replace  # noqa: F401  (re-exported for callers that var
 
 from optimizer.formulas.operators import ComputeConstants
 
-FP8_GEMM_EFFICIENCY_RATIO = 0.8068
+FP8_GEMM_EFFICIENCY_RATIO = 0.8092
 """Achieved fp8 linear-GEMM efficiency relative to bf16's at the same GEMM shape (dimensionless):
-under fp8 the linear layers run at 0.8068 x their bf16 efficiency of the fp8 dense peak, i.e.
-2 x 0.8068 = 1.61x the bf16 GEMM rate on a device whose fp8 peak is twice its bf16 peak (H100).
+under fp8 the linear layers run at 0.8092 x their bf16 efficiency of the fp8 dense peak, i.e.
+2 x 0.8092 = 1.62x the bf16 GEMM rate on a device whose fp8 peak is twice its bf16 peak (H100).
 
 What it stands for (Transformer Engine / torchao fp8 recipes, per-tensor scaling; NVIDIA
 Transformer Engine user guide, 'Using FP8 with Transformer Engine'): every fp8 GEMM needs its
@@ -52,19 +52,19 @@ EfficiencyConstants = ComputeConstants
 """The fitted constants (formulas/operators.py documents each)."""
 
 CALIBRATED = ComputeConstants(
-    gemm_eta_ampere=0.7574,
-    gemm_eta_hopper=0.6571,
+    gemm_eta_ampere=0.7589,
+    gemm_eta_hopper=0.6562,
     k0=64.0,
-    kernel_s=8.614e-6,
-    elementwise_passes=6.780,
-    overlap_slowdown=0.2905,
+    kernel_s=8.796e-6,
+    elementwise_passes=6.813,
+    overlap_slowdown=0.2937,
     fp8_gemm_ratio=FP8_GEMM_EFFICIENCY_RATIO,
     network_efficiency=1.0,
-    unfused_elementwise_ratio=1.798,
+    unfused_elementwise_ratio=1.754,
 )
 """Fitted by ``benchmarks/calibrate_efficiency.py --fit --iters 100`` on every public run
 (at most 12 per source, evenly spaced; k0 and network_efficiency set, not fitted): in-sample
-MAPE 15.7% over 281 runs of 12 sources. The validation figure is the leave-one-source-out
+MAPE 12.2% over 313 runs of 16 sources. The validation figure is the leave-one-source-out
 error printed by the same script (tests/data/loso_results.csv, tests/test_calibration.py)."""
 
 
