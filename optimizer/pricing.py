@@ -211,6 +211,33 @@ def _cap(*caps: Optional[int]) -> Optional[int]:
     return min(given) if given else None
 
 
+def capacity_keys(pricing, offer: Offer) -> tuple[str, ...]:
+    """The keys of ``pricing.capacity`` that cap this offer (its provider and/or provider/region,
+    as the scenario spells them), sorted. Offers with the same keys draw on the same caps."""
+    caps = getattr(pricing, "capacity", None) or {}
+    mine = {offer.provider.lower(), f"{offer.provider}/{offer.region}".lower()}
+    return tuple(sorted(k for k in caps if k.lower() in mine))
+
+
+def capacity_groups(pricing, pools) -> list[tuple[str, int, tuple[int, ...]]]:
+    """A fleet's shared capacity caps (issue 17): for each key of ``pricing.capacity`` (a provider
+    or provider/region), (key, GPUs, indices of the ``pools`` it caps). ``pools`` are GpuOptions
+    or OfferChoices; pools without an offer (owned, scenario price) are capped by none. Keys that
+    cap no pool are left out. Replicas of a serving fleet are separate jobs, so a cap bounds the
+    sum of the GPUs rented in its pools, not each replica."""
+    caps = getattr(pricing, "capacity", None) or {}
+    out = []
+    for key, limit in caps.items():
+        idx = []
+        for i, p in enumerate(pools):
+            ch = getattr(p, "choice", p)
+            if isinstance(ch, OfferChoice) and key in capacity_keys(pricing, ch.offer):
+                idx.append(i)
+        if idx:
+            out.append((key, int(limit), tuple(idx)))
+    return out
+
+
 def capacity_cap(pricing, offer: Offer) -> Optional[int]:
     """GPUs ``pricing.capacity`` allows from this offer's provider and provider/region (None = no cap).
     Keys match case-insensitively: 'AWS' or 'AWS/us-east-1'."""
@@ -219,10 +246,14 @@ def capacity_cap(pricing, offer: Offer) -> Optional[int]:
 
 
 def offer_choices(cat: Optional[Catalog], gpu_id: str, pricing, stock: Optional[int] = None, *,
-                  option: Optional[GpuOption] = None) -> tuple[list[OfferChoice], list[str]]:
+                  option: Optional[GpuOption] = None, fleet: bool = False) -> tuple[list[OfferChoice], list[str]]:
     """The undominated (offer, mode) choices of one GPU type (see above) and notes on what left
     offers out (no price in the modes, region, capacity 0). ``option``: take the offers and the
-    catalog row from a GpuOption instead of ``cat`` (planners below pricing hold no catalog)."""
+    catalog row from a GpuOption instead of ``cat`` (planners below pricing hold no catalog).
+    ``fleet``: the choices feed a fleet of many jobs (serving replicas) that shares
+    ``pricing.capacity``: A then dominates B only when every cap on A also caps B (a fleet
+    can move B's GPUs to A without passing a cap A's reach does not show); for one job the
+    caps are already in each choice's reach."""
     modes = pricing.modes if hasattr(pricing, "modes") else (pricing.mode,)
     regions = {r.lower() for r in (getattr(pricing, "regions", None) or ())}
     provider = getattr(pricing, "provider", None)
@@ -259,8 +290,13 @@ def offer_choices(cat: Optional[Catalog], gpu_id: str, pricing, stock: Optional[
                                    max_gpus=cap, term_hours=TERM_HOURS[mode], preemptions_per_instance_hour=rate,
                                    preemption_source=src))
     out.sort(key=lambda c: (c.usd_per_gpu_hour, c.offer.key, c.mode))
+    keys = {id(c): set(capacity_keys(pricing, c.offer)) for c in out} if fleet else {}
+
+    def beats(d: OfferChoice, c: OfferChoice) -> bool:
+        return d.dominates(c) and (not fleet or keys[id(d)] <= keys[id(c)])
+
     kept = [c for i, c in enumerate(out)
-            if not any(d.dominates(c) and (not c.dominates(d) or j < i) for j, d in enumerate(out) if j != i)]
+            if not any(beats(d, c) and (not beats(c, d) or j < i) for j, d in enumerate(out) if j != i)]
     notes = []
     if not kept:
         who = f" from {pricing.provider}" if getattr(pricing, "provider", None) else ""

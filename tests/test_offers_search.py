@@ -194,3 +194,141 @@ def test_buy_vs_rent_is_rendered_in_the_sensitivity_text():
     text = sensitivity_text(sens)
     assert "renting wins above a 123.2% discount rate" in text
     assert "flips at 0.34 x the utilisation" in text and "GPU price 0.1-10x does not flip it" in text
+
+
+# ----------------------------------------------------------------------------------------
+# capacity caps on serving fleets (pricing.capacity: provider or provider/region)
+# ----------------------------------------------------------------------------------------
+
+from hypothesis import HealthCheck, given, settings, strategies as st  # noqa: E402
+
+
+def _rented_by_provider(rec) -> dict:
+    out = {}
+    for i in rec["instances"]:
+        out[i["provider"]] = out.get(i["provider"], 0) + i["count"] * i["gpus_per_instance"]
+    return out
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.data())
+def test_fleet_model_capacity_caps_match_brute_force(data):
+    """The fleet model's optimum under shared caps (several pools per cap, pools under two caps)
+    equals the cheapest fleet found by enumerating every replica count, caps checked directly."""
+    import itertools
+
+    from optimizer.search.serve import fleet as fm
+
+    n_pools = data.draw(st.integers(1, 3))
+    opts = tuple(fm.FleetOption(gpu=data.draw(st.integers(0, n_pools - 1)), n_gpus=data.draw(st.sampled_from([1, 2])),
+                                cap=data.draw(st.integers(800, 3000))) for _ in range(data.draw(st.integers(1, 3))))
+    caps = []
+    for key in ("A", "A/r1", "B"):
+        pools = tuple(g for g in range(n_pools) if data.draw(st.booleans()))
+        if pools and data.draw(st.booleans()):
+            caps.append((key, data.draw(st.integers(0, 10)), pools))
+    p = fm.FleetProblem(options=opts, demand=data.draw(st.integers(500, 5000)), spares=data.draw(st.integers(0, 1)),
+                        gpi=tuple(data.draw(st.sampled_from([1, 2, 4])) for _ in range(n_pools)),
+                        price=tuple(data.draw(st.integers(1000, 9000)) for _ in range(n_pools)),
+                        available=(None,) * n_pools, capacity=tuple(caps))
+    best = None
+    for counts in itertools.product(*[range(p.upper(r) + 1) for r in range(len(opts))]):
+        if not fm.covers(p, counts):
+            continue
+        used = [0] * n_pools
+        for o, x in zip(opts, counts):
+            used[o.gpu] += o.n_gpus * x
+        inst = [-(-u // p.gpi[g]) for g, u in enumerate(used)]
+        if any(sum(inst[g] * p.gpi[g] for g in pools) > limit for _, limit, pools in caps):
+            continue
+        key = (sum(m * p.price[g] for g, m in enumerate(inst)), sum(used))
+        best = key if best is None or key < best else best
+    res = fm.solve_fleets(p, 1, time_limit_s=20)
+    if best is None:
+        assert res.status == "infeasible" and not res.fleets
+    else:
+        assert res.status == "optimal" and res.fleets[0].key == best
+        assert not fm.over_capacity(p, res.fleets[0].instances)
+
+
+def test_capacity_caps_bound_serving_fleets_and_explain_when_they_bind():
+    from optimizer.search.serve.evaluate import evaluate_fleet
+    from optimizer.search.serve.solve import solve_serving
+
+    cat = load_catalog()
+    sc = load_scenario("llama3-8b-api").with_overrides({"constraints.gpus": ["H100-SXM5-80GB"], "top_k": 3})
+    free = solve_serving(sc, pareto=False, explain=True, catalog=cat)
+    top = free.configs.iloc[0]
+    provider, n = max(_rented_by_provider(top).items(), key=lambda kv: kv[1])
+    cap = n // 2
+    capped_sc = sc.with_overrides({"pricing.capacity": {provider: cap}})
+    capped = solve_serving(capped_sc, pareto=False, explain=True, catalog=cat)
+    assert capped.status == "optimal"
+    for rec in capped.configs.to_dict(orient="records"):
+        assert _rented_by_provider(rec).get(provider, 0) <= cap, rec["instances"]
+        assert evaluate_fleet(capped_sc, rec["replicas"], catalog=cat)["feasible"]
+    assert capped.configs.iloc[0]["usd_per_hour"] > top["usd_per_hour"]
+    assert "capacity" in capped.explanation["binding"]
+    assert capped.explanation["slack"]["capacity"][provider] >= 0
+    assert any(f"pricing.capacity.{provider}" in line for line in capped.explanation["lines"])
+    # evaluate applies the same cap to a given fleet: the uncapped optimum breaks it
+    ev = evaluate_fleet(capped_sc, top["replicas"], catalog=cat)
+    assert not ev["feasible"] and any(v.startswith(f"capacity: rents {n} GPUs under pricing.capacity.{provider}")
+                                      for v in ev["violations"])
+
+
+def test_capacity_caps_that_leave_no_fleet_name_the_least_relaxation():
+    from optimizer.search.serve.solve import solve_serving
+
+    cat = load_catalog()
+    providers = sorted({o.provider for o in cat.offers("H100-SXM5-80GB")})
+    base = load_scenario("llama3-8b-api").with_overrides({"constraints.gpus": ["H100-SXM5-80GB"], "top_k": 1})
+    caps = {p: 4 for p in providers}
+    res = solve_serving(base.with_overrides({"pricing.capacity": caps}), pareto=False, explain=True, catalog=cat)
+    assert res.status == "infeasible"
+    rel = res.explanation["relaxations"]["capacity"]
+    assert rel and any("capacity" in cf for cf in res.explanation["conflicts"])
+    for key, need in rel.items():          # the least cap that suffices with every other cap kept
+        assert need > caps[key]
+        assert solve_serving(base.with_overrides({"pricing.capacity": {**caps, key: need}}), pareto=False,
+                             explain=False, catalog=cat).status == "optimal"
+        assert solve_serving(base.with_overrides({"pricing.capacity": {**caps, key: need - 1}}), pareto=False,
+                             explain=False, catalog=cat).status == "infeasible"
+        assert any(f"relax pricing.capacity.{key} from 4 to {need} GPUs" in line for line in res.explanation["lines"])
+
+
+def test_a_replica_is_one_contiguous_allocation_within_the_offer_reach():
+    from dataclasses import replace
+
+    from optimizer.pricing import gpu_options, gpu_types
+    from optimizer.search.serve.table import billing_pools, pool_fits
+
+    cat = load_catalog()
+    sc = load_scenario("llama3-8b-api").with_overrides({"constraints.gpus": ["H100-SXM5-80GB"],
+                                                        "pricing.capacity": {"Nebius": 8}})
+    pools, _ = billing_pools(sc, gpu_types(gpu_options(sc, cat)[0], sc, cat))
+    neb = [q for q in pools if q.choice is not None and q.choice.offer.provider == "Nebius"
+           and q.choice.offer.interconnect == "cluster"]
+    assert neb and all(q.choice.max_gpus == 8 for q in neb)
+    assert all(pool_fits(q, 8, 8) and not pool_fits(q, 8, 16) for q in neb)   # pp=2 x tp=8 spans 16 > 8
+    wide = replace(neb[0], choice=replace(neb[0].choice, max_gpus=None))
+    assert pool_fits(wide, 8, 16)
+
+
+def test_disaggregated_pools_respect_capacity_caps():
+    import optimizer
+
+    sc = load_scenario("llama31-70b-rag-disaggregated")
+    free = optimizer.disaggregation(sc)
+    by = {}
+    for r in free.replicas:
+        by[r["offer"].split()[0]] = by.get(r["offer"].split()[0], 0) + r["count"] * r["tp"]
+    provider, n = max(by.items(), key=lambda kv: kv[1])
+    capped = optimizer.disaggregation(sc.with_overrides({"pricing.capacity": {provider: n - 4}}))
+    used = sum(r["count"] * r["tp"] for r in capped.replicas if r["offer"].split()[0] == provider)
+    assert used <= n - 4 and capped.usd_per_hour > free.usd_per_hour
+    assert f"pricing.capacity.{provider} = {n - 4} GPUs" in capped.explanation
+    # a TP group never spans instances: no TP-4 replica on a one-GPU pod
+    assert all(not r["offer"] or "1x" not in r["offer"] for r in free.replicas + capped.replicas)
+    with pytest.raises(Exception, match="pricing.capacity"):
+        optimizer.disaggregation(sc.with_overrides({"pricing.capacity": {p: 3 for p in ("AWS", "GCP", "Azure", "Nebius", "Lambda", "RunPod", "Hyperstack")}}))
