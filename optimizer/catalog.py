@@ -233,6 +233,11 @@ class Offer(BaseModel):
         return rec
 
 
+def offer_id(o: "Offer") -> str:
+    """An offer's id as ``--offer`` takes it: provider/instance_type/region."""
+    return f"{o.provider}/{o.instance_type}/{o.region}"
+
+
 def _check_mode(mode: str) -> str:
     mode = MODE_ALIASES.get(mode, mode)
     if mode not in PRICE_MODES:
@@ -333,6 +338,23 @@ class Catalog:
     @property
     def providers(self) -> list[str]:
         return sorted({o.provider for o in self._offers}, key=str.lower)
+
+    def resolve_offer(self, ref: str, field: str = "offer") -> Offer:
+        """The offer named 'provider/instance_type' or 'provider/instance_type/region'
+        (case-insensitive; the region is needed only where the instance is listed in several).
+        Unknown or ambiguous names are a ClusteroptError naming ``field``, with the closest ids."""
+        parts = [x.strip() for x in str(ref).split("/", 2)]
+        ids = [offer_id(o) for o in self._offers]
+        if len(parts) >= 2:
+            hits = [o for o in self._offers if o.provider.lower() == parts[0].lower()
+                    and o.instance_type.lower() == parts[1].lower()
+                    and (len(parts) == 2 or o.region.lower() == parts[2].lower())]
+            if len(hits) == 1:
+                return hits[0]
+            if len(hits) > 1:
+                raise ClusteroptError(field, f"{ref!r} is offered in several regions",
+                                      "name one: " + ", ".join(offer_id(o) for o in hits))
+        raise ClusteroptError(field, f"unknown offer {ref!r}", did_you_mean(str(ref), ids))
 
     def offers(self, gpu: Optional[str] = None, provider: Optional[str] = None) -> list[Offer]:
         gpu_id = self.resolve_gpu_id(gpu) if gpu is not None else None

@@ -12,7 +12,8 @@ from optimizer.catalog import TERM_HOURS, Catalog, Offer
 from optimizer.errors import ClusteroptError
 from optimizer.formulas import preemption as P
 from optimizer.formulas.cost import owned_usd_per_gpu_hour
-from optimizer.formulas.offers import INTERCONNECT_CODES
+from optimizer.formulas.offers import INTERCONNECT_CODES, offer_runs_layout
+from optimizer.scenario import Pricing
 from optimizer.units import GIGABIT
 
 @dataclass(frozen=True)
@@ -246,14 +247,16 @@ def capacity_cap(pricing, offer: Offer) -> Optional[int]:
 
 
 def offer_choices(cat: Optional[Catalog], gpu_id: str, pricing, stock: Optional[int] = None, *,
-                  option: Optional[GpuOption] = None, fleet: bool = False) -> tuple[list[OfferChoice], list[str]]:
+                  option: Optional[GpuOption] = None, fleet: bool = False,
+                  only: Optional[Offer] = None) -> tuple[list[OfferChoice], list[str]]:
     """The undominated (offer, mode) choices of one GPU type (see above) and notes on what left
     offers out (no price in the modes, region, capacity 0). ``option``: take the offers and the
     catalog row from a GpuOption instead of ``cat`` (planners below pricing hold no catalog).
     ``fleet``: the choices feed a fleet of many jobs (serving replicas) that shares
     ``pricing.capacity``: A then dominates B only when every cap on A also caps B (a fleet
     can move B's GPUs to A without passing a cap A's reach does not show); for one job the
-    caps are already in each choice's reach."""
+    caps are already in each choice's reach. ``only``: that one offer (a user's pick), in each
+    of the modes it prices."""
     modes = pricing.modes if hasattr(pricing, "modes") else (pricing.mode,)
     regions = {r.lower() for r in (getattr(pricing, "regions", None) or ())}
     provider = getattr(pricing, "provider", None)
@@ -265,7 +268,9 @@ def offer_choices(cat: Optional[Catalog], gpu_id: str, pricing, stock: Optional[
     else:
         offers = cat.offers(gpu_id, provider)
         hardware_of = cat.offer_hardware
-    if regions:
+    if only is not None:
+        offers = [only]
+    elif regions:
         offers = [o for o in offers if o.region.lower() in regions]
     out: list[OfferChoice] = []
     for o in offers:
@@ -303,6 +308,20 @@ def offer_choices(cat: Optional[Catalog], gpu_id: str, pricing, stock: Optional[
         where = f" in {', '.join(sorted(regions))}" if regions else ""
         notes.append(f"{gpu_id}: no {' or '.join(modes)} offer{who}{where} in the catalog; left out")
     return kept, notes
+
+
+def runnable_choice(cat: Catalog, gpu_id: str, mode: str, n_gpus: int, tp: int, *, provider: Optional[str] = None,
+                    offer: Optional[Offer] = None) -> Optional[OfferChoice]:
+    """The (offer, ``mode``) one job of ``n_gpus`` GPUs at tensor-parallel degree ``tp`` is timed
+    and billed on (issue 17): ``offer`` when given (None when it cannot run the job or has no
+    price in ``mode``), else the cheapest offer (of ``provider``) that can run it, by whole
+    instances x $/instance-hour, ties by offer key. Runs: formulas.offers.offer_runs_layout."""
+    pricing = Pricing(mode=mode, provider=provider)
+    runs = [ch for ch in offer_choices(cat, gpu_id, pricing, only=offer)[0]
+            if offer_runs_layout(n_gpus, tp, INTERCONNECT_CODES[ch.offer.interconnect], ch.gpus_per_instance,
+                                 ch.max_gpus)]
+    return min(runs, key=lambda c: (-(-n_gpus // c.gpus_per_instance) * c.usd_per_instance_hour, c.offer.key),
+               default=None)
 
 
 def best_per_config(config_cols, keys, rows):

@@ -332,3 +332,89 @@ def test_disaggregated_pools_respect_capacity_caps():
     assert all(not r["offer"] or "1x" not in r["offer"] for r in free.replicas + capped.replicas)
     with pytest.raises(Exception, match="pricing.capacity"):
         optimizer.disaggregation(sc.with_overrides({"pricing.capacity": {p: 3 for p in ("AWS", "GCP", "Azure", "Nebius", "Lambda", "RunPod", "Hyperstack")}}))
+
+
+def test_portfolio_rentals_are_timed_on_the_offer_they_are_billed_on():
+    # GCP's a3-highgpu-8g gives 100 Gbit/s per GPU, the H100 reference node 400: a 128-GPU rental
+    # billed on GCP takes the days of GCP's fabric (as evaluate prices it there), more than the
+    # same layout on a 400 Gbit/s cluster offer
+    from optimizer.portfolio_schema import job_scenario, load_portfolio
+
+    p = load_portfolio("rent-vs-buy").with_overrides({"fleet.rent.provider": "GCP"})
+    r = plan(p, top_k=1, binding=False)
+    rent = next(x for x in r.plan["rent"] if x["job"] == "burst-70b")
+    row = next(s for s in r.plan["schedule"] if s["job"] == "burst-70b")
+    assert rent["offer"].startswith("GCP ") and row["rent_offer"] == rent["offer"] and row["n_gpus"] > 8
+    sc = job_scenario(p, 1, pricing_mode="on_demand")
+    on_gcp = evaluate(sc, row["config"])
+    assert on_gcp["provider"] == "GCP"
+    assert row["duration_days"] == pytest.approx(on_gcp["wall_clock_days"], rel=1e-9)
+    on_400 = evaluate(sc.with_overrides({"pricing.provider": "Nebius"}), row["config"])
+    assert on_400["wall_clock_days"] < row["duration_days"]
+    # billed in whole instances at the offer's rate for those days
+    assert rent["usd"] == pytest.approx(row["n_gpus"] * rent["usd_per_gpu_hour"] * row["duration_days"] * 24, rel=1e-9)
+
+
+# ----------------------------------------------------------------------------------------
+# estimate on an offer (--offer / --provider)
+# ----------------------------------------------------------------------------------------
+
+LAYOUT_64 = dict(gpu="h100", tp=8, pp=2, dp=4, global_batch=64)
+
+
+def test_estimate_times_a_layout_on_the_offers_fabric():
+    from optimizer.search.api import estimate
+
+    ref = estimate("llama-3-70b", **LAYOUT_64)["train"]
+    gcp = estimate("llama-3-70b", **LAYOUT_64, offer="GCP/a3-highgpu-8g")["train"]
+    assert gcp["interconnect"] == "cluster" and gcp["fabric_gbit_per_s_per_gpu"] == 100 and gcp["provider"] == "GCP"
+    # the same figure as the reference node with its inter-node bandwidth set to GCP's 100 Gbit/s
+    by_hand = estimate("llama-3-70b", **LAYOUT_64, inter_node_gbps=100)["train"]
+    assert gcp["step_time_s"] == pytest.approx(by_hand["step_time_s"], rel=1e-12)
+    assert gcp["step_time_s"] > ref["step_time_s"]                 # 100 < the reference node's 400 Gbit/s
+    aws = estimate("llama-3-70b", **LAYOUT_64, provider="AWS", tokens=1e10)["train"]
+    assert aws["instance_type"] == "p5.48xlarge"
+    assert aws["step_time_s"] == pytest.approx(estimate("llama-3-70b", **LAYOUT_64, inter_node_gbps=400)["train"]
+                                               ["step_time_s"], rel=1e-12)
+    hours = aws["wall_clock_days"] * 24
+    storage = aws["system"]["storage"].get("storage_usd") or 0.0
+    assert aws["cost_usd"] == pytest.approx(64 / 8 * 55.04 * hours + storage, rel=1e-9)
+
+
+@pytest.mark.parametrize("kw, field", [
+    (dict(LAYOUT_64, offer="RunPod/8x_H100-SXM_SECURE"), "--offer"),          # one node, no multi-node fabric
+    (dict(gpu="h100", tp=2, serve=True, offer="RunPod/1x_H100-SXM_SECURE"), "--offer"),   # TP 2 on a 1-GPU pod
+    (dict(LAYOUT_64, provider="Lambda"), "--provider"),                        # Lambda: nodes only
+    (dict(LAYOUT_64, offer="AWS/p5.48xlarge", tokens=1e10, pricing="reserved_3y"), "--pricing"),
+    (dict(tp=8, offer="Nebius/gpu-h200-sxm_8gpu-128vcpu-1600gb"), "--offer"),  # three regions: name one
+    (dict(tp=8, gpu="h200", offer="GCP/a3-highgpu-8g"), "--offer"),            # an H100 offer
+    (dict(tp=8, gpu="h100", provider="lamda"), "--provider"),
+])
+def test_estimate_refuses_a_layout_the_offer_cannot_run(kw, field):
+    from optimizer.errors import ClusteroptError
+    from optimizer.search.api import estimate
+
+    with pytest.raises(ClusteroptError) as e:
+        estimate("llama-3-70b", **kw)
+    assert e.value.field == field
+
+
+def test_estimate_offer_cli_exit_2_with_one_line(capsys):
+    import json
+
+    from optimizer.cli import main
+
+    def run(*argv):
+        with pytest.raises(SystemExit) as e:
+            main(list(argv))
+        out, err = capsys.readouterr()
+        return e.value.code, out, err
+
+    code, out, err = run("estimate", "llama-3-70b", "--gpu", "h100", "--tp", "8", "--pp", "2", "--dp", "4",
+                         "--global-batch", "64", "--offer", "RunPod/8x_H100-SXM_SECURE")
+    lines = [x for x in err.splitlines() if x.strip()]
+    assert code == 2 and out == ""
+    assert len(lines) == 1 and lines[0].startswith("error: --offer: ") and "cannot run 64 GPUs" in lines[0]
+    code, out, _ = run("estimate", "llama-3-70b", "--tp", "8", "--serve", "--offer",
+                       "Nebius/gpu-h100-sxm_8gpu-128vcpu-1600gb", "--json")
+    assert code == 0 and json.loads(out)["serve"]["instance_type"] == "gpu-h100-sxm_8gpu-128vcpu-1600gb"
