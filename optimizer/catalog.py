@@ -156,7 +156,8 @@ class Offer(BaseModel):
     commitment, ``reserved_3y_usd_per_hour`` the 3-year one (each billed for its whole term);
     ``spot_preemptions_per_hour`` the published or stated preemption rate per spot instance-hour
     (empty: the default of optimizer.formulas.preemption). ``as_of`` is the date the price was
-    read (YYYY-MM-DD or YYYY-MM).
+    read (YYYY-MM-DD or YYYY-MM); ``reserved_as_of`` the date the commitment prices were read
+    when that differs (empty: ``as_of``).
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
@@ -177,12 +178,15 @@ class Offer(BaseModel):
     spot_preemptions_per_hour: Optional[float] = Field(default=None, ge=0)
     region: str = ""
     as_of: str = Field(min_length=4)
+    reserved_as_of: Optional[str] = None
     source: str = Field(min_length=1)
     notes: str = ""
 
-    @field_validator("as_of")
+    @field_validator("as_of", "reserved_as_of")
     @classmethod
-    def _dated(cls, v: str) -> str:
+    def _dated(cls, v: Optional[str]) -> Optional[str]:
+        if v is None:
+            return v
         if not AS_OF_DATE.fullmatch(v.strip()):
             raise ValueError(f"{v!r} is not a date; give the date the price was read as YYYY-MM-DD (or YYYY-MM)")
         return v.strip()
@@ -204,7 +208,16 @@ class Offer(BaseModel):
             raise ValueError(f"a single_gpu offer has 1 GPU per instance (got {self.gpus_per_instance}); use 'node'")
         if self.spot_preemptions_per_hour is not None and self.spot_usd_per_hour is None:
             raise ValueError("spot_preemptions_per_hour without a spot price")
+        if self.reserved_as_of is not None and self.reserved_usd_per_hour is None and self.reserved_3y_usd_per_hour is None:
+            raise ValueError("reserved_as_of without a reserved (1- or 3-year) price")
         return self
+
+    def price_as_of(self, mode: str) -> str:
+        """The date the price of ``mode`` was read: ``reserved_as_of`` for the commitments when
+        given, else ``as_of``."""
+        if TERM_HOURS[_check_mode(mode)] > 0 and self.reserved_as_of:
+            return self.reserved_as_of
+        return self.as_of
 
     @property
     def key(self) -> tuple[str, str, str]:

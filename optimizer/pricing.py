@@ -402,8 +402,8 @@ def offer_keys(g: GpuOption, mode: str = "on_demand") -> dict:
     if ch is not None:
         o = ch.offer
         return {"provider": o.provider, "instance_type": o.instance_type, "region": o.region,
-                "interconnect": o.interconnect, "offer_max_gpus": o.contiguous_max_gpus, "offer_as_of": o.as_of,
-                "pricing_mode": ch.mode}
+                "interconnect": o.interconnect, "offer_max_gpus": o.contiguous_max_gpus,
+                "offer_as_of": o.price_as_of(ch.mode), "pricing_mode": ch.mode}
     owned = g.offer == "owned"
     return {"provider": None, "instance_type": None, "region": None, "interconnect": "owned" if owned else None,
             "offer_max_gpus": None, "offer_as_of": None, "pricing_mode": "owned" if owned else mode}

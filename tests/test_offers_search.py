@@ -1,6 +1,8 @@
 """Issue 17 in the planners: what each offer can run, spot, commitments, investment figures."""
 
 import math
+from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -366,7 +368,7 @@ def test_estimate_times_a_layout_on_the_offers_fabric():
     from optimizer.search.api import estimate
 
     ref = estimate("llama-3-70b", **LAYOUT_64)["train"]
-    gcp = estimate("llama-3-70b", **LAYOUT_64, offer="GCP/a3-highgpu-8g")["train"]
+    gcp = estimate("llama-3-70b", **LAYOUT_64, offer="GCP/a3-highgpu-8g/us-east4")["train"]
     assert gcp["interconnect"] == "cluster" and gcp["fabric_gbit_per_s_per_gpu"] == 100 and gcp["provider"] == "GCP"
     # the same figure as the reference node with its inter-node bandwidth set to GCP's 100 Gbit/s
     by_hand = estimate("llama-3-70b", **LAYOUT_64, inter_node_gbps=100)["train"]
@@ -387,7 +389,7 @@ def test_estimate_times_a_layout_on_the_offers_fabric():
     (dict(LAYOUT_64, provider="Lambda"), "--provider"),                        # Lambda: nodes only
     (dict(LAYOUT_64, offer="AWS/p5.48xlarge", tokens=1e10, pricing="reserved_3y"), "--pricing"),
     (dict(tp=8, offer="Nebius/gpu-h200-sxm_8gpu-128vcpu-1600gb"), "--offer"),  # three regions: name one
-    (dict(tp=8, gpu="h200", offer="GCP/a3-highgpu-8g"), "--offer"),            # an H100 offer
+    (dict(tp=8, gpu="h200", offer="GCP/a3-highgpu-8g/us-east4"), "--offer"),            # an H100 offer
     (dict(tp=8, gpu="h100", provider="lamda"), "--provider"),
 ])
 def test_estimate_refuses_a_layout_the_offer_cannot_run(kw, field):
@@ -418,3 +420,78 @@ def test_estimate_offer_cli_exit_2_with_one_line(capsys):
     code, out, _ = run("estimate", "llama-3-70b", "--tp", "8", "--serve", "--offer",
                        "Nebius/gpu-h100-sxm_8gpu-128vcpu-1600gb", "--json")
     assert code == 0 and json.loads(out)["serve"]["instance_type"] == "gpu-h100-sxm_8gpu-128vcpu-1600gb"
+
+
+# ----------------------------------------------------------------------------------------
+# commitment prices: dated and sourced apart from on-demand (reserved_as_of)
+# ----------------------------------------------------------------------------------------
+
+def test_commitment_prices_carry_their_own_date_and_source():
+    cat = load_catalog()
+    committed = [o for o in cat.offers() if o.reserved_usd_per_hour or o.reserved_3y_usd_per_hour]
+    assert len(committed) >= 10
+    for o in committed:
+        # a commitment costs less per hour than on demand (that is what it is bought for), 3 years
+        # less than 1; its date is the row's or its own, and the source says where it was read
+        assert o.usd_per_hour("reserved_3y") < o.usd_per_hour("reserved") < o.on_demand_usd_per_hour, o.key
+        assert o.price_as_of("reserved") in (o.as_of, o.reserved_as_of)
+        assert any(w in o.source for w in ("1-year", "1y", "reserved")), o.key
+    p4d = next(o for o in cat.offers("A100-SXM4-40GB", "AWS") if o.instance_type == "p4d.24xlarge")
+    assert (p4d.price_as_of("on_demand"), p4d.price_as_of("reserved_3y")) == ("2026-11-09", "2025-03-02")
+    assert "UNCERTAIN" in p4d.notes                   # read before AWS's 2025 price cut
+    # by hand from the archived per-GPU rates x 8 (the derived GCP row says so)
+    gcp = next(o for o in cat.offers("H100-SXM5-80GB", "GCP") if o.region == "us-central1")
+    assert (gcp.on_demand_usd_per_hour, gcp.reserved_usd_per_hour, gcp.reserved_3y_usd_per_hour) == pytest.approx(
+        (8 * 11.06, 8 * 7.67, 8 * 4.86)) and "DERIVED" in gcp.notes
+    # the JSON names the commitment's date for a committed configuration
+    from optimizer.pricing import offer_choices, offer_keys
+    from optimizer.scenario import Pricing
+
+    ch = next(c for c in offer_choices(cat, "A100-SXM4-40GB", Pricing(mode=["reserved_3y"]), only=p4d)[0])
+    assert offer_keys(SimpleNamespace(choice=ch, offer=ch.label))["offer_as_of"] == "2025-03-02"
+
+
+@pytest.mark.parametrize("row, problem", [
+    ({"reserved_as_of": "spring 2025"}, "not a date"),
+    ({"reserved_as_of": "2025-03-02", "reserved_usd_per_hour": ""}, "without a reserved"),
+])
+def test_reserved_as_of_is_validated(tmp_path, row, problem):
+    import csv as _csv
+
+    from optimizer.errors import ClusteroptError
+
+    base = {"provider": "Test", "instance_type": "t1", "gpu": "H100-SXM5-80GB", "gpus_per_instance": "1",
+            "interconnect": "single_gpu", "on_demand_usd_per_hour": "3", "reserved_usd_per_hour": "2",
+            "as_of": "2026-12-01", "source": "synthetic test row"}
+    base.update(row)
+    p = tmp_path / "offers.csv"
+    with open(p, "w", newline="") as f:
+        w = _csv.DictWriter(f, fieldnames=list(base))
+        w.writeheader()
+        w.writerow(base)
+    with pytest.raises(ClusteroptError, match=problem):
+        load_catalog([p])
+
+
+def test_refresh_keeps_commitments_with_the_date_they_were_read(tmp_path):
+    import shutil
+
+    from optimizer.catalog_refresh import refresh_offers
+
+    snap = tmp_path / "snap"
+    shutil.copytree(Path(__file__).parent / "data" / "skypilot_catalog", snap)
+    with open(snap / "aws" / "vms.csv", "a") as f:
+        f.write("p4d.24xlarge,A100,8.0,96.0,1152.0,,21.0,5.0,us-east-1,use1-az2\n")
+    offers, _ = refresh_offers(snap, as_of="2026-12-20", catalog=load_catalog())
+    p4d = next(o for o in offers if (o.provider, o.instance_type, o.region) == ("AWS", "p4d.24xlarge", "us-east-1"))
+    assert p4d.on_demand_usd_per_hour == 21.0 and p4d.as_of == "2026-12-20"
+    assert (p4d.reserved_usd_per_hour, p4d.reserved_as_of) == (19.22, "2025-03-02")   # not re-dated by the snapshot
+    # a row whose commitments shared its old date (no reserved_as_of) keeps that date for them
+    user = tmp_path / "user_offers.csv"
+    user.write_text("provider,instance_type,gpu,gpus_per_instance,interconnect,fabric_gbit_per_s_per_gpu,fabric_rails,"
+                    "fabric_rdma,on_demand_usd_per_hour,reserved_usd_per_hour,region,as_of,source\n"
+                    "AWS,p5.48xlarge,H100-SXM5-80GB,8,cluster,400,32,yes,60,40,us-east-1,2026-01-15,synthetic test row\n")
+    offers, _ = refresh_offers(snap, as_of="2026-12-20", catalog=load_catalog([user]))
+    p5 = next(o for o in offers if (o.provider, o.instance_type, o.region) == ("AWS", "p5.48xlarge", "us-east-1"))
+    assert (p5.on_demand_usd_per_hour, p5.as_of) == (55.04, "2026-12-20")
+    assert (p5.reserved_usd_per_hour, p5.price_as_of("reserved")) == (40, "2026-01-15")

@@ -415,8 +415,8 @@ def _offer_choice(catalog, gid: str, mode: str, n_gpus: int, tp: int, picked, pr
 def _offer_keys(ch) -> dict:
     o = ch.offer
     return {"offer": ch.label, "provider": o.provider, "instance_type": o.instance_type, "region": o.region,
-            "interconnect": o.interconnect, "offer_max_gpus": o.contiguous_max_gpus, "offer_as_of": o.as_of,
-            "fabric_gbit_per_s_per_gpu": (o.fabric_gbit_per_s_per_gpu if o.interconnect == "cluster" else None)}
+            "interconnect": o.interconnect, "offer_max_gpus": o.contiguous_max_gpus,
+            "offer_as_of": o.price_as_of(ch.mode), "fabric_gbit_per_s_per_gpu": (o.fabric_gbit_per_s_per_gpu if o.interconnect == "cluster" else None)}
 
 
 def _add_system(train: dict, spec, gid: str, layout, tokens: float, offer, pricing: str, catalog,

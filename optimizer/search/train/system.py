@@ -602,5 +602,6 @@ def estimate_system(spec, gpu: str, layout: dict, tokens_per_s: float, tokens: f
     if g.choice is not None:
         o = g.choice.offer
         out.update({"provider": o.provider, "instance_type": o.instance_type, "region": o.region,
-                    "interconnect": o.interconnect, "offer_max_gpus": o.contiguous_max_gpus, "offer_as_of": o.as_of})
+                    "interconnect": o.interconnect, "offer_max_gpus": o.contiguous_max_gpus,
+                    "offer_as_of": o.price_as_of(g.choice.mode)})
     return out
