@@ -26,7 +26,7 @@ import optimizer
 from optimizer.scenario import DEFAULT_SCENARIO
 import tempfile
 from optimizer.schema import json_schema, property_rows
-from optimizer.cli_choices import (ExportFormat, ExportOutput, RentalMode, WeightFormat, KvFormat, Recompute, TrainPrecision, Framework, GradPrecision)
+from optimizer.cli_choices import (ExportFormat, ExportOutput, RentalMode, WeightFormat, KvFormat, Recompute, TrainPrecision, Framework, GradPrecision, Fp8Recipe)
 Law = Enum("Law", {k: k for k in report.SCALING_LAWS}, type=str)
 
 try:                                   # the Click that Typer runs on: its vendored copy (Typer >= 0.2x)
@@ -215,6 +215,10 @@ def estimate(
                                            help="ZeRO-Offload: optimizer states and step on the host CPU."),
     oversubscription: float = typer.Option(1.0, "--oversubscription", min=1.0,
                                            help="Fabric leaf down:up ratio (1 = non-blocking)."),
+    fp8_recipe: Fp8Recipe = typer.Option(Fp8Recipe.tensorwise, "--fp8-recipe",
+                                         help="With --precision fp8: how GEMM inputs are scaled."),
+    gpu_power_limit_w: Optional[float] = typer.Option(None, "--gpu-power-limit-w", min=1.0,
+                                                      help="Board power limit (nvidia-smi -pl), W; default the TDP."),
     inter_node_gbps: Optional[float] = typer.Option(None, "--inter-node-gbps", min=0.001,
                                                     help="Override inter-node bandwidth per GPU, Gbit/s."),
     tokens: Optional[float] = typer.Option(None, "--tokens", min=1, help="Training tokens: adds days, GPU-hours, cost."),
@@ -269,7 +273,7 @@ def estimate(
                 sequence_parallel=sequence_parallel, interleave=interleave, inter_node_gbps=inter_node_gbps,
                 flash_attention=flash_attention, tp_comm_overlap=tp_comm_overlap,
                 overlap_grad_reduce=overlap_grad_reduce, offload_optimizer=offload_optimizer,
-                oversubscription=oversubscription,
+                oversubscription=oversubscription, fp8_recipe=fp8_recipe.value, gpu_power_limit_w=gpu_power_limit_w,
                 tokens=tokens, pricing=pricing.value if pricing else None, serve=serve,
                 weights=weights.value if weights else None, kv=kv.value if kv else None, batch=batch,
                 prompt_len=prompt_len, output_len=output_len, gpu_memory_utilization=gpu_memory_utilization,

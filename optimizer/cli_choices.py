@@ -63,3 +63,13 @@ class Framework(str, Enum):
 class GradPrecision(str, Enum):
     fp32 = "fp32"
     bf16 = "bf16"
+
+
+class Fp8Recipe(str, Enum):
+    """formulas/efficiency.py FP8_RECIPES."""
+
+    tensorwise = "tensorwise"
+    delayed = "delayed"
+    rowwise = "rowwise"
+    blockwise = "blockwise"
+    mxfp8 = "mxfp8"

@@ -230,6 +230,7 @@ class TrainSpec(_Strict):
     framework: Literal["auto", "megatron", "fsdp2", "deepspeed"] = "auto"
     tp_comm_overlap: bool = False
     overlap_grad_reduce: bool = True
+    fp8_recipe: Literal["tensorwise", "delayed", "rowwise", "blockwise", "mxfp8"] = "tensorwise"
     # what the framework allocates (formulas/memory.py MEMORY_FIELDS)
     grad_precision: Literal["fp32", "bf16"] = "fp32"
     fp8_params: bool = False
@@ -565,6 +566,7 @@ class SystemSpec(_Strict):
     data_workers_per_gpu: int = Field(default=2, ge=0, le=1024)
     switch: str = "qm9700"
     oversubscription: float = Field(default=1.0, ge=1, le=1e3)
+    gpu_power_limit_w: Optional[float] = Field(default=None, gt=0, le=1e4)   # nvidia-smi -pl; default the TDP
     rail_optimized: bool = True
     hosting_usd_per_kw_month: Optional[float] = Field(default=None, ge=0, le=1e6)
     maintenance_pct_per_year: Optional[float] = Field(default=None, ge=0, le=100)

@@ -67,11 +67,13 @@ def test_gemm_efficiency_in_unit_interval_and_rises_with_k(m, n, k):
 
 
 def test_flash_attention_published_ceilings():
-    # FlashAttention-3 abstract: 740 TFLOP/s of 989 (0.75) forward on H100; FA2: 35% on H100
+    # FlashAttention-3 abstract: 740 TFLOP/s of 989 (0.75) forward on H100; FA2 through PyTorch's
+    # SDPA: 287-304 TFLOP/s forward on H100 (pytorch/benchmark PR #2296), under the FA3 paper's
+    # 35% ceiling for FlashAttention-2
     f, _ = O.flash_attention_efficiency(H100, 1e9, 128.0, "fused")
     assert float(f) == pytest.approx(0.75, rel=1e-6)
-    f2, _ = O.flash_attention_efficiency(H100, 1e9, 128.0, "fa2")
-    assert float(f2) == pytest.approx(0.35, rel=1e-6)
+    f2, b2 = O.flash_attention_efficiency(H100, 1e9, 128.0, "fa2")
+    assert 287 / 989.4 <= float(f2) <= 304 / 989.4 and float(b2) <= 0.35
     short, _ = O.flash_attention_efficiency(H100, 512.0, 128.0, "fused")
     assert float(short) == pytest.approx(0.75 / 2)
 

@@ -123,6 +123,35 @@ def group_link(hw, size, stride=1):
     return bw, alpha
 
 
+def alltoall_group_time_s(hw, nbytes, size, stride=1):
+    """All-to-all over a group of ``size`` ranks placed ``stride`` apart, each rank holding
+    ``nbytes`` and keeping 1/n of it. Seconds.
+
+    Unlike a ring collective, an all-to-all cannot carry one rank's cross-node traffic over
+    the node's other NICs: it is n - 1 concurrent point-to-point exchanges, and every rank's
+    share for ranks on other nodes leaves through its own NIC (each GPU drives its own NIC at
+    once). Of the d = min(size, domain / stride) ranks of the group in one node, each sends
+    (d - 1)/n of its buffer over NVLink and (n - d)/n over the network, both at once:
+
+        t = max((d - 1)/n B / W_nvlink, (n - d)/n B / W_nic) + (n - 1) alpha
+
+    (W at ``BUS_EFFICIENCY``; inside one domain d = n and only NVLink is used). DeepEP's
+    measured internode dispatch bandwidth, 43-58 GB/s per H800 against its ~50 GB/s CX7
+    400 Gb/s NIC (deepseek-ai/DeepEP README, 'Normal kernels with NVLink and RDMA
+    forwarding'), is the per-NIC bound this takes, not the node's aggregate."""
+    size = np.asarray(size, dtype=float)
+    stride = np.asarray(stride, dtype=float)
+    n = np.maximum(size, 1.0)
+    d = np.clip(np.floor(hw.intra_node_domain / stride), 1.0, n)
+    intra = hw.intra_node_bytes_per_s if hw.intra_node_bytes_per_s > 0 else hw.inter_node_bytes_per_s
+    net = hw.inter_node_bytes_per_s / max(getattr(hw, "network_oversubscription", 1.0), 1.0)
+    nb = np.asarray(nbytes, dtype=float)
+    t_nvl = (d - 1.0) / n * nb / (intra * BUS_EFFICIENCY)
+    t_net = (n - d) / n * nb / (net * BUS_EFFICIENCY)
+    _, alpha = group_link(hw, size, stride)
+    return np.maximum(t_nvl, t_net) + (n - 1.0) * alpha
+
+
 def tree_alpha(hw, size, stride=1):
     """Per-level latency of a tree over the group: the network's once it leaves the domain."""
     size = np.asarray(size, dtype=float)
@@ -171,8 +200,7 @@ def ep_comm_per_microbatch_s(hw, *, seq_len, micro_batch, hidden, tp, cp, ep, to
     in bf16. Units: seconds."""
     tokens = np.asarray(seq_len) / cp * micro_batch / _pick(sequence_parallel, tp, 1)
     nbytes = 2.0 * tokens * top_k * hidden
-    bw, alpha = group_link(hw, ep, np.asarray(tp) * cp)
-    one = alltoall_time_s(nbytes, ep, bw, alpha)
+    one = alltoall_group_time_s(hw, nbytes, ep, np.asarray(tp) * cp)
     return EP_ALLTOALLS_PER_MOE_LAYER[recompute] * n_moe_layers * one
 
 

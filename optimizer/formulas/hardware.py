@@ -45,6 +45,7 @@ class Hardware:
     kernels: KernelProfile | None = None   # SMs and tiles (None: formulas/operators.py's default by peak)
     pcie_bytes_per_s: float = 0.0     # host link per GPU, one direction (0: not stated; offload assumes Gen4 x16)
     network_oversubscription: float = 1.0   # the fabric's leaf down:up ratio (scenario system.oversubscription)
+    power_limit_w: float = 0.0        # board power limit set by the operator (nvidia-smi -pl); 0: the TDP
 
     def peak_flop_per_s(self, precision: str) -> float:
         """Dense peak for the matmul precision of a training or serving layout.
@@ -64,3 +65,22 @@ class Hardware:
 
     def with_inter_node_bytes_per_s(self, bytes_per_s: float) -> "Hardware":
         return replace(self, inter_node_bytes_per_s=bytes_per_s)
+
+
+def power_limited_clock_fraction(hw: Hardware) -> float:
+    """Fraction of the datasheet tensor-core rate a GPU sustains under an operator's power
+    limit below its TDP (``hw.power_limit_w``; 1 without one or at/above the TDP).
+
+    Compute-bound kernels run at the clock the power budget allows. Dynamic CMOS power is
+    P = C V^2 f and, in the voltage-frequency range a GPU's DVFS uses, V grows about
+    linearly with f, so P ~ f^3 and the sustained clock under a cap is f / f_max =
+    (limit / TDP)^(1/3) (Weste & Harris, 'CMOS VLSI Design', 4th ed., Sec. 5.1-5.2: dynamic
+    power and voltage scaling). Static power and the HBM's share of the budget make the
+    real loss somewhat larger (UNCERTAIN: a lower bound of the slowdown; no fitted constant).
+    Example: Meta's Grand Teton H100s run at their default 500 W limit of a 700 W part
+    (pytorch/torchtitan docs, async TP benchmarks, 'Hardware'): (500/700)^(1/3) = 0.894.
+    HBM-bound work keeps its bandwidth (memory clocks are not lowered by the limit).
+    Dimensionless."""
+    if not hw.power_limit_w or hw.power_limit_w >= hw.tdp_w or hw.tdp_w <= 0:
+        return 1.0
+    return float((hw.power_limit_w / hw.tdp_w) ** (1.0 / 3.0))

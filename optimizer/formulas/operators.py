@@ -72,14 +72,16 @@ FLASH_ATTENTION = {
     # package); 'fused' = the best kernel of the generation as Megatron/Transformer Engine
     # runs it (cuDNN fused attention / FlashAttention-3 on Hopper, FA2 elsewhere).
     "ampere": {"fa2": (0.73, 0.50), "fused": (0.73, 0.50)},
-    "hopper": {"fa2": (0.35, 0.35), "fused": (0.75, 0.56)},
+    "hopper": {"fa2": (0.30, 0.30), "fused": (0.75, 0.56)},
 }
 """Sources: Ampere - Dao 2023, 'FlashAttention-2' (arXiv 2307.08691), abstract: 50-73% of
 the A100's theoretical maximum (73% taken for the forward, 50% for the backward: the range
 end points, UNCERTAIN per direction). Hopper FA2 - Shah et al. 2024, 'FlashAttention-3'
-(arXiv 2407.08608), abstract: FlashAttention-2 reaches 35% utilization on H100 (PyTorch's
-SDPA flash backend measured 287-304 TFLOP/s forward, head dim 128, on H100: pytorch/benchmark
-PR #2296, 0.29-0.31 of 989). Hopper fused - FlashAttention-3 abstract: up to 740 TFLOP/s
+(arXiv 2407.08608), abstract: FlashAttention-2 reaches up to 35% utilization on H100; as
+PyTorch runs it (SDPA's flash backend, what FSDP2/torchtitan stacks call) it measured 287-304
+TFLOP/s forward, head dim 128 (pytorch/benchmark PR #2296: 0.29-0.31 of 989), so 0.30 is
+taken; the backward equal to the forward (the FlashAttention-2 paper's H100 forward+backward
+figure, up to 335 TFLOP/s = 0.34, equals its forward-only ceiling). Hopper fused - FlashAttention-3 abstract: up to 740 TFLOP/s
 bf16 forward (0.75); its backward is 1.5-1.75x FlashAttention-2's (Sec. 4.1), 1.6 x 0.35 =
 0.56. Other generations take Ampere's FA2 figures (Ada, Volta, AMD: UNCERTAIN), Blackwell
 takes Hopper's (UNCERTAIN: no published training-kernel figures in this table)."""
@@ -105,7 +107,10 @@ class ComputeConstants:
     per second of communication running beside it (NCCL kernels occupy SMs and HBM bandwidth;
     fraction); ``fp8_gemm_ratio``: fp8 GEMM efficiency relative to bf16's (efficiency.py);
     ``network_efficiency``: the fraction of the NICs' aggregate bandwidth that collectives
-    leaving the node reach (congestion, NCCL channel count, the framework's process groups)."""
+    leaving the node reach (congestion, NCCL channel count, the framework's process groups);
+    ``unfused_elementwise_ratio``: the non-GEMM HBM traffic of PyTorch-native stacks (FSDP2:
+    norms, rotary, activation, casts and loss as separate kernels, or as torch.compile fuses
+    them) relative to Megatron with Transformer Engine's fused kernels."""
 
     gemm_eta_ampere: float
     gemm_eta_hopper: float
@@ -115,6 +120,7 @@ class ComputeConstants:
     overlap_slowdown: float
     fp8_gemm_ratio: float = 0.77
     network_efficiency: float = 1.0
+    unfused_elementwise_ratio: float = 1.0
 
 
 def profile_of(hw: Hardware) -> KernelProfile:

@@ -38,7 +38,9 @@ from optimizer.formulas import comm as C
 from optimizer.formulas import memory as M
 from optimizer.formulas import time as T
 from optimizer.formulas import operators as O
-from optimizer.formulas.efficiency import CALIBRATED, EfficiencyConstants, linear_gemm_efficiency_ratio
+from optimizer.formulas.efficiency import (CALIBRATED, FP8_RECIPES, EfficiencyConstants,
+                                           linear_gemm_efficiency_ratio)
+from optimizer.formulas.hardware import power_limited_clock_fraction
 from optimizer.formulas.layout import (OPTIMIZERS, RECOMPUTE_MODES, TRAIN_PRECISIONS, TrainLayout,
                                        sequence_parallel_rule, structural_rules)
 from optimizer.units import SECONDS_PER_DAY, SECONDS_PER_HOUR, TERA
@@ -46,14 +48,15 @@ from optimizer.units import SECONDS_PER_DAY, SECONDS_PER_HOUR, TERA
 NUMERIC_FIELDS = ("seq_len", "global_batch", "tp", "pp", "dp", "cp", "ep", "micro_batch", "interleave")
 CATEGORICAL_FIELDS = ("zero", "recompute", "sequence_parallel", "precision", "optimizer",
                       "offload_optimizer", "flash_attention")
-FRAMEWORK_FIELDS = ("overlap_grad_reduce", "tp_comm_overlap", "framework")
+FRAMEWORK_FIELDS = ("overlap_grad_reduce", "tp_comm_overlap", "framework", "fp8_recipe")
 """Framework options beyond TrainLayout (accepted in ``categorical`` and as keywords):
 ``overlap_grad_reduce`` - bucketed DP gradient reduction overlapped with the backward
 (PyTorch DDP/FSDP default, Megatron ``--overlap-grad-reduce``; default True);
 ``tp_comm_overlap`` - TP all-gather/reduce-scatter overlapped with the adjacent GEMMs
 (Transformer Engine userbuffers, Megatron ``--tp-comm-overlap``; default False: TP
 communication exposed); ``framework`` - ``FRAMEWORKS``: which framework schedules the
-step (``resolve_framework``)."""
+step (``resolve_framework``); ``fp8_recipe`` - how fp8 GEMM inputs are scaled
+(``efficiency.FP8_RECIPES``; default tensorwise; read only with precision fp8)."""
 
 FRAMEWORKS = ("auto", "megatron", "fsdp2", "deepspeed")
 """Training frameworks the step-time model knows. ``megatron`` (Megatron-LM/-Core, NeMo):
@@ -70,6 +73,26 @@ DEEPSPEED_PREFETCH_PARAMS = 5e7
 DeepSpeed configuration docs, 'ZeRO optimizations')."""
 
 
+def parameter_tensors_per_layer(spec) -> int:
+    """Parameter tensors of one layer as DeepSpeed ZeRO-3 gathers them, one all-gather per
+    tensor (its ``stage3_prefetch_bucket_size`` coalesces only tensors below 5e7 parameters,
+    and a large model's weight matrices are far above it): q, k, v and output projections, the
+    FFN's 2 (3 gated) matrices, 2 norms, plus a bias for each where the model has them."""
+    gated = spec.ffn_kind == "gated"
+    mats = 4 + (3 if gated else 2) + 2
+    biases = (3 if spec.qkv_bias else 0) + int(spec.attn_out_bias) + ((3 if gated else 2) if spec.ffn_bias else 0) \
+        + (2 if spec.norm_bias else 0)
+    return mats + biases
+
+
+DEEPSPEED_FULL_RECOMPUTE_GATHERS = 3
+"""Parameter all-gathers per micro-batch under DeepSpeed ZeRO-3 with full activation
+checkpointing: the forward's, the recomputed forward's (checkpointing re-runs the module, whose
+pre-forward hook gathers again) and the backward's. FSDP2 gathers twice: its backward
+pre-hook gathers once for the recomputed forward and the backward of the block (PyTorch
+'FSDP2' docs: fully_shard hooks; torchtitan applies AC inside each FSDP unit)."""
+
+
 def resolve_framework(framework: str, *, tp, pp, cp, ep):
     """The framework per layout: ``framework`` itself, or for ``auto`` 'megatron' where
     TP x PP x CP x EP > 1 and 'fsdp2' elsewhere (numpy array of str when the degrees are
@@ -84,7 +107,8 @@ def resolve_framework(framework: str, *, tp, pp, cp, ep):
 CATEGORICAL_DEFAULTS = {"zero": 0, "recompute": "selective", "sequence_parallel": False,
                         "precision": "bf16", "optimizer": "adam", "offload_optimizer": False,
                         "flash_attention": True, "overlap_grad_reduce": True,
-                        "tp_comm_overlap": False, "framework": "auto", **M.MEMORY_DEFAULTS}
+                        "tp_comm_overlap": False, "framework": "auto", "fp8_recipe": "tensorwise",
+                        **M.MEMORY_DEFAULTS}
 COMM_PARTS = ("tp", "ep", "cp", "dp", "pp")
 _PER_LAYOUT_CATEGORICAL = ("zero", "sequence_parallel")
 """Categorical fields ``estimate_training_batch`` also takes as one value per layout (arrays
@@ -158,6 +182,9 @@ def _check_categorical(cat: dict) -> dict:
     if out["framework"] not in FRAMEWORKS:
         raise ClusteroptError("framework", f"unknown framework {out['framework']!r}",
                               "allowed: " + ", ".join(FRAMEWORKS))
+    if out["fp8_recipe"] not in FP8_RECIPES:
+        raise ClusteroptError("fp8_recipe", f"unknown recipe {out['fp8_recipe']!r}",
+                              "allowed: " + ", ".join(FP8_RECIPES))
     out.update(M.check_memory_options(out))
     for k in _PER_LAYOUT_CATEGORICAL:                # given per layout: numpy arrays
         if np.ndim(out[k]):
@@ -370,8 +397,11 @@ def _evaluate(spec, hw, num: dict, cat: dict, efficiency_scale: float,
            for k in BATCH_KEYS}
     recompute, flash, precision = cat["recompute"], cat["flash_attention"], cat["precision"]
     k_opt = M.optimizer_bytes_per_param(cat["optimizer"])
-    peak_bf16 = hw.bf16_flop_per_s
-    peak_lin = hw.peak_flop_per_s(precision)
+    # tensor-core rates at the clock an operator's power limit allows (hardware.py; 1 at the TDP)
+    clock = power_limited_clock_fraction(hw)
+    peak_bf16 = hw.bf16_flop_per_s * clock
+    peak_lin = hw.peak_flop_per_s(precision) * clock
+    peak_mfu = hw.peak_flop_per_s(precision)              # MFU and HFU: of the datasheet peak
     qk_w, v_w = T.attention_widths_flops(spec)
     n_attn_per_layer = 2 if spec.arch == "encoder_decoder" else 1
     kv_width = M.attention_widths(spec)["kv_width"]
@@ -437,7 +467,7 @@ def _evaluate(spec, hw, num: dict, cat: dict, efficiency_scale: float,
         deepspeed = fw == "deepspeed"
         tokens = b * s / cp                                   # tokens of a micro-batch on one GPU
         eta_max = O.gemm_eta_max(hw, constants) * efficiency_scale
-        rate_lin = peak_lin * eta_max * linear_gemm_efficiency_ratio(precision, constants)
+        rate_lin = peak_lin * eta_max * linear_gemm_efficiency_ratio(precision, constants, cat["fp8_recipe"])
         # the GEMM shapes depend on (tokens, tp, ep) only: time the distinct ones, map back
         t_c, tp_c, ep_c = (np.broadcast_to(x, (len(idx), 1))[:, 0] for x in (tokens, tp, ep))
         key = (t_c * 4096.0 + tp_c) * 4096.0 + ep_c          # exact: integers far below 2^53
@@ -477,11 +507,14 @@ def _evaluate(spec, hw, num: dict, cat: dict, efficiency_scale: float,
         act = st.n_dense * a_dense + st.n_moe * a_moe + logits
         t_elem = T.elementwise_time_s(act, hw.hbm_bytes_per_s, recompute=recompute,
                                       efficiency_scale=efficiency_scale, constants=constants)
+        # PyTorch-native stacks (FSDP2) run norms, rotary, activations and the loss as separate
+        # kernels where Transformer Engine fuses them (Megatron; DeepSpeed runs Megatron's)
+        t_elem = t_elem * np.where(megatron | deepspeed, 1.0, constants.unfused_elementwise_ratio)
         t_kern = ((st.n_dense * O.KERNELS_PER_LAYER["dense"] + st.n_moe * O.KERNELS_PER_LAYER["moe"])
                   * (nf + 2.0) * constants.kernel_s)
         t_comp = t_lin + t_att + t_elem + t_kern                          # (k, p)
         f_lin_exec = (sf.linear_per_token * T.LINEAR_PASSES[recompute] + 3.0 * sf.head_per_token) * tokens / tp
-        eta = f_lin_exec / peak_lin / np.maximum(t_lin, 1e-30)          # reported: achieved linear-GEMM fraction
+        eta = f_lin_exec / peak_mfu / np.maximum(t_lin, 1e-30)          # reported: achieved linear-GEMM fraction
 
         # per-micro-batch communication on every stage
         tp_mb = C.tp_comm_per_microbatch_s(hw, seq_len=s, micro_batch=b, hidden=spec.hidden_size,
@@ -503,17 +536,28 @@ def _evaluate(spec, hw, num: dict, cat: dict, efficiency_scale: float,
         # data-parallel synchronisation, per stage, exposed by its excess over compute windows
         dense_gpu = st.tp_params / tp + st.replicated_params
         exp_gpu = st.expert_params / (ep * tp)
+        # what the collectives carry: gradients at the kept precision (grad_precision), weights in
+        # bf16, or fp8 with fp8 parameters (fp8 all-gather: torchao's FSDP float8 all-gather,
+        # Megatron's --fp8-param-gather)
+        grad_bytes = float(M.GRAD_BYTES[cat["grad_precision"]])
+        gather_bytes = 1.0 if (precision == "fp8" and cat["fp8_params"]) else float(M.WEIGHT_BYTES_PER_PARAM)
         sync = dict(params_on_gpu=dense_gpu, expert_params_on_gpu=exp_gpu, tp=tp, cp=cp, dp=dp, ep=ep,
-                    grad_bytes=M.GRAD_BYTES_PER_PARAM, weight_bytes=M.WEIGHT_BYTES_PER_PARAM)
+                    grad_bytes=grad_bytes, weight_bytes=gather_bytes)
         # gradient buckets as each framework sizes them: Megatron-Core's DDP max(40M, 1M x DP)
         # parameters (distributed_data_parallel_config.bucket_size), DeepSpeed's reduce_bucket_size
-        # 5e8 elements, PyTorch DDP 25 MiB (FSDP2 at ZeRO-3 goes per layer, below)
-        grad_b = (dense_gpu + exp_gpu) * M.GRAD_BYTES_PER_PARAM
-        bucket_b = np.where(megatron, np.maximum(40e6, 1e6 * dp * cp) * M.GRAD_BYTES_PER_PARAM,
-                            np.where(deepspeed, 5e8 * M.GRAD_BYTES_PER_PARAM, float(M.DDP_BUCKET_BYTES)))
+        # 5e8 elements, PyTorch DDP 25 MiB; FSDP shards per wrapped unit (one per layer) whatever
+        # it shards (SHARD_GRAD_OP = ZeRO-2 too: one reduce-scatter and one all-gather per unit,
+        # PyTorch FSDP docs 'ShardingStrategy'), so only its ZeRO-0 (DDP) goes in buckets
+        grad_b = (dense_gpu + exp_gpu) * grad_bytes
+        bucket_b = np.where(megatron, np.maximum(40e6, 1e6 * dp * cp) * grad_bytes,
+                            np.where(deepspeed, 5e8 * grad_bytes, float(M.DDP_BUCKET_BYTES)))
         buckets = np.maximum(np.ceil(grad_b / bucket_b), 1.0)
+        fsdp_units = ~(megatron | deepspeed) & (np.asarray(zero) >= 1)
+        buckets = np.where(fsdp_units, np.maximum(st.n_layers, 1.0), buckets)
         red, gat = C.dp_grad_sync_s(hw, zero=zero, chunks=buckets, **sync)
-        red3, gat3 = C.dp_grad_sync_s(hw, zero=3, chunks=np.maximum(st.n_layers, 1.0), **sync)
+        # ZeRO-3: FSDP2 gathers and reduces one flat buffer per layer; DeepSpeed one per parameter tensor
+        per_layer = np.where(deepspeed, float(parameter_tensors_per_layer(spec)), 1.0)
+        red3, gat3 = C.dp_grad_sync_s(hw, zero=3, chunks=np.maximum(st.n_layers, 1.0) * per_layer, **sync)
         passes = T.LINEAR_PASSES[recompute]
         fwd_win = t_comp / passes
         bwd_win = t_comp * (passes - 1) / passes
@@ -538,10 +582,13 @@ def _evaluate(spec, hw, num: dict, cat: dict, efficiency_scale: float,
             # compute; the first gather and the last reduce-scatter stay exposed. FSDP2 prefetches
             # the whole next layer; DeepSpeed prefetches stage3_prefetch_bucket_size = 5e7
             # parameters ahead (its default), so of a larger layer only that share can hide.
+            # DeepSpeed's recomputed forward gathers a third time (DEEPSPEED_FULL_RECOMPUTE_GATHERS)
+            g_b = gat3 * np.where(deepspeed & (recompute == "full"), DEEPSPEED_FULL_RECOMPUTE_GATHERS - 1.0, 1.0)
             g_hide, g_open = gat3 * pref, gat3 * (1.0 - pref)
+            gb_hide, gb_open = g_b * pref, g_b * (1.0 - pref)
             e_f = gat3 / n_l + later * (T.exposed_s(g_hide, fwd_win) + g_open)
-            e_b = later * (T.exposed_s(g_hide + red3, bwd_win) + g_open) + red3 / n_l
-            return mm * (e_f + e_b), mm * (red3 + 2.0 * gat3)
+            e_b = later * (T.exposed_s(gb_hide + red3, bwd_win) + gb_open) + red3 / n_l
+            return mm * (e_f + e_b), mm * (red3 + gat3 + g_b)
 
         if np.ndim(zero) == 0:
             dp_exp, dp_raw = dp_sync(zero)
@@ -595,7 +642,7 @@ def _evaluate(spec, hw, num: dict, cat: dict, efficiency_scale: float,
 
         res = {
             "step_time_s": step, "compute_time_s": compute, "exposed_comm_time_s": exposed,
-            "bubble_time_s": bubble, "tokens_per_s": tps, "mfu": mf / peak_lin, "hfu": hf / peak_lin,
+            "bubble_time_s": bubble, "tokens_per_s": tps, "mfu": mf / peak_mfu, "hfu": hf / peak_mfu,
             "model_tflops_per_gpu": mf / TERA, "hardware_tflops_per_gpu": hf / TERA,
             "gemm_efficiency": pick(eta),
             "comm_tp_s": m1 * pick(tp_raw), "comm_ep_s": ep_e, "comm_cp_s": m1 * pick(cp_raw),
@@ -647,7 +694,7 @@ def estimate_training_batch(spec, hw, layout_arrays: dict, categorical: dict | N
 def estimate_training(spec, hw, layout: TrainLayout, *, efficiency_scale: float = 1.0,
                       overlap_grad_reduce: bool = True, tp_comm_overlap: bool = False,
                       constants: EfficiencyConstants = CALIBRATED, framework: str = "auto",
-                      **memory_options) -> TrainEstimate:
+                      fp8_recipe: str = "tensorwise", **memory_options) -> TrainEstimate:
     """Memory, time and throughput of one layout (see the module docstring;
     ``FRAMEWORK_FIELDS`` for the two overlap options). ``efficiency_scale`` multiplies the
     achievable compute rate (GEMM efficiency and the non-GEMM memory rate; a sensitivity
@@ -655,7 +702,8 @@ def estimate_training(spec, hw, layout: TrainLayout, *, efficiency_scale: float 
     efficiency constants (benchmarks/calibrate_efficiency.py passes trial values)."""
     num = {k: getattr(layout, k) for k in NUMERIC_FIELDS}
     cat = {k: getattr(layout, k) for k in CATEGORICAL_FIELDS}
-    cat.update(overlap_grad_reduce=overlap_grad_reduce, tp_comm_overlap=tp_comm_overlap, framework=framework)
+    cat.update(overlap_grad_reduce=overlap_grad_reduce, tp_comm_overlap=tp_comm_overlap, framework=framework,
+               fp8_recipe=fp8_recipe)
     cat.update(memory_options)
     r = estimate_training_batch(spec, hw, num, cat, efficiency_scale=efficiency_scale,
                                 constants=constants)

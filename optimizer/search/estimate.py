@@ -16,6 +16,7 @@ from optimizer.catalog_serving import engine_settings
 from optimizer.errors import ClusteroptError, did_you_mean
 from optimizer.formulas import flops, scaling
 from optimizer.formulas.cost import rented_cost_usd
+from optimizer.formulas.efficiency import FP8_RECIPES
 from optimizer.formulas.intervals import POOLED, calibrated_interval, interval_keys, regime_of
 from optimizer.formulas.offers import committed_billed_hours
 from optimizer.formulas.layout import TrainLayout, structural_rules
@@ -79,6 +80,8 @@ def train_dict(spec, hw, layout, *, tokens=None, offer=None, pricing="on_demand"
                    "offload_optimizer": layout.offload_optimizer},
         "framework": _framework_name(options.get("framework", "auto"), layout),
         "tp_comm_overlap": bool(options.get("tp_comm_overlap", False)),
+        "fp8_recipe": options.get("fp8_recipe", "tensorwise"),
+        "gpu_power_limit_w": hw.power_limit_w or None,
         "overlap_grad_reduce": bool(options.get("overlap_grad_reduce", True)),
         "memory_per_gpu_bytes": mem,
         "memory_stage": stage,
@@ -182,7 +185,7 @@ def estimate(model_ref: str, *, catalog, seq_len=None, gpu=None, tp=None, pp=Non
              interleave=None, inter_node_gbps=None, tokens=None, pricing=None, serve=False,
              weights=None, kv=None, batch=None, prompt_len=None, output_len=None,
              flash_attention=True, tp_comm_overlap=False, overlap_grad_reduce=True,
-             offload_optimizer=False, oversubscription=1.0,
+             offload_optimizer=False, oversubscription=1.0, fp8_recipe="tensorwise", gpu_power_limit_w=None,
              gpu_memory_utilization=None, request_rate=None, engine="vllm", arrival_cv=1.0,
              prompt_p99=None, output_p99=None, max_num_batched_tokens=None, max_num_seqs=None,
              n_requests=None, seed=0, spec_draft=None, spec_k=4, spec_acceptance=0.7,
@@ -286,6 +289,12 @@ def estimate(model_ref: str, *, catalog, seq_len=None, gpu=None, tp=None, pp=Non
     if not oversubscription >= 1:
         raise ClusteroptError("--oversubscription", f"{oversubscription}", "a ratio >= 1 (1 = non-blocking)")
     hw = replace(hw, network_oversubscription=float(oversubscription))
+    if gpu_power_limit_w is not None:
+        if not 0 < gpu_power_limit_w <= 1e4:
+            raise ClusteroptError("--gpu-power-limit-w", f"{gpu_power_limit_w}", "watts > 0 (default: the TDP)")
+        hw = replace(hw, power_limit_w=float(gpu_power_limit_w))
+    if fp8_recipe not in FP8_RECIPES:
+        raise ClusteroptError("--fp8-recipe", f"unknown recipe {fp8_recipe!r}", did_you_mean(fp8_recipe, list(FP8_RECIPES)))
     gb = global_batch or micro_batch * dp
     if gb % (micro_batch * dp):
         raise ClusteroptError("--global-batch", f"{gb} is not a multiple of micro_batch x dp = {micro_batch * dp}",
@@ -314,7 +323,7 @@ def estimate(model_ref: str, *, catalog, seq_len=None, gpu=None, tp=None, pp=Non
     options = {"framework": framework, "grad_precision": grad_precision, "fp8_params": fp8_params,
                "dropout": dropout, "fused_cross_entropy": fused_cross_entropy,
                "offload_activations": offload_activations, "tp_comm_overlap": tp_comm_overlap,
-               "overlap_grad_reduce": overlap_grad_reduce}
+               "overlap_grad_reduce": overlap_grad_reduce, "fp8_recipe": fp8_recipe}
     data["train"] = train_dict(spec, hw, layout, tokens=tokens, offer=offer, pricing=pricing, options=options,
                                profile=profile)
     data["train"]["gpu"] = gid

@@ -158,10 +158,13 @@ def estimate_rows(spec, scenario, gpus: list[GpuOption], cols: dict[str, np.ndar
             "offload_optimizer": scenario.system.offload_optimizer,
             "overlap_grad_reduce": train.overlap_grad_reduce,
             "tp_comm_overlap": train.tp_comm_overlap,
+            "fp8_recipe": train.fp8_recipe,
             **train.memory_options(),
         }
         # the fabric's oversubscription slows every collective that leaves the node (comm.group_link)
-        hw = replace(g.hardware, network_oversubscription=float(scenario.system.oversubscription))
+        # and an operator's power limit lowers the tensor-core clock (hardware.power_limited_clock_fraction)
+        hw = replace(g.hardware, network_oversubscription=float(scenario.system.oversubscription),
+                     power_limit_w=float(scenario.system.gpu_power_limit_w or 0.0))
         cap = int(caps[g.index]) if caps is not None else None
         mem_cap = float(limits_of(scenario, gpus)["memory_cap"][g.index]) if len(choices) > 1 else None
         res = best_key = None
