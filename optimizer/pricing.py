@@ -273,9 +273,11 @@ def offer_choices(cat: Optional[Catalog], gpu_id: str, pricing, stock: Optional[
     elif regions:
         offers = [o for o in offers if o.region.lower() in regions]
     out: list[OfferChoice] = []
+    capped: list[Offer] = []            # priced offers a cap of 0 GPUs leaves out
     for o in offers:
         cap = _cap(o.contiguous_max_gpus, capacity_cap(pricing, o), stock)
         if cap is not None and cap < 1:
+            capped += [o] if any(o.usd_per_hour(m) is not None for m in modes) else []
             continue
         hw = hardware_of(o)
         for mode in modes:
@@ -303,7 +305,12 @@ def offer_choices(cat: Optional[Catalog], gpu_id: str, pricing, stock: Optional[
     kept = [c for i, c in enumerate(out)
             if not any(beats(d, c) and (not beats(c, d) or j < i) for j, d in enumerate(out) if j != i)]
     notes = []
-    if not kept:
+    if not kept and capped:
+        keys = sorted({k for o in capped for k in capacity_keys(pricing, o)})
+        why = (f"pricing.capacity ({', '.join(f'{k}: {pricing.capacity[k]}' for k in keys)})" if keys
+               else "constraints.available")
+        notes.append(f"{gpu_id}: every {' or '.join(modes)} offer is capped at 0 GPUs by {why}; left out")
+    elif not kept:
         who = f" from {pricing.provider}" if getattr(pricing, "provider", None) else ""
         where = f" in {', '.join(sorted(regions))}" if regions else ""
         notes.append(f"{gpu_id}: no {' or '.join(modes)} offer{who}{where} in the catalog; left out")

@@ -495,3 +495,16 @@ def test_refresh_keeps_commitments_with_the_date_they_were_read(tmp_path):
     p5 = next(o for o in offers if (o.provider, o.instance_type, o.region) == ("AWS", "p5.48xlarge", "us-east-1"))
     assert (p5.on_demand_usd_per_hour, p5.as_of) == (55.04, "2026-12-20")
     assert (p5.reserved_usd_per_hour, p5.price_as_of("reserved")) == (40, "2026-01-15")
+
+
+def test_a_gpu_whose_offers_are_all_capped_at_zero_says_so():
+    from optimizer.pricing import gpu_options
+
+    cat = load_catalog()
+    caps = {p: 0 for p in {o.provider for o in cat.offers("H100-SXM5-80GB")}}
+    sc = load_scenario("llama3-8b-api").with_overrides({"constraints.gpus": ["H100-SXM5-80GB"], "pricing.capacity": caps})
+    opts, notes = gpu_options(sc, cat)
+    assert opts == [] and any("capped at 0 GPUs by pricing.capacity" in n for n in notes), notes
+    # one provider allowed again: its offers come back, the others stay out
+    opts, _ = gpu_options(sc.with_overrides({"pricing.capacity": {**caps, "Nebius": 16}}), cat)
+    assert opts and {g.choice.offer.provider for g in opts} == {"Nebius"}
