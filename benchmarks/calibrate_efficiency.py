@@ -447,7 +447,8 @@ def _table(runs, constants) -> list[tuple]:
 # ---- more public runs: tests/data/training_runs_extra.csv (collected by m15, sources per row) ----
 
 EXTRA_GPU = {"H100-SXM5-80GB": "H100-SXM5-80GB", "B200-SXM-180GB": "B200-SXM-180GB",
-             "H200-SXM-141GB": "H200-SXM-141GB", "A100-SXM4-80GB": "A100-SXM4-80GB"}
+             "H200-SXM-141GB": "H200-SXM-141GB", "A100-SXM4-80GB": "A100-SXM4-80GB",
+             "A100-SXM4-40GB": "A100-SXM4-40GB"}
 """Catalog GPU of a row's gpu_type (first word). torchtitan's 'H100-SXM5-96GB (HBM2e, 500 W)'
 Grand Teton part is not in the catalog: taken as the H100 SXM5 with its own HBM2e bandwidth
 (2.4 TB/s, ASSUMPTION from the 96 GB HBM2e H100 variants) - see EXTRA_H100_96GB_HBM_BYTES_PER_S."""
@@ -483,7 +484,8 @@ EXTRA_FILES = ("training_runs_extra.csv", "training_runs_zero3.csv", "training_r
 """Files of training_runs_extra.csv's columns (each row naming its source): m15's collection,
 Narayanan et al. 2021 Table 2's ZeRO-3 rows, and the MoE and FSDP/ZeRO-3 collections of this round.
 An optional ``model`` column names a preset (``clusteropt models``) for shapes the columns cannot
-state (MoE, MLA)."""
+state (MoE, MLA); ``scored`` = no keeps a row out of the fit and the errors when a setting that moves
+its step time is not published (its notes say which)."""
 
 
 def _extra_spec(r: dict) -> ModelSpec:
@@ -515,7 +517,9 @@ def _extra_spec(r: dict) -> ModelSpec:
 def load_extra_runs() -> tuple[list[Run], list[tuple[int, str, str]]]:
     """Scored runs of tests/data/training_runs_extra.csv and the rows left out (index, name, why).
 
-    Per row: the framework column (``other`` = PyTorch DDP, run as fsdp2 with ZeRO-0); ZeRO
+    Per row: the framework column (``other`` = a hand-written PyTorch DDP loop, run as fsdp2 with
+    ZeRO-0 and fused kernels: FlashAttention's training scripts use flash-attn's fused dense, dropout-
+    add-LayerNorm, rotary and cross-entropy kernels, configs gpt3*-flash.yaml); ZeRO
     stage 3 for FSDP (2 for SHARD_GRAD_OP rows), 1 for Megatron (distributed optimizer), the
     public CSV's ``zero`` for DeepSpeed rows; TP communication overlap for Megatron/NeMo/MLPerf
     recipes and torchtitan's async-TP rows; recompute as published ('' = selective, which
@@ -528,6 +532,10 @@ def load_extra_runs() -> tuple[list[Run], list[tuple[int, str, str]]]:
             with open(DATA / name) as f:
                 rows += list(csv.DictReader(f))
     for i, r in enumerate(rows):
+        if (r.get("scored") or "").strip().lower() == "no":
+            skipped.append((i, r["model_name"], "not scored: a setting that moves the step time is unpublished "
+                            "(see the row's notes)"))
+            continue
         gpu_word = r["gpu_type"].split()[0]
         key = next((v for k, v in EXTRA_GPU.items() if gpu_word.startswith(k)), None)
         if key is None and gpu_word.startswith("H100-SXM5-96GB"):
@@ -573,7 +581,8 @@ def load_extra_runs() -> tuple[list[Run], list[tuple[int, str, str]]]:
         meas = _num(r["tokens_per_sec"]) / n
         runs.append(Run(index=i, source=source_key(r["source"]), name=r["model_name"], spec=spec, hw=hw,
                         layout=layout, framework={"overlap_grad_reduce": True, "tp_comm_overlap": tp_overlap,
-                                                  "framework": fw, "fp8_recipe": fp8_recipe},
+                                                  "framework": fw, "fp8_recipe": fp8_recipe,
+                                                  **({"fused_kernels": True} if r["framework"] == "other" else {})},
                         measured_tokens_per_gpu_s=meas, held_out=True, reported="tokens/s"))
     return runs, skipped
 
@@ -627,13 +636,32 @@ def generation_of(run: Run) -> str:
 
 # ---- leave-one-source-out -------------------------------------------------------------------
 
-def loso(runs: list[Run], *, iters: int = 120, file=sys.stdout) -> dict[str, tuple[EfficiencyConstants, list]]:
+def _fit_without(args) -> tuple[str, EfficiencyConstants]:
+    """One leave-one-source-out refit (a worker process: the runs are loaded again there)."""
+    src, iters = args
+    train = [r for r in all_runs() if r.source != src]
+    return src, fit(train, start=PRIOR, iters=iters, restarts=1)
+
+
+def loso(runs: list[Run], *, iters: int = 120, jobs: int = 1,
+         file=sys.stdout) -> dict[str, tuple[EfficiencyConstants, list]]:
     """For each source: constants fitted on every other source's runs, and the source's runs'
-    signed errors (percent) under them. {source: (constants, [(run, err_pct), ...])}."""
+    signed errors (percent) under them. {source: (constants, [(run, err_pct), ...])}.
+    ``jobs`` > 1 runs the refits in that many processes (the same fits: each is deterministic)."""
+    sources = sorted({r.source for r in runs})
+    if jobs > 1:
+        from concurrent.futures import ProcessPoolExecutor
+
+        with ProcessPoolExecutor(jobs) as pool:
+            fitted = dict(pool.map(_fit_without, [(s, iters) for s in sources]))
+    else:
+        fitted = None
     out = {}
-    for src in sorted({r.source for r in runs}):
-        train = [r for r in runs if r.source != src]
-        c = fit(train, start=PRIOR, iters=iters, restarts=1)
+    for src in sources:
+        if fitted is not None:
+            c = fitted[src]
+        else:
+            c = fit([r for r in runs if r.source != src], start=PRIOR, iters=iters, restarts=1)
         errs = [(r, ape(r, c)) for r in runs if r.source == src]
         out[src] = (c, errs)
         print(f"  fitted without {src:18} -> MAPE on it {np.mean([abs(e) for _, e in errs]):5.1f}% "
@@ -735,6 +763,7 @@ def main(argv=None) -> int:
     ap.add_argument("--loso", action="store_true",
                     help="leave-one-source-out refits (slow: one fit per source); writes tests/data/loso_results.csv")
     ap.add_argument("--iters", type=int, default=60, help="Nelder-Mead iterations per fit")
+    ap.add_argument("--jobs", type=int, default=1, help="processes for the leave-one-source-out refits")
     ap.add_argument("--write-intervals", metavar="CSV", nargs="?", const=str(ROOT / "catalog" / "step_time_intervals.csv"),
                     help="write issue 15's step-time interval table from the LOSO residuals (needs --loso)")
     ap.add_argument("--speed", action="store_true", help="also time the vectorised estimator on 1e5 layouts")
@@ -746,7 +775,7 @@ def main(argv=None) -> int:
     in_sample(constants)
     if args.loso:
         print("\nleave-one-source-out refits (each from PRIOR):", flush=True)
-        result = loso(all_runs(), iters=args.iters)
+        result = loso(all_runs(), iters=args.iters, jobs=args.jobs)
         save_loso(result)
         loso_table(result)
         if args.write_intervals:

@@ -231,6 +231,7 @@ class TrainSpec(_Strict):
     tp_comm_overlap: bool = False
     overlap_grad_reduce: bool = True
     fp8_recipe: Literal["tensorwise", "delayed", "rowwise", "blockwise", "mxfp8"] = "tensorwise"
+    fused_kernels: Optional[bool] = None        # None: the framework's own (fused for megatron, deepspeed)
     # what the framework allocates (formulas/memory.py MEMORY_FIELDS)
     grad_precision: Literal["fp32", "bf16"] = "fp32"
     fp8_params: bool = False

@@ -48,8 +48,11 @@ DESCRIPTIONS: dict[str, dict[str, str]] = {
                      "model-parallel layouts, FSDP2 otherwise), megatron, fsdp2 or deepspeed.",
         "tp_comm_overlap": "Tensor-parallel communication overlapped with the GEMMs (Transformer Engine userbuffers).",
         "overlap_grad_reduce": "Data-parallel gradient reduction overlapped with the backward pass.",
+        "fused_kernels": "Norms, rotary, activations and the loss as fused kernels (Transformer Engine, apex, "
+                         "flash-attn ops); default the framework's own: fused for megatron and deepspeed, "
+                         "separate PyTorch kernels for fsdp2.",
         "fp8_recipe": "With fp8: how GEMM inputs are scaled: tensorwise (default), delayed, rowwise, blockwise "
-                      "(128 x 128) or mxfp8; rowwise runs its GEMMs at 0.74 of tensorwise's rate.",
+                      "(128 x 128) or mxfp8; rowwise runs its GEMMs at 0.765 of tensorwise's rate.",
         "grad_precision": "Precision of the gradients kept between backward and optimizer step: fp32 (Megatron's "
                           "default main_grad) or bf16 (the ZeRO paper's 2 bytes).",
         "fp8_params": "With fp8: parameters held in fp8 (fp8 parameter all-gather), no bf16 copy of the linear weights.",
@@ -189,7 +192,7 @@ DESCRIPTIONS: dict[str, dict[str, str]] = {
         "data_workers_per_gpu": "Data-loader worker processes per GPU (host CPU cores they need).",
         "switch": "Scale-out switch id (catalog/switches.csv) of the network fabric.",
         "oversubscription": "Fabric oversubscription ratio (>= 1; 1 = full bisection bandwidth).",
-        "gpu_power_limit_w": "Board power limit the GPUs run at (nvidia-smi -pl), W; below the TDP it lowers the "
+        "gpu_power_limit_w": "Training: board power limit the GPUs run at (nvidia-smi -pl), W; below the TDP it lowers the "
                              "tensor-core clock as (limit / TDP)^(1/3). Default: the TDP.",
         "rail_optimized": "Whether the fabric is rail-optimised (each GPU's NIC on its own rail switch).",
         "hosting_usd_per_kw_month": "Owned: hosting cost per kW per month, USD (catalog default otherwise).",

@@ -125,3 +125,15 @@ def test_owned_plan_flips_by_hand():
     assert flips["gpu_price_scale"]["flip"] == pytest.approx(k, rel=1e-6)
     # IRR just under 8% (NPV slightly negative at 8%)
     assert 0.07 < flips["discount_rate"]["flip"] < 0.08
+
+
+@settings(max_examples=60, deadline=None)
+@given(util=st.floats(0.1, 10.0), price=st.floats(0.1, 10.0), rate=st.floats(0.0, 0.5),
+       staff=st.floats(0.0, 1e6), residual=st.floats(0.0, 60.0), years=st.floats(0.5, 8.0))
+def test_npv_shortcut_equals_the_full_figures(util, price, rate, staff, residual, years):
+    # the flip searches use OwnedPlanMoney.npv; it must be the same number as figures().npv_usd
+    m = I.OwnedPlanMoney(capex_gpus_usd=800_000, capex_other_usd=200_000, rent_usd_per_year=500_000,
+                         power_usd_per_year=40_000, hosting_usd_per_year=30_000, maintenance_pct_per_year=5.0,
+                         staff_usd_per_year=staff, years=years, discount_rate=rate, residual_pct=residual)
+    full = m.figures(utilization_scale=util, gpu_price_scale=price).npv_usd
+    assert m.npv(utilization_scale=util, gpu_price_scale=price) == pytest.approx(full, rel=1e-12, abs=1e-6)

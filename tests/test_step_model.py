@@ -100,43 +100,6 @@ def test_deepspeed_gathers_per_tensor_and_again_for_recompute(cat):
     assert tf[2] / tf[0] <= 0.5
 
 
-def _cli(capsys, *args):
-    import json
-
-    from optimizer.cli import main
-
-    with pytest.raises(SystemExit) as e:
-        main(list(args))
-    out, err = capsys.readouterr()
-    return e.value.code, (json.loads(out) if e.value.code == 0 else None), err
-
-
-def test_recipe_and_power_limit_on_the_cli_and_in_a_scenario(capsys):
-    import optimizer
-
-    base = ("estimate", "llama-3-8b", "--gpu", "H100-SXM5-80GB", "--dp", "8", "--zero", "3", "--micro-batch", "2",
-            "--seq-len", "8192", "--precision", "fp8", "--framework", "fsdp2", "--json")
-    code, a, _ = _cli(capsys, *base)
-    assert code == 0 and a["train"]["fp8_recipe"] == "tensorwise" and a["train"]["gpu_power_limit_w"] is None
-    code, b, _ = _cli(capsys, *base, "--fp8-recipe", "rowwise")
-    assert code == 0 and b["train"]["tokens_per_s"] < a["train"]["tokens_per_s"]
-    code, c, _ = _cli(capsys, *base, "--gpu-power-limit-w", "500")
-    assert code == 0 and c["train"]["gpu_power_limit_w"] == 500 and c["train"]["tokens_per_s"] < a["train"]["tokens_per_s"]
-    code, _, err = _cli(capsys, *base, "--fp8-recipe", "per-row")
-    assert code == 2 and err.strip().startswith("error: --fp8-recipe:") and err.count("\n") == 1
-    # the same settings from a scenario: solve and evaluate agree, and both slow the plan
-    sc = optimizer.load_scenario("llama3-8b-pretrain").with_overrides({"constraints.gpus": ["H100-SXM5-80GB"]})
-    slow = sc.with_overrides({"system.gpu_power_limit_w": 500})
-    r0, r1 = optimizer.solve(sc, top_k=1), optimizer.solve(slow, top_k=1)
-    # slower GPUs at the same price never make the cheapest plan cheaper (here it needs more of them)
-    assert r1.configs["objective"].iloc[0] > r0.configs["objective"].iloc[0]
-    row = r1.configs.iloc[0]
-    ev = optimizer.evaluate(slow, {k: row[k] for k in ("gpu", "n_gpus", "tp", "pp", "dp", "cp", "ep", "zero",
-                                                         "precision", "micro_batch", "recompute",
-                                                         "sequence_parallel")})
-    assert ev.feasible and ev.step_time_s == pytest.approx(row["step_time_s"])
-
-
 def test_gradient_and_gather_precision_set_the_bytes_on_the_wire(cat):
     # the data-parallel collectives carry what the framework keeps: fp32 or bf16 gradients
     # (grad_precision), bf16 or fp8 weights (fp8_params with fp8) - half the bytes each
@@ -152,3 +115,18 @@ def test_gradient_and_gather_precision_set_the_bytes_on_the_wire(cat):
     lat = base.comm.dp_s - (base.comm.dp_s - bf16.comm.dp_s) * 2.0     # the reduce's latency + gathers
     assert lat > 0
     assert base.comm.dp_s - fp8.comm.dp_s == pytest.approx(base.comm.dp_s - bf16.comm.dp_s, rel=1e-6)
+
+
+def test_fused_kernels_follow_the_framework_unless_stated(cat):
+    # PyTorch-native elementwise kernels (FSDP2's default) move more HBM bytes than fused ones
+    spec = get_preset("llama-3-8b")
+    hw = cat.hardware("H100-SXM5-80GB")
+    lay = TrainLayout(seq_len=8192, global_batch=16, dp=8, micro_batch=2, zero=3)
+    native = estimate_training(spec, hw, lay, framework="fsdp2")
+    fused = estimate_training(spec, hw, lay, framework="fsdp2", fused_kernels=True)
+    assert fused.step_time_s < native.step_time_s
+    mega = estimate_training(spec, hw, replace(lay, zero=1), framework="megatron")
+    assert mega.step_time_s == estimate_training(spec, hw, replace(lay, zero=1), framework="megatron",
+                                                 fused_kernels=True).step_time_s
+    assert mega.step_time_s < estimate_training(spec, hw, replace(lay, zero=1), framework="megatron",
+                                                fused_kernels=False).step_time_s

@@ -222,3 +222,29 @@ def test_solve_with_interleave_and_searched_framework():
                                                           "precision", "micro_batch", "recompute",
                                                           "sequence_parallel")})
         assert ev.feasible and ev.step_time_s == pytest.approx(row["step_time_s"])
+
+
+def test_recipe_and_power_limit_on_the_cli_and_in_a_scenario(capsys):
+    import optimizer
+
+    base = ("estimate", "llama-3-8b", "--gpu", "H100-SXM5-80GB", "--dp", "8", "--zero", "3", "--micro-batch", "2",
+            "--seq-len", "8192", "--precision", "fp8", "--framework", "fsdp2", "--json")
+    code, a, _ = _cli(capsys, *base)
+    assert code == 0 and a["train"]["fp8_recipe"] == "tensorwise" and a["train"]["gpu_power_limit_w"] is None
+    code, b, _ = _cli(capsys, *base, "--fp8-recipe", "rowwise")
+    assert code == 0 and b["train"]["tokens_per_s"] < a["train"]["tokens_per_s"]
+    code, c, _ = _cli(capsys, *base, "--gpu-power-limit-w", "500")
+    assert code == 0 and c["train"]["gpu_power_limit_w"] == 500 and c["train"]["tokens_per_s"] < a["train"]["tokens_per_s"]
+    code, _, err = _cli(capsys, *base, "--fp8-recipe", "per-row")
+    assert code == 2 and err.strip().startswith("error: --fp8-recipe:") and err.count("\n") == 1
+    # the same settings from a scenario: solve and evaluate agree, and both slow the plan
+    sc = optimizer.load_scenario("llama3-8b-pretrain").with_overrides({"constraints.gpus": ["H100-SXM5-80GB"]})
+    slow = sc.with_overrides({"system.gpu_power_limit_w": 500})
+    r0, r1 = optimizer.solve(sc, top_k=1), optimizer.solve(slow, top_k=1)
+    # slower GPUs at the same price never make the cheapest plan cheaper (here it needs more of them)
+    assert r1.configs["objective"].iloc[0] > r0.configs["objective"].iloc[0]
+    row = r1.configs.iloc[0]
+    ev = optimizer.evaluate(slow, {k: row[k] for k in ("gpu", "n_gpus", "tp", "pp", "dp", "cp", "ep", "zero",
+                                                         "precision", "micro_batch", "recompute",
+                                                         "sequence_parallel")})
+    assert ev.feasible and ev.step_time_s == pytest.approx(row["step_time_s"])

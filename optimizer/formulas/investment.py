@@ -38,8 +38,9 @@ def annuity_factor(rate: float, years: float) -> float:
     if years < 0:
         raise ClusteroptError("years", f"must be >= 0 (got {years!r})", "allowed: >= 0")
     whole = int(np.floor(years + 1e-12))
-    t = np.arange(1, whole + 1, dtype=float)
-    pv = float(np.sum((1.0 + rate) ** -t))
+    # the geometric sum of (1 + r)^-t, t = 1..N, in closed form (the same number: a bisection
+    # for IRR and the flip points evaluates it thousands of times per plan)
+    pv = float(whole) if abs(rate) < 1e-12 else (1.0 - (1.0 + rate) ** -whole) / rate
     frac = years - whole
     if frac > 1e-12:
         pv += frac * (1.0 + rate) ** -years
@@ -178,6 +179,14 @@ class OwnedPlanMoney:
     def capex(self, gpu_price_scale: float = 1.0) -> float:
         return self.capex_gpus_usd * gpu_price_scale + self.capex_other_usd
 
+    def npv(self, *, utilization_scale: float = 1.0, gpu_price_scale: float = 1.0) -> float:
+        """``figures(...).npv_usd`` without the other figures (the flip searches need only it)."""
+        c = self.capex(gpu_price_scale)
+        opex = (self.power_usd_per_year * utilization_scale + self.hosting_usd_per_year
+                + self.maintenance_pct_per_year / 100.0 * c + self.staff_usd_per_year)
+        return npv_usd(c, self.rent_usd_per_year * utilization_scale - opex, self.years, self.discount_rate,
+                       self.residual_pct / 100.0 * c)
+
     def figures(self, *, discount_rate: Optional[float] = None, utilization_scale: float = 1.0,
                 gpu_price_scale: float = 1.0) -> BuyVsRent:
         c = self.capex(gpu_price_scale)
@@ -196,7 +205,7 @@ class OwnedPlanMoney:
         return {
             "discount_rate": {"current": self.discount_rate, "flip": self.figures().irr},
             "utilization_scale": {"current": 1.0, "flip": find_flip(
-                lambda k: self.figures(utilization_scale=k).npv_usd, 1.0 / range_factor, range_factor)},
+                lambda k: self.npv(utilization_scale=k), 1.0 / range_factor, range_factor)},
             "gpu_price_scale": {"current": 1.0, "flip": find_flip(
-                lambda k: self.figures(gpu_price_scale=k).npv_usd, 1.0 / range_factor, range_factor)},
+                lambda k: self.npv(gpu_price_scale=k), 1.0 / range_factor, range_factor)},
         }

@@ -44,8 +44,9 @@ Each kernel also costs ``kernel_s`` (launch, tail and framework dispatch; fitted
 ``KERNELS_PER_LAYER`` kernels per layer and pass.
 
 Fitted constants (``ComputeConstants``; benchmarks/calibrate_efficiency.py): the large-GEMM
-ceilings of Ampere and Hopper, ``kernel_s``, ``elementwise_passes``, ``overlap_slowdown`` and
-``fp8_gemm_ratio`` - six numbers for every GPU generation, framework and model.
+ceilings of Ampere and Hopper, ``kernel_s``, ``elementwise_passes``, ``overlap_slowdown``,
+``fp8_gemm_ratio`` and ``unfused_elementwise_ratio`` - seven numbers for every GPU generation,
+framework and model.
 
 Attention core (flash attention, Dao et al. 2022/2023, Shah et al. 2024): FLOPs at a
 fraction of the bf16 peak read from published kernel benchmarks (``FLASH_ATTENTION``,

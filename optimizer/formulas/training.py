@@ -48,7 +48,7 @@ from optimizer.units import SECONDS_PER_DAY, SECONDS_PER_HOUR, TERA
 NUMERIC_FIELDS = ("seq_len", "global_batch", "tp", "pp", "dp", "cp", "ep", "micro_batch", "interleave")
 CATEGORICAL_FIELDS = ("zero", "recompute", "sequence_parallel", "precision", "optimizer",
                       "offload_optimizer", "flash_attention")
-FRAMEWORK_FIELDS = ("overlap_grad_reduce", "tp_comm_overlap", "framework", "fp8_recipe")
+FRAMEWORK_FIELDS = ("overlap_grad_reduce", "tp_comm_overlap", "framework", "fp8_recipe", "fused_kernels")
 """Framework options beyond TrainLayout (accepted in ``categorical`` and as keywords):
 ``overlap_grad_reduce`` - bucketed DP gradient reduction overlapped with the backward
 (PyTorch DDP/FSDP default, Megatron ``--overlap-grad-reduce``; default True);
@@ -56,7 +56,10 @@ FRAMEWORK_FIELDS = ("overlap_grad_reduce", "tp_comm_overlap", "framework", "fp8_
 (Transformer Engine userbuffers, Megatron ``--tp-comm-overlap``; default False: TP
 communication exposed); ``framework`` - ``FRAMEWORKS``: which framework schedules the
 step (``resolve_framework``); ``fp8_recipe`` - how fp8 GEMM inputs are scaled
-(``efficiency.FP8_RECIPES``; default tensorwise; read only with precision fp8)."""
+(``efficiency.FP8_RECIPES``; default tensorwise; read only with precision fp8);
+``fused_kernels`` - norms, rotary, activations and the loss as fused kernels (Transformer
+Engine, apex, flash-attn's fused ops) rather than PyTorch's separate ones; None (default): the
+framework's own (fused for megatron and deepspeed, not for fsdp2)."""
 
 FRAMEWORKS = ("auto", "megatron", "fsdp2", "deepspeed")
 """Training frameworks the step-time model knows. ``megatron`` (Megatron-LM/-Core, NeMo):
@@ -108,6 +111,7 @@ CATEGORICAL_DEFAULTS = {"zero": 0, "recompute": "selective", "sequence_parallel"
                         "precision": "bf16", "optimizer": "adam", "offload_optimizer": False,
                         "flash_attention": True, "overlap_grad_reduce": True,
                         "tp_comm_overlap": False, "framework": "auto", "fp8_recipe": "tensorwise",
+                        "fused_kernels": None,
                         **M.MEMORY_DEFAULTS}
 COMM_PARTS = ("tp", "ep", "cp", "dp", "pp")
 _PER_LAYOUT_CATEGORICAL = ("zero", "sequence_parallel")
@@ -206,6 +210,8 @@ def _check_categorical(cat: dict) -> dict:
         raise ClusteroptError("framework", f"unknown framework {out['framework']!r}",
                               "allowed: " + ", ".join(FRAMEWORKS))
     out["zero"] = out["zero"].astype(np.int64) if np.ndim(out["zero"]) else int(out["zero"])
+    if out["fused_kernels"] is not None:
+        out["fused_kernels"] = bool(out["fused_kernels"])
     for k in ("sequence_parallel", "offload_optimizer", "flash_attention", "overlap_grad_reduce",
               "tp_comm_overlap"):
         out[k] = out[k].astype(bool) if np.ndim(out[k]) else bool(out[k])
@@ -509,7 +515,8 @@ def _evaluate(spec, hw, num: dict, cat: dict, efficiency_scale: float,
                                       efficiency_scale=efficiency_scale, constants=constants)
         # PyTorch-native stacks (FSDP2) run norms, rotary, activations and the loss as separate
         # kernels where Transformer Engine fuses them (Megatron; DeepSpeed runs Megatron's)
-        t_elem = t_elem * np.where(megatron | deepspeed, 1.0, constants.unfused_elementwise_ratio)
+        fused = (megatron | deepspeed) if cat["fused_kernels"] is None else cat["fused_kernels"]
+        t_elem = t_elem * np.where(fused, 1.0, constants.unfused_elementwise_ratio)
         t_kern = ((st.n_dense * O.KERNELS_PER_LAYER["dense"] + st.n_moe * O.KERNELS_PER_LAYER["moe"])
                   * (nf + 2.0) * constants.kernel_s)
         t_comp = t_lin + t_att + t_elem + t_kern                          # (k, p)
@@ -694,7 +701,8 @@ def estimate_training_batch(spec, hw, layout_arrays: dict, categorical: dict | N
 def estimate_training(spec, hw, layout: TrainLayout, *, efficiency_scale: float = 1.0,
                       overlap_grad_reduce: bool = True, tp_comm_overlap: bool = False,
                       constants: EfficiencyConstants = CALIBRATED, framework: str = "auto",
-                      fp8_recipe: str = "tensorwise", **memory_options) -> TrainEstimate:
+                      fp8_recipe: str = "tensorwise", fused_kernels: bool | None = None,
+                      **memory_options) -> TrainEstimate:
     """Memory, time and throughput of one layout (see the module docstring;
     ``FRAMEWORK_FIELDS`` for the two overlap options). ``efficiency_scale`` multiplies the
     achievable compute rate (GEMM efficiency and the non-GEMM memory rate; a sensitivity
@@ -703,7 +711,7 @@ def estimate_training(spec, hw, layout: TrainLayout, *, efficiency_scale: float 
     num = {k: getattr(layout, k) for k in NUMERIC_FIELDS}
     cat = {k: getattr(layout, k) for k in CATEGORICAL_FIELDS}
     cat.update(overlap_grad_reduce=overlap_grad_reduce, tp_comm_overlap=tp_comm_overlap, framework=framework,
-               fp8_recipe=fp8_recipe)
+               fp8_recipe=fp8_recipe, fused_kernels=fused_kernels)
     cat.update(memory_options)
     r = estimate_training_batch(spec, hw, num, cat, efficiency_scale=efficiency_scale,
                                 constants=constants)

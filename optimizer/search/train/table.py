@@ -159,6 +159,7 @@ def estimate_rows(spec, scenario, gpus: list[GpuOption], cols: dict[str, np.ndar
             "overlap_grad_reduce": train.overlap_grad_reduce,
             "tp_comm_overlap": train.tp_comm_overlap,
             "fp8_recipe": train.fp8_recipe,
+            "fused_kernels": train.fused_kernels,
             **train.memory_options(),
         }
         # the fabric's oversubscription slows every collective that leaves the node (comm.group_link)
