@@ -32,7 +32,10 @@ def main() -> int:
     for i, r in rows:
         run = run_from_row(r, i, cat)
         if run.tokens_per_s_per_gpu:
-            by.setdefault(run.source.split(" ")[0].split("/")[0], []).append(run)
+            # MoE runs of a source form their own group: a profile fitted on dense runs is not
+            # claimed to carry over to them
+            src = run.source.split(" ")[0].split("/")[0] + (" MoE" if run.spec.moe is not None else "")
+            by.setdefault(src, []).append(run)
     print(f"{'source':16} {'runs':>4} {'fit on':>6} {'err before %':>12} {'err after %':>11} "
           f"{'compute':>7} {'network':>7} {'overlap':>7} {'interval':>15}")
     tot_b = tot_a = n_all = cov_in = 0

@@ -9,7 +9,13 @@ Then, for scenarios with ``serve.disaggregation`` (issue 16): the aggregated/dis
 fleet of ``search.serve.disaggregation.plan_disaggregated`` from a cold option cache (every pool option simulated
 at the SLOs), its wall and CPU seconds, the simulations run, and the verdict.
 
+Then the same scenarios with ``serve.capacity: simulated`` (issue 16: each replica option's
+capacity at the SLOs from the simulation, refined lazily, search/serve/capacity.py): the whole
+``solve_serving`` from a cold capacity cache and again warm, the rows simulated, the best fleet's
+$/hour beside the closed-form one.
+
 Run: python benchmarks/bench_serving.py [scenario ...]
+     python benchmarks/bench_serving.py --no-simulated [scenario ...]   (skip the simulated part)
 """
 
 from __future__ import annotations
@@ -76,7 +82,34 @@ def disaggregation(names: list[str]) -> None:
               f"{fmt(p.aggregated_only_usd_per_hour)} {fmt(p.disaggregated_only_usd_per_hour):>11s}")
 
 
+def simulated(names: list[str]) -> None:
+    from optimizer.formulas.serving_load import slo_capacity
+
+    print(f"\n{'scenario (simulated capacity)':34s} {'cold_s':>7s} {'warm_s':>7s} {'sim_rows':>8s} {'capacities':>10s} "
+          f"{'status':>8s} {'usd_per_h':>9s} {'closed_usd_per_h':>16s}  best fleet")
+    for name in names:
+        sc = load_scenario(name)
+        closed = solve_serving(sc, top_k=1, catalog=CATALOG, pareto=False, explain=False)
+        sim = sc.with_overrides({"serve.capacity": "simulated"})
+        slo_capacity.cache_clear()
+        t0 = time.perf_counter()
+        res = solve_serving(sim, catalog=CATALOG)
+        cold = time.perf_counter() - t0
+        calls = slo_capacity.cache_info().misses
+        t0 = time.perf_counter()
+        solve_serving(sim, catalog=CATALOG)
+        warm = time.perf_counter() - t0
+        best = res.configs.iloc[0] if len(res.configs) else None
+        usd = f"{best['usd_per_hour']:9.2f}" if best is not None else f"{'-':>9s}"
+        cu = f"{closed.configs['usd_per_hour'].iloc[0]:16.2f}" if len(closed.configs) else f"{'-':>16s}"
+        print(f"{name:34s} {cold:7.2f} {warm:7.2f} {int(res.table.cols['capacity_simulated'].sum()):8d} {calls:10d} "
+              f"{res.status:>8s} {usd} {cu}  {best['gpu'] if best is not None else ''}")
+
+
 if __name__ == "__main__":
-    chosen = sys.argv[1:] or _serving_names()
+    args = [a for a in sys.argv[1:] if not a.startswith("--")]
+    chosen = args or _serving_names()
     main(chosen)
     disaggregation(chosen)
+    if "--no-simulated" not in sys.argv:
+        simulated(chosen)

@@ -45,6 +45,7 @@ from optimizer.formulas.layout import TrainLayout  # noqa: E402
 from optimizer.formulas.training import estimate_training  # noqa: E402
 from optimizer.model.registry import get_preset  # noqa: E402
 from optimizer.model.spec import ModelSpec  # noqa: E402
+from optimizer.runs import layout_from_row, spec_from_row  # noqa: E402
 from optimizer.units import GB, GIB, GIGABIT, TERA  # noqa: E402
 
 DATA = ROOT / "tests" / "data"
@@ -135,13 +136,14 @@ def load_runs() -> tuple[list[Run], list[tuple[int, str, str]]]:
         hw = gpus[gpu].with_inter_node_bytes_per_s(net * GIGABIT)
         tp, pp, dp = (int(_num(r[k]) or 1) for k in ("tp", "pp", "dp"))
         mb = int(_num(r["micro_batch"]) or _num(rule["micro_batch"]))
-        recompute = (r["recompute"] or "selective").strip()
-        precision = "fp8" if "fp8" in r["precision"] else "bf16"
-        layout = TrainLayout(seq_len=s, global_batch=int(_num(r["global_batch"])), tp=tp, pp=pp, dp=dp,
-                             micro_batch=mb, zero=int(rule["zero"]), recompute=recompute,
-                             sequence_parallel=rule["sequence_parallel"] == "yes" and tp > 1,
-                             precision=precision, interleave=int(rule["interleave"]),
-                             flash_attention=rule["flash_attention"] == "yes")
+        # the layout columns read by optimizer.runs (the reader `clusteropt calibrate` uses), with
+        # what the source's assumptions row states for the columns the public CSV leaves open
+        layout, _ = layout_from_row({**r, "n_gpus": str(tp * pp * dp), "dp": str(dp), "cp": "1", "ep": "1",
+                                     "micro_batch": str(mb), "zero": rule["zero"],
+                                     "sequence_parallel": "yes" if rule["sequence_parallel"] == "yes" else "no",
+                                     "interleave_chunks": rule["interleave"],
+                                     "flash_attention": "yes" if rule["flash_attention"] == "yes" else "no",
+                                     "precision": r["precision"]}, f"training_runs_public.csv row {i + 1}")
         n = tp * pp * dp
         kind = rule["measured"]
         if kind == "tokens_per_sec":
@@ -473,7 +475,8 @@ def source_key(source: str) -> str:
     for key, pat in (("torchtitan", "torchtitan"), ("MLPerf", "mlperf"), ("Megatron-Bridge", "megatron-bridge"),
                      ("NeMo-24.12", "nemo framework user guide"), ("MosaicML", "llm-foundry"),
                      ("fms-fsdp", "fms-fsdp"), ("FlashAttention", "flash-attention"),
-                     ("Narayanan2021", "narayanan"), ("dgxc-benchmarking", "dgxc"), ("MosaicML", "mosaicml")):
+                     ("Narayanan2021", "narayanan"), ("dgxc-benchmarking", "dgxc"), ("MosaicML", "mosaicml"),
+                     ("TinyLlama", "tinyllama")):
         if pat in s:
             return key
     return source.split()[0]
@@ -485,7 +488,8 @@ EXTRA_FILES = ("training_runs_extra.csv", "training_runs_zero3.csv", "training_r
 Narayanan et al. 2021 Table 2's ZeRO-3 rows, and the MoE and FSDP/ZeRO-3 collections of this round.
 An optional ``model`` column names a preset (``clusteropt models``) for shapes the columns cannot
 state (MoE, MLA); ``scored`` = no keeps a row out of the fit and the errors when a setting that moves
-its step time is not published (its notes say which)."""
+its step time is not published (its notes say which); ``fused_kernels`` = yes states fused norm
+and loss kernels on a PyTorch-native stack (NeMo Automodel runs Transformer Engine's)."""
 
 
 def _extra_spec(r: dict) -> ModelSpec:
@@ -507,11 +511,12 @@ def _extra_spec(r: dict) -> ModelSpec:
                              max_position_embeddings=s,
                              moe=MoESpec(num_experts=E, experts_per_token=k, expert_ffn_size=effn,
                                          num_shared_experts=1 if shared else 0, shared_ffn_size=shared))
+    if low.startswith("nemotron"):
+        return ModelSpec(name=name, family="llama", vocab_size=V, hidden_size=h, num_layers=L, num_heads=a,
+                         num_kv_heads=kv, ffn_kind="mlp", ffn_size=ffn, activation="relu2", max_position_embeddings=s)
     if low.startswith(("gpt", "mpt")) or "gpt3" in low:
         return gpt_spec(name, layers=L, hidden=h, heads=a, kv_heads=kv, ffn=ffn, vocab=V, seq_len=s)
-    act, kind = ("relu2", "mlp") if low.startswith("nemotron") else ("silu", "gated")
-    return ModelSpec(name=name, family="llama", vocab_size=V, hidden_size=h, num_layers=L, num_heads=a,
-                     num_kv_heads=kv, ffn_kind=kind, ffn_size=ffn, activation=act, max_position_embeddings=s)
+    return spec_from_row(r, name, s)      # the shared reader's dense decoder (Llama-style here)
 
 
 def load_extra_runs() -> tuple[list[Run], list[tuple[int, str, str]]]:
@@ -556,33 +561,32 @@ def load_extra_runs() -> tuple[list[Run], list[tuple[int, str, str]]]:
             skipped.append((i, r["model_name"], f"model shape: {exc}"))
             continue
         tp, pp, dp = (int(_num(r[k]) or 1) for k in ("tp", "pp", "dp"))
-        cp, ep = int(_num(r["cp"]) or 1), int(_num(r["ep"]) or 1)
+        cp = int(_num(r["cp"]) or 1)
         fw = r["framework"] if r["framework"] in ("megatron", "fsdp2", "deepspeed") else "fsdp2"
         zero = {"megatron": 1, "fsdp2": 3, "deepspeed": 3}[fw]
         if "shard_grad_op" in (r["notes"] + r["model_name"]).lower():
             zero = 2
         if r["framework"] == "other":
             zero = 0
-        recompute = (r["recompute"] or "selective").strip()
-        recompute = recompute if recompute in ("none", "selective", "full") else "selective"
-        precision = "fp8" if "fp8" in r["precision"].lower() else "bf16"
-        v = int(_num(r["interleave_chunks"]) or 1)
         n = int(_num(r["n_gpus"]))
         if tp * pp * dp * cp != n:
             skipped.append((i, r["model_name"], f"tp x pp x dp x cp = {tp * pp * dp * cp} != {n} GPUs"))
             continue
-        layout = TrainLayout(seq_len=int(r["seq_len"]), global_batch=int(_num(r["global_batch"])), tp=tp, pp=pp,
-                             dp=dp, cp=cp, ep=ep, micro_batch=int(_num(r["micro_batch"]) or 1), zero=zero,
-                             recompute=recompute, sequence_parallel=r["sequence_parallel"] == "yes" and tp > 1,
-                             precision=precision, interleave=v,
-                             flash_attention=not r["source"].startswith("Narayanan2021"))   # 2021: no flash
+        # the layout columns read by the reader `clusteropt calibrate` uses (optimizer.runs), with
+        # this fit's own settings stated: dp 1 when empty, ZeRO as above, sequence parallelism only
+        # where the row says yes, flash attention except for the 2021 (pre-flash) runs
+        layout, _ = layout_from_row({**r, "dp": str(dp), "micro_batch": r["micro_batch"] or "1", "zero": str(zero),
+                                     "sequence_parallel": "yes" if r["sequence_parallel"] == "yes" else "no",
+                                     "flash_attention": "no" if r["source"].startswith("Narayanan2021") else "yes"},
+                                    f"{r['source'].split()[0]} row {i}")
         tp_overlap = fw == "megatron" or "async tp" in r["model_name"].lower()
         fp8_recipe = "rowwise" if "rowwise" in r["precision"].lower() else "tensorwise"
         meas = _num(r["tokens_per_sec"]) / n
         runs.append(Run(index=i, source=source_key(r["source"]), name=r["model_name"], spec=spec, hw=hw,
                         layout=layout, framework={"overlap_grad_reduce": True, "tp_comm_overlap": tp_overlap,
                                                   "framework": fw, "fp8_recipe": fp8_recipe,
-                                                  **({"fused_kernels": True} if r["framework"] == "other" else {})},
+                                                  **({"fused_kernels": True} if r["framework"] == "other"
+                                                     or (r.get("fused_kernels") or "").strip() == "yes" else {})},
                         measured_tokens_per_gpu_s=meas, held_out=True, reported="tokens/s"))
     return runs, skipped
 

@@ -23,8 +23,9 @@ rows only, then used to predict it): the three achievable fractions (HBM, 16-bit
 compute; grid 0.05 apart, median |log error| over the other NVIDIA sources' rows, closed form as
 validate_serving.py), and the all-reduce latency of the ROCm stack
 HBM share and FP8 compute share of the ROCm stack (fit_amd: HBM share and all-reduce latency
-on the other AMD source's small-batch latency rows, then the FP8 share on its other rows). The server's per-request overhead is the
-catalog's (catalog/serving_engines.csv), not fitted here. Everything else comes from its cited
+on the other AMD source's small-batch latency rows, then the FP8 share on its other rows). The server's per-request overhead and the
+overlap scheduler (a first token reported one pass later) are the catalog's TensorRT-LLM row
+(catalog/serving_engines.csv), not fitted here. Everything else comes from its cited
 source. Printed: every row, then mean |error| (MAPE) per regime.
 """
 
@@ -166,6 +167,7 @@ def predict(row: Row, c: dict) -> float:
                           closed_start=c.get("closed_start", "spread"),
                           max_num_batched_tokens=int(k.get("max_batched_tokens", vs.SERVE_MAX_BATCHED_TOKENS)),
                           max_num_seqs=int(k["max_num_seqs"]), request_overhead_s=c["request_overhead_s"],
+                          overlap_scheduler=c.get("overlap_scheduler", False),
                           efficiencies=_eff(row, c), warmup=0.2)
     return le.sim.ttft_s if row.metric == "ttft" else le.sim.tpot_s
 
@@ -242,6 +244,7 @@ def constants_without(rows: list[Row], held: str) -> dict:
      c["amd_seq_overhead_s"]) = fit_amd(rest, c)
     # the server's per-request overhead is the catalog's (not fitted on these rows)
     c["request_overhead_s"] = serving_engine("trtllm").request_overhead_s
+    c["overlap_scheduler"] = serving_engine("trtllm").overlap_scheduler     # AIConfigurator rows: TensorRT-LLM
     return c
 
 

@@ -262,7 +262,10 @@ def estimate(
     dropout: bool = typer.Option(False, "--dropout", help="Count dropout masks (models trained with dropout)."),
     fused_cross_entropy: Optional[bool] = typer.Option(None, "--fused-cross-entropy/--unfused-cross-entropy",
                                                        help="Loss kernel; default: the framework's."),
+    compiled_loss: bool = typer.Option(False, "--compiled-loss", help="Loss compiled with torch.compile (no fp32 logits)."),
     offload_activations: bool = typer.Option(False, "--offload-activations", help="Activations in host memory."),
+    expert_tp: Optional[int] = typer.Option(None, "--expert-tp", min=1,
+                                            help="MoE expert tensor-parallel size (default: tp, capped by the GPUs)."),
     calibration: Optional[Path] = typer.Option(None, "--calibration",
                                                help="Profile from 'clusteropt calibrate': rescales time, memory, intervals."),
     catalog: Optional[List[Path]] = CatalogOpt,
@@ -285,7 +288,8 @@ def estimate(
                 n_requests=requests, seed=seed, spec_draft=spec_draft, spec_k=spec_k, spec_acceptance=spec_acceptance,
                 prefix_hit_rate=prefix_hit_rate, prefix_tokens=prefix_tokens, gqa_shared_decode=gqa_shared_decode,
                 framework=framework.value, grad_precision=grad_precision.value, fp8_params=fp8_params,
-                dropout=dropout, fused_cross_entropy=fused_cross_entropy, offload_activations=offload_activations,
+                dropout=dropout, fused_cross_entropy=fused_cross_entropy, compiled_loss=compiled_loss,
+                offload_activations=offload_activations, expert_tp=expert_tp,
                 calibration=calibration, offer=offer, provider=provider)
     data = optimizer.estimate(model, catalog=_catalog(catalog), **opts)
     _emit(_figures(data, _fmt(fmt, json_out), report.estimate_text))
@@ -617,6 +621,7 @@ class SchemaKind(str, Enum):
     scenario = "scenario"
     sweep = "sweep"
     plan = "plan"
+    calibration = "calibration"
 
 
 @app.command()
@@ -638,7 +643,7 @@ def schema(kind: SchemaKind = typer.Argument(..., help="Which document."),
            fmt: Fmt = typer.Option(Fmt.json, "--format", help="json (the JSON Schema), or its properties (path, type, "
                                                               "description) as text, csv or markdown."),
            json_out: bool = JsonOpt):
-    """Print the JSON Schema of an output document (result, sweep, plan) or of the scenario input."""
+    """Print the JSON Schema of an output document (result, sweep, plan, calibration) or of the scenario input."""
 
     fmt = _fmt(fmt, json_out)
     doc = json_schema(kind.value)

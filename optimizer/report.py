@@ -241,6 +241,10 @@ def solve_json(result, scenario=None) -> dict:
     launch = launch_context(scenario, result)
     if launch is not None:
         out["launch"] = plain(launch)
+    profile = scenario.calibration_profile() if (scenario is not None and result.workload == "train"
+                                                 and getattr(scenario, "calibration", None)) else None
+    if profile is not None:
+        out["calibration"] = {"path": str(scenario.calibration), **profile.model_dump()}
     return out
 
 

@@ -18,6 +18,10 @@ add the columns of ``training_runs_extra.csv`` (framework, peak memory) and thes
 ``fp8_params``         yes/no: fp8 parameters / fp8 all-gather (default no)
 ``dropout``            yes/no: dropout masks kept (default no)
 ``fused_cross_entropy`` yes/no: fused in-place loss kernel (default: the framework's loss)
+``compiled_loss``      yes/no: the loss compiled with torch.compile (default no)
+``expert_tp``          expert tensor-parallel size of an MoE (default: tp, capped as
+                       ``memory.expert_tp_degree`` says)
+``optimizer``          adam (default), sgd, adam8bit, adafactor or adam_bf16 (pure bf16 training)
 ``step_time_s``        measured seconds per optimizer step (when tokens_per_sec is empty)
 ``inter_node_gbps``    scale-out Gbit/s per GPU of the user's cluster
 ``gpu_memory_gib``     device memory when the GPU differs from the catalog's (e.g. H100 96 GB)
@@ -98,7 +102,9 @@ def _yes(row: dict, col: str, default: bool, where: str) -> bool:
     raise ClusteroptError(f"{where}: {col}", f"{raw!r}", "yes or no")
 
 
-def _spec(row: dict, where: str, seq_len: int):
+def spec_from_row(row: dict, where: str, seq_len: int):
+    """The model of a row: the ``model`` column's preset or config, else a dense decoder from the
+    shape columns (Llama-style, or GPT-style when d_ff = 4 x d_model; module docstring)."""
     from optimizer.model import load_model
     from optimizer.model.spec import ModelSpec
 
@@ -173,12 +179,13 @@ def _recompute(row: dict) -> str:
     return raw if raw in ("none", "selective", "full") else "selective"
 
 
-def run_from_row(row: dict, i: int, catalog, *, file_label: str = "runs") -> MeasuredRun:
-    """One CSV row (a dict of column -> text) as a ``MeasuredRun``. ``i`` is the 1-based data row."""
-    from optimizer.formulas.layout import TrainLayout
-    from optimizer.formulas.training import model_flops_per_token
+def layout_from_row(row: dict, where: str) -> tuple:
+    """(``TrainLayout``, framework) of one CSV row: the layout columns (seq_len, n_gpus, tp, pp, dp,
+    cp, ep, micro_batch, global_batch, zero, recompute, sequence_parallel, precision,
+    interleave_chunks, flash_attention) with the defaults of the module docstring; ``where``
+    names the row in errors. ``run_from_row`` and benchmarks/calibrate_efficiency.py build on it."""
+    from optimizer.formulas.layout import OPTIMIZERS, TrainLayout
 
-    where = f"{file_label} row {i}"
     s = _num(row, "seq_len", where, required=True, integer=True)
     n = _num(row, "n_gpus", where, required=True, integer=True)
     tp = _num(row, "tp", where, integer=True) or 1
@@ -194,10 +201,6 @@ def run_from_row(row: dict, i: int, catalog, *, file_label: str = "runs") -> Mea
     if gb % (mb * dp):
         raise ClusteroptError(f"{where}: global_batch", f"{gb} is not a multiple of micro_batch x dp = {mb * dp}",
                               "global_batch = micro_batch x dp x grad_accum")
-    spec = _spec(row, where, s)
-    if spec.num_heads % tp:
-        raise ClusteroptError(f"{where}: tp", f"{tp} does not divide the {spec.num_heads} heads", "a divisor of n_heads")
-    hw = _hardware(row, where, catalog)
     framework = _framework(row, where, tp, pp, cp, ep)
     zero = _num(row, "zero", where, integer=True) if (row.get("zero") or "").strip() not in ("", "0") else None
     if (row.get("zero") or "").strip() == "0":
@@ -207,19 +210,40 @@ def run_from_row(row: dict, i: int, catalog, *, file_label: str = "runs") -> Mea
     if zero not in (0, 1, 2, 3):
         raise ClusteroptError(f"{where}: zero", f"{zero}", "0, 1, 2 or 3")
     precision = "fp8" if "fp8" in (row.get("precision") or "").lower() else "bf16"
-    grad = (row.get("grad_precision") or "fp32").strip().lower()
-    if grad not in ("fp32", "bf16"):
-        raise ClusteroptError(f"{where}: grad_precision", f"{grad!r}", "fp32 or bf16")
+    opt = (row.get("optimizer") or "adam").strip().lower()
+    if opt not in OPTIMIZERS:
+        from optimizer.errors import did_you_mean
+
+        raise ClusteroptError(f"{where}: optimizer", f"unknown optimizer {opt!r}", did_you_mean(opt, OPTIMIZERS))
     sp = _yes(row, "sequence_parallel", framework == "megatron" and tp > 1, where) and tp > 1
     layout = TrainLayout(seq_len=s, global_batch=gb, tp=tp, pp=pp, dp=dp, cp=cp, ep=ep, zero=zero, micro_batch=mb,
                          recompute=_recompute(row), sequence_parallel=sp, precision=precision,
                          interleave=_num(row, "interleave_chunks", where, integer=True) or 1,
-                         flash_attention=_yes(row, "flash_attention", True, where))
+                         flash_attention=_yes(row, "flash_attention", True, where), optimizer=opt)
+    return layout, framework
+
+
+def run_from_row(row: dict, i: int, catalog, *, file_label: str = "runs") -> MeasuredRun:
+    """One CSV row (a dict of column -> text) as a ``MeasuredRun``. ``i`` is the 1-based data row."""
+    from optimizer.formulas.training import model_flops_per_token
+
+    where = f"{file_label} row {i}"
+    layout, framework = layout_from_row(row, where)
+    s, n, gb, tp, precision = layout.seq_len, layout.n_gpus, layout.global_batch, layout.tp, layout.precision
+    spec = spec_from_row(row, where, s)
+    if spec.num_heads % tp:
+        raise ClusteroptError(f"{where}: tp", f"{tp} does not divide the {spec.num_heads} heads", "a divisor of n_heads")
+    hw = _hardware(row, where, catalog)
+    grad = (row.get("grad_precision") or "fp32").strip().lower()
+    if grad not in ("fp32", "bf16"):
+        raise ClusteroptError(f"{where}: grad_precision", f"{grad!r}", "fp32 or bf16")
     offload = (row.get("offload") or "").strip().lower()
     fused = (row.get("fused_cross_entropy") or "").strip()
     options = {"framework": "fsdp2" if framework == "other" else framework, "grad_precision": grad,
                "offload_activations": "activation" in offload and "none" not in offload,
                "dropout": _yes(row, "dropout", False, where), "fp8_params": _yes(row, "fp8_params", False, where),
+               "compiled_loss": _yes(row, "compiled_loss", False, where),
+               "expert_tp": _num(row, "expert_tp", where, integer=True),
                "fused_cross_entropy": _yes(row, "fused_cross_entropy", False, where) if fused else None}
     tps = _num(row, "tokens_per_sec", where)
     meas = tps / n if tps else None

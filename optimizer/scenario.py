@@ -222,7 +222,7 @@ class TrainSpec(_Strict):
     global_batch: Optional[int] = Field(default=None, gt=0, le=MAX_BATCH_SEQUENCES)   # sequences, exact
     global_batch_tokens: Optional[float] = Field(default=None, ge=1, le=MAX_BATCH_TOKENS)  # tokens, within batch_tolerance
     batch_tolerance: float = Field(default=DEFAULT_BATCH_TOLERANCE, ge=0, lt=1)
-    optimizer: Literal["adam", "sgd", "adam8bit", "adafactor"] = "adam"
+    optimizer: Literal["adam", "sgd", "adam8bit", "adafactor", "adam_bf16"] = "adam"
     flash_attention: bool = True
     interleave: int = Field(default=1, ge=1, le=1024)
     # the framework that schedules the step (formulas/training.py FRAMEWORKS; auto: Megatron for
@@ -237,12 +237,15 @@ class TrainSpec(_Strict):
     fp8_params: bool = False
     dropout: bool = False
     fused_cross_entropy: Optional[bool] = None
+    compiled_loss: bool = False
     offload_activations: bool = False
+    expert_tp: Optional[int] = Field(default=None, ge=1)
 
     def memory_options(self) -> dict:
         """The memory options of formulas/memory.py MEMORY_FIELDS, as the estimators take them."""
         return {"grad_precision": self.grad_precision, "fp8_params": self.fp8_params, "dropout": self.dropout,
-                "fused_cross_entropy": self.fused_cross_entropy, "offload_activations": self.offload_activations}
+                "fused_cross_entropy": self.fused_cross_entropy, "compiled_loss": self.compiled_loss,
+                "offload_activations": self.offload_activations, "expert_tp": self.expert_tp}
 
     @model_validator(mode="after")
     def _one_batch(self):
@@ -373,6 +376,10 @@ class ServeSpec(_Strict):
     speculative: Optional[Speculative] = None
     prefix_cache: Optional[PrefixCache] = None
     disaggregation: Optional[Disaggregation] = None
+    # how the fleet planner sizes a replica option's capacity: 'closed_form' (estimate_serving's
+    # requests/s at the batch cap) or 'simulated' (the highest Poisson rate whose simulated p99
+    # TTFT and ITL meet the SLOs, prefill stalls included; search/serve/capacity.py)
+    capacity: Literal["closed_form", "simulated"] = "closed_form"
 
     @field_validator("redundancy")
     @classmethod

@@ -41,7 +41,8 @@ DESCRIPTIONS: dict[str, dict[str, str]] = {
         "global_batch": "Global batch in sequences, exact: micro_batch x dp x grad_accum equals it.",
         "global_batch_tokens": "Global batch in tokens; the search picks one sequence count within batch_tolerance.",
         "batch_tolerance": "Fraction global_batch_tokens / seq_len may move to reach a well-divisible sequence count.",
-        "optimizer": "Optimizer whose state is kept per parameter (adam: 12 bytes of fp32 state per parameter).",
+        "optimizer": "Optimizer whose state is kept per parameter (adam: 12 bytes of fp32 state per parameter; "
+                     "adam_bf16: pure bf16 training, bf16 parameters and moments without an fp32 master, 6).",
         "flash_attention": "Whether attention keeps no score matrix in memory (FlashAttention).",
         "interleave": "Virtual pipeline chunks per stage (interleaved 1F1B); 1 = plain 1F1B.",
         "framework": "Training framework whose schedule and allocations the estimates assume: auto (Megatron for "
@@ -59,7 +60,11 @@ DESCRIPTIONS: dict[str, dict[str, str]] = {
         "dropout": "Count dropout masks in the activations (models trained with dropout; Llama-style: none).",
         "fused_cross_entropy": "Loss kernel: true = fused in-place cross entropy (2 bytes per logit); default the "
                                "framework's own.",
+        "compiled_loss": "The loss compiled with torch.compile (torchtitan --training.compile since 2025): no fp32 "
+                         "copy of the logits, 4 bytes per logit at the peak.",
         "offload_activations": "Activations of all but two layers kept in host memory.",
+        "expert_tp": "MoE: expert tensor-parallel size (default: tp, at most tp x dp x cp / ep; Megatron-Bridge's MoE "
+                     "recipes use 1).",
     },
     "LengthDist": {
         "mean": "Mean length, tokens.",
@@ -114,6 +119,7 @@ DESCRIPTIONS: dict[str, dict[str, str]] = {
         "speculative": "Speculative decoding: draft model, tokens per pass, acceptance rate; null = none.",
         "prefix_cache": "Prefix caching: hit rate and shared prefix length; null = none.",
         "disaggregation": "Prefill/decode disaggregation: allowed pools; null = aggregated replicas only.",
+        "capacity": "Replica capacity the fleet is sized with: closed_form (requests/s at the batch cap) or simulated (highest rate whose simulated p99 TTFT/ITL meet the SLOs).",
     },
     "Constraints": {
         "deadline_days": "Latest wall-clock finish of the training run, days (failures and restarts included).",

@@ -20,7 +20,9 @@ from pydantic import BaseModel, ConfigDict, Field
 from optimizer.errors import ClusteroptError
 from optimizer.scenario import Scenario
 
-SCHEMA_VERSION = "1.2"          # 1.1 adds 'launch' (clusteropt export) and descriptions; 1.2 the 80% intervals
+SCHEMA_VERSION = "1.3"
+"""1.1 adds 'launch' (clusteropt export) and descriptions; 1.2 the 80% intervals; 1.3 the applied
+calibration profile ('calibration') and the 'calibration' document (clusteropt calibrate --json)."""
 
 Status = Literal["optimal", "feasible", "infeasible"]
 
@@ -142,6 +144,9 @@ class TornadoEnd(_Open):
         description="the re-optimised best: a 12-key configuration, a serving fleet (replica groups), or null")
     best_objective: Optional[float] = _d("the re-optimised best's objective at this end; null when infeasible")
     changes: bool = _d("whether the re-optimised best differs from the base configuration")
+    kept_feasible: Optional[bool] = Field(default=None, description="training: whether the base configuration still "
+                                                                    "meets every limit at this end (deadline, "
+                                                                    "budget); when not, the best may cost more")
 
 
 class TornadoEntry(_Open):
@@ -184,6 +189,37 @@ class Sensitivity(_Open):
     slack: dict[str, Any] = _d("slack and binding limits at the optimum (as explanation)")
 
 
+class CalibrationProfile(_Open):
+    """A calibration profile of ``clusteropt calibrate`` (the YAML it writes, optimizer/calibration.py):
+    factors on the shipped model fitted to the user's measured runs."""
+
+    kind: str = Field(default="clusteropt-calibration", description="always 'clusteropt-calibration'")
+    version: int = _d("profile format version (1)")
+    source: str = Field(default="", description="the runs CSV the profile was fitted on")
+    n_runs: int = _d("runs with measured throughput it was fitted on", ge=1)
+    compute_scale: float = _d("factor on the modelled compute throughput (1 = as shipped)")
+    compute_scale_sd_log: float = _d("uncertainty of compute_scale: sd of its natural log")
+    network_scale: float = _d("factor on the modelled network bandwidth (1 = as shipped)")
+    network_scale_sd_log: float = _d("uncertainty of network_scale: sd of its natural log")
+    overlap_scale: float = _d("factor on the modelled communication/compute overlap (1 = as shipped)")
+    overlap_scale_sd_log: float = _d("uncertainty of overlap_scale: sd of its natural log")
+    memory_reserve_bytes: float = Field(default=0.0, description="bytes added to every GPU's predicted memory "
+                                                                  "(fitted on rows with a measured peak)")
+    memory_reserve_sd_bytes: float = Field(default=0.0, description="uncertainty of memory_reserve_bytes, bytes (sd)")
+    n_memory_runs: int = Field(default=0, description="runs with a measured peak memory it was fitted on")
+    log_ratio_p10: float = _d("80% interval of ln(measured / calibrated tokens/s), low end; gives tokens_per_s_p10")
+    log_ratio_p90: float = _d("80% interval of ln(measured / calibrated tokens/s), high end; gives tokens_per_s_p90")
+    error_before_pct: Optional[float] = Field(default=None, description="mean absolute throughput error on the "
+                                                                         "runs before calibration, %")
+    error_after_pct: Optional[float] = Field(default=None, description="the same after calibration, %")
+
+
+class AppliedCalibration(CalibrationProfile):
+    """The calibration profile a training solve applied (the scenario's ``calibration``)."""
+
+    path: str = _d("the profile file, as the scenario names it")
+
+
 class ResultDocument(_Open):
     """``clusteropt solve --format json``."""
 
@@ -195,8 +231,9 @@ class ResultDocument(_Open):
     objective: str = _d("what was minimised")
     configs: list[Union[TrainingRow, FleetRow, dict[str, Any]]] = _d(
         "the ranked configurations (training layouts, serving fleets or co-design plans), best first")
-    pareto: list[dict[str, Any]] = _d("the Pareto front (training: cost vs wall-clock days; serving: $/hour vs "
-                                      "p99 TTFT; co-design: loss vs cost)")
+    pareto: list[Union[TrainingRow, FleetRow, dict[str, Any]]] = _d(
+        "the Pareto front (training: cost vs wall-clock days, rows with the keys of configs; serving: $/hour "
+        "vs p99 TTFT; co-design: loss vs cost)")
     explanation: Explanation = _d("why: binding limits and slack, or the conflicts when infeasible")
     stats: dict[str, Any] = Field(default_factory=dict, description="search statistics (rows, solves, seconds)")
     sensitivity: Optional[Sensitivity] = Field(default=None, description="with --sensitivity")
@@ -204,6 +241,40 @@ class ResultDocument(_Open):
     launch: Optional[dict[str, Any]] = Field(
         default=None, description="what 'clusteropt export' needs beside a row: model architecture, seq_len and "
                                   "tokens (training), longest request (serving), pricing mode, GPUs per instance")
+    calibration: Optional[AppliedCalibration] = Field(
+        default=None, description="training with the scenario's calibration profile: the profile applied (its "
+                                  "factors rescale the figures; its log_ratio_p10/p90 give the rows' intervals, "
+                                  "interval_regime 'calibrated')")
+
+
+class CalibrationRun(_Open):
+    """One measured run of the CSV given to ``clusteropt calibrate``."""
+
+    row: int = _d("1-based data row of the CSV")
+    name: str = _d("the row's model_name")
+    measured_tokens_per_s: float = _d("measured throughput of the whole job, tokens/s")
+    before_tokens_per_s: float = _d("the shipped model's prediction, tokens/s")
+    after_tokens_per_s: float = _d("the prediction with the fitted profile, tokens/s")
+
+
+class CalibrationDocument(_Open):
+    """``clusteropt calibrate RUNS.csv --out profile.yaml --json``."""
+
+    n_runs: int = _d("runs with measured throughput")
+    error_before_pct: float = _d("mean absolute throughput error on the runs before calibration, %")
+    error_after_pct: float = _d("the same after calibration, %")
+    rows: list[CalibrationRun] = _d("every run: measured, before and after")
+    held_out_rows: list[int] = Field(default_factory=list, description="rows left out of a second fit to measure "
+                                                                        "the error on runs it has not seen (enough runs)")
+    held_out_error_before_pct: Optional[float] = Field(default=None, description="error on the held-out rows "
+                                                                                  "before calibration, %")
+    held_out_error_after_pct: Optional[float] = Field(default=None, description="error on the held-out rows with "
+                                                                                 "the profile fitted without them, %")
+    memory_error_before_pct: Optional[float] = Field(default=None, description="mean absolute peak-memory error on "
+                                                                                "rows with a measured peak, before, %")
+    memory_error_after_pct: Optional[float] = Field(default=None, description="the same with memory_reserve_bytes, %")
+    profile: CalibrationProfile = _d("the profile written to 'out'")
+    out: str = _d("the profile file written")
 
 
 class SweepPoint(_Open):
@@ -231,7 +302,8 @@ class SweepDocument(_Open):
 
 
 def json_schema(kind: str) -> dict:
-    """The JSON Schema of one document kind: result, sweep, scenario (input), plan (portfolios)."""
+    """The JSON Schema of one document kind: result, sweep, scenario (input), plan (portfolios),
+    calibration (``clusteropt calibrate --json``)."""
     if kind == "result":
         model = ResultDocument
     elif kind == "sweep":
@@ -240,8 +312,10 @@ def json_schema(kind: str) -> dict:
         model = Scenario
     elif kind == "plan":
         model = PlanDocument
+    elif kind == "calibration":
+        model = CalibrationDocument
     else:
-        raise ClusteroptError("schema", f"unknown kind {kind!r}", "allowed: result, sweep, scenario, plan")
+        raise ClusteroptError("schema", f"unknown kind {kind!r}", "allowed: result, sweep, scenario, plan, calibration")
     schema = model.model_json_schema()
     schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
     schema["$id"] = f"https://clusteropt.dev/schema/{kind}-{SCHEMA_VERSION}.json"
@@ -252,7 +326,7 @@ def json_schema(kind: str) -> dict:
 
 def validate(kind: str, doc: dict) -> BaseModel:
     """Validate an emitted document against its model (tests; planners may use it too)."""
-    model = {"result": ResultDocument, "sweep": SweepDocument}[kind]
+    model = {"result": ResultDocument, "sweep": SweepDocument, "calibration": CalibrationDocument}[kind]
     return model.model_validate(doc)
 
 

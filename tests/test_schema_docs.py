@@ -7,7 +7,7 @@ from optimizer.schema import json_schema, property_rows
 from optimizer.scenario import Scenario
 
 
-@pytest.mark.parametrize("kind", ["scenario", "result", "sweep", "plan"])
+@pytest.mark.parametrize("kind", ["scenario", "result", "sweep", "plan", "calibration"])
 def test_every_property_has_a_description(kind):
     rows = property_rows(json_schema(kind))
     assert len(rows) > 10

@@ -164,7 +164,10 @@ def test_tornado_ends_equal_independent_evaluations(solved, monkeypatch):
     for e in sens["tornado"]:
         for end, d in (("low", "down"), ("high", "up")):
             kept, best = e["reoptimised"][d]["objective"], e["reoptimised"][d]["best_objective"]
-            assert e[end] == best and best <= kept * (1 + 1e-9)
+            # never worse than keeping the base configuration, where keeping it is still allowed
+            # (with 20% more tokens the base plan can miss the deadline: then the best is dearer)
+            assert e[end] == best
+            assert best <= kept * (1 + 1e-9) or not e["reoptimised"][d]["kept_feasible"]
         by[e["input"]] = {"low": e["reoptimised"]["down"]["objective"], "high": e["reoptimised"]["up"]["objective"],
                           "base": e["base"], "reoptimised": e["reoptimised"]}
     for end, f in (("low", 1 - x), ("high", 1 + x)):

@@ -94,6 +94,43 @@ def test_fleet_model_matches_exhaustive_enumeration(p):
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(fleet_problems(), st.data())
+def test_cutoff_finds_a_strictly_better_fleet_exactly_when_one_exists(p, data):
+    """``better_than`` (the explanations' 'is there a strictly better fleet?'): with any key as
+    the cutoff, the answer is the best minimal fleet before it by brute force, or none."""
+    ref = _exhaustive(p)
+    key = data.draw(st.sampled_from(ref + [(0, 0), (10**9, 10**6)]) if ref else st.just((10**9, 10**6)))
+    res = fm.solve_fleets(p, 1, time_limit_s=20, better_than=key)
+    before = [k for k in ref if k < key]
+    assert [f.key for f in res.fleets] == before[:1]
+    assert res.status == ("optimal" if before else "infeasible")
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(fleet_problems(), st.data())
+def test_lazy_capacities_give_the_exact_ranking(p, data):
+    """Lazy simulated capacities (search/serve/capacity.py): options start at upper bounds and are
+    refined only when a fleet uses them; the K fleets returned are those of the problem with
+    every capacity exact (some refined to nothing: blocked)."""
+    true = [data.draw(st.integers(0, o.cap)) for o in p.options]
+    exact = dataclasses.replace(p, options=tuple(
+        fm.FleetOption(o.gpu, o.n_gpus, max(c, 1), o.items, blocked=c == 0) for o, c in zip(p.options, true)))
+    calls = []
+
+    def refine(i, o):
+        calls.append(i)
+        return fm.FleetOption(o.gpu, o.n_gpus, max(true[i], 1), o.items, exact=True, blocked=true[i] == 0)
+
+    lazy = dataclasses.replace(p, options=tuple(dataclasses.replace(o, exact=False) for o in p.options),
+                               refine=refine)
+    want = fm.solve_fleets(exact, 3, time_limit_s=20)
+    got = fm.solve_fleets(lazy, 3, time_limit_s=20)
+    assert [f.key for f in got.fleets] == [f.key for f in want.fleets]
+    assert all(fm.covers(exact, f.counts) for f in got.fleets)    # feasible with the exact capacities
+    assert len(calls) == len(set(calls))          # each option refined once
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(fleet_problems(max_options=3), st.data())
 def test_dominance_reduction_keeps_the_optimum(p, data):
     """Adding options of an existing (GPU type, size) class with LOWER capacity never changes the

@@ -240,3 +240,23 @@ def test_slo_capacity_is_cached(h100, llama8b):
     b = sl.slo_capacity(*args, n_requests=200)
     assert a is b and sl.slo_capacity.cache_info().hits == 1
     assert a.requests_per_s > 0
+
+
+def test_overlap_scheduler_reports_the_first_token_one_pass_later(h100, llama8b):
+    """Overlap scheduler (TensorRT-LLM, SGLang): requests arriving alone see their first token
+    one decode pass (batch 1) later; token gaps are unchanged; a replica that idles after the
+    prefill (one-token outputs) reports it at once."""
+    rep = _replica(llama8b, h100)
+    eng = dict(max_num_batched_tokens=8192, max_num_seqs=8)
+    load = dict(prompt=ss.LengthDist(512.0), requests_per_s=0.2, n_requests=60, seed=3)
+    f = lambda x: prompt_attention_flops(llama8b, x)  # noqa: E731
+    out = ss.LengthDist(64.0)
+    a = ss.simulate(rep.pass_time_s, f, ss.EngineConfig(**eng), ss.Workload(output=out, **load))
+    b = ss.simulate(rep.pass_time_s, f, ss.EngineConfig(overlap_scheduler=True, **eng), ss.Workload(output=out, **load))
+    one_pass = float(rep.pass_time_s(0.0, 0.0, 0.0, 1.0, 513.0))
+    assert b.ttft_s - a.ttft_s == pytest.approx(one_pass, rel=0.02)
+    assert b.itl_s == pytest.approx(a.itl_s, rel=1e-12)
+    one = ss.LengthDist(1.0)
+    c = ss.simulate(rep.pass_time_s, f, ss.EngineConfig(**eng), ss.Workload(output=one, **load))
+    d = ss.simulate(rep.pass_time_s, f, ss.EngineConfig(overlap_scheduler=True, **eng), ss.Workload(output=one, **load))
+    assert d.ttft_s == pytest.approx(c.ttft_s, rel=1e-12)

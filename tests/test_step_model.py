@@ -12,9 +12,10 @@ import pytest
 from optimizer.catalog import load_catalog
 from optimizer.errors import ClusteroptError
 from optimizer.formulas import comm as C
+from optimizer.formulas.comm import parameter_tensors_per_layer
 from optimizer.formulas.hardware import power_limited_clock_fraction
 from optimizer.formulas.layout import TrainLayout
-from optimizer.formulas.training import estimate_training, parameter_tensors_per_layer
+from optimizer.formulas.training import estimate_training
 from optimizer.model.registry import get_preset
 from optimizer.units import GIGABIT
 

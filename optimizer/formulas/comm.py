@@ -168,6 +168,27 @@ def bucketed_s(collective, nbytes, n, bw, alpha, bucket_bytes):
 
 # ---- per-step communication of a training layout ----------------------------------------
 
+def parameter_tensors_per_layer(spec) -> int:
+    """Parameter tensors of one layer as DeepSpeed ZeRO-3 gathers them, one all-gather per
+    tensor (its ``stage3_prefetch_bucket_size`` coalesces only tensors below 5e7 parameters,
+    and a large model's weight matrices are far above it): q, k, v and output projections, the
+    FFN's 2 (3 gated) matrices, 2 norms, plus a bias for each where the model has them."""
+    gated = spec.ffn_kind == "gated"
+    mats = 4 + (3 if gated else 2) + 2
+    biases = (3 if spec.qkv_bias else 0) + int(spec.attn_out_bias) + ((3 if gated else 2) if spec.ffn_bias else 0) \
+        + (2 if spec.norm_bias else 0)
+    return mats + biases
+
+
+DEEPSPEED_FULL_RECOMPUTE_GATHERS = 3
+"""Parameter all-gathers per micro-batch under DeepSpeed ZeRO-3 with full activation
+checkpointing: the forward's, the recomputed forward's (checkpointing re-runs the module, whose
+pre-forward hook gathers again) and the backward's. FSDP2 gathers twice: its backward
+pre-hook gathers once for the recomputed forward and the backward of the block (PyTorch
+'FSDP2' docs: fully_shard hooks; torchtitan applies AC inside each FSDP unit)."""
+
+
+
 TP_COLLECTIVES_PER_LAYER = {"none": 4, "selective": 4, "full": 6}
 """Megatron TP (Shoeybi et al. 2019, Sec. 3, Fig. 4): per layer 2 all-reduces in the
 forward (after attention and after the FFN, operator g) and 2 in the backward (operator f).

@@ -27,10 +27,10 @@ from dataclasses import replace  # noqa: F401  (re-exported for callers that var
 
 from optimizer.formulas.operators import ComputeConstants
 
-FP8_GEMM_EFFICIENCY_RATIO = 0.8048
+FP8_GEMM_EFFICIENCY_RATIO = 0.8068
 """Achieved fp8 linear-GEMM efficiency relative to bf16's at the same GEMM shape (dimensionless):
-under fp8 the linear layers run at 0.8048 x their bf16 efficiency of the fp8 dense peak, i.e.
-2 x 0.8048 = 1.61x the bf16 GEMM rate on a device whose fp8 peak is twice its bf16 peak (H100).
+under fp8 the linear layers run at 0.8068 x their bf16 efficiency of the fp8 dense peak, i.e.
+2 x 0.8068 = 1.61x the bf16 GEMM rate on a device whose fp8 peak is twice its bf16 peak (H100).
 
 What it stands for (Transformer Engine / torchao fp8 recipes, per-tensor scaling; NVIDIA
 Transformer Engine user guide, 'Using FP8 with Transformer Engine'): every fp8 GEMM needs its
@@ -49,15 +49,15 @@ EfficiencyConstants = ComputeConstants
 """The fitted constants (formulas/operators.py documents each)."""
 
 CALIBRATED = ComputeConstants(
-    gemm_eta_ampere=0.7654,
-    gemm_eta_hopper=0.6547,
+    gemm_eta_ampere=0.7574,
+    gemm_eta_hopper=0.6571,
     k0=64.0,
-    kernel_s=6.856e-6,
-    elementwise_passes=7.286,
-    overlap_slowdown=0.3021,
+    kernel_s=8.614e-6,
+    elementwise_passes=6.780,
+    overlap_slowdown=0.2905,
     fp8_gemm_ratio=FP8_GEMM_EFFICIENCY_RATIO,
     network_efficiency=1.0,
-    unfused_elementwise_ratio=1.578,
+    unfused_elementwise_ratio=1.798,
 )
 """Fitted by ``benchmarks/calibrate_efficiency.py --fit --iters 100`` on every public run
 (at most 12 per source, evenly spaced; k0 and network_efficiency set, not fitted): in-sample

@@ -16,11 +16,11 @@ import numpy as np
 
 Recompute = Literal["none", "selective", "full"]
 Precision = Literal["bf16", "fp8"]
-OptimizerKind = Literal["adam", "sgd", "adam8bit", "adafactor"]
+OptimizerKind = Literal["adam", "sgd", "adam8bit", "adafactor", "adam_bf16"]
 
 RECOMPUTE_MODES = ("none", "selective", "full")
 TRAIN_PRECISIONS = ("bf16", "fp8")
-OPTIMIZERS = ("adam", "sgd", "adam8bit", "adafactor")
+OPTIMIZERS = ("adam", "sgd", "adam8bit", "adafactor", "adam_bf16")
 
 
 @dataclass(frozen=True)

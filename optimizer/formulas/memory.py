@@ -19,11 +19,13 @@ Conventions (stated once, used everywhere):
 * ZeRO (Rajbhandari et al. 2020, Sec. 5, Fig. 1): stage 1 shards optimizer states,
   stage 2 also gradients, stage 3 also weights, over the data-parallel group. Megatron's
   distributed optimizer is stage 1 and shards over DP x CP; expert weights shard over
-  the expert-data-parallel group DP x CP / EP.
+  the expert-data-parallel group TP x DP x CP / (EP x ETP).
 * Tensor parallelism (Shoeybi et al. 2019): attention and FFN matrices, the word
   embedding and the LM head (vocab-parallel) are split over TP; norms, routers and
-  learned position tables are replicated. Routed experts are split over EP x TP (expert
-  tensor parallel size = TP, Megatron-Core's default).
+  learned position tables are replicated. Routed experts are split over EP x ETP, the expert
+  tensor-parallel size ETP (``expert_tp``; default TP, Megatron-Core's default, but at most
+  TP x DP x CP / EP: the experts of a stage live on the stage's TP x DP x CP GPUs, so
+  EP x ETP cannot exceed them - Megatron-Bridge's MoE recipes set ETP = 1).
 * Pipeline (Narayanan et al. 2021): layers are cut into contiguous stages; with
   ``L % pp != 0`` the first ``L % pp`` stages hold ``ceil(L/pp)`` layers (uneven stages,
   as Megatron allows). Stage 0 holds the embedding, the last stage the LM head (and,
@@ -40,7 +42,7 @@ Conventions (stated once, used everywhere):
   (``framework``: where the bf16 weights live under ZeRO-3, FSDP2's unsharded layer buffers
   and root module, the loss's logits), the gradient precision (``grad_precision``), fp8
   parameters (``fp8_params``), dropout masks (``dropout``), a fused cross-entropy kernel
-  (``fused_cross_entropy``), activation offload (``offload_activations``) and the caching
+  (``fused_cross_entropy``), a compiled loss (``compiled_loss``), activation offload (``offload_activations``) and the caching
   allocator's reserve (``ALLOCATOR_FRAGMENTATION``).
 """
 
@@ -72,6 +74,9 @@ OPTIMIZER_STATE_BYTES = {
     # quantisation statistics (one fp32 per 2048 values) are < 0.2% and not counted
     # (Dettmers et al. 2022, '8-bit Optimizers via Block-wise Quantization').
     "adam8bit": 6.0,
+    # pure bf16: torch.optim.Adam on a model cast to bf16 (NeMo Automodel's benchmark recipes), no
+    # fp32 master: the bf16 parameters it updates (2, FSDP2's only copy) + m (2) + v (2)
+    "adam_bf16": 6.0,
     # fp32 master weights (4) only: Adafactor without momentum (beta1 = 0, its default)
     # stores a factored second moment, a row and a column vector per matrix: 4(r + c)
     # bytes for r*c weights, below 0.1% for r, c >= 4096, not counted
@@ -136,6 +141,13 @@ FUSED_CE_LOGIT_BYTES = 2.0
 """A fused, in-place cross-entropy kernel (flash-attn's ``CrossEntropyLoss(inplace_backward=
 True)``, Liger kernels, Megatron's ``--cross-entropy-loss-fusion``) keeps only the bf16 logits
 and writes the gradient into them (plus fp32 per-row statistics, < 0.1%)."""
+
+COMPILED_CE_LOGIT_BYTES = 4.0
+"""A loss compiled with ``torch.compile`` (torchtitan under ``--training.compile`` since
+pytorch/torchtitan PR #1033, April 2025; eager before, commit e8977b007): Inductor fuses the
+fp32 upcast, log-softmax and backward, so no fp32 copy of the logits exists; the bf16 logits
+(2, saved) and their bf16 gradient (2) are alive at the peak: 4 (Dao-AILab/quack issue #48,
+PyTorch compiler developers: compiled cross entropy costs '~d_input for fw+bw')."""
 
 FSDP_PREFETCH_LAYERS = 1
 """FSDP2 prefetches the next layer's all-gather while computing the current one (implicit
@@ -553,17 +565,32 @@ def _mamba_activation_shift(spec, seq_len, micro_batch, tp, cp, kw, moe: bool, r
     return frac * (mamba_part - attention_part)
 
 
-MEMORY_FIELDS = ("grad_precision", "fp8_params", "dropout", "fused_cross_entropy", "offload_activations")
+MEMORY_FIELDS = ("grad_precision", "fp8_params", "dropout", "fused_cross_entropy", "compiled_loss",
+                 "offload_activations", "expert_tp")
 """Memory options of a training layout beyond ``TrainLayout`` (``training.estimate_training``
 accepts them as keywords, the scenario's ``train`` block and ``estimate`` as options):
 ``grad_precision`` - 'fp32' (default) or 'bf16' gradients (``GRAD_BYTES``); ``fp8_params`` -
 with fp8, parameters held in fp8 (NeMo/Megatron ``--fp8-param-gather``, MLPerf's FP8_PARAMS;
 FSDP2's fp8 all-gather): no bf16 copy of the linear weights; ``dropout`` - dropout masks kept
 (default False: Llama-style pre-training has none); ``fused_cross_entropy`` - None (the
-framework's loss, ``LOGIT_BYTES_BY_FRAMEWORK``) or True/False; ``offload_activations`` -
-activations of all but ``OFFLOAD_RESIDENT_LAYERS`` layers in host memory."""
+framework's loss, ``LOGIT_BYTES_BY_FRAMEWORK``) or True/False; ``compiled_loss`` - the loss
+compiled with torch.compile (``COMPILED_CE_LOGIT_BYTES``; a fused kernel still wins);
+``offload_activations`` -
+activations of all but ``OFFLOAD_RESIDENT_LAYERS`` layers in host memory; ``expert_tp`` - the
+expert tensor-parallel size (None: TP, capped by ``expert_tp_degree``)."""
 MEMORY_DEFAULTS = {"grad_precision": "fp32", "fp8_params": False, "dropout": False,
-                   "fused_cross_entropy": None, "offload_activations": False}
+                   "fused_cross_entropy": None, "compiled_loss": False, "offload_activations": False,
+                   "expert_tp": None}
+
+
+def expert_tp_degree(tp, dp, cp, ep, expert_tp=None):
+    """Expert tensor-parallel size ETP: ``expert_tp`` when given, else TP (Megatron-Core's
+    ``expert_tensor_parallel_size`` default), in both cases at most TP x DP x CP / EP (and at
+    least 1): a stage's experts are split over EP x ETP of its TP x DP x CP GPUs, so with EP
+    above DP x CP the experts cannot also be split TP-ways (Megatron-Core's expert grid is
+    PP x EP x ETP x expert-DP over the same GPUs as PP x TP x DP x CP). Units: GPUs."""
+    etp = tp if expert_tp is None else expert_tp * np.ones_like(np.asarray(tp, dtype=float))
+    return np.maximum(np.minimum(etp, np.asarray(tp, dtype=float) * dp * cp / ep), 1.0)
 
 
 def check_memory_options(opts: dict) -> dict:
@@ -571,8 +598,13 @@ def check_memory_options(opts: dict) -> dict:
     out = dict(MEMORY_DEFAULTS)
     out.update({k: v for k, v in opts.items() if k in MEMORY_FIELDS})
     _check_choice("grad_precision", out["grad_precision"], GRAD_PRECISIONS)
-    for k in ("fp8_params", "dropout", "offload_activations"):
+    for k in ("fp8_params", "dropout", "compiled_loss", "offload_activations"):
         out[k] = bool(out[k])
+    if out["expert_tp"] is not None:
+        e = out["expert_tp"]
+        if isinstance(e, bool) or not isinstance(e, (int, np.integer, float)) or e != int(e) or e < 1:
+            raise ClusteroptError("expert_tp", f"{e!r}", "a whole number >= 1 (the expert tensor-parallel size)")
+        out["expert_tp"] = int(e)
     if out["fused_cross_entropy"] is not None:
         out["fused_cross_entropy"] = bool(out["fused_cross_entropy"])
     return out
@@ -613,7 +645,7 @@ def stage_memory_parts(spec, st, stage, pp, *, seq_len, micro_batch, tp, dp, cp,
                        precision: str, optimizer: str, offload_optimizer: bool,
                        flash_attention: bool, framework="megatron", grad_precision: str = "fp32",
                        fp8_params: bool = False, dropout: bool = True, fused_cross_entropy=None,
-                       offload_activations: bool = False) -> dict:
+                       compiled_loss: bool = False, offload_activations: bool = False, expert_tp=None) -> dict:
     """``stage_memory_arrays`` for a chosen set of stages: ``st`` holds the per-stage fields of
     ``StageStructure`` as arrays broadcastable to (n, k) (k stages per row, e.g. one
     representative per distinct stage of several pipeline degrees), ``stage`` their 0-based
@@ -636,7 +668,8 @@ def stage_memory_parts(spec, st, stage, pp, *, seq_len, micro_batch, tp, dp, cp,
       unsharded through the step; DeepSpeed ZeRO-3 - two layers' parameters and one layer's
       gradients; otherwise DDP-style buckets (Megatron's distributed optimizer reduces and
       gathers in place in its contiguous buffers).
-    * logits: ``LOGIT_BYTES_BY_FRAMEWORK`` (or ``FUSED_CE_LOGIT_BYTES``) per element.
+    * logits: ``LOGIT_BYTES_BY_FRAMEWORK`` per element, or ``FUSED_CE_LOGIT_BYTES`` with a fused
+      in-place kernel, or at most ``COMPILED_CE_LOGIT_BYTES`` with a compiled loss.
     * reserve: CUDA context + ``ALLOCATOR_FRAGMENTATION`` of what the allocator holds.
     Units: bytes."""
     col = lambda x: np.asarray(x, dtype=float).reshape(-1, 1)  # noqa: E731
@@ -649,16 +682,19 @@ def stage_memory_parts(spec, st, stage, pp, *, seq_len, micro_batch, tp, dp, cp,
     fp8 = precision == "fp8"
 
     # model states
+    etp = expert_tp_degree(tp_, dp_, cp_, ep_, expert_tp)
+    expert_split = ep_ * etp                                 # GPUs one expert layer is split over
+    expert_dp = tp_ * dp_ * cp_ / expert_split               # expert-data-parallel group
     dense_params = st.tp_params / tp_ + st.replicated_params
-    expert_params = st.expert_params / (ep_ * tp_)
+    expert_params = st.expert_params / expert_split
     k = optimizer_bytes_per_param(optimizer)
     gb = GRAD_BYTES[grad_precision]
     wd, gd, od = zero_model_state_bytes(dense_params, zero, dp_ * cp_, optimizer_bytes=k, grad_bytes=gb,
                                         offload_optimizer=offload_optimizer)
-    we, ge, oe = zero_model_state_bytes(expert_params, zero, dp_ * cp_ / ep_, optimizer_bytes=k, grad_bytes=gb,
+    we, ge, oe = zero_model_state_bytes(expert_params, zero, expert_dp, optimizer_bytes=k, grad_bytes=gb,
                                         offload_optimizer=offload_optimizer)
     stage_params = dense_params + expert_params
-    lin = (st.linear_params - st.expert_params) / tp_ + st.expert_params / (ep_ * tp_)
+    lin = (st.linear_params - st.expert_params) / tp_ + st.expert_params / expert_split
     weights_generic = wd + we
     if fp8:
         te = FP8_WEIGHT_COPY_BYTES_PER_PARAM * lin / _pick(z3, dp_ * cp_, 1.0)
@@ -721,19 +757,22 @@ def stage_memory_parts(spec, st, stage, pp, *, seq_len, micro_batch, tp, dp, cp,
         logit_b = np.vectorize(lambda f: LOGIT_BYTES_BY_FRAMEWORK.get(f, 6.0), otypes=[float])(framework)
     else:
         logit_b = LOGIT_BYTES_BY_FRAMEWORK.get(framework, 6.0)
+    if compiled_loss and not fused_cross_entropy:
+        logit_b = np.minimum(logit_b, COMPILED_CE_LOGIT_BYTES)
     logits = st.has_head * logit_b / LOGIT_BYTES_PER_ELEMENT * logits_bytes(s, b, spec.vocab_size, tp_, cp_)
 
     # communication buffers
-    # ZeRO-3: only what is sharded gets gathered: dense weights over DP x CP, experts over DP x CP / EP
+    # ZeRO-3: only what is sharded gets gathered: dense weights over DP x CP, experts over the
+    # expert-data-parallel group
     layer_w = (st.max_layer_tp_params / tp_ * (dp_ * cp_ > 1)
-               + st.max_layer_expert_params / (ep_ * tp_) * (dp_ * cp_ / ep_ > 1))
+               + st.max_layer_expert_params / expert_split * (expert_dp > 1))
     comm_zero3 = layer_w * (ZERO3_LAYERS_GATHERED * WEIGHT_BYTES_PER_PARAM + GRAD_BYTES_PER_PARAM)
     gather_b = 1.0 if (fp8 and fp8_params) else WEIGHT_BYTES_PER_PARAM
     root = root_params(spec, pp, st.has_embedding, st.has_head) / tp_ * (dp_ * cp_ > 1)
     fsdp2_layers = layer_w * ((1 + FSDP_PREFETCH_LAYERS) * gather_b + WEIGHT_BYTES_PER_PARAM)
     # under a pipeline the unsharded gradients accumulate over the micro-batches in the reduce
-    # dtype (fp32, torchtitan's MixedPrecisionPolicy reduce_dtype) until the last one
-    comm_fsdp2 = np.where(pp_ > 1, GRAD_BYTES_PER_PARAM * stage_params,
+    # dtype (grad_precision: fp32 is torchtitan's MixedPrecisionPolicy reduce_dtype) until the last one
+    comm_fsdp2 = np.where(pp_ > 1, gb * stage_params,
                           fsdp2_layers + WEIGHT_BYTES_PER_PARAM * root)
     comm_zero3 = _pick(fsdp2, comm_fsdp2, comm_zero3)
     comm_buckets = np.full_like(tp_, float(DDP_BUCKETS_IN_FLIGHT * DDP_BUCKET_BYTES)) * (dp_ * cp_ > 1)

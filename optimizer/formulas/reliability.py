@@ -47,8 +47,9 @@ _MOMENTS = {
     "sgd": 1,        # momentum buffer
     "adam8bit": 2,   # Dettmers et al. 2022 (8-bit optimizers): m, v in 8 bits (block absmax scales ignored: 4 B / 2048 params)
     "adafactor": 0,  # Shazeer & Stern 2018: factored second moment O(rows + cols), no first moment by default
+    "adam_bf16": 2,  # pure bf16 training: m, v in the parameters' bf16 (formulas/memory.py OPTIMIZER_STATE_BYTES)
 }
-_MOMENT_DTYPE = {"adam": "fp32", "sgd": "fp32", "adam8bit": "int8", "adafactor": "fp32"}
+_MOMENT_DTYPE = {"adam": "fp32", "sgd": "fp32", "adam8bit": "int8", "adafactor": "fp32", "adam_bf16": "bf16"}
 
 
 

@@ -225,8 +225,11 @@ class Replica:
                      + attn / n_split / (self.peak_attn * self.eff["compute_efficiency"]))
         mem_s = np.asarray(bytes_read, dtype=float) / (self.hw.hbm_bytes_per_s * self.eff["hbm_efficiency"])
         message = tokens * spec.hidden_size * ACTIVATION_BYTES
-        comm_s = 2 * self.layers_per_stage * st.piecewise_allreduce_time_s(
-            message, self.tp, self.link_bw, latency_s=self.link_latency, link_efficiency=self.link_eff)
+        # TP = 1 has no all-reduce (piecewise_allreduce_time_s is 0 there); skipped, as the
+        # simulation calls this once per engine pass
+        comm_s = 0.0 if np.ndim(self.tp) == 0 and self.tp == 1 else 2 * self.layers_per_stage * \
+            st.piecewise_allreduce_time_s(message, self.tp, self.link_bw, latency_s=self.link_latency,
+                                          link_efficiency=self.link_eff)
         handoff_s = ((pp - 1) * (self.pp_link_latency + message / (self.pp_link_bw * self.link_eff))
                      if pp > 1 else 0.0)
         host_s = self.overhead + self.seq_overhead * (np.asarray(decode_seqs, dtype=float) + prompts_done)

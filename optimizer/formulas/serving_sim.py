@@ -159,6 +159,11 @@ class EngineConfig:
     tokens_per_decode_pass: float = 1.0
     #: token-budget slots one decoding sequence takes per pass (k + 1 when verifying k drafts)
     budget_per_decode: int = 1
+    #: overlap scheduler (TensorRT-LLM's, on by default: 'introduces one extra decoding step';
+    #: SGLang's zero-overhead scheduler): the host handles pass n's outputs while pass n + 1 runs,
+    #: so a request's first token reaches the client when the pass after its last prompt chunk
+    #: ends (at once when the replica then idles). TTFT only; the token gaps keep their lengths.
+    overlap_scheduler: bool = False
 
     def __post_init__(self):
         if self.policy not in POLICIES:
@@ -324,10 +329,19 @@ def simulate(pass_time: PassTime, prompt_attention: PromptAttention, engine: Eng
 
     n_done = 0
     guard = 0
+    reported = np.full(n, np.nan)       # first token as the client sees it (overlap scheduler)
+    pending: list[int] = []             # first tokens made, not yet reported (overlap scheduler)
+
+    def report(end: float):
+        for i in pending:
+            reported[i] = end
+        pending.clear()
+
     while n_done < n:
         guard += 1
         release_arrivals(t)
         if not waiting and not prefilling and running.size == 0:
+            report(t)                   # the replica idles: outputs are handled at once
             if next_arr >= n or not np.isfinite(arrival[next_arr]):
                 break                   # nothing left that can arrive
             t = max(t, float(arrival[next_arr]))
@@ -351,7 +365,7 @@ def simulate(pass_time: PassTime, prompt_attention: PromptAttention, engine: Eng
             reserved += need
             admit[i] = t
             if load.arrive_prefilled:
-                first[i] = arrival[i] - load.prefilled_gap_s
+                first[i] = reported[i] = arrival[i] - load.prefilled_gap_s
                 last_tok[i] = arrival[i] - load.prefilled_gap_s
                 produced[i] = 1.0
                 if output[i] <= 1:
@@ -389,6 +403,7 @@ def simulate(pass_time: PassTime, prompt_attention: PromptAttention, engine: Eng
             done_prompts = float(sum(1 for i, c in chunks if prefilled[i] + c >= prompt[i]))
             dt = float(pass_time(pf_tok, attn, done_prompts, float(n_dec), ctx))
             t_end = t + dt
+            report(t_end)
             max_pass = max(max_pass, dt)
             busy_time += dt
             running_time += dt * (n_dec + len(prefilling))
@@ -401,6 +416,10 @@ def simulate(pass_time: PassTime, prompt_attention: PromptAttention, engine: Eng
             for i in finished_prompts:
                 prefilling.remove(i)
                 first[i] = t_end
+                if engine.overlap_scheduler:
+                    pending.append(i)
+                else:
+                    reported[i] = t_end
                 last_tok[i] = t_end
                 produced[i] = 1
             ended = decode_now[produced[decode_now] >= output[decode_now]] if n_dec else decode_now
@@ -433,6 +452,7 @@ def simulate(pass_time: PassTime, prompt_attention: PromptAttention, engine: Eng
             k = int(np.searchsorted(ends, nxt, side="left")) + 1
             k = max(1, min(k, k_done))
         dts, ends = dts[:k], ends[:k]
+        report(float(ends[0]))
         decode_pass_min = min(decode_pass_min, float(dts.min()))
         max_pass = max(max_pass, float(dts.max()))
         busy_time += float(dts.sum())
@@ -454,10 +474,11 @@ def simulate(pass_time: PassTime, prompt_attention: PromptAttention, engine: Eng
             n_done += ended.size
             running = running[produced[running] < output[running]]
 
+    report(t)
     ok = measured & np.isfinite(first)
     if not ok.any():
         raise ClusteroptError("n_requests", f"{n} requests left none measured", "more requests")
-    ttft = first[ok] - arrival[ok] + engine.request_overhead_s
+    ttft = reported[ok] - arrival[ok] + engine.request_overhead_s
     e2e = done_t[ok] - arrival[ok] + engine.request_overhead_s
     out_ok = output[ok]
     tpot = np.where(out_ok > 1, gap_sum[ok] / np.maximum(out_ok - 1, 1), 0.0)

@@ -76,26 +76,6 @@ DEEPSPEED_PREFETCH_PARAMS = 5e7
 DeepSpeed configuration docs, 'ZeRO optimizations')."""
 
 
-def parameter_tensors_per_layer(spec) -> int:
-    """Parameter tensors of one layer as DeepSpeed ZeRO-3 gathers them, one all-gather per
-    tensor (its ``stage3_prefetch_bucket_size`` coalesces only tensors below 5e7 parameters,
-    and a large model's weight matrices are far above it): q, k, v and output projections, the
-    FFN's 2 (3 gated) matrices, 2 norms, plus a bias for each where the model has them."""
-    gated = spec.ffn_kind == "gated"
-    mats = 4 + (3 if gated else 2) + 2
-    biases = (3 if spec.qkv_bias else 0) + int(spec.attn_out_bias) + ((3 if gated else 2) if spec.ffn_bias else 0) \
-        + (2 if spec.norm_bias else 0)
-    return mats + biases
-
-
-DEEPSPEED_FULL_RECOMPUTE_GATHERS = 3
-"""Parameter all-gathers per micro-batch under DeepSpeed ZeRO-3 with full activation
-checkpointing: the forward's, the recomputed forward's (checkpointing re-runs the module, whose
-pre-forward hook gathers again) and the backward's. FSDP2 gathers twice: its backward
-pre-hook gathers once for the recomputed forward and the backward of the block (PyTorch
-'FSDP2' docs: fully_shard hooks; torchtitan applies AC inside each FSDP unit)."""
-
-
 def resolve_framework(framework: str, *, tp, pp, cp, ep):
     """The framework per layout: ``framework`` itself, or for ``auto`` 'megatron' where
     TP x PP x CP x EP > 1 and 'fsdp2' elsewhere (numpy array of str when the degrees are
@@ -563,7 +543,7 @@ def _evaluate(spec, hw, num: dict, cat: dict, efficiency_scale: float,
         buckets = np.where(fsdp_units, np.maximum(st.n_layers, 1.0), buckets)
         red, gat = C.dp_grad_sync_s(hw, zero=zero, chunks=buckets, **sync)
         # ZeRO-3: FSDP2 gathers and reduces one flat buffer per layer; DeepSpeed one per parameter tensor
-        per_layer = np.where(deepspeed, float(parameter_tensors_per_layer(spec)), 1.0)
+        per_layer = np.where(deepspeed, float(C.parameter_tensors_per_layer(spec)), 1.0)
         red3, gat3 = C.dp_grad_sync_s(hw, zero=3, chunks=np.maximum(st.n_layers, 1.0) * per_layer, **sync)
         passes = T.LINEAR_PASSES[recompute]
         fwd_win = t_comp / passes
@@ -590,7 +570,7 @@ def _evaluate(spec, hw, num: dict, cat: dict, efficiency_scale: float,
             # the whole next layer; DeepSpeed prefetches stage3_prefetch_bucket_size = 5e7
             # parameters ahead (its default), so of a larger layer only that share can hide.
             # DeepSpeed's recomputed forward gathers a third time (DEEPSPEED_FULL_RECOMPUTE_GATHERS)
-            g_b = gat3 * np.where(deepspeed & (recompute == "full"), DEEPSPEED_FULL_RECOMPUTE_GATHERS - 1.0, 1.0)
+            g_b = gat3 * np.where(deepspeed & (recompute == "full"), C.DEEPSPEED_FULL_RECOMPUTE_GATHERS - 1.0, 1.0)
             g_hide, g_open = gat3 * pref, gat3 * (1.0 - pref)
             gb_hide, gb_open = g_b * pref, g_b * (1.0 - pref)
             e_f = gat3 / n_l + later * (T.exposed_s(g_hide, fwd_win) + g_open)

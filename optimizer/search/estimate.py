@@ -115,7 +115,7 @@ def train_dict(spec, hw, layout, *, tokens=None, offer=None, pricing="on_demand"
 #: defaults. Giving one to the other mode is an error, never a silent no-op.
 TRAIN_FLAGS = {"dp": 1, "cp": 1, "ep": 1, "zero": 1, "micro_batch": 1, "global_batch": None,
                "recompute": "selective", "precision": "bf16", "sequence_parallel": False, "interleave": 1,
-               "tokens": None, "pricing": "on_demand"}
+               "tokens": None, "pricing": "on_demand", "compiled_loss": False, "expert_tp": None}
 SERVE_FLAGS = {"weights": "bf16", "kv": "bf16", "batch": 1, "prompt_len": 1024, "output_len": 256,
                "gpu_memory_utilization": 0.9}
 #: Flags of both modes that need --gpu.
@@ -193,8 +193,8 @@ def estimate(model_ref: str, *, catalog, seq_len=None, gpu=None, tp=None, pp=Non
              n_requests=None, seed=0, spec_draft=None, spec_k=4, spec_acceptance=0.7,
              prefix_hit_rate=0.0, prefix_tokens=0, gqa_shared_decode=None,
              framework="auto", grad_precision="fp32", fp8_params=False,
-             dropout=False, fused_cross_entropy=None, offload_activations=False, calibration=None,
-             offer=None, provider=None) -> dict:
+             dropout=False, fused_cross_entropy=None, compiled_loss=False, offload_activations=False,
+             expert_tp=None, calibration=None, offer=None, provider=None) -> dict:
     """Parameters, FLOPs and, with ``gpu``, the training (or ``serve``) estimate of one layout.
     The layout and format flags left as None take their defaults (TRAIN_FLAGS, SERVE_FLAGS,
     LAYOUT_FLAGS); a flag the chosen mode does not read is an error (issue 20).
@@ -219,7 +219,7 @@ def estimate(model_ref: str, *, catalog, seq_len=None, gpu=None, tp=None, pp=Non
                               "add --gpu (e.g. --gpu h100), or drop --provider")
     ints = dict(seq_len=seq_len, tp=tp, pp=pp, dp=dp, cp=cp, ep=ep, zero=zero, micro_batch=micro_batch,
                 global_batch=global_batch, interleave=interleave, batch=batch, prompt_len=prompt_len,
-                output_len=output_len)
+                output_len=output_len, expert_tp=expert_tp)
     ints = {k: _integral(k, v) for k, v in ints.items()}
     for k, v in ints.items():
         if v is not None and (v < (0 if k == "zero" else 1) or v > 2**40):
@@ -228,8 +228,9 @@ def estimate(model_ref: str, *, catalog, seq_len=None, gpu=None, tp=None, pp=Non
     seq_len = ints.pop("seq_len")
     given = dict(ints, recompute=recompute, precision=precision, sequence_parallel=sequence_parallel or None,
                  inter_node_gbps=inter_node_gbps, tokens=tokens, pricing=pricing, weights=weights, kv=kv,
-                 gpu_memory_utilization=gpu_memory_utilization)
+                 gpu_memory_utilization=gpu_memory_utilization, compiled_loss=compiled_loss or None)
     o = _check_flags(given, serve, gpu)
+    compiled_loss, expert_tp = o["compiled_loss"], o["expert_tp"]
     tp, pp, dp, cp, ep, zero = o["tp"], o["pp"], o["dp"], o["cp"], o["ep"], o["zero"]
     micro_batch, global_batch, interleave = o["micro_batch"], o["global_batch"], o["interleave"]
     recompute, precision, sequence_parallel = o["recompute"], o["precision"], o["sequence_parallel"]
@@ -323,8 +324,8 @@ def estimate(model_ref: str, *, catalog, seq_len=None, gpu=None, tp=None, pp=Non
 
         profile = load_profile(calibration, field="--calibration")
     options = {"framework": framework, "grad_precision": grad_precision, "fp8_params": fp8_params,
-               "dropout": dropout, "fused_cross_entropy": fused_cross_entropy,
-               "offload_activations": offload_activations, "tp_comm_overlap": tp_comm_overlap,
+               "dropout": dropout, "fused_cross_entropy": fused_cross_entropy, "compiled_loss": compiled_loss,
+               "offload_activations": offload_activations, "expert_tp": expert_tp, "tp_comm_overlap": tp_comm_overlap,
                "overlap_grad_reduce": overlap_grad_reduce, "fp8_recipe": fp8_recipe,
                "fused_kernels": fused_kernels}
     data["train"] = train_dict(spec, hw, layout, tokens=tokens, offer=offer, pricing=pricing, options=options,
@@ -380,6 +381,7 @@ def serve_dict(spec, hw, vendor: str, gid: str, *, tp, pp, weights, kv, batch, p
                           max_num_batched_tokens=es["max_num_batched_tokens"], max_num_seqs=es["max_num_seqs"],
                           policy=es["policy"], request_overhead_s=es["request_overhead_s"],
                           step_overhead_s=es["step_overhead_s"], gqa_shared_decode=es["gqa_shared_decode"],
+                          overlap_scheduler=es["overlap_scheduler"],
                           gpu_memory_utilization=gpu_memory_utilization, efficiencies=es["efficiencies"],
                           speculative=spec_dec, prefix_hit_rate=float(prefix_hit_rate), prefix_tokens=int(prefix_tokens))
     r = le.sim
@@ -390,6 +392,7 @@ def serve_dict(spec, hw, vendor: str, gid: str, *, tp, pp, weights, kv, batch, p
     sv["load"] = {"requests_simulated": r.n_requests, "seed": int(seed), "arrival_cv": float(arrival_cv),
                   "policy": es["policy"], "max_num_batched_tokens": es["max_num_batched_tokens"],
                   "max_num_seqs": es["max_num_seqs"], "request_overhead_s": es["request_overhead_s"],
+                  "overlap_scheduler": bool(es["overlap_scheduler"]),
                   "requests_per_s": r.requests_per_s, "output_tokens_per_s": r.output_tokens_per_s,
                   "mean_running_seqs": r.mean_running, "stable": r.stable, "decode_pass_s": r.decode_pass_s,
                   "max_pass_s": r.max_pass_s, "kv_capacity_tokens": le.kv_capacity_tokens,

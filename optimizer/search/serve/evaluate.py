@@ -10,6 +10,7 @@ from optimizer.formulas.investment import usd_per_1k_requests, usd_per_month
 from optimizer.pricing import capacity_groups, resolve_gpu_name, GpuOption, gpu_options, gpu_types
 from optimizer.scenario import load_scenario
 from optimizer.search.serve import fleet as fm
+from optimizer.search.serve.capacity import apply_capacity, simulated, slo_capacity_of
 from optimizer.search.serve.compression import CompressionPlan, Variant, amortised_usd_per_hour, compression_plan
 from optimizer.search.serve.problem import demand_mtokens_per_hour, max_types_of, spares_of
 from optimizer.search.serve.table import ServingTable, billing_pools, evaluate_group, pool_fits, request_lengths
@@ -21,7 +22,12 @@ def evaluate_replica(spec, scenario, gpu: GpuOption, replica: dict, efficiency_s
                         kv=replica["kv"], batches=[replica["batch"]], lengths=request_lengths(scenario.serve),
                         gmu=1.0 - scenario.constraints.memory_headroom, efficiency_scale=efficiency_scale,
                         sparse_2_4=bool(replica.get("sparse_2_4", False)))
-    return {k: (v[0].item() if hasattr(v[0], "item") else v[0]) for k, v in g.items()}
+    out = {k: (v[0].item() if hasattr(v[0], "item") else v[0]) for k, v in g.items()}
+    if simulated(scenario):
+        cap = slo_capacity_of(spec, scenario, gpu, tp=replica["tp"], pp=replica["pp"], weights=replica["weights"],
+                              kv=replica["kv"], batch=replica["batch"], efficiency_scale=efficiency_scale)
+        out = apply_capacity(out, cap, scenario.serve.slo)
+    return out
 
 
 def verify_solution(spec, scenario, table: ServingTable, records: list[dict]) -> None:

@@ -18,7 +18,9 @@ families dropped:
   budget_usd_per_hour, max_gpus, available[g], number of replica types that becomes feasible);
 - the least TTFT / ITL SLO for which a fleet meeting every limit exists (bisection over the
   options' values: allowing more options never removes a fleet);
-- at an optimum, a limit binds when dropping it gives a strictly better fleet.
+- at an optimum, a limit binds when dropping it gives a strictly better fleet (each check is the
+  fleet model with the limit dropped and the optimum's key as a cutoff: 'is there a fleet
+  strictly before it?', proven either way).
 """
 
 from __future__ import annotations
@@ -324,11 +326,12 @@ def binding_summary(table, rows, problem: fm.FleetProblem, best: fm.Fleet, scena
         slack["capacity"] = {key: int(limit - used[key]) for key, limit, _ in problem.capacity}
     binding = []
     for f in _active(problem):
-        alt = fm.solve_fleets(problem, 1, families=tuple(set(fm.FAMILIES) - {f}), time_limit_s=10.0)
+        alt = fm.solve_fleets(problem, 1, families=tuple(set(fm.FAMILIES) - {f}), time_limit_s=10.0,
+                              better_than=best.key)
         if alt.fleets and alt.fleets[0].key < best.key:
             binding.append(f)
     if problem.spares > 0:
-        alt = fm.solve_fleets(dataclasses.replace(problem, spares=0), 1, time_limit_s=10.0)
+        alt = fm.solve_fleets(dataclasses.replace(problem, spares=0), 1, time_limit_s=10.0, better_than=best.key)
         if alt.fleets and alt.fleets[0].key < best.key:
             binding.append("redundancy")
     slo = scenario.serve.slo
@@ -340,7 +343,8 @@ def binding_summary(table, rows, problem: fm.FleetProblem, best: fm.Fleet, scena
         loose = _rows(table, ok_ttft=rule != "ttft", ok_itl=rule != "itl", ok_quality=rule != "quality")
         if len(loose) == int(table.feasible.sum()):
             continue
-        alt = fm.solve_fleets(_problem_for(table, loose, scenario, problem.objective), 1, time_limit_s=10.0)
+        alt = fm.solve_fleets(_problem_for(table, loose, scenario, problem.objective), 1, time_limit_s=10.0,
+                              better_than=best.key)
         if alt.fleets and alt.fleets[0].key < best.key:
             binding.append(rule)
     keys = {"budget": "budget_usd_per_hour", "max_gpus": "max_gpus", "max_types": "max_replica_types"}

@@ -57,7 +57,8 @@ import math
 import time
 
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from typing import Callable, Optional
 import numpy as np
 from ortools.sat.python import cp_model
 
@@ -81,6 +82,10 @@ class FleetOption:
     n_gpus: int                   # GPUs per replica
     cap: int                      # milli-requests/s, floored
     items: tuple[int, ...] = ()   # one-off work items it needs (indices into FleetProblem.one_off)
+    #: False: ``cap`` is an upper bound still to be refined (FleetProblem.refine; lazy simulated
+    #: capacities, search/serve/capacity.py); ``blocked``: refined to no capacity (x[r] = 0)
+    exact: bool = True
+    blocked: bool = False
 
 
 @dataclass(frozen=True)
@@ -97,6 +102,8 @@ class FleetProblem:
     max_types: int | None = None
     objective: str = "cost"                   # cost | gpus
     one_off: tuple[int, ...] = ()             # per one-off item, 1e-4 USD/hour amortised
+    #: refine(i, option) -> the option with its exact capacity, for options with exact False
+    refine: Optional[Callable] = field(default=None, compare=False, repr=False)
     #: issue 17: (key, GPUs, pools) per pricing.capacity cap (pricing.capacity_groups)
     capacity: tuple[tuple[str, int, tuple[int, ...]], ...] = ()
 
@@ -128,6 +135,7 @@ class FleetResult:
     solve_time_s: float
     n_solves: int
     stats: dict = field(default_factory=dict)
+    problem: Optional["FleetProblem"] = None  # the problem as refined (its options' exact capacities)
 
 
 def demand_units(requests_per_s: float, max_utilization: float) -> int:
@@ -202,15 +210,17 @@ def over_capacity(p: FleetProblem, instances) -> list[str]:
 class _Model:
     """The CP-SAT model of one FleetProblem, with enforcement literals per limit family."""
 
-    def __init__(self, p: FleetProblem, families=FAMILIES, stock_only: set[int] | None = None):
+    def __init__(self, p: FleetProblem, families=FAMILIES, stock_only: set[int] | None = None,
+                 better_than: tuple[int, int] | None = None):
         self.p = p
+        self.cutoff = better_than[0] if better_than is not None else None
         m = self.model = cp_model.CpModel()
         R, G = len(p.options), len(p.gpi)
         # variables
         self.x = [m.new_int_var(0, self._bound(r, families, stock_only), f"x[{r}]") for r in range(R)]
         self.y = [m.new_bool_var(f"y[{r}]") for r in range(R)]
         used_bound = [sum(o.n_gpus * p.upper(r) for r, o in enumerate(p.options) if o.gpu == g) for g in range(G)]
-        m_ub = [instances_needed(used_bound[g], p.gpi[g]) for g in range(G)]
+        m_ub = [min(instances_needed(used_bound[g], p.gpi[g]), self._pool_cap(g)) for g in range(G)]
         self.m = [m.new_int_var(0, m_ub[g], f"m[{g}]") for g in range(G)]
         self.lits = {f: m.new_bool_var(f"a[{f}]") for f in families}
         # constraints
@@ -254,14 +264,32 @@ class _Model:
             raise ClusteroptError("serve", f"the fleet model's integer costs would pass int64 ({bound} x {self.w})",
                                   "a lower serve.requests_per_s or redundancy, or fewer GPUs (constraints.gpus, "
                                   "constraints.max_gpus)")
+        if better_than is not None:
+            # only fleets strictly before ``better_than`` in (primary, secondary) order: primary
+            # <= P and W primary + secondary < W P + S (exact whatever S is, as secondary < W)
+            bp, bs = better_than
+            m.add(primary <= bp)
+            m.add(self.w * primary + self.used_expr <= self.w * bp + bs - 1)
         m.minimize(self.w * primary + self.used_expr)
 
+    def _pool_cap(self, g: int) -> int:
+        """Instances of pool g a fleet within the cutoff can rent: price[g] m[g] <= cost <= P
+        (cost objective), gpi[g] m[g] <= GPUs <= P (GPU objective). INT64_SAFE without a cutoff."""
+        p, c = self.p, self.cutoff
+        if c is None:
+            return INT64_SAFE
+        unit = p.price[g] if p.objective == "cost" else p.gpi[g]
+        return c // unit if unit > 0 else INT64_SAFE
+
     def _bound(self, r: int, families, stock_only) -> int:
-        """U[r], tightened by what the enforced stock and GPU-count limits imply on their own."""
+        """U[r], tightened by what the enforced stock and GPU-count limits imply on their own,
+        and by the cutoff (the replicas fit in the instances the cutoff allows)."""
         p, o = self.p, self.p.options[r]
-        u = p.upper(r)
+        u = min(p.upper(r), self._pool_cap(o.gpu) * p.gpi[o.gpu] // o.n_gpus)
         h = p.type_of(o.gpu)
         a = p.available[h]
+        if o.blocked:
+            return 0
         if "stock" in families and a is not None and (stock_only is None or h in stock_only):
             u = min(u, a // o.n_gpus)
         if "max_gpus" in families and p.max_gpus is not None:
@@ -312,13 +340,52 @@ class _Model:
         return ("optimal" if st == cp_model.OPTIMAL else "feasible"), f
 
 
-def solve_fleets(p: FleetProblem, k: int = 1, *, time_limit_s: float = 30.0, families=FAMILIES) -> FleetResult:
+def refine_used(p: FleetProblem, counts_list) -> FleetProblem | None:
+    """Lazy capacities: the problem with every not-yet-exact option that one of the fleets uses
+    refined (``p.refine``), or None when they are all exact. A fleet of exact options optimal
+    over the others' upper bounds is optimal for their exact capacities (capacity.py)."""
+    todo = sorted({i for counts in counts_list for i, x in enumerate(counts) if x and not p.options[i].exact})
+    if not todo or p.refine is None:
+        return None
+    opts = list(p.options)
+    for i in todo:
+        opts[i] = p.refine(i, opts[i])
+    return replace(p, options=tuple(opts))
+
+
+def solve_fleets(p: FleetProblem, k: int = 1, *, time_limit_s: float = 30.0, families=FAMILIES,
+                 better_than: tuple[int, int] | None = None) -> FleetResult:
+    """``_solve_fleets`` until every option its fleets use has an exact capacity (refine_used);
+    ``problem`` of the result is the refined problem. ``time_limit_s`` bounds the CP-SAT solves
+    together (``solve_time_s``); the simulations refining capacities are not counted in it."""
+    n, spent = 0, 0.0
+    while True:
+        res = _solve_fleets(p, k, time_limit_s=max(0.01, time_limit_s - spent), families=families,
+                            better_than=better_than)
+        n += res.n_solves
+        spent += res.solve_time_s
+        q = refine_used(p, [f.counts for f in res.fleets])
+        if q is None:
+            res.n_solves, res.solve_time_s, res.problem = n, spent, p
+            return res
+        p = q
+
+
+def _solve_fleets(p: FleetProblem, k: int = 1, *, time_limit_s: float = 30.0, families=FAMILIES,
+                  better_than: tuple[int, int] | None = None) -> FleetResult:
     """The k best minimal fleets of ``p`` (see the module notation), each checked against the
-    direct coverage and limit computation (fails loudly if the model and it disagree)."""
+    direct coverage and limit computation (fails loudly if the model and it disagree).
+
+    ``better_than``: a fleet key (primary, secondary), e.g. an optimum's: only fleets strictly
+    before it are sought ('infeasible' when none is). Explanations ask exactly this ('does
+    dropping this limit give a strictly better fleet?'); the cutoff also bounds each option's
+    count and each pool's instances by what the key's cost (or GPUs) can pay for, which turns
+    CP-SAT's 5-10 s searches with a poor incumbent on the shipped scenarios into proofs in
+    well under a second (benchmarks/bench_serving.py)."""
     t0 = time.perf_counter()
     if not p.options:
         return FleetResult([], "infeasible", 0.0, 0)
-    model = _Model(p, families)
+    model = _Model(p, families, better_than=better_than)
     fleets: list[Fleet] = []
     status = "optimal"
     n = 0
@@ -354,7 +421,18 @@ def minimise(p: FleetProblem, expr: str, *, families=FAMILIES, time_limit_s: flo
     budget, GPU count or stock that some fleet meeting the kept limits needs). ``expr``:
     'cost', 'gpus', 'gpus_of' (GPUs rented of GPU TYPE ``gpu``, all its pools) or 'gpus_in' (GPUs
     rented in ``pools``, e.g. those a capacity cap covers); ``stock_only``:
-    the GPU types whose stock is kept. None when no fleet exists."""
+    the GPU types whose stock is kept. None when no fleet exists. Lazy capacities are refined
+    until the minimising fleet uses exact ones (refine_used)."""
+    while True:
+        v, counts = _minimise(p, expr, families=families, time_limit_s=time_limit_s, stock_only=stock_only, gpu=gpu,
+                              pools=pools)
+        q = refine_used(p, [counts] if counts is not None else [])
+        if q is None:
+            return v
+        p = q
+
+
+def _minimise(p: FleetProblem, expr: str, *, families, time_limit_s: float, stock_only, gpu, pools=()):
     model = _Model(p, families, stock_only)
     mm = model.model
     if expr == "cost":
@@ -372,5 +450,5 @@ def minimise(p: FleetProblem, expr: str, *, families=FAMILIES, time_limit_s: flo
     s.parameters.linearization_level = LINEARIZATION_LEVEL
     st = s.solve(mm)
     if st not in (cp_model.OPTIMAL, cp_model.FEASIBLE):
-        return None
-    return int(round(s.objective_value))
+        return None, None
+    return int(round(s.objective_value)), tuple(int(s.value(v)) for v in model.x)

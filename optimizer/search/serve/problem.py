@@ -13,6 +13,7 @@ from optimizer.pricing import capacity_groups, offer_keys, scenario_mode
 from optimizer.search.core.frame import ranked_frame
 from optimizer.search.core.scales import MONEY_UNITS_PER_USD
 from optimizer.search.serve import fleet as fm
+from optimizer.search.serve.capacity import refiner
 from optimizer.search.serve.compression import amortised_usd_per_hour
 from optimizer.search.serve.table import FLEET_COLUMNS, DEFAULT_MAX_REPLICA_TYPES, ServingTable
 
@@ -26,6 +27,9 @@ class Candidates:
 
     rows: np.ndarray
     pools: np.ndarray
+    #: with lazy simulated capacities: every feasible row of each option's class (pool, GPUs per
+    #: replica, one-off items), which capacity.refiner searches when the option is refined
+    classes: list | None = None
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -51,7 +55,9 @@ def reduce_options(table: ServingTable, rows: np.ndarray) -> Candidates:
         return Candidates(rows, rows.copy())
     order = np.lexsort((rows, c["memory_per_gpu_bytes"][rows], c["itl_s"][rows], c["ttft_s"][rows],
                         c["quality_loss_pct"][rows], -c["capacity_units"][rows]))
-    out_r, out_p, seen = [], [], set()
+    out_r, out_p, seen = [], [], {}
+    lazy = "capacity_simulated" in c
+    members: list[list[int]] = []
     for q in range(len(table.pools)):
         for i in order:
             r = int(rows[i])
@@ -59,9 +65,17 @@ def reduce_options(table: ServingTable, rows: np.ndarray) -> Candidates:
                 continue
             key = (q, int(c["gpus_per_replica"][r]), _items(table, r))
             if key not in seen:
-                seen.add(key)
+                seen[key] = len(out_r)
                 out_r.append(r)
                 out_p.append(q)
+                members.append([r])
+            elif lazy:
+                members[seen[key]].append(r)
+    if lazy:
+        # capacities are upper bounds until simulated: the subset-of-items drop below compares
+        # them, so it is left out (each class still gives one option)
+        return Candidates(np.array(out_r, dtype=np.int64), np.array(out_p, dtype=np.int64),
+                          [np.array(m, dtype=np.int64) for m in members])
     keep = []
     for j, (r, q) in enumerate(zip(out_r, out_p)):
         mine, cap, n = set(_items(table, r)), c["capacity_units"][r], c["gpus_per_replica"][r]
@@ -114,8 +128,9 @@ def spot_spares(table: ServingTable, cand: Candidates, f: fm.Fleet) -> int:
 def fleet_problem(table: ServingTable, cand: Candidates, scenario, objective: str,
                   extra_spares: int = 0) -> fm.FleetProblem:
     c, cons, serve = table.cols, scenario.constraints, scenario.serve
+    lazy = cand.classes is not None
     opts = tuple(fm.FleetOption(int(q), int(c["gpus_per_replica"][r]), int(c["capacity_units"][r]),
-                                _items(table, int(r)))
+                                _items(table, int(r)), exact=not lazy or bool(c["capacity_simulated"][r]))
                  for r, q in zip(cand.rows, cand.pools))
     plan = table.plan
     one_off = tuple(fm.usd_units(amortised_usd_per_hour(o.usd, plan.horizon_hours)) if o.usd > 0 else 0
@@ -129,6 +144,7 @@ def fleet_problem(table: ServingTable, cand: Candidates, scenario, objective: st
         budget=(math.floor(cons.budget_usd_per_hour * MONEY_UNITS_PER_USD + 1e-9)
                 if cons.budget_usd_per_hour is not None else None),
         max_types=max_types_of(serve), objective="gpus" if objective == "gpus" else "cost", one_off=one_off,
+        refine=refiner(table, cand, scenario) if lazy else None,
         capacity=tuple(capacity_groups(scenario.pricing, table.pools)))
 
 

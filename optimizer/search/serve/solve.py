@@ -137,6 +137,7 @@ def solve_serving(scenario, *, top_k: int | None = None, objective: str | None =
     rows = reduce_options(table, np.nonzero(table.feasible)[0])
     problem = fleet_problem(table, rows, scenario, objective)
     res = fm.solve_fleets(problem, k, time_limit_s=time_limit_s)
+    problem = res.problem or problem          # lazy simulated capacities: as refined
     # spot (issue 17): keep spares for the expected preemptions of the best fleet's spot instances,
     # and plan again with them until the count settles (a fleet with them needs no more)
     extra = 0
@@ -147,6 +148,7 @@ def solve_serving(scenario, *, top_k: int | None = None, objective: str | None =
         extra = need
         problem = fleet_problem(table, rows, scenario, objective, extra_spares=extra)
         res = fm.solve_fleets(problem, k, time_limit_s=time_limit_s)
+        problem = res.problem or problem
     records = [dict(fleet_record(table, rows, f, scenario, objective), spot_spare_replicas=extra)
                for f in res.fleets]
     verify_solution(spec, scenario, table, records)

@@ -300,6 +300,11 @@ def serving_table(spec, scenario, gpus: list[GpuOption], efficiency_scale: float
         ok_offer |= fit
         usd = np.where(fit, np.minimum(usd, cols["gpus_per_replica"] * p.usd_per_gpu_hour), usd) if n else usd
     cols["ok_offer"] = ok_offer
+    if getattr(serve, "capacity", "closed_form") == "simulated":
+        # lazy simulated capacities (search/serve/capacity.py): rows start at their closed form
+        cols["capacity_simulated"] = np.zeros(n, dtype=bool)
+        for k in ("ttft_s", "itl_s", "requests_per_s", "output_tokens_per_s"):
+            cols[k] = np.asarray(cols[k], dtype=float).copy()
     if n:
         cols["usd_per_hour"] = usd
         for g in gpus:

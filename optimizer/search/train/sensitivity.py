@@ -234,6 +234,11 @@ class Perturber:
         pos = np.searchsorted(rows, local_row)
         return float(t.cols[self.col][pos])
 
+    def feasible_at(self, name: str, factor: float, local_row: int) -> bool:
+        """Whether the row still meets every limit at this factor (a longer run may miss the deadline)."""
+        t, _, rows = self.table_for(name, factor)
+        return bool(t.feasible[np.searchsorted(rows, local_row)])
+
 
 def threshold(p: Perturber, name: str, direction: str, base_cfg: dict, *, range_pct: float, grid: int,
               tol_pct: float, note: str | None = None) -> dict:
@@ -272,12 +277,12 @@ def training_sensitivity(result, scenario, *, swing_pct: float = 20.0, range_pct
         for direction, f in (("down", 1 - swing_pct / 100), ("up", 1 + swing_pct / 100)):
             if note:
                 ends[direction] = {"factor": f, "objective": base_value, "best": base_cfg,
-                                   "best_objective": base_value, "changes": False}
+                                   "best_objective": base_value, "changes": False, "kept_feasible": True}
                 continue
             cfg, t, rb = p.best(name, f)
             ends[direction] = {"factor": f, "objective": p.value_of(name, f, local), "best": cfg,
                                "best_objective": None if rb is None else float(t.cols[col][rb]),
-                               "changes": cfg != base_cfg}
+                               "changes": cfg != base_cfg, "kept_feasible": p.feasible_at(name, f, local)}
         tornado.append(tornado_entry(name, ends, base_value, note))      # re-solved at each end
         for direction in ("down", "up"):
             thresholds.append(threshold(p, name, direction, base_cfg, range_pct=range_pct, grid=grid,
