@@ -268,11 +268,11 @@ def test_solve_rows_carry_the_system_columns_and_breakdown():
 
 
 def test_failures_and_storage_change_the_best_plan():
-    # scenarios/storage-bound-70b.yaml: blocking checkpoints to FSx Persistent-125, 20.5-day deadline.
-    # Measured (issue-14 step-time model): best 512 B200 (TP2 PP8 DP32, 15.1 days, $1.02M, goodput
-    # 0.91); failure-free it would be 320 B200 (TP2 PP10 DP16, 19.9 days, $0.84M), and that is also
-    # the best with a fast tier (S3, 20.0 days); with failures and the slow tier (18-minute blocking
-    # checkpoints) that plan takes 21.4 days and misses the deadline.
+    # scenarios/storage-bound-70b.yaml: blocking checkpoints to FSx Persistent-125, 22-day deadline.
+    # Measured (refitted step-time model): best 512 B200 (TP2 PP8 DP32, 16.1 days wall clock, $1.09M,
+    # goodput 0.91); failure-free it would be 320 B200 (TP2 PP10 DP16, 21.4 days, $0.91M), and that is
+    # also the best with a fast tier (S3, 21.5 days); with failures and the slow tier (17-minute
+    # blocking checkpoints) that plan takes 23.0 days and misses the deadline.
     keys = list(optimizer.search.train.table.CONFIG_KEYS)
     sc = optimizer.load_scenario("storage-bound-70b")
     best = optimizer.solve(sc, top_k=1).configs.iloc[0][keys].to_dict()

@@ -8,17 +8,20 @@ flash-attention throughput; non-GEMM work at HBM bandwidth (``elementwise_passes
 layer's stored activations, Korthikanti et al. 2022's count); a fixed cost per kernel; and
 communication that runs beside compute slowing it by ``overlap_slowdown`` per second.
 
-Calibration: ``benchmarks/calibrate_efficiency.py --fit`` fits six constants (the two GEMM
-ceilings, kernel_s, elementwise_passes, overlap_slowdown, fp8_gemm_ratio; k0 and
-network_efficiency are set) on every public run - 281 runs of 12 sources, at most 12 per
-source in the fit - by minimising the mean absolute percentage error of tokens/s per GPU.
+Calibration: ``benchmarks/calibrate_efficiency.py --fit`` fits seven constants (the two GEMM
+ceilings, kernel_s, elementwise_passes, overlap_slowdown, fp8_gemm_ratio and
+unfused_elementwise_ratio; k0 and network_efficiency are set) on every public run - 313 runs of
+16 sources, at most 12 per source in the fit - by minimising the mean absolute percentage error of
+tokens/s per GPU.
 
 Validation, LEAVE-ONE-SOURCE-OUT (each source predicted by constants fitted without it;
-``--loso``, stored per run in tests/data/loso_results.csv): 18.0% over all 281 runs; by
-regime fp8 6.3% (42 runs), 3D > 100B 8.0% (26), other 12.1% (47), CP 13.0% (45), < 10B 14.2%
-(25), ZeRO-3/FSDP 25.8% (81; torchtitan's eager and fp8-rowwise rows and DeepSpeed's 2021
-ZeRO-3 over-predicted), MoE 65.7% (15, one source, over-predicted); by generation Ampere 14.6%,
-Hopper 18.2%, Blackwell 48.8% (9, mostly MoE). In-sample (shipped constants) 15.7%.
+``--loso``, stored per run in tests/data/loso_results.csv): 13.5% over all 313 runs; by regime
+3D > 100B 6.2% (26 runs), fp8 6.8% (46), CP 8.6% (51), < 10B 9.3% (25), other 9.4% (47),
+ZeRO-3/FSDP 16.3% (90; torchtitan's 8B tensor-parallel and rowwise-fp8 rows still over-predicted),
+MoE 41.8% (28 runs, 7 sources that disagree with one another); by generation Ampere 10.6%, Hopper
+12.8%, Blackwell 34.4% (19 runs, 10 of them MoE models; 8.6% on the other 9). Without the MoE
+regime: 10.7% over 285 runs.
+In-sample (shipped constants) 12.2%.
 """
 
 from __future__ import annotations
