@@ -131,3 +131,17 @@ def test_fused_kernels_follow_the_framework_unless_stated(cat):
                                                  fused_kernels=True).step_time_s
     assert mega.step_time_s < estimate_training(spec, hw, replace(lay, zero=1), framework="megatron",
                                                 fused_kernels=False).step_time_s
+
+
+def test_the_qwen3_235b_layout_that_ran_is_estimated(cat):
+    # Megatron-Bridge 25.09-26.04, DGX-H100: Qwen3-235B-A22B on 256 GPUs at TP 2, PP 8, DP 16, EP 32
+    # (expert TP 1). EP 32 exceeds DP x CP = 16; the experts fold over TP x DP = 32 GPUs.
+    from optimizer.search.estimate import estimate
+
+    out = estimate("qwen3-235b-a22b", catalog=cat, gpu="H100-SXM5-80GB", tp=2, pp=8, dp=16, ep=32,
+                   seq_len=4096, global_batch=2048, precision="fp8", sequence_parallel=True,
+                   framework="megatron")
+    assert out["train"]["tokens_per_s"] > 0 and not out["train"]["warnings"]
+    with pytest.raises(ClusteroptError, match="ep"):
+        estimate("qwen3-235b-a22b", catalog=cat, gpu="H100-SXM5-80GB", tp=2, pp=8, dp=16, ep=64,
+                 seq_len=4096, global_batch=2048)

@@ -151,8 +151,13 @@ def test_layout_violations_kv_heads_and_ep():
     moe_bad = TrainLayout(seq_len=4096, global_batch=64, dp=4, ep=3)
     msgs = layout_violations(MOE, h100(), moe_bad)
     assert any("does not divide the 16 routed experts" in m for m in msgs)
-    assert any("does not divide dp x cp = 4" in m for m in msgs)
+    assert any("ep=3 does not fit the 4 GPUs of a stage" in m for m in msgs)
     assert layout_violations(MOE, h100(), TrainLayout(seq_len=4096, global_batch=64, dp=4, ep=4)) == []
+    # EP beyond DP x CP folds into TP (expert TP = TP x DP x CP / EP = 1 here): Megatron-Bridge's
+    # Qwen3-235B recipe runs EP 32 at TP 2, DP 16; EP 16 at TP 2, DP 4 does not fit 8 GPUs
+    assert layout_violations(MOE, h100(), TrainLayout(seq_len=4096, global_batch=64, tp=2, dp=4, ep=8)) == []
+    assert any("ep=16 does not fit" in m for m in
+               layout_violations(MOE, h100(), TrainLayout(seq_len=4096, global_batch=64, tp=2, dp=4, ep=16)))
     assert layout_violations(DENSE, h100(), ok, search_rules=False) == []
 
 

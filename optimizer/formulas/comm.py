@@ -214,14 +214,17 @@ def tp_comm_per_microbatch_s(hw, *, seq_len, micro_batch, hidden, tp, cp, n_laye
 
 
 def ep_comm_per_microbatch_s(hw, *, seq_len, micro_batch, hidden, tp, cp, ep, top_k,
-                             n_moe_layers, recompute: str, sequence_parallel: bool):
+                             n_moe_layers, recompute: str, sequence_parallel: bool, etp=None):
     """EP all-to-alls of one micro-batch through ``n_moe_layers`` MoE layers on one GPU.
 
     Each GPU dispatches its s/cp * b tokens (split over TP with SP), k copies each, h values
-    in bf16. Units: seconds."""
+    in bf16. The EP group's ranks sit ``etp`` apart (the experts' own TP, default ``tp x cp``
+    as Megatron's unfolded grid; Megatron-Core's folded expert grid puts EP right outside ETP).
+    Units: seconds."""
     tokens = np.asarray(seq_len) / cp * micro_batch / _pick(sequence_parallel, tp, 1)
     nbytes = 2.0 * tokens * top_k * hidden
-    one = alltoall_group_time_s(hw, nbytes, ep, np.asarray(tp) * cp)
+    stride = np.asarray(tp) * cp if etp is None else etp
+    one = alltoall_group_time_s(hw, nbytes, ep, stride)
     return EP_ALLTOALLS_PER_MOE_LAYER[recompute] * n_moe_layers * one
 
 
@@ -254,7 +257,7 @@ def pp_p2p_per_microbatch_s(hw, *, seq_len, micro_batch, hidden, tp, cp, pp, n_g
 
 
 def dp_grad_sync_s(hw, *, params_on_gpu, expert_params_on_gpu, tp, cp, dp, ep, zero: int,
-                   grad_bytes: float, weight_bytes: float, chunks=1.0):
+                   grad_bytes: float, weight_bytes: float, chunks=1.0, etp=None):
     """Data-parallel synchronisation of one GPU's parameters, split by kind:
     returns (reduce_s, gather_s) - the gradient reduction and the parameter all-gather.
 
@@ -269,16 +272,19 @@ def dp_grad_sync_s(hw, *, params_on_gpu, expert_params_on_gpu, tp, cp, dp, ep, z
     all-reduce over many nodes takes NCCL's tree when faster. Units: seconds (per
     synchronisation)."""
     n_dense = np.asarray(dp) * cp
-    n_exp = np.maximum(n_dense / ep, 1)
+    # experts synchronise over their expert-data-parallel group: TP x DP x CP / (EP x ETP) ranks
+    # (n_dense / ep with ETP = TP), placed EP x ETP apart
+    etp_ = np.asarray(tp, dtype=float) if etp is None else np.asarray(etp, dtype=float)
+    n_exp = np.maximum(np.asarray(tp) * n_dense / (ep * etp_), 1)
     bw_d, a_d = group_link(hw, n_dense, np.asarray(tp) * 1.0)
-    bw_e, a_e = group_link(hw, n_exp, np.asarray(tp) * ep)
+    bw_e, a_e = group_link(hw, n_exp, etp_ * ep)
     has_exp = np.asarray(expert_params_on_gpu) > 0          # no expert group to sync in dense models
     # without expert parameters the expert term is has_exp (False) x a finite time (bandwidth > 0)
     any_exp = bool(np.any(has_exp)) or not bool(np.all(bw_e > 0))
 
     ch = np.maximum(np.asarray(chunks, dtype=float), 1.0)
     tree_d = tree_alpha(hw, n_dense, np.asarray(tp) * 1.0)
-    tree_e = tree_alpha(hw, n_exp, np.asarray(tp) * ep)
+    tree_e = tree_alpha(hw, n_exp, etp_ * ep)
 
     def both(collective, nbytes_per_param):
         def one(nb, n, bw, a, at):

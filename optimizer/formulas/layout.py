@@ -164,21 +164,41 @@ def experts_rule(spec, ep: int) -> RuleBreak | None:
     return None
 
 
-def ep_divides_data_parallel(dp, cp: int, ep: int):
-    """Expert data parallelism: the EP group is carved out of the DP x CP ranks, so EP divides
-    DP x CP (Megatron-Core's parallel_state). Elementwise over numpy arrays of ``dp``."""
-    return (np.asarray(dp) * cp) % ep == 0 if np.ndim(dp) else (dp * cp) % ep == 0
+def ep_fits_expert_grid(tp, dp, cp: int, ep: int):
+    """Whether EP lays out on the GPUs of a pipeline stage. Megatron-Core folds the experts'
+    own grid, EP x expert-TP (ETP) x expert-DP, over the same TP x DP x CP GPUs as the attention
+    (Liu et al. 2025, 'MoE Parallel Folding', arXiv 2504.14960; Megatron-Core
+    ``expert_tensor_parallel_size``). With ETP = TP (the default) EP divides DP x CP; EP beyond
+    DP x CP takes ETP = TP x DP x CP / EP, which must be a whole number (the Megatron-Bridge
+    Qwen3-235B recipe runs EP 32 with ETP 1 at TP 2, DP 16). Elementwise over numpy arrays of
+    ``tp`` and ``dp``."""
+    dc = np.asarray(dp) * cp
+    ok = (dc % ep == 0) | ((ep % dc == 0) & ((np.asarray(tp) * dc) % ep == 0))
+    return ok if np.ndim(ok) else bool(ok)
+
+
+def expert_tp_degree(tp, dp, cp, ep, expert_tp=None):
+    """Expert tensor-parallel size ETP: ``expert_tp`` when given, else TP (Megatron-Core's
+    ``expert_tensor_parallel_size`` default), in both cases at most TP x DP x CP / EP (and at
+    least 1): a stage's experts are split over EP x ETP of its TP x DP x CP GPUs, so with EP
+    above DP x CP the experts cannot also be split TP-ways (Megatron-Core's expert grid is
+    PP x EP x ETP x expert-DP over the same GPUs as PP x TP x DP x CP). Units: GPUs."""
+    etp = tp if expert_tp is None else expert_tp * np.ones_like(np.asarray(tp, dtype=float))
+    return np.maximum(np.minimum(etp, np.asarray(tp, dtype=float) * dp * cp / ep), 1.0)
 
 
 def structural_rules(spec, tp: int, pp: int, dp: int, cp: int, ep: int) -> list[RuleBreak]:
     """The rules no framework runs a layout without, on the model's shape (Megatron-LM's checks in
     megatron/training/arguments.py and megatron/core): ``tp_rules``, ``pp_rule``, ``experts_rule``
-    and ``ep_divides_data_parallel``. ``training.layout_violations`` (hence ``evaluate``) lists
+    and ``ep_fits_expert_grid``. ``training.layout_violations`` (hence ``evaluate``) lists
     them, ``estimate`` rejects them (uneven PP stages and TP spanning nodes pass), and the search
     space enumerates only layouts that pass them (``tp_values``, ``pp_values``, ``ep_values``
     and the EP x DP mask call the same functions)."""
     out = tp_rules(spec, tp)
     out += [r for r in (pp_rule(spec, pp), experts_rule(spec, ep)) if r is not None]
-    if spec.moe is not None and not ep_divides_data_parallel(dp, cp, ep):
-        out.append(RuleBreak("ep", f"ep={ep} does not divide dp x cp = {dp * cp}", "EP divides DP x CP"))
+    if spec.moe is not None and not ep_fits_expert_grid(tp, dp, cp, ep):
+        out.append(RuleBreak("ep", f"ep={ep} does not fit the {tp * dp * cp} GPUs of a stage (tp x dp x cp = "
+                                   f"{tp} x {dp} x {cp})",
+                             "EP divides DP x CP, or EP is a multiple of DP x CP that divides TP x DP x CP "
+                             "(expert TP = TP x DP x CP / EP)"))
     return out

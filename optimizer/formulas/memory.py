@@ -54,6 +54,7 @@ from functools import lru_cache
 import numpy as np
 
 from optimizer.errors import ClusteroptError
+from optimizer.formulas.layout import expert_tp_degree  # noqa: F401  (memory's callers use M.expert_tp_degree)
 from optimizer.units import BYTES_PER, GIB, MIB
 
 # --- constants (each with its source) -------------------------------------------------
@@ -581,16 +582,6 @@ expert tensor-parallel size (None: TP, capped by ``expert_tp_degree``)."""
 MEMORY_DEFAULTS = {"grad_precision": "fp32", "fp8_params": False, "dropout": False,
                    "fused_cross_entropy": None, "compiled_loss": False, "offload_activations": False,
                    "expert_tp": None}
-
-
-def expert_tp_degree(tp, dp, cp, ep, expert_tp=None):
-    """Expert tensor-parallel size ETP: ``expert_tp`` when given, else TP (Megatron-Core's
-    ``expert_tensor_parallel_size`` default), in both cases at most TP x DP x CP / EP (and at
-    least 1): a stage's experts are split over EP x ETP of its TP x DP x CP GPUs, so with EP
-    above DP x CP the experts cannot also be split TP-ways (Megatron-Core's expert grid is
-    PP x EP x ETP x expert-DP over the same GPUs as PP x TP x DP x CP). Units: GPUs."""
-    etp = tp if expert_tp is None else expert_tp * np.ones_like(np.asarray(tp, dtype=float))
-    return np.maximum(np.minimum(etp, np.asarray(tp, dtype=float) * dp * cp / ep), 1.0)
 
 
 def check_memory_options(opts: dict) -> dict:

@@ -215,13 +215,16 @@ def layer_shapes(spec) -> LayerShapes:
                        vocab=float(spec.vocab_size) if spec.lm_head else 0.0, head_dim=hd)
 
 
-def linear_gemm_times_s(shapes: LayerShapes, tokens, tp, ep, prof: KernelProfile, k0: float, rate):
+def linear_gemm_times_s(shapes: LayerShapes, tokens, tp, ep, prof: KernelProfile, k0: float, rate, etp=None):
     """Per-layer linear GEMM time of one micro-batch's forward and backward on one GPU,
     split by kind: dict of (forward_s, backward_s) for 'attn' (QKV + out), 'mlp' (dense
     FFN), 'moe' (router + routed experts + shared experts) and 'head' (LM head, once per
     model). ``tokens`` = b s / CP on the GPU; ``rate`` = peak x eta_max of the GEMMs'
-    precision (FLOP/s). Arrays broadcast. Seconds."""
+    precision (FLOP/s); ``etp``: the routed experts' tensor-parallel size (default ``tp``; with
+    ETP < TP a GPU holds whole-width experts of ETP/TP of the group's tokens, the same FLOPs).
+    Arrays broadcast. Seconds."""
     sh = shapes
+    etp = tp if etp is None else etp
     g = 2.0 if sh.gated else 1.0
     t = np.asarray(tokens, dtype=float)
     h = sh.hidden
@@ -234,9 +237,9 @@ def linear_gemm_times_s(shapes: LayerShapes, tokens, tp, ep, prof: KernelProfile
     out["mlp"] = (f1 + f2, b1 + b2)
     if sh.experts:
         local = max(sh.experts / np.max(ep), 1.0) if np.ndim(ep) == 0 else np.maximum(sh.experts / ep, 1.0)
-        m_e = t * sh.top_k * ep / sh.experts
-        f1, b1 = _fwd_bwd_time(m_e, g * sh.expert_ffn / tp, h, 1, prof, k0, rate, groups=local)
-        f2, b2 = _fwd_bwd_time(m_e, h, sh.expert_ffn / tp, 1, prof, k0, rate, groups=local)
+        m_e = t * etp / tp * sh.top_k * ep / sh.experts
+        f1, b1 = _fwd_bwd_time(m_e, g * sh.expert_ffn / etp, h, 1, prof, k0, rate, groups=local)
+        f2, b2 = _fwd_bwd_time(m_e, h, sh.expert_ffn / etp, 1, prof, k0, rate, groups=local)
         fr, br = _fwd_bwd_time(t, float(sh.experts), h, 1, prof, k0, rate)
         fm, bm = f1 + f2 + fr, b1 + b2 + br
         if sh.shared_ffn:

@@ -27,6 +27,7 @@ import numpy as np
 
 from optimizer.errors import ClusteroptError
 from optimizer.formulas._checks import as_array as _arr, scalar_or_array as _out
+from optimizer.formulas.layout import ep_fits_expert_grid, expert_tp_degree
 from optimizer.units import BYTES_PER, SECONDS_PER_HOUR
 
 # Restart-phase defaults (seconds). Each is a parameter of ``restart_time``.
@@ -174,7 +175,8 @@ def checkpoint_bytes_per_rank(n_params, n_expert_params=0, *, tp: int = 1, pp: i
 
     Sharding (Megatron-LM / DeepSpeed conventions):
       dense weights  / (tp * pp), and / (dp * cp) at ZeRO-3;
-      expert weights / (ep * tp * pp), and / (dp * cp / ep) at ZeRO-3;
+      expert weights / (ep * etp * pp), and / (tp * dp * cp / (ep * etp)) at ZeRO-3, with the
+      experts' own TP etp = layout.expert_tp_degree (TP unless EP exceeds DP x CP);
       master copy and moments as the weights, and / (data-parallel group) from ZeRO-1 on
       (Rajbhandari et al. 2020, Sec. 5: P_os, P_os+g, P_os+g+p; Megatron's distributed
       optimizer is ZeRO-1 over dp * cp);
@@ -191,9 +193,9 @@ def checkpoint_bytes_per_rank(n_params, n_expert_params=0, *, tp: int = 1, pp: i
     z = np.asarray(zero)
     if np.any(~np.isin(z, (0, 1, 2, 3))):
         raise ClusteroptError("zero", f"unknown ZeRO stage {zero!r}", "allowed: 0, 1, 2, 3")
-    if np.any((ints["dp"] * ints["cp"]) % ints["ep"]):
-        raise ClusteroptError("ep", f"expert parallel degree {ep} must divide dp*cp = {dp * cp}",
-                              "allowed: a divisor of dp*cp")
+    if not np.all(ep_fits_expert_grid(ints["tp"], ints["dp"], ints["cp"], ints["ep"])):
+        raise ClusteroptError("ep", f"expert parallel degree {ep} does not fit tp x dp x cp = {tp * dp * cp}",
+                              "a divisor of dp x cp, or a multiple of it dividing tp x dp x cp")
     n = _arr("n_params", n_params, lo=0.0, lo_open=True)
     n_exp = _arr("n_expert_params", n_expert_params)
     if np.any(n_exp > n):
@@ -203,7 +205,7 @@ def checkpoint_bytes_per_rank(n_params, n_expert_params=0, *, tp: int = 1, pp: i
     dense = n - n_exp
     dp_group = dp * cp
     # Parameters per rank before data-parallel sharding.
-    p_rank = dense / (tp * pp) + n_exp / (ep * tp * pp)
+    p_rank = dense / (tp * pp) + n_exp / (ep * expert_tp_degree(tp, dp, cp, ep) * pp)
     # The same after sharding across the (expert-)data-parallel group: dense over dp*cp,
     # experts over dp*cp/ep; both give dense/(tp*pp*dp*cp) + n_exp/(tp*pp*dp*cp).
     p_shard = n / (tp * pp * dp_group)

@@ -455,12 +455,14 @@ def _evaluate(spec, hw, num: dict, cat: dict, efficiency_scale: float,
         eta_max = O.gemm_eta_max(hw, constants) * efficiency_scale
         rate_lin = peak_lin * eta_max * linear_gemm_efficiency_ratio(precision, constants, cat["fp8_recipe"])
         # the GEMM shapes depend on (tokens, tp, ep) only: time the distinct ones, map back
-        t_c, tp_c, ep_c = (np.broadcast_to(x, (len(idx), 1))[:, 0] for x in (tokens, tp, ep))
-        key = (t_c * 4096.0 + tp_c) * 4096.0 + ep_c          # exact: integers far below 2^53
+        # the routed experts' own TP (Megatron-Core's expert grid folded over TP x DP x CP: memory.py)
+        etp = M.expert_tp_degree(tp, dp, cp, ep, cat["expert_tp"])
+        t_c, tp_c, ep_c, etp_c = (np.broadcast_to(x, (len(idx), 1))[:, 0] for x in (tokens, tp, ep, etp))
+        key = ((t_c * 4096.0 + tp_c) * 4096.0 + ep_c) * 64.0 + etp_c   # exact: integers far below 2^53
         _, first, inv = np.unique(key, return_index=True, return_inverse=True)
         inv = inv.reshape(-1)
         gt_u = O.linear_gemm_times_s(shapes, t_c[first, None], tp_c[first, None], ep_c[first, None], prof,
-                                     constants.k0, rate_lin)
+                                     constants.k0, rate_lin, etp=etp_c[first, None])
         gt = {k: (f[inv], bk[inv]) for k, (f, bk) in gt_u.items()}
         gf = O.linear_gemm_flops(shapes, tokens, tp, ep)
         nf = 2.0 if recompute == "full" else 1.0          # forward passes of the layers (+ recompute)
@@ -507,7 +509,7 @@ def _evaluate(spec, hw, num: dict, cat: dict, efficiency_scale: float,
         tp_mb = C.tp_comm_per_microbatch_s(hw, seq_len=s, micro_batch=b, hidden=spec.hidden_size,
                                            tp=tp, cp=cp, n_layers=st.n_layers, recompute=recompute)
         ep_mb = C.ep_comm_per_microbatch_s(hw, seq_len=s, micro_batch=b, hidden=spec.hidden_size,
-                                           tp=tp, cp=cp, ep=ep, top_k=top_k, n_moe_layers=st.n_moe,
+                                           tp=tp, cp=cp, ep=ep, etp=etp, top_k=top_k, n_moe_layers=st.n_moe,
                                            recompute=recompute, sequence_parallel=sp)
         cp_raw = C.cp_comm_per_microbatch_s(hw, seq_len=s, micro_batch=b, kv_width=kv_width, tp=tp,
                                             cp=cp, n_layers=st.n_layers, recompute=recompute)
@@ -522,13 +524,13 @@ def _evaluate(spec, hw, num: dict, cat: dict, efficiency_scale: float,
 
         # data-parallel synchronisation, per stage, exposed by its excess over compute windows
         dense_gpu = st.tp_params / tp + st.replicated_params
-        exp_gpu = st.expert_params / (ep * tp)
+        exp_gpu = st.expert_params / (ep * etp)
         # what the collectives carry: gradients at the kept precision (grad_precision), weights in
         # bf16, or fp8 with fp8 parameters (fp8 all-gather: torchao's FSDP float8 all-gather,
         # Megatron's --fp8-param-gather)
         grad_bytes = float(M.GRAD_BYTES[cat["grad_precision"]])
         gather_bytes = 1.0 if (precision == "fp8" and cat["fp8_params"]) else float(M.WEIGHT_BYTES_PER_PARAM)
-        sync = dict(params_on_gpu=dense_gpu, expert_params_on_gpu=exp_gpu, tp=tp, cp=cp, dp=dp, ep=ep,
+        sync = dict(params_on_gpu=dense_gpu, expert_params_on_gpu=exp_gpu, tp=tp, cp=cp, dp=dp, ep=ep, etp=etp,
                     grad_bytes=grad_bytes, weight_bytes=gather_bytes)
         # gradient buckets as each framework sizes them: Megatron-Core's DDP max(40M, 1M x DP)
         # parameters (distributed_data_parallel_config.bucket_size), DeepSpeed's reduce_bucket_size
@@ -599,7 +601,7 @@ def _evaluate(spec, hw, num: dict, cat: dict, efficiency_scale: float,
 
         # optimizer step (runs on every stage at once: the slowest sets the time)
         opt_params = (dense_gpu / M._pick(zero >= 1, dp * cp, 1.0)
-                      + exp_gpu / M._pick(zero >= 1, np.maximum(dp * cp / ep, 1.0), 1.0))
+                      + exp_gpu / M._pick(zero >= 1, np.maximum(tp * dp * cp / (ep * etp), 1.0), 1.0))
         if cat["offload_optimizer"]:
             t_opt = T.offload_step_time_s(opt_params, optimizer_bytes=k_opt, grad_bytes=M.GRAD_BYTES_PER_PARAM,
                                           weight_bytes=M.WEIGHT_BYTES_PER_PARAM,

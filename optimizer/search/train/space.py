@@ -41,7 +41,7 @@ import itertools
 import numpy as np
 
 from optimizer.errors import ClusteroptError
-from optimizer.formulas.layout import (canonical_recompute, canonical_zero, ep_divides_data_parallel, experts_rule,
+from optimizer.formulas.layout import (canonical_recompute, canonical_zero, ep_fits_expert_grid, experts_rule,
                                       pp_rule, sequence_parallel_rule)
 from optimizer.pricing import GpuOption
 from optimizer.search.core.space import pow2_upto, tp_values
@@ -180,7 +180,7 @@ def enumerate_layouts(spec, scenario, gpus: list[GpuOption], *, gpu_count_limits
         for tp, pp, cp, ep in itertools.product(tp_values(spec, search, hw.intra_node_domain), pps, cps, eps):
             n = tp * pp * cp * dp_a
             ok = ((n <= node) | (n % node == 0)) & (n <= n_hi) & (n >= n_lo)
-            ok &= ep_divides_data_parallel(dp_a, cp, ep)
+            ok &= ep_fits_expert_grid(tp, dp_a, cp, ep)
             if search.n_gpus is not None:
                 ok &= np.isin(n, search.n_gpus)
             if not ok.any():
