@@ -156,7 +156,8 @@ class Offer(BaseModel):
     commitment, ``reserved_3y_usd_per_hour`` the 3-year one (each billed for its whole term);
     ``spot_preemptions_per_hour`` the published or stated preemption rate per spot instance-hour
     (empty: the default of optimizer.formulas.preemption). ``as_of`` is the date the price was
-    read (YYYY-MM-DD or YYYY-MM).
+    read (YYYY-MM-DD or YYYY-MM); ``reserved_as_of`` the date the commitment prices were read
+    when that differs (empty: ``as_of``).
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
@@ -177,12 +178,15 @@ class Offer(BaseModel):
     spot_preemptions_per_hour: Optional[float] = Field(default=None, ge=0)
     region: str = ""
     as_of: str = Field(min_length=4)
+    reserved_as_of: Optional[str] = None
     source: str = Field(min_length=1)
     notes: str = ""
 
-    @field_validator("as_of")
+    @field_validator("as_of", "reserved_as_of")
     @classmethod
-    def _dated(cls, v: str) -> str:
+    def _dated(cls, v: Optional[str]) -> Optional[str]:
+        if v is None:
+            return v
         if not AS_OF_DATE.fullmatch(v.strip()):
             raise ValueError(f"{v!r} is not a date; give the date the price was read as YYYY-MM-DD (or YYYY-MM)")
         return v.strip()
@@ -204,7 +208,16 @@ class Offer(BaseModel):
             raise ValueError(f"a single_gpu offer has 1 GPU per instance (got {self.gpus_per_instance}); use 'node'")
         if self.spot_preemptions_per_hour is not None and self.spot_usd_per_hour is None:
             raise ValueError("spot_preemptions_per_hour without a spot price")
+        if self.reserved_as_of is not None and self.reserved_usd_per_hour is None and self.reserved_3y_usd_per_hour is None:
+            raise ValueError("reserved_as_of without a reserved (1- or 3-year) price")
         return self
+
+    def price_as_of(self, mode: str) -> str:
+        """The date the price of ``mode`` was read: ``reserved_as_of`` for the commitments when
+        given, else ``as_of``."""
+        if TERM_HOURS[_check_mode(mode)] > 0 and self.reserved_as_of:
+            return self.reserved_as_of
+        return self.as_of
 
     @property
     def key(self) -> tuple[str, str, str]:
@@ -231,6 +244,11 @@ class Offer(BaseModel):
             rec[f"{mode}_usd_per_gpu_hour"] = self.usd_per_gpu_hour(mode)
         rec["offer_max_gpus"] = self.contiguous_max_gpus
         return rec
+
+
+def offer_id(o: "Offer") -> str:
+    """An offer's id as ``--offer`` takes it: provider/instance_type/region."""
+    return f"{o.provider}/{o.instance_type}/{o.region}"
 
 
 def _check_mode(mode: str) -> str:
@@ -333,6 +351,23 @@ class Catalog:
     @property
     def providers(self) -> list[str]:
         return sorted({o.provider for o in self._offers}, key=str.lower)
+
+    def resolve_offer(self, ref: str, field: str = "offer") -> Offer:
+        """The offer named 'provider/instance_type' or 'provider/instance_type/region'
+        (case-insensitive; the region is needed only where the instance is listed in several).
+        Unknown or ambiguous names are a ClusteroptError naming ``field``, with the closest ids."""
+        parts = [x.strip() for x in str(ref).split("/", 2)]
+        ids = [offer_id(o) for o in self._offers]
+        if len(parts) >= 2:
+            hits = [o for o in self._offers if o.provider.lower() == parts[0].lower()
+                    and o.instance_type.lower() == parts[1].lower()
+                    and (len(parts) == 2 or o.region.lower() == parts[2].lower())]
+            if len(hits) == 1:
+                return hits[0]
+            if len(hits) > 1:
+                raise ClusteroptError(field, f"{ref!r} is offered in several regions",
+                                      "name one: " + ", ".join(offer_id(o) for o in hits))
+        raise ClusteroptError(field, f"unknown offer {ref!r}", did_you_mean(str(ref), ids))
 
     def offers(self, gpu: Optional[str] = None, provider: Optional[str] = None) -> list[Offer]:
         gpu_id = self.resolve_gpu_id(gpu) if gpu is not None else None

@@ -132,6 +132,9 @@ def skypilot_offers(folder: Path | str, *, as_of: str, catalog: Catalog,
                 keep = {k: getattr(base, k) for k in ("interconnect", "fabric_gbit_per_s_per_gpu", "fabric_rails",
                                                        "fabric_rdma", "max_gpus", "reserved_usd_per_hour",
                                                        "reserved_3y_usd_per_hour")}
+                if keep["reserved_usd_per_hour"] is not None or keep["reserved_3y_usd_per_hour"] is not None:
+                    # the snapshot has no commitments: they keep the date they were read on
+                    keep["reserved_as_of"] = base.reserved_as_of or base.as_of
                 if spot is not None:
                     keep["spot_preemptions_per_hour"] = base.spot_preemptions_per_hour
             else:

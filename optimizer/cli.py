@@ -227,6 +227,10 @@ def estimate(
     pricing: Optional[RentalMode] = typer.Option(None, "--pricing",
                                                  help="How --tokens' GPU-hours are billed (default on_demand; reserved = reserved_1y; on the "
                                                  "cheapest offer that can run the layout)."),
+    offer: Optional[str] = typer.Option(None, "--offer", help="Time (and with --tokens bill) the layout on this offer, "
+                                        "provider/instance_type[/region] (implies --gpu); a layout it cannot run is an error."),
+    provider: Optional[str] = typer.Option(None, "--provider", help="Time and bill on this provider's cheapest offer "
+                                           "that can run the layout."),
     serve: bool = typer.Option(False, "--serve", help="Serving estimate instead of training."),
     weights: Optional[WeightFormat] = typer.Option(None, "--weights", help="Serving: the weight format (default bf16)."),
     kv: Optional[KvFormat] = typer.Option(None, "--kv", help="Serving: the KV-cache format (default bf16)."),
@@ -286,7 +290,7 @@ def estimate(
                 framework=framework.value, grad_precision=grad_precision.value, fp8_params=fp8_params,
                 dropout=dropout, fused_cross_entropy=fused_cross_entropy, compiled_loss=compiled_loss,
                 offload_activations=offload_activations, expert_tp=expert_tp,
-                calibration=calibration)
+                calibration=calibration, offer=offer, provider=provider)
     data = optimizer.estimate(model, catalog=_catalog(catalog), **opts)
     _emit(_figures(data, _fmt(fmt, json_out), report.estimate_text))
 

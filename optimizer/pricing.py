@@ -12,7 +12,8 @@ from optimizer.catalog import TERM_HOURS, Catalog, Offer
 from optimizer.errors import ClusteroptError
 from optimizer.formulas import preemption as P
 from optimizer.formulas.cost import owned_usd_per_gpu_hour
-from optimizer.formulas.offers import INTERCONNECT_CODES
+from optimizer.formulas.offers import INTERCONNECT_CODES, offer_runs_layout
+from optimizer.scenario import Pricing
 from optimizer.units import GIGABIT
 
 @dataclass(frozen=True)
@@ -211,6 +212,33 @@ def _cap(*caps: Optional[int]) -> Optional[int]:
     return min(given) if given else None
 
 
+def capacity_keys(pricing, offer: Offer) -> tuple[str, ...]:
+    """The keys of ``pricing.capacity`` that cap this offer (its provider and/or provider/region,
+    as the scenario spells them), sorted. Offers with the same keys draw on the same caps."""
+    caps = getattr(pricing, "capacity", None) or {}
+    mine = {offer.provider.lower(), f"{offer.provider}/{offer.region}".lower()}
+    return tuple(sorted(k for k in caps if k.lower() in mine))
+
+
+def capacity_groups(pricing, pools) -> list[tuple[str, int, tuple[int, ...]]]:
+    """A fleet's shared capacity caps (issue 17): for each key of ``pricing.capacity`` (a provider
+    or provider/region), (key, GPUs, indices of the ``pools`` it caps). ``pools`` are GpuOptions
+    or OfferChoices; pools without an offer (owned, scenario price) are capped by none. Keys that
+    cap no pool are left out. Replicas of a serving fleet are separate jobs, so a cap bounds the
+    sum of the GPUs rented in its pools, not each replica."""
+    caps = getattr(pricing, "capacity", None) or {}
+    out = []
+    for key, limit in caps.items():
+        idx = []
+        for i, p in enumerate(pools):
+            ch = getattr(p, "choice", p)
+            if isinstance(ch, OfferChoice) and key in capacity_keys(pricing, ch.offer):
+                idx.append(i)
+        if idx:
+            out.append((key, int(limit), tuple(idx)))
+    return out
+
+
 def capacity_cap(pricing, offer: Offer) -> Optional[int]:
     """GPUs ``pricing.capacity`` allows from this offer's provider and provider/region (None = no cap).
     Keys match case-insensitively: 'AWS' or 'AWS/us-east-1'."""
@@ -219,10 +247,16 @@ def capacity_cap(pricing, offer: Offer) -> Optional[int]:
 
 
 def offer_choices(cat: Optional[Catalog], gpu_id: str, pricing, stock: Optional[int] = None, *,
-                  option: Optional[GpuOption] = None) -> tuple[list[OfferChoice], list[str]]:
+                  option: Optional[GpuOption] = None, fleet: bool = False,
+                  only: Optional[Offer] = None) -> tuple[list[OfferChoice], list[str]]:
     """The undominated (offer, mode) choices of one GPU type (see above) and notes on what left
     offers out (no price in the modes, region, capacity 0). ``option``: take the offers and the
-    catalog row from a GpuOption instead of ``cat`` (planners below pricing hold no catalog)."""
+    catalog row from a GpuOption instead of ``cat`` (planners below pricing hold no catalog).
+    ``fleet``: the choices feed a fleet of many jobs (serving replicas) that shares
+    ``pricing.capacity``: A then dominates B only when every cap on A also caps B (a fleet
+    can move B's GPUs to A without passing a cap A's reach does not show); for one job the
+    caps are already in each choice's reach. ``only``: that one offer (a user's pick), in each
+    of the modes it prices."""
     modes = pricing.modes if hasattr(pricing, "modes") else (pricing.mode,)
     regions = {r.lower() for r in (getattr(pricing, "regions", None) or ())}
     provider = getattr(pricing, "provider", None)
@@ -234,12 +268,16 @@ def offer_choices(cat: Optional[Catalog], gpu_id: str, pricing, stock: Optional[
     else:
         offers = cat.offers(gpu_id, provider)
         hardware_of = cat.offer_hardware
-    if regions:
+    if only is not None:
+        offers = [only]
+    elif regions:
         offers = [o for o in offers if o.region.lower() in regions]
     out: list[OfferChoice] = []
+    capped: list[Offer] = []            # priced offers a cap of 0 GPUs leaves out
     for o in offers:
         cap = _cap(o.contiguous_max_gpus, capacity_cap(pricing, o), stock)
         if cap is not None and cap < 1:
+            capped += [o] if any(o.usd_per_hour(m) is not None for m in modes) else []
             continue
         hw = hardware_of(o)
         for mode in modes:
@@ -259,14 +297,38 @@ def offer_choices(cat: Optional[Catalog], gpu_id: str, pricing, stock: Optional[
                                    max_gpus=cap, term_hours=TERM_HOURS[mode], preemptions_per_instance_hour=rate,
                                    preemption_source=src))
     out.sort(key=lambda c: (c.usd_per_gpu_hour, c.offer.key, c.mode))
+    keys = {id(c): set(capacity_keys(pricing, c.offer)) for c in out} if fleet else {}
+
+    def beats(d: OfferChoice, c: OfferChoice) -> bool:
+        return d.dominates(c) and (not fleet or keys[id(d)] <= keys[id(c)])
+
     kept = [c for i, c in enumerate(out)
-            if not any(d.dominates(c) and (not c.dominates(d) or j < i) for j, d in enumerate(out) if j != i)]
+            if not any(beats(d, c) and (not beats(c, d) or j < i) for j, d in enumerate(out) if j != i)]
     notes = []
-    if not kept:
+    if not kept and capped:
+        keys = sorted({k for o in capped for k in capacity_keys(pricing, o)})
+        why = (f"pricing.capacity ({', '.join(f'{k}: {pricing.capacity[k]}' for k in keys)})" if keys
+               else "constraints.available")
+        notes.append(f"{gpu_id}: every {' or '.join(modes)} offer is capped at 0 GPUs by {why}; left out")
+    elif not kept:
         who = f" from {pricing.provider}" if getattr(pricing, "provider", None) else ""
         where = f" in {', '.join(sorted(regions))}" if regions else ""
         notes.append(f"{gpu_id}: no {' or '.join(modes)} offer{who}{where} in the catalog; left out")
     return kept, notes
+
+
+def runnable_choice(cat: Catalog, gpu_id: str, mode: str, n_gpus: int, tp: int, *, provider: Optional[str] = None,
+                    offer: Optional[Offer] = None) -> Optional[OfferChoice]:
+    """The (offer, ``mode``) one job of ``n_gpus`` GPUs at tensor-parallel degree ``tp`` is timed
+    and billed on (issue 17): ``offer`` when given (None when it cannot run the job or has no
+    price in ``mode``), else the cheapest offer (of ``provider``) that can run it, by whole
+    instances x $/instance-hour, ties by offer key. Runs: formulas.offers.offer_runs_layout."""
+    pricing = Pricing(mode=mode, provider=provider)
+    runs = [ch for ch in offer_choices(cat, gpu_id, pricing, only=offer)[0]
+            if offer_runs_layout(n_gpus, tp, INTERCONNECT_CODES[ch.offer.interconnect], ch.gpus_per_instance,
+                                 ch.max_gpus)]
+    return min(runs, key=lambda c: (-(-n_gpus // c.gpus_per_instance) * c.usd_per_instance_hour, c.offer.key),
+               default=None)
 
 
 def best_per_config(config_cols, keys, rows):
@@ -347,8 +409,8 @@ def offer_keys(g: GpuOption, mode: str = "on_demand") -> dict:
     if ch is not None:
         o = ch.offer
         return {"provider": o.provider, "instance_type": o.instance_type, "region": o.region,
-                "interconnect": o.interconnect, "offer_max_gpus": o.contiguous_max_gpus, "offer_as_of": o.as_of,
-                "pricing_mode": ch.mode}
+                "interconnect": o.interconnect, "offer_max_gpus": o.contiguous_max_gpus,
+                "offer_as_of": o.price_as_of(ch.mode), "pricing_mode": ch.mode}
     owned = g.offer == "owned"
     return {"provider": None, "instance_type": None, "region": None, "interconnect": "owned" if owned else None,
             "offer_max_gpus": None, "offer_as_of": None, "pricing_mode": "owned" if owned else mode}

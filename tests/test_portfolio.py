@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import time
 
 import pytest
 from hypothesis import given, settings, strategies as st
@@ -289,6 +290,36 @@ def _inst(jobs, **kw):
 
 def _job(name, *opts, **kw):
     return Job(name=name, kind=kw.pop("kind", "train"), options=tuple(opts), **kw)
+
+
+@settings(max_examples=30, deadline=None)
+@given(instances(), st.sampled_from(["total_cost", "makespan", "gpus"]))
+def test_binding_limits_match_brute_force_horizon_included(inst, objective):
+    """A limit is reported binding exactly when dropping it alone gives a (lexicographically)
+    better optimum by exhaustive enumeration - every limit, the horizon included (issue 17: it
+    was never analysed, so plan_slack called it 'not binding' unseen)."""
+    from optimizer.search.portfolio.model import binding_limits
+
+    rows = list(enumerate_plans(inst))
+    if not rows or any(not j.options for j in inst.jobs):
+        return
+    best = min(brute_key(r, objective) for r in rows)
+    sol = solve_instance(inst, objective, top_k=1, time_limit_s=20, workers=1, binding=False)["solutions"][0]
+    bind, undecided = binding_limits(inst, objective, sol, workers=1, deadline_t=time.perf_counter() + 30)
+    assert not undecided
+    for name in limit_names(inst):
+        loose = list(enumerate_plans(relax(inst, [name] if name != "horizon" else []), horizon=name != "horizon"))
+        better = min(brute_key(r, objective) for r in loose) < best
+        assert (name in bind) == better, (name, objective)
+
+
+def test_a_horizon_that_stops_the_cheaper_slower_option_is_binding():
+    # one job: 2 slots for 50 USD or 4 slots for 10; the 3-slot horizon leaves only the dear one
+    job = _job("a", Option(0, False, 8, 2, 50.0), Option(0, False, 8, 4, 10.0))
+    res = solve_instance(_inst([job], horizon_slots=3, horizon_days=3.0), binding=True, workers=1)
+    assert res["solutions"][0].choice == [0] and res["binding"] == ["horizon"]
+    roomy = solve_instance(_inst([job], horizon_slots=4, horizon_days=4.0), binding=True, workers=1)
+    assert roomy["solutions"][0].choice == [1] and roomy["binding"] == []
 
 
 def test_precedence_orders_jobs():

@@ -10,7 +10,7 @@ import math
 from dataclasses import replace
 
 from optimizer.calibration import PUBLIC_WITHIN_SOURCE_SD_LOG, apply_to_estimate, load_profile
-from optimizer.catalog import load_step_time_intervals
+from optimizer.catalog import PRICE_MODES, load_step_time_intervals, offer_id
 from optimizer.formatting import plain
 from optimizer.catalog_serving import engine_settings
 from optimizer.errors import ClusteroptError, did_you_mean
@@ -26,6 +26,7 @@ from optimizer.formulas.training import (FRAMEWORKS, estimate_training, interlea
                                          resolve_framework)
 from optimizer.model import load_model
 from optimizer.model.training_length import family_train_seq_len
+from optimizer.pricing import runnable_choice
 from optimizer.search.train.system import estimate_system
 from optimizer.units import GIGABIT, SECONDS_PER_DAY, SECONDS_PER_HOUR
 
@@ -193,10 +194,29 @@ def estimate(model_ref: str, *, catalog, seq_len=None, gpu=None, tp=None, pp=Non
              prefix_hit_rate=0.0, prefix_tokens=0, gqa_shared_decode=None,
              framework="auto", grad_precision="fp32", fp8_params=False,
              dropout=False, fused_cross_entropy=None, compiled_loss=False, offload_activations=False,
-             expert_tp=None, calibration=None) -> dict:
+             expert_tp=None, calibration=None, offer=None, provider=None) -> dict:
     """Parameters, FLOPs and, with ``gpu``, the training (or ``serve``) estimate of one layout.
     The layout and format flags left as None take their defaults (TRAIN_FLAGS, SERVE_FLAGS,
-    LAYOUT_FLAGS); a flag the chosen mode does not read is an error (issue 20)."""
+    LAYOUT_FLAGS); a flag the chosen mode does not read is an error (issue 20).
+
+    ``offer`` ('provider/instance_type[/region]', implies its GPU) or ``provider``: time the layout
+    on that offer's fabric (for --provider, its cheapest offer that can run the layout) and bill
+    ``tokens`` there; a layout the offer cannot run (formulas.offers.offer_runs_layout: TP
+    inside one instance, several instances only on a cluster offer within its reach) is an
+    error. Without them a layout is timed on the accelerator's reference node, and with
+    ``tokens`` on the cheapest offer that can run it (the one it is billed on)."""
+    picked = catalog.resolve_offer(offer, "--offer") if offer is not None else None
+    if picked is not None:
+        if gpu is not None and catalog.resolve_gpu_id(gpu) != picked.gpu:
+            raise ClusteroptError("--offer", f"{offer_id(picked)} sells {picked.gpu}, not {catalog.resolve_gpu_id(gpu)}",
+                                  "an offer of the --gpu, or drop --gpu (the offer names its GPU)")
+        if provider is not None and provider.lower() != picked.provider.lower():
+            raise ClusteroptError("--provider", f"{provider!r} differs from the offer's provider {picked.provider}",
+                                  "drop --provider, or give an offer of that provider")
+        gpu = picked.gpu
+    if provider is not None and gpu is None:
+        raise ClusteroptError("--provider", "applies to a layout estimate, which needs --gpu",
+                              "add --gpu (e.g. --gpu h100), or drop --provider")
     ints = dict(seq_len=seq_len, tp=tp, pp=pp, dp=dp, cp=cp, ep=ep, zero=zero, micro_batch=micro_batch,
                 global_batch=global_batch, interleave=interleave, batch=batch, prompt_len=prompt_len,
                 output_len=output_len, expert_tp=expert_tp)
@@ -237,6 +257,14 @@ def estimate(model_ref: str, *, catalog, seq_len=None, gpu=None, tp=None, pp=Non
     if notes:
         data["notes"] = notes
     hw = catalog.hardware(gid)
+    if provider is not None:
+        try:
+            catalog.offers(gid, provider)      # an unknown provider: error with the closest names
+        except ClusteroptError as e:
+            raise ClusteroptError("--provider", e.problem, e.allowed) from None
+    if serve and (picked is not None or provider is not None):
+        ch = _offer_choice(catalog, gid, "on_demand", tp * pp, tp, picked, provider, serve=True)
+        hw = ch.hardware
     if inter_node_gbps is not None:
         hw = hw.with_inter_node_bytes_per_s(inter_node_gbps * GIGABIT)
     if serve:
@@ -248,6 +276,8 @@ def estimate(model_ref: str, *, catalog, seq_len=None, gpu=None, tp=None, pp=Non
                         n_requests=n_requests, seed=seed, spec_draft=spec_draft, spec_k=spec_k,
                         spec_acceptance=spec_acceptance, prefix_hit_rate=prefix_hit_rate,
                         prefix_tokens=prefix_tokens, gqa_shared_decode=gqa_shared_decode)
+        if picked is not None or provider is not None:
+            sv.update(_offer_keys(ch))
         data["serve"] = {"fits": sv.pop("fits"), **sv} if "fits" in sv else sv   # whether it fits comes first
         return {"fits": data["serve"].get("fits"), **data}
     _check_layout(spec, tp, pp, dp, cp, ep)
@@ -279,6 +309,16 @@ def estimate(model_ref: str, *, catalog, seq_len=None, gpu=None, tp=None, pp=Non
                          precision=precision, interleave=interleave, flash_attention=flash_attention,
                          offload_optimizer=offload_optimizer)
     offer = catalog.cheapest_offer(gid, pricing) if tokens is not None else None
+    choice = None
+    if picked is not None or provider is not None or tokens is not None:
+        # issue 17: timed on the offer it runs on (and is billed on with --tokens), its fabric
+        choice = _offer_choice(catalog, gid, pricing if tokens is not None else "on_demand", layout.n_gpus,
+                               layout.tp, picked, provider, serve=False, required=picked is not None
+                               or provider is not None)
+        if choice is not None:
+            offer = choice.offer if tokens is not None else None
+            if inter_node_gbps is None:
+                hw = replace(choice.hardware, network_oversubscription=float(oversubscription))
     profile = None
     if calibration is not None:
 
@@ -291,8 +331,10 @@ def estimate(model_ref: str, *, catalog, seq_len=None, gpu=None, tp=None, pp=Non
     data["train"] = train_dict(spec, hw, layout, tokens=tokens, offer=offer, pricing=pricing, options=options,
                                profile=profile)
     data["train"]["gpu"] = gid
+    if choice is not None and (picked is not None or provider is not None or tokens is not None):
+        data["train"].update(_offer_keys(choice))
     if tokens is not None:
-        _add_system(data["train"], spec, gid, layout, tokens, offer, pricing, catalog)
+        _add_system(data["train"], spec, gid, layout, tokens, offer, pricing, catalog, choice)
     add_intervals(data["train"], spec, layout, profile)
     return {"fits": data["train"]["fits"], **data}        # first in every format (csv, markdown too)
 
@@ -359,13 +401,47 @@ def serve_dict(spec, hw, vendor: str, gid: str, *, tp, pp, weights, kv, batch, p
     return sv
 
 
-def _add_system(train: dict, spec, gid: str, layout, tokens: float, offer, pricing: str, catalog) -> None:
+def _offer_choice(catalog, gid: str, mode: str, n_gpus: int, tp: int, picked, provider, *, serve: bool,
+                  required: bool = True):
+    """The (offer, mode) a layout of ``n_gpus`` at ``tp`` runs on: ``picked`` (--offer) or the
+    cheapest of ``provider``'s offers (any provider's when neither) that can run it
+    (pricing.runnable_choice). With ``required`` a layout no such offer can run is a
+    ClusteroptError on --offer / --provider (--pricing when only the mode has no price)."""
+    ch = runnable_choice(catalog, gid, mode, n_gpus, tp, provider=provider, offer=picked)
+    if ch is not None or not required:
+        return ch
+    what = f"{n_gpus} GPUs at tp={tp}" + (" (one serving replica: tp x pp)" if serve else "")
+    field = "--offer" if picked is not None else "--provider"
+    if picked is not None:
+        o = picked
+        if o.usd_per_hour(mode) is None and runnable_choice(catalog, gid, "on_demand", n_gpus, tp, offer=o):
+            raise ClusteroptError("--pricing", f"{offer_id(o)} publishes no {mode} price",
+                                  "the modes it prices: " + ", ".join(m for m in PRICE_MODES if o.usd_per_hour(m) is not None))
+        reach = ("no stated limit" if o.contiguous_max_gpus is None else f"at most {o.contiguous_max_gpus} GPUs per job")
+        raise ClusteroptError(field, f"{offer_id(o)} ({o.interconnect}, {o.gpus_per_instance} GPUs per instance, "
+                                     f"{reach}) cannot run {what}",
+                              "a layout within one instance (TP <= GPUs per instance), or a cluster offer for "
+                              "multi-node jobs")
+    runs = [offer_id(o) for o in catalog.offers(gid, provider)]
+    raise ClusteroptError(field, f"no {provider} offer of {gid} can run {what} in {mode}",
+                          "its offers: " + ", ".join(runs) if runs else "another provider")
+
+
+def _offer_keys(ch) -> dict:
+    o = ch.offer
+    return {"offer": ch.label, "provider": o.provider, "instance_type": o.instance_type, "region": o.region,
+            "interconnect": o.interconnect, "offer_max_gpus": o.contiguous_max_gpus,
+            "offer_as_of": o.price_as_of(ch.mode), "fabric_gbit_per_s_per_gpu": (o.fabric_gbit_per_s_per_gpu if o.interconnect == "cluster" else None)}
+
+
+def _add_system(train: dict, spec, gid: str, layout, tokens: float, offer, pricing: str, catalog,
+                choice=None) -> None:
     """Failures, checkpoints, storage, hosts, fabric and TCO (issue 10) for ``--tokens``: the
     same keys as solve's configurations; the cost is then billed on wall-clock hours (lost time
     included) plus rented storage, as the search bills it."""
     sysd = estimate_system(spec, gid, {"n_gpus": layout.n_gpus, "tp": layout.tp, "pp": layout.pp,
                                        "dp": layout.dp, "cp": layout.cp, "ep": layout.ep, "zero": layout.zero},
-                           train["tokens_per_s"], tokens, pricing_mode=pricing, catalog=catalog)
+                           train["tokens_per_s"], tokens, pricing_mode=pricing, catalog=catalog, choice=choice)
     train.update(plain(sysd))
     if offer is not None and sysd.get("usd_per_instance_hour"):
         # billed on the cheapest offer that can run the layout (estimate_system, issue 17): whole

@@ -423,7 +423,7 @@ def build_instance(portfolio, *, catalog: Catalog, prices: Optional[Mapping[str,
     # with pruning, the fleet limits cap every job's GPU count (exact: no plan can use more);
     # explanations need the options beyond those limits to say how far a limit must move
     max_gpus_any = _job_gpu_cap(p, types) if prune else None
-    jobs, scenarios = [], []
+    jobs, scenarios, rentals = [], [], {}
     for i, js in enumerate(p.jobs):
         # the searches see rental prices; the portfolio prices owned and rented GPUs itself, and a
         # job's durations do not depend on the price
@@ -435,7 +435,8 @@ def build_instance(portfolio, *, catalog: Catalog, prices: Optional[Mapping[str,
         deadline = slots_down(js.deadline_days, step) if js.deadline_days is not None else None
         latest = min(H, deadline) if deadline is not None else H
         if js.train is not None:
-            opts, jnotes = _training_options(p, sc, gpu_opts, types, step)
+            rentals[i] = _rent_options(p, sc, types, catalog)
+            opts, jnotes = _training_options(p, sc, gpu_opts, types, step, rentals[i])
             if not opts and sc.constraints.max_gpus is not None:
                 jnotes = _capped_note(p, sc, gpu_opts, types, step, js.max_gpus is not None)
         else:
@@ -455,7 +456,7 @@ def build_instance(portfolio, *, catalog: Catalog, prices: Optional[Mapping[str,
                     horizon_days=horizon, budget_usd=buy.budget_usd if buy.allowed else None,
                     max_power_w=None if buy.max_power_kw is None else int(math.floor(buy.max_power_kw * 1000 + 1e-9)),
                     max_nodes=buy.max_nodes, max_rented_gpus=p.fleet.rent.max_gpus, notes=tuple(notes),
-                    sources={"scenarios": scenarios, "gpu_options": gpu_opts}, buy=buy)
+                    sources={"scenarios": scenarios, "gpu_options": gpu_opts, "rent_options": rentals}, buy=buy)
 
 
 def _job_gpu_cap(p, types: list[GpuType]) -> Optional[int]:
@@ -513,17 +514,48 @@ def rent_offer_for(t: GpuType, n: int, hours: float) -> Optional[tuple[float, st
     return best
 
 
-def _training_options(p, sc, gpu_opts, types: list[GpuType], step: float) -> tuple[list[Option], list[str]]:
+def _rent_options(p, sc, types: list[GpuType], catalog: Catalog) -> list:
+    """The job's rental (offer, mode) choices as GpuOptions of their own (pricing.gpu_options):
+    each with its offer's fabric and reach, so a rented run is timed on the offer it is billed
+    on (issue 17), not on the accelerator's reference node. Empty when renting is not allowed
+    or the fleet's types are priced by the scenario."""
+    if not p.fleet.rent.allowed:
+        return []
+    names = {t.name for t in types if t.rent_offer is not None}
+    opts = [g for g in gpu_options(sc, catalog)[0] if g.name in names and g.choice is not None]
+    return [replace(g, index=i) for i, g in enumerate(opts)]
+
+
+def _training_options(p, sc, gpu_opts, types: list[GpuType], step: float,
+                      rent_opts: list = ()) -> tuple[list[Option], list[str]]:
+    """A training job's options: per (GPU type, count) its fastest layout owned (on the type's
+    reference node) and rented. With ``rent_opts`` (one per offer choice) each rented option is
+    the fastest layout on one offer, timed on that offer's fabric, billed at its (scaled) rate in
+    whole instances; without them, rented runs take the owned timing on the cheapest offer that
+    places them (``rent_offer_for``)."""
     lay = training_layouts(sc, gpu_opts)
     opts = []
+    by_name = {t.name: i for i, t in enumerate(types)}
     for g, n, days, cfg, fig in zip(lay["gpu"], lay["n_gpus"], lay["wall_clock_days"], lay["config"], lay["figures"]):
         t = types[g]
         owned, rented = _run_costs(t, n, days * HOURS_PER_DAY)
         detail = {"config": cfg, **fig}
-        for is_owned, cost in ((True, owned), (False, rented)):
+        for is_owned, cost in ((True, owned), (False, None if rent_opts else rented)):
             if cost is None:
                 continue
             opts.append(Option(gpu=g, owned=is_owned, n_gpus=n, slots=slots_up(days, step), cost_usd=cost,
+                               duration_days=days, detail=detail))
+    if rent_opts:
+        lay = training_layouts(sc, list(rent_opts))
+        for k, n, days, cfg, fig in zip(lay["gpu"], lay["n_gpus"], lay["wall_clock_days"], lay["config"], lay["figures"]):
+            ch = rent_opts[k]
+            g = by_name[ch.name]
+            t = types[g]
+            scaled = {label: rate for rate, _, _, label in t.rent_choices}
+            rate = scaled.get(ch.offer, ch.usd_per_gpu_hour)
+            cost = float(rented_cost_usd(n, days * HOURS_PER_DAY, rate * ch.gpus_per_instance, ch.gpus_per_instance))
+            detail = {"config": {**cfg, "gpu": ch.name}, **fig, "rent_offer": ch.offer, "rent_usd_per_gpu_hour": rate}
+            opts.append(Option(gpu=g, owned=False, n_gpus=n, slots=slots_up(days, step), cost_usd=cost,
                                duration_days=days, detail=detail))
     notes = [] if opts else [f"no layout of {sc.name} fits in memory on any fleet GPU"]
     return opts, notes

@@ -400,6 +400,8 @@ def binding_limits(inst: Instance, objective: str, best: Solution, *, deadline_t
     Each limit is tested by one feasibility question - with that limit dropped, is there a
     plan lexicographically better than ``best``? - rather than a full re-optimisation.
     Returns (binding, undecided): limits the time budget left unanswered are 'undecided'.
+    Every limit is analysed, the horizon included (dropped, training may end after it: the
+    model's starts reach H + the longest options, as for explanations).
     """
     model = PlanModel(inst, objective, rent_peaks=(objective == "gpus"))
     keys = [model.primary()] + ([model.cost] if objective != "total_cost" else [])
@@ -413,8 +415,7 @@ def binding_limits(inst: Instance, objective: str, best: Solution, *, deadline_t
         m.add(keys[0] <= best.objective[0]).only_enforce_if(~first)
         m.add(keys[1] <= best.objective[1] - 1).only_enforce_if(~first)
     out, undecided = [], []
-    names = [n for n in model.lits if n != "horizon"]
-    for name in names:
+    for name in list(model.lits):
         remaining = deadline_t - time.perf_counter()
         if remaining <= 0:
             undecided.append(name)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import replace, dataclass, field
 from typing import Any, Mapping, Optional
 import numpy as np
 
@@ -52,6 +52,8 @@ def plan_detail(inst: Instance, sol: Solution, binding: list[str] = ()) -> dict:
         else:
             rent_usd += o.cost_usd
             chosen = rent_offer_for(t, o.n_gpus, o.duration_days * HOURS_PER_DAY)
+            if "rent_offer" in o.detail:          # timed and billed on one offer (issue 17)
+                chosen = (o.cost_usd, o.detail["rent_offer"], o.detail["rent_usd_per_gpu_hour"])
             rent.append({"job": job.name, "gpu": t.name, "n_gpus": o.n_gpus, "start_day": start_day, "end_day": end_day,
                          "hours": o.duration_days * HOURS_PER_DAY, "usd": o.cost_usd,
                          "offer": chosen[1] if chosen else t.rent_offer,
@@ -192,7 +194,11 @@ def verify_layouts(inst: Instance, sol: Solution) -> None:
         o = job.options[sol.choice[j]]
         if job.kind != "train" or "config" not in o.detail:
             continue
-        ev = evaluate_training(inst.sources["scenarios"][j], o.detail["config"], gpus=inst.sources["gpu_options"])
+        gpus = inst.sources["gpu_options"]
+        if "rent_offer" in o.detail:        # a rental: timed on its offer's option (issue 17)
+            gpus = [replace(g, index=0) for g in inst.sources.get("rent_options", {}).get(j, [])
+                    if g.offer == o.detail["rent_offer"]][:1]
+        ev = evaluate_training(inst.sources["scenarios"][j], o.detail["config"], gpus=gpus)
         bad = [v for v in ev.violations if not v.startswith("deadline")]
         if bad or not math.isclose(ev.wall_clock_days, o.duration_days, rel_tol=1e-9, abs_tol=1e-9):
             raise RuntimeError(f"{job.name}: evaluate_training() disagrees with the option table for {o.detail['config']}: "

@@ -69,6 +69,10 @@ class PoolOption:
     kv: str
     usd_per_gpu_hour: float
     capacity: SloCapacity
+    #: issue 17: the offer it is rented on ('' when owned or scenario-priced) and the
+    #: pricing.capacity keys (provider, provider/region) that cap it
+    offer: str = ""
+    caps: tuple[str, ...] = ()
 
     @property
     def usd_per_hour(self) -> float:
@@ -124,12 +128,34 @@ def pool_options(scenario, catalog) -> list[PoolOption]:
             hw = g.hardware
             tps = tps_pin or [t for t in (1, 2, 4, 8) if t <= max(1, hw.intra_node_domain)]
             for tp in tps:
-                if spec.num_heads % tp or tp > max(1, hw.intra_node_domain):
+                if spec.num_heads % tp or tp > max(1, hw.intra_node_domain) or not _offer_holds(g, tp):
                     continue
                 cap = option_capacity(spec, hw, g.name, tp, weights, kv, role, prompt, output, slo, scenario, cat)
                 if cap.requests_per_s > 0:
-                    out.append(PoolOption(role, g.name, tp, weights, kv, g.usd_per_gpu_hour, cap))
+                    out.append(PoolOption(role, g.name, tp, weights, kv, g.usd_per_gpu_hour, cap, *_offer_of(g, scenario)))
     return out
+
+
+def _offer_holds(g, tp: int) -> bool:
+    """issue 17: a replica's TP group fits one instance of the offer it is rented on."""
+    return g.choice is None or tp <= g.choice.gpus_per_instance
+
+
+def _offer_of(g, scenario) -> tuple[str, tuple[str, ...]]:
+    from optimizer.pricing import capacity_keys
+
+    if g.choice is None:
+        return "", ()
+    return g.offer, capacity_keys(scenario.pricing, g.choice.offer)
+
+
+def _add_capacity_caps(m, xs: dict, caps: dict) -> None:
+    """issue 17: GPUs of every replica rented under a pricing.capacity key (a provider or
+    provider/region; aggregated, prefill and decode pools alike) at most its cap."""
+    for key, limit in (caps or {}).items():
+        under = [o.tp * x for o, x in xs.items() if key in o.caps]
+        if under:
+            m.Add(sum(under) <= int(limit))
 
 
 def option_capacity(spec, hw, gpu_id, tp, weights, kv, role, prompt, output, slo, scenario, catalog) -> SloCapacity:
@@ -198,7 +224,8 @@ class DisaggPlan:
     explanation: str
 
 
-def _solve(options: list[PoolOption], demand: float, use_agg: bool, use_dis: bool, time_limit_s: float):
+def _solve(options: list[PoolOption], demand: float, use_agg: bool, use_dis: bool, time_limit_s: float,
+           caps: Optional[dict] = None):
     from ortools.sat.python import cp_model
 
     m = cp_model.CpModel()
@@ -224,6 +251,7 @@ def _solve(options: list[PoolOption], demand: float, use_agg: bool, use_dis: boo
     m.Add(sum(cap(o) * xs[o] for o in agg if o in xs) + f >= d)
     m.Add(f <= sum(cap(o) * xs[o] for o in pre if o in xs))
     m.Add(f <= sum(cap(o) * xs[o] for o in dec if o in xs))
+    _add_capacity_caps(m, xs, caps)
     # cost in milli-USD per hour
     m.Minimize(sum(int(round(o.usd_per_hour * MILLI)) * x for o, x in xs.items()))
     s = cp_model.CpSolver()
@@ -252,19 +280,34 @@ def plan_disaggregated(scenario, catalog, time_limit_s: float = 10.0) -> DisaggP
     aggregated-only and disaggregated-only optima beside it, and why one wins."""
     opts = pool_options(scenario, catalog)
     demand = scenario.serve.requests_per_s
-    best = _solve(opts, demand, True, True, time_limit_s)
-    agg = _solve(opts, demand, True, False, time_limit_s)
-    dis = _solve(opts, demand, False, True, time_limit_s)
+    caps = scenario.pricing.capacity
+    best = _solve(opts, demand, True, True, time_limit_s, caps)
+    agg = _solve(opts, demand, True, False, time_limit_s, caps)
+    dis = _solve(opts, demand, False, True, time_limit_s, caps)
+    free = _solve(opts, demand, True, True, time_limit_s) if caps else best
+    if best is None and free is not None:
+        raise ClusteroptError("pricing.capacity", "no fleet fits the capacity caps " + _caps_text(caps)
+                              + f" (without them the cheapest fleet costs ${free[1]:,.2f}/hour on "
+                              + ", ".join(f"{n} x {o.gpu} TP{o.tp} {o.role} ({o.offer})" for o, n in free[2]) + ")",
+                              "higher caps, or more providers/regions")
     if best is None:
         raise ClusteroptError("serve.slo", "no option meets the p99 targets at any load",
                               "looser ttft_p99_s / itl_p99_s, or other GPUs")
     status, usd, chosen, flow = best
-    reps = [{"role": o.role, "gpu": o.gpu, "tp": o.tp, "weights": o.weights, "kv": o.kv, "count": n,
+    reps = [{"role": o.role, "gpu": o.gpu, "tp": o.tp, "weights": o.weights, "kv": o.kv, "count": n, "offer": o.offer,
              "capacity_requests_per_s": o.capacity.requests_per_s, "ttft_p99_s": o.capacity.ttft_p99_s,
              "itl_p99_s": o.capacity.itl_p99_s, "usd_per_hour": n * o.usd_per_hour} for o, n in chosen]
     a_usd = agg[1] if agg else None
     d_usd = dis[1] if dis else None
-    return DisaggPlan(status, usd, a_usd, d_usd, reps, _explain(opts, a_usd, d_usd, demand, flow))
+    why = _explain(opts, a_usd, d_usd, demand, flow)
+    if free is not None and free[1] < usd - 1e-9:
+        why += (f"; the capacity caps bind ({_caps_text(caps)}): without them the fleet costs "
+                f"${free[1]:,.2f}/hour instead of ${usd:,.2f}")
+    return DisaggPlan(status, usd, a_usd, d_usd, reps, why)
+
+
+def _caps_text(caps: dict) -> str:
+    return ", ".join(f"pricing.capacity.{k} = {v} GPUs" for k, v in caps.items())
 
 
 def _per_gpu(o: PoolOption) -> float:

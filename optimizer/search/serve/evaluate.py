@@ -7,7 +7,7 @@ import math
 
 from optimizer.errors import ClusteroptError
 from optimizer.formulas.investment import usd_per_1k_requests, usd_per_month
-from optimizer.pricing import resolve_gpu_name, GpuOption, gpu_options, gpu_types
+from optimizer.pricing import capacity_groups, resolve_gpu_name, GpuOption, gpu_options, gpu_types
 from optimizer.scenario import load_scenario
 from optimizer.search.serve import fleet as fm
 from optimizer.search.serve.capacity import apply_capacity, simulated, slo_capacity_of
@@ -158,6 +158,7 @@ def evaluate_fleet(scenario, replicas: list[dict], *, catalog=None, _table: Serv
             violations.append(f"stock: rents {rented} x {g.name}; {g.available} available")
     if cons.max_gpus is not None and n_gpus > cons.max_gpus:
         violations.append(f"max_gpus: rents {n_gpus} GPUs; limit is {cons.max_gpus}")
+    violations += capacity_violations(scenario.pricing, pools, inst)
     if cons.budget_usd_per_hour is not None and usd > cons.budget_usd_per_hour + 1e-9:
         violations.append(f"budget: ${usd:,.2f}/hour; budget is ${cons.budget_usd_per_hour:,.2f}/hour")
     types = sum(1 for n in counts if n > 0)
@@ -181,6 +182,17 @@ def evaluate_fleet(scenario, replicas: list[dict], *, catalog=None, _table: Serv
                                                                 "memory_per_gpu_bytes", "memory_headroom", "model",
                                                                 "compression", "sparse_2_4", "quality_loss_pct")}}
                          for rep, ev in zip(replicas, figs)]}
+
+
+def capacity_violations(pricing, pools, instances: dict) -> list[str]:
+    """issue 17: one line per pricing.capacity cap (provider or provider/region) that the rented
+    GPUs of a fleet pass, summed over every pool the cap covers (``instances``: pool -> count)."""
+    out = []
+    for key, limit, covered in capacity_groups(pricing, pools):
+        rented = sum(instances.get(q, 0) * pools[q].gpus_per_instance for q in covered)
+        if rented > limit:
+            out.append(f"capacity: rents {rented} GPUs under pricing.capacity.{key}; the cap is {limit}")
+    return out
 
 
 def _variant_of(plan: CompressionPlan, rep: dict, i: int, spec) -> Variant:

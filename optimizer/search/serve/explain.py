@@ -39,6 +39,7 @@ from optimizer.units import GB
 
 _HUMAN = {"memory": "memory per GPU", "ttft": "TTFT p99 SLO", "itl": "ITL p99 SLO", "budget": "budget per hour",
           "stock": "GPU stock", "max_gpus": "GPU count limit", "max_types": "replica-type limit",
+          "capacity": "provider capacity (pricing.capacity)",
           "redundancy": "redundancy", "offer": "an offer whose instance holds the TP group",
           "quality": "quality limit (serve.quality.max_loss_pct)"}
 
@@ -72,6 +73,8 @@ def _active(problem: fm.FleetProblem) -> list[str]:
         out.append("max_gpus")
     if problem.max_types is not None and problem.max_types < len(problem.options):
         out.append("max_types")
+    if problem.capacity:
+        out.append("capacity")
     return out
 
 
@@ -159,6 +162,21 @@ def _fleet_relaxations(problem: fm.FleetProblem, table) -> dict:
                 break
     if problem.spares > 0 and _feasible(dataclasses.replace(problem, spares=0), fm.FAMILIES):
         out["redundancy"] = "none"
+    caps = _capacity_relaxations(problem)
+    if caps:
+        out["capacity"] = caps
+    return out
+
+
+def _capacity_relaxations(problem: fm.FleetProblem) -> dict[str, int]:
+    """For each pricing.capacity cap: the fewest GPUs a fleet meeting every other limit rents
+    under it, when that is more than the cap (issue 17: how far to relax the cap alone)."""
+    out = {}
+    for i, (key, limit, pools) in enumerate(problem.capacity):
+        others = dataclasses.replace(problem, capacity=problem.capacity[:i] + problem.capacity[i + 1:])
+        v = fm.minimise(others, "gpus_in", pools=pools)
+        if v is not None and v > limit:
+            out[key] = int(v)
     return out
 
 
@@ -200,7 +218,7 @@ def explain_infeasible(table, rows, problem: fm.FleetProblem, scenario) -> dict:
                                          " + ".join(_HUMAN[f] for f in cf) + " cannot all be met"))
         rel.update(_fleet_relaxations(problem, table))
         if not any(k in rel for k in ("budget_usd_per_hour", "max_gpus", "available", "max_replica_types",
-                                      "redundancy")):
+                                      "redundancy", "capacity")):
             free = fm.solve_fleets(problem, 1, families=(), time_limit_s=10.0).fleets
             if free:
                 f = free[0]
@@ -249,6 +267,8 @@ def explain_infeasible(table, rows, problem: fm.FleetProblem, scenario) -> dict:
         lines.append(f"relax serve.max_replica_types from {problem.max_types} to {rel['max_replica_types']} (all else kept)")
     if "redundancy" in rel:
         lines.append("drop redundancy (serve.redundancy: none) and a fleet exists (all else kept)")
+    for key, n in rel.get("capacity", {}).items():
+        lines.append(f"relax pricing.capacity.{key} from {scenario.pricing.capacity[key]} to {n} GPUs (all else kept)")
     if "without_limits" in rel:
         w = rel["without_limits"]
         lines.append("no single limit's relaxation suffices; without the budget, stock, GPU-count and replica-type "
@@ -301,6 +321,9 @@ def binding_summary(table, rows, problem: fm.FleetProblem, best: fm.Fleet, scena
         slack["stock"] = stock
     if problem.max_types is not None:
         slack["max_replica_types"] = int(problem.max_types - sum(1 for x in best.counts if x))
+    if problem.capacity:
+        used = fm.capacity_used(problem, best.instances)
+        slack["capacity"] = {key: int(limit - used[key]) for key, limit, _ in problem.capacity}
     binding = []
     for f in _active(problem):
         alt = fm.solve_fleets(problem, 1, families=tuple(set(fm.FAMILIES) - {f}), time_limit_s=10.0,
@@ -327,6 +350,10 @@ def binding_summary(table, rows, problem: fm.FleetProblem, best: fm.Fleet, scena
     keys = {"budget": "budget_usd_per_hour", "max_gpus": "max_gpus", "max_types": "max_replica_types"}
     lines = [binding_line(_HUMAN[f], {keys[f]: slack[keys[f]]} if keys.get(f) in slack else None, "fleet")
              for f in binding]
+    if "capacity" in binding:
+        lines.append("capacity: the fleet rents " + ", ".join(
+            f"{limit - slack['capacity'][key]} of the {limit} GPUs pricing.capacity.{key} allows"
+            for key, limit, _ in problem.capacity) + "; without these caps a cheaper fleet exists")
     if not binding:
         lines.append("no limit binds: the optimum is the cheapest fleet regardless of the limits")
     return {"reason": "feasible", "binding": binding, "slack": slack, "lines": lines,

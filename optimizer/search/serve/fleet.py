@@ -31,6 +31,8 @@ Notation (OR-Tools sample order: data, model, variables, constraints, objective,
     cost                 = sum_g price[g] m[g] + sum_i o[i] u[i]
     a[stock]    =>       sum_{g: type(g) = h} gpi[g] m[g] <= available[h]  (GPUs rented, per type)
     a[max_gpus] =>       sum_g gpi[g] m[g] <= max_gpus
+    a[capacity] =>       sum_{g in P(c)} gpi[g] m[g] <= cap[c]  for each capacity cap c
+                         (pricing.capacity: a provider or provider/region; P(c) its pools)
     a[budget]   =>       cost <= budget                                  (floor, 1e-4 USD/hour)
     a[max_types] =>      sum_r y[r] <= max_types
     minimise  W * primary + sum_r n[r] x[r]     (primary: cost (with the one-off items), or GPUs
@@ -65,7 +67,7 @@ from optimizer.search.core.scales import MONEY_UNITS_PER_USD
 #: Integer scales of the fleet model, in one place.
 MILLI = 1000                      # requests/s -> milli-requests/s
 INT64_SAFE = 2**62
-FAMILIES = ("budget", "stock", "max_gpus", "max_types")
+FAMILIES = ("budget", "stock", "max_gpus", "max_types", "capacity")
 #: CP-SAT's linearization level. 0 (no LP relaxation) proves these small integer models 2-4x
 #: faster than the default 1 on the shipped scenarios (benchmarks/bench_serving.py); the answer
 #: is the same proven optimum either way.
@@ -102,6 +104,8 @@ class FleetProblem:
     one_off: tuple[int, ...] = ()             # per one-off item, 1e-4 USD/hour amortised
     #: refine(i, option) -> the option with its exact capacity, for options with exact False
     refine: Optional[Callable] = field(default=None, compare=False, repr=False)
+    #: issue 17: (key, GPUs, pools) per pricing.capacity cap (pricing.capacity_groups)
+    capacity: tuple[tuple[str, int, tuple[int, ...]], ...] = ()
 
     def type_of(self, g: int) -> int:
         return self.pool_type[g] if self.pool_type else g
@@ -187,7 +191,20 @@ def violated(p: FleetProblem, f: Fleet, counts, skip=()) -> list[str]:
         out.append("budget")
     if "max_types" not in skip and p.max_types is not None and sum(1 for x in counts if x) > p.max_types:
         out.append("max_types")
+    if "capacity" not in skip and over_capacity(p, f.instances):
+        out.append("capacity")
     return out
+
+
+def capacity_used(p: FleetProblem, instances) -> dict[str, int]:
+    """GPUs a fleet rents under each capacity cap (key -> GPUs)."""
+    return {key: sum(int(instances[g]) * p.gpi[g] for g in pools) for key, _, pools in p.capacity}
+
+
+def over_capacity(p: FleetProblem, instances) -> list[str]:
+    """The capacity caps (keys) a fleet passes."""
+    used = capacity_used(p, instances)
+    return [key for key, limit, _ in p.capacity if used[key] > limit]
 
 
 class _Model:
@@ -233,6 +250,7 @@ class _Model:
             m.add(self.cost_expr <= min(p.budget, INT64_SAFE)).only_enforce_if(self.lits["budget"])
         if "max_types" in self.lits and p.max_types is not None:
             m.add(sum(self.y) <= p.max_types).only_enforce_if(self.lits["max_types"])
+        self._add_capacity_caps()
         for lit in self.lits.values():
             m.add(lit == 1)
         # objective: primary then GPUs in replicas (exact lexicographic via one weighted key)
@@ -277,6 +295,15 @@ class _Model:
         if "max_gpus" in families and p.max_gpus is not None:
             u = min(u, p.max_gpus // o.n_gpus)
         return u
+
+    def _add_capacity_caps(self) -> None:
+        """issue 17: GPUs rented under each pricing.capacity cap (a provider or provider/region,
+        shared by its pools) at most the cap, enforced with the 'capacity' literal."""
+        p = self.p
+        if "capacity" not in self.lits:
+            return
+        for _, limit, pools in p.capacity:
+            self.model.add(sum(p.gpi[g] * self.m[g] for g in pools) <= limit).only_enforce_if(self.lits["capacity"])
 
     def _add_coverage(self) -> None:
         p, m = self.p, self.model
@@ -389,27 +416,31 @@ def _solve_fleets(p: FleetProblem, k: int = 1, *, time_limit_s: float = 30.0, fa
 
 
 def minimise(p: FleetProblem, expr: str, *, families=FAMILIES, time_limit_s: float = 10.0,
-             stock_only: set[int] | None = None, gpu: int | None = None):
+             stock_only: set[int] | None = None, gpu: int | None = None, pools: tuple[int, ...] = ()):
     """The least value of one figure over feasible fleets (for explanations: the smallest
     budget, GPU count or stock that some fleet meeting the kept limits needs). ``expr``:
-    'cost', 'gpus' or 'gpus_of' (GPUs rented of GPU TYPE ``gpu``, all its pools); ``stock_only``:
+    'cost', 'gpus', 'gpus_of' (GPUs rented of GPU TYPE ``gpu``, all its pools) or 'gpus_in' (GPUs
+    rented in ``pools``, e.g. those a capacity cap covers); ``stock_only``:
     the GPU types whose stock is kept. None when no fleet exists. Lazy capacities are refined
     until the minimising fleet uses exact ones (refine_used)."""
     while True:
-        v, counts = _minimise(p, expr, families=families, time_limit_s=time_limit_s, stock_only=stock_only, gpu=gpu)
+        v, counts = _minimise(p, expr, families=families, time_limit_s=time_limit_s, stock_only=stock_only, gpu=gpu,
+                              pools=pools)
         q = refine_used(p, [counts] if counts is not None else [])
         if q is None:
             return v
         p = q
 
 
-def _minimise(p: FleetProblem, expr: str, *, families, time_limit_s: float, stock_only, gpu):
+def _minimise(p: FleetProblem, expr: str, *, families, time_limit_s: float, stock_only, gpu, pools=()):
     model = _Model(p, families, stock_only)
     mm = model.model
     if expr == "cost":
         target = model.cost_expr
     elif expr == "gpus":
         target = model.gpus_expr
+    elif expr == "gpus_in":
+        target = sum(p.gpi[g] * model.m[g] for g in pools)
     else:
         target = sum(p.gpi[g] * model.m[g] for g in p.pools_of(gpu))
     mm.minimize(target)

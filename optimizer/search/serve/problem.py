@@ -9,7 +9,7 @@ import pandas as pd
 
 from optimizer.formulas.investment import usd_per_1k_requests, usd_per_month
 from optimizer.formulas.preemption import spare_replicas
-from optimizer.pricing import offer_keys, scenario_mode
+from optimizer.pricing import capacity_groups, offer_keys, scenario_mode
 from optimizer.search.core.frame import ranked_frame
 from optimizer.search.core.scales import MONEY_UNITS_PER_USD
 from optimizer.search.serve import fleet as fm
@@ -144,7 +144,8 @@ def fleet_problem(table: ServingTable, cand: Candidates, scenario, objective: st
         budget=(math.floor(cons.budget_usd_per_hour * MONEY_UNITS_PER_USD + 1e-9)
                 if cons.budget_usd_per_hour is not None else None),
         max_types=max_types_of(serve), objective="gpus" if objective == "gpus" else "cost", one_off=one_off,
-        refine=refiner(table, cand, scenario) if lazy else None)
+        refine=refiner(table, cand, scenario) if lazy else None,
+        capacity=tuple(capacity_groups(scenario.pricing, table.pools)))
 
 
 # ----------------------------------------------------------------------------------------

@@ -11,7 +11,7 @@ from optimizer.errors import ClusteroptError
 from optimizer.formulas import serving_time as st
 from optimizer.formulas.serving import estimate_serving
 from optimizer.formulas.offers import committed_billed_hours
-from optimizer.pricing import GpuOption, offer_choices, offer_keys
+from optimizer.pricing import GpuOption, capacity_keys, offer_choices, offer_keys
 from optimizer.search.core.space import tp_values
 from optimizer.search.serve import fleet as fm
 from optimizer.search.serve.compression import CompressionPlan, Variant, compression_plan
@@ -176,18 +176,29 @@ def billing_pools(scenario, gpus: list[GpuOption]) -> tuple[list[GpuOption], lis
             sized = [g]
         else:
             sized = []
-            for ch in offer_choices(None, g.name, pricing, option=g)[0]:
+            for ch in offer_choices(None, g.name, pricing, option=g, fleet=True)[0]:
                 share = (float(committed_billed_hours(horizon_h, ch.term_hours)) / horizon_h
                          if ch.term_hours > 0 and horizon_h > 0 else 1.0)
                 sized.append(replace(g, gpus_per_instance=ch.gpus_per_instance,
                                      usd_per_gpu_hour=ch.usd_per_gpu_hour * share,
                                      usd_per_instance_hour=ch.usd_per_instance_hour * share, offer=ch.label,
                                      choice=ch))
-            sized = serving_pools(sized) or [g]
+            sized = _pools_per_cap_group(pricing, sized) or [g]
         for q in sized:
             pools.append(replace(q, index=len(pools)))
             types.append(g.index)
     return pools, types
+
+
+def _pools_per_cap_group(pricing, sized: list[GpuOption]) -> list[GpuOption]:
+    """``serving_pools`` within each group of pools that ``pricing.capacity`` caps alike (issue
+    17): a pool capped by other keys than the cheapest one's is another supply, not a dearer
+    copy, so thinning never crosses groups. Without caps there is one group."""
+    groups: dict[tuple, list[GpuOption]] = {}
+    for q in sized:
+        groups.setdefault(capacity_keys(pricing, q.choice.offer) if q.choice is not None else (), []).append(q)
+    out = [q for k in sorted(groups) for q in serving_pools(groups[k])]
+    return sorted(out, key=lambda q: (q.gpus_per_instance, q.usd_per_gpu_hour, q.offer))
 
 
 def serving_pools(sized: list[GpuOption]) -> list[GpuOption]:
@@ -221,6 +232,9 @@ def pool_fits(p: GpuOption, tp, gpus_per_replica):
     ok = np.asarray(tp) <= p.gpus_per_instance
     if not cluster:
         ok = ok & (np.asarray(gpus_per_replica) <= p.gpus_per_instance)
+    reach = getattr(getattr(p, "choice", None), "max_gpus", None)
+    if reach is not None:           # one replica is one contiguous allocation (offer max_gpus, caps)
+        ok = ok & (np.asarray(gpus_per_replica) <= reach)
     return ok if np.ndim(ok) else bool(ok)
 
 

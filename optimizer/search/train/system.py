@@ -40,7 +40,7 @@ from optimizer.formulas import fabric as F, hosts as H, preemption as PRE, relia
 from optimizer.formulas.offers import INTERCONNECT_CODES, offer_runs_layout
 from optimizer.formulas.cost import SERVER_POWER_OVERHEAD
 from optimizer.formulas.params import count_params
-from optimizer.pricing import GpuOption, offer_choices, owned_rate
+from optimizer.pricing import GpuOption, owned_rate, runnable_choice
 from optimizer.scenario import Pricing, SystemSpec
 from optimizer.units import BYTES_PER, GB, GIB, GIGABIT, SECONDS_PER_DAY, SECONDS_PER_HOUR
 from types import SimpleNamespace
@@ -547,13 +547,14 @@ def host_memory_parts(scenario, gpu_option, layout: dict) -> tuple[str, float, d
 
 def estimate_system(spec, gpu: str, layout: dict, tokens_per_s: float, tokens: float, *,
                     pricing_mode: str = "on_demand", optimizer: str = "adam", system=None,
-                    catalog: Catalog) -> dict:
+                    catalog: Catalog, choice=None) -> dict:
     """The issue-10 figures of one layout outside a scenario (``clusteropt estimate ... --tokens N``):
     the seven SYSTEM_COLUMNS keys plus ``train_days`` and the ``system`` breakdown.
 
     ``layout`` holds n_gpus, tp, pp, dp, cp, ep, zero (n_nodes is derived from the catalog node);
     ``system`` is a SystemSpec, a dict of its fields, or None for the defaults; pricing_mode
-    picks the cheapest offer (or the owned TCO) as ``solve`` does.
+    picks the cheapest offer (or the owned TCO) as ``solve`` does; ``choice`` (a
+    pricing.OfferChoice) bills and times it on that offer instead.
     """
 
     cat = catalog
@@ -569,10 +570,7 @@ def estimate_system(spec, gpu: str, layout: dict, tokens_per_s: float, tokens: f
         # issue 17: the cheapest offer that can run this layout (TP inside an instance; beyond one
         # instance a cluster offer with the reach), with that offer's fabric and preemptions
         n, tp = int(layout.get("n_gpus", 1)), int(layout.get("tp", 1))
-        runs = [ch for ch in offer_choices(cat, acc.id, pricing)[0]
-                if offer_runs_layout(n, tp, INTERCONNECT_CODES[ch.offer.interconnect], ch.gpus_per_instance,
-                                     ch.max_gpus)]
-        ch = min(runs, key=lambda c: (-(-n // c.gpus_per_instance) * c.usd_per_instance_hour, c.offer.key)) if runs else None
+        ch = choice if choice is not None else runnable_choice(cat, acc.id, pricing_mode, n, tp)
         rate, gpi, offer = ((ch.usd_per_gpu_hour, ch.gpus_per_instance, ch.label) if ch is not None
                             else (0.0, 1, "no offer can run this layout"))
         if ch is not None:
@@ -604,5 +602,6 @@ def estimate_system(spec, gpu: str, layout: dict, tokens_per_s: float, tokens: f
     if g.choice is not None:
         o = g.choice.offer
         out.update({"provider": o.provider, "instance_type": o.instance_type, "region": o.region,
-                    "interconnect": o.interconnect, "offer_max_gpus": o.contiguous_max_gpus, "offer_as_of": o.as_of})
+                    "interconnect": o.interconnect, "offer_max_gpus": o.contiguous_max_gpus,
+                    "offer_as_of": o.price_as_of(g.choice.mode)})
     return out
