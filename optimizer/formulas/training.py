@@ -455,7 +455,7 @@ def _evaluate(spec, hw, num: dict, cat: dict, efficiency_scale: float,
         eta_max = O.gemm_eta_max(hw, constants) * efficiency_scale
         rate_lin = peak_lin * eta_max * linear_gemm_efficiency_ratio(precision, constants, cat["fp8_recipe"])
         # the GEMM shapes depend on (tokens, tp, ep) only: time the distinct ones, map back
-        # the routed experts' own TP (Megatron-Core's expert grid folded over TP x DP x CP: memory.py)
+        # the routed experts' own TP (Megatron-Core's expert grid folded over TP x DP x CP: layout.py)
         etp = M.expert_tp_degree(tp, dp, cp, ep, cat["expert_tp"])
         t_c, tp_c, ep_c, etp_c = (np.broadcast_to(x, (len(idx), 1))[:, 0] for x in (tokens, tp, ep, etp))
         key = ((t_c * 4096.0 + tp_c) * 4096.0 + ep_c) * 64.0 + etp_c   # exact: integers far below 2^53
@@ -603,12 +603,12 @@ def _evaluate(spec, hw, num: dict, cat: dict, efficiency_scale: float,
         opt_params = (dense_gpu / M._pick(zero >= 1, dp * cp, 1.0)
                       + exp_gpu / M._pick(zero >= 1, np.maximum(tp * dp * cp / (ep * etp), 1.0), 1.0))
         if cat["offload_optimizer"]:
-            t_opt = T.offload_step_time_s(opt_params, optimizer_bytes=k_opt, grad_bytes=M.GRAD_BYTES_PER_PARAM,
+            t_opt = T.offload_step_time_s(opt_params, optimizer_bytes=k_opt, grad_bytes=grad_bytes,
                                           weight_bytes=M.WEIGHT_BYTES_PER_PARAM,
                                           pcie_bytes_per_s=hw.pcie_bytes_per_s)
         else:
             t_opt = T.optimizer_step_time_s(opt_params, hw.hbm_bytes_per_s, optimizer_bytes=k_opt,
-                                            grad_bytes=M.GRAD_BYTES_PER_PARAM,
+                                            grad_bytes=grad_bytes,
                                             weight_bytes=M.WEIGHT_BYTES_PER_PARAM)
         t_opt = np.max(np.broadcast_to(t_opt, t_mb.shape), axis=1)
 
