@@ -145,3 +145,19 @@ def test_the_qwen3_235b_layout_that_ran_is_estimated(cat):
     with pytest.raises(ClusteroptError, match="ep"):
         estimate("qwen3-235b-a22b", catalog=cat, gpu="H100-SXM5-80GB", tp=2, pp=8, dp=16, ep=64,
                  seq_len=4096, global_batch=2048)
+
+
+def test_moe_token_traffic_ratio_slows_moe_layers_only(cat):
+    # moe_elementwise_ratio weighs a MoE layer's stored-activation traffic (permutation gathers and
+    # scatters, router softmax/top-k): it moves MoE models' steps and leaves dense models' alone
+    from optimizer.formulas.efficiency import CALIBRATED
+
+    hw = cat.hardware("H100-SXM5-80GB")
+    lay = TrainLayout(seq_len=4096, global_batch=64, dp=8, ep=8, micro_batch=1, zero=1)
+    moe, dense = get_preset("mixtral-8x7b"), get_preset("llama-3-8b")
+    slow = replace(CALIBRATED, moe_elementwise_ratio=CALIBRATED.moe_elementwise_ratio * 2)
+    assert estimate_training(moe, hw, lay, constants=slow).step_time_s > \
+        estimate_training(moe, hw, lay, constants=CALIBRATED).step_time_s
+    dl = replace(lay, ep=1)
+    assert estimate_training(dense, hw, dl, constants=slow).step_time_s == \
+        estimate_training(dense, hw, dl, constants=CALIBRATED).step_time_s

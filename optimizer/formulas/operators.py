@@ -45,8 +45,8 @@ Each kernel also costs ``kernel_s`` (launch, tail and framework dispatch; fitted
 
 Fitted constants (``ComputeConstants``; benchmarks/calibrate_efficiency.py): the large-GEMM
 ceilings of Ampere and Hopper, ``kernel_s``, ``elementwise_passes``, ``overlap_slowdown``,
-``fp8_gemm_ratio`` and ``unfused_elementwise_ratio`` - seven numbers for every GPU generation,
-framework and model.
+``fp8_gemm_ratio``, ``unfused_elementwise_ratio`` and ``moe_elementwise_ratio`` - eight numbers
+for every GPU generation, framework and model.
 
 Attention core (flash attention, Dao et al. 2022/2023, Shah et al. 2024): FLOPs at a
 fraction of the bf16 peak read from published kernel benchmarks (``FLASH_ATTENTION``,
@@ -111,7 +111,10 @@ class ComputeConstants:
     leaving the node reach (congestion, NCCL channel count, the framework's process groups);
     ``unfused_elementwise_ratio``: the non-GEMM HBM traffic of PyTorch-native stacks (FSDP2:
     norms, rotary, activation, casts and loss as separate kernels, or as torch.compile fuses
-    them) relative to Megatron with Transformer Engine's fused kernels."""
+    them) relative to Megatron with Transformer Engine's fused kernels;
+    ``moe_elementwise_ratio``: the non-GEMM HBM time per stored activation byte of a MoE layer
+    (token permutation by expert as gathers and scatters, router softmax/top-k/sort) relative to
+    a dense layer's streaming elementwise work."""
 
     gemm_eta_ampere: float
     gemm_eta_hopper: float
@@ -122,6 +125,7 @@ class ComputeConstants:
     fp8_gemm_ratio: float = 0.77
     network_efficiency: float = 1.0
     unfused_elementwise_ratio: float = 1.0
+    moe_elementwise_ratio: float = 1.0
 
 
 def profile_of(hw: Hardware) -> KernelProfile:
