@@ -163,12 +163,11 @@ def _check_categorical(cat: dict) -> dict:
         raise ClusteroptError("layout", f"unknown field(s) {sorted(unknown)}",
                               "allowed: " + ", ".join(CATEGORICAL_FIELDS + FRAMEWORK_FIELDS + M.MEMORY_FIELDS))
     out.update(cat)
-    if out["framework"] not in FRAMEWORKS:
-        raise ClusteroptError("framework", f"unknown framework {out['framework']!r}",
-                              "allowed: " + ", ".join(FRAMEWORKS))
-    if out["fp8_recipe"] not in FP8_RECIPES:
-        raise ClusteroptError("fp8_recipe", f"unknown recipe {out['fp8_recipe']!r}",
-                              "allowed: " + ", ".join(FP8_RECIPES))
+    for field, noun, allowed in (("framework", "framework", FRAMEWORKS), ("fp8_recipe", "recipe", FP8_RECIPES),
+                                 ("recompute", "mode", RECOMPUTE_MODES), ("precision", "precision", TRAIN_PRECISIONS),
+                                 ("optimizer", "optimizer", OPTIMIZERS)):
+        if out[field] not in allowed:
+            raise ClusteroptError(field, f"unknown {noun} {out[field]!r}", "allowed: " + ", ".join(allowed))
     out.update(M.check_memory_options(out))
     for k in _PER_LAYOUT_CATEGORICAL:                # given per layout: numpy arrays
         if np.ndim(out[k]):
@@ -177,18 +176,6 @@ def _check_categorical(cat: dict) -> dict:
     bad = [z for z in zeros if z not in (0, 1, 2, 3)]
     if bad:
         raise ClusteroptError("zero", f"unknown ZeRO stage {bad[0]!r}", "allowed: 0, 1, 2, 3")
-    if out["recompute"] not in RECOMPUTE_MODES:
-        raise ClusteroptError("recompute", f"unknown mode {out['recompute']!r}",
-                              "allowed: " + ", ".join(RECOMPUTE_MODES))
-    if out["precision"] not in TRAIN_PRECISIONS:
-        raise ClusteroptError("precision", f"unknown precision {out['precision']!r}",
-                              "allowed: " + ", ".join(TRAIN_PRECISIONS))
-    if out["optimizer"] not in OPTIMIZERS:
-        raise ClusteroptError("optimizer", f"unknown optimizer {out['optimizer']!r}",
-                              "allowed: " + ", ".join(OPTIMIZERS))
-    if out["framework"] not in FRAMEWORKS:
-        raise ClusteroptError("framework", f"unknown framework {out['framework']!r}",
-                              "allowed: " + ", ".join(FRAMEWORKS))
     out["zero"] = out["zero"].astype(np.int64) if np.ndim(out["zero"]) else int(out["zero"])
     if out["fused_kernels"] is not None:
         out["fused_kernels"] = bool(out["fused_kernels"])
